@@ -1,0 +1,725 @@
+/*
+ * dsn_client.js: the browser and Node client of dsn-sync, speaking wire protocol
+ * version 1 (PROTOCOL.md in the dsn-sync repository; its known answers are in
+ * vectors/protocol_v1.json).
+ *
+ *     import { connectDSN } from './dsn_client.js';
+ *     const client = connectDSN('http://127.0.0.1:3000/sync/<instance>', token);
+ *     client.onDataChange('users', (all) => render(all));
+ *     await client.create('users', 'user_004', { name: 'Ada' });
+ *
+ * It keeps a mirror of the tables the token may read, fed by a long-poll loop, and an
+ * outbox of writes that are applied to the mirror at once (optimistically) and sent in
+ * order, each with a stable mutation id, until the backend accepts or refuses them.
+ * In a browser the mirror and the outbox live in IndexedDB (one database per server
+ * instance, one object store per table), so reads answer at once after a reload, even
+ * with the server down, and writes made offline are sent exactly once when it returns.
+ * Where IndexedDB is missing (Node), the mirror is kept in memory.
+ *
+ * Runs in browsers (as a module, also from another origin: every request is a CORS
+ * "simple request") and in Node 19+ (Node 18 with --experimental-global-webcrypto,
+ * for crypto.getRandomValues). One file, no dependencies, no imports.
+ *
+ * Layers, low level first, like tweetnacl: bytes and randomness; the primitives, written
+ * from their standards so that the client also works where crypto.subtle is absent
+ * (a page on plain http:// over a LAN): SHA-256 (FIPS 180-4), HMAC-SHA256 (RFC 2104),
+ * HKDF-SHA256 (RFC 5869), Keccak-f[1600] and SHAKE256 (FIPS 202); the envelope and
+ * frames (PROTOCOL.md sections 1-3); the mirror stores (memory, IndexedDB); the client.
+ */
+
+/** Every refusal and failure this module reports; `.code` is the protocol's error code
+ * (`rejected`, `invalid`, `exists`, ...) or one of the client's own (`unauthorized`,
+ * `closed`, `bad_token`, `no_random`, `bad_response`). */
+export class DSNError extends Error {
+  constructor(code, message) {
+    super(message || code);
+    this.name = 'DSNError';
+    this.code = code;
+  }
+}
+
+/* ============================================================================
+ * Bytes and randomness
+ * ========================================================================== */
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder('utf-8', { fatal: true });
+
+function utf8(text) {
+  return textEncoder.encode(text);
+}
+
+function concatBytes(...parts) {
+  let length = 0;
+  for (const part of parts) length += part.length;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+function u16(n) {
+  return Uint8Array.of(n >>> 8, n & 255);
+}
+
+function u32(n) {
+  return Uint8Array.of(n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255);
+}
+
+function toHex(bytes) {
+  let out = '';
+  for (let i = 0; i < bytes.length; i++) out += (bytes[i] < 16 ? '0' : '') + bytes[i].toString(16);
+  return out;
+}
+
+function fromHex(hex) {
+  if (hex.length % 2 || /[^0-9a-fA-F]/.test(hex)) throw new TypeError(`not hex: ${JSON.stringify(hex.slice(0, 40))}`);
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.substr(2 * i, 2), 16);
+  return out;
+}
+
+const B64U_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+const B64U_VALUES = new Int16Array(128).fill(-1);
+for (let i = 0; i < 64; i++) B64U_VALUES[B64U_ALPHABET.charCodeAt(i)] = i;
+
+/** base64url without padding (RFC 4648 section 5), as the protocol writes kids and mids. */
+function b64uEncode(bytes) {
+  let out = '';
+  for (let i = 0; i < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | ((bytes[i + 1] ?? 0) << 8) | (bytes[i + 2] ?? 0);
+    const chars = Math.min(4, Math.ceil(((bytes.length - i) * 8) / 6));
+    for (let c = 0; c < chars; c++) out += B64U_ALPHABET[(n >>> (18 - 6 * c)) & 63];
+  }
+  return out;
+}
+
+/** Strict: any character outside the alphabet, or a length that no byte string has,
+ * throws a TypeError. */
+function b64uDecode(text) {
+  if (text.length % 4 === 1) throw new TypeError('not base64url: impossible length');
+  const out = new Uint8Array(Math.floor((text.length * 6) / 8));
+  let bits = 0;
+  let value = 0;
+  let o = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    const v = code < 128 ? B64U_VALUES[code] : -1;
+    if (v < 0) throw new TypeError(`not base64url: ${JSON.stringify(text[i])} at ${i}`);
+    value = ((value << 6) | v) & 0xffffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (value >>> bits) & 255;
+    }
+  }
+  return out;
+}
+
+/** Chunks of 65,536 bytes: the Web Crypto API refuses more in one call. */
+const RANDOM_CHUNK = 65536;
+
+/** `n` bytes from the platform's CSPRNG; throws DSNError('no_random') without one,
+ * because a nonce from anything weaker would break the envelope. */
+export function randomBytes(n) {
+  const cryptoObject = globalThis.crypto;
+  if (!cryptoObject || typeof cryptoObject.getRandomValues !== 'function') {
+    throw new DSNError('no_random', 'dsn-sync needs crypto.getRandomValues for its nonces, and this platform has none ' +
+      '(Node 18: run with --experimental-global-webcrypto, or set globalThis.crypto = require("node:crypto").webcrypto)');
+  }
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += RANDOM_CHUNK) cryptoObject.getRandomValues(out.subarray(i, Math.min(n, i + RANDOM_CHUNK)));
+  return out;
+}
+
+/* ============================================================================
+ * SHA-256 (FIPS 180-4)
+ * ========================================================================== */
+
+// Section 4.2.2: the first 32 bits of the fractional parts of the cube roots of the
+// first 64 primes.
+const SHA256_K = Int32Array.of(
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2);
+
+// Section 5.3.3: the first 32 bits of the fractional parts of the square roots of the
+// first 8 primes.
+const SHA256_H0 = Int32Array.of(
+  0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
+
+const SHA256_BLOCK = 64;
+
+/** Incremental SHA-256: `new SHA256().update(a).update(b).digest()`. */
+export class SHA256 {
+  constructor() {
+    this.H = SHA256_H0.slice();
+    this.W = new Int32Array(64);
+    this.buffer = new Uint8Array(SHA256_BLOCK);
+    this.buffered = 0;
+    this.length = 0;
+  }
+
+  update(data) {
+    let i = 0;
+    this.length += data.length;
+    if (this.buffered) {
+      const take = Math.min(SHA256_BLOCK - this.buffered, data.length);
+      this.buffer.set(data.subarray(0, take), this.buffered);
+      this.buffered += take;
+      i = take;
+      if (this.buffered < SHA256_BLOCK) return this;
+      this.compress(this.buffer, 0);
+      this.buffered = 0;
+    }
+    for (; i + SHA256_BLOCK <= data.length; i += SHA256_BLOCK) this.compress(data, i);
+    this.buffer.set(data.subarray(i), 0);
+    this.buffered = data.length - i;
+    return this;
+  }
+
+  /** Section 5.1.1 padding (a 1 bit, zeros, the 64-bit message length in bits), then
+   * the hash value H as 32 big-endian bytes. The object is spent afterwards. */
+  digest() {
+    const bitsHigh = Math.floor(this.length / 0x20000000);
+    const bitsLow = (this.length << 3) >>> 0;
+    const padLength = ((this.buffered < 56 ? 56 : 120) - this.buffered);
+    const pad = new Uint8Array(padLength + 8);
+    pad[0] = 0x80;
+    pad.set(u32(bitsHigh), padLength);
+    pad.set(u32(bitsLow), padLength + 4);
+    this.update(pad);
+    const out = new Uint8Array(32);
+    for (let t = 0; t < 8; t++) out.set(u32(this.H[t]), 4 * t);
+    return out;
+  }
+
+  /** Section 6.2.2: one 64-byte block at `offset` of `bytes`. */
+  compress(bytes, offset) {
+    const W = this.W;
+    const H = this.H;
+    for (let t = 0; t < 16; t++) {
+      const j = offset + 4 * t;
+      W[t] = (bytes[j] << 24) | (bytes[j + 1] << 16) | (bytes[j + 2] << 8) | bytes[j + 3];
+    }
+    for (let t = 16; t < 64; t++) {
+      const w15 = W[t - 15];
+      const w2 = W[t - 2];
+      const sigma0 = ((w15 >>> 7) | (w15 << 25)) ^ ((w15 >>> 18) | (w15 << 14)) ^ (w15 >>> 3);
+      const sigma1 = ((w2 >>> 17) | (w2 << 15)) ^ ((w2 >>> 19) | (w2 << 13)) ^ (w2 >>> 10);
+      W[t] = (sigma1 + W[t - 7] + sigma0 + W[t - 16]) | 0;
+    }
+    let a = H[0], b = H[1], c = H[2], d = H[3], e = H[4], f = H[5], g = H[6], h = H[7];
+    for (let t = 0; t < 64; t++) {
+      const Sigma1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+      const Ch = (e & f) ^ (~e & g);
+      const T1 = (h + Sigma1 + Ch + SHA256_K[t] + W[t]) | 0;
+      const Sigma0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+      const Maj = (a & b) ^ (a & c) ^ (b & c);
+      const T2 = (Sigma0 + Maj) | 0;
+      h = g; g = f; f = e; e = (d + T1) | 0;
+      d = c; c = b; b = a; a = (T1 + T2) | 0;
+    }
+    H[0] = (H[0] + a) | 0; H[1] = (H[1] + b) | 0; H[2] = (H[2] + c) | 0; H[3] = (H[3] + d) | 0;
+    H[4] = (H[4] + e) | 0; H[5] = (H[5] + f) | 0; H[6] = (H[6] + g) | 0; H[7] = (H[7] + h) | 0;
+  }
+}
+
+export function sha256(data) {
+  return new SHA256().update(data).digest();
+}
+
+/* ============================================================================
+ * HMAC-SHA256 (RFC 2104) and HKDF-SHA256 (RFC 5869)
+ * ========================================================================== */
+
+/** HMAC(K, text) = H((K ^ opad) || H((K ^ ipad) || text)), where `text` is the
+ * concatenation of `parts` (hashed in place, never copied). Synchronous, in JS. */
+export function hmacSha256(key, ...parts) {
+  const K = new Uint8Array(SHA256_BLOCK);
+  K.set(key.length > SHA256_BLOCK ? sha256(key) : key);
+  const ipadKey = K.map((byte) => byte ^ 0x36);
+  const opadKey = K.map((byte) => byte ^ 0x5c);
+  const inner = new SHA256().update(ipadKey);
+  for (const part of parts) inner.update(part);
+  return new SHA256().update(opadKey).update(inner.digest()).digest();
+}
+
+function subtleCrypto() {
+  // Absent outside secure contexts: a page on plain http:// from another host than
+  // localhost has globalThis.crypto but no crypto.subtle.
+  return globalThis.crypto?.subtle;
+}
+
+const subtleKeys = new WeakMap();
+
+/** The CryptoKey for `macKey`, imported once per key object. */
+function subtleHmacKey(subtle, macKey) {
+  let key = subtleKeys.get(macKey);
+  if (!key) {
+    key = subtle.importKey('raw', macKey, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign', 'verify']);
+    subtleKeys.set(macKey, key);
+  }
+  return key;
+}
+
+/** HMAC-SHA256 through crypto.subtle where it exists (native code, several times the
+ * speed of the JS one on large messages), else `hmacSha256`. Resolves to 32 bytes. */
+export async function hmacSha256Async(key, data) {
+  const subtle = subtleCrypto();
+  // Web Crypto refuses an empty HMAC key; RFC 2104 allows it.
+  if (!subtle || key.length === 0) return hmacSha256(key, data);
+  return new Uint8Array(await subtle.sign('HMAC', await subtleHmacKey(subtle, key), data));
+}
+
+/** Compares in time that depends only on the lengths, never on where bytes differ. */
+function equalBytes(a, b) {
+  if (a.length !== b.length) return false;
+  let difference = 0;
+  for (let i = 0; i < a.length; i++) difference |= a[i] ^ b[i];
+  return difference === 0;
+}
+
+const SHA256_LENGTH = 32;
+
+/** RFC 5869 section 2.2: PRK = HMAC-Hash(salt, IKM); an empty salt stands for HashLen
+ * zero bytes (the same key to HMAC). */
+export function hkdfExtract(salt, ikm) {
+  return hmacSha256(salt.length ? salt : new Uint8Array(SHA256_LENGTH), ikm);
+}
+
+/** RFC 5869 section 2.3: T(i) = HMAC-Hash(PRK, T(i-1) || info || i), OKM = the first
+ * `length` bytes of T(1) || T(2) || ...; at most 255 * HashLen bytes (RangeError). */
+export function hkdfExpand(prk, info, length) {
+  if (!Number.isInteger(length) || length < 0 || length > 255 * SHA256_LENGTH) {
+    throw new RangeError(`HKDF-SHA256 output must be 0..${255 * SHA256_LENGTH} bytes, not ${length}`);
+  }
+  const okm = new Uint8Array(length);
+  let T = new Uint8Array(0);
+  for (let i = 1, offset = 0; offset < length; i++, offset += SHA256_LENGTH) {
+    T = hmacSha256(prk, T, info, Uint8Array.of(i));
+    okm.set(T.subarray(0, Math.min(SHA256_LENGTH, length - offset)), offset);
+  }
+  return okm;
+}
+
+export function hkdf(ikm, salt, info, length) {
+  return hkdfExpand(hkdfExtract(salt, ikm), info, length);
+}
+
+/* ============================================================================
+ * Keccak-f[1600] and SHAKE256 (FIPS 202)
+ * ========================================================================== */
+
+// The state is 25 lanes of 64 bits, lane (x, y) at index x + 5y, each kept as two
+// 32-bit halves (JS has no fast 64-bit integers): low half at 2i, high half at 2i + 1.
+// Bytes enter and leave the lanes little-endian (FIPS 202 section B.1).
+
+// Round constants of ι from the rc(t) LFSR of FIPS 202 Algorithm 5: RC[ir] has bit
+// 2^j - 1 set to rc(j + 7 ir), for j = 0..6. Kept as (low, high) pairs.
+const KECCAK_RC = (() => {
+  const rc = (t) => {
+    if (t % 255 === 0) return 1;
+    let R = 0x01; // bits R[0..7] of the algorithm; R[0] is the lowest bit
+    for (let i = 1; i <= t % 255; i++) {
+      R <<= 1;
+      const R8 = (R >>> 8) & 1;
+      R ^= R8 | (R8 << 4) | (R8 << 5) | (R8 << 6);
+      R &= 0xff;
+    }
+    return R & 1;
+  };
+  const constants = new Int32Array(48);
+  for (let ir = 0; ir < 24; ir++) {
+    for (let j = 0; j <= 6; j++) {
+      const bit = (1 << j) - 1;
+      if (rc(j + 7 * ir)) constants[2 * ir + (bit >= 32 ? 1 : 0)] |= 1 << (bit % 32);
+    }
+  }
+  return constants;
+})();
+
+// Keccak-f[1600] with its 25 lanes in 50 local variables and the steps of a round
+// written out lane by lane. This is the hot path of the envelope (every byte sealed or
+// opened goes through it), and V8 runs it several times faster this way than as a
+// rolled loop over a typed array: the lanes stay in registers and every rotation
+// distance is a constant. The rotation offsets r[x, y] are FIPS 202 Table 2; the code
+// was generated from the rolled definition and is guarded by every SHAKE256 vector and
+// by protocol_v1.json.
+function keccakF1600(s) {
+  let a00l = s[0], a00h = s[1], a01l = s[2], a01h = s[3], a02l = s[4], a02h = s[5], a03l = s[6], a03h = s[7], a04l = s[8], a04h = s[9];
+  let a05l = s[10], a05h = s[11], a06l = s[12], a06h = s[13], a07l = s[14], a07h = s[15], a08l = s[16], a08h = s[17], a09l = s[18], a09h = s[19];
+  let a10l = s[20], a10h = s[21], a11l = s[22], a11h = s[23], a12l = s[24], a12h = s[25], a13l = s[26], a13h = s[27], a14l = s[28], a14h = s[29];
+  let a15l = s[30], a15h = s[31], a16l = s[32], a16h = s[33], a17l = s[34], a17h = s[35], a18l = s[36], a18h = s[37], a19l = s[38], a19h = s[39];
+  let a20l = s[40], a20h = s[41], a21l = s[42], a21h = s[43], a22l = s[44], a22h = s[45], a23l = s[46], a23h = s[47], a24l = s[48], a24h = s[49];
+  for (let i = 0; i < 48; i += 2) {
+    // θ: C[x] = A[x,0] ^ ... ^ A[x,4]; D[x] = C[x-1] ^ ROT(C[x+1], 1).
+    const c0l = a00l ^ a05l ^ a10l ^ a15l ^ a20l;
+    const c0h = a00h ^ a05h ^ a10h ^ a15h ^ a20h;
+    const c1l = a01l ^ a06l ^ a11l ^ a16l ^ a21l;
+    const c1h = a01h ^ a06h ^ a11h ^ a16h ^ a21h;
+    const c2l = a02l ^ a07l ^ a12l ^ a17l ^ a22l;
+    const c2h = a02h ^ a07h ^ a12h ^ a17h ^ a22h;
+    const c3l = a03l ^ a08l ^ a13l ^ a18l ^ a23l;
+    const c3h = a03h ^ a08h ^ a13h ^ a18h ^ a23h;
+    const c4l = a04l ^ a09l ^ a14l ^ a19l ^ a24l;
+    const c4h = a04h ^ a09h ^ a14h ^ a19h ^ a24h;
+    const d0l = c4l ^ (c1l << 1 | c1h >>> 31), d0h = c4h ^ (c1h << 1 | c1l >>> 31);
+    const d1l = c0l ^ (c2l << 1 | c2h >>> 31), d1h = c0h ^ (c2h << 1 | c2l >>> 31);
+    const d2l = c1l ^ (c3l << 1 | c3h >>> 31), d2h = c1h ^ (c3h << 1 | c3l >>> 31);
+    const d3l = c2l ^ (c4l << 1 | c4h >>> 31), d3h = c2h ^ (c4h << 1 | c4l >>> 31);
+    const d4l = c3l ^ (c0l << 1 | c0h >>> 31), d4h = c3h ^ (c0h << 1 | c0l >>> 31);
+    // ρ and π, with θ's D folded in: B[y, 2x+3y] = ROT(A[x,y] ^ D[x], r[x,y]).
+    let l, h;
+    l = a00l ^ d0l; h = a00h ^ d0h;
+    const b00l = l, b00h = h;  // r[0,0] = 0
+    l = a01l ^ d1l; h = a01h ^ d1h;
+    const b10l = l << 1 | h >>> 31, b10h = h << 1 | l >>> 31;  // r[1,0] = 1
+    l = a02l ^ d2l; h = a02h ^ d2h;
+    const b20l = h << 30 | l >>> 2, b20h = l << 30 | h >>> 2;  // r[2,0] = 62
+    l = a03l ^ d3l; h = a03h ^ d3h;
+    const b05l = l << 28 | h >>> 4, b05h = h << 28 | l >>> 4;  // r[3,0] = 28
+    l = a04l ^ d4l; h = a04h ^ d4h;
+    const b15l = l << 27 | h >>> 5, b15h = h << 27 | l >>> 5;  // r[4,0] = 27
+    l = a05l ^ d0l; h = a05h ^ d0h;
+    const b16l = h << 4 | l >>> 28, b16h = l << 4 | h >>> 28;  // r[0,1] = 36
+    l = a06l ^ d1l; h = a06h ^ d1h;
+    const b01l = h << 12 | l >>> 20, b01h = l << 12 | h >>> 20;  // r[1,1] = 44
+    l = a07l ^ d2l; h = a07h ^ d2h;
+    const b11l = l << 6 | h >>> 26, b11h = h << 6 | l >>> 26;  // r[2,1] = 6
+    l = a08l ^ d3l; h = a08h ^ d3h;
+    const b21l = h << 23 | l >>> 9, b21h = l << 23 | h >>> 9;  // r[3,1] = 55
+    l = a09l ^ d4l; h = a09h ^ d4h;
+    const b06l = l << 20 | h >>> 12, b06h = h << 20 | l >>> 12;  // r[4,1] = 20
+    l = a10l ^ d0l; h = a10h ^ d0h;
+    const b07l = l << 3 | h >>> 29, b07h = h << 3 | l >>> 29;  // r[0,2] = 3
+    l = a11l ^ d1l; h = a11h ^ d1h;
+    const b17l = l << 10 | h >>> 22, b17h = h << 10 | l >>> 22;  // r[1,2] = 10
+    l = a12l ^ d2l; h = a12h ^ d2h;
+    const b02l = h << 11 | l >>> 21, b02h = l << 11 | h >>> 21;  // r[2,2] = 43
+    l = a13l ^ d3l; h = a13h ^ d3h;
+    const b12l = l << 25 | h >>> 7, b12h = h << 25 | l >>> 7;  // r[3,2] = 25
+    l = a14l ^ d4l; h = a14h ^ d4h;
+    const b22l = h << 7 | l >>> 25, b22h = l << 7 | h >>> 25;  // r[4,2] = 39
+    l = a15l ^ d0l; h = a15h ^ d0h;
+    const b23l = h << 9 | l >>> 23, b23h = l << 9 | h >>> 23;  // r[0,3] = 41
+    l = a16l ^ d1l; h = a16h ^ d1h;
+    const b08l = h << 13 | l >>> 19, b08h = l << 13 | h >>> 19;  // r[1,3] = 45
+    l = a17l ^ d2l; h = a17h ^ d2h;
+    const b18l = l << 15 | h >>> 17, b18h = h << 15 | l >>> 17;  // r[2,3] = 15
+    l = a18l ^ d3l; h = a18h ^ d3h;
+    const b03l = l << 21 | h >>> 11, b03h = h << 21 | l >>> 11;  // r[3,3] = 21
+    l = a19l ^ d4l; h = a19h ^ d4h;
+    const b13l = l << 8 | h >>> 24, b13h = h << 8 | l >>> 24;  // r[4,3] = 8
+    l = a20l ^ d0l; h = a20h ^ d0h;
+    const b14l = l << 18 | h >>> 14, b14h = h << 18 | l >>> 14;  // r[0,4] = 18
+    l = a21l ^ d1l; h = a21h ^ d1h;
+    const b24l = l << 2 | h >>> 30, b24h = h << 2 | l >>> 30;  // r[1,4] = 2
+    l = a22l ^ d2l; h = a22h ^ d2h;
+    const b09l = h << 29 | l >>> 3, b09h = l << 29 | h >>> 3;  // r[2,4] = 61
+    l = a23l ^ d3l; h = a23h ^ d3h;
+    const b19l = h << 24 | l >>> 8, b19h = l << 24 | h >>> 8;  // r[3,4] = 56
+    l = a24l ^ d4l; h = a24h ^ d4h;
+    const b04l = l << 14 | h >>> 18, b04h = h << 14 | l >>> 18;  // r[4,4] = 14
+    // χ: A[x,y] = B[x,y] ^ (~B[x+1,y] & B[x+2,y]).
+    a00l = b00l ^ (~b01l & b02l); a00h = b00h ^ (~b01h & b02h);
+    a01l = b01l ^ (~b02l & b03l); a01h = b01h ^ (~b02h & b03h);
+    a02l = b02l ^ (~b03l & b04l); a02h = b02h ^ (~b03h & b04h);
+    a03l = b03l ^ (~b04l & b00l); a03h = b03h ^ (~b04h & b00h);
+    a04l = b04l ^ (~b00l & b01l); a04h = b04h ^ (~b00h & b01h);
+    a05l = b05l ^ (~b06l & b07l); a05h = b05h ^ (~b06h & b07h);
+    a06l = b06l ^ (~b07l & b08l); a06h = b06h ^ (~b07h & b08h);
+    a07l = b07l ^ (~b08l & b09l); a07h = b07h ^ (~b08h & b09h);
+    a08l = b08l ^ (~b09l & b05l); a08h = b08h ^ (~b09h & b05h);
+    a09l = b09l ^ (~b05l & b06l); a09h = b09h ^ (~b05h & b06h);
+    a10l = b10l ^ (~b11l & b12l); a10h = b10h ^ (~b11h & b12h);
+    a11l = b11l ^ (~b12l & b13l); a11h = b11h ^ (~b12h & b13h);
+    a12l = b12l ^ (~b13l & b14l); a12h = b12h ^ (~b13h & b14h);
+    a13l = b13l ^ (~b14l & b10l); a13h = b13h ^ (~b14h & b10h);
+    a14l = b14l ^ (~b10l & b11l); a14h = b14h ^ (~b10h & b11h);
+    a15l = b15l ^ (~b16l & b17l); a15h = b15h ^ (~b16h & b17h);
+    a16l = b16l ^ (~b17l & b18l); a16h = b16h ^ (~b17h & b18h);
+    a17l = b17l ^ (~b18l & b19l); a17h = b17h ^ (~b18h & b19h);
+    a18l = b18l ^ (~b19l & b15l); a18h = b18h ^ (~b19h & b15h);
+    a19l = b19l ^ (~b15l & b16l); a19h = b19h ^ (~b15h & b16h);
+    a20l = b20l ^ (~b21l & b22l); a20h = b20h ^ (~b21h & b22h);
+    a21l = b21l ^ (~b22l & b23l); a21h = b21h ^ (~b22h & b23h);
+    a22l = b22l ^ (~b23l & b24l); a22h = b22h ^ (~b23h & b24h);
+    a23l = b23l ^ (~b24l & b20l); a23h = b23h ^ (~b24h & b20h);
+    a24l = b24l ^ (~b20l & b21l); a24h = b24h ^ (~b20h & b21h);
+    // ι
+    a00l ^= KECCAK_RC[i]; a00h ^= KECCAK_RC[i + 1];
+  }
+  s[0] = a00l; s[1] = a00h; s[2] = a01l; s[3] = a01h; s[4] = a02l; s[5] = a02h; s[6] = a03l; s[7] = a03h; s[8] = a04l; s[9] = a04h;
+  s[10] = a05l; s[11] = a05h; s[12] = a06l; s[13] = a06h; s[14] = a07l; s[15] = a07h; s[16] = a08l; s[17] = a08h; s[18] = a09l; s[19] = a09h;
+  s[20] = a10l; s[21] = a10h; s[22] = a11l; s[23] = a11h; s[24] = a12l; s[25] = a12h; s[26] = a13l; s[27] = a13h; s[28] = a14l; s[29] = a14h;
+  s[30] = a15l; s[31] = a15h; s[32] = a16l; s[33] = a16h; s[34] = a17l; s[35] = a17h; s[36] = a18l; s[37] = a18h; s[38] = a19l; s[39] = a19h;
+  s[40] = a20l; s[41] = a20h; s[42] = a21l; s[43] = a21h; s[44] = a22l; s[45] = a22h; s[46] = a23l; s[47] = a23h; s[48] = a24l; s[49] = a24h;
+}
+
+/** The rate of SHAKE256 in bytes: 1600 - 2 * 256 bits. */
+const SHAKE256_RATE = 136;
+
+/** SHAKE256 as a sponge: `update()` absorbs, then `squeeze()`/`squeezeXor()` read the
+ * output stream (after which nothing more can be absorbed). */
+export class Shake256 {
+  constructor() {
+    this.s = new Uint32Array(50);
+    this.pos = 0;
+    this.squeezing = false;
+  }
+
+  update(data) {
+    if (this.squeezing) throw new Error('Shake256: update() after squeezing');
+    const s = this.s;
+    const n = data.length;
+    let pos = this.pos;
+    let i = 0;
+    while (i < n) {
+      if (pos === 0 && n - i >= SHAKE256_RATE) {
+        for (let w = 0; w < SHAKE256_RATE / 4; w++, i += 4) {
+          s[w] ^= data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24);
+        }
+        keccakF1600(s);
+        continue;
+      }
+      s[pos >> 2] ^= data[i++] << ((pos & 3) << 3);
+      if (++pos === SHAKE256_RATE) {
+        keccakF1600(s);
+        pos = 0;
+      }
+    }
+    this.pos = pos;
+    return this;
+  }
+
+  /** pad10*1 with SHAKE's domain suffix 1111 (FIPS 202 section 6.2: M || 1111, then
+   * pad10*1), which together are the byte 0x1F here and 0x80 in the last byte. */
+  finish() {
+    const s = this.s;
+    s[this.pos >> 2] ^= 0x1f << ((this.pos & 3) << 3);
+    s[(SHAKE256_RATE - 1) >> 2] ^= 0x80 << (((SHAKE256_RATE - 1) & 3) << 3);
+    keccakF1600(s);
+    this.pos = 0;
+    this.squeezing = true;
+  }
+
+  /** Writes `input[i] ^ stream[i]` into `output` (input may be null: the bare stream),
+   * for i < output.length, and advances the stream. */
+  squeezeXor(input, output) {
+    if (!this.squeezing) this.finish();
+    const s = this.s;
+    const n = output.length;
+    let pos = this.pos;
+    let i = 0;
+    while (i < n) {
+      if (pos === SHAKE256_RATE) {
+        keccakF1600(s);
+        pos = 0;
+      }
+      if (pos === 0 && n - i >= SHAKE256_RATE) {
+        // A whole block: word by word, the bytes of each lane half little-endian.
+        for (let w = 0; w < SHAKE256_RATE / 4; w++, i += 4) {
+          const v = s[w];
+          if (input) {
+            output[i] = input[i] ^ v;
+            output[i + 1] = input[i + 1] ^ (v >>> 8);
+            output[i + 2] = input[i + 2] ^ (v >>> 16);
+            output[i + 3] = input[i + 3] ^ (v >>> 24);
+          } else {
+            output[i] = v;
+            output[i + 1] = v >>> 8;
+            output[i + 2] = v >>> 16;
+            output[i + 3] = v >>> 24;
+          }
+        }
+        pos = SHAKE256_RATE;
+        continue;
+      }
+      const byte = s[pos >> 2] >>> ((pos & 3) << 3);
+      output[i] = input ? input[i] ^ byte : byte;
+      i++;
+      pos++;
+    }
+    this.pos = pos;
+    return output;
+  }
+
+  squeeze(length) {
+    return this.squeezeXor(null, new Uint8Array(length));
+  }
+}
+
+/** SHAKE256(data, d) of FIPS 202 with d = 8 * outputLength. */
+export function shake256(data, outputLength) {
+  return new Shake256().update(data).squeeze(outputLength);
+}
+
+/* ============================================================================
+ * The envelope (PROTOCOL.md section 1), tokens and traffic keys (section 2),
+ * frames (section 3)
+ * ========================================================================== */
+
+const KEY_LENGTH = 64;
+const NONCE_LENGTH = 16;
+const TAG_LENGTH = 32;
+const SEAL_OVERHEAD = NONCE_LENGTH + TAG_LENGTH;
+const STREAM_LABEL = utf8('dsn-sync/v1 stream');
+const REQUEST_LABEL = utf8('dsn-sync/v1 req\n');
+const RESPONSE_LABEL = utf8('dsn-sync/v1 res\n');
+const FRAME_VERSION = 0x01;
+
+function checkBytes(name, value, length) {
+  if (!(value instanceof Uint8Array)) throw new TypeError(`${name} must be a Uint8Array, not ${Object.prototype.toString.call(value)}`);
+  if (length !== undefined && value.length !== length) throw new TypeError(`${name} must be ${length} bytes, not ${value.length}`);
+}
+
+/** ct = data XOR SHAKE256("dsn-sync/v1 stream" || enc || nonce). */
+function keystreamXor(key, nonce, data) {
+  return new Shake256().update(STREAM_LABEL).update(key.subarray(0, 32)).update(nonce)
+    .squeezeXor(data, new Uint8Array(data.length));
+}
+
+function macParts(aad, nonce, ct) {
+  return [u32(aad.length), aad, nonce, ct];
+}
+
+/** The mac half of a 64-byte key, one subarray per key object so that its CryptoKey is
+ * imported once. */
+const macKeys = new WeakMap();
+function macKeyOf(key) {
+  let macKey = macKeys.get(key);
+  if (!macKey) {
+    macKey = key.slice(32, 64);
+    macKeys.set(key, macKey);
+  }
+  return macKey;
+}
+
+/** seal(key, aad, plaintext) -> nonce || ct || tag, in JS alone. `nonce` is for known
+ * answer tests; leave it out and 16 fresh random bytes are used. */
+export function sealSync(key, aad, plaintext, nonce = randomBytes(NONCE_LENGTH)) {
+  checkBytes('key', key, KEY_LENGTH);
+  checkBytes('nonce', nonce, NONCE_LENGTH);
+  const ct = keystreamXor(key, nonce, plaintext);
+  return concatBytes(nonce, ct, hmacSha256(macKeyOf(key), ...macParts(aad, nonce, ct)));
+}
+
+/** As `sealSync`, with the HMAC from crypto.subtle where it exists. */
+export async function seal(key, aad, plaintext, nonce = randomBytes(NONCE_LENGTH)) {
+  checkBytes('key', key, KEY_LENGTH);
+  checkBytes('nonce', nonce, NONCE_LENGTH);
+  const ct = keystreamXor(key, nonce, plaintext);
+  const tag = await hmacSha256Async(macKeyOf(key), concatBytes(...macParts(aad, nonce, ct)));
+  return concatBytes(nonce, ct, tag);
+}
+
+/** open(key, aad, blob) -> plaintext, or null when the blob is short or its tag does not
+ * match; the tag is checked (in constant time) before anything is decrypted. */
+export function openSync(key, aad, blob) {
+  checkBytes('key', key, KEY_LENGTH);
+  if (blob.length < SEAL_OVERHEAD) return null;
+  const nonce = blob.subarray(0, NONCE_LENGTH);
+  const ct = blob.subarray(NONCE_LENGTH, blob.length - TAG_LENGTH);
+  const tag = blob.subarray(blob.length - TAG_LENGTH);
+  if (!equalBytes(tag, hmacSha256(macKeyOf(key), ...macParts(aad, nonce, ct)))) return null;
+  return keystreamXor(key, nonce, ct);
+}
+
+/** As `openSync`, with the tag checked by crypto.subtle.verify where it exists. */
+export async function open(key, aad, blob) {
+  checkBytes('key', key, KEY_LENGTH);
+  const subtle = subtleCrypto();
+  if (!subtle) return openSync(key, aad, blob);
+  if (blob.length < SEAL_OVERHEAD) return null;
+  const nonce = blob.subarray(0, NONCE_LENGTH);
+  const ct = blob.subarray(NONCE_LENGTH, blob.length - TAG_LENGTH);
+  const tag = blob.subarray(blob.length - TAG_LENGTH);
+  const cryptoKey = await subtleHmacKey(subtle, macKeyOf(key));
+  if (!(await subtle.verify('HMAC', cryptoKey, tag, concatBytes(...macParts(aad, nonce, ct))))) return null;
+  return keystreamXor(key, nonce, ct);
+}
+
+/** Splits "dsn1.<kid>.<b64u secret>" into the kid (sent in every frame) and the 32-byte
+ * token secret (never sent). Throws DSNError('bad_token'). */
+export function parseToken(token) {
+  const parts = typeof token === 'string' ? token.split('.') : [];
+  let secret = null;
+  if (parts.length === 3 && parts[0] === 'dsn1' && parts[1]) {
+    try {
+      secret = b64uDecode(parts[2]);
+      b64uDecode(parts[1]);
+    } catch {
+      secret = null;
+    }
+  }
+  if (!secret || secret.length !== 32) {
+    throw new DSNError('bad_token', 'a dsn-sync token looks like "dsn1.<kid>.<secret>" (from DSNSync.get_token() on the server)');
+  }
+  return { kid: parts[1], tokenSecret: secret };
+}
+
+const TRAFFIC_SALT = utf8('dsn-sync/v1 traffic');
+
+/** PRK_t = HKDF-Extract("dsn-sync/v1 traffic", token_secret); c2s and s2c are 64-byte
+ * HKDF-Expand outputs with info "c2s" and "s2c". */
+export function deriveTrafficKeys(tokenSecret) {
+  checkBytes('token secret', tokenSecret, 32);
+  const prk = hkdfExtract(TRAFFIC_SALT, tokenSecret);
+  return { c2s: hkdfExpand(prk, utf8('c2s'), KEY_LENGTH), s2c: hkdfExpand(prk, utf8('s2c'), KEY_LENGTH) };
+}
+
+/** request = 0x01 || u16(len(kid)) || kid || seal(c2s, "dsn-sync/v1 req\n" || path, json).
+ * Returns the frame and the request nonce (which the response is bound to). */
+export async function buildRequestFrame(c2s, kid, path, requestJson, nonce = randomBytes(NONCE_LENGTH)) {
+  const kidBytes = utf8(kid);
+  const sealed = await seal(c2s, concatBytes(REQUEST_LABEL, utf8(path)), utf8(requestJson), nonce);
+  return { frame: concatBytes(Uint8Array.of(FRAME_VERSION), u16(kidBytes.length), kidBytes, sealed), nonce };
+}
+
+/** response = 0x01 || seal(s2c, "dsn-sync/v1 res\n" || request_nonce, json). Returns the
+ * JSON text, or null for anything that does not open (wrong version, short, forged, not
+ * UTF-8). */
+export async function openResponseFrame(s2c, requestNonce, frame) {
+  if (frame.length < 1 + SEAL_OVERHEAD || frame[0] !== FRAME_VERSION) return null;
+  const plaintext = await open(s2c, concatBytes(RESPONSE_LABEL, requestNonce), frame.subarray(1));
+  return plaintext && decodeUtf8OrNull(plaintext);
+}
+
+/** The server's half, for tests and tools that stand in for a server: opens a request
+ * frame into {kid, nonce, json}, or null. */
+export async function openRequestFrame(c2s, path, frame) {
+  if (frame.length < 3 || frame[0] !== FRAME_VERSION) return null;
+  const kidLength = (frame[1] << 8) | frame[2];
+  if (frame.length < 3 + kidLength + SEAL_OVERHEAD) return null;
+  const kid = decodeUtf8OrNull(frame.subarray(3, 3 + kidLength));
+  const blob = frame.subarray(3 + kidLength);
+  const plaintext = await open(c2s, concatBytes(REQUEST_LABEL, utf8(path)), blob);
+  const json = plaintext && decodeUtf8OrNull(plaintext);
+  return json === null || kid === null ? null : { kid, nonce: blob.slice(0, NONCE_LENGTH), json };
+}
+
+/** The server's half: seals a response JSON text into a response frame. */
+export async function buildResponseFrame(s2c, requestNonce, responseJson, nonce = randomBytes(NONCE_LENGTH)) {
+  const sealed = await seal(s2c, concatBytes(RESPONSE_LABEL, requestNonce), utf8(responseJson), nonce);
+  return concatBytes(Uint8Array.of(FRAME_VERSION), sealed);
+}
+
+function decodeUtf8OrNull(bytes) {
+  try {
+    return textDecoder.decode(bytes);
+  } catch {
+    return null;
+  }
+}
+
+/** The building blocks, for tests and tools; not part of the stable API. */
+export const _internals = { utf8, concatBytes, toHex, fromHex, b64uEncode, b64uDecode, equalBytes, keccakF1600, KECCAK_RC };
