@@ -289,7 +289,7 @@ def _parse_secret(secret):
 class _TokenState:
     """What the server keeps per kid after the first successful open: claims and traffic keys."""
 
-    __slots__ = ("kid", "claims", "jti", "c2s", "s2c", "read", "write", "sub", "exp")
+    __slots__ = ("kid", "claims", "jti", "c2s", "s2c", "read", "write", "sub", "exp", "view")
 
     def __init__(self, kid, claims, token_secret):
         self.kid = kid
@@ -301,6 +301,7 @@ class _TokenState:
         self.exp = claims.get("exp")
         self.read = _rights(claims.get("read", "*"))
         self.write = _rights(claims.get("write", "*"))
+        self.view = None
 
 
 def _rights(value):
@@ -423,9 +424,10 @@ class _Entry:
 
     ``change`` is ``["table","key",record]`` encoded once, on first use, and
     shared by every pull that carries it (PROTOCOL.md's changes entry).
+    ``seen`` caches row-rule answers for this state, per token subject.
     """
 
-    __slots__ = ("table", "key", "seq", "record", "change")
+    __slots__ = ("table", "key", "seq", "record", "change", "seen")
 
     def __init__(self, table, key):
         self.table = table
@@ -433,6 +435,56 @@ class _Entry:
         self.seq = 0
         self.record = None
         self.change = None
+        self.seen = None
+
+
+class View:
+    """What one token may read: a table set (None = all) and row rules evaluated per subject.
+
+    A row rule runs at most once per change per distinct subject: its answer
+    is cached on the change's entry, so a thousand clients of one user waiting
+    on a change cost one evaluation, not a thousand.
+    """
+
+    __slots__ = ("tables", "rules", "sub", "claims")
+
+    def __init__(self, tables=None, rules=None, sub=None, claims=None):
+        self.tables = tables
+        self.rules = rules if sub is not None else None  # the app's own token sees every row
+        self.sub = sub
+        self.claims = claims or {}
+
+    def may_see_table(self, table):
+        return self.tables is None or table in self.tables
+
+    def row_visible(self, entry):
+        """Does this token see ``entry``'s current record?  Called under the store lock."""
+        rule = self.rules.get(entry.table) if self.rules else None
+        if rule is None:
+            return True
+        seen = entry.seen
+        if seen is None:
+            seen = entry.seen = {}
+        answer = seen.get(self.sub)
+        if answer is None:
+            try:
+                answer = seen[self.sub] = bool(rule(entry.record, ReadContext(entry.table, entry.key, self)))
+            except Exception:
+                log.exception("the @can_read('%s') rule raised for key %r; the row stays hidden", entry.table, entry.key)
+                answer = seen[self.sub] = False
+        return answer
+
+
+class ReadContext:
+    """A row rule's second argument: ``table``, ``key``, ``sub`` (the token's user) and ``claims``."""
+
+    __slots__ = ("table", "key", "sub", "claims")
+
+    def __init__(self, table, key, view):
+        self.table, self.key, self.sub, self.claims = table, key, view.sub, view.claims
+
+
+EVERYTHING = View()
 
 
 class MemoryStore:
@@ -463,16 +515,26 @@ class MemoryStore:
     The in-memory store takes a new random epoch per process, so clients of a
     restarted server reset instead of silently missing changes, and it
     remembers mutation ids for the newest ``mid_capacity`` writes only.
+
+    Subclasses persist through three hooks that run under the lock before the
+    memory changes (so a failed write changes nothing): ``_persist_change``,
+    ``_persist_table`` and ``_persist_answer``.
     """
 
     durable = False
+    secret = None
     max_tombstones = 100000  # tombstones kept before the oldest are compacted
     mid_capacity = 100000  # newest (token, mid) answers remembered for idempotent retries
 
     def __init__(self):
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
+        self._reset_memory()
         self.epoch = b64u_encode(os.urandom(9))
+        self._batch_depth = 0
+        self._batch_dirty = False
+
+    def _reset_memory(self):
         self.seq = 0
         self.sv = 0
         self.floor = 0
@@ -483,8 +545,6 @@ class MemoryStore:
         self._stale = 0
         self._tombstones = 0
         self._mids = collections.OrderedDict()
-        self._batch_depth = 0
-        self._batch_dirty = False
 
     # -- lifecycle (a durable store opens files here) -------------------------
     def open(self):
@@ -493,12 +553,26 @@ class MemoryStore:
     def close(self):
         pass
 
+    # -- persistence hooks (no-ops in memory) ---------------------------------
+    def _persist_change(self, table, key, seq, record, ledger):
+        if ledger is not None:
+            self._mids[ledger[:2]] = ledger[2]
+            if len(self._mids) > self.mid_capacity:
+                self._mids.popitem(last=False)
+
+    def _persist_table(self, name, spec, sv):
+        pass
+
+    def _persist_answer(self, jti, mid, answer):
+        self._persist_change(None, None, None, None, (jti, mid, answer))
+
     # -- schema ---------------------------------------------------------------
     def set_table(self, name, spec):
         """Define or replace a table's schema; bumps ``sv`` (clients upgrade their stores)."""
         with self.lock:
             if self.tables.get(name) == spec:
                 return self.sv
+            self._persist_table(name, spec, self.sv + 1)
             self.tables[name] = spec
             self._data.setdefault(name, {})
             self.sv += 1
@@ -558,32 +632,34 @@ class MemoryStore:
                 record = None
             else:
                 raise ValueError("unknown op %r" % (op,))
-            seq = self._put(rows, table, key, entry, record)
+            seq = self.seq + 1
             if ledger is not None:
-                self.remember(ledger[0], ledger[1], {"ok": True, "seq": seq, "record": record})
+                ledger = (ledger[0], ledger[1], {"ok": True, "seq": seq, "record": record})
+            self._persist_change(table, key, seq, record, ledger)
+            self._put(rows, table, key, entry, record, seq)
             self._notify()
             return seq, record
 
-    def _put(self, rows, table, key, entry, record):
-        self.seq += 1
+    def _put(self, rows, table, key, entry, record, seq):
+        self.seq = seq
         if entry is None:
             entry = rows[key] = _Entry(table, key)
         else:
             self._stale += 1
             if entry.record is None:
                 self._tombstones -= 1
-        entry.seq = self.seq
+        entry.seq = seq
         entry.record = record
         entry.change = None
+        entry.seen = None
         if record is None:
             self._tombstones += 1
-        self._log_seq.append(self.seq)
+        self._log_seq.append(seq)
         self._log_entry.append(entry)
         if self._stale > 1024 and self._stale * 2 > len(self._log_seq):
             self._compact_log()
         if self._tombstones > self.max_tombstones:
             self.compact(self._tombstones - self.max_tombstones // 2)
-        return self.seq
 
     def _compact_log(self):
         keep = [(s, e) for s, e in zip(self._log_seq, self._log_entry) if e.seq == s]
@@ -610,7 +686,11 @@ class MemoryStore:
                     dropped += 1
             if dropped:
                 self._compact_log()
+                self._persist_floor()
             return dropped
+
+    def _persist_floor(self):
+        pass
 
     def _notify(self):
         if self._batch_depth:
@@ -642,33 +722,38 @@ class MemoryStore:
             return True
         return seq < self.floor or seq > self.seq or sv > self.sv
 
-    def changes_since(self, seq, limit, readable=None):
+    def changes_since(self, seq, limit, view=EVERYTHING):
         """(changes JSON fragments, new cursor seq) for changes after ``seq``.
 
         O(log n + changes since seq).  At most ``limit`` changes; the cursor
-        then stops at the last one carried, and the client pulls again.
-        ``readable``: None for every table, else a container of table names.
+        then stops at the last one carried, and the client pulls again.  A row
+        the view's rules hide is carried as a deletion (it may have been
+        visible before this change).
         """
         with self.lock:
             seqs, entries = self._log_seq, self._log_entry
             out = []
             cursor = self.seq
+            tables, rules = view.tables, view.rules
             for i in range(bisect.bisect_right(seqs, seq), len(seqs)):
                 entry = entries[i]
                 if entry.seq != seqs[i]:
                     continue
-                if readable is not None and entry.table not in readable:
+                if tables is not None and entry.table not in tables:
                     continue
                 if len(out) >= limit:
                     cursor = seqs[i] - 1
                     break
+                if rules and entry.record is not None and not view.row_visible(entry):
+                    out.append(_json_dumps([entry.table, entry.key, None]))
+                    continue
                 change = entry.change
                 if change is None:
                     change = entry.change = _json_dumps([entry.table, entry.key, entry.record])
                 out.append(change)
             return out, cursor
 
-    def snapshot_page(self, snap_seq, after, limit, readable=None):
+    def snapshot_page(self, snap_seq, after, limit, view=EVERYTHING):
         """One reset page: ({table: {key: record}}, last seq walked, more).
 
         Walks the log in seq order from ``after`` up to ``snap_seq``; a record
@@ -677,7 +762,8 @@ class MemoryStore:
         """
         with self.lock:
             seqs, entries = self._log_seq, self._log_entry
-            records = {t: {} for t in self.tables if readable is None or t in readable}
+            records = {t: {} for t in self.tables if view.may_see_table(t)}
+            rules = view.rules
             n = 0
             last = after
             i = bisect.bisect_right(seqs, after)
@@ -688,6 +774,8 @@ class MemoryStore:
                 i += 1
                 if entry.seq != s or entry.record is None or entry.table not in records:
                     continue
+                if rules and not view.row_visible(entry):
+                    continue
                 records[entry.table][entry.key] = entry.record
                 last = s
                 n += 1
@@ -697,7 +785,8 @@ class MemoryStore:
             if n >= limit:  # peek for one more record, so the last page is never empty
                 for j in range(i, end):
                     entry = entries[j]
-                    if entry.seq == seqs[j] and entry.record is not None and entry.table in records:
+                    if (entry.seq == seqs[j] and entry.record is not None and entry.table in records
+                            and (not rules or view.row_visible(entry))):
                         more = True
                         break
             return records, (last if more else snap_seq), more
@@ -709,9 +798,15 @@ class MemoryStore:
 
     def remember(self, jti, mid, answer):
         with self.lock:
-            self._mids[(jti, mid)] = answer
-            if len(self._mids) > self.mid_capacity:
-                self._mids.popitem(last=False)
+            self._persist_answer(jti, mid, answer)
+
+    # -- revocation -----------------------------------------------------------
+    def revoked(self):
+        """Token ids revoked and remembered by the store (empty for the memory store)."""
+        return set()
+
+    def revoke(self, jti, exp):
+        pass
 
     # -- invariants -----------------------------------------------------------
     def check(self):
@@ -727,12 +822,296 @@ class MemoryStore:
                 assert table in self.tables, "rows for undefined table %r" % table
                 for key, e in rows.items():
                     assert e.table == table and e.key == key, "entry filed under the wrong key"
-                    assert self.floor < e.seq <= self.seq or (e.record is not None and e.seq <= self.seq), "entry seq out of range"
+                    assert 0 < e.seq <= self.seq, "entry seq out of range"
+                    assert e.record is not None or e.seq > self.floor, "tombstone below the floor"
                     i = bisect.bisect_left(seqs, e.seq)
                     assert i < len(seqs) and seqs[i] == e.seq and entries[i] is e, "entry missing from the log"
                     assert e.record is None or isinstance(e.record, dict), "record is not a dict"
                     tomb += e.record is None
             assert tomb == self._tombstones, "tombstone count %d != %d" % (tomb, self._tombstones)
+            return True
+
+
+class StoreError(DSNError):
+    """A store that cannot be opened or used: a bad path, a foreign or newer file, a failed write."""
+
+    code = "store"
+
+
+class SQLiteStore(MemoryStore):
+    """A durable store on the standard library's sqlite3, in WAL mode.
+
+    It keeps what a restart must not lose: records with their change index
+    and tombstones, the schema, the epoch and sequence, the server secret (so
+    the URL and every token stay valid), the mutation-id ledger (24 hours)
+    and revoked token ids.  The live state is also held in memory exactly as
+    MemoryStore holds it (same change index, same pulls); SQLite is written
+    through before memory changes, under the store lock, so nothing a client
+    can see is missing from disk.
+
+    Durability: every sync(), remove() and acknowledged client write is
+    committed before it becomes visible, with ``PRAGMA synchronous=FULL`` by
+    default (the WAL is fsynced at each commit: a power cut loses nothing
+    acknowledged).  ``synchronous='NORMAL'`` skips that fsync: a crashed
+    process still loses nothing, a crashed machine may lose the last commits.
+    ``with sync.batch()`` makes many changes one commit.
+
+    Tables (all prefixed ``dsn_``)::
+
+        dsn_meta(k, v)                      format, epoch, seq, sv, floor, secret
+        dsn_tables(name, spec)              the schema
+        dsn_records(tbl, key, seq UNIQUE, data)   data NULL = tombstone
+        dsn_mids(jti, mid, at, answer)      answers of client writes
+        dsn_revoked(jti, exp)
+    """
+
+    durable = True
+    format_version = 1
+    mid_ttl = 86400  # seconds a mutation id's answer is kept (PROTOCOL.md: at least 24 h)
+
+    def __init__(self, path, synchronous="FULL"):
+        super().__init__()
+        if not isinstance(path, str) or not path:
+            raise ValueError("the SQLite store needs a file path, got %r" % (path,))
+        synchronous = str(synchronous).upper()
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError("synchronous must be FULL, NORMAL or EXTRA, got %r" % (synchronous,))
+        self.path = path
+        self.synchronous = synchronous
+        self._db = None
+        self._pending_rows = []
+        self._pending_mids = []
+        self._writes = 0
+
+    # -- lifecycle ------------------------------------------------------------
+    def open(self):
+        import sqlite3  # deferred: only the durable store needs it
+        with self.lock:
+            if self._db is not None:
+                return self
+            folder = os.path.dirname(os.path.abspath(self.path))
+            if not os.path.isdir(folder):
+                raise StoreError("cannot open the store %s: folder %s does not exist" % (self.path, folder))
+            try:
+                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            except sqlite3.Error as e:
+                raise StoreError("cannot open the store %s: %s" % (self.path, e))
+            try:
+                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal" and self.path != ":memory:":
+                    raise StoreError("the store %s cannot use WAL mode (got %s)" % (self.path, mode))
+                db.execute("PRAGMA synchronous=%s" % self.synchronous)
+                self._prepare(db)
+                self._load(db)
+            except sqlite3.DatabaseError as e:
+                db.close()
+                raise StoreError("%s is not a dsn-sync database, or it is damaged: %s" % (self.path, e))
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+            self._expire_mids()
+            return self
+
+    def close(self):
+        with self.lock:
+            if self._db is None:
+                return
+            self._flush()
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except Exception:
+                pass
+            self._db.close()
+            self._db = None
+
+    def _prepare(self, db):
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not names:
+            db.executescript("""
+                BEGIN;
+                CREATE TABLE dsn_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+                CREATE TABLE dsn_tables (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
+                CREATE TABLE dsn_records (tbl TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL UNIQUE,
+                                          data TEXT, PRIMARY KEY (tbl, key));
+                CREATE TABLE dsn_mids (jti TEXT NOT NULL, mid TEXT NOT NULL, at INTEGER NOT NULL,
+                                       answer TEXT NOT NULL, PRIMARY KEY (jti, mid));
+                CREATE INDEX dsn_mids_at ON dsn_mids (at);
+                CREATE TABLE dsn_revoked (jti TEXT PRIMARY KEY, exp REAL);
+                COMMIT;""")
+            db.executemany("INSERT INTO dsn_meta VALUES (?, ?)", [
+                ("format", str(self.format_version)), ("epoch", self.epoch), ("seq", "0"), ("sv", "0"),
+                ("floor", "0"), ("app", "dsn-sync")])
+            return
+        if "dsn_meta" not in names:
+            raise StoreError("%s is not a dsn-sync database (its tables: %s); point --db at a new file"
+                             % (self.path, ", ".join(sorted(names))))
+        meta = dict(db.execute("SELECT k, v FROM dsn_meta"))
+        version = int(meta.get("format", "0"))
+        if version > self.format_version:
+            raise StoreError("%s was written by a newer dsn-sync (store format %d; this version %s reads format %d): "
+                             "upgrade dsn-sync" % (self.path, version, __version__, self.format_version))
+        if version < 1 or meta.get("app") != "dsn-sync":
+            raise StoreError("%s is not a dsn-sync database (bad dsn_meta)" % self.path)
+
+    def _load(self, db):
+        meta = dict(db.execute("SELECT k, v FROM dsn_meta"))
+        self._reset_memory()
+        self.epoch = meta["epoch"]
+        self.sv = int(meta["sv"])
+        self.floor = int(meta["floor"])
+        self.secret = bytes.fromhex(meta["secret"]) if meta.get("secret") else None
+        for name, spec in db.execute("SELECT name, spec FROM dsn_tables"):
+            self.tables[name] = json.loads(spec)
+            self._data[name] = {}
+        seq = int(meta["seq"])
+        seqs, entries = self._log_seq, self._log_entry
+        for table, key, s, data in db.execute("SELECT tbl, key, seq, data FROM dsn_records ORDER BY seq"):
+            rows = self._data.get(table)
+            if rows is None:
+                raise StoreError("%s holds records for table %r but not its schema" % (self.path, table))
+            entry = rows[key] = _Entry(table, key)
+            entry.seq = s
+            entry.record = json.loads(data) if data is not None else None
+            self._tombstones += data is None
+            seqs.append(s)
+            entries.append(entry)
+            seq = max(seq, s)
+        self.seq = seq
+
+    # -- persistence hooks ----------------------------------------------------
+    def _persist_change(self, table, key, seq, record, ledger):
+        if table is not None:
+            self._pending_rows.append((table, key, seq, _json_dumps(record) if record is not None else None))
+        if ledger is not None:
+            self._pending_mids.append((ledger[0], ledger[1], int(time.time()), _json_dumps(ledger[2])))
+        if not self._batch_depth:
+            self._commit()
+
+    def _persist_table(self, name, spec, sv):
+        self._require_open()
+        self._flush()
+        self._execute_in_tx([("INSERT OR REPLACE INTO dsn_tables VALUES (?, ?)", (name, _json_dumps(spec))),
+                             ("UPDATE dsn_meta SET v = ? WHERE k = 'sv'", (str(sv),))])
+
+    def _persist_floor(self):
+        self._flush()
+        self._execute_in_tx([("DELETE FROM dsn_records WHERE data IS NULL AND seq <= ?", (self.floor,)),
+                             ("UPDATE dsn_meta SET v = ? WHERE k = 'floor'", (str(self.floor),)),
+                             ("UPDATE dsn_meta SET v = ? WHERE k = 'seq'", (str(self.seq),))])
+
+    def save_secret(self, secret):
+        with self.lock:
+            self._require_open()
+            self._execute_in_tx([("INSERT OR REPLACE INTO dsn_meta VALUES ('secret', ?)", (secret.hex(),))])
+            self.secret = secret
+
+    def _require_open(self):
+        if self._db is None:
+            raise StoreError("the store %s is closed" % self.path)
+
+    def _execute_in_tx(self, statements):
+        db = self._db
+        own = not self._batch_depth
+        if own:
+            db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                db.execute(sql, args)
+            if own:
+                db.execute("COMMIT")
+        except Exception:
+            if own:
+                db.execute("ROLLBACK")
+            raise
+
+    def _flush(self):
+        """Write buffered rows inside the current transaction (or on their own)."""
+        if self._pending_rows or self._pending_mids:
+            rows, mids = self._pending_rows, self._pending_mids
+            self._pending_rows, self._pending_mids = [], []
+            self._execute_many(rows, mids)
+
+    def _execute_many(self, rows, mids):
+        db = self._db
+        if rows:
+            db.executemany("INSERT OR REPLACE INTO dsn_records VALUES (?, ?, ?, ?)", rows)
+        if mids:
+            db.executemany("INSERT OR REPLACE INTO dsn_mids VALUES (?, ?, ?, ?)", mids)
+
+    def _commit(self):
+        """Commit buffered changes as one transaction; on failure nothing is kept and it raises."""
+        import sqlite3
+        self._require_open()
+        rows, mids = self._pending_rows, self._pending_mids
+        self._pending_rows, self._pending_mids = [], []
+        db = self._db
+        try:
+            if not db.in_transaction:
+                db.execute("BEGIN IMMEDIATE")
+            self._execute_many(rows, mids)
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreError("writing to %s failed, nothing was applied: %s" % (self.path, e))
+        self._writes += len(rows)
+        if self._writes > 10000:
+            self._writes = 0
+            self._expire_mids()
+
+    def begin_batch(self):
+        super().begin_batch()
+        if self._batch_depth == 1:
+            self._require_open()
+            self._db.execute("BEGIN IMMEDIATE")
+
+    def end_batch(self, ok=True):
+        try:
+            if self._batch_depth == 1:
+                try:
+                    self._commit()
+                except StoreError:
+                    self._load(self._db)  # memory back to what is on disk
+                    raise
+        finally:
+            super().end_batch(ok)
+
+    def _expire_mids(self):
+        self._db.execute("DELETE FROM dsn_mids WHERE at < ?", (int(time.time()) - self.mid_ttl,))
+
+    # -- ledger and revocation ------------------------------------------------
+    def recall(self, jti, mid):
+        with self.lock:
+            self._require_open()
+            row = self._db.execute("SELECT answer FROM dsn_mids WHERE jti = ? AND mid = ?", (jti, mid)).fetchone()
+            return json.loads(row[0]) if row else None
+
+    def revoked(self):
+        with self.lock:
+            self._require_open()
+            now = time.time()
+            return {jti for jti, exp in self._db.execute("SELECT jti, exp FROM dsn_revoked")
+                    if exp is None or exp > now}
+
+    def revoke(self, jti, exp):
+        with self.lock:
+            self._require_open()
+            self._execute_in_tx([("INSERT OR REPLACE INTO dsn_revoked VALUES (?, ?)", (jti, exp))])
+
+    def check(self):
+        """MemoryStore's invariants, plus: the file holds exactly what memory holds."""
+        with self.lock:
+            super().check()
+            self._flush()
+            on_disk = {(t, k): (s, d) for t, k, s, d in self._db.execute("SELECT tbl, key, seq, data FROM dsn_records")}
+            in_memory = {(t, k): (e.seq, _json_dumps(e.record) if e.record is not None else None)
+                         for t, rows in self._data.items() for k, e in rows.items()}
+            assert set(on_disk) == set(in_memory), "keys on disk differ from memory"
+            for k, (s, d) in on_disk.items():
+                assert s == in_memory[k][0], "seq of %r differs on disk" % (k,)
+                assert (d is None) == (in_memory[k][1] is None) and (d is None or json.loads(d) == json.loads(in_memory[k][1])), \
+                    "record %r differs on disk" % (k,)
             return True
 
 
@@ -902,7 +1281,8 @@ class _Hub:
         self.max_record = max_record
         self.max_waiting = max_waiting
         self.handlers = {}
-        self.revoked = set()
+        self.read_rules = {}
+        self.revoked = set(store.revoked())
         self.stopping = False
         self.waiting = 0
         self.requests = 0
@@ -988,6 +1368,12 @@ class _Hub:
         return b"\x01" + seal(state.s2c, _RES_LABEL + nonce, text.encode("utf-8"))
 
     # -- reads ----------------------------------------------------------------
+    def _view(self, state):
+        view = state.view
+        if view is None:
+            view = state.view = View(state.read, self.read_rules, state.sub, state.claims)
+        return view
+
     def _visible_tables(self, state):
         tables = self.store.tables
         if state.read is None or state.write is None:
@@ -1012,7 +1398,7 @@ class _Hub:
         seq, sv = since["seq"], since["sv"]
         if seq == store.seq and sv == store.sv and wait > 0:
             self._wait_for_change(seq, sv, wait)
-        changes, cursor = store.changes_since(seq, self.page_size, state.read)
+        changes, cursor = store.changes_since(seq, self.page_size, self._view(state))
         result = {"epoch": store.epoch, "seq": cursor}
         if sv != store.sv:
             with store.lock:
@@ -1048,7 +1434,7 @@ class _Hub:
                     snap = None
         if snap is None:
             snap, after = store.seq, 0
-        records, last, more = store.snapshot_page(snap, after, self.page_size, state.read)
+        records, last, more = store.snapshot_page(snap, after, self.page_size, self._view(state))
         with store.lock:
             result = {"reset": True, "epoch": store.epoch, "seq": snap, "sv": store.sv,
                       "tables": self._visible_tables(state), "records": records, "more": more,
@@ -1461,7 +1847,15 @@ def _open_store(db_connection_string):
     if not isinstance(db_connection_string, str):
         raise TypeError("db_connection_string must be a string such as 'sqlite:///path/to/dsn.db', got %s"
                         % type(db_connection_string).__name__)
-    raise ValueError("unsupported db_connection_string %r: use None for the in-memory store" % (db_connection_string,))
+    if db_connection_string.startswith("sqlite:///"):
+        path, _, query = db_connection_string[len("sqlite:///"):].partition("?")
+        options = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        unknown = sorted(set(options) - {"synchronous"})
+        if unknown:
+            raise ValueError("unknown option(s) %s in %r (known: synchronous)" % (unknown, db_connection_string))
+        return SQLiteStore(path, **options)
+    raise ValueError("unsupported db_connection_string %r: use None (in memory) or sqlite:///path/to/dsn.db"
+                     % (db_connection_string,))
 
 
 def _positive(name, value, kind=(int, float), zero=False):
@@ -1524,9 +1918,14 @@ class DSNSync:
         self._store.open()
         if secret is None:
             secret = os.environ.get("DSN_SYNC_SECRET") or None
+        stored = getattr(self._store, "secret", None)
         if secret is None:
-            secret = getattr(self._store, "secret", None) or os.urandom(32)
+            secret = stored or os.urandom(32)
         self._keyring = Keyring(secret)
+        if self._store.durable and stored != self._keyring.secret:
+            if stored is not None:
+                log.warning("the given secret replaces the one kept in the store: tokens minted before stop working")
+            self._store.save_secret(self._keyring.secret)
         self._hub = _Hub(self._keyring, self._store, rotate_every=rotate_every, page_size=page_size,
                          max_batch=max_batch, max_record=max_record, max_waiting=max_waiting,
                          max_nonces=max_nonces)
