@@ -2032,6 +2032,66 @@ class DSNSync:
                                                       "exp": None, "sub": None, "read": "*", "write": "*"})
             return self._app_token
 
+    def issue_token(self, sub=None, ttl=3600, read="*", write=(), **claims):
+        """Mint a token that speaks for one user, with an expiry and table rights.
+
+        ``sub``: the user id (row rules and handlers see it as ``ctx.sub``).
+        ``ttl``: seconds until it expires (None: never).  ``read``/``write``:
+        ``'*'`` or a list of table names; by default it reads every table
+        (narrowed per row by @can_read rules) and writes none.  Extra keyword
+        claims are sealed in too and reach handlers in ``ctx.claims``.
+        Stateless: nothing is stored; ``revoke()`` refuses it later.
+        """
+        if sub is not None and (not isinstance(sub, str) or not sub):
+            raise ValueError("sub must be a non-empty string (the user id) or None, got %r" % (sub,))
+        if ttl is not None:
+            _positive("ttl", ttl)
+        reserved = sorted(set(claims) & {"v", "jti", "iat", "exp"})
+        if reserved:
+            raise ValueError("claims %s are set by issue_token itself" % reserved)
+        now = int(time.time())
+        body = dict(claims)
+        body.update({"v": 1, "jti": b64u_encode(os.urandom(9)), "iat": now,
+                     "exp": now + ttl if ttl is not None else None, "sub": sub,
+                     "read": _rights_claim("read", read), "write": _rights_claim("write", write)})
+        return self._keyring.mint(body)
+
+    def revoke(self, token_or_jti):
+        """Refuse a token from now on (401); kept in the store when it is durable.  Returns its jti."""
+        jti, exp = token_or_jti, None
+        if isinstance(token_or_jti, str) and token_or_jti.startswith("dsn1."):
+            kid, _ = parse_token(token_or_jti)
+            state = self._keyring.resolve(kid)
+            if state is None:
+                raise ValueError("that token was not minted by this server")
+            jti, exp = state.jti, state.exp
+        if not isinstance(jti, str) or not jti:
+            raise ValueError("revoke() takes a token or its jti, got %r" % (token_or_jti,))
+        self._store.revoke(jti, exp)
+        self._hub.revoked.add(jti)
+        return jti
+
+    def can_read(self, table):
+        """Decorator: ``rule(record, ctx) -> bool`` decides which rows of ``table`` a user's token sees.
+
+        ``ctx.sub`` is the token's user.  Pulls and resets carry only the rows
+        the rule admits; a change that moves a row out of a user's view
+        reaches that user as a deletion, into view as an upsert.  The rule
+        runs once per change per distinct user and under the store lock:
+        keep it quick and pure.  Tokens without ``sub`` (the app's) see all.
+        """
+        check_table_name(table)
+
+        def register(fn):
+            if not callable(fn):
+                raise TypeError("@can_read('%s') decorates a function" % table)
+            self._hub.read_rules[table] = fn
+            with self._store.lock:  # answers cached under an older rule are void
+                for entry in self._store._data.get(table, {}).values():
+                    entry.seen = None
+            return fn
+        return register
+
     # -- schema ---------------------------------------------------------------
     def define_table(self, name, schema):
         """Define (or redefine) a table: ``{'key': 'user_id', 'fields': ['name', 'email']}``.
@@ -2215,6 +2275,14 @@ class _Batch:
 
     def __exit__(self, exc_type, exc, tb):
         self._store.end_batch(ok=exc_type is None)
+
+
+def _rights_claim(name, value):
+    if value == "*":
+        return "*"
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise ValueError("%s must be '*' or a list of table names, got %r" % (name, value))
+    return sorted(check_table_name(t) for t in value)
 
 
 def _takes_two(fn):
@@ -2428,20 +2496,13 @@ class Client:
                 self._pull_conn = self._connection(self.wait + 15)
             try:
                 if need_hello:
-                    answer = self._exchange(self._pull_conn, "hello", {}, at_base=True)
-                    if not answer.get("ok"):
-                        raise _Transient(answer.get("error"))
+                    _raise_for(self._exchange(self._pull_conn, "hello", {}, at_base=True))
                     need_hello = False
                 if pages is not None:
                     fields = {"since": None, "next": pages["next"], "wait": 0}
                 else:
                     fields = {"since": self.cursor, "wait": self.wait if self._ready.is_set() else 0}
-                answer = self._exchange(self._pull_conn, "pull", fields)
-                if not answer.get("ok"):
-                    err = answer.get("error") or {}
-                    if err.get("code") == "expired":
-                        raise AuthError(err.get("message", "expired"), "expired")
-                    raise _Transient(err)
+                answer = _raise_for(self._exchange(self._pull_conn, "pull", fields))
                 pages = self._on_pull(answer, pages)
                 backoff = 0.5
                 if pages is None:
@@ -2559,6 +2620,16 @@ class Client:
             self._acked[(table, key)] = answer.get("seq", 0)
         self._notify({table})
         return dict(record) if record is not None else None
+
+
+def _raise_for(answer):
+    """The answer if ok; AuthError for ``expired``, _Transient for any other refusal of a read."""
+    if answer.get("ok"):
+        return answer
+    err = answer.get("error") or {}
+    if err.get("code") == "expired":
+        raise AuthError(err.get("message", "the token has expired"), "expired")
+    raise _Transient("%s: %s" % (err.get("code"), err.get("message")))
 
 
 def _jitter():
