@@ -1109,6 +1109,7 @@ export class DSNClient {
     });
     this.ready.catch(() => {}); // an unobserved failure must not crash a Node process
 
+    this._isLoaded = false;
     this._loaded = this._load();
     this._loaded.catch(() => {});
     this._onOnline = () => this._wakeAll();
@@ -1210,7 +1211,8 @@ export class DSNClient {
     }
     for (const [name, records] of loaded.tables) this._tables.set(name, records);
     // Writes loaded from an earlier session go first, in their order.
-    this._outbox = [...loaded.outbox.map((entry) => ({ ...entry, id: entry.n, saved: Promise.resolve() })), ...this._outbox];
+    this._outbox = loaded.outbox.map((entry) => ({ ...entry, id: entry.n, saved: Promise.resolve() }));
+    this._isLoaded = true;
   }
 
   _view(table) {
@@ -1265,46 +1267,53 @@ export class DSNClient {
 
   /* ---------------- writes and the outbox ---------------- */
 
-  async _write(op, table, key, data) {
-    if (this._stopped) throw new DSNError('closed', 'the client was closed');
+  /** Checks the write, then (as soon as the mirror is loaded, at once after that) puts
+   * it in the outbox and the mirror. Resolves true on the ack; rejects on refusal. */
+  _write(op, table, key, data) {
+    if (this._stopped) return Promise.reject(new DSNError('closed', 'the client was closed'));
     if (typeof table !== 'string' || !TABLE_NAME.test(table)) {
-      throw new DSNError('invalid', `a table name matches [A-Za-z_][A-Za-z0-9_-]{0,62}, not ${JSON.stringify(table)}`);
+      return Promise.reject(new DSNError('invalid', `a table name matches [A-Za-z_][A-Za-z0-9_-]{0,62}, not ${JSON.stringify(table)}`));
     }
     if (typeof key !== 'string' || !key || key.length > MAX_KEY_LENGTH) {
-      throw new DSNError('invalid', `a key is a non-empty string of at most ${MAX_KEY_LENGTH} characters, not ${JSON.stringify(key)}`);
+      return Promise.reject(new DSNError('invalid', `a key is a non-empty string of at most ${MAX_KEY_LENGTH} characters, not ${JSON.stringify(key)}`));
     }
     const entry = { op, table, key, mid: b64uEncode(randomBytes(12)) };
     if (op !== 'delete') {
-      if (!isPlainObject(data)) throw new DSNError('invalid', `${op}(table, key, data): data must be an object, not ${JSON.stringify(data)}`);
-      entry.data = { ...data };
-      await this._loaded;
-      const keyField = this._schema[table]?.key;
-      if (keyField !== undefined && keyField in entry.data) {
-        if (entry.data[keyField] !== key) {
-          throw new DSNError('invalid', `data.${keyField} is ${JSON.stringify(entry.data[keyField])} but the key is ${JSON.stringify(key)}`);
-        }
-        delete entry.data[keyField];
+      if (!isPlainObject(data)) return Promise.reject(new DSNError('invalid', `${op}(table, key, data): data must be an object, not ${JSON.stringify(data)}`));
+      try {
+        // JSON now, so that a value the wire cannot carry fails here and not in the sender.
+        entry.data = JSON.parse(JSON.stringify(data));
+      } catch (error) {
+        return Promise.reject(new DSNError('invalid', `${op}(table, key, data): data is not JSON: ${error.message}`));
       }
-      // JSON now, so that a value the wire cannot carry fails here and not in the sender.
-      entry.data = JSON.parse(JSON.stringify(entry.data));
     }
-    await this._loaded;
-    if (this._stopped) throw new DSNError('closed', 'the client was closed');
+    return this._isLoaded ? this._enqueue(entry) : this._loaded.then(() => this._enqueue(entry));
+  }
+
+  _enqueue(entry) {
+    if (this._stopped) return Promise.reject(new DSNError('closed', 'the client was closed'));
+    const keyField = this._schema[entry.table]?.key;
+    if (entry.data && keyField !== undefined && keyField in entry.data) {
+      if (entry.data[keyField] !== entry.key) {
+        return Promise.reject(new DSNError('invalid', `data.${keyField} is ${JSON.stringify(entry.data[keyField])} but the key is ${JSON.stringify(entry.key)}`));
+      }
+      delete entry.data[keyField];
+    }
     const settled = new Promise((resolve, reject) => this._waiters.set(entry.mid, { resolve, reject }));
+    this._outbox.push(entry);
+    this._notify([entry.table]);
     entry.saved = this._storage.addOutbox(entry).then((id) => {
       entry.id = id;
-    });
-    this._outbox.push(entry);
-    this._notify([table]);
-    try {
-      await entry.saved;
-    } catch (error) {
+      this._wakeSender?.();
+    }, (error) => {
+      // Not durable, so not sent: take it back and say why (a DOMException, by name).
       this._outbox.splice(this._outbox.indexOf(entry), 1);
+      this._notify([entry.table]);
+      this._waiters.get(entry.mid)?.reject(error);
       this._waiters.delete(entry.mid);
-      this._notify([table]);
       throw error;
-    }
-    this._wakeSender?.();
+    });
+    entry.saved.catch(() => {});
     return settled;
   }
 

@@ -1,0 +1,453 @@
+// dsn_client.js against a live dsn_sync.py server (test/fixture_server.py): every API
+// call and error code, long-poll wake-up, resets, rollback, offline writes replayed
+// exactly once, tokens refreshed after 401, endpoint rotation, path prefixes.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+import { connectDSN, DSNError } from '../dsn_client.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repoRoot = path.resolve(here, '..');
+if (!existsSync(path.join(repoRoot, 'dsn_sync.py'))) throw new Error(`dsn_sync.py is missing from ${repoRoot}`);
+
+// Fast retries keep outage tests short; the defaults (0.5 s doubling to 30 s) are for people.
+const FAST = { retryMin: 30, retryMax: 300, wait: 5 };
+
+const fixtures = [];
+after(() => {
+  for (const fixture of fixtures) fixture.kill();
+});
+
+/** Starts test/fixture_server.py; `fixture.cmd({...})` sends one command, answers its reply. */
+async function startFixture(pageSize) {
+  const args = [path.join(here, 'fixture_server.py')];
+  if (pageSize) args.push(String(pageSize));
+  const child = spawn(process.env.PYTHON || 'python3', args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const nextLine = async () => {
+    const { value, done } = await lines.next();
+    if (done) throw new Error('the fixture server exited');
+    return JSON.parse(value);
+  };
+  const hello = await nextLine();
+  let queue = Promise.resolve();
+  const fixture = {
+    ...hello,
+    cmd(command) {
+      const reply = queue.then(() => {
+        child.stdin.write(JSON.stringify(command) + '\n');
+        return nextLine();
+      });
+      queue = reply.catch(() => {});
+      return reply.then((answer) => {
+        if (!answer.ok) throw new Error(`fixture ${command.cmd}: ${answer.error}`);
+        return answer;
+      });
+    },
+    kill() {
+      child.stdin.end();
+      child.kill();
+    },
+  };
+  fixtures.push(fixture);
+  return fixture;
+}
+
+const shared = await startFixture();
+
+async function waitFor(condition, what, timeout = 10000) {
+  const start = Date.now();
+  for (;;) {
+    const value = await condition();
+    if (value) return value;
+    if (Date.now() - start > timeout) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function connect(fixture = shared, options = {}, token = fixture.token) {
+  const client = connectDSN(fixture.url, token, { ...FAST, ...options });
+  const statuses = [];
+  client.onStatus((status) => statuses.push(status));
+  client.statuses = statuses;
+  return client;
+}
+
+const isCode = (code) => (error) => {
+  assert.ok(error instanceof DSNError, `expected a DSNError, got ${error}`);
+  assert.equal(error.code, code, error.message);
+  return true;
+};
+
+test('ready, getAll and get answer the backend records, without the key field', async (t) => {
+  await shared.cmd({ cmd: 'sync', table: 'users', key: 'user_001', data: { name: 'Ada', email: 'ada@example.com' } });
+  await shared.cmd({ cmd: 'sync', table: 'users', key: 'user_002', data: { name: 'Bob' } });
+  const client = connect();
+  t.after(() => client.close());
+  await client.ready;
+  const all = await client.getAll('users');
+  assert.deepEqual(all.user_001, { name: 'Ada', email: 'ada@example.com' });
+  assert.deepEqual(all.user_002, { name: 'Bob' });
+  assert.deepEqual(await client.get('users', 'user_001'), { name: 'Ada', email: 'ada@example.com' });
+  assert.equal(await client.get('users', 'nobody'), undefined);
+  assert.deepEqual(await client.getAll('no_such_table'), {});
+  assert.equal(client.statuses.at(-1).state, 'online');
+  assert.deepEqual(client.pending(), []);
+});
+
+test('create, update, delete resolve true and reach the backend; the data shape matches the server', async (t) => {
+  const client = connect();
+  t.after(() => client.close());
+  await client.ready;
+  assert.equal(await client.create('users', 'user_100', { name: 'Cy', cart: [1, 2], user_id: 'user_100' }), true);
+  assert.deepEqual((await shared.cmd({ cmd: 'get', table: 'users', key: 'user_100' })).result, { name: 'Cy', cart: [1, 2] });
+  assert.deepEqual(await client.get('users', 'user_100'), { name: 'Cy', cart: [1, 2] });
+  assert.equal(await client.update('users', 'user_100', { status: 'vip' }), true);
+  assert.deepEqual((await shared.cmd({ cmd: 'get', table: 'users', key: 'user_100' })).result, { name: 'Cy', cart: [1, 2], status: 'vip' });
+  assert.deepEqual(await client.get('users', 'user_100'), { name: 'Cy', cart: [1, 2], status: 'vip' });
+  assert.equal(await client.delete('users', 'user_100'), true);
+  assert.equal((await shared.cmd({ cmd: 'get', table: 'users', key: 'user_100' })).result, null);
+  assert.equal(await client.get('users', 'user_100'), undefined);
+  const stamped = connect();
+  t.after(() => stamped.close());
+  assert.equal(await stamped.create('stamped', 's1', { label: 'x' }), true);
+  assert.deepEqual(await stamped.get('stamped', 's1'), { label: 'x', server: 'stamped' }, 'the handler\'s record replaces the optimistic one');
+});
+
+test('writes are optimistic: the mirror and listeners see them before the ack', async (t) => {
+  const client = connect();
+  t.after(() => client.close());
+  await client.ready;
+  const seen = [];
+  client.onDataChange('messages', (all) => seen.push(all));
+  const write = client.create('messages', 'm1', { text: 'hi' });
+  assert.deepEqual((await client.getAll('messages')).m1, { text: 'hi' });
+  assert.deepEqual(client.pending().map(({ op, table, key, data }) => ({ op, table, key, data })), [{ op: 'create', table: 'messages', key: 'm1', data: { text: 'hi' } }]);
+  assert.match(client.pending()[0].mid, /^[A-Za-z0-9_-]{16}$/);
+  assert.equal(await write, true);
+  assert.deepEqual(client.pending(), []);
+  await waitFor(() => seen.some((all) => all.m1), 'the listener to see m1');
+});
+
+test('every refusal rejects with its DSNError code, and the optimistic change is rolled back', async (t) => {
+  const client = connect();
+  t.after(() => client.close());
+  await client.ready;
+  await client.create('users', 'user_200', { name: 'Dee' });
+  await assert.rejects(client.create('users', 'user_200', { name: 'again' }), isCode('exists'));
+  assert.deepEqual(await client.get('users', 'user_200'), { name: 'Dee' });
+  await assert.rejects(client.update('users', 'nobody', { name: 'x' }), isCode('not_found'));
+  await assert.rejects(client.delete('users', 'nobody'), isCode('not_found'));
+  await assert.rejects(client.create('users', 'user_201', { age: 3 }), (e) => isCode('invalid')(e) && /age/.test(e.message));
+  assert.equal(await client.get('users', 'user_201'), undefined);
+  await assert.rejects(client.create('nonexistent', 'k', {}), isCode('unknown_table'));
+  await assert.rejects(client.create('readonly', 'k', { a: 1 }), isCode('no_handler'));
+  await assert.rejects(client.create('boom', 'k', { a: 1 }), (e) => isCode('handler_error')(e) && !/internal detail/.test(e.message));
+
+  const seen = [];
+  const off = client.onDataChange('guarded', (all) => seen.push(structuredClone(all)));
+  await waitFor(() => seen.length === 1, 'the first call');
+  await assert.rejects(client.create('guarded', 'g1', { reject: true }), isCode('rejected'));
+  assert.deepEqual(seen.map((all) => 'g1' in all), [false, true, false], 'optimistic, then rolled back');
+  assert.equal(await client.get('guarded', 'g1'), undefined);
+  assert.equal((await shared.cmd({ cmd: 'get', table: 'guarded', key: 'g1' })).result, null);
+  await client.create('guarded', 'g2', { v: 1 });
+  await assert.rejects(client.update('guarded', 'g2', { v: 2, reject: true }), isCode('rejected'));
+  assert.deepEqual(await client.get('guarded', 'g2'), { v: 1 });
+  off();
+
+  // The client's own checks, before anything is queued.
+  await assert.rejects(client.create('bad name!', 'k', {}), isCode('invalid'));
+  await assert.rejects(client.create('users', '', {}), isCode('invalid'));
+  await assert.rejects(client.create('users', 'x'.repeat(257), {}), isCode('invalid'));
+  await assert.rejects(client.create('users', 'k', null), isCode('invalid'));
+  await assert.rejects(client.create('users', 'k', { user_id: 'other' }), isCode('invalid'));
+  assert.deepEqual(client.pending(), []);
+});
+
+test('forbidden: a token that may not write the table', async (t) => {
+  const { token } = await shared.cmd({ cmd: 'mint', claims: { write: ['messages'] } });
+  const client = connect(shared, {}, token);
+  t.after(() => client.close());
+  await client.ready;
+  await assert.rejects(client.create('users', 'user_300', { name: 'x' }), isCode('forbidden'));
+  assert.equal(await client.create('messages', 'm300', { text: 'allowed' }), true);
+});
+
+test('long-poll wake-up: a backend sync() reaches onDataChange within a few ms', async (t) => {
+  const client = connect(shared, { wait: 25 });
+  t.after(() => client.close());
+  await client.ready;
+  await new Promise((resolve) => setTimeout(resolve, 200)); // the client is now parked in a long poll
+  const delays = [];
+  for (let i = 0; i < 5; i++) {
+    const arrived = new Promise((resolve) => {
+      const off = client.onDataChange('metrics', (all) => {
+        if (all[`point_${i}`]) {
+          off();
+          resolve();
+        }
+      });
+    });
+    const start = performance.now();
+    await shared.cmd({ cmd: 'sync', table: 'metrics', key: `point_${i}`, data: { value: i } });
+    await arrived;
+    delays.push(performance.now() - start);
+  }
+  delays.sort((a, b) => a - b);
+  t.diagnostic(`sync() -> onDataChange: ${delays.map((d) => d.toFixed(1)).join(', ')} ms`);
+  assert.ok(delays[2] < 200, `median delay ${delays[2]} ms`);
+  await shared.cmd({ cmd: 'remove', table: 'metrics', key: 'point_0' });
+  await waitFor(async () => (await client.get('metrics', 'point_0')) === undefined, 'the removal');
+});
+
+test('onDataChange: once at once, never for unchanged data, a throwing callback does not stop others; off() stops', async (t) => {
+  const client = connect();
+  t.after(() => client.close());
+  await client.ready;
+  const good = [];
+  const originalError = console.error;
+  const logged = [];
+  console.error = (...args) => logged.push(args);
+  t.after(() => {
+    console.error = originalError;
+  });
+  client.onDataChange('messages', () => {
+    throw new Error('listener bug');
+  });
+  const off = client.onDataChange('messages', (all) => good.push(all));
+  await waitFor(() => good.length === 1, 'the first call');
+  await client.create('messages', 'm500', { text: 'a' });
+  await waitFor(() => good.length === 2, 'the second call');
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(good.length, 2, 'the ack and the pull of the same record change nothing the listener can see');
+  assert.ok(logged.length >= 2);
+  off();
+  await client.create('messages', 'm501', { text: 'b' });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(good.length, 2);
+});
+
+test('two clients: a write of one reaches the other', async (t) => {
+  const a = connect();
+  const b = connect();
+  t.after(() => {
+    a.close();
+    b.close();
+  });
+  await Promise.all([a.ready, b.ready]);
+  await a.create('messages', 'chat_1', { from: 'a', text: 'hello b' });
+  await waitFor(async () => (await b.get('messages', 'chat_1'))?.text === 'hello b', 'b to receive the message');
+});
+
+test('endpoint rotation: 250 requests carry on across many rotated paths', async (t) => {
+  const client = connect();
+  t.after(() => client.close());
+  await client.ready;
+  await client.create('messages', 'counter', { n: 0 });
+  for (let n = 1; n <= 250; n++) await client.update('messages', 'counter', { n });
+  assert.deepEqual((await shared.cmd({ cmd: 'get', table: 'messages', key: 'counter' })).result, { n: 250 });
+  assert.match(client._ep, /^\/sync\/[0-9a-f]{16}\/[A-Za-z0-9_-]+$/);
+});
+
+test('404 on a stale endpoint: hello again at the base path and carry on', async (t) => {
+  const client = connect();
+  t.after(() => client.close());
+  await client.ready;
+  client._ep = `${new URL(shared.url).pathname}/retiredlongago`;
+  assert.equal(await client.create('messages', 'after_404', { ok: 1 }), true);
+});
+
+test('clock: a client clock 10 minutes off is corrected from `now` and the request retried', async (t) => {
+  const client = connect();
+  t.after(() => client.close());
+  await client.ready;
+  client._offset = -600000;
+  assert.equal(await client.create('messages', 'clock_1', { ok: 1 }), true);
+  assert.ok(Math.abs(client._offset) < 5000, `offset ${client._offset}`);
+});
+
+test('replay: a frame the server already accepted gets `replay`; the write goes again and is applied once', async (t) => {
+  let replayed = false;
+  const replaying = async (url, init) => {
+    const first = await fetch(url, init);
+    if (replayed || !init.body || !(await first.clone().arrayBuffer()).byteLength) return first;
+    const length = init.body.length;
+    if (length < 400) return first; // only a write's frame (hello and pulls are small)
+    replayed = true;
+    return fetch(url, init); // the same frame again: answered with `replay`
+  };
+  const client = connect(shared, { fetch: replaying });
+  t.after(() => client.close());
+  await client.ready;
+  assert.equal(await client.create('messages', 'replay_1', { padding: 'x'.repeat(300) }), true);
+  assert.ok(replayed);
+  const calls = (await shared.cmd({ cmd: 'calls' })).result.filter(([, table, key]) => table === 'messages' && key === 'replay_1');
+  assert.equal(calls.length, 1);
+});
+
+test('a path prefix (a proxy mounting /api/sync/...) is sent in the URL but not in the frame', async (t) => {
+  const seen = [];
+  const proxy = (url, init) => {
+    seen.push(new URL(url).pathname);
+    return fetch(url.replace('/api/sync/', '/sync/'), init);
+  };
+  const prefixed = shared.url.replace('/sync/', '/api/sync/');
+  const client = connectDSN(prefixed, shared.token, { ...FAST, fetch: proxy });
+  t.after(() => client.close());
+  await client.ready;
+  assert.equal(await client.create('messages', 'via_proxy', { ok: 1 }), true);
+  assert.ok(seen.length >= 3 && seen.every((p) => p.startsWith('/api/sync/')), seen.join(' '));
+});
+
+test('wrong URL: a 404 on hello is reported as status error wrong_url', async (t) => {
+  const wrong = shared.url.replace(/[0-9a-f]{16}$/, '0000000000000000');
+  const client = connectDSN(wrong, shared.token, FAST);
+  t.after(() => client.close());
+  const status = await new Promise((resolve) => client.onStatus((s) => s.state === 'error' && resolve(s)));
+  assert.equal(status.code, 'wrong_url');
+});
+
+test('bad arguments fail at once with DSNError', () => {
+  assert.throws(() => connectDSN('http://127.0.0.1:1/nothing', shared.token), isCode('bad_url'));
+  assert.throws(() => connectDSN('not a url', shared.token), isCode('bad_url'));
+  assert.throws(() => connectDSN(shared.url, 'dsn1.nope'), isCode('bad_token'));
+  assert.throws(() => connectDSN(shared.url, 42), isCode('bad_token'));
+});
+
+test('401: a revoked string token stops the client, keeps the queued writes, rejects ready', async (t) => {
+  const { token } = await shared.cmd({ cmd: 'mint', claims: {} });
+  await shared.cmd({ cmd: 'revoke', token });
+  const client = connect(shared, {}, token);
+  t.after(() => client.close());
+  await assert.rejects(client.ready, isCode('unauthorized'));
+  assert.equal(client.statuses.at(-1).state, 'error');
+  assert.equal(client.statuses.at(-1).code, 'unauthorized');
+});
+
+test('401 then a token function: it is asked again and the client carries on', async (t) => {
+  const { token: revoked } = await shared.cmd({ cmd: 'mint', claims: {} });
+  await shared.cmd({ cmd: 'revoke', token: revoked });
+  const given = [];
+  const tokenFunction = async () => {
+    const token = given.length === 0 ? revoked : shared.token;
+    given.push(token);
+    return token;
+  };
+  const client = connect(shared, {}, tokenFunction);
+  t.after(() => client.close());
+  await client.ready;
+  assert.deepEqual(given, [revoked, shared.token]);
+  assert.ok(client.statuses.some((s) => s.state === 'error' && s.code === 'unauthorized'));
+  assert.equal(await client.create('messages', 'after_401', { ok: 1 }), true);
+});
+
+test('expired: a token past its exp is answered `expired`; the token function gives a fresh one', async (t) => {
+  const { token: old } = await shared.cmd({ cmd: 'mint', claims: { exp: Math.floor(Date.now() / 1000) - 60 } });
+  let asked = 0;
+  const client = connect(shared, {}, () => (asked++ === 0 ? old : shared.token));
+  t.after(() => client.close());
+  await client.ready;
+  assert.equal(asked, 2);
+  const stuck = connect(shared, {}, old);
+  t.after(() => stuck.close());
+  await assert.rejects(stuck.ready, isCode('unauthorized'));
+});
+
+test('offline: writes made while the server is down are queued, then sent exactly once when it returns', async (t) => {
+  const fixture = await startFixture();
+  const client = connect(fixture);
+  t.after(() => client.close());
+  await client.ready;
+  await fixture.cmd({ cmd: 'stop' });
+  await waitFor(() => client.statuses.at(-1).state === 'offline', 'status offline');
+  const writes = [
+    client.create('users', 'user_off', { name: 'Offline' }),
+    client.update('users', 'user_off', { status: 'queued' }),
+    client.create('messages', 'off_1', { text: 'one' }),
+    client.create('messages', 'off_2', { text: 'two' }),
+  ];
+  let settled = false;
+  Promise.allSettled(writes).then(() => {
+    settled = true;
+  });
+  assert.deepEqual(await client.get('users', 'user_off'), { name: 'Offline', status: 'queued' });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(settled, false);
+  assert.deepEqual(client.pending().map((w) => `${w.op} ${w.table}/${w.key}`), ['create users/user_off', 'update users/user_off', 'create messages/off_1', 'create messages/off_2']);
+  const mids = client.pending().map((w) => w.mid);
+  await fixture.cmd({ cmd: 'start' });
+  assert.deepEqual(await Promise.all(writes), [true, true, true, true]);
+  assert.deepEqual((await fixture.cmd({ cmd: 'get', table: 'users', key: 'user_off' })).result, { name: 'Offline', status: 'queued' });
+  const calls = (await fixture.cmd({ cmd: 'calls' })).result;
+  for (const mid of mids) assert.equal(calls.filter((call) => call[3] === mid).length, 1, `mid ${mid} applied once`);
+  await waitFor(() => client.statuses.at(-1).state === 'online', 'status online again');
+  assert.deepEqual(client.pending(), []);
+});
+
+test('reset: a server restarted with a new epoch (empty store) replaces the mirror; queued writes are re-sent', async (t) => {
+  const fixture = await startFixture();
+  await fixture.cmd({ cmd: 'sync', table: 'users', key: 'user_old', data: { name: 'Old' } });
+  const client = connect(fixture);
+  t.after(() => client.close());
+  await client.ready;
+  const epoch = client._cursor.epoch;
+  assert.deepEqual(await client.get('users', 'user_old'), { name: 'Old' });
+  await fixture.cmd({ cmd: 'stop' });
+  await waitFor(() => client.statuses.at(-1).state === 'offline', 'status offline');
+  const queued = client.create('messages', 'across_restart', { text: 'sent after the restart' });
+  const { epoch: newEpoch } = await fixture.cmd({ cmd: 'start', fresh: true });
+  await fixture.cmd({ cmd: 'sync', table: 'users', key: 'user_new', data: { name: 'New' } });
+  assert.equal(await queued, true);
+  await waitFor(async () => (await client.get('users', 'user_new')) !== undefined, 'the new epoch\'s record');
+  assert.notEqual(newEpoch, epoch);
+  assert.equal(client._cursor.epoch, newEpoch);
+  assert.equal(await client.get('users', 'user_old'), undefined, 'the old epoch\'s records are gone');
+  assert.deepEqual(await client.get('messages', 'across_restart'), { text: 'sent after the restart' });
+  assert.ok(client.statuses.some((s) => s.reset?.done), 'reset progress was reported');
+});
+
+test('a paged reset (12,000 records, pages of 5,000) is applied only when complete', async (t) => {
+  const fixture = await startFixture(5000);
+  await fixture.cmd({ cmd: 'bulk', table: 'metrics', count: 12000 });
+  const client = connect(fixture);
+  t.after(() => client.close());
+  const sizes = [];
+  client.onDataChange('metrics', (all) => sizes.push(Object.keys(all).length));
+  await client.ready;
+  const progress = client.statuses.filter((s) => s.reset).map((s) => s.reset.pages);
+  assert.deepEqual(progress, [1, 2, 3]);
+  assert.deepEqual(client.statuses.find((s) => s.reset?.done).reset.records.metrics, 12000);
+  await waitFor(() => sizes.at(-1) === 12000, 'all records');
+  assert.ok(sizes.every((n) => n === 0 || n === 12000), `never a half-loaded snapshot: ${sizes}`);
+  assert.deepEqual(await client.get('metrics', 'r11999'), { n: 11999 });
+});
+
+test('schema changes reach the client: a table defined after connecting can be written', async (t) => {
+  const fixture = await startFixture();
+  const client = connect(fixture);
+  t.after(() => client.close());
+  await client.ready;
+  await fixture.cmd({ cmd: 'define_table', name: 'late', schema: { key: 'id', fields: ['x'] } });
+  await waitFor(() => client._schema.late, 'the new schema');
+  await fixture.cmd({ cmd: 'sync', table: 'late', key: 'a', data: { x: 1 } });
+  await waitFor(async () => (await client.get('late', 'a'))?.x === 1, 'the record');
+});
+
+test('close(): queued writes reject with `closed`, the feed stops', async (t) => {
+  const fixture = await startFixture();
+  const client = connect(fixture);
+  await client.ready;
+  await fixture.cmd({ cmd: 'stop' });
+  await waitFor(() => client.statuses.at(-1).state === 'offline', 'status offline');
+  const write = client.create('messages', 'never', { x: 1 });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  client.close();
+  await assert.rejects(write, isCode('closed'));
+  await assert.rejects(client.create('messages', 'after_close', {}), isCode('closed'));
+});
