@@ -1697,7 +1697,9 @@ class _Connection(socketserver.BaseRequestHandler):
                               "Access-Control-Allow-Methods: POST\r\n"
                               "Access-Control-Allow-Headers: Content-Type\r\nAccess-Control-Max-Age: 86400\r\n")
         if method == "GET" and path == "/dsn_client.js":
-            return self._send_client_js(headers, keep_alive, origin)
+            return self._send_file("dsn_client.js", headers, keep_alive, origin)
+        if method == "GET" and path == hub.base + "/inspect":
+            return self._send_file("dsn_inspect.html", headers, keep_alive, origin)
         has_body = "content-length" in headers or "transfer-encoding" in headers
         if method != "POST":
             return self._send(405, b"", keep_alive and not has_body, origin, "Allow: POST\r\n")
@@ -1727,15 +1729,18 @@ class _Connection(socketserver.BaseRequestHandler):
         return self._send(status, reply or b"", keep_alive, origin,
                           content_type="application/octet-stream" if reply else None)
 
-    def _send_client_js(self, headers, keep_alive, origin):
-        script = self.server.client_js()
-        if script is None:
+    def _send_file(self, name, headers, keep_alive, origin):
+        """One of the files shipped beside the module: cacheable, with an ETag (PROTOCOL.md section 3)."""
+        found = self.server.static_file(name)
+        if found is None:
             return self._send(404, b"", keep_alive, origin)
-        body, etag = script
+        body, etag, content_type = found
         cache = "Cache-Control: public, max-age=3600\r\nETag: %s\r\n" % etag
+        if name.endswith(".html"):  # the inspector: no framing by other sites, no referrer leaks
+            cache += "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\nX-Content-Type-Options: nosniff\r\n"
         if headers.get("if-none-match") == etag:
             return self._send(304, b"", keep_alive, origin, cache)
-        return self._send(200, body, keep_alive, origin, cache, "text/javascript; charset=utf-8")
+        return self._send(200, body, keep_alive, origin, cache, content_type)
 
     def _send(self, status, body, keep_alive=False, origin=None, extra="", content_type=None, close=False):
         head = "HTTP/1.1 %d %s\r\nContent-Length: %d\r\n%s%s%s%s\r\n" % (
@@ -1803,8 +1808,8 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
     def app_stopping(self):
         return self.hub.stopping
 
-    def client_js(self):
-        return self.owner._client_js()
+    def static_file(self, name):
+        return self.owner._static_file(name)
 
     def cors(self, origin):
         # Nothing here rides on cookies or ambient credentials: every frame is
@@ -1938,7 +1943,7 @@ class DSNSync:
         self._task_threads = []
         self._task_stop = threading.Event()
         self._app_token = None
-        self._client_js_cache = None
+        self._static_cache = {}
         self._seq_at_start = self._store.seq
         self._lock = threading.Lock()
 
@@ -2252,17 +2257,26 @@ class DSNSync:
                 "tables": len(store.tables), "bytes_in": server.bytes_in if server else 0,
                 "bytes_out": server.bytes_out if server else 0}
 
-    def _client_js(self):
-        if self._client_js_cache is None:
-            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dsn_client.js")
+    _STATIC_TYPES = {"dsn_client.js": "text/javascript; charset=utf-8", "dsn_inspect.html": "text/html; charset=utf-8"}
+
+    def _static_file(self, name):
+        """(bytes, etag, content type) of a file shipped beside the module, read once; None if missing."""
+        found = self._static_cache.get(name)
+        if found is None:
+            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
             try:
                 with io.open(path, "rb") as f:
                     body = f.read()
             except OSError as e:
-                log.warning("GET /dsn_client.js: 404, the client file is not beside the module (%s)", e)
+                log.warning("GET %s: 404, the file is not beside the module (%s)", name, e)
                 return None
-            self._client_js_cache = (body, '"%s"' % hashlib.sha256(body).hexdigest()[:32])
-        return self._client_js_cache
+            found = self._static_cache[name] = (body, '"%s"' % hashlib.sha256(body).hexdigest()[:32],
+                                                self._STATIC_TYPES[name])
+        return found
+
+    def inspector_url(self):
+        """Where the live inspector is served: ``<sync URL>/inspect`` (it asks for a token)."""
+        return self.get_url() + "/inspect"
 
 
 class _Batch:
