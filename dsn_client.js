@@ -124,7 +124,7 @@ const RANDOM_CHUNK = 65536;
 
 /** `n` bytes from the platform's CSPRNG; throws DSNError('no_random') without one,
  * because a nonce from anything weaker would break the envelope. */
-export function randomBytes(n) {
+function randomBytes(n) {
   const cryptoObject = globalThis.crypto;
   if (!cryptoObject || typeof cryptoObject.getRandomValues !== 'function') {
     throw new DSNError('no_random', 'dsn-sync needs crypto.getRandomValues for its nonces, and this platform has none ' +
@@ -159,7 +159,7 @@ const SHA256_H0 = Int32Array.of(
 const SHA256_BLOCK = 64;
 
 /** Incremental SHA-256: `new SHA256().update(a).update(b).digest()`. */
-export class SHA256 {
+class SHA256 {
   constructor() {
     this.H = SHA256_H0.slice();
     this.W = new Int32Array(64);
@@ -233,7 +233,7 @@ export class SHA256 {
   }
 }
 
-export function sha256(data) {
+function sha256(data) {
   return new SHA256().update(data).digest();
 }
 
@@ -243,7 +243,7 @@ export function sha256(data) {
 
 /** HMAC(K, text) = H((K ^ opad) || H((K ^ ipad) || text)), where `text` is the
  * concatenation of `parts` (hashed in place, never copied). Synchronous, in JS. */
-export function hmacSha256(key, ...parts) {
+function hmacSha256(key, ...parts) {
   const K = new Uint8Array(SHA256_BLOCK);
   K.set(key.length > SHA256_BLOCK ? sha256(key) : key);
   const ipadKey = K.map((byte) => byte ^ 0x36);
@@ -273,7 +273,7 @@ function subtleHmacKey(subtle, macKey) {
 
 /** HMAC-SHA256 through crypto.subtle where it exists (native code, several times the
  * speed of the JS one on large messages), else `hmacSha256`. Resolves to 32 bytes. */
-export async function hmacSha256Async(key, data) {
+async function hmacSha256Async(key, data) {
   const subtle = subtleCrypto();
   // Web Crypto refuses an empty HMAC key; RFC 2104 allows it.
   if (!subtle || key.length === 0) return hmacSha256(key, data);
@@ -292,13 +292,13 @@ const SHA256_LENGTH = 32;
 
 /** RFC 5869 section 2.2: PRK = HMAC-Hash(salt, IKM); an empty salt stands for HashLen
  * zero bytes (the same key to HMAC). */
-export function hkdfExtract(salt, ikm) {
+function hkdfExtract(salt, ikm) {
   return hmacSha256(salt.length ? salt : new Uint8Array(SHA256_LENGTH), ikm);
 }
 
 /** RFC 5869 section 2.3: T(i) = HMAC-Hash(PRK, T(i-1) || info || i), OKM = the first
  * `length` bytes of T(1) || T(2) || ...; at most 255 * HashLen bytes (RangeError). */
-export function hkdfExpand(prk, info, length) {
+function hkdfExpand(prk, info, length) {
   if (!Number.isInteger(length) || length < 0 || length > 255 * SHA256_LENGTH) {
     throw new RangeError(`HKDF-SHA256 output must be 0..${255 * SHA256_LENGTH} bytes, not ${length}`);
   }
@@ -311,7 +311,7 @@ export function hkdfExpand(prk, info, length) {
   return okm;
 }
 
-export function hkdf(ikm, salt, info, length) {
+function hkdf(ikm, salt, info, length) {
   return hkdfExpand(hkdfExtract(salt, ikm), info, length);
 }
 
@@ -471,7 +471,7 @@ const SHAKE256_RATE = 136;
 
 /** SHAKE256 as a sponge: `update()` absorbs, then `squeeze()`/`squeezeXor()` read the
  * output stream (after which nothing more can be absorbed). */
-export class Shake256 {
+class Shake256 {
   constructor() {
     this.s = new Uint32Array(50);
     this.pos = 0;
@@ -560,7 +560,7 @@ export class Shake256 {
 }
 
 /** SHAKE256(data, d) of FIPS 202 with d = 8 * outputLength. */
-export function shake256(data, outputLength) {
+function shake256(data, outputLength) {
   return new Shake256().update(data).squeeze(outputLength);
 }
 
@@ -607,7 +607,7 @@ function macKeyOf(key) {
 
 /** seal(key, aad, plaintext) -> nonce || ct || tag, in JS alone. `nonce` is for known
  * answer tests; leave it out and 16 fresh random bytes are used. */
-export function sealSync(key, aad, plaintext, nonce = randomBytes(NONCE_LENGTH)) {
+function sealSync(key, aad, plaintext, nonce = randomBytes(NONCE_LENGTH)) {
   checkBytes('key', key, KEY_LENGTH);
   checkBytes('nonce', nonce, NONCE_LENGTH);
   const ct = keystreamXor(key, nonce, plaintext);
@@ -615,7 +615,7 @@ export function sealSync(key, aad, plaintext, nonce = randomBytes(NONCE_LENGTH))
 }
 
 /** As `sealSync`, with the HMAC from crypto.subtle where it exists. */
-export async function seal(key, aad, plaintext, nonce = randomBytes(NONCE_LENGTH)) {
+async function seal(key, aad, plaintext, nonce = randomBytes(NONCE_LENGTH)) {
   checkBytes('key', key, KEY_LENGTH);
   checkBytes('nonce', nonce, NONCE_LENGTH);
   const ct = keystreamXor(key, nonce, plaintext);
@@ -625,7 +625,7 @@ export async function seal(key, aad, plaintext, nonce = randomBytes(NONCE_LENGTH
 
 /** open(key, aad, blob) -> plaintext, or null when the blob is short or its tag does not
  * match; the tag is checked (in constant time) before anything is decrypted. */
-export function openSync(key, aad, blob) {
+function openSync(key, aad, blob) {
   checkBytes('key', key, KEY_LENGTH);
   if (blob.length < SEAL_OVERHEAD) return null;
   const nonce = blob.subarray(0, NONCE_LENGTH);
@@ -636,7 +636,7 @@ export function openSync(key, aad, blob) {
 }
 
 /** As `openSync`, with the tag checked by crypto.subtle.verify where it exists. */
-export async function open(key, aad, blob) {
+async function open(key, aad, blob) {
   checkBytes('key', key, KEY_LENGTH);
   const subtle = subtleCrypto();
   if (!subtle) return openSync(key, aad, blob);
@@ -651,7 +651,7 @@ export async function open(key, aad, blob) {
 
 /** Splits "dsn1.<kid>.<b64u secret>" into the kid (sent in every frame) and the 32-byte
  * token secret (never sent). Throws DSNError('bad_token'). */
-export function parseToken(token) {
+function parseToken(token) {
   const parts = typeof token === 'string' ? token.split('.') : [];
   let secret = null;
   if (parts.length === 3 && parts[0] === 'dsn1' && parts[1]) {
@@ -672,7 +672,7 @@ const TRAFFIC_SALT = utf8('dsn-sync/v1 traffic');
 
 /** PRK_t = HKDF-Extract("dsn-sync/v1 traffic", token_secret); c2s and s2c are 64-byte
  * HKDF-Expand outputs with info "c2s" and "s2c". */
-export function deriveTrafficKeys(tokenSecret) {
+function deriveTrafficKeys(tokenSecret) {
   checkBytes('token secret', tokenSecret, 32);
   const prk = hkdfExtract(TRAFFIC_SALT, tokenSecret);
   return { c2s: hkdfExpand(prk, utf8('c2s'), KEY_LENGTH), s2c: hkdfExpand(prk, utf8('s2c'), KEY_LENGTH) };
@@ -680,7 +680,7 @@ export function deriveTrafficKeys(tokenSecret) {
 
 /** request = 0x01 || u16(len(kid)) || kid || seal(c2s, "dsn-sync/v1 req\n" || path, json).
  * Returns the frame and the request nonce (which the response is bound to). */
-export async function buildRequestFrame(c2s, kid, path, requestJson, nonce = randomBytes(NONCE_LENGTH)) {
+async function buildRequestFrame(c2s, kid, path, requestJson, nonce = randomBytes(NONCE_LENGTH)) {
   const kidBytes = utf8(kid);
   const sealed = await seal(c2s, concatBytes(REQUEST_LABEL, utf8(path)), utf8(requestJson), nonce);
   return { frame: concatBytes(Uint8Array.of(FRAME_VERSION), u16(kidBytes.length), kidBytes, sealed), nonce };
@@ -689,7 +689,7 @@ export async function buildRequestFrame(c2s, kid, path, requestJson, nonce = ran
 /** response = 0x01 || seal(s2c, "dsn-sync/v1 res\n" || request_nonce, json). Returns the
  * JSON text, or null for anything that does not open (wrong version, short, forged, not
  * UTF-8). */
-export async function openResponseFrame(s2c, requestNonce, frame) {
+async function openResponseFrame(s2c, requestNonce, frame) {
   if (frame.length < 1 + SEAL_OVERHEAD || frame[0] !== FRAME_VERSION) return null;
   const plaintext = await open(s2c, concatBytes(RESPONSE_LABEL, requestNonce), frame.subarray(1));
   return plaintext && decodeUtf8OrNull(plaintext);
@@ -697,7 +697,7 @@ export async function openResponseFrame(s2c, requestNonce, frame) {
 
 /** The server's half, for tests and tools that stand in for a server: opens a request
  * frame into {kid, nonce, json}, or null. */
-export async function openRequestFrame(c2s, path, frame) {
+async function openRequestFrame(c2s, path, frame) {
   if (frame.length < 3 || frame[0] !== FRAME_VERSION) return null;
   const kidLength = (frame[1] << 8) | frame[2];
   if (frame.length < 3 + kidLength + SEAL_OVERHEAD) return null;
@@ -709,7 +709,7 @@ export async function openRequestFrame(c2s, path, frame) {
 }
 
 /** The server's half: seals a response JSON text into a response frame. */
-export async function buildResponseFrame(s2c, requestNonce, responseJson, nonce = randomBytes(NONCE_LENGTH)) {
+async function buildResponseFrame(s2c, requestNonce, responseJson, nonce = randomBytes(NONCE_LENGTH)) {
   const sealed = await seal(s2c, concatBytes(RESPONSE_LABEL, requestNonce), utf8(responseJson), nonce);
   return concatBytes(Uint8Array.of(FRAME_VERSION), sealed);
 }
@@ -1058,7 +1058,7 @@ export function connectDSN(url, token, options = {}) {
   return new DSNClient(url, token, options);
 }
 
-export class DSNClient {
+class DSNClient {
   constructor(url, token, options = {}) {
     if (typeof token !== 'string' && typeof token !== 'function') {
       throw new DSNError('bad_token', 'connectDSN(url, token): token must be a string or a function that returns one');
@@ -1714,8 +1714,12 @@ export class DSNClient {
   }
 }
 
-/** The building blocks, for tests and tools; not part of the stable API. */
+/** The layers below the client, named in the protocol's words, for tests and tools
+ * (a stand-in server, a benchmark); not part of the stable API. */
 export const _internals = {
-  utf8, concatBytes, toHex, fromHex, b64uEncode, b64uDecode, equalBytes, keccakF1600, KECCAK_RC,
+  sha256, SHA256, hmacSha256, hmacSha256Async, hkdfExtract, hkdfExpand, hkdf, keccakF1600, KECCAK_RC, Shake256, shake256,
+  randomBytes, seal, sealSync, open, openSync, parseToken, deriveTrafficKeys,
+  buildRequestFrame, openResponseFrame, openRequestFrame, buildResponseFrame,
+  utf8, concatBytes, toHex, fromHex, b64uEncode, b64uDecode, equalBytes,
   parseSyncUrl, MemoryStorage, IndexedDBStorage,
 };

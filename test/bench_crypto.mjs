@@ -6,7 +6,9 @@
 //
 // Not a test: under `node --test test/` it says so and exits.
 import { createRequire } from 'node:module';
-import { shake256, Shake256, seal, open, sealSync, openSync, randomBytes } from '../dsn_client.js';
+import { _internals } from '../dsn_client.js';
+
+const { shake256, Shake256, seal, open, sealSync, openSync, randomBytes } = _internals;
 
 if (process.env.NODE_TEST_CONTEXT) {
   console.log('bench_crypto.mjs is a benchmark, not a test; run it with: node test/bench_crypto.mjs');

@@ -451,3 +451,16 @@ test('close(): queued writes reject with `closed`, the feed stops', async (t) =>
   await assert.rejects(write, isCode('closed'));
   await assert.rejects(client.create('messages', 'after_close', {}), isCode('closed'));
 });
+
+test('without crypto.subtle (a page on plain http:// over a LAN): the pure-JS HMAC talks to the same server', async (t) => {
+  const saved = Object.getOwnPropertyDescriptor(globalThis, 'crypto');
+  const webcrypto = globalThis.crypto;
+  Object.defineProperty(globalThis, 'crypto', { value: { getRandomValues: (array) => webcrypto.getRandomValues(array) }, configurable: true });
+  t.after(() => Object.defineProperty(globalThis, 'crypto', saved));
+  assert.equal(globalThis.crypto.subtle, undefined);
+  const client = connect();
+  t.after(() => client.close());
+  await client.ready;
+  assert.equal(await client.create('messages', 'no_subtle', { text: 'js only' }), true);
+  assert.deepEqual((await shared.cmd({ cmd: 'get', table: 'messages', key: 'no_subtle' })).result, { text: 'js only' });
+});

@@ -7,11 +7,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import {
-  DSNError, SHA256, Shake256, sha256, hmacSha256, hmacSha256Async, hkdf, hkdfExtract, hkdfExpand, shake256,
+import { DSNError, _internals } from '../dsn_client.js';
+
+const {
+  SHA256, Shake256, sha256, hmacSha256, hmacSha256Async, hkdf, hkdfExtract, hkdfExpand, shake256,
   seal, sealSync, open, openSync, parseToken, deriveTrafficKeys, buildRequestFrame, openResponseFrame,
-  openRequestFrame, buildResponseFrame, randomBytes, _internals,
-} from '../dsn_client.js';
+  openRequestFrame, buildResponseFrame, randomBytes,
+} = _internals;
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const vectorsDir = path.resolve(repoRoot, '..', 'shared', 'vectors');
