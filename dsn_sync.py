@@ -55,6 +55,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -2706,7 +2707,9 @@ def _main(argv=None):
     parser.add_argument("--tls-key", default=None, metavar="FILE", help="private key (PEM) for --tls-cert")
     parser.add_argument("--secret-file", default=None, metavar="FILE",
                         help="file holding the server secret (created if missing) so URL and tokens survive restarts")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--demo", action="store_true",
+                        help="define example tables (users, notifications, metrics) and feed them live")
+    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     parser.add_argument("--version", action="version", version="dsn-sync " + __version__)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
@@ -2719,12 +2722,15 @@ def _main(argv=None):
     except (OSError, ValueError, TypeError, ssl.SSLError, DSNError) as e:
         print("dsn-sync: %s" % e, file=sys.stderr)
         return 2
+    if args.demo:
+        _feed_demo(sync)
     url, token = sync.get_url(), sync.get_token()
     origin = url[:url.index("/sync/")]
-    print("dsn-sync %s serving (Ctrl-C to stop)\n" % __version__)
-    print("  URL:    %s" % url)
-    print("  Token:  %s" % token)
-    print("          (full access: keep it to trusted code; mint per-user tokens for browsers)\n")
+    print("dsn-sync %s serving%s (Ctrl-C to stop)\n" % (__version__, " the demo tables" if args.demo else ""))
+    print("  URL:        %s" % url)
+    print("  Token:      %s" % token)
+    print("              (full access: keep it to trusted code; mint per-user tokens for browsers)")
+    print("  Inspector:  %s   (paste the token there)\n" % sync.inspector_url())
     print("In a page:\n")
     print(_SNIPPET.format(origin=origin, url=url, token=token))
     print(flush=True)
@@ -2734,11 +2740,80 @@ def _main(argv=None):
         done.set()
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    while not done.wait(0.5):
-        pass
+    status = _StatusLine(sync, sys.stdout)
+    while not done.wait(1.0):
+        status.update()
+    status.clear()
     sync.stop()
     print("dsn-sync stopped", flush=True)
     return 0
+
+
+class _StatusLine:
+    """One line of live status, rewritten in place on a terminal; silent when output is not a TTY."""
+
+    def __init__(self, sync, stream):
+        self.sync = sync
+        self.stream = stream
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.last = (time.monotonic(), sync.stats())
+        self.width = 0
+
+    def update(self):
+        if not self.tty:
+            return
+        now, stats = time.monotonic(), self.sync.stats()
+        then, before = self.last
+        self.last = (now, stats)
+        dt = max(now - then, 1e-6)
+        line = "  %d connected  |  %.0f req/s  |  %.0f changes/s  |  %d records  |  seq %d" % (
+            stats["connections"], (stats["requests"] - before["requests"]) / dt,
+            (stats["seq"] - before["seq"]) / dt, stats["records"], stats["seq"])
+        self.stream.write("\r" + line.ljust(self.width))
+        self.stream.flush()
+        self.width = len(line)
+
+    def clear(self):
+        if self.tty and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+
+def _feed_demo(sync):
+    """The seed's example tables, fed live, so the inspector has something to show at once."""
+    import random  # deferred: only the demo needs it
+    rng = random.Random()
+    sync.define_table("users", {"key": "user_id", "fields": ["name", "email", "status"]})
+    sync.define_table("notifications", {"key": "id", "fields": ["user_id", "text", "read", "ts"]})
+    sync.define_table("metrics", {"key": "name", "fields": ["value", "unit", "ts"]})
+    names = ["ada", "grace", "linus", "guido", "barbara", "ken"]
+    with sync.batch():
+        for i, name in enumerate(names):
+            sync.sync("users", "user_%03d" % (i + 1), {"name": name.title(), "email": name + "@example.com",
+                                                      "status": "online" if i % 2 else "away"})
+    count = [0]
+
+    @sync.on_create("notifications")
+    @sync.on_update("notifications")
+    @sync.on_delete("notifications")
+    def accept(data):
+        return True
+
+    @sync.every(1.0)
+    def metrics():
+        now = time.time()
+        sync.sync("metrics", "cpu", {"value": round(35 + 25 * math.sin(now / 10) + rng.uniform(-5, 5), 1),
+                                     "unit": "%", "ts": now})
+        sync.sync("metrics", "requests", {"value": rng.randint(80, 140), "unit": "req/s", "ts": now})
+
+    @sync.every(3.0)
+    def activity():
+        count[0] += 1
+        user = "user_%03d" % rng.randint(1, len(names))
+        sync.sync("users", user, {"status": rng.choice(["online", "away", "busy"])})
+        sync.sync("notifications", "n%05d" % count[0], {"user_id": user, "read": False, "ts": time.time(),
+                                                        "text": rng.choice(["New order", "Payment received",
+                                                                            "New message", "Stock low"])})
 
 
 if __name__ == "__main__":
