@@ -856,3 +856,412 @@ def test_every_registered_after_start(server):
         server.every(0)
     with pytest.raises(ValueError):
         server.every(-1)
+
+
+# -- write handlers ------------------------------------------------------------
+
+
+@pytest.fixture
+def users(server):
+    """A `users` table (key user_id) whose handlers record their calls and do what `verdict` says."""
+    server.define_table("users", {"key": "user_id", "fields": ["name", "email", "cart", "status"]})
+    seen = {"calls": [], "verdict": True}
+
+    @server.on_create("users")
+    def on_create(data):  # the one-argument form
+        seen["calls"].append(("create", dict(data), None))
+        return seen["verdict"]
+
+    @server.on_update("users")
+    def on_update(data, ctx):  # the two-argument form
+        seen["calls"].append(("update", dict(data), ctx))
+        return seen["verdict"]
+
+    @server.on_delete("users")
+    def on_delete(data, ctx):
+        seen["calls"].append(("delete", dict(data), ctx))
+        return seen["verdict"]
+    return seen
+
+
+def test_handlers_get_the_documented_data_and_ctx(server, raw, users):
+    created = raw.ok("create", table="users", key="u1", data={"name": "Ann", "email": "a@x"}, mid="m1")
+    assert created["record"] == {"name": "Ann", "email": "a@x"}
+    assert isinstance(created["seq"], int)
+    op, data, ctx = users["calls"][-1]
+    assert (op, data, ctx) == ("create", {"user_id": "u1", "name": "Ann", "email": "a@x"}, None)
+
+    updated = raw.ok("update", table="users", key="u1", data={"status": "gold"}, mid="m2")
+    assert updated["record"] == {"name": "Ann", "email": "a@x", "status": "gold"}
+    assert updated["seq"] > created["seq"]
+    op, data, ctx = users["calls"][-1]
+    assert op == "update" and data == {"user_id": "u1", "status": "gold"}, "update gets the changed fields only"
+    assert (ctx.op, ctx.table, ctx.key) == ("update", "users", "u1")
+    assert isinstance(ctx.claims, dict) and ctx.claims.get("v") == 1 and ctx.claims.get("sub") is None
+
+    deleted = raw.ok("delete", table="users", key="u1", mid="m3")
+    assert deleted["record"] is None and deleted["seq"] > updated["seq"]
+    op, data, ctx = users["calls"][-1]
+    assert op == "delete" and data == {"user_id": "u1"} and ctx.op == "delete"
+    assert server.get("users", "u1") is None
+
+
+@pytest.mark.parametrize("verdict", [True, None, "truthy but not a dict"])
+def test_handler_true_or_none_applies(server, raw, users, verdict):
+    users["verdict"] = verdict
+    raw.ok("create", table="users", key="u1", data={"name": "Ann"}, mid="c")
+    assert server.get("users", "u1") == {"name": "Ann"}
+    raw.ok("update", table="users", key="u1", data={"name": "Bea"}, mid="u")
+    assert server.get("users", "u1") == {"name": "Bea"}
+    raw.ok("delete", table="users", key="u1", mid="d")
+    assert server.get("users", "u1") is None
+
+
+def test_handler_false_rejects_and_changes_nothing(server, raw, users):
+    server.sync("users", "u1", {"name": "Ann"})
+    seq = server.stats()["seq"]
+    users["verdict"] = False
+    raw.err("create", "rejected", table="users", key="u2", data={"name": "X"}, mid="1")
+    raw.err("update", "rejected", table="users", key="u1", data={"name": "X"}, mid="2")
+    raw.err("delete", "rejected", table="users", key="u1", mid="3")
+    assert server.get("users", "u2") is None and server.get("users", "u1") == {"name": "Ann"}
+    assert server.stats()["seq"] == seq
+
+
+def test_handler_dict_is_the_stored_record(server, raw, users):
+    users["verdict"] = {"user_id": "u1", "name": "Ann", "status": "new"}
+    answer = raw.ok("create", table="users", key="u1", data={"name": "ann"}, mid="1")
+    assert answer["record"] == {"name": "Ann", "status": "new"}
+    assert server.get("users", "u1") == {"name": "Ann", "status": "new"}
+    users["verdict"] = {"status": "checked"}
+    answer = raw.ok("update", table="users", key="u1", data={"email": "a@x"}, mid="2")
+    stored = server.get("users", "u1")
+    assert stored["status"] == "checked" and answer["record"] == stored
+    # a dict that breaks the schema is the backend's fault: handler_error, nothing stored
+    users["verdict"] = {"not_a_field": 1}
+    raw.err("create", "handler_error", table="users", key="u9", data={"name": "x"}, mid="3")
+    assert server.get("users", "u9") is None
+
+
+def test_handler_raising_is_handler_error_without_internals(server, raw, caplog):
+    server.define_table("boom", {"key": "id", "fields": None})
+
+    @server.on_create("boom")
+    def explode(data):
+        raise KeyError("secret-internal-detail /etc/passwd")
+
+    with caplog.at_level(logging.ERROR, logger="dsn_sync"):
+        answer = raw.err("create", "handler_error", table="boom", key="k", data={"a": 1}, mid="1")
+    message = answer["error"]["message"]
+    for leak in ("secret-internal-detail", "passwd", "Traceback", "KeyError", "explode", ".py"):
+        assert leak not in message, message
+    assert server.get("boom", "k") is None
+    logged = [r for r in caplog.records if r.name == "dsn_sync" and r.exc_info]
+    assert logged and "secret-internal-detail" in str(logged[-1].exc_info[1]), "full traceback goes to the logger"
+
+
+def test_handler_raising_dsnerror_sends_its_code(server, raw):
+    server.define_table("guarded", {"key": "id", "fields": None})
+
+    @server.on_create("guarded")
+    def guard(data):
+        raise dsn_sync.DSNError("no more than three", "rejected")
+
+    answer = raw.err("create", "rejected", table="guarded", key="k", data={}, mid="1")
+    assert answer["error"]["message"] == "no more than three"
+
+
+def test_write_error_codes(server, raw, users):
+    server.define_table("readonly", {"key": "id", "fields": ["v"]})
+    server.sync("readonly", "r1", {"v": 1})
+    server.sync("users", "u1", {"name": "Ann"})
+    # no handler: writes are opt-in per table and per op
+    raw.err("create", "no_handler", table="readonly", key="r2", data={"v": 2}, mid="a")
+    raw.err("update", "no_handler", table="readonly", key="r1", data={"v": 2}, mid="b")
+    raw.err("delete", "no_handler", table="readonly", key="r1", mid="c")
+    assert server.get("readonly", "r1") == {"v": 1}
+    server.define_table("halfopen", {"key": "id", "fields": None})
+    server.on_create("halfopen")(lambda data: True)
+    raw.ok("create", table="halfopen", key="h", data={}, mid="d")
+    raw.err("update", "no_handler", table="halfopen", key="h", data={"x": 1}, mid="e")
+    # exists / not_found
+    raw.err("create", "exists", table="users", key="u1", data={"name": "X"}, mid="f")
+    raw.err("update", "not_found", table="users", key="ghost", data={"name": "X"}, mid="g")
+    raw.err("delete", "not_found", table="users", key="ghost", mid="h")
+    # invalid: unknown fields (named), a different key field, data not an object, bad keys
+    answer = raw.err("create", "invalid", table="users", key="u2", data={"name": "x", "colour": "red"}, mid="i")
+    assert "colour" in answer["error"]["message"]
+    raw.err("update", "invalid", table="users", key="u1", data={"hat": 1}, mid="j")
+    raw.err("create", "invalid", table="users", key="u2", data={"user_id": "u3"}, mid="k")
+    raw.err("create", "invalid", table="users", key="u2", data=["name", "x"], mid="l")
+    raw.err("create", "invalid", table="users", key="", data={"name": "x"}, mid="m")
+    raw.err("create", "invalid", table="users", key="x" * 257, data={"name": "x"}, mid="n")
+    raw.err("create", "invalid", table="users", key=17, data={"name": "x"}, mid="o")
+    # the key field repeated with the same value is dropped
+    answer = raw.ok("create", table="users", key="u2", data={"user_id": "u2", "name": "B"}, mid="p")
+    assert answer["record"] == {"name": "B"}
+    # unknown table
+    raw.err("create", "unknown_table", table="nowhere", key="k", data={}, mid="q")
+    # bad_request: unknown op, missing or oversized mid
+    raw.err("upsert", "bad_request", table="users", key="u1", data={}, mid="r")
+    raw.err("create", "bad_request", table="users", key="u5", data={"name": "x"})
+    raw.err("create", "bad_request", table="users", key="u5", data={"name": "x"}, mid="m" * 65)
+    raw.err("create", "bad_request", table="users", key="u5", data={"name": "x"}, mid="")
+    raw.ok("create", table="users", key="u5", data={"name": "x"}, mid="m" * 64)
+    assert server.get("users", "u1") == {"name": "Ann"}
+    assert sorted(server.get_all("users")) == ["u1", "u2", "u5"]
+
+
+def test_writes_to_one_key_are_never_interleaved(server, users):
+    inside, overlaps = [0], []
+    lock = threading.Lock()
+    server.sync("users", "u1", {"cart": []})
+
+    @server.on_update("users")
+    def slow_update(data, ctx):
+        with lock:
+            inside[0] += 1
+            if inside[0] > 1:
+                overlaps.append(data)
+        threading.Event().wait(0.03)  # hold the key long enough for a racing write to try to enter
+        with lock:
+            inside[0] -= 1
+        return True
+
+    def writer(n):
+        r = Raw(server)
+        try:
+            r.ok("update", table="users", key="u1", data={"name": "w%d" % n}, mid="w%d" % n)
+        finally:
+            r.close()
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not overlaps, "two handlers for the same key ran at once"
+    assert server.get("users", "u1")["name"] in {"w0", "w1", "w2", "w3"}
+
+
+def test_schema_change_after_start_reaches_clients(server, raw, make_client):
+    client = make_client(server.get_url(), server.get_token(), wait=5)
+    assert client.wait_ready(5)
+    _, cursor, _ = raw.reset()
+    server.define_table("late", {"key": "id", "fields": ["x"]})
+    answer = raw.ok("pull", since=cursor, wait=0)
+    assert answer["sv"] > cursor["sv"] and answer["tables"]["late"] == {"key": "id", "fields": ["x"]}
+    assert answer["changes"] == []
+    wait_until(lambda: "late" in client.schema, what="the schema change to reach the Python client")
+    assert client.schema["late"] == {"key": "id", "fields": ["x"]}
+    server.define_table("late", {"key": "id", "fields": ["x", "y"]})
+    wait_until(lambda: client.schema["late"]["fields"] == ["x", "y"], what="a redefinition to reach the client")
+    # a changes answer carries sv and tables only when the schema changed
+    cursor = {"epoch": answer["epoch"], "seq": answer["seq"], "sv": raw.hello()["sv"]}
+    server.sync("late", "k", {"x": 1})
+    answer = raw.ok("pull", since=cursor, wait=0)
+    assert "tables" not in answer and answer["changes"] == [["late", "k", {"x": 1}]]
+
+
+# =============================================================================
+# 3. The protocol over sockets
+# =============================================================================
+
+
+def test_hello(server, raw):
+    server.define_table("users", {"key": "user_id", "fields": ["name"]})
+    server.sync("users", "u1", {"name": "Ann"})
+    hello = raw.hello()
+    assert hello["instance"] == base_path(server).rsplit("/", 1)[1]
+    assert isinstance(hello["epoch"], str) and hello["epoch"]
+    assert hello["seq"] == 1 and isinstance(hello["sv"], int)
+    assert hello["tables"] == {"users": {"key": "user_id", "fields": ["name"]}}
+    assert abs(hello["now"] - now_ms()) < 5000
+    # rotation is on by default: the first request already moves the token to a random path
+    assert re.match(r"^%s/[A-Za-z0-9_-]{12}$" % re.escape(raw.base), hello["ep"]), hello["ep"]
+    assert raw.last_headers.get("access-control-allow-origin")
+
+
+def test_pull_reset_then_changes(server, raw):
+    server.sync("t", "a", {"v": 1})
+    server.sync("u", "b", {"v": 2})
+    records, cursor, pages = raw.reset()
+    assert len(pages) == 1 and pages[0]["more"] is False
+    assert records == {"t": {"a": {"v": 1}}, "u": {"b": {"v": 2}}}
+    assert set(pages[0]["tables"]) == {"t", "u"}
+    assert cursor["seq"] == 2
+    empty = raw.ok("pull", since=cursor, wait=0)
+    assert empty["changes"] == [] and empty["seq"] == 2 and empty["epoch"] == cursor["epoch"]
+    assert "reset" not in empty or empty["reset"] is False
+    # one entry per key, its latest state, in sequence order
+    server.sync("t", "a", {"v": 10})
+    server.sync("t", "c", {"v": 3})
+    server.sync("t", "a", {"w": 1})
+    server.remove("u", "b")
+    server.sync("t", "d", {"v": 4})
+    answer = raw.ok("pull", since=cursor, wait=0)
+    assert answer["changes"] == [["t", "c", {"v": 3}], ["t", "a", {"v": 10, "w": 1}], ["u", "b", None],
+                                 ["t", "d", {"v": 4}]]
+    assert answer["seq"] == 7
+    # a long-poll that expires answers an empty change list at the same cursor
+    cursor = {"epoch": answer["epoch"], "seq": answer["seq"], "sv": cursor["sv"]}
+    expired = raw.ok("pull", since=cursor, wait=0.2)
+    assert expired["changes"] == [] and expired["seq"] == 7
+
+
+def test_pull_resets_when_the_cursor_cannot_be_served(server, raw):
+    server.sync("t", "a", {"v": 1})
+    _, cursor, _ = raw.reset()
+    for since in ({"epoch": "another-epoch", "seq": 1, "sv": cursor["sv"]},
+                  {"epoch": cursor["epoch"], "seq": cursor["seq"] + 5, "sv": cursor["sv"]},
+                  {"epoch": cursor["epoch"], "seq": cursor["seq"], "sv": cursor["sv"] + 1},
+                  None):
+        answer = raw.ok("pull", since=since, wait=0)
+        assert answer.get("reset") is True, since
+        assert answer["records"]["t"] == {"a": {"v": 1}}
+        assert answer["seq"] == 1 and answer["epoch"] == cursor["epoch"]
+    # older than the oldest change the server still remembers (tombstones compacted)
+    old = dict(cursor)
+    server.sync("t", "b", {"v": 2})
+    server.remove("t", "b")
+    assert server._store.compact() >= 1
+    answer = raw.ok("pull", since=old, wait=0)
+    assert answer.get("reset") is True and answer["records"]["t"] == {"a": {"v": 1}}
+
+
+@pytest.mark.parametrize("wait", [31, -1, "5", None, [1]])
+def test_pull_bad_wait_is_bad_request(raw, wait):
+    raw.err("pull", "bad_request", since=None, wait=wait)
+
+
+def test_reset_pages(make_server):
+    sync = make_server(page_size=3)
+    keys = ["k%02d" % i for i in range(10)]
+    for i, k in enumerate(keys):
+        sync.sync("t", k, {"n": i})
+    sync.define_table("empty", {"key": "id", "fields": None})
+    raw = Raw(sync)
+    try:
+        first = raw.ok("pull", since=None, wait=0)
+        assert first["reset"] is True and first["more"] is True and isinstance(first["next"], str)
+        assert len(first["records"]["t"]) == 3
+        snap = first["seq"]
+        assert snap == 10
+        sent = set(first["records"]["t"])
+        later = [k for k in keys if k not in sent]
+        # changes while the client walks the pages: skipped there, delivered after seq
+        sync.sync("t", later[0], {"n": 100})
+        sync.remove("t", later[1])
+        sync.sync("t", "new", {"n": 200})
+        sync.sync("t", sorted(sent)[0], {"n": 300})
+        pages = [first]
+        page = first
+        while page["more"]:
+            page = raw.ok("pull", since=None, next=page["next"], wait=0)
+            pages.append(page)
+            assert len(pages) < 20
+        for p in pages:
+            assert p["reset"] is True
+            assert (p["epoch"], p["seq"], p["sv"]) == (first["epoch"], snap, first["sv"]), "pages repeat the snapshot"
+            assert set(p["tables"]) == {"t", "empty"}
+            assert len(p["records"].get("t", {})) <= 3
+        assert pages[-1]["more"] is False and not pages[-1].get("next")
+        assert len(pages) >= 3
+        seen = [k for p in pages for k in p.get("records", {}).get("t", {})]
+        assert len(seen) == len(set(seen)), "a record appears on two pages"
+        assert later[0] not in seen and later[1] not in seen and "new" not in seen
+        mirror = {}
+        for p in pages:
+            mirror.update(p["records"].get("t", {}))
+        # then the changes after the snapshot's seq bring the mirror to the store
+        # (a changes answer may stop early too: pull again from its seq until nothing is left)
+        cursor = {"epoch": first["epoch"], "seq": snap, "sv": first["sv"]}
+        for _ in range(10):
+            answer = raw.ok("pull", since=cursor, wait=0)
+            for table, key, record in answer["changes"]:
+                if record is None:
+                    mirror.pop(key, None)
+                else:
+                    mirror[key] = record
+            if answer["seq"] == cursor["seq"]:
+                break
+            assert answer["seq"] > cursor["seq"]
+            cursor["seq"] = answer["seq"]
+        assert cursor["seq"] == sync.stats()["seq"]
+        assert mirror == sync.get_all("t")
+        # a `next` the server does not know gets the first page of a fresh reset
+        for bogus in ("garbage", "%s.5.2" % "other-epoch", first["next"].rsplit(".", 2)[0] + ".999.0", 17):
+            fresh = raw.ok("pull", since=None, next=bogus, wait=0)
+            assert fresh["reset"] is True and fresh["seq"] == sync.stats()["seq"], bogus
+            assert len(fresh["records"]["t"]) <= 3
+        records, _, _ = raw.reset()
+        assert records["t"] == sync.get_all("t")
+    finally:
+        raw.close()
+
+
+def test_long_poll_wakes_on_a_change(server):
+    server.sync("t", "a", {"v": 1})
+    waiter = Raw(server)
+    _, cursor, _ = waiter.reset()
+    result = {}
+
+    def pull():
+        started = time.monotonic()
+        result["answer"] = waiter.ok("pull", since=cursor, wait=5)
+        result["elapsed"] = time.monotonic() - started
+    thread = threading.Thread(target=pull)
+    thread.start()
+    try:
+        wait_until(lambda: server.stats()["waiting"] == 1, what="the pull to be held")
+        writer = threading.Thread(target=server.sync, args=("t", "b", {"v": 2}))
+        writer.start()
+        writer.join(5)
+        thread.join(10)
+        assert not thread.is_alive()
+        assert result["answer"]["changes"] == [["t", "b", {"v": 2}]]
+        assert result["elapsed"] < 4.5, "answered by the wait's expiry, not by the change"
+    finally:
+        thread.join(10)
+        waiter.close()
+
+
+def test_long_poll_wakes_on_a_schema_change(server):
+    waiter = Raw(server)
+    cursor = waiter.cursor()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(a=waiter.ok("pull", since=cursor, wait=5)))
+    thread.start()
+    try:
+        wait_until(lambda: server.stats()["waiting"] == 1, what="the pull to be held")
+        server.define_table("fresh", {"key": "id", "fields": None})
+        thread.join(10)
+        assert "fresh" in result["a"]["tables"] and result["a"]["changes"] == []
+    finally:
+        thread.join(10)
+        waiter.close()
+
+
+def test_stop_wakes_long_polls_and_closes_keep_alive_connections(make_server):
+    sync = make_server()
+    idle = Raw(sync)
+    idle.hello()
+    waiter = Raw(sync)
+    cursor = waiter.cursor()
+    outcome = []
+
+    def pull():
+        try:
+            outcome.append(waiter.call("pull", since=cursor, wait=30))
+        except (OSError, http.client.HTTPException) as e:
+            outcome.append(e)
+    thread = threading.Thread(target=pull)
+    thread.start()
+    wait_until(lambda: sync.stats()["waiting"] == 1, what="the pull to be held")
+    assert sync.stop() is True
+    thread.join(5)
+    assert not thread.is_alive(), "stop() left a long-poll hanging"
+    # the idle keep-alive connection was closed by the server
+    idle.conn.sock.settimeout(5)
+    assert idle.conn.sock.recv(1) == b""
+    idle.close()
+    waiter.close()
