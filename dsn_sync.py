@@ -37,9 +37,15 @@ __all__ = [
     "AuthError",
     "WriteContext",
     "MemoryStore",
+    "SQLiteStore",
+    "StoreError",
     "Client",
     "connect",
     "seal",
+    "request_frame",
+    "open_response",
+    "parse_token",
+    "traffic_keys",
     "hkdf_extract",
     "hkdf_expand",
     "__version__",
@@ -285,6 +291,23 @@ def _parse_secret(secret):
     if len(secret) != 32:
         raise ValueError("secret must be 32 bytes, got %d (make one with: python -c \"import os; print(os.urandom(32).hex())\")" % len(secret))
     return bytes(secret)
+
+
+def request_frame(kid, c2s, path, plaintext, nonce=None):
+    """``0x01 || u16(len(kid)) || kid || seal(c2s, "dsn-sync/v1 req\\n" || path, plaintext)`` (PROTOCOL.md 3).
+
+    ``kid`` is text, ``c2s`` a 64-byte key or SealKey, ``path`` the part from
+    ``/sync/`` on.  The request nonce is ``frame[3 + len(kid):][:16]``.
+    """
+    kid = kid.encode("ascii") if isinstance(kid, str) else kid
+    return b"\x01" + struct.pack(">H", len(kid)) + kid + seal(c2s, _REQ_LABEL + path.encode("ascii"), plaintext, nonce)
+
+
+def open_response(s2c, request_nonce, body):
+    """The plaintext of a response frame bound to ``request_nonce``, or None if it does not authenticate."""
+    if not body or body[0] != PROTOCOL_VERSION:
+        return None
+    return open(s2c, _RES_LABEL + request_nonce, bytes(body[1:]))
 
 
 class _TokenState:
@@ -1271,7 +1294,7 @@ class _Hub:
     max_kid = 4096  # bytes; a kid is a sealed claims object, a few hundred bytes in practice
 
     def __init__(self, keyring, store, rotate_every=100, page_size=5000, max_batch=1000,
-                 max_record=1 << 20, max_waiting=10000, max_nonces=1000000):
+                 max_record=1 << 20, max_waiting=10000, max_nonces=1000000, max_waiting_per_user=16):
         self.keyring = keyring
         self.store = store
         self.base = "/sync/" + keyring.instance
@@ -1281,6 +1304,8 @@ class _Hub:
         self.max_batch = max_batch
         self.max_record = max_record
         self.max_waiting = max_waiting
+        self.max_waiting_per_user = max_waiting_per_user
+        self._waiting_by_jti = collections.Counter()
         self.handlers = {}
         self.read_rules = {}
         self.revoked = set(store.revoked())
@@ -1398,7 +1423,7 @@ class _Hub:
             return self._reset_page(state, nonce, ep, None)
         seq, sv = since["seq"], since["sv"]
         if seq == store.seq and sv == store.sv and wait > 0:
-            self._wait_for_change(seq, sv, wait)
+            self._wait_for_change(seq, sv, wait, state)
         changes, cursor = store.changes_since(seq, self.page_size, self._view(state))
         result = {"epoch": store.epoch, "seq": cursor}
         if sv != store.sv:
@@ -1407,13 +1432,24 @@ class _Hub:
                 result["tables"] = self._visible_tables(state)
         return self._answer(state, nonce, ep, result, ',"changes":[' + ",".join(changes) + "]")
 
-    def _wait_for_change(self, seq, sv, wait):
+    def _wait_for_change(self, seq, sv, wait, state):
+        """Hold a pull until a change, a schema change, stop() or ``wait`` seconds.
+
+        Capped twice: ``max_waiting`` in all, and ``max_waiting_per_user`` for a
+        token with a ``sub`` (a user's tabs), so one user cannot pin the
+        server's threads; the app's own token is bounded by the first only.
+        """
         store = self.store
         deadline = time.monotonic() + wait
+        per_user = state.sub is not None
         with store.lock:
             if self.waiting >= self.max_waiting:
                 raise _HTTPFault(503, "too many long-polls held")
+            if per_user and self._waiting_by_jti[state.jti] >= self.max_waiting_per_user:
+                raise _HTTPFault(503, "too many long-polls held for one user token")
             self.waiting += 1
+            if per_user:
+                self._waiting_by_jti[state.jti] += 1
             try:
                 while not self.stopping and store.seq == seq and store.sv == sv:
                     left = deadline - time.monotonic()
@@ -1422,6 +1458,10 @@ class _Hub:
                     store.changed.wait(left)
             finally:
                 self.waiting -= 1
+                if per_user:
+                    self._waiting_by_jti[state.jti] -= 1
+                    if not self._waiting_by_jti[state.jti]:
+                        del self._waiting_by_jti[state.jti]
 
     def _reset_page(self, state, nonce, ep, nxt):
         """A reset page (PROTOCOL.md: paged in seq order up to the snapshot's seq)."""
@@ -1884,7 +1924,8 @@ class DSNSync:
     - ``rotate_every`` (100): requests per endpoint path before a token moves
       to a fresh one; 0 turns rotation off.
     - ``max_body`` (16 MiB), ``max_connections`` (4096), ``max_waiting``
-      (10000 long-polls held at once), ``max_record`` (1 MiB of JSON),
+      (10000 long-polls held at once), ``max_waiting_per_user`` (16 held by one
+      user token), ``max_tables`` (1000), ``max_record`` (1 MiB of JSON),
       ``max_batch`` (1000 mutations), ``page_size`` (5000 records per reset
       page), ``idle_timeout``/``header_timeout``/``body_timeout`` (75/10/30 s).
     - ``allow_origins`` ('*'): CORS origins allowed to read answers.
@@ -1895,7 +1936,7 @@ class DSNSync:
                  certfile=None, keyfile=None, rotate_every=100, max_body=16 << 20, max_connections=4096,
                  max_waiting=10000, max_record=1 << 20, max_batch=1000, page_size=5000,
                  allow_origins="*", idle_timeout=75.0, header_timeout=10.0, body_timeout=30.0,
-                 max_nonces=1000000, store=None):
+                 max_nonces=1000000, max_waiting_per_user=16, max_tables=1000, store=None):
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError("port must be an integer from 0 to 65535 (0 = any free port), got %r" % (port,))
         if not isinstance(host, str):
@@ -1906,7 +1947,8 @@ class DSNSync:
             _positive(name, value, int, zero=True)
         for name, value in (("max_body", max_body), ("max_connections", max_connections),
                             ("max_waiting", max_waiting), ("max_record", max_record),
-                            ("max_batch", max_batch), ("page_size", page_size), ("max_nonces", max_nonces)):
+                            ("max_batch", max_batch), ("page_size", page_size), ("max_nonces", max_nonces),
+                            ("max_waiting_per_user", max_waiting_per_user), ("max_tables", max_tables)):
             _positive(name, value, int)
         for name, value in (("idle_timeout", idle_timeout), ("header_timeout", header_timeout),
                             ("body_timeout", body_timeout)):
@@ -1934,7 +1976,8 @@ class DSNSync:
             self._store.save_secret(self._keyring.secret)
         self._hub = _Hub(self._keyring, self._store, rotate_every=rotate_every, page_size=page_size,
                          max_batch=max_batch, max_record=max_record, max_waiting=max_waiting,
-                         max_nonces=max_nonces)
+                         max_nonces=max_nonces, max_waiting_per_user=max_waiting_per_user)
+        self.max_tables = max_tables
         self._server_options = dict(max_connections=max_connections, max_body=max_body,
                                     allow_origins=allow_origins, idle_timeout=idle_timeout,
                                     header_timeout=header_timeout, body_timeout=body_timeout)
@@ -2127,8 +2170,14 @@ class DSNSync:
                 raise ValueError("schema 'fields' for %r repeats a field: %r" % (name, fields))
             if keyfield in fields:
                 raise ValueError("schema for %r lists its key %r in 'fields'; the key is not a field" % (name, keyfield))
+        self._check_table_count(name)
         self._store.set_table(name, {"key": keyfield, "fields": fields})
         return True
+
+    def _check_table_count(self, name):
+        if name not in self._store.tables and len(self._store.tables) >= self.max_tables:
+            raise ValueError("cannot add table %r: this server already has %d tables (max_tables)"
+                             % (name, self.max_tables))
 
     @property
     def tables(self):
@@ -2184,6 +2233,7 @@ class DSNSync:
             check_table_name(table)
             if not create:
                 raise UnknownTable("no table %r: define_table() it or sync() into it first" % (table,))
+            self._check_table_count(table)
             self._store.set_table(table, {"key": "id", "fields": None})
             spec = self._store.tables[table]
         return spec
@@ -2449,9 +2499,8 @@ class Client:
         path = self._base if at_base else self._ep
         body = {"op": op, "t": _now_ms() + self._offset}
         body.update(fields)
-        aad = _REQ_LABEL + path.encode("ascii")
-        sealed = seal(self._c2s, aad, _json_dumps(body).encode("utf-8"))
-        frame = b"\x01" + struct.pack(">H", len(self._kid)) + self._kid + sealed
+        frame = request_frame(self._kid, self._c2s, path, _json_dumps(body).encode("utf-8"))
+        nonce = frame[3 + len(self._kid):][:NONCE_SIZE]
         sent = time.time()
         try:
             conn.request("POST", self._prefix + path, body=frame, headers={"Content-Type": "text/plain"})
@@ -2464,9 +2513,9 @@ class Client:
             raise _Gone()
         if response.status == 401:
             raise AuthError("the server refused the token (401): it is revoked, forged, or from another server")
-        if response.status != 200 or not data or data[0] != PROTOCOL_VERSION:
+        if response.status != 200:
             raise _Transient("HTTP %d" % response.status)
-        plain = open(self._s2c, _RES_LABEL + sealed[:NONCE_SIZE], data[1:])
+        plain = open_response(self._s2c, nonce, data)
         if plain is None:
             raise _Transient("an answer that does not authenticate")
         answer = _loads(plain)
