@@ -2654,7 +2654,10 @@ class Client:
                     self._write_conn = self._connection(self.write_timeout)
                 try:
                     answer = self._exchange(self._write_conn, op, m)
-                    break
+                    if answer.get("ok") or (answer.get("error") or {}).get("code") != "expired":
+                        break
+                    if not self._refresh_token():  # expired answers are not in the mid ledger: retry is safe
+                        raise AuthError(answer["error"].get("message", "the token has expired"), "expired")
                 except _Clock:
                     continue
                 except _Gone:

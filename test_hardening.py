@@ -1,0 +1,480 @@
+"""Per-user access and hostile input (issue 5): scoped tokens, row rules, fuzzing, slowloris.
+
+The fuzzers are seeded generators (no extra dependency), so a failure replays
+exactly: the seed is in the test name's parameters.
+"""
+
+import http.client
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+
+import pytest
+
+import dsn_sync
+from dsn_sync import DSNSync, DSNError
+
+
+def wait_until(predicate, timeout=10.0, interval=0.005):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class RawClient:
+    """Frames by hand, for sending what a real client never would."""
+
+    def __init__(self, sync, token):
+        self.port = sync.port
+        self.base = "/sync/" + sync.instance
+        self.kid, secret = dsn_sync.parse_token(token)
+        self.c2s, self.s2c = dsn_sync.traffic_keys(secret)
+        self.ep = self.base
+
+    def post(self, path, body, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("POST", path, body=body, headers=headers or {"Content-Type": "text/plain"})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def frame(self, obj, path=None):
+        plain = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        return dsn_sync.request_frame(self.kid, self.c2s, path or self.ep, plain)
+
+    def call(self, obj, path=None):
+        """(status, answer dict or None)."""
+        path = path or self.ep
+        frame = self.frame(obj, path)
+        status, body = self.post(path, frame)
+        if status != 200:
+            return status, None
+        plain = dsn_sync.open_response(self.s2c, frame[3 + len(self.kid):][:16], body)
+        assert plain is not None, "a 200 answer that does not authenticate"
+        answer = json.loads(plain)
+        if isinstance(answer.get("ep"), str):
+            self.ep = answer["ep"]
+        return status, answer
+
+    def op(self, op, **fields):
+        return self.call(dict(fields, op=op, t=int(time.time() * 1000)))
+
+
+# -----------------------------------------------------------------------------
+# Two users in one chat
+# -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chat():
+    sync = DSNSync(port=0)
+    sync.define_table("messages", {"key": "id", "fields": ["sender", "to", "text"]})
+    sync.define_table("notices", {"key": "id", "fields": ["text"]})
+    handled = []
+
+    @sync.can_read("messages")
+    def participants_only(record, ctx):
+        return ctx.sub in (record.get("sender"), record.get("to"))
+
+    @sync.on_create("messages")
+    def send(data, ctx):
+        handled.append((ctx.sub, data["id"]))
+        return data["sender"] == ctx.sub  # nobody sends in another's name
+
+    @sync.on_create("notices")
+    def notice(data):
+        return True
+
+    sync.start()
+    sync.handled = handled
+    yield sync
+    sync.stop()
+
+
+def test_each_user_sees_only_their_rows_and_moves_arrive_as_delete_and_upsert(chat):
+    chat.sync("messages", "m1", {"sender": "alice", "to": "bob", "text": "hi bob"})
+    chat.sync("messages", "m2", {"sender": "carol", "to": "dave", "text": "secret"})
+    alice = dsn_sync.connect(chat.get_url(), chat.issue_token("alice", write=["messages"]))
+    carol = dsn_sync.connect(chat.get_url(), chat.issue_token("carol", write=["messages"]))
+    admin = dsn_sync.connect(chat.get_url(), chat.get_token())
+    try:
+        assert alice.wait_ready(10) and carol.wait_ready(10) and admin.wait_ready(10)
+        assert set(alice.get_all("messages")) == {"m1"}
+        assert set(carol.get_all("messages")) == {"m2"}
+        assert set(admin.get_all("messages")) == {"m1", "m2"}
+
+        alice.create("messages", "m3", {"sender": "alice", "to": "carol", "text": "hey carol"})
+        assert wait_until(lambda: "m3" in carol.get_all("messages"))
+        assert chat.handled == [("alice", "m3")]
+
+        chat.sync("messages", "m2", {"to": "alice"})  # carol -> alice: into alice's view
+        assert wait_until(lambda: "m2" in alice.get_all("messages"))
+        chat.sync("messages", "m2", {"sender": "dave"})  # now dave -> alice: out of carol's view
+        assert wait_until(lambda: "m2" not in carol.get_all("messages"))
+        assert "m2" in alice.get_all("messages")
+        chat.sync("messages", "m1", {"to": "carol"})  # alice -> carol: stays with alice, reaches carol
+        assert wait_until(lambda: "m1" in carol.get_all("messages"))
+        assert admin.get_all("messages") == chat.get_all("messages")
+    finally:
+        for c in (alice, carol, admin):
+            c.close()
+
+
+def test_writes_outside_rights_are_forbidden_and_handlers_judge_per_row(chat):
+    alice = dsn_sync.connect(chat.get_url(), chat.issue_token("alice", write=["messages"]))
+    reader = dsn_sync.connect(chat.get_url(), chat.issue_token("rita", read=["messages"]))
+    try:
+        with pytest.raises(DSNError) as e:
+            alice.create("notices", "n1", {"text": "not mine to write"})
+        assert e.value.code == "forbidden"
+        with pytest.raises(DSNError) as e:
+            reader.create("messages", "r1", {"sender": "rita", "to": "x", "text": "hi"})
+        assert e.value.code == "forbidden"
+        with pytest.raises(DSNError) as e:
+            alice.create("messages", "fake", {"sender": "bob", "to": "alice", "text": "forged"})
+        assert e.value.code == "rejected"
+        assert chat.get("messages", "fake") is None and chat.get_all("notices") == {}
+    finally:
+        alice.close()
+        reader.close()
+
+
+def test_a_read_list_hides_other_tables_entirely(chat):
+    chat.sync("notices", "n1", {"text": "for admins"})
+    raw = RawClient(chat, chat.issue_token("zed", read=["messages"]))
+    status, hello = raw.op("hello")
+    assert status == 200 and set(hello["tables"]) == {"messages"}
+    status, pull = raw.op("pull", since=None, wait=0)
+    assert pull["reset"] and set(pull["records"]) == {"messages"}
+
+
+def test_expired_and_revoked_tokens_are_refused(chat):
+    expired = chat.issue_token("eve", ttl=1)
+    revoked = chat.issue_token("mallory")
+    good = RawClient(chat, revoked)
+    assert good.op("hello")[0] == 200
+    assert chat.revoke(revoked)
+    assert RawClient(chat, revoked).op("hello") == (401, None)
+    time.sleep(1.1)
+    status, answer = RawClient(chat, expired).op("hello")
+    assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "expired"
+
+
+def test_python_client_asks_its_token_function_after_expiry(chat):
+    minted = []
+
+    def fresh():
+        minted.append(chat.issue_token("alice", ttl=1 if not minted else 3600, write=["messages"]))
+        return minted[-1]
+
+    statuses = []
+    client = dsn_sync.connect(chat.get_url(), fresh, on_status=lambda s, d: statuses.append((s, d)))
+    try:
+        assert client.wait_ready(10)
+        time.sleep(1.2)
+        client.create("messages", "after", {"sender": "alice", "to": "bob", "text": "still here"})
+        assert len(minted) >= 2
+        assert chat.get("messages", "after")["text"] == "still here"
+    finally:
+        client.close()
+
+
+def test_issue_token_validates_its_arguments(chat):
+    for kwargs in [dict(sub=""), dict(sub=5), dict(ttl=-1), dict(read="messages"), dict(write=["bad name!"]),
+                   dict(jti="x")]:
+        with pytest.raises(ValueError):
+            chat.issue_token(**kwargs)
+    with pytest.raises(ValueError):
+        chat.revoke("dsn1.notatoken.x")
+
+
+def test_row_rules_run_once_per_change_per_user_not_per_request():
+    sync = DSNSync(port=0)
+    calls = []
+
+    @sync.can_read("feed")
+    def rule(record, ctx):
+        calls.append(ctx.sub)
+        return True
+
+    sync.sync("feed", "a", {"v": 0})
+    sync.start()
+    clients = [dsn_sync.connect(sync.get_url(), sync.issue_token("same-user")) for _ in range(5)]
+    try:
+        assert all(c.wait_ready(10) for c in clients)
+        calls.clear()
+        sync.sync("feed", "a", {"v": 1})
+        assert wait_until(lambda: all(c.get("feed", "a") == {"v": 1} for c in clients))
+        assert calls == ["same-user"], calls
+    finally:
+        for c in clients:
+            c.close()
+        sync.stop()
+
+
+def test_long_polls_per_user_token_are_capped():
+    sync = DSNSync(port=0, max_waiting_per_user=2)
+    sync.start()
+    try:
+        token = sync.issue_token("tabby")
+        raws = [RawClient(sync, token) for _ in range(3)]
+        hello = raws[0].op("hello")[1]
+        since = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
+        results = []
+
+        def hold(raw):
+            raw.ep = raws[0].ep
+            results.append(raw.op("pull", since=since, wait=2)[0])
+        threads = [threading.Thread(target=hold, args=(r,)) for r in raws[:2]]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: sync.stats()["waiting"] == 2)
+        raws[2].ep = raws[0].ep
+        assert raws[2].op("pull", since=since, wait=2)[0] == 503
+        for t in threads:
+            t.join()
+        assert results == [200, 200]
+    finally:
+        sync.stop()
+
+
+# -----------------------------------------------------------------------------
+# Fuzzing a live server
+# -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def target():
+    sync = DSNSync(port=0, page_size=50)
+    sync.define_table("open", {"key": "id", "fields": None})
+    sync.define_table("locked", {"key": "id", "fields": ["x"]})  # no handlers: clients may not write
+
+    @sync.on_create("open")
+    @sync.on_update("open")
+    @sync.on_delete("open")
+    def accept(data, ctx):
+        if data.get("boom"):
+            raise RuntimeError("handler exploded with internals /etc/secret")
+        return True
+
+    for i in range(20):
+        sync.sync("locked", "k%d" % i, {"x": i})
+    sync.start()
+    yield sync
+    sync.stop()
+
+
+def _mutate(rng, data):
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        choice = rng.random()
+        if choice < 0.4 and data:
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        elif choice < 0.6 and data:
+            del data[rng.randrange(len(data)):]
+        elif choice < 0.8:
+            data[rng.randrange(len(data) + 1):0] = os.urandom(rng.randint(1, 40))
+        else:
+            data = bytearray(os.urandom(rng.randint(0, 300)))
+    return bytes(data)
+
+
+def _random_json(rng, depth=0):
+    kind = rng.randrange(9 if depth < 3 else 6)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([True, False])
+    if kind == 2:
+        return rng.choice([0, -1, 2 ** 63, 1e308, -0.5, rng.randint(-10 ** 6, 10 ** 6)])
+    if kind == 3:
+        return rng.choice(["", "open", "locked", "k1", "x" * 300, "\u0000", "\ud7ff", "../../etc", "*"])
+    if kind == 4:
+        return rng.choice(["create", "update", "delete", "batch", "pull", "hello", "nope"])
+    if kind == 5:
+        return "".join(rng.choice("abc{}[]\"\\") for _ in range(rng.randint(0, 12)))
+    if kind == 6:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    keys = ["op", "t", "table", "key", "data", "mid", "since", "wait", "next", "mutations", "x", "id", "boom"]
+    return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randint(0, 6))}
+
+
+def _random_request(rng):
+    """A request that is well-formed JSON, sealed correctly, with random and near-valid content."""
+    now = int(time.time() * 1000)
+    base = {"op": rng.choice(["create", "update", "delete", "batch", "pull", "hello", "bogus"]), "t": now}
+    if rng.random() < 0.7:
+        base.update({"table": rng.choice(["open", "locked", "nope", 5, None]),
+                     "key": rng.choice(["k1", "k%d" % rng.randrange(30), "", 7, None, "x" * 300]),
+                     "data": rng.choice([{"x": 1}, {"boom": True}, {"id": "other"}, [], "s", None, _random_json(rng)]),
+                     "mid": rng.choice(["m%d" % rng.randrange(10 ** 6), "", None, 3, "y" * 80])})
+    if base["op"] == "pull":
+        base.update({"since": rng.choice([None, {"epoch": "x", "seq": 1, "sv": 1}, _random_json(rng)]),
+                     "wait": rng.choice([0, 0, -1, 31, "5", None]), "next": rng.choice([None, "a.b.c", "x.1.0", 3])})
+    if base["op"] == "batch":
+        base["mutations"] = [_random_request(rng) for _ in range(rng.randint(0, 3))] if rng.random() < 0.8 else "x"
+    for k in list(base):
+        if rng.random() < 0.15:
+            base[k] = _random_json(rng)
+    return base
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fuzzed_frames_never_crash_never_write_never_leak(target, seed, caplog):
+    rng = random.Random(seed)
+    token = target.issue_token("fuzzer", write=["open"])  # may write 'open' only, through its handlers
+    raw = RawClient(target, token)
+    raw.op("hello")
+    locked_before = target.get_all("locked")
+    good = dsn_sync.connect(target.get_url(), target.get_token())
+    assert good.wait_ready(10)
+    statuses = {}
+    caplog.set_level(logging.ERROR, logger="dsn_sync")
+    try:
+        valid = raw.frame({"op": "hello", "t": int(time.time() * 1000)})
+        for i in range(250):
+            kind = rng.random()
+            if kind < 0.35:  # mutated valid frames: must never authenticate
+                status, body = raw.post(raw.base, _mutate(rng, valid))
+                assert status in (400, 401, 404), status
+                assert body == b""
+            elif kind < 0.45:  # pure noise, odd headers
+                status, body = raw.post(raw.base + rng.choice(["", "/x", "/../..", "?a=b"]), os.urandom(rng.randint(0, 200)))
+                assert status in (400, 401, 404), status
+            elif kind < 0.55:  # valid envelope, random JSON plaintext (maybe not even JSON)
+                plain = json.dumps(_random_json(rng)).encode() if rng.random() < 0.7 else os.urandom(30)
+                status, answer = raw.call(plain)
+                assert status in (200, 404)
+                if answer is not None:
+                    assert answer["ok"] is False
+            else:  # valid envelope, plausible requests
+                status, answer = raw.call(_random_request(rng))
+                assert status in (200, 404, 503), status
+                if answer is not None and not answer["ok"]:
+                    message = json.dumps(answer["error"])
+                    assert "Traceback" not in message and "File \"" not in message and "/etc/secret" not in message
+                    assert answer["error"]["code"] in {
+                        "clock", "replay", "expired", "forbidden", "unknown_table", "invalid", "exists",
+                        "not_found", "no_handler", "rejected", "handler_error", "bad_request"}, answer
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 404:
+                raw.op("hello")
+        # The server still serves a good client, and nothing the fuzzer may not touch changed.
+        target.sync("open", "probe", {"n": seed})
+        assert wait_until(lambda: good.get("open", "probe") == {"n": seed})
+        assert target.get_all("locked") == locked_before
+        unexpected = [r for r in caplog.records if "unexpected" in r.getMessage()]
+        assert not unexpected, [r.getMessage() for r in unexpected]
+        target._store.check()
+    finally:
+        good.close()
+    # the generator reached every layer: sealed answers, bad frames, failed tags, dead paths
+    assert statuses.get(200, 0) > 50 and statuses.get(400, 0) and statuses.get(401, 0) and statuses.get(404, 0), statuses
+
+
+def test_random_operation_sequences_match_a_model(target):
+    """Random writes through a user token and backend syncs: the server ends equal to a simple model."""
+    rng = random.Random(42)
+    client = dsn_sync.connect(target.get_url(), target.issue_token("modeller", write=["open"]))
+    model = {}
+    try:
+        assert client.wait_ready(10)
+        for i in range(300):
+            key = "k%d" % rng.randrange(12)
+            op = rng.choice(["create", "update", "delete", "sync", "remove"])
+            data = {"v": rng.randrange(100)}
+            try:
+                if op == "create":
+                    client.create("open", key, data)
+                    assert key not in model
+                    model[key] = dict(data)
+                elif op == "update":
+                    client.update("open", key, data)
+                    assert key in model
+                    model[key].update(data)
+                elif op == "delete":
+                    client.delete("open", key)
+                    assert key in model
+                    del model[key]
+                elif op == "sync":
+                    target.sync("open", key, data)
+                    model.setdefault(key, {}).update(data)
+                else:
+                    assert target.remove("open", key) == (key in model)
+                    model.pop(key, None)
+            except DSNError as e:
+                assert (e.code == "exists" and key in model) or (e.code == "not_found" and key not in model), (op, key, e.code)
+        assert target.get_all("open") == model
+        assert wait_until(lambda: client.get_all("open") == model)
+        target._store.check()
+    finally:
+        client.close()
+
+
+# -----------------------------------------------------------------------------
+# Slow senders
+# -----------------------------------------------------------------------------
+
+
+def test_slowloris_connections_do_not_starve_a_good_client():
+    sync = DSNSync(port=0, header_timeout=2.0)
+    sync.start()
+    stop = threading.Event()
+    socks = []
+    try:
+        for _ in range(150):
+            s = socket.create_connection(("127.0.0.1", sync.port), timeout=5)
+            s.sendall(b"POST /sync/" + sync.instance.encode() + b" HTTP/1.1\r\n")
+            socks.append(s)
+
+        def trickle():
+            while not stop.is_set():
+                for s in socks:
+                    try:
+                        s.sendall(b"X")
+                    except OSError:
+                        pass
+                stop.wait(0.2)
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        good = dsn_sync.connect(sync.get_url(), sync.get_token())
+        started = time.monotonic()
+        assert good.wait_ready(10)
+        sync.sync("t", "a", {"v": 1})
+        assert wait_until(lambda: good.get("t", "a") == {"v": 1}, timeout=5)
+        took = time.monotonic() - started
+        # The trickling connections are cut at header_timeout, however slowly they send.
+        assert wait_until(lambda: sync.stats()["connections"] <= 3, timeout=10), sync.stats()
+        good.close()
+        print("good client ready and synced in %.1f ms beside 150 slowloris connections" % (took * 1000))
+    finally:
+        stop.set()
+        for s in socks:
+            s.close()
+        sync.stop()
+
+
+def test_oversized_and_unframed_requests_get_plain_statuses(target):
+    raw = RawClient(target, target.get_token())
+    conn = socket.create_connection(("127.0.0.1", target.port), timeout=5)
+    conn.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (raw.base, 1 << 30)).encode())
+    assert conn.recv(100).startswith(b"HTTP/1.1 413")
+    conn.close()
+    conn = socket.create_connection(("127.0.0.1", target.port), timeout=5)
+    conn.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % raw.base).encode())
+    assert conn.recv(100).startswith(b"HTTP/1.1 411")
+    conn.close()
+    conn = socket.create_connection(("127.0.0.1", target.port), timeout=5)
+    conn.sendall(b"POST / HTTP/1.1\r\n" + b"X-Long: " + b"a" * 20000 + b"\r\n\r\n")
+    assert conn.recv(100).startswith(b"HTTP/1.1 431")
+    conn.close()
+    assert raw.op("hello")[0] == 200
