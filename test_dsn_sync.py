@@ -411,6 +411,9 @@ def base_path(sync):
     return urlsplit(sync.get_url()).path
 
 
+NOW, OMIT = object(), object()
+
+
 class Raw:
     """A minimal protocol client: frames built from PROTOCOL.md section 3, answers opened with ref_open."""
 
@@ -467,9 +470,14 @@ class Raw:
         self.ep = answer["ep"]
         return status, answer
 
-    def call(self, op, path=None, t=None, **fields):
-        """(status, answer or None) for one request; hello goes to the base path, the rest to ep."""
-        obj = {"op": op, "t": now_ms() if t is None else t}
+    def call(self, op, path=None, t=NOW, **fields):
+        """(status, answer or None) for one request; hello goes to the base path, the rest to ep.
+
+        ``t`` defaults to the local clock; ``t=OMIT`` leaves it out.
+        """
+        obj = {"op": op}
+        if t is not OMIT:
+            obj["t"] = now_ms() if t is NOW else t
         obj.update(fields)
         if path is None:
             if op != "hello" and not self.greeted:
@@ -1265,3 +1273,407 @@ def test_stop_wakes_long_polls_and_closes_keep_alive_connections(make_server):
     assert idle.conn.sock.recv(1) == b""
     idle.close()
     waiter.close()
+
+
+def mint(secret, **claims):
+    """A token for the server holding ``secret``, minted by an independent Keyring."""
+    body = {"v": 1, "jti": dsn_sync.b64u_encode(os.urandom(8)), "iat": int(time.time()), "exp": None,
+            "sub": None, "read": "*", "write": "*"}
+    body.update(claims)
+    return dsn_sync.Keyring(secret).mint(body)
+
+
+def strip_fresh(answer):
+    return {k: v for k, v in answer.items() if k not in ("now", "ep")}
+
+
+def test_batch(server, raw, users):
+    server.sync("users", "u1", {"name": "Ann"})
+    mutations = [
+        {"op": "create", "table": "users", "key": "b1", "data": {"name": "B"}, "mid": "b-1"},
+        {"op": "create", "table": "users", "key": "u1", "data": {"name": "X"}, "mid": "b-2"},
+        {"op": "update", "table": "users", "key": "b1", "data": {"status": "s"}, "mid": "b-3"},
+        {"op": "delete", "table": "users", "key": "ghost", "mid": "b-4"},
+        {"op": "create", "table": "users", "key": "b2", "data": {"hat": 1}, "mid": "b-5"},
+        {"op": "create", "table": "nowhere", "key": "k", "data": {}, "mid": "b-6"},
+        {"op": "create", "table": "users", "key": "b3", "data": {}},
+        {"op": "delete", "table": "users", "key": "u1", "mid": "b-7"},
+    ]
+    answer = raw.ok("batch", mutations=mutations)
+    results = answer["results"]
+    assert len(results) == len(mutations)
+    assert results[0]["ok"] is True and results[0]["record"] == {"name": "B"} and isinstance(results[0]["seq"], int)
+    codes = [r["error"]["code"] if not r["ok"] else None for r in results]
+    assert codes == [None, "exists", None, "not_found", "invalid", "unknown_table", "bad_request", None]
+    assert results[2]["record"] == {"name": "B", "status": "s"} and results[2]["seq"] > results[0]["seq"]
+    assert results[7]["record"] is None
+    assert server.get_all("users") == {"b1": {"name": "B", "status": "s"}}
+    calls, seq = len(users["calls"]), server.stats()["seq"]
+    # the same batch again (a new frame, the same mids): the same answers, nothing applied twice
+    again = raw.ok("batch", mutations=mutations)
+    for first, second in zip(results[:6] + results[7:], again["results"][:6] + again["results"][7:]):
+        assert first == second
+    assert len(users["calls"]) == calls and server.stats()["seq"] == seq
+    raw.err("batch", "bad_request", mutations=[])
+    raw.err("batch", "bad_request", mutations={"op": "create"})
+    raw.err("batch", "bad_request")
+
+
+def test_mid_idempotency(server, raw, users):
+    first = raw.ok("create", table="users", key="k", data={"name": "A"}, mid="same")
+    calls, seq = len(users["calls"]), server.stats()["seq"]
+    again = raw.ok("create", table="users", key="k", data={"name": "DIFFERENT"}, mid="same")
+    assert strip_fresh(again) == strip_fresh(first)
+    assert again["now"] >= first["now"]
+    other_op = raw.ok("delete", table="users", key="k", mid="same")
+    assert strip_fresh(other_op) == strip_fresh(first)
+    assert len(users["calls"]) == calls and server.stats()["seq"] == seq
+    assert server.get("users", "k") == {"name": "A"}
+    # error answers are remembered the same way
+    refused = raw.err("create", "exists", table="users", key="k", data={"name": "B"}, mid="err")
+    server.remove("users", "k")
+    assert strip_fresh(raw.err("create", "exists", table="users", key="k", data={"name": "B"}, mid="err")) == \
+        strip_fresh(refused)
+    assert server.get("users", "k") is None
+    # mids belong to a token: the app token of another server process would differ, and so
+    # does a second token here (its own jti)
+    second = Raw(server, token=server.issue_token(write=["users"]))
+    try:
+        answer = second.ok("create", table="users", key="k", data={"name": "C"}, mid="same")
+        assert answer["record"] == {"name": "C"}
+    finally:
+        second.close()
+
+
+def test_tampered_frames_are_401(server, raw):
+    path = raw.base
+    frame, nonce = raw.frame(path, {"op": "hello", "t": now_ms()})
+    kid_end = 3 + len(raw.kid)
+    positions = {"kid": 3 + 5, "nonce": kid_end + 1, "ciphertext": kid_end + 20, "tag": len(frame) - 1}
+    for where, i in positions.items():
+        bad = bytearray(frame)
+        bad[i] ^= 0x01
+        status, answer = raw.send(path, bytes(bad), nonce)
+        assert status == 401, where
+        assert raw.last_headers.get("access-control-allow-origin")
+    # truncated / extended seal
+    assert raw.send(path, frame[:-1], nonce)[0] == 401
+    assert raw.send(path, frame + b"\x00", nonce)[0] == 401
+    # a frame sealed for one path and sent to another live path
+    raw.hello()
+    assert raw.ep != path
+    status, _ = raw.send(raw.ep, frame, nonce)
+    assert status == 401
+    # the untouched frame still works
+    status, answer = raw.send(path, frame, nonce)
+    assert status == 200 and answer["ok"] is True
+
+
+def test_another_servers_token_is_401(make_server):
+    a, b = make_server(), make_server()
+    raw = Raw(a, token=b.get_token())
+    try:
+        assert raw.call("hello")[0] == 401
+        assert raw.call("pull", path=base_path(a), since=None, wait=0)[0] == 401
+    finally:
+        raw.close()
+    # and a kid forged from nothing
+    forged = "dsn1." + dsn_sync.b64u_encode(os.urandom(120)) + "." + dsn_sync.b64u_encode(os.urandom(32))
+    raw = Raw(a, token=forged)
+    try:
+        assert raw.call("hello")[0] == 401
+    finally:
+        raw.close()
+
+
+def test_expired_token_is_a_sealed_expired_error(make_server):
+    secret = os.urandom(32)
+    sync = make_server(secret=secret)
+    expired = Raw(sync, token=mint(secret, exp=int(time.time()) - 10))
+    fine = Raw(sync, token=mint(secret, exp=int(time.time()) + 3600))
+    try:
+        expired.err("hello", "expired")
+        fine.hello()
+        fine.ok("pull", since=None, wait=0)
+    finally:
+        expired.close()
+        fine.close()
+
+
+def test_revoke_makes_a_token_401(server):
+    token = server.issue_token(sub="ann", write=["t"])
+    raw = Raw(server, token=token)
+    try:
+        raw.hello()
+        server.revoke(token)
+        assert raw.call("hello")[0] == 401
+        assert raw.call("pull", since=None, wait=0)[0] == 401
+    finally:
+        raw.close()
+    Raw(server).hello()  # other tokens are unaffected
+
+
+def test_write_rights_are_enforced(make_server):
+    secret = os.urandom(32)
+    sync = make_server(secret=secret)
+    sync.define_table("t", {"key": "id", "fields": None})
+    sync.define_table("other", {"key": "id", "fields": None})
+    sync.on_create("t")(lambda data: True)
+    sync.on_create("other")(lambda data: True)
+    raw = Raw(sync, token=mint(secret, write=["other"]))
+    try:
+        raw.err("create", "forbidden", table="t", key="k", data={}, mid="1")
+        raw.ok("create", table="other", key="k", data={}, mid="2")
+        assert sync.get("t", "k") is None and sync.get("other", "k") == {}
+    finally:
+        raw.close()
+
+
+def test_read_rights_filter_resets_and_changes(make_server):
+    secret = os.urandom(32)
+    sync = make_server(secret=secret)
+    sync.sync("mine", "a", {"v": 1})
+    sync.sync("secret", "s", {"v": 2})
+    raw = Raw(sync, token=mint(secret, read=["mine"], write=["mine"]))
+    try:
+        records, cursor, pages = raw.reset()
+        assert records == {"mine": {"a": {"v": 1}}}
+        assert "secret" not in pages[0]["tables"]
+        sync.sync("secret", "s2", {"v": 3})
+        sync.sync("mine", "b", {"v": 4})
+        answer = raw.ok("pull", since=cursor, wait=0)
+        assert answer["changes"] == [["mine", "b", {"v": 4}]]
+    finally:
+        raw.close()
+
+
+def test_replayed_frame_is_refused(server, raw, users):
+    raw.hello()
+    path = raw.ep
+    frame, nonce = raw.frame(path, {"op": "create", "t": now_ms(), "table": "users", "key": "r",
+                                    "data": {"name": "once"}, "mid": "replay-me"})
+    status, first = raw.send(path, frame, nonce)
+    assert status == 200 and first["ok"] is True
+    seq = server.stats()["seq"]
+    status, second = raw.send(path, frame, nonce)
+    assert status == 200 and second["ok"] is False and second["error"]["code"] == "replay"
+    assert server.stats()["seq"] == seq
+    # a read replayed too
+    frame, nonce = raw.frame(raw.base, {"op": "hello", "t": now_ms()})
+    assert raw.send(raw.base, frame, nonce)[1]["ok"] is True
+    assert raw.send(raw.base, frame, nonce)[1]["error"]["code"] == "replay"
+
+
+def test_skewed_clock_is_refused(server, raw, users):
+    for skew in (-61000, 61000, -3600 * 1000, 10 ** 13):
+        answer = raw.err("hello", "clock", t=now_ms() + skew)
+        assert abs(answer["now"] - now_ms()) < 5000, "the answer carries the server's clock"
+    for bad in (OMIT, None, "now", True, [now_ms()]):
+        status, answer = raw.call("hello", t=bad)
+        assert status == 200 and answer["ok"] is False and answer["error"]["code"] in ("clock", "bad_request")
+    raw.err("create", "clock", table="users", key="k", data={"name": "x"}, mid="late", t=now_ms() - 120000)
+    assert server.get("users", "k") is None
+    # the refusal is not remembered: the same mid with a good clock goes through
+    raw.ok("create", table="users", key="k", data={"name": "x"}, mid="late")
+    raw.ok("hello", t=now_ms() - 50000)
+    raw.ok("hello", t=now_ms() + 50000)
+
+
+def test_wrong_paths_are_404(server, raw):
+    base = raw.base
+    frame, _ = raw.frame(base, {"op": "hello", "t": now_ms()})
+    for path in ("/sync/0000000000000000", "/", "/sync", "/sync/", base + "/made-up", base + "x",
+                 "/api" + base, base + "/AAAAAAAAAAAA", "/dsn_client.js"):
+        status, _ = raw.post(path, frame)
+        assert status == 404, path
+        assert raw.last_headers.get("access-control-allow-origin"), path
+    # after authentication: a non-hello op at the base path
+    frame, nonce = raw.frame(base, {"op": "pull", "t": now_ms(), "since": None, "wait": 0})
+    assert raw.send(base, frame, nonce)[0] == 404
+    # a query string is not part of the path
+    frame, nonce = raw.frame(base, {"op": "hello", "t": now_ms()})
+    assert raw.send(base + "?x=1", frame, nonce)[0] == 200
+
+
+def test_methods_other_than_post(server):
+    base = base_path(server)
+    for method, path in (("GET", base), ("GET", "/"), ("GET", "/sync/x"), ("GET", "/favicon.ico"),
+                         ("PUT", base), ("DELETE", base), ("PATCH", base), ("HEAD", base)):
+        status, headers, _ = http_request(server.port, method, path)
+        assert status == 405, (method, path)
+        assert headers.get("access-control-allow-origin")
+    status, headers, body = http_request(server.port, "OPTIONS", base,
+                                         headers={"Origin": "https://app.example",
+                                                  "Access-Control-Request-Method": "POST"})
+    assert status == 204 and body == b""
+    assert headers.get("access-control-allow-origin") in ("*", "https://app.example")
+    assert "POST" in headers.get("access-control-allow-methods", "")
+    assert "content-type" in headers.get("access-control-allow-headers", "").lower()
+
+
+def test_allow_origins_list(make_server):
+    sync = make_server(allow_origins=["https://good.example"])
+    status, headers, _ = http_request(sync.port, "OPTIONS", base_path(sync), headers={"Origin": "https://good.example"})
+    assert headers.get("access-control-allow-origin") == "https://good.example"
+    status, headers, _ = http_request(sync.port, "OPTIONS", base_path(sync), headers={"Origin": "https://evil.example"})
+    assert headers.get("access-control-allow-origin") != "https://evil.example"
+    assert headers.get("access-control-allow-origin") != "*"
+
+
+@pytest.mark.parametrize("limit", [None, 1000])
+def test_oversized_content_length_is_413_before_the_body(make_server, limit):
+    sync = make_server() if limit is None else make_server(max_body=limit)
+    over = (16 << 20 if limit is None else limit) + 1
+    head = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+            % (base_path(sync), over)).encode()
+    started = time.monotonic()
+    status, headers, _ = raw_exchange(sync.port, head, timeout=5)  # no body is ever sent
+    assert status == 413
+    assert time.monotonic() - started < 4, "the server waited for the body"
+    assert headers.get("access-control-allow-origin")
+    # an unknown path is 404 first, and the limit itself is allowed through to frame checks
+    status, _, _ = raw_exchange(sync.port, head.replace(base_path(sync).encode(), b"/nowhere"))
+    assert status == 404
+    if limit is not None:
+        status, _, _ = raw_exchange(sync.port, ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                                                % (base_path(sync), limit)).encode() + b"\x00" * limit)
+        assert status == 400
+
+
+def test_garbage_bodies_then_a_good_client(server, raw):
+    good_kid = raw.kid.encode()
+    kid_head = b"\x01" + struct.pack(">H", len(good_kid)) + good_kid
+    cases = {
+        b"": 400,
+        b"\x01": 400,
+        b"\x01\x00": 400,
+        b"\x02" + kid_head[1:] + os.urandom(80): 400,
+        b"\x01\x00\x00" + os.urandom(100): 400,
+        b"\x01\xff\xff" + os.urandom(100): 400,
+        b"\x01\x00\x04\xff\xfe\xfd\xfc" + os.urandom(64): 400,
+        kid_head + os.urandom(47): 400,
+        kid_head + os.urandom(64): 401,
+        b"\x01\x00\x40" + b"A" * 64 + os.urandom(64): 401,
+        b"\x01\x00\x04!!!!" + os.urandom(64): (400, 401),
+        b"GET / HTTP/1.1\r\n\r\n": (400, 401),
+        b"{\"op\":\"hello\"}": 400,
+        os.urandom(5000): (400, 401),
+    }
+    for body, want in cases.items():
+        status, data = raw.post(raw.base, body)
+        assert status in (want if isinstance(want, tuple) else (want,)), (body[:20], status)
+        assert data == b""
+    # a sealed body that is not a JSON object is a sealed bad_request
+    for plain in (b"[1,2]", b"not json", b"{\"op\":\"hello\",\"t\":NaN}", b"\xff\xfe"):
+        frame, nonce = raw.frame(raw.base, plain)
+        status, answer = raw.send(raw.base, frame, nonce)
+        assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "bad_request", plain
+    # garbage at the HTTP level
+    for junk in (b"NONSENSE\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(40) + b"\r\n\r\n",
+                 b"POST / HTTP/1.1\r\nbroken header line\r\n\r\n"):
+        try:
+            status, _, _ = raw_exchange(server.port, junk, timeout=5)
+        except ConnectionResetError:
+            status = None
+        assert status in (None, 400), junk[:20]
+    # a body that stops early is abandoned, not waited on forever by everyone else
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(("POST %s HTTP/1.1\r\nContent-Length: 500\r\n\r\n" % raw.base).encode() + b"\x01\x00")
+        good = Raw(server)
+        try:
+            good.hello()
+        finally:
+            good.close()
+    # and the server still serves a good client
+    fresh = Raw(server)
+    try:
+        fresh.hello()
+        server.sync("t", "k", {"v": 1})
+        records, _, _ = fresh.reset()
+        assert records["t"] == {"k": {"v": 1}}
+    finally:
+        fresh.close()
+
+
+def test_endpoint_rotation_across_250_requests(make_server):
+    secret = os.urandom(32)
+    sync = make_server(secret=secret)
+    raw = Raw(sync)
+    try:
+        cursor = raw.cursor()
+        eps = [raw.ep]
+        for _ in range(250):
+            answer = raw.ok("pull", since=cursor, wait=0)
+            eps.append(answer["ep"])
+        distinct = []
+        for ep in eps:
+            if not distinct or distinct[-1] != ep:
+                distinct.append(ep)
+        assert len(distinct) == len(set(distinct)) == 3, "251 requests at 100 per path: three paths"
+        for ep in distinct:
+            assert re.match(r"^%s/[A-Za-z0-9_-]{12}$" % re.escape(raw.base), ep), ep
+        middle = eps.index(distinct[2]) - eps.index(distinct[1])
+        assert middle == 100, "a path serves 100 requests of its token"
+        # a retired path still answers within the grace period, pointing at the current one
+        for old in distinct[:2]:
+            answer = raw.ok("pull", path=old, since=cursor, wait=0)
+            assert answer["ep"] == raw.ep
+        # a made-up path under the instance is 404
+        frame, nonce = raw.frame(raw.base + "/AAAAAAAAAAAA", {"op": "pull", "t": now_ms(), "since": cursor, "wait": 0})
+        assert raw.send(raw.base + "/AAAAAAAAAAAA", frame, nonce)[0] == 404
+        # another token's live path is 404 for this token, and this token's for it
+        other = Raw(sync, token=mint(secret))
+        try:
+            other.hello()
+            assert other.ep not in distinct
+            assert raw.call("pull", path=other.ep, since=cursor, wait=0)[0] == 404
+            assert other.call("pull", path=raw.ep, since=cursor, wait=0)[0] == 404
+            other.ok("pull", since=cursor, wait=0)
+        finally:
+            other.close()
+        # hello at the base path always works and hands back the current path
+        assert raw.hello()["ep"] == raw.ep
+    finally:
+        raw.close()
+
+
+def test_rotation_off(make_server):
+    sync = make_server(rotate_every=0)
+    raw = Raw(sync)
+    try:
+        assert raw.hello()["ep"] == raw.base
+        cursor = raw.cursor()
+        for _ in range(5):
+            assert raw.ok("pull", path=raw.base, since=cursor, wait=0)["ep"] == raw.base
+        assert raw.call("pull", path=raw.base + "/AAAAAAAAAAAA", since=cursor, wait=0)[0] == 404
+    finally:
+        raw.close()
+
+
+def test_connection_limit_is_503(make_server):
+    sync = make_server(max_connections=1)
+    first = Raw(sync)
+    try:
+        first.hello()  # holds the one allowed keep-alive connection
+        status, headers, _ = raw_exchange(sync.port, b"OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 503
+        assert headers.get("access-control-allow-origin")
+    finally:
+        first.close()
+
+    def admitted():
+        status, _, _ = raw_exchange(sync.port, b"OPTIONS / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return status == 204
+    wait_until(admitted, what="a free connection slot after the first client left")
+
+
+def test_full_replay_memory_is_503(make_server):
+    sync = make_server(max_nonces=3)
+    raw = Raw(sync)
+    try:
+        for _ in range(3):
+            raw.hello()
+        status, _ = raw.call("hello")
+        assert status == 503
+    finally:
+        raw.close()
