@@ -1468,7 +1468,9 @@ class DSNClient {
       pages++;
       for (const [table, rows] of Object.entries(page.records)) records[table] = Object.assign(records[table] ?? {}, rows);
       const counts = Object.fromEntries(Object.entries(records).map(([table, rows]) => [table, Object.keys(rows).length]));
-      this._setStatus({ ...this._status, reset: { pages, records: counts, done: !page.more } });
+      // Talking to the server, so no longer offline; online only once the data is in.
+      const state = this._status.state === 'online' ? 'online' : 'connecting';
+      this._setStatus({ state, reset: { pages, records: counts, done: !page.more } });
       if (!page.more) break;
       const next = await this._request('pull', { since: null, next: page.next, wait: 0 });
       if (!next.ok) throw new DSNError(next.error?.code ?? 'bad_response', next.error?.message ?? 'reset page refused');

@@ -1,0 +1,154 @@
+// The client against a scripted stand-in server (built from the same frame functions),
+// for orderings a real server produces only by chance: an ack overtaking an older pull,
+// a pull overtaking an ack, answers that do not open, 5xx, a forgotten reset page.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { connectDSN, _internals } from '../dsn_client.js';
+
+const { b64uEncode, randomBytes, deriveTrafficKeys, openRequestFrame, buildResponseFrame } = _internals;
+const FAST = { retryMin: 10, retryMax: 50, wait: 25 };
+const BASE = '/sync/00112233445566ff';
+const SCHEMA = { t: { key: 'id', fields: null } };
+
+/** A server scripted by `answer(request) -> response fields | {status} | {raw}`; pulls
+ * that `answer` leaves undefined are parked until the test calls `release(fields)`. */
+function fakeServer(answer) {
+  const tokenSecret = randomBytes(32);
+  const token = `dsn1.${b64uEncode(randomBytes(24))}.${b64uEncode(tokenSecret)}`;
+  const { c2s, s2c } = deriveTrafficKeys(tokenSecret);
+  const parked = [];
+  const requests = [];
+  const fetch = async (url, init) => {
+    const path = new URL(url).pathname;
+    const opened = await openRequestFrame(c2s, path, init.body);
+    assert.ok(opened, `a request frame that does not open at ${path}`);
+    const request = JSON.parse(opened.json);
+    requests.push(request);
+    let fields = await answer(request);
+    if (fields === undefined) {
+      fields = await new Promise((resolve, reject) => {
+        parked.push(resolve);
+        init.signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError')));
+      });
+    }
+    if (fields.status) return new Response(null, { status: fields.status });
+    if (fields.raw) return new Response(fields.raw, { status: 200 });
+    const body = JSON.stringify({ ok: true, now: Date.now(), ep: `${BASE}/ep`, ...fields });
+    return new Response(await buildResponseFrame(s2c, opened.nonce, body), { status: 200 });
+  };
+  const release = (fields) => parked.shift()(fields);
+  return { token, fetch, requests, release, parked };
+}
+
+const hello = { instance: '00112233445566ff', epoch: 'e1', seq: 0, sv: 1, tables: SCHEMA };
+const emptyReset = { reset: true, epoch: 'e1', seq: 0, sv: 1, tables: SCHEMA, records: {}, more: false, next: null };
+
+async function waitFor(condition, what) {
+  const start = Date.now();
+  while (!(await condition())) {
+    if (Date.now() - start > 5000) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+test('an ack at seq 2 wins over a pull answered at seq 1 that arrives after it', async (t) => {
+  const server = fakeServer((request) => {
+    if (request.op === 'hello') return hello;
+    if (request.op === 'pull' && request.since === null) return emptyReset;
+    if (request.op === 'create') return { seq: 2, record: { v: 'mine' } };
+    return undefined; // long polls wait for the test
+  });
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, fetch: server.fetch });
+  t.after(() => client.close());
+  await client.ready;
+  await waitFor(() => server.parked.length === 1, 'the long poll');
+  assert.equal(await client.create('t', 'k', { v: 'mine' }), true);
+  server.release({ epoch: 'e1', seq: 1, changes: [['t', 'k', { v: 'older' }], ['t', 'other', { v: 1 }]] });
+  await waitFor(async () => (await client.get('t', 'other')) !== undefined, 'the pull to be applied');
+  assert.deepEqual(await client.get('t', 'k'), { v: 'mine' }, 'the older state is ignored');
+  await waitFor(() => server.parked.length === 1, 'the next long poll');
+  assert.deepEqual(server.requests.at(-1).since, { epoch: 'e1', seq: 1, sv: 1 });
+  server.release({ epoch: 'e1', seq: 3, changes: [['t', 'k', { v: 'newer, from the backend' }]] });
+  await waitFor(async () => (await client.get('t', 'k'))?.v === 'newer, from the backend', 'a later state to win');
+});
+
+test('a pull that already passed an ack\'s seq is not undone by the late ack', async (t) => {
+  let ackNow;
+  const ackGate = new Promise((resolve) => {
+    ackNow = resolve;
+  });
+  const server = fakeServer(async (request) => {
+    if (request.op === 'hello') return hello;
+    if (request.op === 'pull' && request.since === null) return emptyReset;
+    if (request.op === 'create') {
+      await ackGate;
+      return { seq: 2, record: { v: 'mine' } };
+    }
+    return undefined;
+  });
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, fetch: server.fetch });
+  t.after(() => client.close());
+  await client.ready;
+  await waitFor(() => server.parked.length === 1, 'the long poll');
+  const write = client.create('t', 'k', { v: 'mine' });
+  server.release({ epoch: 'e1', seq: 3, changes: [['t', 'k', { v: 'changed by the backend at seq 3' }]] });
+  await waitFor(() => client._cursor.seq === 3, 'the pull');
+  ackNow();
+  assert.equal(await write, true);
+  assert.deepEqual(await client.get('t', 'k'), { v: 'changed by the backend at seq 3' });
+});
+
+test('an answer that does not open is an error (status bad_response), then retried', async (t) => {
+  let garbage = 2;
+  const server = fakeServer((request) => {
+    if (request.op === 'hello') return garbage-- > 0 ? { raw: new Uint8Array(80) } : hello;
+    if (request.op === 'pull' && request.since === null) return emptyReset;
+    return undefined;
+  });
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, fetch: server.fetch });
+  const statuses = [];
+  client.onStatus((status) => statuses.push(status));
+  t.after(() => client.close());
+  await client.ready;
+  assert.ok(statuses.some((s) => s.state === 'error' && s.code === 'bad_response'));
+});
+
+test('503, 500, 413 and network failures: offline with backoff, then online', async (t) => {
+  const failures = [503, 500, 413, 'network'];
+  const server = fakeServer((request) => {
+    const failure = failures.shift();
+    if (failure === 'network') throw new TypeError('fetch failed');
+    if (failure) return { status: failure };
+    if (request.op === 'hello') return hello;
+    if (request.op === 'pull' && request.since === null) return emptyReset;
+    return undefined;
+  });
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, fetch: server.fetch });
+  const statuses = [];
+  client.onStatus((status) => statuses.push(status));
+  t.after(() => client.close());
+  await client.ready;
+  const codes = statuses.filter((s) => s.state === 'offline').map((s) => s.code);
+  assert.deepEqual(codes, ['http_503', 'http_500', 'http_413', 'offline']);
+  assert.ok(statuses.filter((s) => s.state === 'offline').every((s) => s.retryIn >= 5 && s.retryIn <= 50));
+  assert.deepEqual(statuses.at(-2), { state: 'connecting', reset: { pages: 1, records: {}, done: true } });
+  assert.equal(statuses.at(-1).state, 'online');
+});
+
+test('a reset whose `next` the server forgot starts over from the fresh first page', async (t) => {
+  const page = (seq, records, more, next) => ({ reset: true, epoch: 'e1', seq, sv: 1, tables: SCHEMA, records, more, next });
+  const server = fakeServer((request) => {
+    if (request.op === 'hello') return hello;
+    if (request.op !== 'pull') return undefined;
+    if (request.since === null && !request.next) return page(5, { t: { a: { n: 1 } } }, true, 'p2');
+    if (request.next === 'p2') return page(7, { t: { b: { n: 2 } } }, true, 'p3'); // forgot: a fresh reset at seq 7
+    if (request.next === 'p3') return page(7, { t: { c: { n: 3 } } }, false, null);
+    return undefined;
+  });
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, fetch: server.fetch });
+  t.after(() => client.close());
+  await client.ready;
+  assert.deepEqual(await client.getAll('t'), { b: { n: 2 }, c: { n: 3 } });
+  assert.equal(client._cursor.seq, 7);
+});
