@@ -8,7 +8,7 @@
 // the network failures Chromium itself reports while the sync server is down.
 //
 // Needs /usr/bin/chromium (`apt-get install -y chromium`) and `npm install`; without
-// either the tests are skipped, loudly.
+// either the tests are skipped, loudly (or fail, with REQUIRE_BROWSER=1).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
@@ -57,6 +57,8 @@ after(async () => {
 function browserTest(name, body) {
   test(name, { timeout: TEST_TIMEOUT }, async (t) => {
     if (!support.ok) {
+      // CI sets REQUIRE_BROWSER=1, so that a machine without Chromium fails instead.
+      if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
       t.skip(`SKIPPED, no real browser: ${support.reason}`);
       return;
     }
@@ -293,6 +295,12 @@ browserTest('a reload with the sync server stopped imports the client from the H
   await waitFor(async () => (await latest(page, 'users'))?.user_003, 'onDataChange from IndexedDB');
   assert.deepEqual(await latest(page, 'users'), users);
   await waitFor(() => page.evaluate(() => window.statuses.some((s) => s.state === 'offline')), "the status 'offline'");
+
+  // A new tab opened while the server is still down (a plain navigation, not a reload)
+  // imports from the cache too, and reads the same mirror.
+  const other = await env.open();
+  assert.deepEqual(await getAll(other, 'users'), users);
+  await other.close();
 
   // The backend changes a record while its port is closed; the page catches up when the
   // server is back (same epoch: changes, no reset).
