@@ -63,7 +63,9 @@ import json
 import logging
 import math
 import os
+import queue
 import re
+import selectors
 import socket
 import socketserver
 import ssl
@@ -1287,6 +1289,16 @@ def _now_ms():
     return int(time.time() * 1000)
 
 
+class _Wait:
+    """A pull that found nothing new and asked to wait: everything needed to answer it later."""
+
+    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "conn")
+
+    def __init__(self, state, nonce, ep, seq, sv, deadline):
+        self.state, self.nonce, self.ep, self.seq, self.sv, self.deadline = state, nonce, ep, seq, sv, deadline
+        self.conn = None
+
+
 class _Hub:
     """Everything between an authenticated frame and its sealed answer.
 
@@ -1316,7 +1328,7 @@ class _Hub:
         self.read_rules = {}
         self.revoked = set(store.revoked())
         self.stopping = False
-        self.waiting = 0
+        self._parked = []
         self.requests = 0
         self._key_locks = [threading.Lock() for _ in range(64)]
         self._mid_locks = [threading.Lock() for _ in range(64)]
@@ -1429,8 +1441,13 @@ class _Hub:
             return self._reset_page(state, nonce, ep, None)
         seq, sv = since["seq"], since["sv"]
         if seq == store.seq and sv == store.sv and wait > 0:
-            self._wait_for_change(seq, sv, wait, state)
-        changes, cursor = store.changes_since(seq, self.page_size, self._view(state))
+            return _Wait(state, nonce, ep, seq, sv, time.monotonic() + wait)
+        return self._changes_answer(state, nonce, ep, seq, sv, store.changes_since(seq, self.page_size, self._view(state)))
+
+    def _changes_answer(self, state, nonce, ep, seq, sv, found):
+        """The sealed changes answer for a cursor at ``seq``/``sv``, given changes_since()'s result."""
+        store = self.store
+        changes, cursor = found
         result = {"epoch": store.epoch, "seq": cursor}
         if sv != store.sv:
             with store.lock:
@@ -1438,36 +1455,90 @@ class _Hub:
                 result["tables"] = self._visible_tables(state)
         return self._answer(state, nonce, ep, result, ',"changes":[' + ",".join(changes) + "]")
 
-    def _wait_for_change(self, seq, sv, wait, state):
-        """Hold a pull until a change, a schema change, stop() or ``wait`` seconds.
+    # -- long-polls: parked, then answered in one pass -----------------------
+    def park(self, wait):
+        """Hold a pull until a change, a schema change, stop() or its deadline; False if already stale.
 
-        Capped twice: ``max_waiting`` in all, and ``max_waiting_per_user`` for a
-        token with a ``sub`` (a user's tabs), so one user cannot pin the
-        server's threads; the app's own token is bounded by the first only.
+        No thread waits: the request is filed, and the feed thread answers
+        every parked pull in one pass when the store changes.  Capped twice:
+        ``max_waiting`` in all, ``max_waiting_per_user`` for a token with a
+        ``sub`` (one user's tabs); over a cap the HTTP layer answers 503.
         """
         store = self.store
-        deadline = time.monotonic() + wait
-        per_user = state.sub is not None
         with store.lock:
-            if self.waiting >= self.max_waiting:
+            if self.stopping or store.seq != wait.seq or store.sv != wait.sv:
+                return False
+            if len(self._parked) >= self.max_waiting:
                 raise _HTTPFault(503, "too many long-polls held")
-            if per_user and self._waiting_by_jti[state.jti] >= self.max_waiting_per_user:
-                raise _HTTPFault(503, "too many long-polls held for one user token")
-            self.waiting += 1
-            if per_user:
-                self._waiting_by_jti[state.jti] += 1
-            try:
-                while not self.stopping and store.seq == seq and store.sv == sv:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
+            jti = wait.state.jti if wait.state.sub is not None else None
+            if jti is not None:
+                if self._waiting_by_jti[jti] >= self.max_waiting_per_user:
+                    raise _HTTPFault(503, "too many long-polls held for one user token")
+                self._waiting_by_jti[jti] += 1
+            self._parked.append(wait)
+            return True
+
+    @property
+    def waiting(self):
+        return len(self._parked)
+
+    def answer_wait(self, wait, found=None):
+        """The sealed answer for a parked (or never parked) pull."""
+        if found is None:
+            found = self.store.changes_since(wait.seq, self.page_size, self._view(wait.state))
+        return self._changes_answer(wait.state, wait.nonce, wait.ep, wait.seq, wait.sv, found)
+
+    def run_feed(self, deliver):
+        """The feed thread: wake on every change, answer the parked pulls it concerns, in one pass.
+
+        Waking a thousand threads on a Condition costs a thousand GIL hand-offs
+        and starves the producer; one thread walking a list does not.  Pulls
+        at the same cursor with the same view share one changes_since() and
+        its pre-encoded fragments; each answer is then only a small JSON
+        header, a seal bound to its request's nonce, and a send.
+        ``deliver(wait, body)`` writes an answer; it must not block long.
+        """
+        store = self.store
+        sweep_every = 0.25  # how late an expired long-poll may be answered, at most
+        next_sweep = time.monotonic() + sweep_every
+        with store.lock:
+            seen = (store.seq, store.sv)
+        while True:
+            with store.lock:
+                while not self.stopping:
+                    if (store.seq, store.sv) != seen:
                         break
-                    store.changed.wait(left)
-            finally:
-                self.waiting -= 1
-                if per_user:
-                    self._waiting_by_jti[state.jti] -= 1
-                    if not self._waiting_by_jti[state.jti]:
-                        del self._waiting_by_jti[state.jti]
+                    now = time.monotonic()
+                    if now >= next_sweep:
+                        break
+                    store.changed.wait(next_sweep - now)
+                if self.stopping:
+                    return
+                seq, sv, now = store.seq, store.sv, time.monotonic()
+                seen = (seq, sv)
+                ready, keep = [], []
+                for w in self._parked:
+                    (ready if w.seq != seq or w.sv != sv or w.deadline <= now else keep).append(w)
+                self._parked = keep
+                for w in ready:
+                    if w.state.sub is not None:
+                        jti = w.state.jti
+                        self._waiting_by_jti[jti] -= 1
+                        if not self._waiting_by_jti[jti]:
+                            del self._waiting_by_jti[jti]
+            if now >= next_sweep:
+                next_sweep = now + sweep_every
+            shared = {}
+            for w in ready:
+                view = self._view(w.state)
+                group = (w.seq, view.tables, view.sub if view.rules else None)
+                found = shared.get(group)
+                if found is None:
+                    found = shared[group] = store.changes_since(w.seq, self.page_size, view)
+                try:
+                    deliver(w, self.answer_wait(w, found))
+                except Exception:
+                    log.exception("unexpected error answering a long-poll")
 
     def _reset_page(self, state, nonce, ep, nxt):
         """A reset page (PROTOCOL.md: paged in seq order up to the snapshot's seq)."""
@@ -1613,99 +1684,319 @@ _REASONS = {200: "OK", 204: "No Content", 304: "Not Modified", 400: "Bad Request
             503: "Service Unavailable", 505: "HTTP Version Not Supported"}
 
 
-class _Connection(socketserver.BaseRequestHandler):
-    """One client connection: keep-alive HTTP/1.1, POST frames, one GET, OPTIONS.
+class _Conn:
+    """One client connection: its socket, unparsed bytes, and where it is in a request."""
 
-    Every read is capped and timed: ``idle_timeout`` between requests,
-    ``header_timeout`` from a request's first byte to the end of its headers
-    (a slowloris trickle cannot hold a worker longer than that), and
-    ``body_timeout`` for the body.  Each response goes out in one sendall()
-    and TCP_NODELAY is set, so Nagle's algorithm never holds a reply back.
+    __slots__ = ("sock", "raw", "tls", "buf", "deadline", "head", "started", "bytes_in")
+
+    def __init__(self, sock, tls):
+        self.sock = self.raw = sock
+        self.tls = tls  # True until the TLS handshake is done (False without TLS)
+        self.buf = bytearray()
+        self.deadline = None
+        self.head = None
+        self.started = None
+        self.bytes_in = 0
+
+
+class _Server(socketserver.TCPServer):
+    """HTTP/1.1 keep-alive on socketserver, with no thread held by an idle or waiting connection.
+
+    socketserver's accept loop hands each new connection to a small pool of
+    worker threads.  A worker reads what a socket has (never waiting on a
+    slow sender), parses complete requests and answers them; a connection
+    between requests, or with half a request, goes back to one reactor
+    thread that watches every idle socket with a selector and enforces the
+    deadlines: ``idle_timeout`` between requests, ``header_timeout`` from a
+    request's first byte to the end of its headers (a slowloris trickle is
+    cut then, having held no worker), ``body_timeout`` for the body.  A
+    long-poll is parked with the hub and answered by its feed thread, so a
+    thousand waiting clients are a thousand list entries, not threads.
+
+    Every read is capped (``max_header``, ``max_body`` from Content-Length
+    before the body is read).  Each answer goes out in one send with
+    TCP_NODELAY set, so Nagle's algorithm never holds a reply back.  TLS
+    handshakes run in the workers, non-blocking, never in the accept loop.
     """
 
+    allow_reuse_address = True
+    request_queue_size = 1024
     max_header = 16384  # bytes of request line plus headers; frames carry everything else
+    recv_size = 65536
 
-    def setup(self):
-        server = self.server
-        self.sock = self.request
-        self.buf = bytearray()
-        self.bytes_in = 0
-        server.track(self.request, True)
+    def __init__(self, address, hub, owner, ssl_context, max_connections, max_body, allow_origins,
+                 idle_timeout, header_timeout, body_timeout, workers=32, ipv6=False):
+        self.address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        self.hub = hub
+        self.owner = owner
+        self.ssl_context = ssl_context
+        self.max_connections = max_connections
+        self.max_body = max_body
+        self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.workers = workers
+        self.bytes_in = self.bytes_out = 0
+        self._conns = set()
+        self._lock = threading.Lock()
+        self._work = queue.SimpleQueue()
+        self._idle = collections.deque()  # connections handed back to the reactor
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._threads = []
+        self._stopping = False
+        if allow_origins in ("*", None):
+            self._origins = None
+        else:
+            self._origins = [allow_origins] if isinstance(allow_origins, str) else list(allow_origins)
+        super().__init__(address, None)
+
+    # -- threads --------------------------------------------------------------
+    def start_threads(self):
+        targets = [("dsn-sync-reactor", self._reactor), ("dsn-sync-feed", lambda: self.hub.run_feed(self._deliver))]
+        targets += [("dsn-sync-worker-%d" % i, self._worker) for i in range(self.workers)]
+        for name, target in targets:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop_threads(self):
+        self._stopping = True
+        for _ in range(self.workers):
+            self._work.put(None)
+        self._wake()
+        with self.hub.store.lock:
+            self.hub.store.changed.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def process_request(self, request, client_address):
+        """Called by the accept loop: file the connection for a worker; never blocks on the peer."""
         try:
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-
-    def handle(self):
-        server = self.server
-        if server.ssl_context is not None:
-            self.sock.settimeout(server.header_timeout)
-            self.sock = server.ssl_context.wrap_socket(self.sock, server_side=True, do_handshake_on_connect=False)
-            server.track(self.sock, True)
-            self.sock.do_handshake()  # in this worker thread, never in the accept loop
-        if server.over_capacity():
-            self._send(503, b"", close=True, extra="Retry-After: 1\r\n")
+        request.setblocking(False)
+        with self._lock:
+            full = len(self._conns) >= self.max_connections
+            if not full:
+                conn = _Conn(request, self.ssl_context is not None)
+                self._conns.add(conn)
+        if full:
+            try:
+                request.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+                             + self.cors(None).encode() + b"Connection: close\r\n\r\n")
+            except OSError:
+                pass
+            request.close()
             return
-        while not server.app_stopping():
-            try:
-                request = self._read_head()
-            except _HTTPFault as fault:
-                self._send(fault.status, b"", close=True)
-                return
-            if request is None:
-                return
-            method, path, headers, keep_alive = request
-            if not self._respond(method, path, headers, keep_alive):
-                return
+        conn.deadline = time.monotonic() + self.header_timeout
+        self._work.put(conn)
 
-    def finish(self):
-        server = self.server
-        server.track(self.request, False)
-        if self.sock is not self.request:
-            server.track(self.sock, False)
-        server.count_bytes(self.bytes_in, 0)
+    def handle_error(self, request, client_address):
+        log.exception("unexpected error accepting a connection from %s", client_address)
+
+    def _wake(self):
         try:
-            self.sock.close()
+            self._wake_w.send(b"\0")
         except OSError:
             pass
 
-    # -- reading --------------------------------------------------------------
-    def _recv(self, deadline):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("deadline")
-        self.sock.settimeout(left)
-        chunk = self.sock.recv(65536)
-        self.bytes_in += len(chunk)
-        return chunk
+    def _to_reactor(self, conn):
+        """Hand a connection back to the reactor until it has more to read."""
+        now = time.monotonic()
+        if not conn.buf and conn.head is None:
+            conn.deadline = now + self.idle_timeout
+        self._idle.append(conn)
+        self._wake()
 
-    def _read_head(self):
-        """(method, path, headers, keep_alive), or None when the peer closed or idled out."""
-        server = self.server
-        buf = self.buf
-        deadline = time.monotonic() + (server.idle_timeout if not buf else server.header_timeout)
-        started = bool(buf)
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            if len(buf) > self.max_header:
-                raise _HTTPFault(431)
+    def _reactor(self):
+        selector = self._selector
+        watched = {}
+        next_sweep = time.monotonic() + 0.5
+        while not self._stopping:
             try:
-                chunk = self._recv(deadline)
-            except (socket.timeout, OSError):
-                return None
+                events = selector.select(timeout=0.5)
+            except (OSError, ValueError):
+                if self._stopping:
+                    return
+                raise
+            for key, _ in events:
+                conn = key.data
+                if conn is None:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except OSError:
+                        pass
+                    continue
+                selector.unregister(key.fileobj)
+                del watched[conn]
+                self._work.put(conn)
+            while self._idle:
+                conn = self._idle.popleft()
+                try:
+                    selector.register(conn.sock, selectors.EVENT_READ, conn)
+                    watched[conn] = True
+                except (ValueError, KeyError, OSError):
+                    self._close(conn)
+            now = time.monotonic()
+            if now >= next_sweep:
+                next_sweep = now + 0.5
+                for conn in [c for c in watched if c.deadline is not None and c.deadline <= now]:
+                    try:
+                        selector.unregister(conn.sock)
+                    except (ValueError, KeyError, OSError):
+                        pass
+                    del watched[conn]
+                    self._close(conn)
+
+    def _worker(self):
+        while True:
+            conn = self._work.get()
+            if conn is None:
+                return
+            try:
+                self._service(conn)
+            except Exception:
+                log.exception("unexpected error on a connection")
+                self._close(conn)
+
+    # -- one connection's turn in a worker ------------------------------------
+    def _service(self, conn):
+        if self._stopping:
+            return self._close(conn)
+        if conn.tls:
+            if conn.sock is conn.raw:
+                conn.sock = self.ssl_context.wrap_socket(conn.raw, server_side=True, do_handshake_on_connect=False)
+            try:
+                conn.sock.do_handshake()
+                conn.tls = False
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return self._to_reactor(conn)
+            except (ssl.SSLError, OSError) as e:
+                log.debug("TLS handshake failed: %s", e)
+                return self._close(conn)
+        sock = conn.sock
+        while True:
+            try:
+                chunk = sock.recv(self.recv_size)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            except OSError:
+                return self._close(conn)
             if not chunk:
+                return self._close(conn)
+            conn.buf += chunk
+            conn.bytes_in += len(chunk)
+            if len(chunk) < self.recv_size and not (self.ssl_context is not None and sock.pending()):
+                break
+            if len(conn.buf) > self.max_header + self.max_body:
+                break
+        while not self._stopping:
+            try:
+                outcome = self._next_request(conn)
+            except _HTTPFault as fault:
+                self._send(conn, fault.status, b"", False)
+                return self._close(conn)
+            if outcome is None:  # incomplete: wait for more bytes
+                return self._to_reactor(conn)
+            if outcome is False:
+                return self._close(conn)
+            if outcome == "parked":
+                return
+            if not conn.buf:
+                return self._to_reactor(conn)
+
+    def _next_request(self, conn):
+        """Answer the next complete request in the buffer.
+
+        Returns None (incomplete), False (close), True (answered, keep alive)
+        or "parked" (a long-poll the feed thread will answer).
+        """
+        now = time.monotonic()
+        buf = conn.buf
+        if conn.head is None:
+            if conn.started is None and buf:
+                conn.started = now
+                conn.deadline = now + self.header_timeout
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > self.max_header:
+                    raise _HTTPFault(431)
                 return None
-            buf += chunk
-            if not started:
-                started = True
-                deadline = time.monotonic() + server.header_timeout
-        if end > self.max_header:
-            raise _HTTPFault(431)
-        head = bytes(buf[:end]).decode("latin-1")
-        del buf[:end + 4]
-        lines = head.split("\r\n")
+            if end > self.max_header:
+                raise _HTTPFault(431)
+            conn.head = self._parse_head(bytes(buf[:end]))
+            del buf[:end + 4]
+            conn.deadline = now + self.body_timeout
+        method, path, headers, keep_alive = conn.head
+        origin = headers.get("origin")
+        has_body = "content-length" in headers or "transfer-encoding" in headers
+        hub = self.hub
+        early = None
+        if method == "OPTIONS":
+            early = (204, b"", "Access-Control-Allow-Methods: POST\r\nAccess-Control-Allow-Headers: Content-Type\r\n"
+                               "Access-Control-Max-Age: 86400\r\n", None)
+        elif method == "GET" and path in ("/dsn_client.js", hub.base + "/inspect"):
+            early = self._static(path, headers)
+        elif method != "POST":
+            early = (405, b"", "Allow: POST\r\n", None)
+        elif not hub.known_path(path):
+            early = (404, b"", "", None)
+        elif "transfer-encoding" in headers:
+            early = (411, b"", "", None)
+        if early is None:
+            try:
+                length = int(headers.get("content-length", ""))
+                if length < 0:
+                    raise ValueError
+            except ValueError:
+                early = (411, b"", "", None)
+            else:
+                if length > self.max_body:
+                    early = (413, b"", "", None)
+        if early is not None:
+            conn.head = conn.started = None
+            status, body, extra, content_type = early
+            # A body we did not read would be taken for the next request: close instead.
+            keep = keep_alive and not (has_body and status not in (204,) and method not in ("GET", "OPTIONS"))
+            if not self._send(conn, status, body, keep, origin, extra, content_type):
+                return False
+            return keep and True
+        if len(buf) < length:
+            return None
+        body = bytes(buf[:length])
+        del buf[:length]
+        conn.head = conn.started = None
+        try:
+            status, reply = hub.handle(path, body)
+        except _HTTPFault as fault:
+            status, reply = fault.status, None
+        except Exception:
+            log.exception("unexpected error answering %s", path)
+            status, reply = 500, None
+        if isinstance(reply, _Wait):
+            reply.conn = (conn, keep_alive, origin)
+            try:
+                if hub.park(reply):
+                    return "parked"
+                reply = hub.answer_wait(reply)
+            except _HTTPFault as fault:
+                status, reply = fault.status, None
+        if not self._send(conn, status, reply or b"", keep_alive, origin,
+                          content_type="application/octet-stream" if reply else None):
+            return False
+        return keep_alive
+
+    def _parse_head(self, head):
+        lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise _HTTPFault(400)
@@ -1720,143 +2011,76 @@ class _Connection(socketserver.BaseRequestHandler):
         keep_alive = ("close" not in conn) if version == "HTTP/1.1" else ("keep-alive" in conn)
         return method, target.split("?", 1)[0], headers, keep_alive
 
-    def _read_body(self, length):
-        server = self.server
-        buf = self.buf
-        deadline = time.monotonic() + server.body_timeout
-        while len(buf) < length:
-            chunk = self._recv(deadline)
-            if not chunk:
-                raise ConnectionError("peer closed mid-body")
-            buf += chunk
-        body = bytes(buf[:length])
-        del buf[:length]
-        return body
-
-    # -- answering ------------------------------------------------------------
-    def _respond(self, method, path, headers, keep_alive):
-        """Answer one request; returns False when the connection must close."""
-        server = self.server
-        hub = server.hub
-        origin = headers.get("origin")
-        if method == "OPTIONS":
-            return self._send(204, b"", keep_alive, origin,
-                              "Access-Control-Allow-Methods: POST\r\n"
-                              "Access-Control-Allow-Headers: Content-Type\r\nAccess-Control-Max-Age: 86400\r\n")
-        if method == "GET" and path == "/dsn_client.js":
-            return self._send_file("dsn_client.js", headers, keep_alive, origin)
-        if method == "GET" and path == hub.base + "/inspect":
-            return self._send_file("dsn_inspect.html", headers, keep_alive, origin)
-        has_body = "content-length" in headers or "transfer-encoding" in headers
-        if method != "POST":
-            return self._send(405, b"", keep_alive and not has_body, origin, "Allow: POST\r\n")
-        if not hub.known_path(path):
-            return self._send(404, b"", keep_alive and not has_body, origin)
-        if "transfer-encoding" in headers:
-            return self._send(411, b"", False, origin)
-        try:
-            length = int(headers.get("content-length", ""))
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            return self._send(411, b"", False, origin)
-        if length > server.max_body:
-            return self._send(413, b"", False, origin)
-        try:
-            body = self._read_body(length)
-        except (socket.timeout, OSError):
-            return False
-        try:
-            status, reply = hub.handle(path, body)
-        except _HTTPFault as fault:
-            status, reply = fault.status, None
-        except Exception:
-            log.exception("unexpected error answering %s", path)
-            status, reply = 500, None
-        return self._send(status, reply or b"", keep_alive, origin,
-                          content_type="application/octet-stream" if reply else None)
-
-    def _send_file(self, name, headers, keep_alive, origin):
-        """One of the files shipped beside the module: cacheable, with an ETag (PROTOCOL.md section 3)."""
-        found = self.server.static_file(name)
+    def _static(self, path, headers):
+        """(status, body, extra headers, type) for one of the files shipped beside the module."""
+        name = "dsn_client.js" if path == "/dsn_client.js" else "dsn_inspect.html"
+        found = self.owner._static_file(name)
         if found is None:
-            return self._send(404, b"", keep_alive, origin)
+            return 404, b"", "", None
         body, etag, content_type = found
-        cache = "Cache-Control: public, max-age=3600\r\nETag: %s\r\n" % etag
+        extra = "Cache-Control: public, max-age=3600\r\nETag: %s\r\n" % etag
         if name.endswith(".html"):  # the inspector: no framing by other sites, no referrer leaks
-            cache += "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\nX-Content-Type-Options: nosniff\r\n"
+            extra += "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\nX-Content-Type-Options: nosniff\r\n"
         if headers.get("if-none-match") == etag:
-            return self._send(304, b"", keep_alive, origin, cache)
-        return self._send(200, body, keep_alive, origin, cache, content_type)
+            return 304, b"", extra, None
+        return 200, body, extra, content_type
 
-    def _send(self, status, body, keep_alive=False, origin=None, extra="", content_type=None, close=False):
+    # -- writing --------------------------------------------------------------
+    def _deliver(self, wait, body):
+        """The feed thread's way to answer a parked long-poll, then hand the connection on."""
+        conn, keep_alive, origin = wait.conn
+        if not self._send(conn, 200, body, keep_alive, origin, content_type="application/octet-stream"):
+            return self._close(conn)
+        if not keep_alive:
+            return self._close(conn)
+        if conn.buf:
+            self._work.put(conn)
+        else:
+            self._to_reactor(conn)
+
+    def _send(self, conn, status, body, keep_alive, origin=None, extra="", content_type=None):
+        """Write one whole answer; True if it went out.  Waits (bounded) only if the peer reads slowly."""
         head = "HTTP/1.1 %d %s\r\nContent-Length: %d\r\n%s%s%s%s\r\n" % (
-            status, _REASONS.get(status, "Error"), len(body),
-            self.server.cors(origin),
+            status, _REASONS.get(status, "Error"), len(body), self.cors(origin),
             "Content-Type: %s\r\n" % content_type if content_type else "",
             "Cache-Control: no-store\r\n" if status != 200 or content_type == "application/octet-stream" else "",
-            extra + ("" if keep_alive and not close else "Connection: close\r\n"))
-        data = head.encode("latin-1") + body
+            extra + ("" if keep_alive else "Connection: close\r\n"))
+        data = memoryview(head.encode("latin-1") + body)
+        sock = conn.sock
+        deadline = None
+        while data:
+            try:
+                sent = sock.send(data)
+                data = data[sent:]
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.body_timeout
+                if now >= deadline:
+                    return False
+                selectors.select.select([], [sock], [], min(deadline - now, 1.0))
+            except OSError:
+                return False
+        with self._lock:
+            self.bytes_out += len(head) + len(body)
+            self.bytes_in += conn.bytes_in
+        conn.bytes_in = 0
+        return True
+
+    def _close(self, conn):
+        with self._lock:
+            self._conns.discard(conn)
+            self.bytes_in += conn.bytes_in
+        conn.bytes_in = 0
         try:
-            self.sock.settimeout(self.server.body_timeout)
-            self.sock.sendall(data)
+            conn.sock.close()
         except OSError:
-            return False
-        self.server.count_bytes(self.bytes_in, len(data))
-        self.bytes_in = 0
-        return keep_alive and not close
+            pass
 
-
-class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    """A threaded TCP server that remembers its connections so stop() can close them all."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    block_on_close = False
-    request_queue_size = 1024
-
-    def __init__(self, address, hub, owner, ssl_context, max_connections, max_body, allow_origins,
-                 idle_timeout, header_timeout, body_timeout, ipv6=False):
-        self.address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
-        self.hub = hub
-        self.owner = owner
-        self.ssl_context = ssl_context
-        self.max_connections = max_connections
-        self.max_body = max_body
-        self.idle_timeout = idle_timeout
-        self.header_timeout = header_timeout
-        self.body_timeout = body_timeout
-        self.bytes_in = self.bytes_out = 0
-        self._conns = set()
-        self._conn_lock = threading.Lock()
-        if allow_origins in ("*", None):
-            self._origins = None
-        else:
-            self._origins = [allow_origins] if isinstance(allow_origins, str) else list(allow_origins)
-        super().__init__(address, _Connection)
-
-    def track(self, sock, add):
-        with self._conn_lock:
-            (self._conns.add if add else self._conns.discard)(sock)
-
-    def over_capacity(self):
-        with self._conn_lock:
-            return len(self._conns) > self.max_connections * (2 if self.ssl_context else 1)
-
+    # -- bookkeeping ----------------------------------------------------------
     def connections(self):
-        with self._conn_lock:
-            return len(self._conns) // (2 if self.ssl_context else 1)
-
-    def count_bytes(self, bytes_in, bytes_out):
-        with self._conn_lock:
-            self.bytes_in += bytes_in
-            self.bytes_out += bytes_out
-
-    def app_stopping(self):
-        return self.hub.stopping
-
-    def static_file(self, name):
-        return self.owner._static_file(name)
+        with self._lock:
+            return len(self._conns)
 
     def cors(self, origin):
         # Nothing here rides on cookies or ambient credentials: every frame is
@@ -1867,25 +2091,16 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         allowed = origin if origin in self._origins else self._origins[0]
         return "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n" % allowed
 
-    def handle_error(self, request, client_address):
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (OSError, ssl.SSLError, ValueError)):
-            log.debug("connection from %s ended: %s", client_address, exc)
-        else:
-            log.exception("unexpected error on connection from %s", client_address)
-
     def close_all(self):
-        with self._conn_lock:
+        with self._lock:
             conns = list(self._conns)
-        for sock in conns:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                sock.close()
-            except OSError:
-                pass
+        for conn in conns:
+            for sock in {conn.sock, conn.raw}:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._close(conn)
 
 
 # =============================================================================
@@ -1929,7 +2144,9 @@ class DSNSync:
     - ``certfile``/``keyfile``: serve HTTPS.
     - ``rotate_every`` (100): requests per endpoint path before a token moves
       to a fresh one; 0 turns rotation off.
-    - ``max_body`` (16 MiB), ``max_connections`` (4096), ``max_waiting``
+    - ``workers`` (32): threads that parse requests and run handlers; idle
+      and long-polling connections hold none.
+    - ``max_body`` (16 MiB), ``max_connections`` (10000), ``max_waiting``
       (10000 long-polls held at once), ``max_waiting_per_user`` (16 held by one
       user token), ``max_tables`` (1000), ``max_record`` (1 MiB of JSON),
       ``max_batch`` (1000 mutations), ``page_size`` (5000 records per reset
@@ -1939,10 +2156,10 @@ class DSNSync:
     """
 
     def __init__(self, port=3000, db_connection_string=None, *, host="127.0.0.1", secret=None,
-                 certfile=None, keyfile=None, rotate_every=100, max_body=16 << 20, max_connections=4096,
+                 certfile=None, keyfile=None, rotate_every=100, max_body=16 << 20, max_connections=10000,
                  max_waiting=10000, max_record=1 << 20, max_batch=1000, page_size=5000,
                  allow_origins="*", idle_timeout=75.0, header_timeout=10.0, body_timeout=30.0,
-                 max_nonces=1000000, max_waiting_per_user=16, max_tables=1000, store=None):
+                 max_nonces=1000000, max_waiting_per_user=16, max_tables=1000, workers=32, store=None):
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError("port must be an integer from 0 to 65535 (0 = any free port), got %r" % (port,))
         if not isinstance(host, str):
@@ -1954,7 +2171,8 @@ class DSNSync:
         for name, value in (("max_body", max_body), ("max_connections", max_connections),
                             ("max_waiting", max_waiting), ("max_record", max_record),
                             ("max_batch", max_batch), ("page_size", page_size), ("max_nonces", max_nonces),
-                            ("max_waiting_per_user", max_waiting_per_user), ("max_tables", max_tables)):
+                            ("max_waiting_per_user", max_waiting_per_user), ("max_tables", max_tables),
+                            ("workers", workers)):
             _positive(name, value, int)
         for name, value in (("idle_timeout", idle_timeout), ("header_timeout", header_timeout),
                             ("body_timeout", body_timeout)):
@@ -1986,7 +2204,7 @@ class DSNSync:
         self.max_tables = max_tables
         self._server_options = dict(max_connections=max_connections, max_body=max_body,
                                     allow_origins=allow_origins, idle_timeout=idle_timeout,
-                                    header_timeout=header_timeout, body_timeout=body_timeout)
+                                    header_timeout=header_timeout, body_timeout=body_timeout, workers=workers)
         self._server = None
         self._thread = None
         self._tasks = []
@@ -2017,6 +2235,7 @@ class DSNSync:
             self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                                             name="dsn-sync-accept", daemon=True)
             self._thread.start()
+            server.start_threads()
             self._task_stop.clear()
             for task in self._tasks:
                 self._start_task(*task)
@@ -2036,8 +2255,12 @@ class DSNSync:
                 self._store.changed.notify_all()
             server.shutdown()
             server.server_close()
+            server.stop_threads()
             server.close_all()
             self._thread.join(timeout=5)
+            with self._store.lock:
+                hub._parked = []
+                hub._waiting_by_jti.clear()
             threads, self._task_threads = self._task_threads, []
         for thread in threads:
             if thread is not threading.current_thread():
