@@ -1028,7 +1028,7 @@ function sameRecords(before, after) {
   const keys = Object.keys(after);
   if (keys.length !== Object.keys(before).length) return false;
   for (const key of keys) {
-    if (!(key in before)) return false;
+    if (!Object.hasOwn(before, key)) return false;
     if (before[key] !== after[key] && JSON.stringify(before[key]) !== JSON.stringify(after[key])) return false;
   }
   return true;
@@ -1215,17 +1215,18 @@ class DSNClient {
     this._isLoaded = true;
   }
 
+  /** {key: record} of `table`: the server's state with the queued writes applied.
+   * Built through a Map and Object.fromEntries, so that a key such as "__proto__" is
+   * an own property like any other and never an object's prototype. */
   _view(table) {
-    const all = {};
-    const records = this._tables.get(table);
-    if (records) for (const [key, record] of records) all[key] = record;
+    const all = new Map(this._tables.get(table));
     for (const write of this._outbox) {
       if (write.table !== table) continue;
-      const record = applyWrite(all[write.key], write);
-      if (record === undefined) delete all[write.key];
-      else all[write.key] = record;
+      const record = applyWrite(all.get(write.key), write);
+      if (record === undefined) all.delete(write.key);
+      else all.set(write.key, record);
     }
-    return all;
+    return Object.fromEntries(all);
   }
 
   /** Runs `body` with the mirror to itself: a pull being applied and an ack being
@@ -1461,13 +1462,17 @@ class DSNClient {
    * every table (a table absent from the records is empty). */
   async _loadReset(first) {
     let page = first;
-    let records = {};
+    let records = new Map(); // table -> Map(key -> record)
     let pages = 0;
     for (;;) {
       if (!isPlainObject(page.records) || !Number.isInteger(page.seq)) throw new DSNError('bad_response', 'a reset page without records or seq');
       pages++;
-      for (const [table, rows] of Object.entries(page.records)) records[table] = Object.assign(records[table] ?? {}, rows);
-      const counts = Object.fromEntries(Object.entries(records).map(([table, rows]) => [table, Object.keys(rows).length]));
+      for (const [table, rows] of Object.entries(page.records)) {
+        if (!records.has(table)) records.set(table, new Map());
+        const stored = records.get(table);
+        for (const [key, record] of Object.entries(rows)) stored.set(key, record);
+      }
+      const counts = Object.fromEntries([...records].map(([table, rows]) => [table, rows.size]));
       // Talking to the server, so no longer offline; online only once the data is in.
       const state = this._status.state === 'online' ? 'online' : 'connecting';
       this._setStatus({ state, reset: { pages, records: counts, done: !page.more } });
@@ -1476,7 +1481,7 @@ class DSNClient {
       if (!next.ok) throw new DSNError(next.error?.code ?? 'bad_response', next.error?.message ?? 'reset page refused');
       if (!next.reset) throw new DSNError('bad_response', 'asked for the next page of a reset, got changes');
       if (next.epoch !== page.epoch || next.seq !== page.seq) {
-        records = {}; // the server forgot `next` and started a fresh reset
+        records = new Map(); // the server forgot `next` and started a fresh reset
         pages = 0;
       }
       page = next;
@@ -1489,8 +1494,8 @@ class DSNClient {
     if (!sameEpoch) this._ackedSeq.clear();
     const schema = page.tables ?? {};
     const tables = new Map();
-    for (const name of new Set([...Object.keys(schema), ...Object.keys(records)])) {
-      tables.set(name, new Map(Object.entries(records[name] ?? {})));
+    for (const name of new Set([...Object.keys(schema), ...records.keys()])) {
+      tables.set(name, records.get(name) ?? new Map());
     }
     for (const [id, seq] of this._ackedSeq) {
       if (seq <= page.seq) continue;

@@ -170,6 +170,19 @@ test('every refusal rejects with its DSNError code, and the optimistic change is
   assert.deepEqual(client.pending(), []);
 });
 
+test('a key such as "__proto__" is an ordinary key in getAll and onDataChange', async (t) => {
+  await shared.cmd({ cmd: 'sync', table: 'metrics', key: '__proto__', data: { polluted: false } });
+  const client = connect();
+  t.after(() => client.close());
+  await client.ready;
+  const all = await client.getAll('metrics');
+  assert.ok(Object.hasOwn(all, '__proto__'));
+  assert.deepEqual(all.__proto__, { polluted: false });
+  assert.equal(Object.getPrototypeOf(all), Object.prototype);
+  assert.equal(await client.create('messages', 'constructor', { text: 'also fine' }), true);
+  assert.deepEqual((await client.getAll('messages')).constructor, { text: 'also fine' });
+});
+
 test('forbidden: a token that may not write the table', async (t) => {
   const { token } = await shared.cmd({ cmd: 'mint', claims: { write: ['messages'] } });
   const client = connect(shared, {}, token);
