@@ -1,0 +1,241 @@
+// Adapter for bench/dsn_server.py: dsn-sync protocol v1 (PROTOCOL.md) over node:http with a
+// keep-alive Agent, for the shared load harness (../shared/bench, adapters/ref_http.mjs is
+// its model). Not Node's fetch: undici costs about 0.8 ms of CPU per request here, which
+// would measure the load generator instead of the server.
+//
+// The envelope and frames come from this repository's dsn_client.js (_internals), so what
+// runs here is the browser client's own crypto. DSN_BENCH_CRYPTO=native swaps in node:crypto
+// (SHAKE256 and HMAC in C) to show how much of a result is the client's JS crypto; the
+// dsnsync_native peer in bench/peers.json sets it through adapters/dsnsync_native.mjs.
+//
+// The harness URL is the bench server's origin (http://127.0.0.1:PORT): GET /_bench/token
+// there gives the sync URL and a token per client; the frames then go to /sync/<instance>.
+import http from 'node:http';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { _internals } from '../../dsn_client.js';
+
+const { sealSync, openSync, open: openAsync, parseToken, deriveTrafficKeys, utf8, concatBytes, randomBytes } = _internals;
+
+export const name = 'dsnsync';
+const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+const REQ_LABEL = utf8('dsn-sync/v1 req\n');
+const RES_LABEL = utf8('dsn-sync/v1 res\n');
+const STREAM_LABEL = utf8('dsn-sync/v1 stream');
+const RETRY = new Set(['clock', 'replay']);
+// Above this many bytes a response's tag is checked through crypto.subtle (what the
+// browser client does for every frame); below it the synchronous JS HMAC is cheaper
+// than subtle's promise round trip.
+const SUBTLE_ABOVE = 4096;
+const TRACE = !!process.env.DSN_BENCH_TRACE;  // per-call timings to stderr
+const nowMs = () => performance.timeOrigin + performance.now();  // the harness's clock (lib/common.mjs)
+
+// W1's last-value latency per subscriber, to give its p99 (the harness reports p50 and max):
+// each client notes when it got its highest `i` of table w1; when the harness closes the
+// last client, the spread against the producer's t_last goes to stderr (run.py keeps it).
+const w1 = { produced: null, tLast: null, open: 0, clients: [] };
+function reportW1() {
+  if (w1.produced === null) return;
+  const last = w1.produced - 1;
+  const lat = w1.clients.filter((c) => c.maxI === last).map((c) => c.maxAt - w1.tLast * 1000).sort((a, b) => a - b);
+  const pct = (p) => (lat.length ? +lat[Math.min(lat.length - 1, Math.ceil((p / 100) * lat.length) - 1)].toFixed(2) : null);
+  console.error(`dsn_w1_last_value ${JSON.stringify({ p50: pct(50), p90: pct(90), p99: pct(99), max: pct(100), converged: lat.length, subs: w1.clients.length })}`);
+}
+
+// Nonces from a pool filled by the CSPRNG 64 KiB at a time: one getRandomValues call per
+// 4,096 requests instead of one per request (measured: ~2.5 % of the generator's CPU in W2).
+let pool = new Uint8Array(0), poolAt = 0;
+function nonce16() {
+  if (poolAt + 16 > pool.length) { pool = randomBytes(65536); poolAt = 0; }
+  poolAt += 16;
+  return pool.subarray(poolAt - 16, poolAt);
+}
+
+function u32(n) { return Uint8Array.of(n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255); }
+
+// The same envelope (PROTOCOL.md section 1) with node:crypto's C SHAKE256 and HMAC.
+const native = {
+  xorStream(key, nonce, data) {
+    const stream = createHash('shake256', { outputLength: data.length })
+      .update(STREAM_LABEL).update(key.subarray(0, 32)).update(nonce).digest();
+    for (let i = 0; i < data.length; i++) stream[i] ^= data[i];
+    return stream;
+  },
+  tag(key, aad, nonce, ct) {
+    return createHmac('sha256', key.subarray(32)).update(u32(aad.length)).update(aad).update(nonce).update(ct).digest();
+  },
+  seal(key, aad, plain, nonce) {
+    const ct = native.xorStream(key, nonce, plain);
+    return concatBytes(nonce, ct, native.tag(key, aad, nonce, ct));
+  },
+  open(key, aad, blob) {
+    if (blob.length < 48) return null;
+    const nonce = blob.subarray(0, 16), ct = blob.subarray(16, blob.length - 32);
+    if (!timingSafeEqual(blob.subarray(blob.length - 32), native.tag(key, aad, nonce, ct))) return null;
+    return native.xorStream(key, nonce, ct);
+  },
+};
+
+export function makeAdapter({ crypto = process.env.DSN_BENCH_CRYPTO || 'js' } = {}) {
+  const seal = crypto === 'native' ? native.seal : sealSync;
+  const open = crypto === 'native' ? async (k, a, b) => native.open(k, a, b)
+    : async (k, a, b) => (b.length > SUBTLE_ABOVE ? openAsync(k, a, b) : openSync(k, a, b));
+
+  // /_bench/ calls go on a connection of their own (agent: false): the server answers them
+  // with Connection: close, and the keep-alive pool stays for protocol traffic.
+  function httpCall(host, port, method, path, body, inflight, contentType = 'text/plain') {
+    return new Promise((resolve, reject) => {
+      const headers = body ? { 'content-type': contentType, 'content-length': body.length } : {};
+      const req = http.request({ host, port, path, method, agent: path.startsWith('/_bench/') ? false : agent, headers }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => { inflight?.delete(req); resolve({ status: res.statusCode, body: Buffer.concat(chunks) }); });
+        res.on('error', (e) => { inflight?.delete(req); reject(e); });
+      });
+      inflight?.add(req);
+      req.on('error', (e) => { inflight?.delete(req); reject(e); });
+      req.end(body);
+    });
+  }
+
+  async function connect(url, { since = null } = {}) {
+    const u = new URL(url);
+    const host = u.hostname, port = Number(u.port);
+    const grant = await httpCall(host, port, 'GET', '/_bench/token', null, null);
+    if (grant.status !== 200) throw new Error(`/_bench/token: HTTP ${grant.status}`);
+    const { url: syncUrl, token } = JSON.parse(grant.body.toString('utf8'));
+    const base = new URL(syncUrl).pathname;
+    const { kid, tokenSecret } = parseToken(token);
+    const { c2s, s2c } = deriveTrafficKeys(tokenSecret);
+    const kidBytes = utf8(kid);
+    const head = concatBytes(Uint8Array.of(1, kidBytes.length >> 8, kidBytes.length & 255), kidBytes);
+    const state = { closed: false, errors: 0, disconnects: 0 };
+    const inflight = new Set();
+    let ep = null, offset = 0, aadPath = null, aad = null;
+
+    // One protocol call: frame, POST, open, JSON. A 404 (rotated or unknown path) says
+    // hello again at the base path and retries; clock/replay answers are retried too.
+    async function call(op, fields = {}) {
+      for (let attempt = 0; attempt < 4; attempt++) {
+        if (op !== 'hello' && ep === null) await call('hello');
+        const path = op === 'hello' ? base : ep;
+        if (path !== aadPath) { aadPath = path; aad = concatBytes(REQ_LABEL, utf8(path)); }
+        const nonce = nonce16();
+        fields.op = op;
+        fields.t = Date.now() + offset;
+        const frame = concatBytes(head, seal(c2s, aad, utf8(JSON.stringify(fields)), nonce));
+        const t0 = TRACE ? performance.now() : 0;
+        const res = await httpCall(host, port, 'POST', path, frame, inflight);
+        const t1 = TRACE ? performance.now() : 0;
+        if (res.status === 404 && op !== 'hello') { ep = null; continue; }
+        if (res.status !== 200) throw new Error(`${op}: HTTP ${res.status}`);
+        const body = new Uint8Array(res.body.buffer, res.body.byteOffset, res.body.length);
+        if (body[0] !== 1) throw new Error(`${op}: not a v1 frame`);
+        const text = await open(s2c, concatBytes(RES_LABEL, nonce), body.subarray(1));
+        if (text === null) throw new Error(`${op}: response does not authenticate`);
+        const t2 = TRACE ? performance.now() : 0;
+        const answer = JSON.parse(Buffer.from(text.buffer, text.byteOffset, text.length).toString('utf8'));
+        if (TRACE) console.error(`trace ${op} ${res.body.length} B: http ${(t1 - t0).toFixed(2)} ms, open ${(t2 - t1).toFixed(2)} ms, parse ${(performance.now() - t2).toFixed(2)} ms`);
+        ep = answer.ep ?? ep;
+        if (typeof answer.now === 'number') offset = answer.now - Date.now();
+        if (!answer.ok && RETRY.has(answer.error?.code)) continue;
+        return answer;
+      }
+      throw new Error(`${op}: no answer after 4 attempts`);
+    }
+
+    const hello = await call('hello');
+    if (!hello.ok) throw new Error(`hello: ${hello.error?.code}`);
+    const known = new Set();  // keys this client created or saw, so write() picks create or update
+    const mark = { maxI: -1, maxAt: 0 };
+    const midPrefix = Buffer.from(randomBytes(9)).toString('base64url') + '-';
+    let mids = 0;
+    w1.open++;
+
+    return {
+      state,
+      // Resolves once subscribed; cb({table, key, data, seq}) per changed record (data null = deleted).
+      // since=null: changes after now (the cursor of hello); since=0: everything (a reset, paged).
+      async onChange(cb) {
+        w1.clients.push(mark);
+        let cursor = since === null ? { epoch: hello.epoch, seq: hello.seq, sv: hello.sv } : null;
+        (async () => {
+          let failures = 0;
+          while (!state.closed) {
+            try {
+              let answer = await call('pull', { since: cursor, wait: cursor ? 25 : 0 });
+              if (!answer.ok) throw new Error(`pull: ${answer.error?.code}`);
+              if (answer.reset) {
+                // Applied only when the last page is in, as the client's mirror does.
+                const pages = [answer];
+                while (answer.more) {
+                  answer = await call('pull', { since: null, next: answer.next, wait: 0 });
+                  if (!answer.ok || !answer.reset) throw new Error('pull: reset page refused');
+                  if (answer.seq !== pages[0].seq) pages.length = 0;  // the server began a fresh reset
+                  pages.push(answer);
+                }
+                for (const page of pages) {
+                  for (const [table, rows] of Object.entries(page.records)) {
+                    for (const key in rows) { known.add(`${table}\0${key}`); cb({ table, key, data: rows[key], seq: page.seq }); }
+                  }
+                }
+              } else {
+                for (const [table, key, data] of answer.changes) {
+                  known.add(`${table}\0${key}`);
+                  if (table === 'w1' && data && data.i > mark.maxI) { mark.maxI = data.i; mark.maxAt = nowMs(); }
+                  cb({ table, key, data, seq: answer.seq });
+                }
+              }
+              cursor = { epoch: answer.epoch, seq: answer.seq, sv: answer.sv ?? cursor?.sv };
+              failures = 0;
+            } catch (e) {
+              if (state.closed) return;
+              state.errors++;
+              console.error('dsnsync pull:', e.message);
+              if (++failures >= 10) return;  // bounded: a broken server ends the loop
+              await new Promise((r) => setTimeout(r, 100 * failures));
+            }
+          }
+        })();
+      },
+      // Resolves with the server's ack {ok, seq, record}; create for a key not seen yet, update after.
+      async write(table, key, data) {
+        const id = `${table}\0${key}`;
+        let op = known.has(id) ? 'update' : 'create';
+        for (let attempt = 0; attempt < 3; attempt++) {
+          const mid = `${midPrefix}${++mids}`;  // unique per token, as the protocol asks
+          const answer = await call(op, { table, key, data, mid });
+          if (answer.ok) { known.add(id); return answer; }
+          const code = answer.error?.code;
+          if (code === 'exists') op = 'update';
+          else if (code === 'not_found') op = 'create';
+          else throw new Error(`${op} ${table}/${key}: ${code}: ${answer.error?.message}`);
+        }
+        throw new Error(`${op} ${table}/${key}: exists/not_found loop`);
+      },
+      close() {
+        if (state.closed) return;
+        state.closed = true;
+        for (const r of inflight) r.destroy();
+        if (--w1.open === 0) reportW1();
+      },
+    };
+  }
+
+  // W1's producer call, on the server's control endpoint; its sync() timings go to stderr,
+  // which run.py keeps in the result line (stderr_tail).
+  async function produce(url, body) {
+    const u = new URL(url);
+    const res = await httpCall(u.hostname, Number(u.port), 'POST', '/_bench/produce', Buffer.from(JSON.stringify(body)),
+                               null, 'application/json');
+    if (res.status !== 200) throw new Error(`/_bench/produce: HTTP ${res.status}`);
+    const out = JSON.parse(res.body.toString('utf8'));
+    w1.produced = out.produced;
+    w1.tLast = out.t_last;
+    console.error(`dsn_produce ${JSON.stringify({ sync_ms: out.sync_ms, late: out.late, produced: out.produced })}`);
+    return out;
+  }
+
+  return { connect, produce };
+}
+
+export const { connect, produce } = makeAdapter();

@@ -1,0 +1,697 @@
+#!/usr/bin/env python3
+"""Benchmark of dsn-sync, one command, one table (issue 6: measure before optimising).
+
+    python3 bench_dsn_sync.py                 # micro + W1/W2/W3 against the peers, ~20 min
+    python3 bench_dsn_sync.py --quick         # short smoke version, ~2 min
+    python3 bench_dsn_sync.py --micro-only    # envelope, sync(), memory: ~20 s
+    python3 bench_dsn_sync.py --profile       # py-spy on the server under W1 C=1000 and W2
+
+Micro numbers (in this process unless said): seal+open of 1 MiB, one small seal, raw
+SHAKE256 and HMAC-SHA256 for reference, ``sync()`` calls/s on the memory store and on the
+SQLite store inside ``sync.batch()``, and the memory held at rest by 100,000 records of
+~200 B (RSS delta, in a fresh subprocess, next to the stdlib ceiling server's store).
+
+Workloads: the shared load harness (``../shared/bench``, read-only, so it is copied to
+``--workdir`` with its Python venv and npm modules set up there on first use), driven
+through its own ``run.py`` with dsn-sync added as peers by ``bench/peers.json``
+(``BENCH_PEERS_FILE``): W1 fan-out at C=100 and C=1000 (200 updates/s, 10 s), W2 write
+acks (16 writers, 10 s), W3 initial sync (100,000 records); peers alternate within each
+repetition, a fresh server per run. Peers: ``ref_http`` (the stdlib ceiling, node:http
+client), ``dsnsync_native`` (our server; adapter with node:crypto SHAKE256/HMAC, so the
+generator stays light), ``dsnsync`` (the same with dsn_client.js's JS crypto, what a
+browser runs), and python-socketio (default and deflate off) when its venv is there.
+Everything listens on 127.0.0.1; every run has a time cap. The exact commands are printed.
+"""
+import argparse
+import gc
+import hashlib
+import hmac
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+BENCH = os.path.join(REPO, "bench")
+sys.path.insert(0, REPO)
+
+import dsn_sync  # noqa: E402  (this repository's module)
+
+MiB = 1 << 20
+ISSUE_CEILING_RSS_MB = 112  # issue 6: the ceiling server's memory at rest with 100,000 records
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return f.read().strip()
+
+
+def timed(fn, seconds, min_runs=3):
+    """(runs, elapsed s) of calling fn() repeatedly for at least `seconds` (after one warm-up call)."""
+    fn()
+    runs, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        runs += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds and runs >= min_runs:
+            return runs, elapsed
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    a = abs(v)
+    s = f"{v:,.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}" if a >= 0.1 or a == 0 else f"{v:.3f}"
+    return s + unit
+
+
+def print_table(header, rows):
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(str(x) for x in r) + " |")
+    print(flush=True)
+
+
+# =============================================================================
+# Micro numbers
+# =============================================================================
+
+MEMORY_CHILD = r"""
+import gc, json, os, sys
+sys.path[:0] = [%(repo)r, %(bench)r]
+which, n = sys.argv[1], int(sys.argv[2])
+def rss_kb():
+    with open("/proc/self/status") as f:
+        return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
+if which == "dsn":
+    import dsn_sync, dsn_server
+    preload_record = dsn_server.preload_record
+    gc.collect(); before = rss_kb()
+    sync = dsn_sync.DSNSync(port=0)
+    sync.define_table("items", {"key": "key", "fields": None})
+    with sync.batch():
+        for i in range(n):
+            sync.sync("items", str(i), preload_record(i))
+    held = sync.stats()["records"]
+else:  # the harness's stdlib ceiling: its Store and preload_record, loaded from its file
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ref_longpoll", which)
+    ref = importlib.util.module_from_spec(spec); spec.loader.exec_module(ref)
+    gc.collect(); before = rss_kb()
+    for i in range(n):
+        ref.STORE.write("items", str(i), ref.preload_record(i))
+    held = len(ref.STORE.recs)
+gc.collect(); after = rss_kb()
+print(json.dumps({"records": held, "rss_before_mb": before / 1024, "rss_after_mb": after / 1024,
+                  "delta_mb": (after - before) / 1024}))
+"""
+
+
+def memory_at_rest(which, n):
+    code = MEMORY_CHILD % {"repo": REPO, "bench": BENCH}
+    out = subprocess.run([sys.executable, "-c", code, which, str(n)], capture_output=True, text=True, timeout=300)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def micro(a, harness):
+    """Rows of (metric, value, target, verdict, command)."""
+    t = a.micro_time
+    cmd = "python3 bench_dsn_sync.py --micro-only" + (" --quick" if a.quick else "")
+    rows = []
+    big = os.urandom(MiB)
+    key = os.urandom(64)
+    aad = b"dsn-sync/v1 res\n" + os.urandom(16)
+    seal, open_ = dsn_sync.seal, dsn_sync.open
+
+    blob = seal(key, aad, big)
+    assert open_(key, aad, blob) == big
+    runs, el = timed(lambda: open_(key, aad, seal(key, aad, big)), t)
+    so = runs * MiB / el / 1e6
+    rows.append(("Python seal+open, 1 MiB (MB/s of plaintext through both)", fmt(so), ">= 100", so >= 100, cmd))
+    runs, el = timed(lambda: seal(key, aad, big), t)
+    rows.append(("  seal alone, 1 MiB (MB/s)", fmt(runs * MiB / el / 1e6), "", None, cmd))
+    runs, el = timed(lambda: open_(key, aad, blob), t)
+    rows.append(("  open alone, 1 MiB (MB/s)", fmt(runs * MiB / el / 1e6), "", None, cmd))
+
+    small = os.urandom(100)
+    n_small = max(1000, int(20000 * t))
+    r = timed(lambda: [seal(key, aad, small) for _ in range(n_small)], t / 2)
+    us = r[1] / (r[0] * n_small) * 1e6
+    rows.append(("Python seal of 100 B, key as 64 bytes (us)", fmt(us), "<= 15", us <= 15, cmd))
+    sealkey = getattr(dsn_sync, "SealKey", None)
+    if sealkey is not None:
+        sk = sealkey(key)
+        r = timed(lambda: [seal(sk, aad, small) for _ in range(n_small)], t / 2)
+        us2 = r[1] / (r[0] * n_small) * 1e6
+        rows.append(("  same with a prepared SealKey, as the server does (us)", fmt(us2), "<= 15", us2 <= 15, cmd))
+    sblob = seal(key, aad, small)
+    r = timed(lambda: [open_(key, aad, sblob) for _ in range(n_small)], t / 2)
+    rows.append(("  open of 100 B, key as 64 bytes (us)", fmt(r[1] / (r[0] * n_small) * 1e6), "", None, cmd))
+
+    runs, el = timed(lambda: hashlib.shake_256(b"dsn-sync/v1 stream" + key + aad[:16]).digest(MiB), t)
+    rows.append(("raw hashlib.shake_256 squeeze, 1 MiB (MB/s, reference)", fmt(runs * MiB / el / 1e6), "", None, cmd))
+    runs, el = timed(lambda: hashlib.shake_256(big).digest(32), t)
+    rows.append(("raw hashlib.shake_256 absorb, 1 MiB (MB/s, reference)", fmt(runs * MiB / el / 1e6), "", None, cmd))
+    runs, el = timed(lambda: hmac.new(key[32:], big, hashlib.sha256).digest(), t)
+    rows.append(("raw HMAC-SHA256, 1 MiB (MB/s, reference)", fmt(runs * MiB / el / 1e6), "", None, cmd))
+    xor = getattr(dsn_sync, "_xor", None)
+    if xor is not None:
+        other = os.urandom(MiB)
+        runs, el = timed(lambda: xor(big, other), t)
+        rows.append(("dsn_sync._xor of 1 MiB (MB/s, the envelope's third part)", fmt(runs * MiB / el / 1e6), "", None, cmd))
+
+    n = a.sync_calls
+    keys = ["k%d" % (i % 10000) for i in range(10000)]
+    datas = [{"n": i, "name": "user-%d" % i, "score": i * 0.5} for i in range(10000)]
+
+    def sync_rate(sync, batch):
+        s = sync.sync
+        t0 = time.perf_counter()
+        if batch:
+            with sync.batch():
+                for i in range(n):
+                    s("bench", keys[i % 10000], datas[i % 10000])
+        else:
+            for i in range(n):
+                s("bench", keys[i % 10000], datas[i % 10000])
+        return n / (time.perf_counter() - t0)
+
+    mem = dsn_sync.DSNSync(port=0)
+    sync_rate(mem, False)  # warm: the keys exist, later calls merge into them
+    r1 = sync_rate(mem, False)
+    rows.append(("sync() calls/s, memory store (%s calls, small dict)" % f"{n:,}", fmt(r1), ">= 200,000", r1 >= 200000, cmd))
+    r2 = sync_rate(mem, True)
+    rows.append(("  same inside sync.batch()", fmt(r2), "", None, cmd))
+    del mem
+    with tempfile.TemporaryDirectory(prefix="dsn-bench-") as tmp:
+        sq = dsn_sync.DSNSync(port=0, db_connection_string="sqlite:///" + os.path.join(tmp, "bench.db"))
+        sync_rate(sq, True)
+        r3 = sync_rate(sq, True)
+        rows.append(("sync() calls/s, SQLite store inside sync.batch() (incl. commit)", fmt(r3), ">= 100,000", r3 >= 100000, cmd))
+        one = a.sqlite_single
+        t0 = time.perf_counter()
+        for i in range(one):
+            sq.sync("bench", keys[i], datas[i])
+        r4 = one / (time.perf_counter() - t0)
+        rows.append(("  SQLite, each sync() its own commit (%d calls, synchronous=FULL)" % one, fmt(r4), "", None, cmd))
+        sq._store.close()
+    gc.collect()
+
+    nrec = a.mem_records
+    d = memory_at_rest("dsn", nrec)
+    rows.append(("memory at rest, %s records of ~200 B: RSS delta (MB), fresh subprocess" % f"{nrec:,}",
+                 fmt(d["delta_mb"]), "<= %d (half of %d)" % (ISSUE_CEILING_RSS_MB // 2, ISSUE_CEILING_RSS_MB) if nrec == 100000 else "",
+                 d["delta_mb"] <= ISSUE_CEILING_RSS_MB / 2 if nrec == 100000 else None, cmd))
+    rows.append(("  whole process RSS after the preload (MB)", fmt(d["rss_after_mb"]), "", None, cmd))
+    ref_path = harness and os.path.join(harness, "servers", "ref_longpoll.py")
+    if ref_path and os.path.exists(ref_path):
+        c = memory_at_rest(ref_path, nrec)
+        rows.append(("  stdlib ceiling's store, same records: RSS delta (MB)", fmt(c["delta_mb"]), "", None, cmd))
+        r = d["delta_mb"] / c["delta_mb"]
+        rows.append(("  ratio dsn-sync / ceiling (delta)", fmt(r) + "x", "<= 0.5x", r <= 0.5, cmd))
+    return rows
+
+
+# =============================================================================
+# Workloads through the shared harness
+# =============================================================================
+
+def harness_ready(workdir, shared, setup, want_socketio):
+    """Copy the shared harness to workdir/harness (refreshing its files, keeping .venv and
+    node_modules); returns (harness dir, BENCH_VENV, socketio available, setup commands run)."""
+    harness = os.path.join(workdir, "harness")
+    os.makedirs(harness, exist_ok=True)
+    for name in os.listdir(shared):
+        if name in (".venv", "node_modules", "results"):
+            continue
+        src, dst = os.path.join(shared, name), os.path.join(harness, name)
+        if os.path.isdir(src):
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst)
+        else:
+            shutil.copyfile(src, dst)
+    for root, dirs, files in os.walk(harness):  # the shared copy is read-only; ours need not be
+        if ".venv" in dirs:
+            dirs.remove(".venv")
+        if "node_modules" in dirs:
+            dirs.remove("node_modules")
+        for n in dirs + files:
+            p = os.path.join(root, n)
+            os.chmod(p, os.stat(p).st_mode | 0o200)
+    venv_py = os.path.join(harness, ".venv", "bin", "python")
+    ran = []
+
+    def have_sio():
+        if not os.path.exists(venv_py) or not os.path.isdir(os.path.join(harness, "node_modules", "socket.io-client")):
+            return False
+        return subprocess.run([venv_py, "-c", "import socketio, uvicorn"], capture_output=True).returncode == 0
+
+    if want_socketio and setup and not have_sio():
+        for cmd in ([sys.executable, "-m", "venv", ".venv"], [venv_py, "-m", "pip", "install", "-q", "-r", "requirements.txt"],
+                    ["npm", "install", "--no-audit", "--no-fund"]):
+            print("$ (cd %s && %s)" % (harness, shlex.join(cmd)), flush=True)
+            ran.append(shlex.join(cmd))
+            r = subprocess.run(cmd, cwd=harness, timeout=900)
+            if r.returncode:
+                print("setup step failed (rc=%d); python-socketio is left out" % r.returncode, flush=True)
+                break
+    sio = want_socketio and have_sio()
+    if os.path.exists(venv_py):
+        venv = os.path.join(harness, ".venv")
+    else:  # ref_longpoll.py is stdlib only: a stand-in venv whose python is this one
+        venv = os.path.join(workdir, "stdlib-venv")
+        os.makedirs(os.path.join(venv, "bin"), exist_ok=True)
+        link = os.path.join(venv, "bin", "python")
+        if not os.path.exists(link):
+            os.symlink(sys.executable, link)
+    return harness, venv, sio, ran
+
+
+def run_workloads(a, harness, venv, peers, out_dir):
+    env = dict(os.environ, BENCH_RESULTS=out_dir, BENCH_PEERS_FILE=os.path.join(BENCH, "peers.json"),
+               BENCH_VENV=venv, BENCH_HARNESS=harness)
+    d = str(a.duration)
+    plan = [("w1_c%d" % a.subs_small, ["w1", "--subs", str(a.subs_small), "--rate", str(a.rate), "--duration", d]),
+            ("w1_c%d" % a.subs_large, ["w1", "--subs", str(a.subs_large), "--rate", str(a.rate), "--duration", d]),
+            ("w2_w%d" % a.writers, ["w2", "--writers", str(a.writers), "--duration", d]),
+            ("w3_n%d" % a.records, ["w3", "--records", str(a.records)])]
+    plan = [p for p in plan if p[1][0] in a.workloads.split(",") or p[0].split("_")[0] in a.workloads.split(",")]
+    commands = []
+    for tag, args in plan:
+        cmd = ["python3", "run.py"] + args + ["--reps", str(a.reps), "--peers", ",".join(peers),
+                                               "--cooldown", str(a.cooldown), "--timeout", str(a.run_timeout), "--tag", tag]
+        shown = "cd %s && BENCH_PEERS_FILE=%s BENCH_RESULTS=%s BENCH_VENV=%s %s" % (
+            harness, env["BENCH_PEERS_FILE"], out_dir, venv, shlex.join(cmd))
+        commands.append(shown)
+        print("$ " + shown, flush=True)
+        cap = a.reps * len(peers) * (a.run_timeout + 90)  # run.py's own cap per run, plus server start and cooldown
+        try:
+            subprocess.run([sys.executable] + cmd[1:], cwd=harness, env=env, timeout=cap)
+        except subprocess.TimeoutExpired:
+            print("run.py %s passed its cap of %d s and was stopped" % (tag, cap), flush=True)
+    return plan, commands
+
+
+def load_runs(out_dir, tag):
+    path = os.path.join(out_dir, tag + ".jsonl")
+    by = {}
+    if os.path.exists(path):
+        for line in open(path):
+            r = json.loads(line)
+            by.setdefault(r["peer"], []).append(r)
+    return by
+
+
+def dig(r, path):
+    for k in path.split("."):
+        if not isinstance(r, dict):
+            return None
+        r = r.get(k)
+    return r
+
+
+def stderr_json(r, prefix):
+    """A JSON line the dsnsync adapter wrote to stderr (run.py keeps its last 500 chars)."""
+    for line in (r.get("stderr_tail") or "").splitlines():
+        if line.startswith(prefix + " "):
+            try:
+                return json.loads(line[len(prefix) + 1:])
+            except ValueError:
+                return None
+    return None
+
+
+def values(runs, path):
+    out = []
+    for r in runs:
+        if "error" in r:
+            continue
+        v = path(r) if callable(path) else dig(r, path)
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def med(runs, path):
+    vs = values(runs, path)
+    return statistics.median(vs) if vs else None
+
+
+def cell(runs, path, unit=""):
+    vs = values(runs, path)
+    if not vs:
+        return "-"
+    if isinstance(vs[0], bool):
+        return "%d/%d" % (sum(vs), len(vs))
+    m = statistics.median(vs)
+    return fmt(m, unit) if len(vs) == 1 or min(vs) == max(vs) else "%s (%s–%s)" % (fmt(m, unit), fmt(min(vs)), fmt(max(vs)))
+
+
+def peer_name(peer, runs):
+    bad = sum(1 for r in runs if "error" in r)
+    return peer + (" (%d failed)" % bad if bad else "")
+
+
+def report_workloads(a, out_dir, plan):
+    """Prints the workload tables; returns {tag: {peer: runs}}."""
+    data = {tag: load_runs(out_dir, tag) for tag, _ in plan}
+    for tag, args in plan:
+        by = data[tag]
+        if not by:
+            continue
+        if tag.startswith("w1"):
+            print("### W1 fan-out, C=%s subscribers, %s updates/s for %s s\n" % (args[2], a.rate, a.duration))
+            print_table(["peer", "last-value p50 ms", "last-value p99 ms", "last-value max ms", "delivery p50 ms", "delivery p99 ms",
+                         "produced/s", "sync() p99 ms", "deliveries/s", "all converged", "server CPU %", "gen_elu", "gen_elu peak 1 s",
+                         "connect s", "errors"],
+                        [[peer_name(p, rs), cell(rs, "final_value_latency_ms.p50"),
+                          cell(rs, lambda r: (stderr_json(r, "dsn_w1_last_value") or {}).get("p99")),
+                          cell(rs, "final_value_latency_ms.max"), cell(rs, "latency_ms.p50"), cell(rs, "latency_ms.p99"),
+                          cell(rs, "produced_per_s"), cell(rs, lambda r: dig(stderr_json(r, "dsn_produce"), "sync_ms.p99")),
+                          cell(rs, "deliveries_per_s"), cell(rs, "all_converged"),
+                          cell(rs, "server_during_produce.cpu_pct_of_core"), cell(rs, "gen_elu"), cell(rs, "gen_elu_peak_1s"),
+                          cell(rs, "connect_s"), cell(rs, lambda r: r.get("errors", 0) + r.get("disconnects", 0))]
+                         for p, rs in by.items()])
+        elif tag.startswith("w2"):
+            print("### W2 write acks, %s writers, %s s\n" % (args[2], a.duration))
+            print_table(["peer", "acks/s", "p50 ms", "p90 ms", "p99 ms", "server CPU %", "server peak RSS MB", "gen CPU %",
+                         "gen_elu", "gen_elu peak 1 s", "errors"],
+                        [[peer_name(p, rs), cell(rs, "acks_per_s"), cell(rs, "latency_ms.p50"), cell(rs, "latency_ms.p90"),
+                          cell(rs, "latency_ms.p99"), cell(rs, "server.cpu_pct_of_core"), cell(rs, "server.peak_rss_mb"),
+                          cell(rs, "generator.cpu_pct_of_core"), cell(rs, "gen_elu"), cell(rs, "gen_elu_peak_1s"), cell(rs, "errors")]
+                         for p, rs in by.items()])
+        else:
+            print("### W3 initial sync, %s records of ~200 B\n" % f"{a.records:,}")
+            print_table(["peer", "time to all s", "first record s", "MB server→client", "server CPU s", "server RSS at rest MB",
+                         "server peak RSS MB", "gen CPU s", "complete"],
+                        [[peer_name(p, rs), cell(rs, "time_to_all_s"), cell(rs, "first_record_s"), cell(rs, "wire_mb_server_to_client"),
+                          cell(rs, "server.cpu_s"), cell(rs, "server.rss_mb_before"), cell(rs, "server.peak_rss_mb"),
+                          cell(rs, "generator.cpu_s"), cell(rs, "complete")]
+                         for p, rs in by.items()])
+        rs_all = [r for rs in by.values() for r in rs if "error" not in r]
+        if rs_all:
+            la = [r["loadavg_before_run"][0] for r in rs_all]
+            oc = [r.get("other_cpu_pct_of_core", 0) for r in rs_all]
+            print("Noise: %d runs; 1-min loadavg before each run %.2f–%.2f; CPU of other processes during a run %.0f–%.0f %% "
+                  "of a core (median %.0f).\n" % (len(rs_all), min(la), max(la), min(oc), max(oc), statistics.median(oc)))
+        hot = [(p, r.get("gen_elu")) for p, rs in by.items() for r in rs if (r.get("gen_elu") or 0) >= 0.9]
+        if hot:
+            print("gen_elu >= 0.9 (load generator saturated; that row measures the client too): %s\n"
+                  % ", ".join("%s %.2f" % h for h in hot))
+    return data
+
+
+def ratio(x, y):
+    return x / y if x is not None and y else None
+
+
+def targets(a, data, micro_rows):
+    """The issue's workload targets as ratios within this run, judged on the dsn peer whose
+    generator stayed below saturation (dsnsync_native unless it is missing)."""
+    rows = []
+
+    def pick(by):
+        for p in ("dsnsync_native", "dsnsync"):
+            if p in by:
+                return p, by[p]
+        return None, []
+
+    def sio(by, path, best=max):
+        vs = [med(by[p], path) for p in ("socketio", "socketio_nodeflate") if p in by]
+        vs = [v for v in vs if v is not None]
+        return best(vs) if vs else None
+
+    w2 = data.get("w2_w%d" % a.writers, {})
+    p, rs = pick(w2)
+    if rs:
+        acks, ceil = med(rs, "acks_per_s"), med(w2.get("ref_http", []), "acks_per_s")
+        s = sio(w2, "acks_per_s")
+        r = ratio(acks, ceil)
+        rows.append(("W2 acks/s >= 0.8x ceiling", "%s: %s vs ref_http %s = %sx" % (p, fmt(acks), fmt(ceil), fmt(r)),
+                     "met" if r and r >= 0.8 else "MISSED" if r else "?"))
+        rows.append(("W2 acks/s > python-socketio (best variant)", "%s vs %s" % (fmt(acks), fmt(s)),
+                     "met" if s and acks > s else "MISSED" if s else "no socketio run"))
+    big = data.get("w1_c%d" % a.subs_large, {})
+    p, rs = pick(big)
+    if rs:
+        prod = med(rs, "produced_per_s")
+        rows.append(("W1 C=%d producer >= 190 of 200 updates/s" % a.subs_large, "%s: %s/s" % (p, fmt(prod)),
+                     "met" if prod and prod >= 190 * a.rate / 200 else "MISSED"))
+        conv = values(rs, "all_converged")
+        rows.append(("W1 C=%d no subscriber ends stale" % a.subs_large, "%d/%d runs all converged" % (sum(conv), len(conv)),
+                     "met" if conv and all(conv) else "MISSED"))
+        p50 = med(rs, "final_value_latency_ms.p50")
+        p99 = med(rs, lambda r: (stderr_json(r, "dsn_w1_last_value") or {}).get("p99"))
+        rows.append(("W1 C=%d last-value p50 <= 100 ms" % a.subs_large, "%s ms (ref_http %s)" % (
+            fmt(p50), fmt(med(big.get("ref_http", []), "final_value_latency_ms.p50"))), "met" if p50 is not None and p50 <= 100 else "MISSED"))
+        rows.append(("W1 C=%d last-value p99 <= 300 ms" % a.subs_large, "%s ms" % fmt(p99), "met" if p99 is not None and p99 <= 300 else "MISSED"))
+        sp = med(rs, lambda r: dig(stderr_json(r, "dsn_produce"), "sync_ms.p99"))
+        small = data.get("w1_c%d" % a.subs_small, {})
+        p_s, rs_s = pick(small)
+        sp_small = med(rs_s, lambda r: dig(stderr_json(r, "dsn_produce"), "sync_ms.p99"))
+        rows.append(("W1 sync() latency unaffected by waiting clients", "sync() p99 %s ms at C=%d vs %s ms at C=%d" % (
+            fmt(sp), a.subs_large, fmt(sp_small), a.subs_small), "see numbers"))
+    small = data.get("w1_c%d" % a.subs_small, {})
+    p, rs = pick(small)
+    if rs:
+        p50 = med(rs, "final_value_latency_ms.p50")
+        s = sio(small, "final_value_latency_ms.p50", best=min)
+        rows.append(("W1 C=%d last-value p50 <= python-socketio's (best variant)" % a.subs_small,
+                     "%s ms vs %s ms" % (fmt(p50), fmt(s)), "met" if s and p50 is not None and p50 <= s else "MISSED" if s else "no socketio run"))
+    w3 = data.get("w3_n%d" % a.records, {})
+    p, rs = pick(w3)
+    if rs:
+        t, ceil = med(rs, "time_to_all_s"), med(w3.get("ref_http", []), "time_to_all_s")
+        s = sio(w3, "time_to_all_s", best=min)
+        r = ratio(t, ceil)
+        rows.append(("W3 within 1.5x of the ceiling", "%s: %s s vs ref_http %s s = %sx" % (p, fmt(t), fmt(ceil), fmt(r)),
+                     "met" if r and r <= 1.5 else "MISSED" if r else "?"))
+        rows.append(("W3 faster than python-socketio (best variant)", "%s s vs %s s" % (fmt(t), fmt(s)),
+                     "met" if s and t < s else "MISSED" if s else "no socketio run"))
+        rest = med(rs, "server.rss_mb_before")
+        ref_rest = med(w3.get("ref_http", []), "server.rss_mb_before")
+        rows.append(("Server RSS at rest with the W3 records <= half the ceiling's", "%s MB vs ref_http %s MB = %sx" % (
+            fmt(rest), fmt(ref_rest), fmt(ratio(rest, ref_rest))), "met" if rest and ref_rest and rest <= ref_rest / 2 else "MISSED"))
+        rows.append(("W3 into Chromium's IndexedDB <= 3 s", "not measured by this benchmark", "-"))
+    for name, value, target, ok, _ in micro_rows:
+        if target:
+            rows.append((name, "%s (target %s)" % (value, target), "met" if ok else "MISSED" if ok is False else "-"))
+    return rows
+
+
+# =============================================================================
+# Profile: py-spy on the server under W1 C=1000 and W2
+# =============================================================================
+
+def wait_health(url, proc, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited early")
+        try:
+            with urllib.request.urlopen(url + "/_bench/health", timeout=2) as r:
+                return json.load(r)
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("server not ready")
+
+
+def summarize_raw(path, top=25):
+    """py-spy --format raw (collapsed stacks) -> (total samples, [(self %, incl %, frame)] for dsn_sync.py, top self overall)."""
+    total, self_c, incl_c = 0, {}, {}
+    for line in open(path):
+        stack, _, n = line.rstrip("\n").rpartition(" ")
+        if not n.isdigit():
+            continue
+        n = int(n)
+        total += n
+        frames = stack.split(";")
+        for f in set(frames):
+            incl_c[f] = incl_c.get(f, 0) + n
+        self_c[frames[-1]] = self_c.get(frames[-1], 0) + n
+    def short(f):
+        return f.replace(REPO + "/", "").replace(os.path.dirname(os.__file__) + "/", "")
+    ours = sorted(((self_c.get(f, 0), incl_c[f], f) for f in incl_c if "dsn_sync.py" in f), key=lambda x: -x[1])[:top]
+    anyself = sorted(((c, incl_c[f], f) for f, c in self_c.items()), key=lambda x: -x[0])[:top]
+    pct = lambda c: 100.0 * c / max(1, total)
+    return total, [(pct(s), pct(i), short(f)) for s, i, f in ours], [(pct(s), pct(i), short(f)) for s, i, f in anyself]
+
+
+def profile(a, harness, out_dir):
+    pyspy = shutil.which("py-spy")
+    if not pyspy:
+        print("py-spy is not installed: pip install py-spy", flush=True)
+        return
+    adapter = os.path.join(BENCH, "adapters", "dsnsync_native.mjs")
+    port, url = 8713, "http://127.0.0.1:8713"
+    jobs = [("w1_c%d" % a.subs_large, ["node", "w1_fanout.mjs", "--subs", str(a.subs_large), "--rate", str(a.rate),
+                                        "--duration", str(a.duration)]),
+            ("w2_w%d" % a.writers, ["node", "w2_writes.mjs", "--writers", str(a.writers), "--duration", str(a.duration)])]
+    env = dict(os.environ, BENCH_HARNESS=harness)
+    for tag, load in jobs:
+        srv_cmd = [sys.executable, os.path.join(BENCH, "dsn_server.py"), "--port", str(port)]
+        srv = subprocess.Popen(srv_cmd, env=env, stdout=subprocess.DEVNULL)
+        try:
+            wait_health(url, srv)
+            raw = os.path.join(out_dir, "pyspy_%s.txt" % tag)
+            svg = os.path.join(out_dir, "pyspy_%s.svg" % tag)
+            load = load + ["--adapter", adapter, "--url", url, "--server-pid", str(srv.pid)]
+            # --gil: only the thread holding the GIL, i.e. where the server's Python CPU goes.
+            spy = [pyspy, "record", "--pid", str(srv.pid), "--gil", "--rate", "200", "--nonblocking",
+                   "--duration", str(int(a.duration + 4)), "--format", "raw", "-o", raw]
+            spy_svg = [pyspy, "record", "--pid", str(srv.pid), "--gil", "--rate", "100", "--nonblocking",
+                       "--duration", str(int(a.duration + 4)), "-o", svg]
+            print("$ " + shlex.join(srv_cmd) + " &  # PID", flush=True)
+            print("$ " + shlex.join(spy[:3]) + " PID " + shlex.join(spy[4:]) + " &", flush=True)
+            print("$ (cd %s && %s)" % (harness, shlex.join(load).replace("--server-pid %d" % srv.pid, "--server-pid PID")), flush=True)
+            p1 = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            p2 = subprocess.Popen(spy_svg, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            res = subprocess.run(load, cwd=harness, capture_output=True, text=True, timeout=a.run_timeout)
+            for p in (p1, p2):
+                try:
+                    p.wait(timeout=a.duration + 30)
+                except subprocess.TimeoutExpired:
+                    p.send_signal(signal.SIGINT)
+                    p.wait(10)
+            line = (res.stdout.strip().splitlines() or ["{}"])[-1]
+            try:
+                r = json.loads(line)
+            except ValueError:
+                r = {}
+            print("result: " + json.dumps({k: r.get(k) for k in ("acks_per_s", "produced_per_s", "final_value_latency_ms",
+                                                                    "latency_ms", "gen_elu") if k in r}), flush=True)
+            if not os.path.exists(raw):
+                print("py-spy wrote nothing: %s" % p1.stderr.read()[-500:] if p1.stderr else "", flush=True)
+                continue
+            total, ours, anyself = summarize_raw(raw)
+            print("\n### Server profile under %s (py-spy --gil, %d samples; flamegraph %s)\n" % (tag, total, svg))
+            print("dsn_sync.py functions by inclusive time (self = in the function's own lines):\n")
+            print_table(["incl %", "self %", "function (file:line)"], [[fmt(i), fmt(s), f] for s, i, f in ours])
+            print("Top self time anywhere (stdlib included):\n")
+            print_table(["self %", "incl %", "frame"], [[fmt(s), fmt(i), f] for s, i, f in anyself])
+        finally:
+            srv.send_signal(signal.SIGINT)
+            try:
+                srv.wait(10)
+            except subprocess.TimeoutExpired:
+                srv.kill()
+                srv.wait()
+        time.sleep(a.cooldown)
+
+
+# =============================================================================
+# Main
+# =============================================================================
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="dsn-sync benchmark: micro numbers and W1/W2/W3 against the shared harness's peers")
+    ap.add_argument("--quick", action="store_true", help="short smoke version (1 rep, 3 s, small sizes)")
+    ap.add_argument("--micro-only", action="store_true", help="only the micro numbers (no server, no harness)")
+    ap.add_argument("--no-micro", action="store_true", help="skip the micro numbers")
+    ap.add_argument("--profile", action="store_true", help="py-spy on the server under W1 C=large and W2 instead of the workloads")
+    ap.add_argument("--shared", default=os.environ.get("BENCH_SHARED", os.path.join(os.path.dirname(REPO), "shared", "bench")),
+                    help="the shared harness folder (read-only is fine)")
+    ap.add_argument("--workdir", default=os.environ.get("DSN_BENCH_WORKDIR", "/tmp/dsn-bench"),
+                    help="where the harness is copied and set up, and results go")
+    ap.add_argument("--no-setup", action="store_true", help="never create the harness venv or run npm install")
+    ap.add_argument("--no-socketio", action="store_true", help="leave the python-socketio peers out")
+    ap.add_argument("--no-js-crypto-peer", action="store_true", help="leave out the dsnsync peer (dsn_client.js crypto in the generator)")
+    ap.add_argument("--workloads", default="w1,w2,w3")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--rate", type=float, default=200)
+    ap.add_argument("--subs-small", type=int, default=100)
+    ap.add_argument("--subs-large", type=int, default=1000)
+    ap.add_argument("--writers", type=int, default=16)
+    ap.add_argument("--records", type=int, default=100000)
+    ap.add_argument("--cooldown", type=float, default=3)
+    ap.add_argument("--run-timeout", type=float, default=180, help="cap for one workload run (s)")
+    ap.add_argument("--micro-time", type=float, default=1.0, help="seconds per micro measurement")
+    ap.add_argument("--sync-calls", type=int, default=200000)
+    ap.add_argument("--sqlite-single", type=int, default=200)
+    ap.add_argument("--mem-records", type=int, default=100000)
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.reps, a.duration, a.records, a.cooldown = 1, 3, 20000, 1
+        a.subs_large = min(a.subs_large, 300)
+        a.micro_time, a.sync_calls, a.sqlite_single, a.mem_records = 0.1, 5000, 20, 5000
+        a.no_socketio = True
+    t_start = time.time()
+    print("# dsn-sync benchmark\n")
+    print("Command: python3 bench_dsn_sync.py %s" % shlex.join(argv if argv is not None else sys.argv[1:]))
+    print("Machine: nproc=%d, Python %s, %s; loadavg at start: %s" % (
+        os.cpu_count(), sys.version.split()[0], subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+        if shutil.which("node") else "no node", loadavg()))
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "dsn_sync.py", "dsn_client.js"],
+                           capture_output=True, text=True).stdout.strip()
+    print("dsn_sync.py: %s (commit %s%s)\n" % (dsn_sync.__file__, head or "?", ", with uncommitted changes" if dirty else ""), flush=True)
+
+    harness = None
+    if not a.micro_only:
+        if not os.path.isdir(a.shared):
+            raise SystemExit("the shared harness is not at %s (give --shared DIR)" % a.shared)
+        os.makedirs(a.workdir, exist_ok=True)
+        harness, venv, sio, _ = harness_ready(a.workdir, a.shared, not a.no_setup, not a.no_socketio)
+    elif os.path.isdir(a.shared):
+        harness = a.shared
+
+    micro_rows = []
+    if not a.no_micro and not a.profile:
+        print("## Micro numbers\n", flush=True)
+        micro_rows = micro(a, harness)
+        print("Command: `%s` (in-process; memory in a fresh subprocess each)\n" % micro_rows[0][4])
+        print_table(["metric", "value", "target", ""],
+                    [[n, v, t, "met" if ok else "MISSED" if ok is False else ""] for n, v, t, ok, c in micro_rows])
+        print("loadavg after the micro numbers: %s\n" % loadavg(), flush=True)
+    if a.micro_only:
+        return 0
+
+    out_dir = os.path.join(a.workdir, "results-" + time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(out_dir, exist_ok=True)
+    if a.profile:
+        print("## Server profile (results in %s)\n" % out_dir, flush=True)
+        profile(a, harness, out_dir)
+        return 0
+
+    peers = ["ref_http", "dsnsync_native"] + ([] if a.no_js_crypto_peer else ["dsnsync"])
+    if sio:
+        peers += ["socketio_nodeflate", "socketio"]
+    print("## Workloads (peers alternating: %s; %d rep(s); results in %s)\n" % (", ".join(peers), a.reps, out_dir), flush=True)
+    plan, commands = run_workloads(a, harness, venv, peers, out_dir)
+    print("\nloadavg after the workloads: %s\n" % loadavg())
+    data = report_workloads(a, out_dir, plan)
+
+    print("## Targets of issue 6 (ratios within this run; dsn-sync judged on dsnsync_native, whose generator stays light)\n")
+    print_table(["target", "measured", ""], targets(a, data, micro_rows))
+
+    print("## Commands\n")
+    for c in commands:
+        print("- `%s`" % c)
+    print("\nPer run (run.py starts a fresh server per run; it writes `.venv/bin/python` for the server's first word, "
+          "whatever it really is — for dsn-sync that is `python3 bench/dsn_server.py`):\n")
+    for tag, _ in plan:
+        for peer, rs in data.get(tag, {}).items():
+            r = next((r for r in rs if "cmd_load" in r), None)
+            if r:
+                print("- %s %s: `%s` then `%s`" % (tag, peer, r["cmd_server"], r["cmd_load"]))
+    print("\nRaw runs: %s/*.jsonl. Took %.0f s; loadavg at the end: %s" % (out_dir, time.time() - t_start, loadavg()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

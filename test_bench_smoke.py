@@ -1,0 +1,99 @@
+"""Smoke tests for the benchmark (bench_dsn_sync.py, bench/): it starts and prints its table.
+
+No timing is asserted: CI machines vary and the full benchmark is not run here.  What is
+checked is that the pieces still fit the code they measure: the micro numbers run, the
+bench server entry starts and hands sync traffic to DSNSync, and the Node adapter speaks
+protocol v1 through dsn_client.js.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import dsn_sync  # noqa: E402
+
+
+def test_micro_quick_prints_its_table():
+    out = subprocess.run([sys.executable, os.path.join(HERE, "bench_dsn_sync.py"), "--micro-only", "--quick"],
+                         capture_output=True, text=True, timeout=300, cwd=HERE)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert "| metric | value | target |" in text
+    for row in ("seal+open, 1 MiB", "seal of 100 B", "shake_256", "sync() calls/s, memory store",
+                "SQLite store inside sync.batch()", "memory at rest"):
+        assert row in text, row
+    assert "Command: `python3 bench_dsn_sync.py --micro-only --quick`" in text
+
+
+@pytest.fixture
+def bench_server():
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bench", "dsn_server.py"), "--port", "0", "--preload", "50"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
+        yield "http://127.0.0.1:%s" % m.group(1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def get_json(url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=20) as r:
+        return json.load(r)
+
+
+def test_bench_server_answers_the_harness_and_serves_sync(bench_server):
+    health = get_json(bench_server + "/_bench/health")
+    assert health["ok"] and health["records"] == 50
+    grant = get_json(bench_server + "/_bench/token")
+    assert grant["url"].startswith(bench_server + "/sync/")
+    client = dsn_sync.connect(grant["url"], grant["token"], wait=1)
+    try:
+        client.wait_ready(timeout=20)
+        assert len(client.get_all("items")) == 50
+    finally:
+        client.close()
+    produced = get_json(bench_server + "/_bench/produce", {"rate": 50, "duration": 0.2, "table": "w1", "key": "hot"})
+    assert produced["produced"] >= 1 and "sync_ms" in produced
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_adapter_speaks_v1(bench_server):
+    script = """
+      const { connect, produce } = await import(process.argv[1]);
+      const url = process.argv[2];
+      const reader = await connect(url, { since: 0 });
+      let items = 0, hot = null;
+      await reader.onChange((rec) => { if (rec.table === 'items') items++; if (rec.table === 'w1') hot = rec.data.i; });
+      const writer = await connect(url, { since: null });
+      const ack = await writer.write('w2', 'k1', { v: 1 });
+      const ack2 = await writer.write('w2', 'k1', { v: 2 });
+      const p = await produce(url, { rate: 50, duration: 0.2, table: 'w1', key: 'hot' });
+      const end = Date.now() + 10000;
+      while ((items < 50 || hot !== p.produced - 1) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      console.log(JSON.stringify({ items, hot, last: p.produced - 1, acks: [ack.ok, ack2.ok] }));
+      reader.close(); writer.close();
+      setTimeout(() => process.exit(0), 50);
+    """
+    for adapter in ("dsnsync.mjs", "dsnsync_native.mjs"):
+        path = os.path.join(HERE, "bench", "adapters", adapter)
+        out = subprocess.run(["node", "--input-type=module", "-e", script, path, bench_server],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr[-3000:]
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["items"] == 50 and result["hot"] == result["last"] and result["acks"] == [True, True], result
