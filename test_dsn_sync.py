@@ -190,6 +190,13 @@ def test_hmac_sha256_vectors(case):
     # hkdf_extract(salt, ikm) is HMAC-SHA256(salt, ikm): the module's raw HMAC helper.
     via_module = dsn_sync.hkdf_extract(key, msg)[:n]
     assert via_module == via_hmac
+    if len(key) == 32:
+        # the module's own precomputed HMAC object, as SealKey.tag copies it per frame
+        sealkey = dsn_sync.SealKey(bytes(32) + key)
+        if hasattr(sealkey, "_hmac"):
+            mac = sealkey._hmac.copy()
+            mac.update(msg)
+            assert mac.digest()[:n] == via_hmac
     if case["result"] == "valid":
         assert hmac.compare_digest(via_hmac, expected)
     else:
@@ -763,6 +770,30 @@ def test_constructor_rejects_bad_options():
             dsn_sync.DSNSync(**kwargs)
 
 
+def test_port_in_use_and_constructor_forms():
+    with dsn_sync.DSNSync(port=0) as first:
+        second = dsn_sync.DSNSync(port=first.port)
+        with pytest.raises(OSError):
+            second.start()
+        assert second.stop() is True  # never started: still fine
+    positional = dsn_sync.DSNSync(0, None)
+    assert positional.start() is True
+    try:
+        assert positional.get_url().startswith("http://127.0.0.1:")
+    finally:
+        positional.stop()
+    with pytest.raises(ValueError):
+        dsn_sync.DSNSync(0, "nonsense://somewhere")
+    anywhere = dsn_sync.DSNSync(port=0, host="0.0.0.0")
+    assert anywhere.start() is True
+    try:
+        assert re.match(r"^http://127\.0\.0\.1:%d/sync/[0-9a-f]{16}$" % anywhere.port, anywhere.get_url())
+        status, _, _ = http_request(anywhere.port, "OPTIONS", base_path(anywhere))
+        assert status == 204
+    finally:
+        anywhere.stop()
+
+
 def test_context_manager_starts_and_stops():
     with dsn_sync.DSNSync(port=0) as sync:
         assert isinstance(sync, dsn_sync.DSNSync)
@@ -1152,6 +1183,7 @@ def test_reset_pages(make_server):
         snap = first["seq"]
         assert snap == 10
         sent = set(first["records"]["t"])
+        assert sorted(sent) == keys[:3], "pages walk the records in sequence order"
         later = [k for k in keys if k not in sent]
         # changes while the client walks the pages: skipped there, delivered after seq
         sync.sync("t", later[0], {"n": 100})
@@ -1202,6 +1234,16 @@ def test_reset_pages(make_server):
         assert records["t"] == sync.get_all("t")
     finally:
         raw.close()
+
+
+def test_default_reset_page_size(server, raw):
+    for i in range(6000):
+        server.sync("many", "r%05d" % i, {"i": i})
+    first = raw.ok("pull", since=None, wait=0)
+    assert first["more"] is True, "6,000 records do not fit one default page (about 5,000)"
+    assert 1000 <= len(first["records"]["many"]) <= 5500
+    records, _, pages = raw.reset()
+    assert len(records["many"]) == 6000 and len(pages) == 2
 
 
 def test_long_poll_wakes_on_a_change(server):
