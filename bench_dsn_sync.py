@@ -4,7 +4,8 @@
     python3 bench_dsn_sync.py                 # micro + W1/W2/W3 against the peers, ~20 min
     python3 bench_dsn_sync.py --quick         # short smoke version, ~2 min
     python3 bench_dsn_sync.py --micro-only    # envelope, sync(), memory: ~20 s
-    python3 bench_dsn_sync.py --profile       # py-spy on the server under W1 C=1000 and W2
+    python3 bench_dsn_sync.py --profile       # the server's CPU by function under W1 C=1000 and W2
+    python3 bench_dsn_sync.py --at HEAD~3 ... # the same, on dsn_sync.py/dsn_client.js of another revision
 
 Micro numbers (in this process unless said): seal+open of 1 MiB, one small seal, raw
 SHAKE256 and HMAC-SHA256 for reference, ``sync()`` calls/s on the memory store and on the
@@ -21,9 +22,17 @@ client), ``dsnsync_native`` (our server; adapter with node:crypto SHAKE256/HMAC,
 generator stays light), ``dsnsync`` (the same with dsn_client.js's JS crypto, what a
 browser runs), and python-socketio (default and deflate off) when its venv is there.
 Everything listens on 127.0.0.1; every run has a time cap. The exact commands are printed.
+
+Profile (--profile): the server under W1 C=1000 and W2, recorded with ``perf record
+--call-graph dwarf`` on a Python >= 3.12 run with ``-X perf`` (so perf names each Python
+function; every thread, kernel time included) when both are here, else ``py-spy record
+--gil``.  py-spy 0.4.3 with this machine's shared-library CPython 3.11 finds the GIL holder
+in only ~1 % of samples, and without --gil it reports the idle workers parked in
+``queue.get`` as busy: so perf is the default.
 """
 import argparse
 import gc
+import glob
 import hashlib
 import hmac
 import json
@@ -510,79 +519,172 @@ def wait_health(url, proc, timeout=60):
 
 
 def summarize_raw(path, top=25):
-    """py-spy --format raw (collapsed stacks) -> (total samples, [(self %, incl %, frame)] for dsn_sync.py, top self overall)."""
-    total, self_c, incl_c = 0, {}, {}
-    for line in open(path):
-        stack, _, n = line.rstrip("\n").rpartition(" ")
-        if not n.isdigit():
+    """py-spy --format raw (collapsed stacks, one "frame;frame;... count" per line, a frame
+    being "function (file:line)") -> (samples, functions of dsn_sync.py by inclusive time,
+    hottest lines anywhere by self time).  Percentages are of all samples taken."""
+    total, incl, self_f, self_l = 0, {}, {}, {}
+
+    def split(frame):
+        name, _, where = frame.rpartition(" (")
+        file, _, line = where.rstrip(")").rpartition(":")
+        return name, os.path.basename(file), line
+
+    for row in open(path):
+        stack, _, n = row.rstrip("\n").rpartition(" ")
+        if not n.isdigit() or not stack:
             continue
         n = int(n)
         total += n
-        frames = stack.split(";")
-        for f in set(frames):
-            incl_c[f] = incl_c.get(f, 0) + n
-        self_c[frames[-1]] = self_c.get(frames[-1], 0) + n
-    def short(f):
-        return f.replace(REPO + "/", "").replace(os.path.dirname(os.__file__) + "/", "")
-    ours = sorted(((self_c.get(f, 0), incl_c[f], f) for f in incl_c if "dsn_sync.py" in f), key=lambda x: -x[1])[:top]
-    anyself = sorted(((c, incl_c[f], f) for f, c in self_c.items()), key=lambda x: -x[0])[:top]
+        frames = [split(f) for f in stack.split(";")]
+        for fn in {(name, file) for name, file, _ in frames}:
+            incl[fn] = incl.get(fn, 0) + n
+        name, file, line = frames[-1]
+        self_f[(name, file)] = self_f.get((name, file), 0) + n
+        self_l[(name, file, line)] = self_l.get((name, file, line), 0) + n
     pct = lambda c: 100.0 * c / max(1, total)
-    return total, [(pct(s), pct(i), short(f)) for s, i, f in ours], [(pct(s), pct(i), short(f)) for s, i, f in anyself]
+    source = {}
+    try:
+        with open(os.path.join(REPO, "dsn_sync.py")) as f:
+            source = dict(enumerate(f.read().splitlines(), 1))
+    except OSError:
+        pass
+    ours = sorted(((pct(c), pct(self_f.get(fn, 0)), "%s (%s)" % fn) for fn, c in incl.items() if fn[1] == "dsn_sync.py"),
+                  reverse=True)[:top]
+    lines = []
+    for (name, file, line), c in sorted(self_l.items(), key=lambda kv: -kv[1])[:top]:
+        text = source.get(int(line), "").strip() if file == "dsn_sync.py" and line.isdigit() else ""
+        lines.append((pct(c), "%s:%s %s" % (file, line, name), text[:90]))
+    return total, ours, lines
+
+
+def perf_python(a):
+    """A Python >= 3.12 whose -X perf works (perf then sees each Python function), or None."""
+    found = [a.profile_python] if a.profile_python else []
+    found += [shutil.which("python3.12"), shutil.which("python3.13")]  # the closest to the harness's 3.11 first
+    found += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python3")))
+    for py in found:
+        if py and os.path.exists(py) and subprocess.run(
+                [py, "-X", "perf", "-c", "import sys; assert sys.version_info >= (3, 12) and sys.is_stack_trampoline_active()"],
+                capture_output=True).returncode == 0:
+            return py
+    return None
+
+
+def summarize_perf(text, top=25):
+    """`perf script` of a DWARF call-graph recording of a ``-X perf`` Python ->
+    (samples, [(% of samples, % of them in the kernel, innermost Python function)], [(%, leaf symbol)]).
+
+    Each on-CPU sample is charged to the innermost Python function on its stack, with
+    everything it called in C and in the kernel (a socket send, a futex wait, SHAKE256):
+    "where the server's CPU goes, by Python function".  (perf cannot unwind past the
+    first Python frame, so there are no inclusive times here; py-spy has the callers.)"""
+    samples, by_fn, kernel_fn, leaf = 0, {}, {}, {}
+    for block in text.split("\n\n"):
+        frames = [ln.strip() for ln in block.strip().splitlines()[1:] if ln.strip()]
+        if not frames:
+            continue
+        samples += 1
+        parts = frames[0].split(" ", 1)
+        sym = parts[1].rsplit(" (", 1)[0] if len(parts) > 1 else "?"
+        leaf[sym] = leaf.get(sym, 0) + 1
+        py = next((f for f in frames if " py::" in f), None)
+        if py is None:
+            name = "[no Python frame: interpreter start-up, GC or a C thread]"
+        else:
+            fn, _, where = py.split(" py::", 1)[1].rsplit(" (", 1)[0].partition(":")
+            name = "%s (%s)" % (fn, os.path.basename(where))
+        by_fn[name] = by_fn.get(name, 0) + 1
+        if "[kernel.kallsyms]" in frames[0]:
+            kernel_fn[name] = kernel_fn.get(name, 0) + 1
+    pct = lambda c: 100.0 * c / max(1, samples)
+    fns = [(pct(c), 100.0 * kernel_fn.get(n, 0) / c, n) for n, c in sorted(by_fn.items(), key=lambda kv: -kv[1])[:top]]
+    leaves = [(pct(c), n) for n, c in sorted(leaf.items(), key=lambda kv: -kv[1])[:15]]
+    return samples, fns, leaves
 
 
 def profile(a, harness, out_dir):
+    """Profile the server under W1 C=large and W2: perf on a ``-X perf`` Python when there is
+    one (on-CPU samples of every thread, kernel included), else py-spy --gil."""
+    perf, py = shutil.which("perf"), perf_python(a)
+    use_perf = a.profiler in ("auto", "perf") and perf and py
     pyspy = shutil.which("py-spy")
-    if not pyspy:
-        print("py-spy is not installed: pip install py-spy", flush=True)
+    if not use_perf and not pyspy:
+        print("neither perf with a Python >= 3.12 nor py-spy (pip install py-spy) is here", flush=True)
         return
+    server_py = py if use_perf else sys.executable
     adapter = os.path.join(BENCH, "adapters", "dsnsync_native.mjs")
     port, url = 8713, "http://127.0.0.1:8713"
-    jobs = [("w1_c%d" % a.subs_large, ["node", "w1_fanout.mjs", "--subs", str(a.subs_large), "--rate", str(a.rate),
-                                        "--duration", str(a.duration)]),
-            ("w2_w%d" % a.writers, ["node", "w2_writes.mjs", "--writers", str(a.writers), "--duration", str(a.duration)])]
+    # Profilers start once the clients are connected (W1: connect + 1 s settle; W2: its 1 s
+    # warm-up) and record the measured window.
+    jobs = [("w1_c%d" % a.subs_large, 2.5 + a.subs_large / 1000.0, ["node", "w1_fanout.mjs", "--subs", str(a.subs_large),
+                                                                   "--rate", str(a.rate), "--duration", str(a.duration)]),
+            ("w2_w%d" % a.writers, 1.5, ["node", "w2_writes.mjs", "--writers", str(a.writers), "--duration", str(a.duration)])]
     env = dict(os.environ, BENCH_HARNESS=harness)
-    for tag, load in jobs:
-        srv_cmd = [sys.executable, os.path.join(BENCH, "dsn_server.py"), "--port", str(port)]
+    rec_s = max(1, int(a.duration) - 1)
+    for tag, delay, load in jobs:
+        srv_cmd = [server_py] + (["-X", "perf"] if use_perf else []) + [os.path.join(BENCH, "dsn_server.py"), "--port", str(port)]
         srv = subprocess.Popen(srv_cmd, env=env, stdout=subprocess.DEVNULL)
         try:
             wait_health(url, srv)
-            raw = os.path.join(out_dir, "pyspy_%s.txt" % tag)
-            svg = os.path.join(out_dir, "pyspy_%s.svg" % tag)
             load = load + ["--adapter", adapter, "--url", url, "--server-pid", str(srv.pid)]
-            # --gil: only the thread holding the GIL, i.e. where the server's Python CPU goes.
-            spy = [pyspy, "record", "--pid", str(srv.pid), "--gil", "--rate", "200", "--nonblocking",
-                   "--duration", str(int(a.duration + 4)), "--format", "raw", "-o", raw]
-            spy_svg = [pyspy, "record", "--pid", str(srv.pid), "--gil", "--rate", "100", "--nonblocking",
-                       "--duration", str(int(a.duration + 4)), "-o", svg]
+            if use_perf:
+                data = os.path.join(out_dir, "perf_%s.data" % tag)
+                rec = [perf, "record", "-F", str(a.perf_freq), "--call-graph", "dwarf,8192", "-o", data, "-p", str(srv.pid),
+                       "--", "sleep", str(rec_s)]
+            else:
+                # --gil: only the thread holding the GIL, where the Python CPU goes.  On builds where
+                # py-spy cannot see the GIL holder, few samples come back: the header says how many.
+                data = os.path.join(out_dir, "pyspy_%s.txt" % tag)
+                rec = [pyspy, "record", "--gil", "--rate", str(a.spy_rate), "--duration", str(rec_s), "--format", "raw",
+                       "-o", data, "--pid", str(srv.pid)]
             print("$ " + shlex.join(srv_cmd) + " &  # PID", flush=True)
-            print("$ " + shlex.join(spy[:3]) + " PID " + shlex.join(spy[4:]) + " &", flush=True)
-            print("$ (cd %s && %s)" % (harness, shlex.join(load).replace("--server-pid %d" % srv.pid, "--server-pid PID")), flush=True)
-            p1 = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            p2 = subprocess.Popen(spy_svg, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.5)
-            res = subprocess.run(load, cwd=harness, capture_output=True, text=True, timeout=a.run_timeout)
-            for p in (p1, p2):
-                try:
-                    p.wait(timeout=a.duration + 30)
-                except subprocess.TimeoutExpired:
-                    p.send_signal(signal.SIGINT)
-                    p.wait(10)
-            line = (res.stdout.strip().splitlines() or ["{}"])[-1]
+            print("$ (cd %s && %s) &" % (harness, shlex.join(load).replace("--server-pid %d" % srv.pid, "--server-pid PID")), flush=True)
+            print("$ sleep %s; %s" % (delay, shlex.join(rec).replace(str(srv.pid), "PID")), flush=True)
+            node = subprocess.Popen(load, cwd=harness, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(delay)
+            recorded = subprocess.run(rec, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=rec_s + 60)
             try:
-                r = json.loads(line)
+                stdout, _ = node.communicate(timeout=a.run_timeout)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                stdout, _ = node.communicate()
+            try:
+                r = json.loads((stdout.strip().splitlines() or ["{}"])[-1])
             except ValueError:
                 r = {}
-            print("result: " + json.dumps({k: r.get(k) for k in ("acks_per_s", "produced_per_s", "final_value_latency_ms",
-                                                                    "latency_ms", "gen_elu") if k in r}), flush=True)
-            if not os.path.exists(raw):
-                print("py-spy wrote nothing: %s" % p1.stderr.read()[-500:] if p1.stderr else "", flush=True)
+            print("result: %s; server CPU %s %% of a core; loadavg %s" % (
+                json.dumps({k: r.get(k) for k in ("acks_per_s", "produced_per_s", "final_value_latency_ms", "latency_ms",
+                                                  "gen_elu") if k in r}),
+                dig(r, "server.cpu_pct_of_core"), loadavg()), flush=True)
+            if not os.path.exists(data):
+                print("the profiler wrote nothing: %s" % recorded.stderr[-500:], flush=True)
                 continue
-            total, ours, anyself = summarize_raw(raw)
-            print("\n### Server profile under %s (py-spy --gil, %d samples; flamegraph %s)\n" % (tag, total, svg))
-            print("dsn_sync.py functions by inclusive time (self = in the function's own lines):\n")
-            print_table(["incl %", "self %", "function (file:line)"], [[fmt(i), fmt(s), f] for s, i, f in ours])
-            print("Top self time anywhere (stdlib included):\n")
-            print_table(["self %", "incl %", "frame"], [[fmt(s), fmt(i), f] for s, i, f in anyself])
+            if use_perf:
+                script = subprocess.run([perf, "script", "-i", data, "-F", "tid,period,ip,sym,dso"], capture_output=True,
+                                        text=True, timeout=600).stdout
+                samples, fns, leaves = summarize_perf(script)
+                print("\n### Server CPU under %s, by innermost Python function (perf, %d on-CPU samples at %d Hz "
+                      "over %d s, all threads; Python %s -X perf; data %s)\n" % (
+                          tag, samples, a.perf_freq, rec_s, subprocess.run([py, "-c", "import sys; print(sys.version.split()[0])"],
+                                                                           capture_output=True, text=True).stdout.strip(), data))
+                print("A function's share includes what it ran in C and in the kernel (sends, futex waits, hashing).\n")
+                print_table(["% of CPU samples", "of which in the kernel", "innermost Python function"],
+                            [[fmt(c), "%.0f %%" % k, f] for c, k, f in fns])
+                print("Leaf symbols (where the samples landed):\n")
+                print_table(["%", "symbol"], [[fmt(c), "`%s`" % n] for c, n in leaves])
+                try:
+                    os.remove("/tmp/perf-%d.map" % srv.pid)  # the -X perf symbol map of our server
+                except OSError:
+                    pass
+            else:
+                total, ours, lines = summarize_raw(data)
+                print("\n### Server profile under %s: %d samples with the GIL held, of %d taken in %d s; raw stacks: %s\n"
+                      % (tag, total, a.spy_rate * rec_s, rec_s, data))
+                print("dsn_sync.py functions by inclusive time (% of the samples; self = in its own lines):\n")
+                print_table(["incl %", "self %", "function"], [[fmt(i), fmt(sf), f] for i, sf, f in ours])
+                print("Hottest lines by self time, anywhere (stdlib included):\n")
+                print_table(["self %", "where", "source (dsn_sync.py at this run)"],
+                            [[fmt(c), w, "`%s`" % t if t else ""] for c, w, t in lines])
         finally:
             srv.send_signal(signal.SIGINT)
             try:
@@ -596,6 +698,33 @@ def profile(a, harness, out_dir):
 # =============================================================================
 # Main
 # =============================================================================
+
+def rerun_at(rev, a, argv):
+    """Run this same benchmark on dsn_sync.py and dsn_client.js as of git revision `rev`:
+    those two files come from `git archive rev`, the benchmark's own files from this tree,
+    into workdir/at-<commit>; so two revisions can be measured by the same benchmark."""
+    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", rev], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    snap = os.path.join(a.workdir, "at-" + commit)
+    shutil.rmtree(snap, ignore_errors=True)
+    os.makedirs(snap)
+    archive = subprocess.run(["git", "-C", REPO, "archive", commit, "dsn_sync.py", "dsn_client.js"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", snap], input=archive.stdout, check=True)
+    shutil.copytree(BENCH, os.path.join(snap, "bench"), ignore=shutil.ignore_patterns("results", "__pycache__"))
+    shutil.copy(os.path.abspath(__file__), os.path.join(snap, "bench_dsn_sync.py"))
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--at":
+            skip = True
+        elif not arg.startswith("--at="):
+            rest.append(arg)
+    cmd = [sys.executable, os.path.join(snap, "bench_dsn_sync.py"), "--shared", os.path.abspath(a.shared),
+           "--workdir", a.workdir, "--label", "%s (git %s)" % (rev, commit)] + rest
+    print("$ " + shlex.join(cmd), flush=True)
+    return subprocess.run(cmd).returncode
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="dsn-sync benchmark: micro numbers and W1/W2/W3 against the shared harness's peers")
@@ -624,7 +753,16 @@ def main(argv=None):
     ap.add_argument("--sync-calls", type=int, default=200000)
     ap.add_argument("--sqlite-single", type=int, default=200)
     ap.add_argument("--mem-records", type=int, default=100000)
+    ap.add_argument("--profiler", choices=("auto", "perf", "py-spy"), default="auto",
+                    help="--profile with perf on a Python >= 3.12 -X perf (auto, when both are here) or py-spy --gil")
+    ap.add_argument("--profile-python", default=None, help="the Python >= 3.12 to run the profiled server with")
+    ap.add_argument("--perf-freq", type=int, default=400, help="perf samples per second per CPU (--profile)")
+    ap.add_argument("--spy-rate", type=int, default=100, help="py-spy samples per second (--profile)")
+    ap.add_argument("--at", default=None, metavar="REV", help="measure dsn_sync.py/dsn_client.js as of this git revision")
+    ap.add_argument("--label", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.at:
+        return rerun_at(a.at, a, list(argv if argv is not None else sys.argv[1:]))
     if a.quick:
         a.reps, a.duration, a.records, a.cooldown = 1, 3, 20000, 1
         a.subs_large = min(a.subs_large, 300)
@@ -639,7 +777,11 @@ def main(argv=None):
     head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "dsn_sync.py", "dsn_client.js"],
                            capture_output=True, text=True).stdout.strip()
-    print("dsn_sync.py: %s (commit %s%s)\n" % (dsn_sync.__file__, head or "?", ", with uncommitted changes" if dirty else ""), flush=True)
+    if a.label:
+        print("dsn_sync.py: %s, as of %s\n" % (dsn_sync.__file__, a.label), flush=True)
+    else:
+        print("dsn_sync.py: %s (commit %s%s)\n" % (dsn_sync.__file__, head or "?", ", with uncommitted changes" if dirty else ""),
+              flush=True)
 
     harness = None
     if not a.micro_only:
