@@ -72,7 +72,7 @@ test('inspector: token form, live rows with highlights, cursor, chart of a picke
     const { result: epoch } = await fixture.cmd({ cmd: 'epoch' });
     await waitFor(async () => (await text(page, '#epoch')).includes(epoch), 'the epoch on the page');
     assert.match(await text(page, '#seq'), /^\d+$/);
-    assert.equal(await text(page, '#pending'), '0');
+    await waitFor(async () => (await text(page, '#pending')) === '0', 'an empty outbox');
 
     // The chart: pick metrics.value, then every sync is a point.
     await sync('metrics', 'cpu', { value: 11, unit: 'percent' });
@@ -85,6 +85,23 @@ test('inspector: token form, live rows with highlights, cursor, chart of a picke
     }
     await waitFor(() => page.$('#chart path.line'), 'a line drawn');
     await waitFor(async () => /cpu\s*15/.test(await text(page, '#legend')), 'the latest value in the legend');
+
+    // Writing through the inspector: an edit is an update that reaches the backend's
+    // handler; a table without handlers refuses, and the refusal is shown.
+    await page.click('section[data-table="users"] tr[data-key="u-002"]');
+    await page.fill('#editor-json', JSON.stringify({ name: 'Grace B. Hopper' }));
+    await page.click('#editor-save');
+    await page.waitForSelector('#editor', { state: 'hidden' });
+    assert.equal((await fixture.cmd({ cmd: 'get', table: 'users', key: 'u-002' })).result.name, 'Grace B. Hopper');
+    assert.ok((await fixture.cmd({ cmd: 'calls' })).result.some(([op, table, key]) => op === 'update' && table === 'users' && key === 'u-002'));
+    await waitFor(async () => (await text(page, 'section[data-table="users"] tr[data-key="u-002"] td:nth-child(2)')) === 'Grace B. Hopper', 'the edit in the grid');
+    await sync('readonly', 'r-1', { note: 'no handlers here' });
+    await page.click('section[data-table="readonly"] tr[data-key="r-1"]');
+    await page.click('#editor-delete');
+    await waitFor(async () => /^no_handler/.test(await text(page, '#editor-error')), 'the refusal in the editor');
+    await page.click('#editor button[value=cancel]');
+    assert.ok(await page.$('section[data-table="readonly"] tr[data-key="r-1"]'), 'the refused delete was rolled back');
+    await waitFor(async () => (await text(page, '#pending')) === '0', 'an empty outbox');
 
     // Kept for this tab only: a reload reconnects without asking; "forget" forgets.
     assert.ok(await page.evaluate(() => sessionStorage.getItem('dsn-inspect/token')));

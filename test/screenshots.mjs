@@ -2,7 +2,11 @@
 //
 //   docs/inspector.png        the live inspector at 1280x800 (python -m dsn_sync --demo)
 //   docs/inspector-phone.png  the same at 390x844
-//   docs/chat.png             examples/chat.py, Alice's window after a short exchange
+//   docs/chat.png             examples/chat.py, Alice's and Bob's windows after a short exchange
+//
+// `node test/screenshots.mjs shop analytics notifications` takes the other examples too
+// (docs/<name>.png); SCREENSHOT_DIR=/tmp/shots writes elsewhere, SCREENSHOT_SCHEME=dark
+// takes them in dark mode.
 //
 // Headless Chromium through test/browser/harness.mjs. The helpers below (starting a
 // backend and reading the addresses it prints, connecting the inspector) are shared
@@ -88,62 +92,130 @@ export async function openInspector(page, inspector, token, tables = []) {
 /** The number of points the inspector's chart has gathered. */
 export const chartPoints = (page, selector = '#chart') => page.$eval(selector, (svg) => Number(svg.dataset.points));
 
+/** Each picture: what it needs running, and how to get the page there. */
+const SHOTS = {
+  async inspector(browser, scheme) {
+    const demo = await startDemo();
+    try {
+      for (const [file, viewport, scale] of [['inspector.png', { width: 1280, height: 800 }, 1], ['inspector-phone.png', { width: 390, height: 844 }, 2]]) {
+        const context = await browser.newContext({ viewport, deviceScaleFactor: scale, colorScheme: scheme });
+        const page = await context.newPage();
+        await openInspector(page, demo.info.inspector, demo.info.token, ['users', 'metrics']);
+        await waitFor(async () => (await chartPoints(page)) >= 40, 'twenty seconds of the metric on the chart', 60000);
+        await save(page, file);
+        await context.close();
+      }
+    } finally {
+      await demo.stop();
+    }
+  },
+
+  async chat(browser, scheme) {
+    const chat = await startExample('chat');
+    try {
+      const context = await browser.newContext({ viewport: { width: 600, height: 660 }, deviceScaleFactor: 1, colorScheme: scheme });
+      const [alice, bob] = await Promise.all([context.newPage(), context.newPage()]);
+      await alice.goto(chat.info.pages[0]);
+      await bob.goto(chat.info.pages[1]);
+      const say = async (page, text) => {
+        await page.waitForSelector('#status[data-state="online"]');
+        await page.fill('#text', text);
+        await page.press('#text', 'Enter');
+        await page.waitForSelector('.msg.sending', { state: 'detached' });
+        await page.waitForTimeout(300);
+      };
+      await say(alice, 'Hi Bob! Did the new build go out?');
+      await say(bob, 'It did, ten minutes ago. All green.');
+      await say(alice, 'Great, the dashboard shows it already.');
+      await say(bob, 'Same here: your message was on my screen before you let go of Enter.');
+      // Both windows side by side, as the example is meant to be opened: two shots, laid
+      // out in one more page (an iframe would be third-party, without IndexedDB).
+      await bob.waitForFunction(() => document.querySelectorAll('.msg:not(.sending)').length >= 5);
+      await alice.waitForFunction(() => document.querySelectorAll('.msg:not(.sending)').length >= 5);
+      const shots = [];
+      for (const page of [alice, bob]) {
+        await page.setViewportSize({ width: 600, height: 660 });
+        await page.waitForTimeout(300);
+        shots.push((await page.screenshot()).toString('base64'));
+      }
+      const both = await context.newPage();
+      await both.setViewportSize({ width: 1201, height: 660 });
+      await both.setContent(`<body style="margin:0;display:flex;background:#d0d5dd;gap:1px">${shots.map((png) =>
+        `<img style="display:block" src="data:image/png;base64,${png}">`).join('')}</body>`);
+      await both.waitForFunction(() => [...document.images].every((img) => img.complete));
+      await save(both, 'chat.png');
+      await context.close();
+    } finally {
+      await chat.stop();
+    }
+  },
+
+  // On request only (node test/screenshots.mjs shop analytics notifications): not in docs/ by default.
+  async shop(browser, scheme) {
+    await simple(browser, scheme, 'shop', { width: 1200, height: 720 }, async (page) => {
+      await page.waitForSelector('.product');
+      await page.click('.product:nth-child(1) button');
+      await page.click('.product:nth-child(3) button');
+      await page.waitForSelector('#cart .line');
+      await page.click('#place');
+      await page.waitForSelector('#orders .line .status:not(.placing)');
+      await page.click('.product:nth-child(2) button');
+      await page.waitForTimeout(1500);
+    }, ['--interval', '0.5']);
+  },
+  async analytics(browser, scheme) {
+    await simple(browser, scheme, 'analytics', { width: 1100, height: 640 }, async (page) => {
+      await page.waitForSelector('#chart path.line');
+      await page.waitForTimeout(1500);
+    });
+  },
+  async notifications(browser, scheme) {
+    await simple(browser, scheme, 'notifications', { width: 900, height: 700 }, async (page) => {
+      await page.waitForSelector('li.unread');
+      await page.waitForTimeout(2500);
+    }, ['--interval', '1']);
+  },
+};
+const DEFAULT_SHOTS = ['inspector', 'chat'];
+let docs = path.join(repoRoot, 'docs');
+
+async function simple(browser, scheme, name, viewport, ready, args = []) {
+  const app = await startExample(name, args);
+  try {
+    const context = await browser.newContext({ viewport, deviceScaleFactor: 1, colorScheme: scheme });
+    const page = await context.newPage();
+    await page.goto(app.info.pages[0]);
+    await page.waitForSelector('#status[data-state="online"]');
+    await ready(page);
+    await save(page, `${name}.png`);
+    await context.close();
+  } finally {
+    await app.stop();
+  }
+}
+
+async function save(page, file) {
+  await screenshot(page, path.join(docs, file));
+  console.log(`wrote ${path.relative(process.cwd(), path.join(docs, file))}`);
+}
+
 async function main() {
   const support = await browserSupport();
   if (!support.ok) {
     console.error(`cannot take screenshots: ${support.reason}`);
     process.exit(1);
   }
-  const only = process.argv.slice(2);
-  const want = (name) => !only.length || only.includes(name);
-  const docs = path.join(repoRoot, 'docs');
+  // SCREENSHOT_DIR writes elsewhere (to compare before committing); SCREENSHOT_SCHEME=dark.
+  docs = process.env.SCREENSHOT_DIR ? path.resolve(process.env.SCREENSHOT_DIR) : docs;
+  const names = process.argv.slice(2).length ? process.argv.slice(2) : DEFAULT_SHOTS;
+  const unknown = names.filter((n) => !SHOTS[n]);
+  if (unknown.length) {
+    console.error(`unknown screenshot ${unknown.join(', ')}; known: ${Object.keys(SHOTS).join(', ')}`);
+    process.exit(2);
+  }
   const browser = await launchChromium();
-  const scheme = process.env.SCREENSHOT_SCHEME || 'light';
   try {
-    if (want('inspector')) {
-      const demo = await startDemo();
-      try {
-        for (const [file, viewport, scale] of [['inspector.png', { width: 1280, height: 800 }, 1], ['inspector-phone.png', { width: 390, height: 844 }, 2]]) {
-          if (!want('inspector')) continue;
-          const context = await browser.newContext({ viewport, deviceScaleFactor: scale, colorScheme: scheme });
-          const page = await context.newPage();
-          await openInspector(page, demo.info.inspector, demo.info.token, ['users', 'metrics']);
-          await waitFor(async () => (await chartPoints(page)) >= 12, 'a dozen points on the chart', 30000);
-          await page.waitForTimeout(2500);
-          await screenshot(page, path.join(docs, file));
-          console.log(`wrote docs/${file}`);
-          await context.close();
-        }
-      } finally {
-        await demo.stop();
-      }
-    }
-    if (want('chat')) {
-      const chat = await startExample('chat');
-      try {
-        const context = await browser.newContext({ viewport: { width: 900, height: 620 }, deviceScaleFactor: 1, colorScheme: scheme });
-        const [alice, bob] = await Promise.all([context.newPage(), context.newPage()]);
-        await alice.goto(chat.info.pages[0]);
-        await bob.goto(chat.info.pages[1]);
-        await alice.waitForSelector('#status[data-state="online"]');
-        await bob.waitForSelector('#status[data-state="online"]');
-        const say = async (page, text) => {
-          await page.fill('#text', text);
-          await page.press('#text', 'Enter');
-          await page.waitForTimeout(400);
-        };
-        await say(alice, 'Hi Bob! Did the new build go out?');
-        await say(bob, 'It did, 10 minutes ago. All green.');
-        await say(alice, 'Great. The dashboard shows it already 🎉');
-        await alice.waitForFunction(() => document.querySelectorAll('.msg:not(.sending)').length >= 4);
-        await alice.waitForTimeout(800);
-        await screenshot(alice, path.join(docs, 'chat.png'));
-        console.log('wrote docs/chat.png');
-        await context.close();
-      } finally {
-        await chat.stop();
-      }
-    }
+    for (const name of names) await SHOTS[name](browser, process.env.SCREENSHOT_SCHEME || 'light');
   } finally {
     await browser.close();
   }
