@@ -1071,6 +1071,9 @@ class DSNClient {
     this._prefix = prefix;
     this._basePath = basePath;
     this._options = { ...DEFAULTS, ...options };
+    if (!(this._options.wait >= 0 && this._options.wait <= 30)) {
+      throw new RangeError(`options.wait is long-poll seconds from 0 to 30 (the protocol's limit), not ${options.wait}`);
+    }
     this._fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
     if (typeof this._fetch !== 'function') throw new DSNError('no_fetch', 'no fetch() here: pass connectDSN(url, token, { fetch })');
     this._token = token;
@@ -1558,11 +1561,10 @@ class DSNClient {
         answer = await this._send(this._basePath, { op: 'hello' }, this._options.timeout);
       } catch (error) {
         if (error.status === 404) throw new DSNError('wrong_url', `no dsn-sync instance at ${this.url} (HTTP 404 on hello)`);
-        if (error.status === 401) await this._tokenDead('unauthorized');
-        throw error;
+        throw error.status === 401 ? this._tokenDead('unauthorized') : error;
       }
       if (answer.ok || attempt > 2) break;
-      if (answer.error?.code === 'expired') await this._tokenDead('expired');
+      if (answer.error?.code === 'expired') throw this._tokenDead('expired');
       if (!RETRY_CODES.has(answer.error?.code)) break;
     }
     if (!answer.ok) throw new DSNError(answer.error?.code ?? 'bad_response', answer.error?.message ?? 'hello refused');
@@ -1588,19 +1590,19 @@ class DSNClient {
           this._ep = null;
           continue;
         }
-        if (error.status === 401) await this._tokenDead('unauthorized');
-        throw error;
+        throw error.status === 401 ? this._tokenDead('unauthorized') : error;
       }
       const code = answer.ok ? null : answer.error?.code;
-      if (code === 'expired') await this._tokenDead('expired');
+      if (code === 'expired') throw this._tokenDead('expired');
       if (RETRY_CODES.has(code) && attempt < 3) continue;
       return answer;
     }
   }
 
-  /** A token the server no longer takes: ask the token function for a fresh one (the
-   * caller backs off and retries), or, without one, stop and keep the outbox. */
-  async _tokenDead(code) {
+  /** A token the server no longer takes: forget it, so that the token function is asked
+   * for a fresh one when the caller retries after its backoff; without a function, stop
+   * (keeping the outbox). Returns the error for the caller to throw. */
+  _tokenDead(code) {
     const message = code === 'expired' ? 'the token has expired' : 'the server refused the token (HTTP 401)';
     this._keys = null;
     this._ep = null;
@@ -1608,7 +1610,7 @@ class DSNClient {
       this._setStatus({ state: 'error', code: 'unauthorized', message: `${message}; queued writes are kept for a fresh token` });
       this._stop(new DSNError('unauthorized', `${message}; the write stays queued for a client with a fresh token`));
     }
-    throw new DSNError('unauthorized', message);
+    return new DSNError('unauthorized', message);
   }
 
   /** POSTs one frame and opens the answer. Throws a DSNError with `.status` for an
@@ -1665,6 +1667,8 @@ class DSNClient {
       this._offset = answer.now - local;
     }
     if (this._keys === keys) this._ep = answer.ep;
+    // The server is back: whichever loop is still sleeping off the outage goes now.
+    if (this._status.state === 'offline') this._wakeAll();
     if (this._status.state !== 'online' && this._cursor && !this._fresh) {
       this._setStatus({ state: 'online', epoch: this._cursor.epoch, seq: this._cursor.seq });
     }
