@@ -442,6 +442,10 @@ def check_key(key):
         raise ValueError("a key is a non-empty string, got %r" % (key,))
     if len(key) > MAX_KEY_LENGTH:
         raise ValueError("a key is at most %d characters, got %d" % (MAX_KEY_LENGTH, len(key)))
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a key must be valid Unicode text (it has a lone surrogate): %r" % (key,))
     return key
 
 
@@ -1330,6 +1334,7 @@ class _Hub:
         self.stopping = False
         self._parked = []
         self.requests = 0
+        self._count_lock = threading.Lock()
         self._key_locks = [threading.Lock() for _ in range(64)]
         self._mid_locks = [threading.Lock() for _ in range(64)]
         self._fieldsets = {}
@@ -1340,7 +1345,8 @@ class _Hub:
 
     def handle(self, path, body):
         """One POST body -> (status, response body or None).  Never raises for bad input."""
-        self.requests += 1
+        with self._count_lock:
+            self.requests += 1
         if len(body) < 3 or body[0] != PROTOCOL_VERSION:
             return 400, None
         kid_len = (body[1] << 8) | body[2]
@@ -1482,13 +1488,32 @@ class _Hub:
     def waiting(self):
         return len(self._parked)
 
+    def _drop_departed(self, alive):
+        with self.store.lock:
+            parked = list(self._parked)
+        dead = {id(w) for w in parked if not alive(w)}
+        if dead:
+            with self.store.lock:
+                gone = [w for w in self._parked if id(w) in dead]
+                self._parked = [w for w in self._parked if id(w) not in dead]
+                for w in gone:
+                    self._unpark_count(w)
+            log.debug("dropped %d long-polls whose clients left", len(gone))
+
+    def _unpark_count(self, w):
+        if w.state.sub is not None:
+            jti = w.state.jti
+            self._waiting_by_jti[jti] -= 1
+            if not self._waiting_by_jti[jti]:
+                del self._waiting_by_jti[jti]
+
     def answer_wait(self, wait, found=None):
         """The sealed answer for a parked (or never parked) pull."""
         if found is None:
             found = self.store.changes_since(wait.seq, self.page_size, self._view(wait.state))
         return self._changes_answer(wait.state, wait.nonce, wait.ep, wait.seq, wait.sv, found)
 
-    def run_feed(self, deliver):
+    def run_feed(self, deliver, alive=None):
         """The feed thread: wake on every change, answer the parked pulls it concerns, in one pass.
 
         Waking a thousand threads on a Condition costs a thousand GIL hand-offs
@@ -1497,10 +1522,15 @@ class _Hub:
         its pre-encoded fragments; each answer is then only a small JSON
         header, a seal bound to its request's nonce, and a send.
         ``deliver(wait, body)`` writes an answer; it must not block long.
+        ``alive(wait)`` tells whether its client is still connected: every
+        ``liveness_every`` seconds departed clients give their slot back, so a
+        storm of reloads cannot fill ``max_waiting`` with dead long-polls.
         """
         store = self.store
         sweep_every = 0.25  # how late an expired long-poll may be answered, at most
+        liveness_every = 2.0
         next_sweep = time.monotonic() + sweep_every
+        next_liveness = next_sweep + liveness_every
         with store.lock:
             seen = (store.seq, store.sv)
         while True:
@@ -1521,13 +1551,12 @@ class _Hub:
                     (ready if w.seq != seq or w.sv != sv or w.deadline <= now else keep).append(w)
                 self._parked = keep
                 for w in ready:
-                    if w.state.sub is not None:
-                        jti = w.state.jti
-                        self._waiting_by_jti[jti] -= 1
-                        if not self._waiting_by_jti[jti]:
-                            del self._waiting_by_jti[jti]
+                    self._unpark_count(w)
             if now >= next_sweep:
                 next_sweep = now + sweep_every
+                if alive is not None and now >= next_liveness:
+                    next_liveness = now + liveness_every
+                    self._drop_departed(alive)
             shared = {}
             for w in ready:
                 view = self._view(w.state)
@@ -1579,9 +1608,18 @@ class _Hub:
                 raise Invalid("unknown field%s %s for table %r (its fields: %s)" % (
                     "s" if len(unknown) > 1 else "", ", ".join(map(repr, sorted(unknown))), table, ", ".join(fields)))
         try:
-            size = len(_json_dumps(data))
+            encoded = _json_dumps(data).encode("utf-8")  # a lone surrogate cannot be UTF-8: refused here
         except (TypeError, ValueError) as e:
             raise Invalid("record %s/%s is not JSON-serialisable: %s" % (table, key, e))
+        size = len(encoded)
+        for field, value in data.items():
+            if not isinstance(field, str):
+                raise Invalid("field names are strings; %s/%s has %r" % (table, key, field))
+            if type(value) in (dict, list, tuple):
+                # Nested values are stored as clients will decode them (tuples become
+                # lists, numeric keys strings), so the store and every mirror agree.
+                data = _loads(encoded)
+                break
         if size > self.max_record:
             raise Invalid("record %s/%s is %d bytes of JSON; the limit is %d (max_record)" % (table, key, size, self.max_record))
         return data
@@ -1756,7 +1794,8 @@ class _Server(socketserver.TCPServer):
 
     # -- threads --------------------------------------------------------------
     def start_threads(self):
-        targets = [("dsn-sync-reactor", self._reactor), ("dsn-sync-feed", lambda: self.hub.run_feed(self._deliver))]
+        targets = [("dsn-sync-reactor", self._reactor),
+                   ("dsn-sync-feed", lambda: self.hub.run_feed(self._deliver, self._parked_alive))]
         targets += [("dsn-sync-worker-%d" % i, self._worker) for i in range(self.workers)]
         for name, target in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -1963,13 +2002,25 @@ class _Server(socketserver.TCPServer):
                 if length > self.max_body:
                     early = (413, b"", "", None)
         if early is not None:
-            conn.head = conn.started = None
             status, body, extra, content_type = early
-            # A body we did not read would be taken for the next request: close instead.
-            keep = keep_alive and not (has_body and status not in (204,) and method not in ("GET", "OPTIONS"))
+            keep = keep_alive and not has_body
+            if has_body and status in (404, 405):
+                # A stale endpoint is routine (rotation): read the small body and keep
+                # the connection, rather than make the client reconnect to say hello.
+                try:
+                    length = int(headers.get("content-length", ""))
+                except ValueError:
+                    length = -1
+                if 0 <= length <= self.max_body and "transfer-encoding" not in headers:
+                    if len(buf) < length:
+                        return None
+                    del buf[:length]
+                    keep = keep_alive
+            conn.head = conn.started = None
+            # Otherwise a body we did not read would be taken for the next request: close.
             if not self._send(conn, status, body, keep, origin, extra, content_type):
                 return False
-            return keep and True
+            return keep
         if len(buf) < length:
             return None
         body = bytes(buf[:length])
@@ -2006,7 +2057,10 @@ class _Server(socketserver.TCPServer):
             name, sep, value = line.partition(":")
             if not sep:
                 raise _HTTPFault(400)
-            headers[name.strip().lower()] = value.strip()
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length" and headers.get(name, value) != value:
+                raise _HTTPFault(400)  # two lengths: a request smuggling attempt or a broken client
+            headers[name] = value
         conn = headers.get("connection", "").lower()
         keep_alive = ("close" not in conn) if version == "HTTP/1.1" else ("keep-alive" in conn)
         return method, target.split("?", 1)[0], headers, keep_alive
@@ -2024,6 +2078,21 @@ class _Server(socketserver.TCPServer):
         if headers.get("if-none-match") == etag:
             return 304, b"", extra, None
         return 200, body, extra, content_type
+
+    def _parked_alive(self, wait):
+        """Is a parked long-poll's client still there?  Peeks without consuming; closes it if gone."""
+        conn = wait.conn[0]
+        try:
+            # socket.socket.recv on the raw descriptor: SSLSocket refuses flags, and a
+            # peeked TLS record or pipelined byte both mean the peer is still there.
+            if socket.socket.recv(conn.sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                return True
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            pass
+        self._close(conn)
+        return False
 
     # -- writing --------------------------------------------------------------
     def _deliver(self, wait, body):
@@ -2043,7 +2112,7 @@ class _Server(socketserver.TCPServer):
         head = "HTTP/1.1 %d %s\r\nContent-Length: %d\r\n%s%s%s%s\r\n" % (
             status, _REASONS.get(status, "Error"), len(body), self.cors(origin),
             "Content-Type: %s\r\n" % content_type if content_type else "",
-            "Cache-Control: no-store\r\n" if status != 200 or content_type == "application/octet-stream" else "",
+            "Cache-Control: no-store\r\n" if status not in (200, 304) or content_type == "application/octet-stream" else "",
             extra + ("" if keep_alive else "Connection: close\r\n"))
         data = memoryview(head.encode("latin-1") + body)
         sock = conn.sock
@@ -2232,7 +2301,7 @@ class DSNSync:
                               % (self.host, self.port, e.strerror or e))
             self._server = server
             self.port = server.server_address[1]
-            self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+            self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                             name="dsn-sync-accept", daemon=True)
             self._thread.start()
             server.start_threads()
@@ -2442,14 +2511,14 @@ class DSNSync:
         return True
 
     def get(self, table, key):
-        """The record (a copy, without the key field), or None if absent."""
-        self._table_spec(table)
+        """The record (a copy, without the key field), or None if absent (also for a table never made)."""
         record = self._store.get(table, key)
         return dict(record) if record is not None else None
 
     def get_all(self, table):
-        """``{key: record}`` for every record of ``table`` (copies).  O(records)."""
-        self._table_spec(table)
+        """``{key: record}`` for every record of ``table`` (copies; {} for a table never made).  O(records)."""
+        if table not in self._store.tables:
+            return {}
         return {k: dict(r) for k, r in self._store.get_all(table).items()}
 
     def batch(self):
@@ -2804,12 +2873,15 @@ class Client:
             except _Clock:
                 continue
             except _Gone:
+                if need_hello:  # 404 on hello itself: a wrong URL (PROTOCOL.md 5: back off, report it)
+                    self._set_status("error", "wrong_url")
+                    self._closed.wait(backoff * (0.5 + _jitter()))
+                    backoff = min(backoff * 2, 30.0)
                 need_hello = True
             except AuthError as e:
                 self._set_status("error", e.code)
                 if not self._refresh_token():
-                    self._closed.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    break  # a 401 is final for this token (PROTOCOL.md 5); writes keep raising AuthError
                 need_hello = True
             except (_Transient, ValueError) as e:
                 if self._closed.is_set():
@@ -2889,16 +2961,20 @@ class Client:
                         raise AuthError(answer["error"].get("message", "the token has expired"), "expired")
                 except _Clock:
                     continue
-                except _Gone:
-                    try:
-                        self._exchange(self._write_conn, "hello", {}, at_base=True)
-                    except (_Gone, _Transient):
-                        pass
                 except AuthError:
                     if not self._refresh_token():
                         raise
-                except _Transient as e:
-                    self._write_conn = None
+                except (_Transient, _Gone) as e:
+                    if isinstance(e, _Gone):  # the endpoint rotated away: hello at the base path, then retry
+                        try:
+                            _raise_for(self._exchange(self._write_conn, "hello", {}, at_base=True))
+                            continue
+                        except _Gone:
+                            e = _Transient("404 on hello: is the URL right?")
+                        except _Transient as t:
+                            e = t
+                    else:
+                        self._write_conn = None
                     if time.monotonic() > deadline:
                         raise DSNError("no answer from the server within %s s: %s" % (self.write_timeout, e), "offline")
                     time.sleep(backoff * (0.5 + _jitter()))
@@ -2906,15 +2982,20 @@ class Client:
         if not answer.get("ok"):
             err = answer.get("error") or {}
             raise DSNError(err.get("message", "refused"), err.get("code", "bad_request"))
-        record = answer.get("record")
+        record, seq = answer.get("record"), answer.get("seq", 0)
         with self._lock:
-            rows = self._tables.setdefault(table, {})
-            if record is None:
-                rows.pop(key, None)
-            else:
-                rows[key] = record
-            self._acked[(table, key)] = answer.get("seq", 0)
-        self._notify({table})
+            # The feed may already have applied this key at or past the ack's seq
+            # (PROTOCOL.md 4, order): then the ack is old news and must not win.
+            stale = self.cursor is not None and seq <= self.cursor["seq"]
+            if not stale:
+                rows = self._tables.setdefault(table, {})
+                if record is None:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = record
+                self._acked[(table, key)] = seq
+        if not stale:
+            self._notify({table})
         return dict(record) if record is not None else None
 
 
