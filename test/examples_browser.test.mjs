@@ -13,9 +13,11 @@ import { chartPoints, openInspector, repoRoot, startDemo, startExample } from '.
 
 const support = await browserSupport();
 if (!support.ok) {
+  // CI sets REQUIRE_BROWSER=1, so that a machine without Chromium fails instead.
+  if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
   process.stderr.write(`\n*** SKIPPING the inspector and examples browser tests: ${support.reason} ***\n\n`);
 }
-const skip = support.ok ? false : `no real browser here: ${support.reason}`;
+const skip = support.ok ? false : `SKIPPED, no real browser: ${support.reason}`;
 
 let browser;
 before(async () => {
@@ -40,6 +42,35 @@ async function withApp(start, body) {
   }
   assert.deepEqual(console_.unexpected().map((e) => `${e.kind}: ${e.text} (${e.page})`), []);
 }
+
+// Without a browser too: every example starts on a free port, prints its addresses,
+// serves its page and hands each of its users a config with a token of their own.
+test('every example starts, prints its addresses and serves its page and per-user configs', { timeout: 60000 }, async () => {
+  for (const [name, users] of [['notifications', ['ada', 'grace']], ['chat', ['alice', 'bob']], ['shop', ['alice', 'bob']], ['analytics', ['viewer']]]) {
+    const app = await startExample(name);
+    try {
+      assert.deepEqual(app.info.pages.map((url) => new URL(url).searchParams.get('user')), users, `${name}: one address per user`);
+      const page = await fetch(app.info.pages[0]);
+      assert.equal(page.status, 200);
+      assert.match(await page.text(), /import\(new URL\('\/dsn_client\.js', cfg\.url\)/);
+      const tokens = new Set();
+      for (const url of app.info.pages) {
+        const config = await (await fetch(new URL(`config${new URL(url).search}`, url))).json();
+        assert.match(config.url, /^http:\/\/127\.0\.0\.1:\d+\/sync\/[0-9a-f]{16}$/);
+        assert.match(config.token, /^dsn1\./);
+        assert.notEqual(config.token, app.info.token, `${name}: a user's token is not the app's`);
+        tokens.add(config.token);
+        const client = await fetch(new URL('/dsn_client.js', config.url));
+        assert.equal(client.status, 200);
+      }
+      assert.equal(tokens.size, users.length);
+      assert.equal((await fetch(new URL('config?user=mallory', app.info.pages[0]))).status, 403);
+      assert.equal((await fetch(app.info.inspector)).status, 200);
+    } finally {
+      await app.stop();
+    }
+  }
+});
 
 const text = (page, selector) => page.$eval(selector, (node) => node.textContent.trim());
 const count = (page, selector) => page.$$eval(selector, (nodes) => nodes.length);
