@@ -2,11 +2,11 @@
 // of 1 MiB (HMAC through crypto.subtle, and the pure-JS path), and js-sha3's SHAKE256 for
 // comparison when it can be found (a dev-only tool: NODE_PATH=/path/to/node_modules).
 //
-//     node test/bench_crypto.mjs
+//     node bench_crypto.mjs
 //
 // Not a test: under `node --test test/` it says so and exits.
 import { createRequire } from 'node:module';
-import { _internals } from '../dsn_client.js';
+import { _internals } from './dsn_client.js';
 
 const { shake256, Shake256, seal, open, sealSync, openSync, randomBytes } = _internals;
 
