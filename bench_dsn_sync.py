@@ -62,16 +62,23 @@ def loadavg():
         return f.read().strip()
 
 
-def timed(fn, seconds, min_runs=3):
-    """(runs, elapsed s) of calling fn() repeatedly for at least `seconds` (after one warm-up call)."""
+def timed(fn, seconds, min_runs=3, rounds=3):
+    """(runs, elapsed s) of the fastest of `rounds` rounds, each calling fn() for at least
+    seconds/rounds (after one warm-up call): the best round is the one least disturbed by
+    other processes on the machine, as timeit does."""
     fn()
-    runs, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        runs += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds and runs >= min_runs:
-            return runs, elapsed
+    best = None
+    for _ in range(rounds):
+        runs, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            runs += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= seconds / rounds and runs >= min_runs:
+                break
+        if best is None or runs / elapsed > best[0] / best[1]:
+            best = (runs, elapsed)
+    return best
 
 
 def fmt(v, unit=""):
@@ -200,15 +207,15 @@ def micro(a, harness):
 
     mem = dsn_sync.DSNSync(port=0)
     sync_rate(mem, False)  # warm: the keys exist, later calls merge into them
-    r1 = sync_rate(mem, False)
-    rows.append(("sync() calls/s, memory store (%s calls, small dict)" % f"{n:,}", fmt(r1), ">= 200,000", r1 >= 200000, cmd))
-    r2 = sync_rate(mem, True)
+    r1 = max(sync_rate(mem, False) for _ in range(3))
+    rows.append(("sync() calls/s, memory store (%s calls, small dict, best of 3)" % f"{n:,}", fmt(r1), ">= 200,000", r1 >= 200000, cmd))
+    r2 = max(sync_rate(mem, True) for _ in range(3))
     rows.append(("  same inside sync.batch()", fmt(r2), "", None, cmd))
     del mem
     with tempfile.TemporaryDirectory(prefix="dsn-bench-") as tmp:
         sq = dsn_sync.DSNSync(port=0, db_connection_string="sqlite:///" + os.path.join(tmp, "bench.db"))
         sync_rate(sq, True)
-        r3 = sync_rate(sq, True)
+        r3 = max(sync_rate(sq, True) for _ in range(3))
         rows.append(("sync() calls/s, SQLite store inside sync.batch() (incl. commit)", fmt(r3), ">= 100,000", r3 >= 100000, cmd))
         one = a.sqlite_single
         t0 = time.perf_counter()

@@ -17,7 +17,9 @@ import { _internals } from '../../dsn_client.js';
 const { sealSync, openSync, open: openAsync, parseToken, deriveTrafficKeys, utf8, concatBytes, randomBytes } = _internals;
 
 export const name = 'dsnsync';
-const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+// maxFreeSockets: Infinity, or with 1,000 long-polls the pool closes sockets past its default
+// 256 free ones and reconnects them moments later (connect/close churn in the generator).
+const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: Infinity });
 const REQ_LABEL = utf8('dsn-sync/v1 req\n');
 const RES_LABEL = utf8('dsn-sync/v1 res\n');
 const STREAM_LABEL = utf8('dsn-sync/v1 stream');
@@ -52,16 +54,31 @@ function nonce16() {
 
 function u32(n) { return Uint8Array.of(n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255); }
 
-// The same envelope (PROTOCOL.md section 1) with node:crypto's C SHAKE256 and HMAC.
+// The same envelope (PROTOCOL.md section 1) with node:crypto's C SHAKE256 and HMAC. Per key,
+// the sponge that has absorbed label || enc and the HMAC's inner and outer pad states are
+// kept and copied per frame (Hash.copy), as dsn_sync.py's SealKey does.
+const HASH_BLOCK = 64;
+const keyStates = new WeakMap();
+function keyState(key) {
+  let st = keyStates.get(key);
+  if (!st) {
+    const pad = (byte) => { const k = new Uint8Array(HASH_BLOCK); k.set(key.subarray(32)); return k.map((b) => b ^ byte); };
+    st = { sponge: createHash('shake256').update(STREAM_LABEL).update(key.subarray(0, 32)),
+           inner: createHash('sha256').update(pad(0x36)), outer: createHash('sha256').update(pad(0x5c)) };
+    keyStates.set(key, st);
+  }
+  return st;
+}
 const native = {
   xorStream(key, nonce, data) {
-    const stream = createHash('shake256', { outputLength: data.length })
-      .update(STREAM_LABEL).update(key.subarray(0, 32)).update(nonce).digest();
+    const stream = keyState(key).sponge.copy({ outputLength: data.length }).update(nonce).digest();
     for (let i = 0; i < data.length; i++) stream[i] ^= data[i];
     return stream;
   },
   tag(key, aad, nonce, ct) {
-    return createHmac('sha256', key.subarray(32)).update(u32(aad.length)).update(aad).update(nonce).update(ct).digest();
+    const st = keyState(key);
+    const inner = st.inner.copy().update(u32(aad.length)).update(aad).update(nonce).update(ct).digest();
+    return st.outer.copy().update(inner).digest();
   },
   seal(key, aad, plain, nonce) {
     const ct = native.xorStream(key, nonce, plain);
@@ -88,7 +105,10 @@ export function makeAdapter({ crypto = process.env.DSN_BENCH_CRYPTO || 'js' } = 
       const req = http.request({ host, port, path, method, agent: path.startsWith('/_bench/') ? false : agent, headers }, (res) => {
         const chunks = [];
         res.on('data', (c) => chunks.push(c));
-        res.on('end', () => { inflight?.delete(req); resolve({ status: res.statusCode, body: Buffer.concat(chunks) }); });
+        res.on('end', () => {
+          inflight?.delete(req);
+          resolve({ status: res.statusCode, body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks) });
+        });
         res.on('error', (e) => { inflight?.delete(req); reject(e); });
       });
       inflight?.add(req);
