@@ -604,9 +604,10 @@ def summarize_perf(text, top=25):
         if "[kernel.kallsyms]" in frames[0]:
             kernel_fn[name] = kernel_fn.get(name, 0) + 1
     pct = lambda c: 100.0 * c / max(1, samples)
+    kernel_total = pct(sum(kernel_fn.values()))
     fns = [(pct(c), 100.0 * kernel_fn.get(n, 0) / c, n) for n, c in sorted(by_fn.items(), key=lambda kv: -kv[1])[:top]]
     leaves = [(pct(c), n) for n, c in sorted(leaf.items(), key=lambda kv: -kv[1])[:15]]
-    return samples, fns, leaves
+    return samples, fns, leaves, kernel_total
 
 
 def profile(a, harness, out_dir):
@@ -669,12 +670,13 @@ def profile(a, harness, out_dir):
             if use_perf:
                 script = subprocess.run([perf, "script", "-i", data, "-F", "tid,period,ip,sym,dso"], capture_output=True,
                                         text=True, timeout=600).stdout
-                samples, fns, leaves = summarize_perf(script)
+                samples, fns, leaves, kernel_total = summarize_perf(script)
                 print("\n### Server CPU under %s, by innermost Python function (perf, %d on-CPU samples at %d Hz "
                       "over %d s, all threads; Python %s -X perf; data %s)\n" % (
                           tag, samples, a.perf_freq, rec_s, subprocess.run([py, "-c", "import sys; print(sys.version.split()[0])"],
                                                                            capture_output=True, text=True).stdout.strip(), data))
-                print("A function's share includes what it ran in C and in the kernel (sends, futex waits, hashing).\n")
+                print("A function's share includes what it ran in C and in the kernel (sends, futex waits, hashing); "
+                      "%.0f %% of all samples were in the kernel.\n" % kernel_total)
                 print_table(["% of CPU samples", "of which in the kernel", "innermost Python function"],
                             [[fmt(c), "%.0f %%" % k, f] for c, k, f in fns])
                 print("Leaf symbols (where the samples landed):\n")
