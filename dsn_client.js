@@ -14,7 +14,24 @@
  * In a browser the mirror and the outbox live in IndexedDB (one database per server
  * instance, one object store per table), so reads answer at once after a reload, even
  * with the server down, and writes made offline are sent exactly once when it returns.
- * Where IndexedDB is missing (Node), the mirror is kept in memory.
+ * Where IndexedDB is missing (Node), the mirror is kept in memory. Where it exists but
+ * refuses to open (a sandboxed or third-party frame, private browsing, a full disk),
+ * the mirror is kept in memory too, and onStatus says so once, with
+ * {state, code: 'no_persistence', message}: everything works, nothing survives a reload.
+ *
+ * Where the client stands, for progress bars and tools such as the inspector:
+ *
+ *     client.cursor   {epoch, seq, sv}: how far the mirror has followed the server's
+ *                     change feed; null until it has synced once (with IndexedDB, a
+ *                     reload finds the stored cursor as soon as the mirror is loaded)
+ *     client.schema   {table: {key, fields}} as the server last described it; {} before
+ *     client.onSync((progress) => ...)   progress = {cursor, pending}, pending = the
+ *                     number of queued writes; called once soon, then after every pull
+ *                     answer applied, every write answered and every write queued;
+ *                     returns off()
+ *
+ * Both getters are read-only: they answer frozen objects, which the client replaces
+ * rather than changes, so one kept from earlier still says what it said then.
  *
  * Runs in browsers (as a module, also from another origin: every request is a CORS
  * "simple request") and in Node 19+ (Node 18 with --experimental-global-webcrypto,
@@ -990,6 +1007,15 @@ const MAX_BATCH = 100;
  * server does not remember them against the mid. */
 const RETRY_CODES = new Set(['clock', 'replay', 'expired']);
 const WRITE_OPS = new Set(['create', 'update', 'delete']);
+/** The names of the DOMExceptions with which IndexedDB refuses to open where storage is
+ * not allowed or not available; the client then keeps its mirror in memory. SecurityError:
+ * an opaque origin (a sandboxed frame) or storage blocked by the user. InvalidStateError:
+ * Firefox's private browsing before version 115. UnknownError: Chrome's answer when
+ * storage is denied (third-party frames with third-party cookies blocked) or when its
+ * backing store cannot be opened. QuotaExceededError, AbortError: no room for the
+ * database, or its upgrade aborted. Anything else (a TypeError from a broken factory
+ * passed in options) is a bug to show, and stops the client in state 'error'. */
+const NO_PERSISTENCE_ERRORS = new Set(['SecurityError', 'InvalidStateError', 'UnknownError', 'QuotaExceededError', 'AbortError']);
 
 /** Option defaults: `wait` in seconds (the server caps it at 30); the rest in ms. */
 const DEFAULTS = {
@@ -1021,6 +1047,15 @@ function isPlainObject(value) {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
+/** A deep copy of a JSON value, every object and array in it frozen. Object.fromEntries
+ * keeps a "__proto__" key an own property. */
+function frozenCopy(value) {
+  if (value === null || typeof value !== 'object') return value;
+  const copy = Array.isArray(value) ? value.map(frozenCopy)
+    : Object.fromEntries(Object.entries(value).map(([name, item]) => [name, frozenCopy(item)]));
+  return Object.freeze(copy);
+}
+
 /** Whether two {key: record} views hold the same records (records compared by
  * identity, then by their JSON). */
 function sameRecords(before, after) {
@@ -1046,7 +1081,8 @@ function applyWrite(record, write) {
  *   url      "http(s)://host:port[/prefix]/sync/<instance>", as DSNSync.get_url() gives it
  *   token    "dsn1.<kid>.<secret>", or a function (sync or async) that returns one; it is
  *            called again when the server says the token is dead (401 or `expired`)
- *   options  indexedDB  an IndexedDB factory (default globalThis.indexedDB; null: memory)
+ *   options  indexedDB  an IndexedDB factory (default globalThis.indexedDB; null: memory;
+ *                       one that refuses to open: memory, with a 'no_persistence' status)
  *            name       the IndexedDB database name (default "dsn-sync/<instance>"; give
  *                       each user of a shared browser their own)
  *            fetch      (default globalThis.fetch)
@@ -1078,13 +1114,24 @@ class DSNClient {
     if (typeof this._fetch !== 'function') throw new DSNError('no_fetch', 'no fetch() here: pass connectDSN(url, token, { fetch })');
     this._token = token;
 
-    const factory = options.indexedDB !== undefined ? options.indexedDB : globalThis.indexedDB;
+    let factory = options.indexedDB;
+    this._storageRefused = null;   // why IndexedDB could not be used, to report once loaded
+    if (factory === undefined) {
+      // Reading `indexedDB` can itself throw where storage is blocked (as reading
+      // `localStorage` does): that is a refusal, not a missing API.
+      try {
+        factory = globalThis.indexedDB;
+      } catch (error) {
+        factory = null;
+        this._storageRefused = error;
+      }
+    }
     this._storage = factory
       ? new IndexedDBStorage(factory, options.name ?? `dsn-sync/${instance}`, () => this._setStatus({ state: this._status.state, blocked: true }))
       : new MemoryStorage();
 
-    this._cursor = null;           // {epoch, seq, sv}: where the mirror stands in the feed
-    this._schema = {};             // {table: {key, fields}}
+    this._cursor = null;           // {epoch, seq, sv}, frozen: where the mirror stands in the feed
+    this._schema = Object.freeze({}); // {table: {key, fields}}, frozen (frozenCopy)
     this._tables = new Map();      // table -> Map(key -> record): the server's state as last seen
     this._outbox = [];             // writes not yet answered, in order: {op, table, key, data, mid, id}
     this._ackedSeq = new Map();    // "table\0key" -> seq of our last acknowledged write to it
@@ -1093,6 +1140,7 @@ class DSNClient {
     this._delivered = new Map();   // table -> the {key: record} its listeners last got
     this._statusListeners = new Set();
     this._status = { state: 'connecting' };
+    this._syncListeners = new Set();
 
     this._keys = null;             // {kid, c2s, s2c} of the current token
     this._keysPromise = null;
@@ -1122,6 +1170,20 @@ class DSNClient {
   }
 
   /* ---------------- public API ---------------- */
+
+  /** {epoch, seq, sv}: how far the mirror has followed the server's change feed (its
+   * epoch, the last seq applied, the schema version); null until it has synced once.
+   * Frozen; replaced, never changed in place. */
+  get cursor() {
+    return this._cursor;
+  }
+
+  /** {table: {key, fields}}: the tables this token may read, as the server last
+   * described them (`fields` null for a table without a field list); {} before the
+   * first answer. Frozen throughout; replaced, never changed in place. */
+  get schema() {
+    return this._schema;
+  }
 
   /** All records of `table`, as {key: record} (records without their key field, as
    * the server stores them); the optimistic writes included. Answers from the mirror,
@@ -1180,14 +1242,41 @@ class DSNClient {
 
   /** Calls `callback(status)` now (soon) and on every change of the connection's state:
    * {state: 'connecting' | 'online' | 'offline' | 'error', code?, message?, retryIn?,
-   * reset?: {pages, records: {table: count}, done}}. Returns an unsubscribe function. */
+   * reset?: {pages, records: {table: count}, done}}. Returns an unsubscribe function.
+   * One status is a notice rather than a state: {state (unchanged, 'connecting' in
+   * practice), code: 'no_persistence', message}, once, when IndexedDB refused to open
+   * and the mirror is kept in memory instead. */
   onStatus(callback) {
-    const subscription = (status) => callback(status);
+    let called = false;
+    const subscription = (status) => {
+      called = true;
+      callback(status);
+    };
     this._statusListeners.add(subscription);
+    // A change in between has already brought the current status: not twice.
     Promise.resolve().then(() => {
-      if (this._statusListeners.has(subscription)) this._deliver(subscription, this._status);
+      if (!called && this._statusListeners.has(subscription)) this._deliver(subscription, this._status);
     });
     return () => this._statusListeners.delete(subscription);
+  }
+
+  /** Calls `callback({cursor, pending})` once soon (when the mirror is loaded), then
+   * after every pull answer applied (also one that brought no change: the mirror is then
+   * known to be current up to `cursor`), every write queued and every write answered
+   * (accepted or refused). `cursor` is as the getter gives it; `pending` is the number
+   * of queued writes (pending() lists them). Returns an unsubscribe function. */
+  onSync(callback) {
+    if (typeof callback !== 'function') throw new TypeError('onSync(callback): callback must be a function');
+    let called = false;
+    const subscription = (progress) => {
+      called = true;
+      callback(progress);
+    };
+    this._syncListeners.add(subscription);
+    this._loaded.then(() => {
+      if (!called && this._syncListeners.has(subscription)) this._deliver(subscription, this._progress());
+    }, () => {});
+    return () => this._syncListeners.delete(subscription);
   }
 
   /** The queued writes, oldest first: [{op, table, key, data, mid}]. */
@@ -1205,12 +1294,30 @@ class DSNClient {
 
   /* ---------------- the mirror ---------------- */
 
+  /** Loads the stored mirror; where IndexedDB refuses (NO_PERSISTENCE_ERRORS), carries
+   * on in memory and reports it once. */
   async _load() {
-    const loaded = await this._storage.load();
+    let loaded;
+    try {
+      if (this._storageRefused) throw this._storageRefused;
+      loaded = await this._storage.load();
+    } catch (error) {
+      const refused = error === this._storageRefused || NO_PERSISTENCE_ERRORS.has(error?.name);
+      if (this._stopped || !refused) throw error;
+      this._storage.close();
+      this._storage = new MemoryStorage();
+      this._setStatus({
+        state: this._status.state,
+        code: 'no_persistence',
+        message: `IndexedDB refused to open (${error?.name}: ${error?.message}), so the mirror and the queued writes ` +
+          'are kept in memory: everything works, but nothing survives a reload',
+      });
+      loaded = await this._storage.load();
+    }
     if (loaded.cursor) {
       const { epoch, seq, sv, tables } = loaded.cursor;
-      this._cursor = { epoch, seq, sv };
-      this._schema = tables ?? {};
+      this._cursor = Object.freeze({ epoch, seq, sv });
+      this._schema = frozenCopy(tables ?? {});
     }
     for (const [name, records] of loaded.tables) this._tables.set(name, records);
     // Writes loaded from an earlier session go first, in their order.
@@ -1262,6 +1369,18 @@ class DSNClient {
     }
   }
 
+  /** What onSync listeners get: frozen, as one object is shared by all of them. */
+  _progress() {
+    return Object.freeze({ cursor: this._cursor, pending: this._outbox.length });
+  }
+
+  /** Tells the onSync listeners that the cursor or the outbox may have moved. */
+  _notifySync() {
+    if (!this._syncListeners.size) return;
+    const progress = this._progress();
+    for (const listener of [...this._syncListeners]) this._deliver(listener, progress);
+  }
+
   _setStatus(status) {
     const before = this._status;
     this._status = status;
@@ -1306,6 +1425,7 @@ class DSNClient {
     const settled = new Promise((resolve, reject) => this._waiters.set(entry.mid, { resolve, reject }));
     this._outbox.push(entry);
     this._notify([entry.table]);
+    this._notifySync();
     entry.saved = this._storage.addOutbox(entry).then((id) => {
       entry.id = id;
       this._wakeSender?.();
@@ -1313,6 +1433,7 @@ class DSNClient {
       // Not durable, so not sent: take it back and say why (a DOMException, by name).
       this._outbox.splice(this._outbox.indexOf(entry), 1);
       this._notify([entry.table]);
+      this._notifySync();
       this._waiters.get(entry.mid)?.reject(error);
       this._waiters.delete(entry.mid);
       throw error;
@@ -1390,6 +1511,7 @@ class DSNClient {
       done.push([entry, result]);
     }
     this._notify(touched);
+    if (done.length) this._notifySync();
     for (const [entry, result] of done) {
       const waiter = this._waiters.get(entry.mid);
       this._waiters.delete(entry.mid);
@@ -1438,6 +1560,7 @@ class DSNClient {
     if (answer.reset) await this._loadReset(answer);
     else await this._exclusive(() => this._applyChanges(answer));
     this._setStatus({ state: 'online', epoch: this._cursor.epoch, seq: this._cursor.seq });
+    this._notifySync();
     this._resolveReady();
   }
 
@@ -1445,13 +1568,13 @@ class DSNClient {
   async _applyChanges(answer) {
     if (!Array.isArray(answer.changes) || !Number.isInteger(answer.seq)) throw new DSNError('bad_response', 'a pull answer without changes or seq');
     const sv = answer.sv ?? this._cursor?.sv;
-    const schema = answer.tables ?? this._schema;
+    const schema = answer.tables ? frozenCopy(answer.tables) : this._schema;
     // An ack at a higher seq than this answer is newer than what the answer says of
     // that key (the order note of PROTOCOL.md section 4).
     const changes = answer.changes.filter(([table, key]) => !(this._ackedSeq.get(`${table}\0${key}`) > answer.seq));
     const touched = new Set(changes.map(([table]) => table));
     await this._storage.ensureTables([...new Set([...Object.keys(schema), ...touched])]);
-    const cursor = { epoch: answer.epoch ?? this._cursor?.epoch, seq: answer.seq, sv };
+    const cursor = Object.freeze({ epoch: answer.epoch ?? this._cursor?.epoch, seq: answer.seq, sv });
     await this._storage.saveChanges({ ...cursor, tables: schema }, changes);
     for (const [table, key, record] of changes) this._setRecord(table, key, record);
     this._cursor = cursor;
@@ -1495,7 +1618,7 @@ class DSNClient {
   async _applyReset(page, records) {
     const sameEpoch = this._cursor?.epoch === page.epoch;
     if (!sameEpoch) this._ackedSeq.clear();
-    const schema = page.tables ?? {};
+    const schema = frozenCopy(page.tables ?? {});
     const tables = new Map();
     for (const name of new Set([...Object.keys(schema), ...records.keys()])) {
       tables.set(name, records.get(name) ?? new Map());
@@ -1511,7 +1634,7 @@ class DSNClient {
     const touched = new Set([...this._tables.keys(), ...tables.keys()]);
     for (const name of touched) if (!tables.has(name)) tables.set(name, new Map());
     await this._storage.ensureTables([...tables.keys()]);
-    const cursor = { epoch: page.epoch, seq: page.seq, sv: page.sv };
+    const cursor = Object.freeze({ epoch: page.epoch, seq: page.seq, sv: page.sv });
     await this._storage.saveReset({ ...cursor, tables: schema }, tables);
     this._tables = tables;
     this._cursor = cursor;
@@ -1571,7 +1694,7 @@ class DSNClient {
     if (answer.instance !== undefined && answer.instance !== this.instance) {
       throw new DSNError('wrong_url', `the server at ${this.url} is instance ${answer.instance}`);
     }
-    this._schema = answer.tables ?? this._schema;
+    if (answer.tables) this._schema = frozenCopy(answer.tables);
     await this._storage.ensureTables(Object.keys(this._schema));
     this._fresh = true;
   }

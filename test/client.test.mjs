@@ -477,3 +477,128 @@ test('without crypto.subtle (a page on plain http:// over a LAN): the pure-JS HM
   assert.equal(await client.create('messages', 'no_subtle', { text: 'js only' }), true);
   assert.deepEqual((await shared.cmd({ cmd: 'get', table: 'messages', key: 'no_subtle' })).result, { text: 'js only' });
 });
+
+test('cursor and schema: public read-only getters; null and {} before the first sync', async (t) => {
+  const fixture = await startFixture();
+  const client = connect(fixture);
+  t.after(() => client.close());
+  assert.equal(client.cursor, null, 'no cursor before the first sync');
+  assert.deepEqual(client.schema, {});
+  assert.ok(Object.isFrozen(client.schema), 'read-only from the start');
+  await client.ready;
+  const cursor = client.cursor;
+  assert.deepEqual(Object.keys(cursor).sort(), ['epoch', 'seq', 'sv']);
+  assert.equal(cursor.epoch, (await fixture.cmd({ cmd: 'epoch' })).result);
+  assert.ok(Number.isInteger(cursor.seq) && Number.isInteger(cursor.sv), JSON.stringify(cursor));
+  assert.deepEqual(client.schema.users, { key: 'user_id', fields: ['name', 'email', 'cart', 'status'] });
+  assert.deepEqual(client.schema.messages, { key: 'id', fields: null });
+  assert.deepEqual(Object.keys(client.schema).sort(), ['boom', 'guarded', 'messages', 'metrics', 'readonly', 'stamped', 'users']);
+
+  // Read-only: no setter, and what they answer is frozen all the way down.
+  assert.throws(() => {
+    client.cursor = null;
+  }, TypeError);
+  assert.throws(() => {
+    client.schema = {};
+  }, TypeError);
+  assert.throws(() => {
+    cursor.seq = 0;
+  }, TypeError);
+  assert.throws(() => {
+    client.schema.users.fields.push('hacked');
+  }, TypeError);
+  assert.throws(() => {
+    client.schema.evil = { key: 'id' };
+  }, TypeError);
+  assert.ok(!Object.keys(Object.getOwnPropertyDescriptors(client)).includes('cursor'), 'a getter on the class, not a field');
+
+  // The mirror moves: a new cursor, and the one kept from before still says what it said.
+  const seen = { ...cursor };
+  await fixture.cmd({ cmd: 'sync', table: 'users', key: 'user_cursor', data: { name: 'Moves' } });
+  await waitFor(() => client.cursor.seq > seen.seq, 'the cursor to move');
+  assert.deepEqual(cursor, seen);
+  assert.equal(client.cursor.epoch, seen.epoch);
+
+  // A schema change arrives with the next pull; the old schema object is left as it was.
+  const schemaBefore = client.schema;
+  await fixture.cmd({ cmd: 'define_table', name: 'late', schema: { key: 'id', fields: ['x'] } });
+  await waitFor(() => client.schema.late, 'the new table in the schema');
+  assert.deepEqual(client.schema.late, { key: 'id', fields: ['x'] });
+  assert.equal(schemaBefore.late, undefined);
+  assert.ok(client.cursor.sv > seen.sv, 'the schema version moved with it');
+  assert.ok(Object.isFrozen(client.schema) && Object.isFrozen(client.schema.late) && Object.isFrozen(client.cursor));
+});
+
+test('onSync: {cursor, pending} once soon, then after every pull, every write queued and every write answered; off() stops', async (t) => {
+  const fixture = await startFixture();
+  const client = connect(fixture);
+  t.after(() => client.close());
+  assert.throws(() => client.onSync('not a function'), TypeError);
+  const events = [];
+  const off = client.onSync((progress) => events.push(progress));
+  const originalError = console.error;
+  console.error = () => {};
+  t.after(() => {
+    console.error = originalError;
+  });
+  client.onSync(() => {
+    throw new Error('listener bug');
+  });
+  await client.ready;
+  assert.deepEqual(events[0], { cursor: null, pending: 0 }, 'the first call: where the mirror stands, before any answer');
+  assert.equal(events.at(-1).cursor, client.cursor, 'the first pull, with the getter\'s cursor');
+  assert.ok(Object.isFrozen(events.at(-1)));
+  assert.equal(events.filter((e) => e.cursor === null).length, 1, 'the first call only once');
+
+  // A backend change reaches onSync without anybody polling.
+  const before = client.cursor.seq;
+  await fixture.cmd({ cmd: 'sync', table: 'metrics', key: 'm_sync', data: { value: 1 } });
+  await waitFor(() => events.at(-1).cursor.seq > before, 'a call for the pulled change');
+
+  // A write: queued (pending 1, at once), answered (pending 0).
+  let n = events.length;
+  const write = client.create('messages', 'sync_1', { text: 'counted' });
+  assert.equal(events.length, n + 1, 'called as the write is queued');
+  assert.equal(events[n].pending, 1);
+  assert.equal(await write, true);
+  assert.equal(events.at(-1).pending, 0, 'answered before the promise resolves');
+
+  // A refusal also empties the outbox, and says so.
+  n = events.length;
+  await assert.rejects(client.create('guarded', 'sync_2', { reject: true }), isCode('rejected'));
+  assert.equal(events[n].pending, 1);
+  assert.equal(events.at(-1).pending, 0, 'answered before the promise rejects');
+
+  // Several writes queued together: the count climbs, then falls back to 0.
+  n = events.length;
+  await Promise.all([1, 2, 3].map((i) => client.create('messages', `sync_many_${i}`, { i })));
+  const counts = events.slice(n).map((e) => e.pending);
+  assert.deepEqual(counts.slice(0, 3), [1, 2, 3]);
+  assert.equal(counts.at(-1), 0);
+  assert.deepEqual(client.pending(), []);
+
+  off();
+  n = events.length;
+  await client.create('messages', 'sync_after_off', { text: 'unseen' });
+  await fixture.cmd({ cmd: 'sync', table: 'metrics', key: 'm_sync', data: { value: 2 } });
+  await waitFor(async () => (await client.get('metrics', 'm_sync'))?.value === 2, 'the pull');
+  assert.equal(events.length, n, 'nothing after off()');
+});
+
+test('onSync with the server down: the queued writes count up, and down to 0 when it returns', async (t) => {
+  const fixture = await startFixture();
+  const client = connect(fixture);
+  t.after(() => client.close());
+  await client.ready;
+  const events = [];
+  client.onSync((progress) => events.push(progress));
+  await waitFor(() => events.length === 1, 'the first call');
+  await fixture.cmd({ cmd: 'stop' });
+  await waitFor(() => client.statuses.at(-1).state === 'offline', 'status offline');
+  const writes = [client.create('messages', 'down_1', { n: 1 }), client.create('messages', 'down_2', { n: 2 })];
+  assert.deepEqual(events.slice(-2).map((e) => e.pending), [1, 2]);
+  await fixture.cmd({ cmd: 'start' });
+  assert.deepEqual(await Promise.all(writes), [true, true]);
+  assert.equal(events.at(-1).pending, 0);
+  assert.ok(!client.statuses.some((s) => s.code === 'no_persistence'), 'no IndexedDB in Node is not a refusal');
+});

@@ -152,3 +152,63 @@ test('a reset whose `next` the server forgot starts over from the fresh first pa
   assert.deepEqual(await client.getAll('t'), { b: { n: 2 }, c: { n: 3 } });
   assert.equal(client._cursor.seq, 7);
 });
+
+test('onSync, call by call: the first answer, a pull, an ack, a refusal, a pull that brought nothing, a reset', async (t) => {
+  let refuse = false;
+  const server = fakeServer((request) => {
+    if (request.op === 'hello') return hello;
+    if (request.op === 'pull' && request.since === null) return emptyReset;
+    if (request.op === 'create') return refuse ? { ok: false, error: { code: 'rejected', message: 'no' } } : { seq: 2, record: { v: 'mine' } };
+    return undefined;
+  });
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, fetch: server.fetch });
+  t.after(() => client.close());
+  const events = [];
+  client.onSync((progress) => events.push(progress));
+  const seqs = () => events.map(({ cursor, pending }) => `${cursor ? `${cursor.epoch}/${cursor.seq}/${cursor.sv}` : null} ${pending}`);
+  await client.ready;
+  assert.deepEqual(seqs(), ['null 0', 'e1/0/1 0'], 'once soon, then the first answer (a reset)');
+  assert.equal(events[1].cursor, client.cursor);
+
+  await waitFor(() => server.parked.length === 1, 'the long poll');
+  server.release({ epoch: 'e1', seq: 1, changes: [['t', 'a', { n: 1 }]] });
+  await waitFor(() => events.length === 3, 'the pull');
+  assert.equal(events[2].cursor.seq, 1);
+
+  assert.equal(await client.create('t', 'k', { v: 'mine' }), true);
+  assert.deepEqual(seqs().slice(3), ['e1/1/1 1', 'e1/1/1 0'], 'queued, then acknowledged (the ack moves no cursor)');
+  refuse = true;
+  await assert.rejects(client.create('t', 'k2', { v: 'no' }), (error) => error.code === 'rejected');
+  assert.deepEqual(seqs().slice(5), ['e1/1/1 1', 'e1/1/1 0'], 'queued, then refused');
+
+  // A long poll that ends with nothing new is a sync too: the mirror is current at seq 2.
+  await waitFor(() => server.parked.length === 1, 'the next long poll');
+  server.release({ epoch: 'e1', seq: 2, changes: [] });
+  await waitFor(() => events.length === 8, 'the empty pull');
+  assert.equal(seqs()[7], 'e1/2/1 0');
+
+  // A reset to a new epoch and schema version: one call, when the reset is applied.
+  await waitFor(() => server.parked.length === 1, 'the next long poll');
+  server.release({ reset: true, epoch: 'e2', seq: 9, sv: 2, tables: { t: SCHEMA.t, u: { key: 'id', fields: ['x'] } }, records: { t: { z: { n: 26 } } }, more: false, next: null });
+  await waitFor(() => events.length === 9, 'the reset');
+  assert.equal(seqs()[8], 'e2/9/2 0');
+  assert.deepEqual(client.schema, { t: { key: 'id', fields: null }, u: { key: 'id', fields: ['x'] } });
+  assert.deepEqual(await client.getAll('t'), { z: { n: 26 } });
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  assert.equal(events.length, 9, 'nothing more while the long poll waits');
+});
+
+test('onStatus: a status that changes before the first call is delivered once, not twice', async (t) => {
+  const server = fakeServer((request) => {
+    if (request.op === 'hello') return hello;
+    if (request.op === 'pull' && request.since === null) return emptyReset;
+    return undefined;
+  });
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, fetch: server.fetch });
+  t.after(() => client.close());
+  const statuses = [];
+  client.onStatus((status) => statuses.push(status));
+  client._setStatus({ state: 'connecting', code: 'no_persistence', message: 'before the first call' });
+  await client.ready;
+  assert.deepEqual(statuses.map((s) => s.code ?? s.state), ['no_persistence', 'connecting', 'online']);
+});
