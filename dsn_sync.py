@@ -868,6 +868,14 @@ class StoreError(DSNError):
     code = "store"
 
 
+def _unlock(fd):
+    if fd is not None:
+        try:
+            os.close(fd)  # closing the descriptor releases its flock
+        except OSError:
+            pass
+
+
 class SQLiteStore(MemoryStore):
     """A durable store on the standard library's sqlite3, in WAL mode.
 
@@ -909,6 +917,7 @@ class SQLiteStore(MemoryStore):
         self.path = path
         self.synchronous = synchronous
         self._db = None
+        self._lock = None
         self._pending_rows = []
         self._pending_mids = []
         self._writes = 0
@@ -926,20 +935,27 @@ class SQLiteStore(MemoryStore):
                 db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             except sqlite3.Error as e:
                 raise StoreError("cannot open the store %s: %s" % (self.path, e))
+            lock = None
             try:
+                fresh = self._check_foreign(db)  # before changing anything in a file that may not be ours
+                lock = self._lock_file()
                 mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal" and self.path != ":memory:":
                     raise StoreError("the store %s cannot use WAL mode (got %s)" % (self.path, mode))
                 db.execute("PRAGMA synchronous=%s" % self.synchronous)
-                self._prepare(db)
+                if fresh:
+                    self._create(db)
                 self._load(db)
             except sqlite3.DatabaseError as e:
                 db.close()
+                _unlock(lock)
                 raise StoreError("%s is not a dsn-sync database, or it is damaged: %s" % (self.path, e))
             except BaseException:
                 db.close()
+                _unlock(lock)
                 raise
             self._db = db
+            self._lock = lock
             self._expire_mids()
             return self
 
@@ -954,11 +970,55 @@ class SQLiteStore(MemoryStore):
                 pass
             self._db.close()
             self._db = None
+            _unlock(self._lock)
+            self._lock = None
 
-    def _prepare(self, db):
+    def _lock_file(self):
+        """Hold an exclusive flock on the database file while open: one server per file.
+
+        Two servers on one file would hand out the same seqs and overwrite each
+        other's records.  flock() does not interfere with SQLite's own fcntl()
+        locks on Linux and the BSDs; where fcntl is missing (Windows) there is
+        no such guard.  The descriptor stays open until close(): closing any
+        descriptor of the file would drop SQLite's POSIX locks in this process.
+        """
+        if self.path == ":memory:":
+            return None
+        try:
+            import fcntl  # deferred, and absent on Windows
+        except ImportError:
+            return None
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreError("the store %s is in use by another dsn-sync server (it holds the file's lock); "
+                             "stop that one, or give this one its own file" % self.path)
+        return fd
+
+    def _check_foreign(self, db):
+        """True for an empty file (to be created); StoreError for anything that is not our format."""
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if not names:
-            db.executescript("""
+            return True
+        if "dsn_meta" not in names:
+            raise StoreError("%s is not a dsn-sync database (its tables: %s); point --db at a new file"
+                             % (self.path, ", ".join(sorted(names))))
+        meta = dict(db.execute("SELECT k, v FROM dsn_meta"))
+        try:
+            version = int(meta.get("format", "0"))
+        except ValueError:
+            version = 0
+        if version > self.format_version:
+            raise StoreError("%s was written by a newer dsn-sync (store format %d; this version %s reads format %d): "
+                             "upgrade dsn-sync" % (self.path, version, __version__, self.format_version))
+        if version < 1 or meta.get("app") != "dsn-sync":
+            raise StoreError("%s is not a dsn-sync database (bad dsn_meta)" % self.path)
+        return False
+
+    def _create(self, db):
+        db.executescript("""
                 BEGIN;
                 CREATE TABLE dsn_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
                 CREATE TABLE dsn_tables (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
@@ -969,20 +1029,9 @@ class SQLiteStore(MemoryStore):
                 CREATE INDEX dsn_mids_at ON dsn_mids (at);
                 CREATE TABLE dsn_revoked (jti TEXT PRIMARY KEY, exp REAL);
                 COMMIT;""")
-            db.executemany("INSERT INTO dsn_meta VALUES (?, ?)", [
-                ("format", str(self.format_version)), ("epoch", self.epoch), ("seq", "0"), ("sv", "0"),
-                ("floor", "0"), ("app", "dsn-sync")])
-            return
-        if "dsn_meta" not in names:
-            raise StoreError("%s is not a dsn-sync database (its tables: %s); point --db at a new file"
-                             % (self.path, ", ".join(sorted(names))))
-        meta = dict(db.execute("SELECT k, v FROM dsn_meta"))
-        version = int(meta.get("format", "0"))
-        if version > self.format_version:
-            raise StoreError("%s was written by a newer dsn-sync (store format %d; this version %s reads format %d): "
-                             "upgrade dsn-sync" % (self.path, version, __version__, self.format_version))
-        if version < 1 or meta.get("app") != "dsn-sync":
-            raise StoreError("%s is not a dsn-sync database (bad dsn_meta)" % self.path)
+        db.executemany("INSERT INTO dsn_meta VALUES (?, ?)", [
+            ("format", str(self.format_version)), ("epoch", self.epoch), ("seq", "0"), ("sv", "0"),
+            ("floor", "0"), ("app", "dsn-sync")])
 
     def _load(self, db):
         meta = dict(db.execute("SELECT k, v FROM dsn_meta"))
@@ -1011,6 +1060,7 @@ class SQLiteStore(MemoryStore):
 
     # -- persistence hooks ----------------------------------------------------
     def _persist_change(self, table, key, seq, record, ledger):
+        self._require_open()  # before queueing: a refused change must never reach the file later
         if table is not None:
             self._pending_rows.append((table, key, seq, _json_dumps(record) if record is not None else None))
         if ledger is not None:
@@ -2317,6 +2367,7 @@ class DSNSync:
             server, self._server = self._server, None
             self._task_stop.set()
             if server is None:
+                self._store.close()
                 return True
             hub = self._hub
             hub.stopping = True
@@ -2721,6 +2772,8 @@ class Client:
         self._listeners = collections.defaultdict(list)
         self._ready = threading.Event()
         self._closed = threading.Event()
+        self._wake = threading.Event()  # cuts the feed's backoff short: a write got through, or close()
+        self._epoch = None  # the server's epoch as last heard (hello, pull), for judging acks
         self.status = "connecting"
         self.resets = 0
         self._thread = threading.Thread(target=self._run, name="dsn-sync-client", daemon=True)
@@ -2773,6 +2826,7 @@ class Client:
 
     def close(self):
         self._closed.set()
+        self._wake.set()
         for conn in (self._pull_conn, self._write_conn):
             _abort(conn)
         self._thread.join(timeout=5)
@@ -2858,7 +2912,7 @@ class Client:
                 self._pull_conn = self._connection(self.wait + 15)
             try:
                 if need_hello:
-                    _raise_for(self._exchange(self._pull_conn, "hello", {}, at_base=True))
+                    self._epoch = _raise_for(self._exchange(self._pull_conn, "hello", {}, at_base=True)).get("epoch")
                     need_hello = False
                 if pages is not None:
                     fields = {"since": None, "next": pages["next"], "wait": 0}
@@ -2875,7 +2929,7 @@ class Client:
             except _Gone:
                 if need_hello:  # 404 on hello itself: a wrong URL (PROTOCOL.md 5: back off, report it)
                     self._set_status("error", "wrong_url")
-                    self._closed.wait(backoff * (0.5 + _jitter()))
+                    self._pause(backoff)
                     backoff = min(backoff * 2, 30.0)
                 need_hello = True
             except AuthError as e:
@@ -2888,12 +2942,18 @@ class Client:
                     break
                 self._set_status("offline", str(e))
                 self._pull_conn = None
-                self._closed.wait(backoff * (0.5 + _jitter()))
+                self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
         _abort(self._pull_conn)
 
+    def _pause(self, seconds):
+        """Back off with jitter, unless a write proves the server is back (or the client closes)."""
+        self._wake.wait(seconds * (0.5 + _jitter()))
+        self._wake.clear()
+
     def _on_pull(self, answer, pages):
         """Apply one pull answer; returns the pending reset pages (None when none)."""
+        self._epoch = answer.get("epoch", self._epoch)
         if answer.get("reset"):
             if pages is None or pages.get("epoch") != answer["epoch"] or pages.get("seq") != answer["seq"]:
                 pages = {"epoch": answer["epoch"], "seq": answer["seq"], "records": {}}
@@ -2947,6 +3007,7 @@ class Client:
             m["data"] = data
         deadline = time.monotonic() + self.write_timeout
         backoff = 0.1
+        interrupted = False  # the server may have restarted (a new epoch) since we last heard
         with self._write_lock:
             while True:
                 if self._closed.is_set():
@@ -2965,6 +3026,7 @@ class Client:
                     if not self._refresh_token():
                         raise
                 except (_Transient, _Gone) as e:
+                    interrupted = True
                     if isinstance(e, _Gone):  # the endpoint rotated away: hello at the base path, then retry
                         try:
                             _raise_for(self._exchange(self._write_conn, "hello", {}, at_base=True))
@@ -2979,6 +3041,12 @@ class Client:
                         raise DSNError("no answer from the server within %s s: %s" % (self.write_timeout, e), "offline")
                     time.sleep(backoff * (0.5 + _jitter()))
                     backoff = min(backoff * 2, 2.0)
+            if interrupted:
+                self._wake.set()  # the server answers again: the feed need not sit out its backoff
+                try:  # acks carry no epoch: learn it, so a new epoch's low seqs are not taken as old
+                    self._epoch = _raise_for(self._exchange(self._write_conn, "hello", {}, at_base=True)).get("epoch")
+                except (_Transient, _Gone, AuthError):
+                    pass
         if not answer.get("ok"):
             err = answer.get("error") or {}
             raise DSNError(err.get("message", "refused"), err.get("code", "bad_request"))
@@ -2986,7 +3054,8 @@ class Client:
         with self._lock:
             # The feed may already have applied this key at or past the ack's seq
             # (PROTOCOL.md 4, order): then the ack is old news and must not win.
-            stale = self.cursor is not None and seq <= self.cursor["seq"]
+            cursor = self.cursor
+            stale = cursor is not None and cursor["epoch"] == self._epoch and seq <= cursor["seq"]
             if not stale:
                 rows = self._tables.setdefault(table, {})
                 if record is None:

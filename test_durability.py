@@ -868,9 +868,6 @@ def test_a_sqlite_file_with_other_tables_is_refused_and_its_data_kept(tmp_path):
         db.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SQLiteStore.open() runs PRAGMA journal_mode=WAL before checking that the "
-                                       "file is a dsn-sync store, so a refused foreign SQLite database is left "
-                                       "switched from its rollback journal to WAL mode")
 def test_a_refused_foreign_sqlite_file_keeps_its_journal_mode(tmp_path):
     path = tmp_path / "other.db"
     db = sqlite3.connect(str(path))
@@ -994,10 +991,6 @@ def test_a_clean_restart_keeps_url_epoch_seq_tokens_and_mids(tmp_path, closing, 
     assert second._store.check()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Client._write drops an ack as stale when its seq is <= the cursor's seq "
-                                       "without comparing epochs, so after an in-memory restart a write acknowledged "
-                                       "by the new epoch is missing from the writer's own mirror until the reset lands "
-                                       "(dsn_client.js _settle has the same epoch-blind comparison)")
 def test_after_a_new_epoch_an_acknowledged_write_is_in_the_writers_mirror_at_once(closing):
     """Read your writes across an in-memory restart: create() returned, so get() shows it."""
     port, secret = free_port(), os.urandom(32)
@@ -1033,10 +1026,6 @@ def test_after_a_new_epoch_an_acknowledged_write_is_in_the_writers_mirror_at_onc
     pytest.skip("the feed always reset before the write's ack came back; the scenario did not arise")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SQLiteStore._persist_change queues the row before _commit() finds the store "
-                                       "closed, and the queue is never cleared, so a sync() refused with StoreError "
-                                       "('the store ... is closed') is written by the next commit after start(), and "
-                                       "the refused record is there after a restart")
 def test_a_sync_refused_while_the_store_is_closed_never_reaches_the_file(tmp_path):
     db = "sqlite:///%s" % (tmp_path / "dsn.db")
     sync = dsn_sync.DSNSync(port=0, db_connection_string=db)
@@ -1059,10 +1048,6 @@ def test_a_sync_refused_while_the_store_is_closed_never_reaches_the_file(tmp_pat
         again.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: nothing stops a second server from opening a store file that a running "
-                                       "server holds: both keep their own seq in memory, hand out the same seqs, and "
-                                       "INSERT OR REPLACE on the UNIQUE seq makes one silently delete the other's "
-                                       "acknowledged records")
 def test_a_store_file_in_use_by_another_server_is_refused(tmp_path, children):
     path = tmp_path / "dsn.db"
     first = ServerProc(tmp_path, free_port(), os.urandom(32).hex(), "sqlite:///%s" % path)
