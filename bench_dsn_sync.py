@@ -827,7 +827,8 @@ def main(argv=None):
     print("\nloadavg after the workloads: %s\n" % loadavg())
     data = report_workloads(a, out_dir, plan)
 
-    print("## Targets of issue 6 (ratios within this run; dsn-sync judged on dsnsync_native, whose generator stays light)\n")
+    print("## Targets of issue 6 (ratios within this run; dsn-sync judged on dsnsync_native, the lighter of its two "
+          "adapters; a W1 row whose gen_elu is >= 0.9 above is bounded by the load generator, not the server)\n")
     print_table(["target", "measured", ""], targets(a, data, micro_rows))
 
     print("## Commands\n")
