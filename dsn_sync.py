@@ -79,6 +79,7 @@ import traceback
 log = logging.getLogger("dsn_sync")
 
 PROTOCOL_VERSION = 1
+STREAM_TYPE = "application/x-dsn-stream"  # Content-Type of a streamed pull's answer (README: "Streamed pulls")
 
 # =============================================================================
 # Errors
@@ -1373,11 +1374,13 @@ def _now_ms():
 class _Wait:
     """A pull that found nothing new and asked to wait: everything needed to answer it later."""
 
-    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "conn")
+    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "conn", "stream", "sent")
 
-    def __init__(self, state, nonce, ep, seq, sv, deadline):
+    def __init__(self, state, nonce, ep, seq, sv, deadline, stream=False):
         self.state, self.nonce, self.ep, self.seq, self.sv, self.deadline = state, nonce, ep, seq, sv, deadline
         self.conn = None
+        self.stream = stream  # a streamed pull (README: "Streamed pulls"): many answers down one response
+        self.sent = 0  # stream messages sent so far; the next one's index
 
 
 class _Hub:
@@ -1477,11 +1480,14 @@ class _Hub:
             return 200, self._answer(state, nonce, ep, e)
         return 200, self._answer(state, nonce, ep, result)
 
-    def _answer(self, state, nonce, ep, result, tail=None):
+    def _answer(self, state, nonce, ep, result, tail=None, index=None):
         """Seal a response: ``result`` is a dict of ok fields, a DSNError, or a stored write answer.
 
         ``tail`` is pre-encoded JSON for the last member (a pull's changes), so
         change fragments encoded once are spliced in, not re-encoded per client.
+        ``index`` numbers the messages of a streamed pull: it is sealed into the
+        associated data after the request's nonce, so none can be dropped,
+        reordered or replayed within the stream unnoticed.
         """
         if isinstance(result, DSNError):
             obj = {"ok": False, "now": _now_ms(), "ep": ep, "error": {"code": result.code, "message": result.message}}
@@ -1493,7 +1499,8 @@ class _Hub:
         text = _json_dumps(obj)
         if tail is not None:
             text = text[:-1] + tail + "}"
-        return b"\x01" + seal(state.s2c, _RES_LABEL + nonce, text.encode("utf-8"))
+        aad = _RES_LABEL + nonce if index is None else _RES_LABEL + nonce + struct.pack(">I", index)
+        return b"\x01" + seal(state.s2c, aad, text.encode("utf-8"))
 
     # -- reads ----------------------------------------------------------------
     def _view(self, state):
@@ -1525,10 +1532,10 @@ class _Hub:
             return self._reset_page(state, nonce, ep, None)
         seq, sv = since["seq"], since["sv"]
         if seq == store.seq and sv == store.sv and wait > 0:
-            return _Wait(state, nonce, ep, seq, sv, time.monotonic() + wait)
+            return _Wait(state, nonce, ep, seq, sv, time.monotonic() + wait, request.get("stream") is True)
         return self._changes_answer(state, nonce, ep, seq, sv, store.changes_since(seq, self.page_size, self._view(state)))
 
-    def _changes_answer(self, state, nonce, ep, seq, sv, found):
+    def _changes_answer(self, state, nonce, ep, seq, sv, found, index=None):
         """The sealed changes answer for a cursor at ``seq``/``sv``, given changes_since()'s result."""
         store = self.store
         changes, cursor = found
@@ -1537,7 +1544,7 @@ class _Hub:
             with store.lock:
                 result["sv"] = store.sv
                 result["tables"] = self._visible_tables(state)
-        return self._answer(state, nonce, ep, result, ',"changes":[' + ",".join(changes) + "]")
+        return self._answer(state, nonce, ep, result, ',"changes":[' + ",".join(changes) + "]", index)
 
     # -- long-polls: parked, then answered in one pass -----------------------
     def park(self, wait):
@@ -1587,13 +1594,13 @@ class _Hub:
             if not self._waiting_by_jti[jti]:
                 del self._waiting_by_jti[jti]
 
-    def answer_wait(self, wait, found=None):
-        """The sealed answer for a parked (or never parked) pull."""
+    def answer_wait(self, wait, found=None, index=None):
+        """The sealed answer for a parked (or never parked) pull; ``index`` for a stream message."""
         if found is None:
             found = self.store.changes_since(wait.seq, self.page_size, self._view(wait.state))
-        return self._changes_answer(wait.state, wait.nonce, wait.ep, wait.seq, wait.sv, found)
+        return self._changes_answer(wait.state, wait.nonce, wait.ep, wait.seq, wait.sv, found, index)
 
-    def run_feed(self, deliver, alive=None):
+    def run_feed(self, io):
         """The feed thread: wake on every change, answer the parked pulls it concerns, in one pass.
 
         Waking a thousand threads on a Condition costs a thousand GIL hand-offs
@@ -1601,10 +1608,16 @@ class _Hub:
         at the same cursor with the same view share one changes_since() and
         its pre-encoded fragments; each answer is then only a small JSON
         header, a seal bound to its request's nonce, and a send.
-        ``deliver(wait, body)`` writes an answer; it must not block long.
-        ``alive(wait)`` tells whether its client is still connected: every
-        ``liveness_every`` seconds departed clients give their slot back, so a
-        storm of reloads cannot fill ``max_waiting`` with dead long-polls.
+        ``io`` is the HTTP layer: ``io.deliver(wait, body)`` writes a whole
+        answer, ``io.chunk(wait, body)`` one message of a streamed pull (True
+        if it went out) and ``io.end(wait)`` closes a stream; none may block
+        long.  ``io.alive(wait)`` tells whether the client is still connected:
+        every ``liveness_every`` seconds departed clients give their slot back,
+        so a storm of reloads cannot fill ``max_waiting`` with dead long-polls.
+
+        A streamed pull stays parked after each message, at its new cursor,
+        until its ``wait`` runs out: a subscriber then costs one sealed message
+        per change instead of a whole request and answer.
         """
         store = self.store
         sweep_every = 0.25  # how late an expired long-poll may be answered, at most
@@ -1640,20 +1653,36 @@ class _Hub:
                     self._unpark_count(w)
             if now >= next_sweep:
                 next_sweep = now + sweep_every
-                if alive is not None and now >= next_liveness:
+                if now >= next_liveness:
                     next_liveness = now + liveness_every
-                    self._drop_departed(alive)
+                    self._drop_departed(io.alive)
             shared = {}
+            again = []
             for w in ready:
-                view = self._view(w.state)
-                group = (w.seq, view.tables, view.sub if view.rules else None)
-                found = shared.get(group)
-                if found is None:
-                    found = shared[group] = store.changes_since(w.seq, self.page_size, view)
                 try:
-                    deliver(w, self.answer_wait(w, found))
+                    if w.stream and w.deadline <= now and w.sent:
+                        io.end(w)
+                        continue
+                    view = self._view(w.state)
+                    group = (w.seq, view.tables, view.sub if view.rules else None)
+                    found = shared.get(group)
+                    if found is None:
+                        found = shared[group] = store.changes_since(w.seq, self.page_size, view)
+                    if not w.stream or w.deadline <= now:
+                        io.deliver(w, self.answer_wait(w, found))
+                    elif io.chunk(w, self.answer_wait(w, found, w.sent)):
+                        w.sent += 1
+                        w.seq, w.sv = found[1], sv
+                        again.append(w)
                 except Exception:
                     log.exception("unexpected error answering a long-poll")
+            if again:
+                with store.lock:
+                    if not self.stopping:
+                        for w in again:
+                            if w.state.sub is not None:
+                                self._waiting_by_jti[w.state.jti] += 1
+                        self._parked.extend(again)
 
     def _reset_page(self, state, nonce, ep, nxt):
         """A reset page (PROTOCOL.md: paged in seq order up to the snapshot's seq)."""
@@ -1896,8 +1925,7 @@ class _Server(socketserver.TCPServer):
 
     # -- threads --------------------------------------------------------------
     def start_threads(self):
-        targets = [("dsn-sync-reactor", self._reactor),
-                   ("dsn-sync-feed", lambda: self.hub.run_feed(self._deliver, self._parked_alive))]
+        targets = [("dsn-sync-reactor", self._reactor), ("dsn-sync-feed", lambda: self.hub.run_feed(self))]
         targets += [("dsn-sync-worker-%d" % i, self._worker) for i in range(self.workers)]
         for name, target in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -2217,7 +2245,7 @@ class _Server(socketserver.TCPServer):
             return 304, b"", extra, None
         return 200, body, extra, content_type
 
-    def _parked_alive(self, wait):
+    def alive(self, wait):
         """Is a parked long-poll's client still there?  Peeks without consuming; closes it if gone."""
         conn = wait.conn[0]
         try:
@@ -2233,17 +2261,42 @@ class _Server(socketserver.TCPServer):
         return False
 
     # -- writing --------------------------------------------------------------
-    def _deliver(self, wait, body):
+    def deliver(self, wait, body):
         """The feed thread's way to answer a parked long-poll, then hand the connection on."""
         conn, keep_alive, origin = wait.conn
         if not self._send(conn, 200, body, keep_alive, origin, content_type="application/octet-stream"):
             return self._close(conn)
+        self._release(conn, keep_alive)
+
+    def _release(self, conn, keep_alive):
         if not keep_alive:
             return self._close(conn)
         if conn.buf:
             self._work.put(conn)
         else:
             self._to_reactor(conn)
+
+    def chunk(self, wait, body):
+        """One message of a streamed pull: ``u32(len) || frame`` in one HTTP chunk (headers first)."""
+        conn, keep_alive, origin = wait.conn
+        message = struct.pack(">I", len(body)) + body
+        data = b"%x\r\n%s\r\n" % (len(message), message)
+        if not wait.sent:
+            head = ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: %s\r\n"
+                    "Cache-Control: no-store\r\n%s%s\r\n") % (
+                STREAM_TYPE, self.cors(origin), "" if keep_alive else "Connection: close\r\n")
+            data = head.encode("latin-1") + data
+        if self._write(conn, data):
+            return True
+        self._close(conn)
+        return False
+
+    def end(self, wait):
+        """Close a streamed pull with the last chunk; the connection carries on (keep-alive)."""
+        conn, keep_alive, _ = wait.conn
+        if not self._write(conn, b"0\r\n\r\n"):
+            return self._close(conn)
+        self._release(conn, keep_alive)
 
     def _send(self, conn, status, body, keep_alive, origin=None, extra="", content_type=None):
         """Write one whole answer; True if it went out.  Waits (bounded) only if the peer reads slowly."""
@@ -2252,7 +2305,18 @@ class _Server(socketserver.TCPServer):
             "Content-Type: %s\r\n" % content_type if content_type else "",
             "Cache-Control: no-store\r\n" if status not in (200, 304) or content_type == "application/octet-stream" else "",
             extra + ("" if keep_alive else "Connection: close\r\n"))
-        data = memoryview(head.encode("latin-1") + body)
+        data = head.encode("latin-1") + body
+        if not self._write(conn, data):
+            return False
+        with self._lock:
+            self.bytes_in += conn.bytes_in
+        conn.bytes_in = 0
+        return True
+
+    def _write(self, conn, data):
+        """Send all of ``data``; False if the peer is gone or reads too slowly (``body_timeout``)."""
+        size = len(data)
+        data = memoryview(data)
         sock = conn.sock
         deadline = None
         while data:
@@ -2269,9 +2333,7 @@ class _Server(socketserver.TCPServer):
             except OSError:
                 return False
         with self._lock:
-            self.bytes_out += len(head) + len(body)
-            self.bytes_in += conn.bytes_in
-        conn.bytes_in = 0
+            self.bytes_out += size
         return True
 
     def _close(self, conn):
