@@ -74,7 +74,6 @@ import struct
 import sys
 import threading
 import time
-import traceback
 
 log = logging.getLogger("dsn_sync")
 

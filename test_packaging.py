@@ -6,7 +6,6 @@ inspecting files, because what users get is what those tools make of the repo.
 
 import ast
 import glob
-import http.client
 import json
 import os
 import shutil
