@@ -11,17 +11,22 @@ Everything here is the standard library; optional extras import lazily.
 
 Request lifecycle (one POST)::
 
-    socket -> _Connection.read_request (capped, timed) -> transport checks
-    (405/404/413/400, in PROTOCOL.md's order) -> _Hub.open_frame (kid -> claims
-    -> traffic keys -> tag checked BEFORE any parsing; failure is 401) ->
-    clock and replay checks -> op dispatch (hello, pull, writes, batch) ->
-    response JSON sealed to the request's nonce -> one sendall().
+    accept loop (socketserver) -> worker: read what the socket has, parse a
+    complete request (capped, timed) -> transport checks (405/404/413/400, in
+    PROTOCOL.md's order) -> _Hub.handle (kid -> claims -> traffic keys -> tag
+    checked BEFORE any parsing; failure is 401) -> clock and replay checks ->
+    op dispatch (hello, pull, writes, batch) -> answer sealed to the request's
+    nonce -> one send.  A pull with nothing new is parked instead (below).
 
-Threading model: ``socketserver.ThreadingMixIn``, one daemon thread per
-connection (TLS handshakes happen there too, never in the accept loop).  The
-store has one lock; long-polls wait on a ``threading.Condition`` bound to it,
-so a change wakes every waiter at once with no polling.  Client writes to the
-same key are serialised by striped locks held around the handler call.
+Threading model: socketserver's accept loop hands connections to a pool of
+worker threads; a connection between requests (or with half a request)
+waits in one reactor thread's selector, holding no worker, so a slow sender
+costs nothing but a socket and is cut at its deadline.  TLS handshakes run
+in the workers.  Long-polls hold no thread either: they are parked with the
+hub, and one feed thread answers every parked pull in one pass when the
+store changes, sharing each changes list between pulls at the same cursor.
+The store has one lock; client writes to the same key are serialised by
+striped locks held around the handler call.
 
 The wire protocol (envelope, tokens, frames, messages, endpoint rotation) is
 specified in PROTOCOL.md (protocol version 1); this module follows it byte for
