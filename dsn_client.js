@@ -712,6 +712,72 @@ async function openResponseFrame(s2c, requestNonce, frame) {
   return plaintext && decodeUtf8OrNull(plaintext);
 }
 
+/** The Content-Type of a streamed pull's answer (README "Streamed pulls"): a chunked
+ * body of messages, each u32be(len(frame)) || frame. */
+const STREAM_TYPE = 'application/x-dsn-stream';
+
+/** Message `index` (0, 1, 2, ...) of a streamed pull: frame = 0x01 ||
+ * seal(s2c, "dsn-sync/v1 res\n" || request_nonce || u32be(index), json). The index in
+ * the associated data means no message can be dropped, reordered or replayed unnoticed:
+ * a gap makes the next message fail to open. Returns the JSON text, or null. */
+async function openStreamMessage(s2c, requestNonce, index, frame) {
+  if (frame.length < 1 + SEAL_OVERHEAD || frame[0] !== FRAME_VERSION) return null;
+  const plaintext = await open(s2c, concatBytes(RESPONSE_LABEL, requestNonce, u32(index)), frame.subarray(1));
+  return plaintext && decodeUtf8OrNull(plaintext);
+}
+
+/** The server's half: message `index` of a streamed pull with its length prefix,
+ * u32be(len(frame)) || frame, as it goes down the body. */
+async function buildStreamMessage(s2c, requestNonce, index, responseJson, nonce = randomBytes(NONCE_LENGTH)) {
+  const sealed = await seal(s2c, concatBytes(RESPONSE_LABEL, requestNonce, u32(index)), utf8(responseJson), nonce);
+  return concatBytes(u32(1 + sealed.length), Uint8Array.of(FRAME_VERSION), sealed);
+}
+
+/** Reassembles u32be-length-prefixed messages from a body read in pieces: the HTTP
+ * chunks of a stream are not preserved by fetch, proxies or sockets, so a piece may hold
+ * half a length prefix, several messages, or a message's last byte. */
+class StreamSplitter {
+  constructor() {
+    this.buffer = new Uint8Array(0);
+    this.start = 0;
+    this.end = 0;
+  }
+
+  /** Adds `bytes`; returns the frames now complete, in order (each a copy of its own). */
+  push(bytes) {
+    if (this.end + bytes.length > this.buffer.length) {
+      const held = this.end - this.start;
+      if (held + bytes.length > this.buffer.length) {
+        const grown = new Uint8Array(Math.max(4096, 2 * (held + bytes.length)));
+        grown.set(this.buffer.subarray(this.start, this.end), 0);
+        this.buffer = grown;
+      } else {
+        this.buffer.copyWithin(0, this.start, this.end);
+      }
+      this.start = 0;
+      this.end = held;
+    }
+    this.buffer.set(bytes, this.end);
+    this.end += bytes.length;
+    const frames = [];
+    const b = this.buffer;
+    while (this.end - this.start >= 4) {
+      const s = this.start;
+      const length = ((b[s] << 24) | (b[s + 1] << 16) | (b[s + 2] << 8) | b[s + 3]) >>> 0;
+      if (this.end - s - 4 < length) break;
+      frames.push(b.slice(s + 4, s + 4 + length));
+      this.start = s + 4 + length;
+    }
+    if (this.start === this.end) this.start = this.end = 0;
+    return frames;
+  }
+
+  /** Bytes held that do not make a whole message yet (left over at the end: truncated). */
+  get pending() {
+    return this.end - this.start;
+  }
+}
+
 /** The server's half, for tests and tools that stand in for a server: opens a request
  * frame into {kid, nonce, json}, or null. */
 async function openRequestFrame(c2s, path, frame) {
@@ -1022,9 +1088,19 @@ const DEFAULTS = {
   wait: 25,
   timeout: 15000,
   pullGrace: 10000,
+  stream: false,
   retryMin: 500,
   retryMax: 30000,
 };
+
+/** What _send resolves to once a streamed pull has ended (its messages already applied). */
+const STREAMED = Object.freeze({ ok: true, streamed: true });
+
+/** Whether an answer is a streamed pull's (its Content-Type, parameters ignored). */
+function isStreamAnswer(response) {
+  const type = response.headers?.get?.('content-type');
+  return typeof type === 'string' && type.split(';')[0].trim().toLowerCase() === STREAM_TYPE;
+}
 
 /** Splits ".../prefix/sync/<instance>" into what the requests need. */
 function parseSyncUrl(url) {
@@ -1087,7 +1163,21 @@ function applyWrite(record, write) {
  *                       each user of a shared browser their own)
  *            fetch      (default globalThis.fetch)
  *            wait       long-poll seconds (default 25)
- *            timeout    ms for a request other than a long poll (default 15000)
+ *            stream     streamed pulls (default false): a long poll that finds nothing
+ *                       new stays open after the first change, and the server writes
+ *                       one sealed message per change down the same answer until
+ *                       `wait` runs out, so a busy feed costs one request per `wait`
+ *                       instead of one per change. Off by default because a proxy or
+ *                       CDN that buffers answers (nginx's proxy_buffering, some
+ *                       corporate proxies, compressing middleboxes) would hold the
+ *                       messages back until the stream ends, up to `wait` seconds
+ *                       late; turn it on where the path to the server passes each
+ *                       chunk on at once (direct, or nginx with proxy_buffering off
+ *                       or an X-Accel-Buffering: no header). Plain answers keep working
+ *                       either way
+ *            timeout    ms for a request other than a long poll (default 15000); a long
+ *                       poll (streamed or not) may take `wait` seconds plus pullGrace
+ *                       (default 10000 ms) before the client gives up on it
  *            retryMin, retryMax  backoff bounds in ms (default 500, 30000)
  */
 export function connectDSN(url, token, options = {}) {
@@ -1554,7 +1644,17 @@ class DSNClient {
     await this._connected();
     const wait = this._fresh ? 0 : this._options.wait;
     const since = this._cursor && { epoch: this._cursor.epoch, seq: this._cursor.seq, sv: this._cursor.sv };
-    const answer = await this._request('pull', { since, wait }, wait * 1000 + this._options.pullGrace);
+    // A streamed pull (option `stream`): its messages are applied as they arrive, each as
+    // an ordinary answer; when the stream ends (its `wait` ran out) the loop pulls again.
+    const stream = this._options.stream && wait > 0;
+    const answer = await this._request('pull', stream ? { since, wait, stream: true } : { since, wait },
+      wait * 1000 + this._options.pullGrace, stream ? (message) => this._applyPull(message) : undefined);
+    if (answer === STREAMED) return;
+    await this._applyPull(answer);
+  }
+
+  /** One pull answer, or one message of a streamed pull: applied, then said. */
+  async _applyPull(answer) {
     if (!answer.ok) throw new DSNError(answer.error?.code ?? 'bad_response', answer.error?.message ?? 'pull refused');
     this._fresh = false;
     if (answer.reset) await this._loadReset(answer);
@@ -1702,12 +1802,12 @@ class DSNClient {
   /** One protocol call after the hello: 404 says hello again, `clock` and `replay` send
    * a new frame (the offset already corrected), a dead token asks for a fresh one.
    * Throws for what the caller backs off from; answers {ok: false} for a refusal. */
-  async _request(op, fields, timeout = this._options.timeout) {
+  async _request(op, fields, timeout = this._options.timeout, onMessage = undefined) {
     for (let attempt = 0; ; attempt++) {
       await this._connected();
       let answer;
       try {
-        answer = await this._send(this._ep, { op, ...fields }, timeout);
+        answer = await this._send(this._ep, { op, ...fields }, timeout, onMessage);
       } catch (error) {
         if (error.status === 404 && attempt < 3) {
           this._ep = null;
@@ -1738,31 +1838,45 @@ class DSNClient {
 
   /** POSTs one frame and opens the answer. Throws a DSNError with `.status` for an
    * HTTP answer other than 200, `offline` when the server cannot be reached, and
-   * `bad_response` for an answer that does not open. */
-  async _send(path, request, timeout) {
+   * `bad_response` for an answer that does not open.
+   *
+   * With `onMessage` (a streamed pull), an answer of Content-Type STREAM_TYPE is read
+   * message by message as it arrives, each message opened with its index and handed to
+   * `onMessage` (awaited before the next is read); it then resolves to STREAMED once
+   * the server ends the stream. A message that does not open (forged, reordered, one
+   * missing before it), a stream cut inside a message, or a stream without messages
+   * is `bad_response`: the connection is dropped and the caller pulls again from its
+   * cursor. The `timeout` starts again when the stream's head arrives, so a stream that
+   * runs its full `wait` is never cut by the client. */
+  async _send(path, request, timeout, onMessage) {
     const keys = await this._session();
     const sentAt = Date.now();
     const body = JSON.stringify({ ...request, t: Math.round(sentAt + this._offset) });
     const { frame, nonce } = await buildRequestFrame(keys.c2s, keys.kid, path, body);
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), timeout);
+    let timer = setTimeout(() => controller.abort(), timeout);
     this._aborts.add(controller);
     let bytes;
     let status;
     try {
-      const response = await this._fetch(this._origin + this._prefix + path, {
-        method: 'POST',
-        headers: { 'Content-Type': 'text/plain' },
-        body: frame,
-        signal: controller.signal,
-      });
-      status = response.status;
-      bytes = new Uint8Array(await response.arrayBuffer());
-    } catch (error) {
-      if (this._stopped) throw new DSNError('closed', 'the client was closed');
-      const failure = new DSNError('offline', `${this._origin} cannot be reached: ${error?.cause?.code ?? error?.message ?? error}`);
-      failure.cause = error;
-      throw failure;
+      let response;
+      try {
+        response = await this._fetch(this._origin + this._prefix + path, {
+          method: 'POST',
+          headers: { 'Content-Type': 'text/plain' },
+          body: frame,
+          signal: controller.signal,
+        });
+        status = response.status;
+        if (!(status === 200 && onMessage && isStreamAnswer(response))) bytes = new Uint8Array(await response.arrayBuffer());
+      } catch (error) {
+        throw this._unreachable(error);
+      }
+      if (bytes === undefined) {
+        clearTimeout(timer);
+        timer = setTimeout(() => controller.abort(), timeout);
+        return await this._readStream(response, keys, nonce, path, onMessage, controller);
+      }
     } finally {
       clearTimeout(timer);
       this._aborts.delete(controller);
@@ -1772,7 +1886,82 @@ class DSNClient {
       failure.status = status;
       throw failure;
     }
-    const json = await openResponseFrame(keys.s2c, nonce, bytes);
+    return this._accept(keys, path, await openResponseFrame(keys.s2c, nonce, bytes), sentAt, true);
+  }
+
+  /** The error for a request that failed on the way (network, abort, a body cut off). */
+  _unreachable(error) {
+    if (this._stopped) return new DSNError('closed', 'the client was closed');
+    const failure = new DSNError('offline', `${this._origin} cannot be reached: ${error?.cause?.code ?? error?.message ?? error}`);
+    failure.cause = error;
+    return failure;
+  }
+
+  /** Reads a streamed pull's body (see _send). Where the fetch in use gives no streaming
+   * body (no response.body.getReader, nor an async-iterable body as node-fetch has), the
+   * whole body is read when the stream ends and split then: correct, only late. */
+  async _readStream(response, keys, nonce, path, onMessage, controller) {
+    const splitter = new StreamSplitter();
+    let index = 0;
+    const take = async (chunk) => {
+      const bytes = chunk instanceof Uint8Array ? chunk
+        : ArrayBuffer.isView(chunk) ? new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength) : new Uint8Array(chunk);
+      for (const frame of splitter.push(bytes)) {
+        const json = await openStreamMessage(keys.s2c, nonce, index, frame);
+        if (json === null) {
+          throw new DSNError('bad_response', `message ${index} of a streamed pull from ${path} did not open with its index (forged, reordered, or one is missing)`);
+        }
+        // Every message carries the ep of the request; only the first may move it (a later
+        // one would undo a rotation that a write made meanwhile).
+        const answer = this._accept(keys, path, json, null, index === 0);
+        index++;
+        await onMessage(answer);
+      }
+    };
+    const received = async (promise) => {
+      try {
+        return await promise;
+      } catch (error) {
+        throw this._unreachable(error);
+      }
+    };
+    const source = response.body;
+    try {
+      if (typeof source?.getReader === 'function') {
+        const reader = source.getReader();
+        try {
+          for (;;) {
+            const { value, done } = await received(reader.read());
+            if (done) break;
+            await take(value);
+          }
+        } catch (error) {
+          reader.cancel(error).catch(() => {});
+          throw error;
+        }
+      } else if (source && typeof source[Symbol.asyncIterator] === 'function') {
+        const chunks = source[Symbol.asyncIterator]();
+        for (;;) {
+          const { value, done } = await received(chunks.next());
+          if (done) break;
+          await take(value);
+        }
+      } else {
+        await take(await received(response.arrayBuffer()));
+      }
+      if (splitter.pending) throw new DSNError('bad_response', `a streamed pull from ${path} ended inside a message`);
+      if (index === 0) throw new DSNError('bad_response', `a streamed pull from ${path} ended without a message`);
+    } catch (error) {
+      controller.abort(); // drop the connection: what follows in it cannot be trusted
+      throw error;
+    }
+    return STREAMED;
+  }
+
+  /** An opened answer (JSON text, or null when it did not open): checked, then the clock
+   * offset, the next path and the status follow it. `sentAt` null: a stream message,
+   * sealed just before it was sent, so its arrival is the best guess for `now`. */
+  _accept(keys, path, json, sentAt, moveEp) {
     let answer = null;
     try {
       answer = json === null ? null : JSON.parse(json);
@@ -1786,10 +1975,10 @@ class DSNClient {
     if (Number.isFinite(answer.now)) {
       // The server read its clock somewhere between sending and receiving; the midpoint
       // is the best guess for a quick answer, the arrival for a long poll.
-      const local = receivedAt - sentAt < 2000 ? (sentAt + receivedAt) / 2 : receivedAt;
+      const local = sentAt !== null && receivedAt - sentAt < 2000 ? (sentAt + receivedAt) / 2 : receivedAt;
       this._offset = answer.now - local;
     }
-    if (this._keys === keys) this._ep = answer.ep;
+    if (moveEp && this._keys === keys) this._ep = answer.ep;
     // The server is back: whichever loop is still sleeping off the outage goes now.
     if (this._status.state === 'offline') this._wakeAll();
     if (this._status.state !== 'online' && this._cursor && !this._fresh) {
@@ -1854,6 +2043,7 @@ export const _internals = {
   sha256, SHA256, hmacSha256, hmacSha256Async, hkdfExtract, hkdfExpand, hkdf, keccakF1600, KECCAK_RC, Shake256, shake256,
   randomBytes, seal, sealSync, open, openSync, parseToken, deriveTrafficKeys,
   buildRequestFrame, openResponseFrame, openRequestFrame, buildResponseFrame,
+  STREAM_TYPE, openStreamMessage, buildStreamMessage, StreamSplitter,
   utf8, concatBytes, toHex, fromHex, b64uEncode, b64uDecode, equalBytes,
   parseSyncUrl, MemoryStorage, IndexedDBStorage,
 };
