@@ -482,22 +482,55 @@ def check_key(key):
 
 
 class _Entry:
-    """The latest state of one key: its change seq, its record (None = tombstone), its JSON.
+    """The latest state of one key: its change seq and its record (None = tombstone).
 
-    ``change`` is ``["table","key",record]`` encoded once, on first use, and
-    shared by every pull that carries it (PROTOCOL.md's changes entry).
+    The record is kept as its UTF-8 JSON (``data``), exactly the bytes every
+    pull and reset carries: a 200-byte record then costs one bytes object
+    instead of a dict and its values (about 240 bytes instead of 530 here),
+    pulls and resets splice it in without encoding, and the SQLite store
+    writes it as it is.  ``shape`` is the record's field names (an interned
+    tuple), so a sync() that rewrites every field needs no decode to merge.
     ``seen`` caches row-rule answers for this state, per token subject.
     """
 
-    __slots__ = ("table", "key", "seq", "record", "change", "seen")
+    __slots__ = ("table", "key", "seq", "data", "shape", "seen")
 
     def __init__(self, table, key):
         self.table = table
         self.key = key
         self.seq = 0
-        self.record = None
-        self.change = None
+        self.data = None
+        self.shape = ()
         self.seen = None
+
+    @property
+    def record(self):
+        """The record as a fresh dict, or None for a tombstone."""
+        return _loads(self.data) if self.data is not None else None
+
+
+_SHAPES = {}
+
+
+def _shape(record):
+    """The record's field names as one shared tuple per distinct shape (at most 10,000 kept)."""
+    shape = tuple(record)
+    found = _SHAPES.get(shape)
+    if found is None:
+        if len(_SHAPES) < 10000:
+            _SHAPES[shape] = shape
+        return shape
+    return found
+
+
+_PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')  # used with fullmatch: '$' would let a final newline in
+
+
+def _key_json(text):
+    """A JSON string literal for a key or table name, as UTF-8 bytes (no encoder call when plain)."""
+    if _PLAIN_KEY.fullmatch(text):
+        return ('"' + text + '"').encode("utf-8")
+    return _json_dumps(text).encode("utf-8")
 
 
 class View:
@@ -530,7 +563,7 @@ class View:
         answer = seen.get(self.sub)
         if answer is None:
             try:
-                answer = seen[self.sub] = bool(rule(entry.record, ReadContext(entry.table, entry.key, self)))
+                answer = seen[self.sub] = bool(rule(_loads(entry.data), ReadContext(entry.table, entry.key, self)))
             except Exception:
                 log.exception("the @can_read('%s') rule raised for key %r; the row stays hidden", entry.table, entry.key)
                 answer = seen[self.sub] = False
@@ -645,74 +678,85 @@ class MemoryStore:
     def get(self, table, key):
         with self.lock:
             entry = self._data.get(table, {}).get(key)
-            return entry.record if entry is not None else None
+            data = entry.data if entry is not None else None
+        return _loads(data) if data is not None else None
+
+    def exists(self, table, key):
+        with self.lock:
+            entry = self._data.get(table, {}).get(key)
+            return entry is not None and entry.data is not None
 
     def get_all(self, table):
         with self.lock:
             if table not in self._data:
                 raise UnknownTable("no table %r" % (table,))
-            return {k: e.record for k, e in self._data[table].items() if e.record is not None}
+            raw = [(k, e.data) for k, e in self._data[table].items() if e.data is not None]
+        return {k: _loads(d) for k, d in raw}
 
     def count(self, table=None):
         with self.lock:
             tables = [table] if table is not None else list(self._data)
-            return sum(1 for t in tables for e in self._data.get(t, {}).values() if e.record is not None)
+            return sum(1 for t in tables for e in self._data.get(t, {}).values() if e.data is not None)
 
     # -- writes ---------------------------------------------------------------
-    def apply(self, table, key, op, data=None, ledger=None):
+    def apply(self, table, key, op, data=None, ledger=None, encoded=None):
         """Apply one change atomically; returns (seq, record).
 
         ``op``: ``create`` (Exists if present), ``update`` (NotFound if absent;
         shallow merge), ``upsert`` (merge or create), ``replace`` (whole record),
         ``delete`` (NotFound if absent).  ``data`` must already be validated.
         ``ledger``: a client write's ``(jti, mid)``, remembered with its answer
-        in the same step, so a retry can never apply it twice.
+        in the same step, so a retry can never apply it twice.  ``encoded``:
+        ``data`` as UTF-8 JSON when the caller has it already.  The record
+        returned is a dict the caller may keep.
         """
         with self.lock:
             rows = self._data.get(table)
             if rows is None:
                 raise UnknownTable("no table %r" % (table,))
             entry = rows.get(key)
-            current = entry.record if entry is not None else None
-            if op == "create":
-                if current is not None:
-                    raise Exists("%s/%s already exists" % (table, key))
-                record = dict(data)
-            elif op == "update":
-                if current is None:
+            present = entry is not None and entry.data is not None
+            if op == "delete":
+                if not present:
                     raise NotFound("%s/%s does not exist" % (table, key))
-                record = dict(current)
-                record.update(data)
-            elif op == "upsert":
-                record = dict(current) if current is not None else {}
-                record.update(data)
-            elif op == "replace":
-                record = dict(data)
-            elif op == "delete":
-                if current is None:
-                    raise NotFound("%s/%s does not exist" % (table, key))
-                record = None
+                record = stored = None
             else:
-                raise ValueError("unknown op %r" % (op,))
+                if op == "create" and present:
+                    raise Exists("%s/%s already exists" % (table, key))
+                if op == "update" and not present:
+                    raise NotFound("%s/%s does not exist" % (table, key))
+                if op not in ("create", "update", "upsert", "replace"):
+                    raise ValueError("unknown op %r" % (op,))
+                shape = _shape(data)
+                if present and op != "replace" and shape is not entry.shape and not all(f in data for f in entry.shape):
+                    record = _loads(entry.data)  # a partial update: merge into the stored fields
+                    record.update(data)
+                    shape = _shape(record)
+                    stored = _json_dumps(record).encode("utf-8")
+                else:  # new, or every stored field rewritten: the data is the record
+                    record = dict(data)
+                    stored = encoded if encoded is not None else _json_dumps(record).encode("utf-8")
             seq = self.seq + 1
             if ledger is not None:
                 ledger = (ledger[0], ledger[1], {"ok": True, "seq": seq, "record": record})
-            self._persist_change(table, key, seq, record, ledger)
-            self._put(rows, table, key, entry, record, seq)
+            self._persist_change(table, key, seq, stored, ledger)
+            self._put(rows, table, key, entry, stored, seq)
+            if stored is not None:
+                rows[key].shape = shape
             self._notify()
             return seq, record
 
     def _put(self, rows, table, key, entry, record, seq):
+        """File ``record`` (UTF-8 JSON bytes, or None for a deletion) as ``seq``."""
         self.seq = seq
         if entry is None:
             entry = rows[key] = _Entry(table, key)
         else:
             self._stale += 1
-            if entry.record is None:
+            if entry.data is None:
                 self._tombstones -= 1
         entry.seq = seq
-        entry.record = record
-        entry.change = None
+        entry.data = record
         entry.seen = None
         if record is None:
             self._tombstones += 1
@@ -739,7 +783,7 @@ class MemoryStore:
             for s, e in zip(self._log_seq, self._log_entry):
                 if count is not None and dropped >= count:
                     break
-                if e.seq == s and e.record is None:
+                if e.seq == s and e.data is None:
                     del self._data[e.table][e.key]
                     e.seq = -1  # its log slot is stale from now on
                     self._stale += 1
@@ -785,7 +829,7 @@ class MemoryStore:
         return seq < self.floor or seq > self.seq or sv > self.sv
 
     def changes_since(self, seq, limit, view=EVERYTHING):
-        """(changes JSON fragments, new cursor seq) for changes after ``seq``.
+        """(changes as UTF-8 JSON fragments, new cursor seq) for changes after ``seq``.
 
         O(log n + changes since seq).  At most ``limit`` changes; the cursor
         then stops at the last one carried, and the client pulls again.  A row
@@ -806,17 +850,14 @@ class MemoryStore:
                 if len(out) >= limit:
                     cursor = seqs[i] - 1
                     break
-                if rules and entry.record is not None and not view.row_visible(entry):
-                    out.append(_json_dumps([entry.table, entry.key, None]))
-                    continue
-                change = entry.change
-                if change is None:
-                    change = entry.change = _json_dumps([entry.table, entry.key, entry.record])
-                out.append(change)
+                data = entry.data
+                if data is None or (rules and not view.row_visible(entry)):
+                    data = b"null"
+                out.append(b"".join((b"[", _key_json(entry.table), b",", _key_json(entry.key), b",", data, b"]")))
             return out, cursor
 
     def snapshot_page(self, snap_seq, after, limit, view=EVERYTHING):
-        """One reset page: ({table: {key: record}}, last seq walked, more).
+        """One reset page: (``{table: {key: record}}`` as UTF-8 JSON, last seq walked, more).
 
         Walks the log in seq order from ``after`` up to ``snap_seq``; a record
         changed since the snapshot (its seq is past ``snap_seq``) is skipped
@@ -824,7 +865,7 @@ class MemoryStore:
         """
         with self.lock:
             seqs, entries = self._log_seq, self._log_entry
-            records = {t: {} for t in self.tables if view.may_see_table(t)}
+            records = {t: [] for t in self.tables if view.may_see_table(t)}
             rules = view.rules
             n = 0
             last = after
@@ -834,11 +875,11 @@ class MemoryStore:
                 entry = entries[i]
                 s = seqs[i]
                 i += 1
-                if entry.seq != s or entry.record is None or entry.table not in records:
+                if entry.seq != s or entry.data is None or entry.table not in records:
                     continue
                 if rules and not view.row_visible(entry):
                     continue
-                records[entry.table][entry.key] = entry.record
+                records[entry.table].append(b"".join((_key_json(entry.key), b":", entry.data)))
                 last = s
                 n += 1
                 if n >= limit:
@@ -847,11 +888,13 @@ class MemoryStore:
             if n >= limit:  # peek for one more record, so the last page is never empty
                 for j in range(i, end):
                     entry = entries[j]
-                    if (entry.seq == seqs[j] and entry.record is not None and entry.table in records
+                    if (entry.seq == seqs[j] and entry.data is not None and entry.table in records
                             and (not rules or view.row_visible(entry))):
                         more = True
                         break
-            return records, (last if more else snap_seq), more
+        # The page is spliced from the stored JSON, outside the lock: no record is decoded.
+        blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
+        return blob, (last if more else snap_seq), more
 
     # -- mutation-id ledger ---------------------------------------------------
     def recall(self, jti, mid):
@@ -885,11 +928,12 @@ class MemoryStore:
                 for key, e in rows.items():
                     assert e.table == table and e.key == key, "entry filed under the wrong key"
                     assert 0 < e.seq <= self.seq, "entry seq out of range"
-                    assert e.record is not None or e.seq > self.floor, "tombstone below the floor"
+                    assert e.data is not None or e.seq > self.floor, "tombstone below the floor"
                     i = bisect.bisect_left(seqs, e.seq)
                     assert i < len(seqs) and seqs[i] == e.seq and entries[i] is e, "entry missing from the log"
-                    assert e.record is None or isinstance(e.record, dict), "record is not a dict"
-                    tomb += e.record is None
+                    assert e.data is None or isinstance(e.record, dict), "record is not a JSON object"
+                    assert e.data is None or e.shape == tuple(e.record), "shape differs from the record"
+                    tomb += e.data is None
             assert tomb == self._tombstones, "tombstone count %d != %d" % (tomb, self._tombstones)
             return True
 
@@ -1083,7 +1127,9 @@ class SQLiteStore(MemoryStore):
                 raise StoreError("%s holds records for table %r but not its schema" % (self.path, table))
             entry = rows[key] = _Entry(table, key)
             entry.seq = s
-            entry.record = json.loads(data) if data is not None else None
+            if data is not None:
+                entry.data = data.encode("utf-8")
+                entry.shape = _shape(entry.record)
             self._tombstones += data is None
             seqs.append(s)
             entries.append(entry)
@@ -1094,7 +1140,7 @@ class SQLiteStore(MemoryStore):
     def _persist_change(self, table, key, seq, record, ledger):
         self._require_open()  # before queueing: a refused change must never reach the file later
         if table is not None:
-            self._pending_rows.append((table, key, seq, _json_dumps(record) if record is not None else None))
+            self._pending_rows.append((table, key, seq, record.decode("utf-8") if record is not None else None))
         if ledger is not None:
             self._pending_mids.append((ledger[0], ledger[1], int(time.time()), _json_dumps(ledger[2])))
         if not self._batch_depth:
@@ -1217,7 +1263,7 @@ class SQLiteStore(MemoryStore):
             super().check()
             self._flush()
             on_disk = {(t, k): (s, d) for t, k, s, d in self._db.execute("SELECT tbl, key, seq, data FROM dsn_records")}
-            in_memory = {(t, k): (e.seq, _json_dumps(e.record) if e.record is not None else None)
+            in_memory = {(t, k): (e.seq, e.data.decode("utf-8") if e.data is not None else None)
                          for t, rows in self._data.items() for k, e in rows.items()}
             assert set(on_disk) == set(in_memory), "keys on disk differ from memory"
             for k, (s, d) in on_disk.items():
@@ -1487,8 +1533,8 @@ class _Hub:
     def _answer(self, state, nonce, ep, result, tail=None, index=None):
         """Seal a response: ``result`` is a dict of ok fields, a DSNError, or a stored write answer.
 
-        ``tail`` is pre-encoded JSON for the last member (a pull's changes), so
-        change fragments encoded once are spliced in, not re-encoded per client.
+        ``tail`` is pre-encoded UTF-8 JSON for the last members (a pull's changes,
+        a reset's records), spliced in from the stored JSON, never re-encoded.
         ``index`` numbers the messages of a streamed pull: it is sealed into the
         associated data after the request's nonce, so none can be dropped,
         reordered or replayed within the stream unnoticed.
@@ -1500,11 +1546,11 @@ class _Hub:
         else:
             obj = {"ok": True, "now": _now_ms(), "ep": ep}
             obj.update(result)
-        text = _json_dumps(obj)
+        text = _json_dumps(obj).encode("utf-8")
         if tail is not None:
-            text = text[:-1] + tail + "}"
+            text = b"".join((text[:-1], tail, b"}"))
         aad = _RES_LABEL + nonce if index is None else _RES_LABEL + nonce + struct.pack(">I", index)
-        return b"\x01" + seal(state.s2c, aad, text.encode("utf-8"))
+        return b"\x01" + seal(state.s2c, aad, text)
 
     # -- reads ----------------------------------------------------------------
     def _view(self, state):
@@ -1548,7 +1594,7 @@ class _Hub:
             with store.lock:
                 result["sv"] = store.sv
                 result["tables"] = self._visible_tables(state)
-        return self._answer(state, nonce, ep, result, ',"changes":[' + ",".join(changes) + "]", index)
+        return self._answer(state, nonce, ep, result, b',"changes":[' + b",".join(changes) + b"]", index)
 
     # -- long-polls: parked, then answered in one pass -----------------------
     def park(self, wait):
@@ -1703,13 +1749,17 @@ class _Hub:
         records, last, more = store.snapshot_page(snap, after, self.page_size, self._view(state))
         with store.lock:
             result = {"reset": True, "epoch": store.epoch, "seq": snap, "sv": store.sv,
-                      "tables": self._visible_tables(state), "records": records, "more": more,
+                      "tables": self._visible_tables(state), "more": more,
                       "next": "%s.%d.%d" % (store.epoch, snap, last) if more else None}
-        return self._answer(state, nonce, ep, result)
+        return self._answer(state, nonce, ep, result, b',"records":' + records)
 
     # -- writes ---------------------------------------------------------------
     def clean(self, table, key, data, spec):
-        """Validate a write's data against the table's schema; returns it without the key field."""
+        """Validate a write's data against the table's schema.
+
+        Returns ``(data without the key field, its UTF-8 JSON)``: the JSON is
+        what the store keeps, so it is encoded once, here.
+        """
         if not isinstance(data, dict):
             raise Invalid("data for %s/%s must be an object, got %s" % (table, key, type(data).__name__))
         keyfield = spec["key"]
@@ -1730,18 +1780,13 @@ class _Hub:
             encoded = _json_dumps(data).encode("utf-8")  # a lone surrogate cannot be UTF-8: refused here
         except (TypeError, ValueError) as e:
             raise Invalid("record %s/%s is not JSON-serialisable: %s" % (table, key, e))
-        size = len(encoded)
-        for field, value in data.items():
+        for field in data:
             if not isinstance(field, str):
                 raise Invalid("field names are strings; %s/%s has %r" % (table, key, field))
-            if type(value) in (dict, list, tuple):
-                # Nested values are stored as clients will decode them (tuples become
-                # lists, numeric keys strings), so the store and every mirror agree.
-                data = _loads(encoded)
-                break
-        if size > self.max_record:
-            raise Invalid("record %s/%s is %d bytes of JSON; the limit is %d (max_record)" % (table, key, size, self.max_record))
-        return data
+        if len(encoded) > self.max_record:
+            raise Invalid("record %s/%s is %d bytes of JSON; the limit is %d (max_record)"
+                          % (table, key, len(encoded), self.max_record))
+        return data, encoded
 
     def _write(self, state, m):
         mid = m.get("mid")
@@ -1777,12 +1822,12 @@ class _Hub:
             check_key(key)
         except ValueError as e:
             raise Invalid(str(e))
-        data = self.clean(table, key, m.get("data"), spec) if op != "delete" else None
+        data, encoded = self.clean(table, key, m.get("data"), spec) if op != "delete" else (None, None)
         with self._key_locks[hash((table, key)) & 63]:
-            current = self.store.get(table, key)
-            if op == "create" and current is not None:
+            present = self.store.exists(table, key)
+            if op == "create" and present:
                 raise Exists("%s/%s already exists" % (table, key))
-            if op != "create" and current is None:
+            if op != "create" and not present:
                 raise NotFound("%s/%s does not exist" % (table, key))
             given = {spec["key"]: key}
             if data:
@@ -1790,11 +1835,11 @@ class _Hub:
             result = self._call_handler(handler, given, WriteContext(op, table, key, state.claims, mid))
             if isinstance(result, dict) and op != "delete":
                 try:
-                    data = self.clean(table, key, result, spec)
+                    data, encoded = self.clean(table, key, result, spec)
                 except Invalid as e:
                     log.error("the @on_%s('%s') handler returned a bad record: %s", op, table, e)
                     raise ProtocolError("the backend's handler failed", "handler_error")
-            seq, record = self.store.apply(table, key, op, data, ledger=(state.jti, mid))
+            seq, record = self.store.apply(table, key, op, data, ledger=(state.jti, mid), encoded=encoded)
         return {"ok": True, "seq": seq, "record": record}
 
     def _call_handler(self, handler, data, ctx):
@@ -2701,8 +2746,8 @@ class DSNSync:
         check_key(key)
         if not isinstance(data, dict):
             raise TypeError("sync() data must be a dict, got %s" % type(data).__name__)
-        data = self._hub.clean(table, key, data, spec)
-        self._store.apply(table, key, "upsert", data)
+        data, encoded = self._hub.clean(table, key, data, spec)
+        self._store.apply(table, key, "upsert", data, encoded=encoded)
         return True
 
     def remove(self, table, key):
@@ -2716,15 +2761,14 @@ class DSNSync:
         return True
 
     def get(self, table, key):
-        """The record (a copy, without the key field), or None if absent (also for a table never made)."""
-        record = self._store.get(table, key)
-        return dict(record) if record is not None else None
+        """The record (a fresh dict, without the key field), or None if absent (also for a table never made)."""
+        return self._store.get(table, key)
 
     def get_all(self, table):
         """``{key: record}`` for every record of ``table`` (copies; {} for a table never made).  O(records)."""
         if table not in self._store.tables:
             return {}
-        return {k: dict(r) for k, r in self._store.get_all(table).items()}
+        return self._store.get_all(table)
 
     def batch(self):
         """``with sync.batch(): ...``: many sync()/remove() calls, one feed wake-up (one commit when durable)."""
