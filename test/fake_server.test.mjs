@@ -6,13 +6,16 @@ import assert from 'node:assert/strict';
 
 import { connectDSN, _internals } from '../dsn_client.js';
 
-const { b64uEncode, randomBytes, deriveTrafficKeys, openRequestFrame, buildResponseFrame } = _internals;
+const { b64uEncode, randomBytes, deriveTrafficKeys, openRequestFrame, buildResponseFrame, buildStreamMessage, STREAM_TYPE } = _internals;
 const FAST = { retryMin: 10, retryMax: 50, wait: 25 };
 const BASE = '/sync/00112233445566ff';
 const SCHEMA = { t: { key: 'id', fields: null } };
 
-/** A server scripted by `answer(request) -> response fields | {status} | {raw}`; pulls
- * that `answer` leaves undefined are parked until the test calls `release(fields)`. */
+/** A server scripted by `answer(request) -> response fields | {status} | {raw} | {stream}`;
+ * pulls that `answer` leaves undefined are parked until the test calls `release(fields)`.
+ * `{stream: async ({message, write}) => ...}` answers a streamed pull: `message(i, fields)`
+ * is message i with its length prefix (sealed with i, as the server does), `write(bytes)`
+ * puts bytes on the body; the body ends when the function returns. */
 function fakeServer(answer) {
   const tokenSecret = randomBytes(32);
   const token = `dsn1.${b64uEncode(randomBytes(24))}.${b64uEncode(tokenSecret)}`;
@@ -33,6 +36,31 @@ function fakeServer(answer) {
       });
     }
     if (fields.status) return new Response(null, { status: fields.status });
+    if (fields.stream) {
+      const message = (index, msg) => buildStreamMessage(s2c, opened.nonce, index, JSON.stringify({ ok: true, now: Date.now(), ep: `${BASE}/ep`, ...msg }));
+      let cancelled = false;
+      const body = new ReadableStream({
+        start(controller) {
+          const write = (bytes) => {
+            if (cancelled) throw new Error('the client dropped the stream');
+            controller.enqueue(bytes);
+          };
+          fields.stream({ message, write }).then(() => controller.close(), () => {});
+        },
+        cancel() {
+          cancelled = true;
+        },
+      });
+      return new Response(body, { status: 200, headers: { 'Content-Type': STREAM_TYPE } });
+    }
+    if (fields.fallback) {
+      // A fetch without streaming bodies: no response.body, only arrayBuffer() of the whole.
+      const bytes = [];
+      for (const [index, msg] of fields.fallback.entries()) {
+        bytes.push(...await buildStreamMessage(s2c, opened.nonce, index, JSON.stringify({ ok: true, now: Date.now(), ep: `${BASE}/ep`, ...msg })));
+      }
+      return { status: 200, headers: new Headers({ 'content-type': STREAM_TYPE }), arrayBuffer: async () => Uint8Array.from(bytes).buffer };
+    }
     if (fields.raw) return new Response(fields.raw, { status: 200 });
     const body = JSON.stringify({ ok: true, now: Date.now(), ep: `${BASE}/ep`, ...fields });
     return new Response(await buildResponseFrame(s2c, opened.nonce, body), { status: 200 });
@@ -211,4 +239,173 @@ test('onStatus: a status that changes before the first call is delivered once, n
   client._setStatus({ state: 'connecting', code: 'no_persistence', message: 'before the first call' });
   await client.ready;
   assert.deepEqual(statuses.map((s) => s.code ?? s.state), ['no_persistence', 'connecting', 'online']);
+});
+
+/** mulberry32: the same "random" piece sizes on every run, so a failure can be replayed. */
+function prng(seed) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Writes `bytes` in pieces of 1 to `most` bytes, yielding to the event loop between them. */
+async function writeInPieces(write, bytes, random, most = 7) {
+  for (let at = 0; at < bytes.length;) {
+    const size = 1 + Math.floor(random() * most);
+    write(bytes.slice(at, at + size));
+    at += size;
+    await new Promise((resolve) => setTimeout(resolve, random() < 0.2 ? 1 : 0));
+  }
+}
+
+const streamHello = (request) => {
+  if (request.op === 'hello') return hello;
+  if (request.op === 'pull' && request.since === null) return emptyReset;
+  return undefined;
+};
+
+test('stream: a streamed pull written in tiny random pieces is reassembled, each message applied as it arrives', async (t) => {
+  const server = fakeServer(streamHello);
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, stream: true, fetch: server.fetch });
+  t.after(() => client.close());
+  const statuses = [];
+  client.onStatus((status) => statuses.push(status));
+  const seen = [];
+  client.onDataChange('t', (all) => seen.push(all.k?.n));
+  const synced = [];
+  client.onSync(({ cursor }) => synced.push(cursor?.seq));
+  await client.ready;
+  await waitFor(() => server.parked.length === 1, 'the long poll');
+  assert.equal(server.requests.at(-1).stream, true, 'a long poll asks for a stream');
+  assert.equal(server.requests.at(-1).wait, 25);
+
+  let more;
+  const gate = new Promise((resolve) => {
+    more = resolve;
+  });
+  const random = prng(20240611);
+  server.release({
+    async stream({ message, write }) {
+      // Messages 0..2 in pieces of 1..7 bytes (prefixes and frames split anywhere), then a
+      // pause with the stream open; then 3..5 in one piece with 6's first half, then the rest.
+      const first = [];
+      for (let i = 0; i < 3; i++) first.push(...await message(i, { epoch: 'e1', seq: i + 1, changes: [['t', 'k', { n: i + 1 }]] }));
+      await writeInPieces(write, Uint8Array.from(first), random);
+      await gate;
+      const rest = [];
+      for (let i = 3; i < 7; i++) rest.push(...await message(i, { epoch: 'e1', seq: i + 1, changes: [['t', 'k', { n: i + 1 }], ['t', `x${i}`, { n: i }]] }));
+      const cut = rest.length - 40;
+      write(Uint8Array.from(rest.slice(0, cut)));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await writeInPieces(write, Uint8Array.from(rest.slice(cut)), random, 3);
+    },
+  });
+  await waitFor(() => client.cursor.seq === 3, 'the first three messages, with the stream still open');
+  assert.deepEqual(seen.filter((n) => n !== undefined), [1, 2, 3], 'one onDataChange per message');
+  assert.equal(server.parked.length, 0, 'no new pull while the stream is open');
+  more();
+  await waitFor(() => client.cursor.seq === 7, 'the rest of the stream');
+  assert.deepEqual(seen.filter((n) => n !== undefined), [1, 2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(Object.keys(await client.getAll('t')).sort(), ['k', 'x3', 'x4', 'x5', 'x6']);
+  assert.deepEqual(synced.slice(-7), [1, 2, 3, 4, 5, 6, 7], 'onSync after every message');
+  // The stream ended: the client pulls again, from where the last message left it.
+  await waitFor(() => server.parked.length === 1, 'the next long poll');
+  assert.deepEqual(server.requests.at(-1).since, { epoch: 'e1', seq: 7, sv: 1 });
+  assert.equal(server.requests.at(-1).stream, true);
+  assert.deepEqual(statuses.filter((s) => s.state !== 'connecting' && s.state !== 'online'), [], 'no error on the way');
+});
+
+test('stream: many messages in one piece, and a plain answer to a streamed pull, both work', async (t) => {
+  const server = fakeServer(streamHello);
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, stream: true, fetch: server.fetch });
+  t.after(() => client.close());
+  await client.ready;
+  await waitFor(() => server.parked.length === 1, 'the long poll');
+  server.release({ epoch: 'e1', seq: 1, changes: [['t', 'plain', { n: 1 }]] }); // changes were already waiting
+  await waitFor(() => client.cursor.seq === 1, 'the plain answer');
+  await waitFor(() => server.parked.length === 1, 'the next long poll');
+  server.release({
+    async stream({ message, write }) {
+      const all = [];
+      for (let i = 0; i < 50; i++) all.push(...await message(i, { epoch: 'e1', seq: i + 2, changes: [['t', `m${i}`, { n: i }]] }));
+      write(Uint8Array.from(all));
+    },
+  });
+  await waitFor(() => client.cursor.seq === 51, 'fifty messages');
+  assert.equal(Object.keys(await client.getAll('t')).length, 51);
+});
+
+test('stream: a fetch without streaming bodies reads the whole stream at its end and splits it', async (t) => {
+  const server = fakeServer(streamHello);
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, stream: true, fetch: server.fetch });
+  t.after(() => client.close());
+  await client.ready;
+  await waitFor(() => server.parked.length === 1, 'the long poll');
+  server.release({ fallback: [1, 2, 3].map((n) => ({ epoch: 'e1', seq: n, changes: [['t', `f${n}`, { n }]] })) });
+  await waitFor(() => client.cursor.seq === 3, 'the three messages');
+  assert.deepEqual(await client.getAll('t'), { f1: { n: 1 }, f2: { n: 2 }, f3: { n: 3 } });
+  await waitFor(() => server.parked.length === 1, 'the next long poll');
+  assert.deepEqual(server.requests.at(-1).since, { epoch: 'e1', seq: 3, sv: 1 });
+});
+
+for (const [what, script] of [
+  ['a message missing (a gap: 0 then 2)', async ({ message, write }) => {
+    write(await message(0, { epoch: 'e1', seq: 1, changes: [['t', 'a', { n: 1 }]] }));
+    write(await message(2, { epoch: 'e1', seq: 3, changes: [['t', 'c', { n: 3 }]] }));
+    await new Promise(() => {}); // and the stream stays open: the client must drop it
+  }],
+  ['a tampered message', async ({ message, write }) => {
+    write(await message(0, { epoch: 'e1', seq: 1, changes: [['t', 'a', { n: 1 }]] }));
+    const bad = await message(1, { epoch: 'e1', seq: 2, changes: [['t', 'b', { n: 2 }]] });
+    bad[bad.length - 40] ^= 1;
+    write(bad);
+    await new Promise(() => {});
+  }],
+  ['two messages swapped', async ({ message, write }) => {
+    write(await message(0, { epoch: 'e1', seq: 1, changes: [['t', 'a', { n: 1 }]] }));
+    const second = await message(1, { epoch: 'e1', seq: 2, changes: [['t', 'b', { n: 2 }]] });
+    write(await message(2, { epoch: 'e1', seq: 3, changes: [['t', 'c', { n: 3 }]] }));
+    write(second);
+  }],
+  ['a stream cut inside a message', async ({ message, write }) => {
+    write(await message(0, { epoch: 'e1', seq: 1, changes: [['t', 'a', { n: 1 }]] }));
+    write((await message(1, { epoch: 'e1', seq: 2, changes: [['t', 'b', { n: 2 }]] })).slice(0, 30));
+  }],
+]) {
+  test(`stream: ${what} is refused (bad_response); the client drops the stream and pulls again from its cursor`, async (t) => {
+    let streams = 0;
+    const server = fakeServer(async (request) => {
+      if (request.op === 'pull' && request.stream && request.since?.seq === 0 && streams++ === 0) return { stream: script };
+      if (request.op === 'pull' && request.since?.seq === 1 && request.wait === 0) {
+        return { epoch: 'e1', seq: 3, changes: [['t', 'b', { n: 2 }], ['t', 'c', { n: 3 }]] };
+      }
+      return streamHello(request);
+    });
+    const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, stream: true, fetch: server.fetch });
+    const statuses = [];
+    client.onStatus((status) => statuses.push(status));
+    t.after(() => client.close());
+    await client.ready;
+    await waitFor(() => client.cursor.seq === 3, 'the pull after the refused stream');
+    assert.deepEqual(await client.getAll('t'), { a: { n: 1 }, b: { n: 2 }, c: { n: 3 } });
+    assert.ok(statuses.some((s) => s.state === 'error' && s.code === 'bad_response'), JSON.stringify(statuses));
+    const again = server.requests.filter((r) => r.op === 'pull' && r.since?.seq === 1);
+    assert.equal(again[0].wait, 0, 'after the error, the pull from the cursor does not wait');
+    await waitFor(() => server.parked.length === 1, 'a long poll again');
+    assert.equal(statuses.at(-1).state, 'online');
+  });
+}
+
+test('stream: false (the default) never asks for a stream', async (t) => {
+  const server = fakeServer(streamHello);
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, fetch: server.fetch });
+  t.after(() => client.close());
+  await client.ready;
+  await waitFor(() => server.parked.length === 1, 'the long poll');
+  server.release({ epoch: 'e1', seq: 1, changes: [['t', 'a', { n: 1 }]] });
+  await waitFor(() => server.parked.length === 1, 'the next long poll');
+  assert.ok(server.requests.filter((r) => r.op === 'pull').every((r) => !('stream' in r)));
 });
