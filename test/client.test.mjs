@@ -1,6 +1,7 @@
 // dsn_client.js against a live dsn_sync.py server (test/fixture_server.py): every API
 // call and error code, long-poll wake-up, resets, rollback, offline writes replayed
-// exactly once, tokens refreshed after 401, endpoint rotation, path prefixes.
+// exactly once, tokens refreshed after 401, endpoint rotation, path prefixes, streamed
+// pulls.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -9,7 +10,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-import { connectDSN, DSNError } from '../dsn_client.js';
+import { connectDSN, DSNError, _internals } from '../dsn_client.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..');
@@ -601,4 +602,148 @@ test('onSync with the server down: the queued writes count up, and down to 0 whe
   assert.deepEqual(await Promise.all(writes), [true, true]);
   assert.equal(events.at(-1).pending, 0);
   assert.ok(!client.statuses.some((s) => s.code === 'no_persistence'), 'no IndexedDB in Node is not a refusal');
+});
+
+/* ---------------- streamed pulls (option `stream`) ---------------- */
+
+const { STREAM_TYPE, StreamSplitter, concatBytes, deriveTrafficKeys, parseToken, openRequestFrame } = _internals;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A fetch that logs every request (opened with the token's keys: op, wait, stream) and
+ * the Content-Type of its answer; `alter(response)` may replace the answer. */
+function spyFetch(fixture, alter = (response) => response) {
+  const { c2s } = deriveTrafficKeys(parseToken(fixture.token).tokenSecret);
+  const log = [];
+  const fetch = async (url, init) => {
+    const opened = await openRequestFrame(c2s, new URL(url).pathname, init.body);
+    const request = opened ? JSON.parse(opened.json) : {};
+    const entry = { op: request.op, wait: request.wait, stream: request.stream, type: null };
+    log.push(entry);
+    const response = await globalThis.fetch(url, init);
+    entry.type = response.headers.get('content-type');
+    return alter(response);
+  };
+  return { fetch, log, pulls: () => log.filter((entry) => entry.op === 'pull').length };
+}
+
+/** Resolves when `client`'s view of metrics/`key` has value `value`. */
+function arrival(client, key, value) {
+  return new Promise((resolve) => {
+    const off = client.onDataChange('metrics', (all) => {
+      if (all[key]?.value === value) {
+        off();
+        resolve();
+      }
+    });
+  });
+}
+
+test('streamed pulls: successive backend changes reach onDataChange during one stream, with few requests', async (t) => {
+  const spy = spyFetch(shared);
+  const client = connect(shared, { stream: true, wait: 10, fetch: spy.fetch });
+  t.after(() => client.close());
+  await client.ready;
+  await waitFor(() => spy.log.some((entry) => entry.op === 'pull' && entry.stream === true && entry.wait === 10), 'a streamed long poll');
+  await sleep(100); // parked at the server
+  const pullsBefore = spy.pulls();
+  const changes = 25;
+  const delays = [];
+  for (let i = 0; i < changes; i++) {
+    const arrived = arrival(client, 'streamed', i);
+    const start = performance.now();
+    await shared.cmd({ cmd: 'sync', table: 'metrics', key: 'streamed', data: { value: i } });
+    await arrived;
+    delays.push(performance.now() - start);
+  }
+  const pulls = spy.pulls() - pullsBefore;
+  delays.sort((a, b) => a - b);
+  t.diagnostic(`${changes} changes, ${pulls} pull requests; sync() -> onDataChange median ${delays[changes >> 1].toFixed(1)} ms, max ${delays.at(-1).toFixed(1)} ms`);
+  assert.ok(pulls <= 2, `${pulls} pull requests for ${changes} changes: one stream should carry them`);
+  assert.ok(spy.log.some((entry) => entry.type === STREAM_TYPE), 'the answer was a stream');
+  assert.ok(delays[changes >> 1] < 200, `median delay ${delays[changes >> 1]} ms: each change arrives as it happens, not at the stream's end`);
+  assert.ok(client.statuses.every((status) => status.state === 'connecting' || status.state === 'online'), JSON.stringify(client.statuses));
+});
+
+test('streamed pulls: a stream ends with its wait, the client pulls again; its timeout never cuts a stream', async (t) => {
+  const fixture = await startFixture();
+  const spy = spyFetch(fixture);
+  // pullGrace far below the default: the client's timeout for a stream is `wait` + pullGrace.
+  const client = connect(fixture, { stream: true, wait: 1, pullGrace: 400, fetch: spy.fetch });
+  t.after(() => client.close());
+  await client.ready;
+  const seen = [];
+  client.onDataChange('metrics', (all) => {
+    if (all.tick && seen.at(-1) !== all.tick.value) seen.push(all.tick.value);
+  });
+  const start = Date.now();
+  let i = 0;
+  while (Date.now() - start < 3500) {
+    await fixture.cmd({ cmd: 'sync', table: 'metrics', key: 'tick', data: { value: i++ } });
+    await sleep(100);
+  }
+  await waitFor(() => seen.at(-1) === i - 1, 'the last tick');
+  const streams = spy.log.filter((entry) => entry.type === STREAM_TYPE).length;
+  t.diagnostic(`${i} changes over 3.5 s with wait 1: ${spy.pulls()} pulls, ${streams} of them streamed, ${seen.length} deliveries`);
+  assert.ok(streams >= 2, `${streams} streams: after one ends with its wait, the next pull streams again`);
+  assert.ok(spy.pulls() < i / 2, `${spy.pulls()} pulls for ${i} changes`);
+  assert.ok(seen.length > i / 2, `${seen.length} deliveries for ${i} changes`);
+  assert.ok(client.statuses.every((status) => status.state === 'connecting' || status.state === 'online'),
+    `no timeout, no error: ${JSON.stringify(client.statuses)}`);
+});
+
+test('streamed pulls: a tampered message is refused (bad_response), the stream dropped, and the client recovers from its cursor', async (t) => {
+  const fixture = await startFixture();
+  let tampered = 0;
+  // The first stream's second message gets one bit of its tag flipped on the way.
+  const spy = spyFetch(fixture, (response) => {
+    if (response.headers.get('content-type') !== STREAM_TYPE || tampered++) return response;
+    const splitter = new StreamSplitter();
+    let index = 0;
+    const body = response.body.pipeThrough(new TransformStream({
+      transform(chunk, controller) {
+        for (const frame of splitter.push(chunk)) {
+          if (index++ === 1) frame[frame.length - 1] ^= 1;
+          const n = frame.length;
+          controller.enqueue(concatBytes(Uint8Array.of(n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255), frame));
+        }
+      },
+    }));
+    return new Response(body, { status: response.status, headers: response.headers });
+  });
+  const client = connect(fixture, { stream: true, wait: 10, fetch: spy.fetch });
+  t.after(() => client.close());
+  await client.ready;
+  await waitFor(() => spy.log.some((entry) => entry.stream === true), 'a streamed long poll');
+  await sleep(100);
+  for (let value = 0; value < 4; value++) {
+    await sleep(150); // the next long poll parked, so that the change goes down a stream
+    const arrived = arrival(client, 'tamper', value);
+    await fixture.cmd({ cmd: 'sync', table: 'metrics', key: 'tamper', data: { value } });
+    await arrived;
+  }
+  assert.equal(tampered >= 2, true, 'a second stream after the dropped one');
+  const errors = client.statuses.filter((status) => status.state === 'error');
+  assert.deepEqual(errors.map((status) => status.code), ['bad_response'], JSON.stringify(client.statuses));
+  assert.match(errors[0].message, /message 1 of a streamed pull/);
+  assert.equal(client.statuses.at(-1).state, 'online');
+  const afterError = spy.log.slice(spy.log.findIndex((entry) => entry.type === STREAM_TYPE) + 1).find((entry) => entry.op === 'pull');
+  assert.equal(afterError.wait, 0, 'pulled again at once, from the cursor');
+  assert.deepEqual(await client.get('metrics', 'tamper'), { value: 3 });
+});
+
+test('streamed pulls off (stream: false, the default): plain long polls as before, one request per change', async (t) => {
+  const spy = spyFetch(shared);
+  const client = connect(shared, { wait: 10, fetch: spy.fetch });
+  t.after(() => client.close());
+  await client.ready;
+  await sleep(200);
+  const pullsBefore = spy.pulls();
+  for (let i = 0; i < 5; i++) {
+    const arrived = arrival(client, 'unstreamed', i);
+    await shared.cmd({ cmd: 'sync', table: 'metrics', key: 'unstreamed', data: { value: i } });
+    await arrived;
+  }
+  assert.ok(spy.pulls() - pullsBefore >= 4, 'a pull per change (the one after the last may not be out yet)');
+  assert.ok(spy.log.every((entry) => entry.stream === undefined), 'no request asks for a stream');
+  assert.ok(spy.log.every((entry) => entry.type !== STREAM_TYPE));
 });
