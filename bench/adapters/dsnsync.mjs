@@ -10,6 +10,14 @@
 //
 // The harness URL is the bench server's origin (http://127.0.0.1:PORT): GET /_bench/token
 // there gives the sync URL and a token per client; the frames then go to /sync/<instance>.
+//
+// Streamed pulls (README "Streamed pulls") are on by default here, as there is no proxy
+// between the generator and the server to hold chunks back; DSN_STREAM=0 turns them off
+// (plain long polls, one request per change). A long poll asks with stream: true; an
+// answer of Content-Type application/x-dsn-stream is read as it arrives ('data' events),
+// its u32be-length-prefixed messages reassembled across chunk boundaries, each opened
+// with its index and its changes handed to onChange at once; when the stream ends (its
+// wait ran out) the subscriber pulls again from its cursor.
 import http from 'node:http';
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { _internals } from '../../dsn_client.js';
@@ -24,6 +32,8 @@ const REQ_LABEL = utf8('dsn-sync/v1 req\n');
 const RES_LABEL = utf8('dsn-sync/v1 res\n');
 const STREAM_LABEL = utf8('dsn-sync/v1 stream');
 const RETRY = new Set(['clock', 'replay']);
+const STREAM_TYPE = 'application/x-dsn-stream';
+const STREAMED = Symbol('streamed');  // what call() answers once a streamed pull has ended
 // Above this many bytes a response's tag is checked through crypto.subtle (what the
 // browser client does for every frame); below it the synchronous JS HMAC is cheaper
 // than subtle's promise round trip.
@@ -53,6 +63,28 @@ function nonce16() {
 }
 
 function u32(n) { return Uint8Array.of(n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255); }
+
+// Reassembles u32be(len) || frame messages from a body read in pieces. The common case, a
+// 'data' chunk that holds whole messages, is split without a copy (subarrays of the chunk,
+// which Node does not reuse); only a message cut across chunks is gathered in a buffer.
+class Splitter {
+  constructor() { this.held = null; }
+  push(chunk) {
+    let bytes = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length);
+    if (this.held) { bytes = concatBytes(this.held, bytes); this.held = null; }
+    const frames = [];
+    let at = 0;
+    while (bytes.length - at >= 4) {
+      const n = ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
+      if (bytes.length - at - 4 < n) break;
+      frames.push(bytes.subarray(at + 4, at + 4 + n));
+      at += 4 + n;
+    }
+    if (at < bytes.length) this.held = bytes.slice(at);
+    return frames;
+  }
+  get pending() { return this.held ? this.held.length : 0; }
+}
 
 // The same envelope (PROTOCOL.md section 1) with node:crypto's C SHAKE256 and HMAC. Per key,
 // the sponge that has absorbed label || enc and the HMAC's inner and outer pad states are
@@ -92,17 +124,62 @@ const native = {
   },
 };
 
-export function makeAdapter({ crypto = process.env.DSN_BENCH_CRYPTO || 'js' } = {}) {
+export function makeAdapter({ crypto = process.env.DSN_BENCH_CRYPTO || 'js', stream = process.env.DSN_STREAM !== '0' } = {}) {
   const seal = crypto === 'native' ? native.seal : sealSync;
-  const open = crypto === 'native' ? async (k, a, b) => native.open(k, a, b)
-    : async (k, a, b) => (b.length > SUBTLE_ABOVE ? openAsync(k, a, b) : openSync(k, a, b));
+  // Synchronous where the open is (a value), a promise where it is not (crypto.subtle).
+  const open = crypto === 'native' ? (k, a, b) => native.open(k, a, b)
+    : (k, a, b) => (b.length > SUBTLE_ABOVE ? openAsync(k, a, b) : openSync(k, a, b));
 
   // /_bench/ calls go on a connection of their own (agent: false): the server answers them
   // with Connection: close, and the keep-alive pool stays for protocol traffic.
-  function httpCall(host, port, method, path, body, inflight, contentType = 'text/plain') {
+  // `onFrame(frame, index)`: a streamed pull; an answer of STREAM_TYPE is then split into
+  // its messages as it arrives, each handed (in order, awaited) to onFrame, and the call
+  // resolves {status, streamed: n} at the stream's end. A message onFrame refuses ends the
+  // call with that error and drops the connection.
+  function httpCall(host, port, method, path, body, inflight, contentType = 'text/plain', onFrame = null) {
     return new Promise((resolve, reject) => {
       const headers = body ? { 'content-type': contentType, 'content-length': body.length } : {};
       const req = http.request({ host, port, path, method, agent: path.startsWith('/_bench/') ? false : agent, headers }, (res) => {
+        if (onFrame && res.statusCode === 200 && res.headers['content-type'] === STREAM_TYPE) {
+          const splitter = new Splitter();
+          let index = 0, chain = null, failed = null, settled = false;
+          const settle = (error) => {
+            if (settled) return;
+            settled = true;
+            inflight?.delete(req);
+            if (error) reject(error); else resolve({ status: 200, streamed: index });
+          };
+          const fail = (error) => { if (!failed) { failed = error; req.destroy(); settle(error); } };
+          const take = (frame) => {
+            const out = onFrame(frame, index++);
+            if (out && typeof out.then === 'function') return out;
+            return null;
+          };
+          res.on('data', (c) => {
+            if (failed) return;
+            for (const frame of splitter.push(c)) {
+              // Messages are handled in order: synchronously while nothing is pending.
+              if (chain) chain = chain.then(() => (failed ? null : take(frame))).catch(fail);
+              else {
+                try {
+                  const out = take(frame);
+                  if (out) chain = out.catch(fail);
+                } catch (e) { fail(e); return; }
+              }
+            }
+          });
+          res.on('end', () => {
+            const done = () => {
+              if (failed) return;
+              if (splitter.pending) fail(new Error('pull: the stream ended inside a message'));
+              else settle(null);
+            };
+            if (chain) chain.then(done); else done();
+          });
+          res.on('error', (e) => fail(e));
+          res.on('close', () => { if (!res.complete) fail(new Error('pull: the stream was cut')); });
+          return;
+        }
         const chunks = [];
         res.on('data', (c) => chunks.push(c));
         res.on('end', () => {
@@ -134,7 +211,7 @@ export function makeAdapter({ crypto = process.env.DSN_BENCH_CRYPTO || 'js' } = 
 
     // One protocol call: frame, POST, open, JSON. A 404 (rotated or unknown path) says
     // hello again at the base path and retries; clock/replay answers are retried too.
-    async function call(op, fields = {}) {
+    async function call(op, fields = {}, onMessage = null) {
       for (let attempt = 0; attempt < 4; attempt++) {
         if (op !== 'hello' && ep === null) await call('hello');
         const path = op === 'hello' ? base : ep;
@@ -144,8 +221,29 @@ export function makeAdapter({ crypto = process.env.DSN_BENCH_CRYPTO || 'js' } = 
         fields.t = Date.now() + offset;
         const frame = concatBytes(head, seal(c2s, aad, utf8(JSON.stringify(fields)), nonce));
         const t0 = TRACE ? performance.now() : 0;
-        const res = await httpCall(host, port, 'POST', path, frame, inflight);
+        let onFrame = null;
+        if (onMessage) {
+          // Message i of a streamed pull: 0x01 || seal(s2c, res label || nonce || u32(i), json).
+          const resAad = concatBytes(RES_LABEL, nonce);
+          onFrame = (bytes, index) => {
+            if (bytes[0] !== 1) throw new Error(`pull: stream message ${index} is not a v1 frame`);
+            const opened = open(s2c, concatBytes(resAad, u32(index)), bytes.subarray(1));
+            const use = (text) => {
+              if (text === null) throw new Error(`pull: stream message ${index} does not open with its index`);
+              const answer = JSON.parse(Buffer.from(text.buffer, text.byteOffset, text.length).toString('utf8'));
+              if (index === 0) ep = answer.ep ?? ep;
+              if (typeof answer.now === 'number') offset = answer.now - Date.now();
+              return onMessage(answer);
+            };
+            return opened && typeof opened.then === 'function' ? opened.then(use) : use(opened);
+          };
+        }
+        const res = await httpCall(host, port, 'POST', path, frame, inflight, 'text/plain', onFrame);
         const t1 = TRACE ? performance.now() : 0;
+        if (res.streamed !== undefined) {
+          if (!res.streamed) throw new Error('pull: a stream without a message');
+          return STREAMED;
+        }
         if (res.status === 404 && op !== 'hello') { ep = null; continue; }
         if (res.status !== 200) throw new Error(`${op}: HTTP ${res.status}`);
         const body = new Uint8Array(res.body.buffer, res.body.byteOffset, res.body.length);
@@ -180,9 +278,25 @@ export function makeAdapter({ crypto = process.env.DSN_BENCH_CRYPTO || 'js' } = 
         let cursor = since === null ? { epoch: hello.epoch, seq: hello.seq, sv: hello.sv } : null;
         (async () => {
           let failures = 0;
+          const deliver = (answer) => {
+            for (const [table, key, data] of answer.changes) {
+              known.add(`${table}\0${key}`);
+              if (table === 'w1' && data && data.i > mark.maxI) { mark.maxI = data.i; mark.maxAt = nowMs(); }
+              cb({ table, key, data, seq: answer.seq });
+            }
+            cursor = { epoch: answer.epoch, seq: answer.seq, sv: answer.sv ?? cursor?.sv };
+          };
+          // One message of a streamed pull: an ordinary changes answer, delivered as it arrives.
+          const onMessage = (answer) => {
+            if (!answer.ok || !Array.isArray(answer.changes)) throw new Error(`pull: stream message ${answer.error?.code ?? 'without changes'}`);
+            deliver(answer);
+          };
           while (!state.closed) {
             try {
-              let answer = await call('pull', { since: cursor, wait: cursor ? 25 : 0 });
+              const streamed = stream && cursor !== null;
+              let answer = await call('pull', streamed ? { since: cursor, wait: 25, stream: true } : { since: cursor, wait: cursor ? 25 : 0 },
+                                      streamed ? onMessage : null);
+              if (answer === STREAMED) { failures = 0; continue; }
               if (!answer.ok) throw new Error(`pull: ${answer.error?.code}`);
               if (answer.reset) {
                 // Applied only when the last page is in, as the client's mirror does.
@@ -198,14 +312,10 @@ export function makeAdapter({ crypto = process.env.DSN_BENCH_CRYPTO || 'js' } = 
                     for (const key in rows) { known.add(`${table}\0${key}`); cb({ table, key, data: rows[key], seq: page.seq }); }
                   }
                 }
+                cursor = { epoch: answer.epoch, seq: answer.seq, sv: answer.sv ?? cursor?.sv };
               } else {
-                for (const [table, key, data] of answer.changes) {
-                  known.add(`${table}\0${key}`);
-                  if (table === 'w1' && data && data.i > mark.maxI) { mark.maxI = data.i; mark.maxAt = nowMs(); }
-                  cb({ table, key, data, seq: answer.seq });
-                }
+                deliver(answer);
               }
-              cursor = { epoch: answer.epoch, seq: answer.seq, sv: answer.sv ?? cursor?.sv };
               failures = 0;
             } catch (e) {
               if (state.closed) return;
