@@ -8,7 +8,9 @@
  *     client.onDataChange('users', (all) => render(all));
  *     await client.create('users', 'user_004', { name: 'Ada' });
  *
- * It keeps a mirror of the tables the token may read, fed by a long-poll loop, and an
+ * It keeps a mirror of the tables the token may read, fed by a long-poll loop (with
+ * connectDSN(url, token, { stream: true }), by streamed pulls: one open answer carries a
+ * sealed message per change until its `wait` runs out; see the option), and an
  * outbox of writes that are applied to the mirror at once (optimistically) and sent in
  * order, each with a stable mutation id, until the backend accepts or refuses them.
  * In a browser the mirror and the outbox live in IndexedDB (one database per server
