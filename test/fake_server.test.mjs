@@ -3,6 +3,7 @@
 // a pull overtaking an ack, answers that do not open, 5xx, a forgotten reset page.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 
 import { connectDSN, _internals } from '../dsn_client.js';
 
@@ -408,4 +409,62 @@ test('stream: false (the default) never asks for a stream', async (t) => {
   server.release({ epoch: 'e1', seq: 1, changes: [['t', 'a', { n: 1 }]] });
   await waitFor(() => server.parked.length === 1, 'the next long poll');
   assert.ok(server.requests.filter((r) => r.op === 'pull').every((r) => !('stream' in r)));
+});
+
+/** The scripted server behind a real node:http socket: each answer's body goes out as it
+ * is produced, one HTTP chunk per piece (Transfer-Encoding: chunked), so the client's own
+ * fetch reads a stream whose chunk boundaries cut messages anywhere. */
+async function overHttp(server) {
+  const listener = http.createServer(async (req, res) => {
+    const parts = [];
+    for await (const part of req) parts.push(part);
+    const controller = new AbortController();
+    res.on('close', () => controller.abort());
+    try {
+      const response = await server.fetch(`http://127.0.0.1${req.url}`, { body: new Uint8Array(Buffer.concat(parts)), signal: controller.signal });
+      const headers = {};
+      response.headers.forEach((value, name) => {
+        headers[name] = value;
+      });
+      res.writeHead(response.status, headers);
+      res.socket.setNoDelay(true);
+      if (response.body) for await (const piece of response.body) res.write(piece);
+      res.end();
+    } catch {
+      res.destroy();
+    }
+  });
+  await new Promise((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${listener.address().port}${BASE}`, close: () => listener.close() };
+}
+
+test('stream: over a real socket with the platform fetch, chunks that cut messages anywhere are reassembled', async (t) => {
+  const random = prng(7);
+  let streams = 0;
+  const server = fakeServer((request) => {
+    if (request.op === 'pull' && request.stream && streams++ === 0) {
+      return {
+        async stream({ message, write }) {
+          for (let i = 0; i < 12; i++) {
+            const bytes = await message(i, { epoch: 'e1', seq: i + 1, changes: [['t', 'k', { n: i + 1, pad: 'x'.repeat(Math.floor(random() * 300)) }]] });
+            await writeInPieces(write, bytes, random, 13);
+          }
+        },
+      };
+    }
+    return streamHello(request);
+  });
+  const remote = await overHttp(server);
+  t.after(() => remote.close());
+  const client = connectDSN(remote.url, server.token, { ...FAST, stream: true });
+  t.after(() => client.close());
+  const seen = [];
+  client.onDataChange('t', (all) => {
+    if (all.k) seen.push(all.k.n);
+  });
+  await client.ready;
+  await waitFor(() => client.cursor?.seq === 12, 'twelve messages');
+  assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+  await waitFor(() => server.parked.length === 1, 'the next long poll, once the stream ended');
+  assert.deepEqual(server.requests.at(-1).since, { epoch: 'e1', seq: 12, sv: 1 });
 });
