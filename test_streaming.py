@@ -164,3 +164,27 @@ def test_a_departed_stream_client_does_not_stop_the_others(server):
         index += 1
         got.update({k: r for _, k, r in message["changes"]})
     assert got["k"] == {"v": 2}
+
+
+def test_stream_messages_are_spaced_and_coalesced_to_the_latest_state(server, monkeypatch):
+    monkeypatch.setattr(server._hub, "stream_spacing", 0.1)  # 0.1 s per parked pull: one pull here
+    c = StreamClient(server)
+    hello = c.ok({"op": "hello"})
+    c.send({"op": "pull", "since": {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]},
+            "wait": 1.5, "stream": True})
+    time.sleep(0.1)
+    for n in range(40):  # 40 changes in about 0.4 s
+        server.sync("t", "hot", {"n": n})
+        time.sleep(0.01)
+    c.head()
+    messages, index, last = 0, 0, None
+    while True:
+        message = c.message(index)
+        if message is None:
+            break
+        index += 1
+        messages += 1
+        for _, key, record in message["changes"]:
+            last = record
+    assert last == {"n": 39}, "the stream ends on the latest state"
+    assert messages <= 8, "40 changes spaced at 0.1 s come as a few coalesced messages, got %d" % messages
