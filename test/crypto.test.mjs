@@ -3,6 +3,7 @@
 // the project's own protocol_v1.json, byte for byte.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash, createHmac } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { DSNError, _internals } from '../dsn_client.js';
 
 const {
-  SHA256, Shake256, sha256, hmacSha256, hmacSha256Async, hkdf, hkdfExtract, hkdfExpand, shake256,
+  SHA256, HmacSha256Key, Shake256, sha256, hmacSha256, hmacSha256Async, hkdf, hkdfExtract, hkdfExpand, shake256,
   seal, sealSync, open, openSync, parseToken, deriveTrafficKeys, buildRequestFrame, openResponseFrame,
   openRequestFrame, buildResponseFrame, randomBytes,
 } = _internals;
@@ -79,6 +80,48 @@ test('HMAC-SHA256: crypto.subtle and the JS fallback agree on every vector', asy
     const key = bytes(c.key);
     const msg = bytes(c.msg);
     assert.equal(hex(await hmacSha256Async(key, msg)), hex(hmacSha256(key, msg)), `tcId ${c.tcId}`);
+  }
+});
+
+test('HMAC-SHA256: a key whose pads are kept agrees with one made per call and with node:crypto', () => {
+  // Random keys (empty, short, one block, longer than a block) and messages around the
+  // block boundaries, each key used for many messages in a row, in one part and in pieces.
+  for (const keyLength of [0, 1, 31, 32, 63, 64, 65, 100, 200]) {
+    const key = randomBytes(keyLength);
+    const kept = new HmacSha256Key(key);
+    for (const length of [0, 1, 32, 55, 56, 63, 64, 65, 119, 120, 128, 215, 1000]) {
+      const msg = randomBytes(length);
+      const expected = createHmac('sha256', key).update(msg).digest('hex');
+      const cut = length >> 1;
+      assert.equal(hex(kept.mac([msg])), expected, `key ${keyLength} B, msg ${length} B`);
+      assert.equal(hex(kept.mac([msg.subarray(0, cut), new Uint8Array(0), msg.subarray(cut)])), expected);
+      assert.equal(hex(hmacSha256(key, msg)), expected);
+      assert.equal(hex(sha256(msg)), createHash('sha256').update(msg).digest('hex'), `sha256 of ${length} B`);
+    }
+  }
+});
+
+test('HMAC-SHA256: a SHA256 copy goes on independently of its original', () => {
+  const prefix = randomBytes(70);
+  const a = new SHA256().update(prefix);
+  const b = a.copy();
+  const tail = randomBytes(40);
+  assert.equal(hex(b.update(tail).digest()), hex(sha256(new Uint8Array([...prefix, ...tail]))));
+  assert.equal(hex(a.digest()), hex(sha256(prefix)));
+});
+
+test('envelope: one key sealing and opening many messages, JS and crypto.subtle agree', async () => {
+  const key = randomBytes(64);
+  const aad = text('dsn-sync/v1 res\n/sync/0123456789abcdef');
+  for (let i = 0; i < 50; i++) {
+    const plaintext = randomBytes(i * 7);
+    const nonce = randomBytes(16);
+    const blob = sealSync(key, aad, plaintext, nonce);
+    assert.equal(hex(await seal(key, aad, plaintext, nonce)), hex(blob));
+    assert.equal(hex(openSync(key, aad, blob)), hex(plaintext));
+    blob[blob.length - 1 - (i % 32)] ^= 1;
+    assert.equal(openSync(key, aad, blob), null);
+    assert.equal(await open(key, aad, blob), null);
   }
 });
 
