@@ -517,7 +517,9 @@ def _shape(record):
     shape = tuple(record)
     found = _SHAPES.get(shape)
     if found is None:
-        if len(_SHAPES) < 10000:
+        # Only modest shapes are kept: field names come from clients too, and an
+        # unbounded cache of huge ones would pin memory after the records are gone.
+        if len(_SHAPES) < 10000 and len(shape) <= 64 and sum(map(len, shape)) <= 2048:
             _SHAPES[shape] = shape
         return shape
     return found
@@ -740,13 +742,11 @@ class MemoryStore:
             if ledger is not None:
                 ledger = (ledger[0], ledger[1], {"ok": True, "seq": seq, "record": record})
             self._persist_change(table, key, seq, stored, ledger)
-            self._put(rows, table, key, entry, stored, seq)
-            if stored is not None:
-                rows[key].shape = shape
+            self._put(rows, table, key, entry, stored, seq, shape if stored is not None else ())
             self._notify()
             return seq, record
 
-    def _put(self, rows, table, key, entry, record, seq):
+    def _put(self, rows, table, key, entry, record, seq, shape=()):
         """File ``record`` (UTF-8 JSON bytes, or None for a deletion) as ``seq``."""
         self.seq = seq
         if entry is None:
@@ -757,6 +757,7 @@ class MemoryStore:
                 self._tombstones -= 1
         entry.seq = seq
         entry.data = record
+        entry.shape = shape
         entry.seen = None
         if record is None:
             self._tombstones += 1
@@ -1219,10 +1220,17 @@ class SQLiteStore(MemoryStore):
             self._expire_mids()
 
     def begin_batch(self):
+        import sqlite3
         super().begin_batch()
         if self._batch_depth == 1:
-            self._require_open()
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._require_open()
+                self._db.execute("BEGIN IMMEDIATE")
+            except BaseException as e:
+                super().end_batch(False)  # give the lock back: the batch never started
+                if isinstance(e, sqlite3.Error):
+                    raise StoreError("cannot start a batch on %s: %s" % (self.path, e))
+                raise
 
     def end_batch(self, ok=True):
         try:
@@ -1277,6 +1285,7 @@ class SQLiteStore(MemoryStore):
 # Access rules, endpoint rotation, replay memory
 # =============================================================================
 
+_DIGITS = re.compile(r"[0-9]{1,19}")  # str.isdigit() also admits '²', which int() refuses
 _HANDLER_CODES = frozenset(("rejected", "invalid", "forbidden", "exists", "not_found"))
 _WRITE_OPS = ("create", "update", "delete")
 
@@ -1506,7 +1515,7 @@ class _Hub:
             request = _loads(plain)
             if not isinstance(request, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
             return 200, self._answer(state, nonce, self.base, ProtocolError("the request is not a JSON object"))
         op = request.get("op")
         ep = self.endpoints.admit(path, state.jti, op)
@@ -1657,6 +1666,15 @@ class _Hub:
         return self._changes_answer(wait.state, wait.nonce, wait.ep, wait.seq, wait.sv, found, index)
 
     def run_feed(self, io):
+        """The feed thread's body: _feed_loop, restarted after an unexpected error (logged)."""
+        while not self.stopping:
+            try:
+                return self._feed_loop(io)
+            except Exception:
+                log.exception("the feed thread hit an unexpected error; it carries on")
+                time.sleep(0.05)
+
+    def _feed_loop(self, io):
         """The feed thread: wake on every change, answer the parked pulls it concerns, in one pass.
 
         Waking a thousand threads on a Condition costs a thousand GIL hand-offs
@@ -1745,6 +1763,7 @@ class _Hub:
                         again.append(w)
                 except Exception:
                     log.exception("unexpected error answering a long-poll")
+                    io.close_wait(w)
             if again:
                 with store.lock:
                     if not self.stopping:
@@ -1761,7 +1780,7 @@ class _Hub:
         snap = after = None
         if isinstance(nxt, str):
             parts = nxt.split(".")
-            if len(parts) == 3 and parts[0] == store.epoch and parts[1].isdigit() and parts[2].isdigit():
+            if len(parts) == 3 and parts[0] == store.epoch and _DIGITS.fullmatch(parts[1]) and _DIGITS.fullmatch(parts[2]):
                 snap, after = int(parts[1]), int(parts[2])
                 if snap > store.seq or after > snap:
                     snap = None
@@ -1819,6 +1838,11 @@ class _Hub:
                 return answer
             try:
                 return self._apply_write(state, m, mid)
+            except StoreError:
+                # Not the write's answer: nothing was applied, and a retry with the
+                # same mid may succeed.  The details (paths, SQLite's words) stay here.
+                log.exception("the store failed a client write; answering 503")
+                raise _HTTPFault(503, "store failure")
             except DSNError as e:
                 answer = {"ok": False, "error": {"code": e.code, "message": e.message}}
                 self.store.remember(state.jti, mid, answer)
@@ -1921,10 +1945,18 @@ def _ready(sock, write, timeout):
     return bool(ready[0] or ready[1])
 
 
+def _content_length(headers):
+    """Content-Length as an int; ValueError unless it is plain digits (int() would take '1_0' or '+1')."""
+    value = headers.get("content-length", "")
+    if not _DIGITS.fullmatch(value):
+        raise ValueError("bad Content-Length %r" % value)
+    return int(value)
+
+
 class _Conn:
     """One client connection: its socket, unparsed bytes, and where it is in a request."""
 
-    __slots__ = ("sock", "raw", "tls", "buf", "deadline", "head", "started", "bytes_in")
+    __slots__ = ("sock", "raw", "tls", "buf", "deadline", "head", "started", "bytes_in", "served")
 
     def __init__(self, sock, tls):
         self.sock = self.raw = sock
@@ -1934,6 +1966,7 @@ class _Conn:
         self.head = None
         self.started = None
         self.bytes_in = 0
+        self.served = 0  # requests answered on this connection
 
 
 class _Server(socketserver.TCPServer):
@@ -1961,6 +1994,7 @@ class _Server(socketserver.TCPServer):
     max_header = 16384  # bytes of request line plus headers; frames carry everything else
     recv_size = 65536
     linger = 0.002  # seconds a worker waits for a keep-alive client's next request before handing it on
+    feed_patience = 0.05  # seconds the feed thread waits on one client's full socket before closing it
 
     def __init__(self, address, hub, owner, ssl_context, max_connections, max_body, allow_origins,
                  idle_timeout, header_timeout, body_timeout, workers=32, ipv6=False):
@@ -2052,7 +2086,9 @@ class _Server(socketserver.TCPServer):
         """Hand a connection back to the reactor until it has more to read."""
         now = time.monotonic()
         if not conn.buf and conn.head is None:
-            conn.deadline = now + self.idle_timeout
+            # Between requests: idle_timeout, but header_timeout until a first request
+            # (or a TLS handshake) is done, so silent connections cannot pile up.
+            conn.deadline = now + (self.idle_timeout if conn.served else self.header_timeout)
         self._idle.append(conn)  # append first, then look at the flag: the reactor clears it before draining
         if not self._wake_pending:
             # One wake-up byte per reactor turn, not per connection: the socketpair
@@ -2229,7 +2265,7 @@ class _Server(socketserver.TCPServer):
             early = (411, b"", "", None)
         if early is None:
             try:
-                length = int(headers.get("content-length", ""))
+                length = _content_length(headers)
                 if length < 0:
                     raise ValueError
             except ValueError:
@@ -2244,7 +2280,7 @@ class _Server(socketserver.TCPServer):
                 # A stale endpoint is routine (rotation): read the small body and keep
                 # the connection, rather than make the client reconnect to say hello.
                 try:
-                    length = int(headers.get("content-length", ""))
+                    length = _content_length(headers)
                 except ValueError:
                     length = -1
                 if 0 <= length <= self.max_body and "transfer-encoding" not in headers:
@@ -2262,6 +2298,7 @@ class _Server(socketserver.TCPServer):
         body = bytes(buf[:length])
         del buf[:length]
         conn.head = conn.started = None
+        conn.served += 1
         try:
             status, reply = hub.handle(path, body)
         except _HTTPFault as fault:
@@ -2315,6 +2352,10 @@ class _Server(socketserver.TCPServer):
             return 304, b"", extra, None
         return 200, body, extra, content_type
 
+    def close_wait(self, wait):
+        if wait.conn is not None:
+            self._close(wait.conn[0])
+
     def alive(self, wait):
         """Is a parked long-poll's client still there?  Peeks without consuming; closes it if gone."""
         conn = wait.conn[0]
@@ -2334,7 +2375,8 @@ class _Server(socketserver.TCPServer):
     def deliver(self, wait, body):
         """The feed thread's way to answer a parked long-poll, then hand the connection on."""
         conn, keep_alive, origin = wait.conn
-        if not self._send(conn, 200, body, keep_alive, origin, content_type="application/octet-stream"):
+        if not self._send(conn, 200, body, keep_alive, origin, content_type="application/octet-stream",
+                          patience=self.feed_patience):
             return self._close(conn)
         self._release(conn, keep_alive)
 
@@ -2356,7 +2398,7 @@ class _Server(socketserver.TCPServer):
                     "Cache-Control: no-store\r\n%s%s\r\n") % (
                 STREAM_TYPE, self.cors(origin), "" if keep_alive else "Connection: close\r\n")
             data = head.encode("latin-1") + data
-        if self._write(conn, data):
+        if self._write(conn, data, self.feed_patience):
             return True
         self._close(conn)
         return False
@@ -2364,11 +2406,11 @@ class _Server(socketserver.TCPServer):
     def end(self, wait):
         """Close a streamed pull with the last chunk; the connection carries on (keep-alive)."""
         conn, keep_alive, _ = wait.conn
-        if not self._write(conn, b"0\r\n\r\n"):
+        if not self._write(conn, b"0\r\n\r\n", self.feed_patience):
             return self._close(conn)
         self._release(conn, keep_alive)
 
-    def _send(self, conn, status, body, keep_alive, origin=None, extra="", content_type=None):
+    def _send(self, conn, status, body, keep_alive, origin=None, extra="", content_type=None, patience=None):
         """Write one whole answer; True if it went out.  Waits (bounded) only if the peer reads slowly."""
         head = "HTTP/1.1 %d %s\r\nContent-Length: %d\r\n%s%s%s%s\r\n" % (
             status, _REASONS.get(status, "Error"), len(body), self.cors(origin),
@@ -2376,15 +2418,21 @@ class _Server(socketserver.TCPServer):
             "Cache-Control: no-store\r\n" if status not in (200, 304) or content_type == "application/octet-stream" else "",
             extra + ("" if keep_alive else "Connection: close\r\n"))
         data = head.encode("latin-1") + body
-        if not self._write(conn, data):
+        if not self._write(conn, data, patience):
             return False
         with self._lock:
             self.bytes_in += conn.bytes_in
         conn.bytes_in = 0
         return True
 
-    def _write(self, conn, data):
-        """Send all of ``data``; False if the peer is gone or reads too slowly (``body_timeout``)."""
+    def _write(self, conn, data, patience=None):
+        """Send all of ``data``; False if the peer is gone or reads too slowly.
+
+        ``patience`` is how long a full socket buffer may hold the sender
+        (``body_timeout`` by default).  The feed thread passes ``feed_patience``:
+        one reader that stopped reading must not stall every other long-poll,
+        and closing its connection loses nothing (it pulls again from its cursor).
+        """
         size = len(data)
         data = memoryview(data)
         sock = conn.sock
@@ -2396,7 +2444,7 @@ class _Server(socketserver.TCPServer):
             except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 now = time.monotonic()
                 if deadline is None:
-                    deadline = now + self.body_timeout
+                    deadline = now + (self.body_timeout if patience is None else patience)
                 if now >= deadline:
                     return False
                 _ready(sock, True, min(deadline - now, 1.0))
@@ -3227,6 +3275,8 @@ class Client:
         deadline = time.monotonic() + self.write_timeout
         backoff = 0.1
         interrupted = False  # the server may have restarted (a new epoch) since we last heard
+        with self._lock:
+            sent_epoch = self.cursor["epoch"] if self.cursor is not None else None
         with self._write_lock:
             while True:
                 if self._closed.is_set():
@@ -3237,6 +3287,12 @@ class Client:
                     answer = self._exchange(self._write_conn, op, m)
                     if answer.get("ok") or (answer.get("error") or {}).get("code") != "expired":
                         break
+                    if interrupted:
+                        # An earlier attempt may have been applied with its answer lost; the
+                        # mid ledger is per token, so resending under a fresh token could
+                        # apply it twice.  Say so rather than guess.
+                        raise DSNError("the token expired while this write's outcome was unknown; it may have "
+                                       "been applied: check the record before writing it again", "uncertain")
                     if not self._refresh_token():  # expired answers are not in the mid ledger: retry is safe
                         raise AuthError(answer["error"].get("message", "the token has expired"), "expired")
                 except _Clock:
@@ -3274,7 +3330,11 @@ class Client:
             # The feed may already have applied this key at or past the ack's seq
             # (PROTOCOL.md 4, order): then the ack is old news and must not win.
             cursor = self.cursor
-            stale = cursor is not None and cursor["epoch"] == self._epoch and seq <= cursor["seq"]
+            # Stale: the feed already carried this key past the ack's seq in the ack's
+            # epoch, or the mirror moved to another epoch while the write was out (its
+            # reset is the truth; the ack's record may not exist there).
+            moved = cursor is not None and sent_epoch is not None and cursor["epoch"] != sent_epoch
+            stale = moved or (cursor is not None and cursor["epoch"] == self._epoch and seq <= cursor["seq"])
             if not stale:
                 rows = self._tables.setdefault(table, {})
                 if record is None:

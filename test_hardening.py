@@ -478,3 +478,93 @@ def test_oversized_and_unframed_requests_get_plain_statuses(target):
     assert conn.recv(100).startswith(b"HTTP/1.1 431")
     conn.close()
     assert raw.op("hello")[0] == 200
+
+
+# -----------------------------------------------------------------------------
+# Found in review: slow readers, store failures, odd numbers, deep JSON
+# -----------------------------------------------------------------------------
+
+
+def test_a_stream_reader_that_stops_reading_does_not_stall_other_long_polls():
+    sync = DSNSync(port=0)
+    sync.define_table("big", {"key": "id", "fields": None})
+    sync.start()
+    try:
+        stuck = RawClient(sync, sync.get_token())
+        hello = stuck.op("hello")[1]
+        since = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", sync.port))
+        frame = stuck.frame({"op": "pull", "since": since, "wait": 20, "stream": True, "t": int(time.time() * 1000)})
+        s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (stuck.ep, len(frame))).encode() + frame)
+        time.sleep(0.2)  # parked; it never reads from here on
+        good = dsn_sync.connect(sync.get_url(), sync.get_token())
+        assert good.wait_ready(10)
+        for i in range(30):  # big changes fill the stuck reader's buffers
+            sync.sync("big", "k%d" % i, {"blob": "x" * 200000})
+        started = time.monotonic()
+        sync.sync("big", "marker", {"v": 1})
+        assert wait_until(lambda: good.get("big", "marker") == {"v": 1}, timeout=10)
+        took = time.monotonic() - started
+        assert took < sync._server.body_timeout, "the feed waited on the stuck reader"
+        print("a long-poll answered %.0f ms after the change beside a stuck stream" % (took * 1000))
+        good.close()
+        s.close()
+    finally:
+        sync.stop()
+
+
+def test_a_failed_disk_write_is_a_503_and_not_the_writes_answer(tmp_path, caplog):
+    sync = DSNSync(port=0, db_connection_string="sqlite:///" + str(tmp_path / "s.db"))
+    sync.define_table("t", {"key": "id", "fields": None})
+    sync.on_create("t")(lambda data: True)
+    sync.start()
+    try:
+        raw = RawClient(sync, sync.get_token())
+        raw.op("hello")
+        store = sync._store
+        real = store._commit
+
+        def broken():
+            store._pending_rows, store._pending_mids = [], []
+            raise dsn_sync.StoreError("writing to %s failed: disk I/O error" % store.path)
+        store._commit = broken
+        caplog.set_level(logging.ERROR, logger="dsn_sync")
+        status, answer = raw.op("create", table="t", key="k", data={"v": 1}, mid="m-1")
+        assert status == 503 and answer is None  # no path, no SQLite words on the wire
+        store._commit = real
+        status, answer = raw.op("create", table="t", key="k", data={"v": 1}, mid="m-1")
+        assert status == 200 and answer["ok"] is True, answer
+        assert sync.get("t", "k") == {"v": 1}
+    finally:
+        sync.stop()
+
+
+def test_a_batch_that_cannot_start_gives_the_store_lock_back(tmp_path):
+    sync = DSNSync(port=0, db_connection_string="sqlite:///" + str(tmp_path / "b.db"))
+    sync.stop()  # closes the store
+    with pytest.raises(dsn_sync.StoreError):
+        with sync.batch():
+            pass
+    started = []
+    thread = threading.Thread(target=lambda: started.append(sync.start()))
+    thread.start()
+    thread.join(10)
+    assert started == [True], "start() hung on a lock the failed batch kept"
+    sync.stop()
+
+
+def test_odd_numbers_and_deep_json_are_bad_requests_not_500s(target):
+    raw = RawClient(target, target.get_token())
+    hello = raw.op("hello")[1]
+    status, answer = raw.op("pull", since=None, next="%s.\u00b2.0" % hello["epoch"], wait=0)
+    assert status == 200 and answer["ok"] and answer["reset"]  # an unknown `next`: a fresh reset
+    deep = b'{"op":"hello","t":1,"x":' + b"[" * 100000 + b"]" * 100000 + b"}"
+    status, answer = raw.call(deep)
+    assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "bad_request"
+    conn = socket.create_connection(("127.0.0.1", target.port), timeout=5)
+    conn.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\n" % raw.base).encode())
+    assert conn.recv(100).startswith(b"HTTP/1.1 411")
+    conn.close()
+    assert raw.op("hello")[0] == 200
