@@ -3275,8 +3275,6 @@ class Client:
         deadline = time.monotonic() + self.write_timeout
         backoff = 0.1
         interrupted = False  # the server may have restarted (a new epoch) since we last heard
-        with self._lock:
-            sent_epoch = self.cursor["epoch"] if self.cursor is not None else None
         with self._write_lock:
             while True:
                 if self._closed.is_set():
@@ -3285,6 +3283,7 @@ class Client:
                     self._write_conn = self._connection(self.write_timeout)
                 try:
                     answer = self._exchange(self._write_conn, op, m)
+                    answer_epoch = self._epoch  # the epoch as we knew it when the answer came
                     if answer.get("ok") or (answer.get("error") or {}).get("code") != "expired":
                         break
                     if interrupted:
@@ -3320,6 +3319,7 @@ class Client:
                 self._wake.set()  # the server answers again: the feed need not sit out its backoff
                 try:  # acks carry no epoch: learn it, so a new epoch's low seqs are not taken as old
                     self._epoch = _raise_for(self._exchange(self._write_conn, "hello", {}, at_base=True)).get("epoch")
+                    answer_epoch = self._epoch
                 except (_Transient, _Gone, AuthError):
                     pass
         if not answer.get("ok"):
@@ -3331,10 +3331,10 @@ class Client:
             # (PROTOCOL.md 4, order): then the ack is old news and must not win.
             cursor = self.cursor
             # Stale: the feed already carried this key past the ack's seq in the ack's
-            # epoch, or the mirror moved to another epoch while the write was out (its
+            # epoch, or the feed learned of another epoch after the answer came (its
             # reset is the truth; the ack's record may not exist there).
-            moved = cursor is not None and sent_epoch is not None and cursor["epoch"] != sent_epoch
-            stale = moved or (cursor is not None and cursor["epoch"] == self._epoch and seq <= cursor["seq"])
+            moved = self._epoch != answer_epoch
+            stale = moved or (cursor is not None and cursor["epoch"] == answer_epoch and seq <= cursor["seq"])
             if not stale:
                 rows = self._tables.setdefault(table, {})
                 if record is None:
