@@ -622,6 +622,7 @@ class MemoryStore:
     secret = None
     max_tombstones = 100000  # tombstones kept before the oldest are compacted
     mid_capacity = 100000  # newest (token, mid) answers remembered for idempotent retries
+    page_bytes = 4 << 20  # a reset page or changes answer stops past this much record JSON, whatever page_size says
 
     def __init__(self):
         self.lock = threading.RLock()
@@ -840,6 +841,7 @@ class MemoryStore:
         with self.lock:
             seqs, entries = self._log_seq, self._log_entry
             out = []
+            size = 0
             cursor = self.seq
             tables, rules = view.tables, view.rules
             for i in range(bisect.bisect_right(seqs, seq), len(seqs)):
@@ -848,13 +850,14 @@ class MemoryStore:
                     continue
                 if tables is not None and entry.table not in tables:
                     continue
-                if len(out) >= limit:
+                if len(out) >= limit or size >= self.page_bytes:
                     cursor = seqs[i] - 1
                     break
                 data = entry.data
                 if data is None or (rules and not view.row_visible(entry)):
                     data = b"null"
                 out.append(b"".join((b"[", _key_json(entry.table), b",", _key_json(entry.key), b",", data, b"]")))
+                size += len(data)
             return out, cursor
 
     def snapshot_page(self, snap_seq, after, limit, view=EVERYTHING):
@@ -868,7 +871,7 @@ class MemoryStore:
             seqs, entries = self._log_seq, self._log_entry
             records = {t: [] for t in self.tables if view.may_see_table(t)}
             rules = view.rules
-            n = 0
+            n = size = 0
             last = after
             i = bisect.bisect_right(seqs, after)
             end = bisect.bisect_right(seqs, snap_seq)
@@ -883,10 +886,11 @@ class MemoryStore:
                 records[entry.table].append(b"".join((_key_json(entry.key), b":", entry.data)))
                 last = s
                 n += 1
-                if n >= limit:
+                size += len(entry.data)
+                if n >= limit or size >= self.page_bytes:
                     break
             more = False
-            if n >= limit:  # peek for one more record, so the last page is never empty
+            if n >= limit or size >= self.page_bytes:  # peek for one more record, so the last page is never empty
                 for j in range(i, end):
                     entry = entries[j]
                     if (entry.seq == seqs[j] and entry.data is not None and entry.table in records

@@ -2397,3 +2397,28 @@ def test_only_the_client_and_the_inspector_answer_get(server):
     for path in (base_path(server) + "/inspect/x", base_path(server) + "/anything", "/index.html"):
         status, headers, _ = http_request(server.port, "GET", path)
         assert status == 405, (path, status)
+
+
+def test_pages_are_capped_in_bytes_as_well_as_records():
+    """A reset page or a changes answer stops past page_bytes of record JSON, and nothing is lost."""
+    sync = dsn_sync.DSNSync(port=0)
+    sync._store.page_bytes = 50000
+    sync.define_table("big", {"key": "id", "fields": None})
+    for i in range(20):
+        sync.sync("big", "k%02d" % i, {"blob": "x" * 10000})
+    sync.start()
+    try:
+        client = dsn_sync.connect(sync.get_url(), sync.get_token())
+        assert client.wait_ready(10)
+        assert client.get_all("big") == sync.get_all("big")
+        blob, last, more = sync._store.snapshot_page(sync._store.seq, 0, 5000)
+        assert more and len(blob) < 80000
+        changes, cursor = sync._store.changes_since(0, 5000)
+        assert len(changes) < 20 and cursor < sync._store.seq
+        for i in range(20):
+            sync.sync("big", "k%02d" % i, {"blob": "y" * 10000})
+        wait_until(lambda: client.get_all("big") == sync.get_all("big"), 10, "the mirror to converge")
+        client.close()
+    finally:
+        sync.stop()
+
