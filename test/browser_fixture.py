@@ -25,15 +25,14 @@ create or update whose data has ``"reject": true`` is refused, and recorded).
 Only the public API of dsn_sync is used.
 """
 
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dsn_sync  # noqa: E402
+from fixture_server import SECRET, serve  # noqa: E402  (the shared command loop; this fixture's own tables)
 
-SECRET = os.urandom(32).hex()
 calls = []
 tables = [
     ("users", {"key": "user_id", "fields": ["name", "email", "cart", "status"]}),
@@ -64,55 +63,13 @@ def build(port):
     return sync
 
 
+def define_and_remember(sync, name, schema):
+    define(sync, name, schema)
+    tables.append((name, schema))  # a fresh start defines it again
+
+
 def main():
-    sync = build(0)
-    sync.start()
-    port = sync.port
-
-    def reply(obj):
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
-    reply({"ok": True, "url": sync.get_url(), "token": sync.get_token(), "port": port, "epoch": sync.stats()["epoch"]})
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            command = json.loads(line)
-            cmd = command["cmd"]
-            if cmd == "exit":
-                break
-            if cmd == "sync":
-                sync.sync(command["table"], command["key"], command["data"])
-                reply({"ok": True})
-            elif cmd == "remove":
-                reply({"ok": True, "result": sync.remove(command["table"], command["key"])})
-            elif cmd == "get":
-                reply({"ok": True, "result": sync.get(command["table"], command["key"])})
-            elif cmd == "get_all":
-                reply({"ok": True, "result": sync.get_all(command["table"])})
-            elif cmd == "define_table":
-                define(sync, command["name"], command["schema"])
-                tables.append((command["name"], command["schema"]))
-                reply({"ok": True})
-            elif cmd == "calls":
-                reply({"ok": True, "result": calls})
-            elif cmd == "stop":
-                sync.stop()
-                reply({"ok": True})
-            elif cmd == "start":
-                if command.get("fresh"):
-                    sync.stop()
-                    sync = build(port)
-                sync.start()
-                reply({"ok": True, "url": sync.get_url(), "epoch": sync.stats()["epoch"]})
-            elif cmd == "epoch":
-                reply({"ok": True, "result": sync.stats()["epoch"]})
-            else:
-                reply({"ok": False, "error": "unknown command %r" % cmd})
-        except Exception as e:  # a test's mistake must not kill the fixture
-            reply({"ok": False, "error": "%s: %s" % (type(e).__name__, e)})
-    sync.stop()
+    serve(build, calls, define_and_remember)
 
 
 if __name__ == "__main__":

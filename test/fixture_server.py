@@ -93,17 +93,23 @@ def build(port):
     return sync
 
 
-def main():
+def serve(build, calls, define=None):
+    """The JSON-lines command loop shared by the live fixtures (the commands are listed above).
+
+    ``build(port)`` makes the DSNSync (called again on ``start`` with ``fresh``),
+    ``calls`` is the list the ``calls`` command answers, ``define(sync, name,
+    schema)`` defines a table for ``define_table`` (default: just define it).
+    """
     sync = build(0)
     sync.start()
-    token = sync.get_token()
     port = sync.port
 
     def reply(obj):
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
-    reply({"url": sync.get_url(), "token": token, "port": port, "secret": SECRET, "epoch": sync._store.epoch})
+    reply({"ok": True, "url": sync.get_url(), "token": sync.get_token(), "port": port, "secret": SECRET,
+           "epoch": sync._store.epoch})
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -122,7 +128,7 @@ def main():
             elif cmd == "get_all":
                 reply({"ok": True, "result": sync.get_all(command["table"])})
             elif cmd == "define_table":
-                sync.define_table(command["name"], command["schema"])
+                (define or (lambda s, name, schema: s.define_table(name, schema)))(sync, command["name"], command["schema"])
                 reply({"ok": True})
             elif cmd == "bulk":
                 with sync.batch():
@@ -156,6 +162,10 @@ def main():
         except Exception as e:  # a test's mistake must not kill the fixture
             reply({"ok": False, "error": "%s: %s" % (type(e).__name__, e)})
     sync.stop()
+
+
+def main():
+    serve(build, calls)
 
 
 if __name__ == "__main__":
