@@ -1350,7 +1350,7 @@ class _Endpoints:
             if state is None:
                 state = self._tokens[jti] = [self._fresh(jti), 0]
                 if len(self._tokens) > self.max_tokens:
-                    old_jti, (old_path, _) = self._tokens.popitem(last=False)
+                    _, (old_path, _) = self._tokens.popitem(last=False)
                     self._retire(old_path, now)
             else:
                 self._tokens.move_to_end(jti)

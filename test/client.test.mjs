@@ -4,12 +4,11 @@
 // pulls.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
+import { startJsonLinesProcess } from './browser/harness.mjs';
 import { connectDSN, DSNError, _internals } from '../dsn_client.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -28,33 +27,7 @@ after(() => {
 async function startFixture(pageSize) {
   const args = [path.join(here, 'fixture_server.py')];
   if (pageSize) args.push(String(pageSize));
-  const child = spawn(process.env.PYTHON || 'python3', args, { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  const nextLine = async () => {
-    const { value, done } = await lines.next();
-    if (done) throw new Error('the fixture server exited');
-    return JSON.parse(value);
-  };
-  const hello = await nextLine();
-  let queue = Promise.resolve();
-  const fixture = {
-    ...hello,
-    cmd(command) {
-      const reply = queue.then(() => {
-        child.stdin.write(JSON.stringify(command) + '\n');
-        return nextLine();
-      });
-      queue = reply.catch(() => {});
-      return reply.then((answer) => {
-        if (!answer.ok) throw new Error(`fixture ${command.cmd}: ${answer.error}`);
-        return answer;
-      });
-    },
-    kill() {
-      child.stdin.end();
-      child.kill();
-    },
-  };
+  const fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', args);
   fixtures.push(fixture);
   return fixture;
 }

@@ -4,11 +4,10 @@
 // database through a schema upgrade. The same code runs on a browser's IndexedDB.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
+import { startJsonLinesProcess } from './browser/harness.mjs';
 import { connectDSN } from '../dsn_client.js';
 
 let IDBFactory = null;
@@ -27,26 +26,7 @@ after(() => {
 });
 
 async function startFixture() {
-  const child = spawn(process.env.PYTHON || 'python3', [path.join(here, 'fixture_server.py')], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  const nextLine = async () => JSON.parse((await lines.next()).value);
-  const hello = await nextLine();
-  let queue = Promise.resolve();
-  const fixture = {
-    ...hello,
-    cmd(command) {
-      const reply = queue.then(() => {
-        child.stdin.write(JSON.stringify(command) + '\n');
-        return nextLine();
-      });
-      queue = reply.catch(() => {});
-      return reply;
-    },
-    kill() {
-      child.stdin.end();
-      child.kill();
-    },
-  };
+  const fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', [path.join(here, 'fixture_server.py')]);
   fixtures.push(fixture);
   return fixture;
 }
