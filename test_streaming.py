@@ -167,7 +167,7 @@ def test_a_departed_stream_client_does_not_stop_the_others(server):
 
 
 def test_stream_messages_are_spaced_and_coalesced_to_the_latest_state(server, monkeypatch):
-    monkeypatch.setattr(server._hub, "stream_spacing", 0.1)  # 0.1 s per parked pull: one pull here
+    monkeypatch.setattr(server._feed, "stream_spacing", 0.1)  # 0.1 s per parked pull: one pull here
     c = StreamClient(server)
     hello = c.ok({"op": "hello"})
     c.send({"op": "pull", "since": {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]},

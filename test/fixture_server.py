@@ -143,8 +143,7 @@ def serve(build, calls, define=None):
                 claims.update(command.get("claims", {}))
                 reply({"ok": True, "token": sync._keyring.mint(claims)})
             elif cmd == "revoke":
-                state = sync._keyring.resolve(command["token"].split(".")[1])
-                sync._hub.revoked.add(state.jti)
+                sync.revoke(command["token"])
                 reply({"ok": True})
             elif cmd == "stop":
                 sync.stop()
