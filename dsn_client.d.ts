@@ -89,9 +89,10 @@ export type DSNSchema = {
 export type DSNState = 'connecting' | 'online' | 'offline' | 'error';
 
 /** What onStatus reports: a state change, or a notice (reset progress, a blocked
- * database upgrade, no persistence) that carries the state unchanged. Tell the notices
- * apart with `'reset' in status`, `'blocked' in status` and
- * `status.code === 'no_persistence'`; what is left narrows on `state`. */
+ * database upgrade, no persistence, a late first sync) that carries the state
+ * unchanged. Tell the notices apart with `'reset' in status`, `'blocked' in status`,
+ * `status.code === 'no_persistence'` and `status.code === 'first_sync_timeout'`; what
+ * is left narrows on `state`. */
 export type DSNStatus =
   | DSNConnecting
   | DSNOnline
@@ -99,7 +100,8 @@ export type DSNStatus =
   | DSNFailed
   | DSNResetProgress
   | DSNBlocked
-  | DSNNoPersistence;
+  | DSNNoPersistence
+  | DSNFirstSyncTimeout;
 
 /** Not synced yet since connectDSN, or reconnecting. */
 export interface DSNConnecting {
@@ -159,6 +161,16 @@ export interface DSNBlocked {
 export interface DSNNoPersistence {
   state: 'connecting';
   code: 'no_persistence';
+  message: string;
+}
+
+/** A notice, once: on a first visit, no first sync came within `firstSyncTimeout` ms
+ * of connectDSN while the server took the connection without answering (an
+ * unreachable server reports `offline` instead). getAll and get stop waiting and answer
+ * from the mirror as it stands (empty on a first visit) until the sync comes. */
+export interface DSNFirstSyncTimeout {
+  state: 'connecting';
+  code: 'first_sync_timeout';
   message: string;
 }
 
@@ -244,6 +256,10 @@ export interface DSNOptions {
    * server buffers answers (direct, or nginx with proxy_buffering off); a buffering
    * proxy would hold the changes back until the stream ends. */
   stream?: boolean;
+  /** On a first visit (no stored cursor), how long getAll and get wait for the first
+   * sync, in ms from connectDSN, before they answer from the mirror as it stands (empty)
+   * and the status says why. Default 10000. */
+  firstSyncTimeout?: number;
   /** Ms for a request other than a long poll. Default 15000. */
   timeout?: number;
   /** Ms a long poll may take beyond `wait` seconds before the client gives up on it.
@@ -276,8 +292,10 @@ export interface DSNClient<T extends DSNTables<T> = DSNAnyTables> {
 
   /** All records of `table` as {key: record}, the optimistic writes included. On a
    * first visit (no stored cursor) it waits for the first sync, then answers from the
-   * mirror; after that it answers at once from the mirror, also offline. Treat the
-   * records as read-only. */
+   * mirror; at most `firstSyncTimeout` ms after connectDSN (default 10 s), after which it
+   * answers from the mirror as it stands and the status says why. With a stored mirror
+   * (a reload, a later visit) it answers at once, also offline. Treat the records as
+   * read-only. */
   getAll<K extends keyof T & string>(table: K): Promise<Record<string, T[K]>>;
 
   /** The record of `key` in `table`, or undefined. Waits for the first sync on a first

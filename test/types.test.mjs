@@ -114,3 +114,37 @@ test('the packed package carries the declarations, found through "exports" by no
     assert.equal(result.code, 0, `${resolution.join(' ')}:\n${result.output}`);
   }
 });
+
+/** The string literals of a union type declared in dsn_client.d.ts as `export type NAME = 'a' | 'b' ...;`. */
+function declaredUnion(declarations, name) {
+  const match = new RegExp(`export type ${name} =([^]*?)\\n\\n`).exec(declarations);
+  assert.ok(match, `dsn_client.d.ts declares no type ${name}`);
+  const body = match[1].replace(/\/\/.*$/gm, '');
+  return new Set([...body.matchAll(/'([a-z_]+)'/g)].map((m) => m[1]));
+}
+
+test('the declarations follow dsn_client.js: its exports, every DSNError code it makes, every status code it reports', async () => {
+  const declarations = readFileSync(path.join(root, 'dsn_client.d.ts'), 'utf8');
+  const source = readFileSync(path.join(root, 'dsn_client.js'), 'utf8');
+
+  const declared = [...declarations.matchAll(/^export declare (?:function|class|const) (\w+)/gm)].map((m) => m[1]).sort();
+  const exported = Object.keys(await import('../dsn_client.js')).filter((name) => name !== '_internals').sort();
+  for (const name of exported) assert.ok(declared.includes(name), `dsn_client.js exports ${name}, which dsn_client.d.ts does not declare`);
+  for (const name of declared) assert.ok(exported.includes(name), `dsn_client.d.ts declares ${name}, which dsn_client.js does not export`);
+  assert.doesNotMatch(declarations, /_internals/, '_internals is not public');
+
+  const codes = new Set([...declaredUnion(declarations, 'DSNProtocolErrorCode'), ...declaredUnion(declarations, 'DSNClientErrorCode')]);
+  const thrown = new Set();
+  for (const [, first, second] of source.matchAll(/new DSNError\(\s*(?:[^,'()]*\?\s*)?'([a-z_]+)'(?:\s*:\s*'([a-z_]+)')?/g)) {
+    thrown.add(first);
+    if (second) thrown.add(second);
+  }
+  assert.ok(thrown.size >= 8, `found only ${[...thrown]} in dsn_client.js: has the way it makes errors changed?`);
+  for (const code of thrown) assert.ok(codes.has(code), `dsn_client.js makes DSNError('${code}'), which DSNErrorCode lacks`);
+
+  // Status notices: a literal `code: '...'` in a _setStatus call is a notice or a client code.
+  const notices = new Set(['no_persistence', 'first_sync_timeout'].filter((code) => declarations.includes(`code: '${code}'`)));
+  for (const [, code] of source.matchAll(/_setStatus\(\{[^}]*?code: '([a-z_]+)'/gs)) {
+    assert.ok(codes.has(code) || notices.has(code), `dsn_client.js reports status code '${code}', which no DSNStatus shape declares`);
+  }
+});

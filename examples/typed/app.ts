@@ -22,7 +22,7 @@ interface Message {
 type Tables = { users: User; messages: Message };
 
 const client = connectDSN<Tables>('http://127.0.0.1:3000/sync/0123456789abcdef', () => fetchToken(), {
-  wait: 25,
+  firstSyncTimeout: 5000,
   retryMax: 10000,
 });
 
@@ -63,7 +63,7 @@ off();
 function describe(status: DSNStatus): string {
   if ('reset' in status) return `loading: ${status.reset.pages} pages${status.reset.done ? ', done' : ''}`;
   if ('blocked' in status) return 'waiting for another tab to let the database upgrade';
-  if (status.code === 'no_persistence') return `working without storage: ${status.message}`;
+  if (status.code === 'no_persistence' || status.code === 'first_sync_timeout') return status.message;
   switch (status.state) {
     case 'connecting':
       return 'connecting';
