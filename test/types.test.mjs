@@ -62,6 +62,7 @@ const MISTAKES = {
   'listener-record-type': ['TS2322', /'Record<string, Message>' is not assignable to type 'Record<string, User>'/],
   'wrong-error-code': ['TS2367', /types 'DSNErrorCode' and '"rejcted"' have no overlap/],
   'wrong-state': ['TS2367', /types 'DSNState' and '"onlin"' have no overlap/],
+  'misspelt-option': [['TS2561', 'TS2353'], /'firstSyncTimout' does not exist in type 'DSNOptions'/],
 };
 
 test('tsc --strict refuses each deliberate mistake, with the expected error, and nothing else', { timeout: 120000 }, async () => {

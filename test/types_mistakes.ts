@@ -47,4 +47,6 @@ client.onStatus((status) => {
   if (status.state === 'onlin') console.log('up'); // mistake: wrong-state
 });
 
+connectDSN('http://127.0.0.1:3000/sync/0123456789abcdef', 'dsn1.kid.secret', { firstSyncTimout: 5000 }); // mistake: misspelt-option
+
 console.log(_internals);

@@ -9,6 +9,11 @@ interface Metric {
   at: number;
 }
 
+// The tables may be an interface as well as a type literal.
+interface Tables {
+  metrics: Metric;
+}
+
 const url = 'http://127.0.0.1:3000/sync/0123456789abcdef';
 const token = async () => (await fetch('http://127.0.0.1:8000/dsn-token')).text();
 
@@ -19,8 +24,8 @@ const logged: DSNFetch = async (address, init) => {
   return answer;
 };
 
-const inMemory = connectDSN<{ metrics: Metric }>(url, token, { indexedDB: null, fetch: logged, stream: true });
-const stored = connectDSN<{ metrics: Metric }>(url, token, { indexedDB, fetch: globalThis.fetch, name: 'dsn-sync/node-test' });
+const inMemory = connectDSN<Tables>(url, token, { indexedDB: null, fetch: logged, stream: true });
+const stored = connectDSN<Tables>(url, token, { indexedDB, fetch: globalThis.fetch, name: 'dsn-sync/node-test' });
 
 const cpu = await inMemory.get('metrics', 'cpu');
 console.log(cpu ? cpu.value.toFixed(2) : 'no cpu figure yet');
