@@ -1490,15 +1490,16 @@ def _error_answer(error):
 class _Wait:
     """A pull that found nothing new and asked to wait: everything needed to answer it later.
 
-    ``conn`` is the transport's own handle on the waiting request; the
-    engine and the feed never look inside it.
+    ``transport`` answers it (see Transport) and ``conn`` is that transport's
+    own handle on the waiting request; the engine and the feed never look
+    inside it.  Several transports can share one feed.
     """
 
-    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "conn", "stream", "sent", "due")
+    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "transport", "conn", "stream", "sent", "due")
 
     def __init__(self, state, nonce, ep, seq, sv, deadline, stream=False):
         self.state, self.nonce, self.ep, self.seq, self.sv, self.deadline = state, nonce, ep, seq, sv, deadline
-        self.conn = None
+        self.transport = self.conn = None
         self.stream = stream  # a streamed pull (PROTOCOL.md 6): many answers down one response
         self.sent = 0  # stream messages sent so far; the next one's index
         self.due = 0.0  # a stream's next message waits until then (monotonic seconds)
@@ -1557,8 +1558,13 @@ class _Engine:
     def known_path(self, path):
         return self.endpoints.known(path)
 
-    def handle(self, path, body):
-        """One POST body -> sealed answer bytes or a _Wait.  Raises _HTTPFault; never raises for bad input."""
+    def handle(self, path, body, max_wait=None, poll=None):
+        """One POST body -> sealed answer bytes or a _Wait.  Raises _HTTPFault; never raises for bad input.
+
+        A transport that cannot hold requests long (WSGI) passes ``max_wait``
+        (seconds a pull may wait here) and ``poll`` (seconds a client should
+        pause after a pull that came back empty at once); hello tells clients.
+        """
         with self._count_lock:
             self.requests += 1
         state, nonce, plain = self._open_frame(path, body)
@@ -1573,9 +1579,11 @@ class _Engine:
         try:
             self._admit(state, nonce, request)
             if op == "pull":
-                return self._pull(state, nonce, ep, request)
+                return self._pull(state, nonce, ep, request, max_wait)
             if op == "hello":
                 result = self._hello(state)
+                if max_wait is not None:
+                    result.update(wait=max_wait, poll=poll)
             elif op in _WRITE_OPS:
                 result = self._write(state, request)
             elif op == "batch":
@@ -1675,11 +1683,13 @@ class _Engine:
             return {"instance": self.keyring.instance, "pv": PROTOCOL_MINOR, "epoch": store.epoch,
                     "seq": store.seq, "sv": store.sv, "tables": self._visible_tables(state)}
 
-    def _pull(self, state, nonce, ep, request):
+    def _pull(self, state, nonce, ep, request, max_wait=None):
         store = self.store
         since, wait, nxt = request.get("since"), request.get("wait", 0), request.get("next")
         if type(wait) not in (int, float) or not 0 <= wait <= self.max_wait:
             raise ProtocolError("`wait` is seconds from 0 to %d, got %r" % (self.max_wait, wait))
+        if max_wait is not None:
+            wait = min(wait, max_wait)
         if nxt is not None:
             return self._reset_page(state, nonce, ep, nxt)
         if store.needs_reset(since):
@@ -1882,10 +1892,11 @@ class Transport:
     """What the feed needs from a transport (the socket server; the WSGI and ASGI mounts).
 
     A transport turns requests into ``_Engine.handle`` calls and sends what
-    comes back.  For a ``_Wait`` it stores its own handle in ``wait.conn`` and
-    calls ``_Feed.park(wait)``; from then on the feed thread owns the wait and
-    answers it through these methods, each called from the feed thread only
-    and each of which must return at once (never wait on a client):
+    comes back.  For a ``_Wait`` it sets ``wait.transport`` to itself and
+    ``wait.conn`` to its own handle, and calls ``_Feed.park(wait)``; from then
+    on the feed thread owns the wait and answers it through these methods,
+    each called from the feed thread only and each of which must return at
+    once (never wait on a client):
 
     - ``deliver(wait, body)``: send ``body`` as the whole 200 answer, then the
       request is over (the connection carries on or closes, the transport's choice).
@@ -1986,16 +1997,16 @@ class _Feed:
             self._have_parked.notify_all()
 
     # -- the feed thread ------------------------------------------------------
-    def run(self, transport):
+    def run(self):
         """The feed thread's body; an unexpected error is logged and the loop carries on."""
         while not self.stopping:
             try:
-                return self._loop(transport)
+                return self._loop()
             except Exception:
                 log.exception("the feed thread hit an unexpected error; it carries on")
                 time.sleep(0.05)
 
-    def _loop(self, transport):
+    def _loop(self):
         now = time.monotonic()
         next_sweep, next_liveness = now + self.sweep_every, now + self.sweep_every + self.liveness_every
         next_due = None  # when the earliest stream held back by its spacing may send again
@@ -2009,8 +2020,8 @@ class _Feed:
                 next_sweep = now + self.sweep_every
                 if now >= next_liveness:
                     next_liveness = now + self.liveness_every
-                    self.drop_departed(transport.alive)
-            again = self._answer(transport, ready, seen, spacing, now)
+                    self.drop_departed()
+            again = self._answer(ready, seen, spacing, now)
             if again:
                 due = self._repark(again)
                 next_due = due if next_due is None else min(next_due, due)
@@ -2056,12 +2067,13 @@ class _Feed:
                 self._uncount(w)
         return ready, next_due, (seq, sv), spacing, now
 
-    def _answer(self, transport, ready, seen, spacing, now):
+    def _answer(self, ready, seen, spacing, now):
         """Answer each ready pull; returns the streams to park again."""
         engine, store = self.engine, self.store
         shared = {}
         again = []
         for w in ready:
+            transport = w.transport
             try:
                 if w.stream and w.deadline <= now and w.sent:
                     transport.end(w)
@@ -2099,11 +2111,11 @@ class _Feed:
             self._parked.extend(again)
         return min(w.due for w in again)
 
-    def drop_departed(self, alive):
-        """Give back the slots of parked pulls whose clients left (``alive(wait)`` says False)."""
+    def drop_departed(self):
+        """Give back the slots of parked pulls whose clients left (their transport's ``alive`` says False)."""
         with self.store.lock:
             parked = list(self._parked)
-        dead = {id(w) for w in parked if not alive(w)}
+        dead = {id(w) for w in parked if not w.transport.alive(w)}
         if dead:
             with self.store.lock:
                 gone = [w for w in self._parked if id(w) in dead]
@@ -2198,6 +2210,49 @@ def _parse_head(head):
     return method, target.split("?", 1)[0], headers, keep_alive
 
 
+def _refusal(engine, static, max_body, method, path, headers):
+    """The transport answer for a request that never reaches the engine, in PROTOCOL.md's order; None to go on.
+
+    (status, body, extra headers, content type).  Shared by every transport:
+    ``static(path, method, headers)`` answers GET and HEAD.
+    """
+    if method == "OPTIONS":
+        return 204, b"", _OPTIONS_HEADERS, None
+    if method in ("GET", "HEAD"):
+        return static(path, method, headers)
+    if method != "POST":
+        return 405, b"", "Allow: GET, HEAD, POST, OPTIONS\r\n", None
+    if not engine.known_path(path):
+        return 404, b"", "", None
+    if "transfer-encoding" in headers:
+        return 411, b"", "", None
+    try:
+        length = _content_length(headers)
+    except ValueError:
+        return 411, b"", "", None
+    if length > max_body:
+        return 413, b"", "", None
+    return None
+
+
+def _origins(allow_origins):
+    if allow_origins in ("*", None):
+        return None
+    return [allow_origins] if isinstance(allow_origins, str) else list(allow_origins)
+
+
+def _cors(origins, origin):
+    """The CORS header pairs for an answer.
+
+    Nothing here rides on cookies or ambient credentials: every frame is
+    sealed with the token's keys, so "*" exposes nothing a caller without
+    the token could use.  A list narrows which pages may read answers.
+    """
+    if origins is None:
+        return (("Access-Control-Allow-Origin", "*"),)
+    return (("Access-Control-Allow-Origin", origin if origin in origins else origins[0]), ("Vary", "Origin"))
+
+
 class _Conn:
     """One client connection: its socket, unparsed bytes, unsent bytes, and where it is in a request.
 
@@ -2236,7 +2291,7 @@ class _Server(socketserver.TCPServer, Transport):
                             -> engine.handle -> _send (or feed.park)
         reactor (1)     reactor: idle and half-read connections wait for bytes; unsent
                             answers wait for the socket to take them; deadlines cut both
-        feed (1)        _Feed.run -> deliver / chunk / end / alive  (this class, as Transport)
+        feed (1)        _Feed.run -> wait.transport.deliver / chunk / end / alive  (this class)
 
     A worker never waits on a client: it reads what a socket has, answers
     complete requests, and hands what the socket would not take to the
@@ -2283,10 +2338,7 @@ class _Server(socketserver.TCPServer, Transport):
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._wake_pending = False
         self._stopping = False
-        if allow_origins in ("*", None):
-            self._origins = None
-        else:
-            self._origins = [allow_origins] if isinstance(allow_origins, str) else list(allow_origins)
+        self._origins = _origins(allow_origins)
         super().__init__(address, None)
 
     # -- the accept thread ----------------------------------------------------
@@ -2569,27 +2621,7 @@ class _Server(socketserver.TCPServer, Transport):
         return True
 
     def _refusal(self, method, path, headers):
-        """The transport answer for a request that never reaches the engine, in PROTOCOL.md's order; None to go on.
-
-        (status, body, extra headers, content type).
-        """
-        if method == "OPTIONS":
-            return 204, b"", _OPTIONS_HEADERS, None
-        if method in ("GET", "HEAD"):
-            return self.static(path, method, headers)
-        if method != "POST":
-            return 405, b"", "Allow: GET, HEAD, POST, OPTIONS\r\n", None
-        if not self.engine.known_path(path):
-            return 404, b"", "", None
-        if "transfer-encoding" in headers:
-            return 411, b"", "", None
-        try:
-            length = _content_length(headers)
-        except ValueError:
-            return 411, b"", "", None
-        if length > self.max_body:
-            return 413, b"", "", None
-        return None
+        return _refusal(self.engine, self.static, self.max_body, method, path, headers)
 
     def _refuse(self, conn, refusal, head_only, headers, keep_alive, origin):
         """Send a transport answer; read a small refused body first so the connection can carry on."""
@@ -2617,7 +2649,7 @@ class _Server(socketserver.TCPServer, Transport):
         try:
             reply = self.engine.handle(path, body)
             if isinstance(reply, _Wait):
-                reply.conn = (conn, keep_alive, origin)
+                reply.transport, reply.conn = self, (conn, keep_alive, origin)
                 if self.feed.park(reply):
                     return False
                 reply = self.engine.answer_wait(reply)
@@ -2777,13 +2809,7 @@ class _Server(socketserver.TCPServer, Transport):
             return len(self._conns)
 
     def cors(self, origin):
-        # Nothing here rides on cookies or ambient credentials: every frame is
-        # sealed with the token's keys, so "*" exposes nothing a caller without
-        # the token could use.  A list narrows which pages may read answers.
-        if self._origins is None:
-            return "Access-Control-Allow-Origin: *\r\n"
-        allowed = origin if origin in self._origins else self._origins[0]
-        return "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n" % allowed
+        return "".join("%s: %s\r\n" % pair for pair in _cors(self._origins, origin))
 
     def close_all(self):
         with self._lock:
@@ -2798,6 +2824,329 @@ class _Server(socketserver.TCPServer, Transport):
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+# =============================================================================
+# Mounting in an app: the WSGI and ASGI transports
+# =============================================================================
+
+
+def _mount_path(path, prefix):
+    """The path below the mount point (PATH_INFO, or an ASGI path less its root_path)."""
+    if prefix and path.startswith(prefix):
+        path = path[len(prefix):]
+    return path or "/"
+
+
+class _WSGIDoor(Transport):
+    """``sync.wsgi_app()``: the protocol as a WSGI callable, on the app's own server.
+
+    A WSGI server gives each request a thread until it returns, so a
+    long-poll holds one of its threads.  Two rules keep that from starving
+    the app: a pull waits at most ``max_wait`` seconds here (hello says so,
+    and clients ask for no more), and at most ``max_held`` requests wait at
+    once; past that a pull is answered at once, and hello's ``poll`` tells
+    clients how long to pause before the next.  With gunicorn's sync workers
+    (one thread each) use ``--threads``, or gthread workers, or the ASGI mount.
+    """
+
+    def __init__(self, sync, max_wait, poll, max_held):
+        self.sync = sync
+        self.max_wait, self.poll, self.max_held = max_wait, poll, max_held
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        self.sync._start_engine()
+        engine = self.sync._engine
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO") or "/"
+        headers = {"content-length": environ.get("CONTENT_LENGTH") or "", "origin": environ.get("HTTP_ORIGIN")}
+        for key, name in (("HTTP_TRANSFER_ENCODING", "transfer-encoding"), ("HTTP_IF_NONE_MATCH", "if-none-match")):
+            if key in environ:
+                headers[name] = environ[key]
+        refusal = _refusal(engine, self.sync._static, self.sync._max_body, method, path, headers)
+        if refusal is not None:
+            status, body, extra, content_type = refusal
+            return self._respond(start_response, status, b"" if method == "HEAD" else body,
+                                 extra, content_type, headers["origin"], len(body))
+        body = self._read(environ["wsgi.input"], int(headers["content-length"]))
+        if body is None:
+            return self._respond(start_response, 400, b"", "", None, headers["origin"])
+        try:
+            reply = engine.handle(path, body, self.max_wait, self.poll)
+            if isinstance(reply, _Wait):
+                return self._wait(reply, start_response, headers["origin"])
+        except _HTTPFault as fault:
+            return self._respond(start_response, fault.status, b"", "", None, headers["origin"])
+        except Exception:
+            log.exception("unexpected error answering %s", path)
+            return self._respond(start_response, 500, b"", "", None, headers["origin"])
+        return self._respond(start_response, 200, reply, "", _FRAME_TYPE, headers["origin"])
+
+    @staticmethod
+    def _read(stream, length):
+        parts, left = [], length
+        while left > 0:
+            chunk = stream.read(min(left, 65536))
+            if not chunk:
+                return None  # the client sent less than it said
+            parts.append(chunk)
+            left -= len(chunk)
+        return b"".join(parts)
+
+    def _respond(self, start_response, status, body, extra, content_type, origin, length=None):
+        headers = [("Content-Length", str(len(body) if length is None else length))]
+        headers += list(_cors(self.sync._origins, origin))
+        if content_type:
+            headers.append(("Content-Type", content_type))
+        if status not in (200, 304) or content_type == _FRAME_TYPE:
+            headers.append(("Cache-Control", "no-store"))
+        for line in extra.split("\r\n"):
+            if line:
+                name, _, value = line.partition(": ")
+                headers.append((name, value))
+        start_response("%d %s" % (status, _REASONS.get(status, "Error")), headers)
+        return [body]
+
+    def _wait(self, wait, start_response, origin):
+        engine, feed = self.sync._engine, self.sync._feed
+        with self._lock:
+            hold = self._held < self.max_held
+            self._held += hold
+        if not hold:  # every slot is taken: answer now, and hello's `poll` paces the client
+            return self._respond(start_response, 200, engine.answer_wait(wait), "", _FRAME_TYPE, origin)
+        try:
+            wait.transport, wait.conn = self, queue.SimpleQueue()
+            if not feed.park(wait):
+                return self._respond(start_response, 200, engine.answer_wait(wait), "", _FRAME_TYPE, origin)
+            first = wait.conn.get()
+            if first[0] == "body":
+                return self._respond(start_response, 200, first[1], "", _FRAME_TYPE, origin)
+            if first[0] != "chunk":
+                return self._respond(start_response, 503, b"", "", None, origin)
+            headers = [("Content-Type", STREAM_TYPE), ("Cache-Control", "no-store")]
+            start_response("200 OK", headers + list(_cors(self.sync._origins, origin)))
+            return self._stream(wait.conn, first[1])
+        finally:
+            with self._lock:
+                self._held -= 1
+
+    @staticmethod
+    def _stream(q, first):
+        item = ("chunk", first)
+        while item[0] == "chunk":
+            yield item[1]
+            item = q.get()
+
+    # -- Transport: the feed thread's calls -----------------------------------
+    def deliver(self, wait, body):
+        wait.conn.put(("body", body))
+
+    def chunk(self, wait, body):
+        wait.conn.put(("chunk", struct.pack(">I", len(body)) + body))
+        return True
+
+    def end(self, wait):
+        wait.conn.put(("end", None))
+
+    def alive(self, wait):
+        return True  # WSGI cannot tell; the wait's deadline (at most max_wait) bounds it
+
+    def close_wait(self, wait):
+        wait.conn.put(("close", None))
+
+
+class _ASGIHandle:
+    """One waiting ASGI request: the loop it lives on and a queue the feed thread fills."""
+
+    __slots__ = ("loop", "queue", "gone")
+
+    def __init__(self, loop, q):
+        self.loop, self.queue, self.gone = loop, q, False
+
+    def put(self, item):
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: the server went away
+            self.gone = True
+
+
+class _ASGIDoor(Transport):
+    """``sync.asgi_app()``: the protocol as an ASGI 3 application (uvicorn, hypercorn, Daphne).
+
+    No thread is held while a pull waits: the request's coroutine awaits a
+    queue that the feed thread fills through ``call_soon_threadsafe``, and a
+    streamed pull's messages go out as ``more_body`` chunks.  Frames are
+    opened, and handlers run, in the loop's default executor, so a slow
+    handler never blocks the event loop.  ``lifespan`` starts and stops the
+    engine; without it (a mounted sub-app) the first request starts it.
+    """
+
+    max_queued = 8  # stream messages waiting for a slow client before the feed holds back
+
+    def __init__(self, sync):
+        self.sync = sync
+
+    async def __call__(self, scope, receive, send):
+        kind = scope["type"]
+        if kind == "lifespan":
+            return await self._lifespan(receive, send)
+        if kind != "http":
+            return None  # websocket and others: not ours; the server closes them
+        import asyncio  # deferred: WSGI and standalone users never load it
+        loop = asyncio.get_running_loop()
+        sync = self.sync
+        if not sync.running:
+            await loop.run_in_executor(None, sync._start_engine)
+        method = scope["method"]
+        path = _mount_path(scope.get("path") or "/", scope.get("root_path", ""))
+        headers = {}
+        for name, value in scope.get("headers", ()):
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        origin = headers.get("origin")
+        refusal = _refusal(sync._engine, sync._static, sync._max_body, method, path, headers)
+        if refusal is not None:
+            status, body, extra, content_type = refusal
+            return await self._respond(send, status, body, extra, content_type, origin, head_only=method == "HEAD")
+        body = await self._read(receive, _content_length(headers))
+        if body is None:
+            return None  # the client left
+        try:
+            reply = await loop.run_in_executor(None, sync._engine.handle, path, body)
+            if isinstance(reply, _Wait):
+                return await self._wait(loop, reply, receive, send, origin)
+        except _HTTPFault as fault:
+            return await self._respond(send, fault.status, b"", "", None, origin)
+        except Exception:
+            log.exception("unexpected error answering %s", path)
+            return await self._respond(send, 500, b"", "", None, origin)
+        return await self._respond(send, 200, reply, "", _FRAME_TYPE, origin)
+
+    async def _lifespan(self, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.sync._start_engine()
+                except Exception as e:
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.sync.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    async def _read(receive, length):
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > length:
+                return b""  # more than it said: not a frame (400 from the engine)
+            parts.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(parts)
+
+    async def _respond(self, send, status, body, extra, content_type, origin, head_only=False):
+        headers = [(b"content-length", str(len(body)).encode())]
+        headers += [(n.lower().encode(), v.encode("latin-1")) for n, v in _cors(self.sync._origins, origin)]
+        if content_type:
+            headers.append((b"content-type", content_type.encode()))
+        if status not in (200, 304) or content_type == _FRAME_TYPE:
+            headers.append((b"cache-control", b"no-store"))
+        for line in extra.split("\r\n"):
+            if line:
+                name, _, value = line.partition(": ")
+                headers.append((name.lower().encode(), value.encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head_only else body})
+
+    async def _wait(self, loop, wait, receive, send, origin):
+        import asyncio
+        handle = wait.conn = _ASGIHandle(loop, asyncio.Queue())
+        wait.transport = self
+        if not self.sync._feed.park(wait):
+            return await self._respond(send, 200, self.sync._engine.answer_wait(wait), "", _FRAME_TYPE, origin)
+
+        async def watch():  # the only way an ASGI app learns that its client left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            handle.gone = True
+            handle.queue.put_nowait(("gone", None))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            kind, data = await handle.queue.get()
+            if kind == "body":
+                return await self._respond(send, 200, data, "", _FRAME_TYPE, origin)
+            if kind != "chunk":
+                return None
+            headers = [(b"content-type", STREAM_TYPE.encode()), (b"cache-control", b"no-store")]
+            headers += [(n.lower().encode(), v.encode("latin-1")) for n, v in _cors(self.sync._origins, origin)]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            while kind == "chunk":
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                kind, data = await handle.queue.get()
+            if kind == "end":
+                await send({"type": "http.response.body", "body": b""})
+        finally:
+            handle.gone = True
+            watcher.cancel()
+
+    # -- Transport: the feed thread's calls -----------------------------------
+    def deliver(self, wait, body):
+        wait.conn.put(("body", body))
+
+    def chunk(self, wait, body):
+        handle = wait.conn
+        if handle.gone:
+            return False
+        if handle.queue.qsize() >= self.max_queued:
+            return False  # the client is behind: the feed offers the latest state later
+        handle.put(("chunk", struct.pack(">I", len(body)) + body))
+        return True
+
+    def end(self, wait):
+        wait.conn.put(("end", None))
+
+    def alive(self, wait):
+        return not wait.conn.gone
+
+    def close_wait(self, wait):
+        wait.conn.put(("close", None))
+
+
+def _claim_one_process(app_file):
+    """Refuse a second worker process of one app on a store only one process can serve.
+
+    Workers of gunicorn or uvicorn are children of one parent: the first to
+    start the engine takes a lock named after the parent, the folder and the
+    file that made the DSNSync; another finds it taken.  Returns the lock's
+    descriptor (None where flock does not exist).
+    """
+    try:
+        import fcntl  # deferred: POSIX only, and only mounted in-memory apps need it
+    except ImportError:
+        return None
+    import tempfile
+    name = hashlib.sha256(("%d|%s|%s" % (os.getppid(), os.getcwd(), app_file)).encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), "dsn-sync-%s.lock" % name)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RuntimeError(
+            "dsn-sync: another worker process of this app already serves it on the in-memory store, which one "
+            "process holds: several workers would each keep their own data.  Run one worker (uvicorn "
+            "--workers 1, gunicorn -w 1 --threads N), or use a store they can share: "
+            "DSNSync(db_connection_string='postgresql://...').")
+    return fd
 
 
 # =============================================================================
@@ -2965,6 +3314,9 @@ class DSNSync:
         self._feed = _Feed(self._engine, max_waiting=max_waiting, max_waiting_per_user=max_waiting_per_user)
         self.max_tables = max_tables
         self.workers = workers
+        self._max_body = max_body
+        self._origins = _origins(allow_origins)
+        self._app_file = sys._getframe(1).f_code.co_filename  # names the app for _claim_one_process
         self._server_options = dict(max_connections=max_connections, max_body=max_body,
                                     allow_origins=allow_origins, idle_timeout=idle_timeout,
                                     header_timeout=header_timeout, body_timeout=body_timeout, workers=workers)
@@ -2980,16 +3332,25 @@ class DSNSync:
         self._lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------
-    def start(self):
+    def start(self, listen=True):
         """Bind and serve in background threads; returns True.  Raises OSError if the port is taken.
 
         The process keeps running after the calling code ends, until stop(),
         Ctrl-C or SIGTERM (both stop the server cleanly when the program has
         not set its own handlers).  Starts every thread the server uses.
+
+        ``start(listen=False)`` starts the engine alone (the feed and the
+        ``@every`` tasks) with no port of its own: for ``asgi_app()`` and
+        ``wsgi_app()``, which call it themselves on their first request.
         """
+        if not listen:
+            return self._start_engine()
         with self._lock:
             if self._server is not None:
                 return True
+            if self._running:
+                raise RuntimeError("this DSNSync already runs mounted in an app (asgi_app/wsgi_app); "
+                                   "stop() it before start() binds a port")
             self._store.open()
             try:
                 server = _Server((self.host, self.port), self._engine, self._feed, self._static,
@@ -2999,36 +3360,58 @@ class DSNSync:
                               % (self.host, self.port, e.strerror or e))
             self._server = server
             self.port = server.server_address[1]
-            self._stopped.clear()
-            self._task_stop.clear()
-            self._feed.stopping = False
+            self._start_common()
             threads = self._threads
             threads.start("dsn-sync-reactor", server.reactor)
             for i in range(self.workers):
                 threads.start("dsn-sync-worker-%d" % i, server.worker)
-            threads.start("dsn-sync-feed", self._feed.run, server)
-            for seconds, fn in self._tasks:
-                self._start_task(seconds, fn)
             # Not a daemon: a script that ends after start() keeps serving (issue: seed backends).
             threads.start("dsn-sync-accept", server.serve_forever, 0.05, daemon=False)
             self._catch_signals()
         log.info("dsn-sync serving %s", self.get_url())
         return True
 
+    def _start_engine(self):
+        """start(listen=False): the feed and the tasks, no socket; for the WSGI and ASGI mounts."""
+        if self._running:
+            return True
+        with self._lock:
+            if self._running:
+                return True
+            if not self._store.durable and self._process_lock is None:
+                self._process_lock = _claim_one_process(self._app_file)
+            self._store.open()
+            self._start_common()
+        log.info("dsn-sync engine running, mounted in the app (no port of its own)")
+        return True
+
+    def _start_common(self):
+        self._running = True
+        self._stopped.clear()
+        self._task_stop.clear()
+        self._feed.stopping = False
+        self._threads.start("dsn-sync-feed", self._feed.run)
+        for seconds, fn in self._tasks:
+            self._start_task(seconds, fn)
+
     def stop(self):
         """Stop accepting, drop every long-poll, close every connection, join every thread; returns True."""
         with self._lock:
             server, self._server = self._server, None
-            if server is None:
+            running, self._running = self._running, False
+            if not running:
                 self._store.close()
                 return True
             self._task_stop.set()
-            server.shutdown()  # 1. the accept loop returns: no new connections
+            if server is not None:
+                server.shutdown()  # 1. the accept loop returns: no new connections
             self._feed.stop()  # 2. parked pulls dropped; the feed thread returns
-            server.stop()  # 3. the reactor and the workers return
+            if server is not None:
+                server.stop()  # 3. the reactor and the workers return
             self._threads.join_all()  # 4. ... and every thread is joined (tasks too)
-            server.close_all()  # 5. what is still connected is closed, the port freed
-            server.server_close()
+            if server is not None:
+                server.close_all()  # 5. what is still connected is closed, the port freed
+                server.server_close()
             self._release_signals()
             self._stopped.set()
         self._store.close()
@@ -3087,15 +3470,54 @@ class DSNSync:
 
     @property
     def running(self):
-        return self._server is not None
+        """True between start() (or the first request of a mount) and stop()."""
+        return self._running
+
+    _running = False
+    _process_lock = None
+
+    # -- mounting in an app ---------------------------------------------------
+    def asgi_app(self):
+        """An ASGI 3 application speaking the whole protocol: mount it under any prefix.
+
+        ``app.mount('/dsn', sync.asgi_app())`` (FastAPI, Starlette); clients then
+        use ``get_url('https://example.com/dsn')``.  Long-polls and streamed
+        pulls hold no thread.  The engine starts with the ASGI lifespan, or
+        on the first request.
+        """
+        return _ASGIDoor(self)
+
+    def wsgi_app(self, max_wait=10, poll=2.0, max_held=8):
+        """A WSGI callable speaking the whole protocol (Flask, Django, gunicorn, waitress).
+
+        A waiting pull holds one of the WSGI server's threads for at most
+        ``max_wait`` seconds, and at most ``max_held`` pulls wait at once;
+        past that they are answered at once and clients pause ``poll``
+        seconds between pulls (hello tells them both).  Keep ``max_held``
+        below the server's thread count so requests of the app itself always
+        find a thread.
+        """
+        _positive("max_wait", max_wait)
+        _positive("poll", poll)
+        _positive("max_held", max_held, int, zero=True)
+        return _WSGIDoor(self, max_wait, poll, max_held)
 
     # -- addresses and tokens -------------------------------------------------
     @property
     def instance(self):
         return self._keyring.instance
 
-    def get_url(self):
-        """The sync URL clients connect to: ``http://127.0.0.1:3000/sync/<instance>``."""
+    def get_url(self, base=None):
+        """The sync URL clients connect to: ``http://127.0.0.1:3000/sync/<instance>``.
+
+        ``base`` is the public address where the app serves dsn-sync when it
+        is mounted or behind a proxy (``'https://example.com/dsn'``); the sync
+        path is appended to it.
+        """
+        if base is not None:
+            if not isinstance(base, str) or not base.startswith(("http://", "https://", "/")):
+                raise ValueError("base must be an absolute URL or path such as 'https://example.com/dsn', got %r" % (base,))
+            return base.rstrip("/") + self._engine.base
         host = self.host
         if host in ("", "0.0.0.0"):
             host = "127.0.0.1"
@@ -3641,18 +4063,27 @@ class Client:
     def _run(self):
         backoff = 0.5
         need_hello, pages = True, None
+        wait, poll = self.wait, 0.0
         while not self._closed.is_set():
             if self._pull_conn is None:
                 self._pull_conn = self._connection(self.wait + 15)
             try:
                 if need_hello:
-                    self._epoch = _raise_for(self._exchange(self._pull_conn, "hello", {}, at_base=True)).get("epoch")
+                    hello = _raise_for(self._exchange(self._pull_conn, "hello", {}, at_base=True))
+                    self._epoch = hello.get("epoch")
+                    # A server mounted in a WSGI app holds pulls briefly, and may say to pace them.
+                    wait = min(self.wait, hello.get("wait", self.wait))
+                    poll = hello.get("poll") or 0.0
                     need_hello = False
                 if pages is not None:
                     fields = {"since": None, "next": pages["next"], "wait": 0}
                 else:
-                    fields = {"since": self.cursor, "wait": self.wait if self._ready.is_set() else 0}
+                    fields = {"since": self.cursor, "wait": wait if self._ready.is_set() else 0}
+                began = time.monotonic()
                 answer = _raise_for(self._exchange(self._pull_conn, "pull", fields))
+                if poll and fields.get("wait") and not answer.get("changes") and not answer.get("reset") \
+                        and time.monotonic() - began < fields["wait"] / 2:
+                    self._pause(poll)  # answered at once with nothing: the server asks for pacing
                 pages = self._on_pull(answer, pages)
                 backoff = 0.5
                 if pages is None:
