@@ -640,6 +640,8 @@ class MemoryStore:
     """
 
     durable = False
+    shared = False  # True where several processes serve one store (PostgreSQL): the engine then
+    # keeps replay memory and endpoint paths where every node sees them
     secret = None
     max_tombstones = 100000  # tombstones kept before the oldest are compacted
     mid_capacity = 100000  # newest (token, mid) answers remembered for idempotent retries
@@ -1403,6 +1405,59 @@ class _Endpoints:
             self._retired.append((now, path))
 
 
+class _SharedEndpoints:
+    """Endpoint paths that every node of a cluster checks without shared state (PROTOCOL.md 5).
+
+    On a store that several processes share (``store.shared``), a token's
+    next request may reach another node, which never saw the path it was
+    given.  So the path is derived, not remembered::
+
+        window = unix time // period                     (period: rotate_every seconds)
+        path   = base "/" tag(window) b64u(HMAC(key, jti "|" window)[0:9])
+
+    where ``tag`` is the window number mod 4096 in two base64url characters.
+    Before authentication (``known``) a node checks the shape and that the tag
+    names a window less than ``grace`` old; after it (``admit``) the HMAC for
+    that token.  The path moves every ``period`` seconds instead of every N
+    requests: a client cannot tell, and no node keeps per-token state.
+    Cost: one HMAC-SHA256 per request (about a microsecond).
+    """
+
+    grace = 120.0
+    _TAG = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+    def __init__(self, base, key, period):
+        self.base, self.key, self.period = base, key, float(period)
+
+    def _tag(self, window):
+        return self._TAG[(window >> 6) & 63] + self._TAG[window & 63]
+
+    def _path(self, jti, window):
+        mac = hmac.new(self.key, ("%s|%d" % (jti, window)).encode("utf-8"), hashlib.sha256).digest()
+        return "%s/%s%s" % (self.base, self._tag(window), b64u_encode(mac[:9]))
+
+    def _windows(self):
+        now = time.time()
+        current = int(now // self.period)
+        oldest = int((now - self.grace) // self.period)
+        return range(current, oldest - 1, -1)
+
+    def known(self, path):
+        if path == self.base:
+            return True
+        if not path.startswith(self.base + "/") or len(path) != len(self.base) + 15:
+            return False
+        tag = path[len(self.base) + 1:len(self.base) + 3]
+        return any(self._tag(w) == tag for w in self._windows())
+
+    def admit(self, path, jti, op):
+        windows = self._windows()
+        if path != self.base or op != "hello":
+            if not any(hmac.compare_digest(path, self._path(jti, w)) for w in windows if self._tag(w) == path[-14:-12]):
+                return None
+        return self._path(jti, windows[0])
+
+
 class _ReplayMemory:
     """Accepted request nonces, each kept until its ``t`` is more than 60 s in the past.
 
@@ -1437,6 +1492,24 @@ class _ReplayMemory:
 
     def __len__(self):
         return len(self._seen)
+
+
+class _SharedReplay:
+    """Replay memory kept by a store that every node shares (``store.remember_nonce``)."""
+
+    window_ms = _ReplayMemory.window_ms
+
+    def __init__(self, store):
+        self.store = store
+
+    def add(self, nonce, t, now):
+        try:
+            return self.store.remember_nonce(nonce, int(t) + self.window_ms)
+        except StoreError:
+            raise _HTTPFault(503, "replay memory unavailable")  # never accept a frame it cannot remember
+
+    def __len__(self):
+        return 0
 
 
 # =============================================================================
@@ -1535,8 +1608,12 @@ class _Engine:
         self.keyring = keyring
         self.store = store
         self.base = "/sync/" + keyring.instance
-        self.endpoints = _Endpoints(self.base, rotate_every)
-        self.replay = _ReplayMemory(max_nonces)
+        if store.shared and rotate_every:
+            # Several nodes: paths any node can check (rotate_every is then seconds per path).
+            self.endpoints = _SharedEndpoints(self.base, hkdf_expand(keyring.prk, b"endpoints", 32), rotate_every)
+        else:
+            self.endpoints = _Endpoints(self.base, rotate_every)
+        self.replay = _ReplayMemory(max_nonces) if not store.shared else _SharedReplay(store)
         self.page_size = page_size
         self.max_batch = max_batch
         self.max_record = max_record
@@ -2313,8 +2390,9 @@ class _Server(socketserver.TCPServer, Transport):
     max_buffered = 64 << 20  # bytes of request bodies being received, across every connection
 
     def __init__(self, address, engine, feed, static, ssl_context, max_connections, max_body, allow_origins,
-                 idle_timeout, header_timeout, body_timeout, workers=32, ipv6=False):
+                 idle_timeout, header_timeout, body_timeout, workers=32, ipv6=False, reuse_port=False):
         self.address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        self.reuse_port = reuse_port
         self.engine = engine
         self.feed = feed
         self.static = static  # callable(path, method, headers) -> (status, body, extra, type) or None
@@ -2340,6 +2418,11 @@ class _Server(socketserver.TCPServer, Transport):
         self._stopping = False
         self._origins = _origins(allow_origins)
         super().__init__(address, None)
+
+    def server_bind(self):
+        if self.reuse_port:  # several processes share the port; the kernel spreads connections
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     # -- the accept thread ----------------------------------------------------
     def process_request(self, request, client_address):
@@ -3160,6 +3243,8 @@ def _open_store(db_connection_string):
     if not isinstance(db_connection_string, str):
         raise TypeError("db_connection_string must be a string such as 'sqlite:///path/to/dsn.db', got %s"
                         % type(db_connection_string).__name__)
+    if db_connection_string.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(db_connection_string)
     if db_connection_string.startswith("sqlite:///"):
         path, _, query = db_connection_string[len("sqlite:///"):].partition("?")
         options = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
@@ -3167,8 +3252,8 @@ def _open_store(db_connection_string):
         if unknown:
             raise ValueError("unknown option(s) %s in %r (known: synchronous)" % (unknown, db_connection_string))
         return SQLiteStore(path, **options)
-    raise ValueError("unsupported db_connection_string %r: use None (in memory) or sqlite:///path/to/dsn.db"
-                     % (db_connection_string,))
+    raise ValueError("unsupported db_connection_string %r: use None (in memory), sqlite:///path/to/dsn.db "
+                     "or postgresql://user:password@host:5432/dbname" % (db_connection_string,))
 
 
 def _tls_context(certfile, keyfile):
@@ -3256,6 +3341,8 @@ class DSNSync:
     - ``json_default``: converts values sync() meets that JSON has no type
       for; ``dsn_sync.json_default`` handles datetime, date, Decimal, UUID,
       set and bytes.  Without it such a value raises ValueError at sync().
+    - ``reuse_port`` (False): bind with SO_REUSEPORT, so several processes on a
+      shared store serve one port (``python -m dsn_sync --workers N``).
     - ``open_writes`` (False): accept client writes to any table, creating it,
       with no handler: the quick server's development mode.  Never with
       browsers you do not trust.
@@ -3272,7 +3359,7 @@ class DSNSync:
                  max_waiting=10000, max_record=1 << 20, max_batch=1000, page_size=5000,
                  allow_origins="*", idle_timeout=75.0, header_timeout=10.0, body_timeout=30.0,
                  max_nonces=1000000, max_waiting_per_user=16, max_tables=1000, workers=32, store=None,
-                 json_default=None, open_writes=False):
+                 json_default=None, open_writes=False, reuse_port=False):
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError("port must be an integer from 0 to 65535 (0 = any free port), got %r" % (port,))
         if not isinstance(host, str):
@@ -3319,7 +3406,8 @@ class DSNSync:
         self._app_file = sys._getframe(1).f_code.co_filename  # names the app for _claim_one_process
         self._server_options = dict(max_connections=max_connections, max_body=max_body,
                                     allow_origins=allow_origins, idle_timeout=idle_timeout,
-                                    header_timeout=header_timeout, body_timeout=body_timeout, workers=workers)
+                                    header_timeout=header_timeout, body_timeout=body_timeout, workers=workers,
+                                    reuse_port=reuse_port)
         self._server = None
         self._threads = _Threads()
         self._tasks = []
@@ -3746,8 +3834,13 @@ class DSNSync:
         self._threads.start("dsn-sync-every-%s" % getattr(fn, "__name__", "task"), self._task_loop, seconds, fn)
 
     def _task_loop(self, seconds, fn):
+        lead = "every:%s:%s" % (getattr(fn, "__module__", ""), getattr(fn, "__qualname__", fn))
         while not self._task_stop.wait(seconds):
             try:
+                # On a shared store the task runs on one node of the cluster: the one that
+                # holds its lock (a PostgreSQL advisory lock, released when that node dies).
+                if self._store.shared and not self._store.try_lead(lead):
+                    continue
                 fn()
             except Exception:
                 log.exception("background task %s raised; it runs again in %s s", getattr(fn, "__name__", fn), seconds)
@@ -4981,6 +5074,49 @@ def _feed_demo(sync):
                                                                             "New message", "Stock low"])})
 
 
+def _workers_problem(args):
+    if args.workers < 1:
+        return "--workers takes a number of processes, 1 or more"
+    if not (args.db or "").startswith(("postgresql://", "postgres://")):
+        return ("--workers %d needs a store every process shares: --db postgresql://... (the in-memory "
+                "and SQLite stores belong to one process)" % args.workers)
+    if args.port == 0:
+        return "--workers needs a fixed --port (with 0 each process would pick its own)"
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return "--workers needs SO_REUSEPORT, which this system does not have"
+    return None
+
+
+def _fork_workers(count):
+    """Fork ``count`` - 1 more processes; True in each worker, False in the parent once all have ended."""
+    import signal
+    children = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            return True
+        children.append(pid)
+
+    def forward(signum, frame):
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for pid in children:
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
+    return False
+
+
 def _main(argv=None):
     import argparse  # deferred: only the command line needs it
     import signal
@@ -4995,6 +5131,8 @@ def _main(argv=None):
     parser.add_argument("--tls-key", default=None, metavar="FILE", help="private key (PEM) for --tls-cert")
     parser.add_argument("--secret-file", default=None, metavar="FILE",
                         help="file holding the server secret (created if missing) so URL and tokens survive restarts")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="N processes sharing the port (SO_REUSEPORT); needs --db postgresql://...")
     parser.add_argument("--demo", action="store_true",
                         help="define example tables (users, notifications, metrics) and feed them live")
     parser.add_argument("--open-writes", dest="open_writes", action="store_const", const=True, default=None,
@@ -5023,10 +5161,21 @@ def _main(argv=None):
             return 2
         return 0
     open_writes = args.open_writes if args.open_writes is not None else args.host in ("127.0.0.1", "::1", "localhost")
+    if args.workers != 1:
+        problem = _workers_problem(args)
+        if problem:
+            print("dsn-sync: %s" % problem, file=sys.stderr)
+            return 2
     try:
         secret = _read_secret_file(args.secret_file) if args.secret_file else None
+        if args.workers > 1:
+            # Every process must hold the same secret: chosen here, before the fork.
+            secret = secret or _parse_secret(os.environ.get("DSN_SYNC_SECRET") or os.urandom(32).hex())
+            if not _fork_workers(args.workers):
+                return 0  # the parent, after its children ended
         sync = DSNSync(port=args.port, db_connection_string=args.db, host=args.host, secret=secret,
-                       certfile=args.tls_cert, keyfile=args.tls_key, open_writes=open_writes)
+                       certfile=args.tls_cert, keyfile=args.tls_key, open_writes=open_writes,
+                       reuse_port=args.workers > 1)
         sync.start()
     except (OSError, ValueError, TypeError, ssl.SSLError, DSNError) as e:
         print("dsn-sync: %s" % e, file=sys.stderr)
