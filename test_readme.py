@@ -295,6 +295,8 @@ def run_shell_server(block, tmp_path, venv):
         found = proc.wait_for(r"URL:\s+(https?://\S+)", 60)
         assert found, "%r never printed its URL:\n%s" % (block, proc.output())
         origin = found.group(1).split("/sync/")[0]
+        # Ctrl-C once the banner is whole (it ends with the page snippet), as a person would.
+        assert proc.wait_for(r"</script>", 20), "%r: the banner never ended:\n%s" % (block, proc.output())
         with urllib.request.urlopen(origin + "/dsn_client.js", timeout=10) as answer:
             assert answer.status == 200 and b"connectDSN" in answer.read()
         code = proc.interrupt()
@@ -380,7 +382,7 @@ def run_browser_page(block, tmp_path):
     page_dir = tmp_path / "page"
     page_dir.mkdir()
     # The two names the README asks the reader to fill in with what the backend printed.
-    prelude = '<!doctype html>\n<meta charset="utf-8">\n<script>const SYNC_URL = %s, SYNC_TOKEN = %s;</script>\n' % (
+    prelude = '<!doctype html>\n<meta charset="utf-8">\n<link rel="icon" href="data:,">\n<script>const SYNC_URL = %s, SYNC_TOKEN = %s;</script>\n' % (
         json.dumps(url), json.dumps(token))
     (page_dir / "index.html").write_text(prelude + block.code, encoding="utf-8")
     driver = subprocess.Popen(["node", "--input-type=module", "-e", PAGE_DRIVER], cwd=str(ROOT), text=True,
