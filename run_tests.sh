@@ -18,7 +18,8 @@ PYTHON=${PYTHON:-python3}
 say() { printf '\n== %s\n' "$*"; }
 
 say "Python test packages (pyproject.toml, [project.optional-dependencies] test)"
-mapfile -t test_deps < <("$PYTHON" - <<'PY'
+test_deps=()
+while IFS= read -r dep; do test_deps+=("$dep"); done < <("$PYTHON" - <<'PY'
 import re
 text = open("pyproject.toml", encoding="utf-8").read()
 try:
