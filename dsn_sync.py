@@ -5180,6 +5180,12 @@ def _main(argv=None):
     except (OSError, ValueError, TypeError, ssl.SSLError, DSNError) as e:
         print("dsn-sync: %s" % e, file=sys.stderr)
         return 2
+    done = threading.Event()
+
+    def on_signal(signum, frame):
+        done.set()
+    signal.signal(signal.SIGINT, on_signal)  # before the banner: a Ctrl-C while it prints stops cleanly too
+    signal.signal(signal.SIGTERM, on_signal)
     if args.demo:
         _feed_demo(sync)
     url, token = sync.get_url(), sync.get_token()
@@ -5196,12 +5202,6 @@ def _main(argv=None):
     print("In a page:\n")
     print((_SNIPPET if open_writes else _SNIPPET_READ).format(origin=origin, url=url, token=token))
     print(flush=True)
-    done = threading.Event()
-
-    def on_signal(signum, frame):
-        done.set()
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     status = _StatusLine(sync, sys.stdout)
     while not done.wait(1.0):
         status.update()
