@@ -203,6 +203,12 @@ test('at 1100 px (and 1280), a wide table card shows every column: long text giv
       cut: [...card.querySelectorAll('th')].filter((th) => th.getBoundingClientRect().right > edge + 0.5).map((th) => th.textContent),
       columns: card.querySelectorAll('th').length,
       text: card.querySelector('tr[data-key="row-0"] td:nth-child(4)').title,
+      // Each header aligned as its column's cells are (numbers and times to the right).
+      misaligned: [...card.querySelectorAll('th')].filter((th, i) => {
+        const td = card.querySelector('tbody tr').children[i];
+        const side = (node) => ({ start: 'left', end: 'right' })[getComputedStyle(node).textAlign] ?? getComputedStyle(node).textAlign;
+        return side(th) !== side(td);
+      }).map((th) => th.textContent),
     };
   });
   for (const width of [1100, 1280]) {
@@ -213,12 +219,25 @@ test('at 1100 px (and 1280), a wide table card shows every column: long text giv
       assert.ok(fit.scroll[0] <= fit.scroll[1], `${width} px: the card does not scroll sideways (${fit.scroll})`);
       assert.ok(fit.page[0] <= fit.page[1], `${width} px: the page does not scroll sideways (${fit.page})`);
       assert.match(fit.text, /^Message 0: a long line/, 'the full text is in the cell\'s title');
+      assert.deepEqual(fit.misaligned, [], `${width} px: headers aligned as their cells`);
     });
   }
   // A phone cannot show ten columns: the card scrolls inside itself, the page never does.
   await withInspector(390, ['wide'], async (page) => {
     const fit = await measure(page);
     assert.ok(fit.page[0] <= fit.page[1], `390 px: the page does not scroll sideways (${fit.page})`);
+  });
+});
+
+test('a table with declared fields, drawn before its first row, aligns its number headers once rows come', { skip, timeout: 60000 }, async () => {
+  await fixture.cmd({ cmd: 'define_table', name: 'declared', schema: { key: 'id', fields: ['label', 'amount'] } });
+  await withInspector(1280, [], async (page) => {
+    await page.waitForSelector('section[data-table="declared"] th');
+    await sync('declared', 'd-1', { label: 'first', amount: 12.5 });
+    await page.waitForSelector('section[data-table="declared"] tbody tr');
+    const align = await page.$eval('section[data-table="declared"]', (card) => [...card.querySelectorAll('th')].map((th, i) =>
+      `${th.textContent}:${getComputedStyle(th).textAlign}/${getComputedStyle(card.querySelector('tbody tr').children[i]).textAlign}`));
+    assert.deepEqual(align, ['id:left/start', 'label:left/start', 'amount:right/right']);
   });
 });
 
