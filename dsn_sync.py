@@ -490,7 +490,8 @@ class _Entry:
     pulls and resets splice it in without encoding, and the SQLite store
     writes it as it is.  ``shape`` is the record's field names (an interned
     tuple), so a sync() that rewrites every field needs no decode to merge.
-    ``seen`` caches row-rule answers for this state, per token subject.
+    ``seen`` caches row-rule answers for this state, per claim set
+    (``View.rules_key``); any change of the key or of its table's rule clears it.
     """
 
     __slots__ = ("table", "key", "seq", "data", "shape", "seen")
@@ -536,20 +537,26 @@ def _key_json(text):
 
 
 class View:
-    """What one token may read: a table set (None = all) and row rules evaluated per subject.
+    """What one token may read: a table set (None = all) and row rules evaluated per claim set.
 
-    A row rule runs at most once per change per distinct subject: its answer
-    is cached on the change's entry, so a thousand clients of one user waiting
-    on a change cost one evaluation, not a thousand.
+    A row rule runs at most once per change per distinct claim set: its
+    answer is cached on the change's entry under ``rules_key``, the claims'
+    canonical JSON, so a thousand clients sharing one token and waiting on a
+    change cost one evaluation, not a thousand.  The key is every claim, not
+    ``sub`` alone, because a rule sees every claim: an admin token and a user
+    token of the same user must never share answers.
     """
 
-    __slots__ = ("tables", "rules", "sub", "claims")
+    __slots__ = ("tables", "rules", "sub", "claims", "rules_key")
 
     def __init__(self, tables=None, rules=None, sub=None, claims=None):
         self.tables = tables
         self.rules = rules if sub is not None else None  # the app's own token sees every row
         self.sub = sub
         self.claims = claims or {}
+        # Computed once per view (a view lives as long as its token's state);
+        # claims come from JSON, so they always encode.
+        self.rules_key = json.dumps(self.claims, sort_keys=True, separators=(",", ":"), default=repr)
 
     def may_see_table(self, table):
         return self.tables is None or table in self.tables
@@ -562,13 +569,14 @@ class View:
         seen = entry.seen
         if seen is None:
             seen = entry.seen = {}
-        answer = seen.get(self.sub)
+        answer = seen.get(self.rules_key)
         if answer is None:
             try:
-                answer = seen[self.sub] = bool(rule(_loads(entry.data), ReadContext(entry.table, entry.key, self)))
+                answer = bool(rule(_loads(entry.data), ReadContext(entry.table, entry.key, self)))
             except Exception:
                 log.exception("the @can_read('%s') rule raised for key %r; the row stays hidden", entry.table, entry.key)
-                answer = seen[self.sub] = False
+                answer = False
+            seen[self.rules_key] = answer
         return answer
 
 
@@ -587,6 +595,68 @@ EVERYTHING = View()
 class MemoryStore:
     """The default store: dicts in memory, with a by-sequence change index.
 
+    It is also the store interface: the engine (``_Hub``, ``DSNSync``, the
+    feed) uses exactly what is listed here, and a new store (SQLiteStore,
+    a PostgreSQL one) subclasses this class and overrides the hooks below.
+
+    State the caller reads (under ``lock``; each is one attribute)::
+
+        lock        an RLock; every method below takes it, and the engine takes
+                    it to read several fields as one consistent snapshot
+        changed     a Condition on ``lock``, notified after each change and
+                    schema change (once at the end of a batch); long-polls and
+                    the feed thread wait on it
+        seq         the newest change's sequence number (0 when empty)
+        sv          the schema version, bumped by every set_table() that changes a spec
+        epoch       names this change history; a cursor of another epoch resets
+        floor       cursors below it may have missed a deletion and must reset
+        tables      {name: spec}; read it, never write it (use set_table)
+        secret      the server secret kept in the store, or None
+        durable     True if the store keeps changes across a restart
+
+    Methods for the caller (all take ``lock``; ``StoreError`` means the store
+    itself failed: nothing of that call was applied, and the message, which
+    may name a file, is for the operator's log, never for a client)::
+
+        open() / close()            start and stop; open() returns self.  StoreError
+                                    if the store cannot be opened or is damaged
+        save_secret(secret)         keep the server secret (a no-op in memory)
+        set_table(name, spec)       define or replace a table; returns sv
+        apply(table, key, op, data, ledger=None, encoded=None)
+                                    one change -> (seq, record); NotFound, Exists,
+                                    UnknownTable, StoreError.  With ``ledger`` the
+                                    write's answer is remembered in the same step
+        begin_batch() / end_batch(ok)
+                                    hold the lock, wake-ups and (durable) the commit
+                                    across many apply() calls; end_batch may raise
+                                    StoreError, and then the batch is undone
+        get / exists / get_all / count       the app's reads
+        read_visible(table, key, view)       one record as a token may read it
+        needs_reset(since)          is a client cursor unusable?
+        changes_since(seq, limit, view)      a changes page (UTF-8 JSON fragments)
+        snapshot_page(snap, after, limit, view)   a reset page
+        recall(jti, mid, view) / remember(jti, mid, answer)   the mid ledger
+        revoked() / revoke(jti, exp)         revoked token ids
+        forget_rule_answers(table)  drop cached row-rule answers (a rule changed)
+        compact(count)              drop the oldest tombstones, raising floor
+        check()                     assert every invariant (tests); returns True
+
+    Methods that may be overridden (a durable store's hooks; each runs under
+    ``lock`` *before* memory changes, so one that raises StoreError leaves the
+    store as it was; outside a batch each must be durable when it returns,
+    inside one the store may buffer until end_batch())::
+
+        _persist_change(table, key, seq, record, ledger)
+                        a record's new state (UTF-8 JSON bytes, None = tombstone)
+                        as ``seq``; ``ledger`` is None or (jti, mid, answer), the
+                        write's answer to remember *without its record*: it is
+                        re-read from (table, key) by recall()
+        _persist_answer(jti, mid, answer)   an answer with no change (an error)
+        _persist_table(name, spec, sv)      a schema change
+        _persist_floor()                    compaction dropped tombstones <= floor
+        open, close, save_secret, recall, revoked, revoke, begin_batch,
+        end_batch, check      where the durable copy is involved
+
     Records live in ``{table: {key: _Entry}}``.  Every change gets the next
     ``seq`` and is appended to a log of ``(seq, entry)``; an entry whose current
     seq differs from the logged one is stale (superseded) and skipped.  Worked
@@ -604,18 +674,13 @@ class MemoryStore:
     ``floor`` moves up to the newest dropped seq: a cursor below ``floor``
     might have missed a deletion and gets a reset.
 
-    Thread safety: every method takes ``lock``; ``changed`` is a Condition on
-    it that is notified after each change (long-polls wait on it).  Records
-    are never mutated in place (a merge builds a new dict), so a record read
-    under the lock can be used after releasing it.
+    Records are never mutated in place (a merge builds a new dict), so a
+    record read under the lock can be used after releasing it.  Nothing
+    outside the store writes its private fields.
 
     The in-memory store takes a new random epoch per process, so clients of a
     restarted server reset instead of silently missing changes, and it
     remembers mutation ids for the newest ``mid_capacity`` writes only.
-
-    Subclasses persist through three hooks that run under the lock before the
-    memory changes (so a failed write changes nothing): ``_persist_change``,
-    ``_persist_table`` and ``_persist_answer``.
     """
 
     durable = False
@@ -646,15 +711,22 @@ class MemoryStore:
 
     # -- lifecycle (a durable store opens files here) -------------------------
     def open(self):
+        """Make the store ready; returns self.  Nothing to open in memory."""
         return self
 
     def close(self):
-        pass
+        """Release files and connections; the memory store keeps its contents."""
 
-    # -- persistence hooks (no-ops in memory) ---------------------------------
+    def save_secret(self, secret):
+        """Keep the server secret (32 bytes) across restarts: a no-op here, nothing outlives the process."""
+
+    # -- persistence hooks (no-ops in memory, but for the mid ledger) ----------
     def _persist_change(self, table, key, seq, record, ledger):
         if ledger is not None:
-            self._mids[ledger[:2]] = ledger[2]
+            jti, mid, answer = ledger
+            # An ok answer is kept as (table, key, seq, epoch), 88 bytes, never
+            # with its record: recall() reads the key's current state instead.
+            self._mids[(jti, mid)] = answer if table is None else (table, key, answer["seq"], answer["epoch"])
             if len(self._mids) > self.mid_capacity:
                 self._mids.popitem(last=False)
 
@@ -663,6 +735,9 @@ class MemoryStore:
 
     def _persist_answer(self, jti, mid, answer):
         self._persist_change(None, None, None, None, (jti, mid, answer))
+
+    def _persist_floor(self):
+        pass
 
     # -- schema ---------------------------------------------------------------
     def set_table(self, name, spec):
@@ -679,17 +754,23 @@ class MemoryStore:
 
     # -- reads ----------------------------------------------------------------
     def get(self, table, key):
+        """The record of ``table``/``key`` as a fresh dict, or None (absent, deleted, or no such table)."""
         with self.lock:
             entry = self._data.get(table, {}).get(key)
             data = entry.data if entry is not None else None
         return _loads(data) if data is not None else None
 
     def exists(self, table, key):
+        """True if ``table``/``key`` has a record (a tombstone does not count).  O(1)."""
         with self.lock:
             entry = self._data.get(table, {}).get(key)
             return entry is not None and entry.data is not None
 
     def get_all(self, table):
+        """``{key: record}`` of every record in ``table`` (fresh dicts); UnknownTable if undefined.
+
+        O(records in the table): the JSON is copied under the lock and decoded after.
+        """
         with self.lock:
             if table not in self._data:
                 raise UnknownTable("no table %r" % (table,))
@@ -697,9 +778,33 @@ class MemoryStore:
         return {k: _loads(d) for k, d in raw}
 
     def count(self, table=None):
+        """How many records ``table`` holds (all tables if None; 0 for an unknown one).  O(records)."""
         with self.lock:
             tables = [table] if table is not None else list(self._data)
             return sum(1 for t in tables for e in self._data.get(t, {}).values() if e.data is not None)
+
+    def read_visible(self, table, key, view=EVERYTHING):
+        """The record of ``table``/``key`` as ``view`` may read it (a fresh dict), or None.
+
+        None when the key has no record, when the view may not read the table,
+        or when the table's row rule hides the row; the rule's answer comes
+        from (and goes to) the same cache as changes_since(), so it is exactly
+        what a pull would show.  Write answers are filtered through this.
+        """
+        with self.lock:
+            if not view.may_see_table(table):
+                return None
+            entry = self._data.get(table, {}).get(key)
+            if entry is None or entry.data is None or (view.rules and not view.row_visible(entry)):
+                return None
+            data = entry.data
+        return _loads(data)
+
+    def forget_rule_answers(self, table):
+        """Drop the cached row-rule answers of ``table`` (its rule was replaced).  O(records in the table)."""
+        with self.lock:
+            for entry in self._data.get(table, {}).values():
+                entry.seen = None
 
     # -- writes ---------------------------------------------------------------
     def apply(self, table, key, op, data=None, ledger=None, encoded=None):
@@ -709,7 +814,8 @@ class MemoryStore:
         shallow merge), ``upsert`` (merge or create), ``replace`` (whole record),
         ``delete`` (NotFound if absent).  ``data`` must already be validated.
         ``ledger``: a client write's ``(jti, mid)``, remembered with its answer
-        in the same step, so a retry can never apply it twice.  ``encoded``:
+        (``ok``, ``seq``, ``epoch``; not the record) in the same step, so a
+        retry can never apply it twice.  ``encoded``:
         ``data`` as UTF-8 JSON when the caller has it already.  The record
         returned is a dict the caller may keep.
         """
@@ -740,8 +846,8 @@ class MemoryStore:
                     record = dict(data)
                     stored = encoded if encoded is not None else _json_dumps(record).encode("utf-8")
             seq = self.seq + 1
-            if ledger is not None:
-                ledger = (ledger[0], ledger[1], {"ok": True, "seq": seq, "record": record})
+            if ledger is not None:  # PROTOCOL.md 6: a remembered answer keeps the epoch it was first given
+                ledger = (ledger[0], ledger[1], {"ok": True, "seq": seq, "epoch": self.epoch})
             self._persist_change(table, key, seq, stored, ledger)
             self._put(rows, table, key, entry, stored, seq, shape if stored is not None else ())
             self._notify()
@@ -796,9 +902,6 @@ class MemoryStore:
                 self._compact_log()
                 self._persist_floor()
             return dropped
-
-    def _persist_floor(self):
-        pass
 
     def _notify(self):
         if self._batch_depth:
@@ -902,21 +1005,41 @@ class MemoryStore:
         return blob, (last if more else snap_seq), more
 
     # -- mutation-id ledger ---------------------------------------------------
-    def recall(self, jti, mid):
+    def recall(self, jti, mid, view=EVERYTHING):
+        """The answer first given to token ``jti``'s write ``mid`` (a fresh dict), or None if unknown.
+
+        An ok answer keeps its first ``seq`` and ``epoch``, but its ``record``
+        is the key's *current* state as ``view`` may read it (None if deleted
+        since or hidden): the ledger does not keep records, so a write of a
+        large record costs its size once, not once per write.  That state is
+        never older than the first answer's, and a client ignores states older
+        than what it has anyway.  An error answer comes back as it was.
+        """
         with self.lock:
-            return self._mids.get((jti, mid))
+            found = self._mids.get((jti, mid))
+            if found is None:
+                return None
+            if isinstance(found, dict):
+                return dict(found)
+            table, key, seq, epoch = found
+            return {"ok": True, "seq": seq, "epoch": epoch, "record": self.read_visible(table, key, view)}
 
     def remember(self, jti, mid, answer):
+        """Remember ``answer`` (a JSON-able dict with no record: an error) for token ``jti``'s write ``mid``.
+
+        An ok answer is remembered by apply() itself, in the same step as its
+        change; this is for writes refused before any change.
+        """
         with self.lock:
             self._persist_answer(jti, mid, answer)
 
     # -- revocation -----------------------------------------------------------
     def revoked(self):
-        """Token ids revoked and remembered by the store (empty for the memory store)."""
+        """Token ids revoked and remembered by the store (a set; always empty in memory)."""
         return set()
 
     def revoke(self, jti, exp):
-        pass
+        """Remember that token ``jti`` (expiring at ``exp``, or None) is revoked; a no-op in memory."""
 
     # -- invariants -----------------------------------------------------------
     def check(self):
