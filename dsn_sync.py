@@ -1067,7 +1067,11 @@ class MemoryStore:
 
 
 class StoreError(DSNError):
-    """A store that cannot be opened or used: a bad path, a foreign or newer file, a failed write."""
+    """A store that cannot be opened or used: a bad path, a foreign, newer or damaged file, a failed write.
+
+    Its message may name the file and quote SQLite: it is for the operator's
+    log, and the engine never sends it to a client (a client sees a 503).
+    """
 
     code = "store"
 
@@ -1078,6 +1082,47 @@ def _unlock(fd):
             os.close(fd)  # closing the descriptor releases its flock
         except OSError:
             pass
+
+
+_EPOCH_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_COUNTER_RE = re.compile(r"0|[1-9][0-9]{0,18}")  # seq, sv, floor: what an int64 column holds
+_SECRET_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _valid_spec(spec):
+    """Is ``spec`` a table spec as set_table() stores it: {"key": name, "fields": None or [names]}?"""
+    if not isinstance(spec, dict) or not isinstance(spec.get("key"), str) or not spec["key"]:
+        return False
+    fields = spec.get("fields")
+    return fields is None or (isinstance(fields, list) and all(isinstance(f, str) for f in fields))
+
+
+class _SQLiteFailure:
+    """``with store._failing("writing to"):`` turns a sqlite3 error into StoreError naming the file.
+
+    Inside a batch it also marks the batch failed: SQLite may have rolled the
+    whole transaction back (SQLITE_FULL does), so end_batch() must undo it.
+    """
+
+    __slots__ = ("store", "doing")
+
+    def __init__(self, store, doing):
+        self.store, self.doing = store, doing
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if kind is None:
+            return False
+        import sqlite3
+        if issubclass(kind, (sqlite3.Error, StoreError)):
+            store = self.store
+            if store._batch_depth:
+                store._batch_failed = True
+            if issubclass(kind, sqlite3.Error):
+                raise StoreError("%s %s failed: %s" % (self.doing, store.path, error)) from error
+        return False
 
 
 class SQLiteStore(MemoryStore):
@@ -1098,18 +1143,30 @@ class SQLiteStore(MemoryStore):
     process still loses nothing, a crashed machine may lose the last commits.
     ``with sync.batch()`` makes many changes one commit.
 
+    Failures: every method raises StoreError, never a sqlite3 exception; a
+    failed write (disk full, I/O error, a locked file) changes nothing, in
+    memory or on disk, and a batch with a failed write is undone whole.
+    open() reads and checks every row before it writes a byte: a damaged file
+    raises StoreError and is left as it was.
+
+    The file holds the server secret: it and its ``-wal`` and ``-shm`` are
+    created 0600 whatever the umask, and open() warns (logger ``dsn_sync``)
+    when an existing one is readable by group or others.
+
     Tables (all prefixed ``dsn_``)::
 
         dsn_meta(k, v)                      format, epoch, seq, sv, floor, secret
         dsn_tables(name, spec)              the schema
         dsn_records(tbl, key, seq UNIQUE, data)   data NULL = tombstone
-        dsn_mids(jti, mid, at, answer)      answers of client writes
+        dsn_mids(jti, mid, at, answer)      answers of client writes; an ok one
+                                            holds "of": [table, key], not the record
         dsn_revoked(jti, exp)
     """
 
     durable = True
     format_version = 1
     mid_ttl = 86400  # seconds a mutation id's answer is kept (PROTOCOL.md: at least 24 h)
+    file_mode = 0o600  # the file holds the server secret: owner only
 
     def __init__(self, path, synchronous="FULL"):
         super().__init__()
@@ -1125,16 +1182,21 @@ class SQLiteStore(MemoryStore):
         self._pending_rows = []
         self._pending_mids = []
         self._writes = 0
+        self._batch_failed = False
 
     # -- lifecycle ------------------------------------------------------------
     def open(self):
+        """Open (or create) the file and load it into memory; returns self.
+
+        StoreError if the folder is missing, the file is another program's,
+        a newer format's, damaged, or in use by another server.  A file that
+        is refused is not written to.  O(rows in the file).
+        """
         import sqlite3  # deferred: only the durable store needs it
         with self.lock:
             if self._db is not None:
                 return self
-            folder = os.path.dirname(os.path.abspath(self.path))
-            if not os.path.isdir(folder):
-                raise StoreError("cannot open the store %s: folder %s does not exist" % (self.path, folder))
+            self._prepare_file()
             try:
                 db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             except sqlite3.Error as e:
@@ -1143,20 +1205,20 @@ class SQLiteStore(MemoryStore):
             try:
                 fresh = self._check_foreign(db)  # before changing anything in a file that may not be ours
                 lock = self._lock_file()
+                if not fresh:
+                    self._load(db)  # every row checked before a byte is written
                 mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 if str(mode).lower() != "wal" and self.path != ":memory:":
                     raise StoreError("the store %s cannot use WAL mode (got %s)" % (self.path, mode))
                 db.execute("PRAGMA synchronous=%s" % self.synchronous)
                 if fresh:
                     self._create(db)
-                self._load(db)
-            except sqlite3.DatabaseError as e:
+                    self._load(db)
+            except BaseException as e:
                 db.close()
                 _unlock(lock)
-                raise StoreError("%s is not a dsn-sync database, or it is damaged: %s" % (self.path, e))
-            except BaseException:
-                db.close()
-                _unlock(lock)
+                if isinstance(e, sqlite3.Error):
+                    raise StoreError("%s is not a dsn-sync database, or it is damaged: %s" % (self.path, e)) from e
                 raise
             self._db = db
             self._lock = lock
@@ -1164,18 +1226,55 @@ class SQLiteStore(MemoryStore):
             return self
 
     def close(self):
+        """Write what is buffered, checkpoint the WAL and close the file; StoreError if the last write fails."""
         with self.lock:
             if self._db is None:
                 return
-            self._flush()
             try:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except Exception:
-                pass
-            self._db.close()
-            self._db = None
-            _unlock(self._lock)
-            self._lock = None
+                with self._failing("writing to"):
+                    self._flush()
+            finally:
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except Exception:
+                    pass  # the WAL is replayed at the next open
+                self._db.close()
+                self._db = None
+                _unlock(self._lock)
+                self._lock = None
+
+    def _failing(self, doing):
+        return _SQLiteFailure(self, doing)
+
+    def _prepare_file(self):
+        """Create the file owner-only, or warn if an existing one (or its -wal, -shm) is readable by others.
+
+        SQLite gives the -wal and -shm it creates the database file's own
+        mode, so 0600 here makes all three 0600 whatever the umask.
+        """
+        if self.path == ":memory:":
+            return
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder):
+            raise StoreError("cannot open the store %s: folder %s does not exist" % (self.path, folder))
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, self.file_mode)
+        except FileExistsError:
+            for path in (self.path, self.path + "-wal", self.path + "-shm"):
+                try:
+                    mode = os.stat(path).st_mode
+                except OSError:
+                    continue
+                if mode & 0o077 and not os.path.isdir(path):
+                    log.warning("%s is readable or writable by other users (mode %o) and it holds the server secret: "
+                                "run chmod 600 %s", path, mode & 0o777, path)
+            return
+        except OSError as e:
+            raise StoreError("cannot create the store %s: %s" % (self.path, e))
+        try:
+            os.fchmod(fd, self.file_mode)  # os.open's mode is masked by the umask; this is not
+        finally:
+            os.close(fd)
 
     def _lock_file(self):
         """Hold an exclusive flock on the database file while open: one server per file.
@@ -1192,7 +1291,10 @@ class SQLiteStore(MemoryStore):
             import fcntl  # deferred, and absent on Windows
         except ImportError:
             return None
-        fd = os.open(self.path, os.O_RDWR)
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except OSError as e:
+            raise StoreError("cannot open the store %s: %s" % (self.path, e))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -1201,6 +1303,17 @@ class SQLiteStore(MemoryStore):
                              "stop that one, or give this one its own file" % self.path)
         return fd
 
+    def _damaged(self, what):
+        return StoreError("%s is damaged: %s; restore it from a backup, or point --db at a new file" % (self.path, what))
+
+    def _read_meta(self, db):
+        meta = {}
+        for k, v in db.execute("SELECT k, v FROM dsn_meta"):
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise self._damaged("dsn_meta holds a %s key with a %s value" % (type(k).__name__, type(v).__name__))
+            meta[k] = v
+        return meta
+
     def _check_foreign(self, db):
         """True for an empty file (to be created); StoreError for anything that is not our format."""
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -1208,12 +1321,10 @@ class SQLiteStore(MemoryStore):
             return True
         if "dsn_meta" not in names:
             raise StoreError("%s is not a dsn-sync database (its tables: %s); point --db at a new file"
-                             % (self.path, ", ".join(sorted(names))))
-        meta = dict(db.execute("SELECT k, v FROM dsn_meta"))
-        try:
-            version = int(meta.get("format", "0"))
-        except ValueError:
-            version = 0
+                             % (self.path, ", ".join(sorted(map(str, names)))))
+        meta = self._read_meta(db)
+        format_text = meta.get("format", "0")
+        version = int(format_text) if _COUNTER_RE.fullmatch(format_text) else 0
         if version > self.format_version:
             raise StoreError("%s was written by a newer dsn-sync (store format %d; this version %s reads format %d): "
                              "upgrade dsn-sync" % (self.path, version, __version__, self.format_version))
@@ -1238,31 +1349,93 @@ class SQLiteStore(MemoryStore):
             ("floor", "0"), ("app", "dsn-sync")])
 
     def _load(self, db):
-        meta = dict(db.execute("SELECT k, v FROM dsn_meta"))
-        self._reset_memory()
-        self.epoch = meta["epoch"]
-        self.sv = int(meta["sv"])
-        self.floor = int(meta["floor"])
-        self.secret = bytes.fromhex(meta["secret"]) if meta.get("secret") else None
+        """Read the file into memory, checking every row; StoreError names the first bad one.
+
+        Memory is replaced only once the whole file has passed, so a refused
+        file leaves the store as it was.  The ledger and revocations stay on
+        disk (recall() and revoked() read them); their rows are checked here
+        by one query each.
+        """
+        damaged = self._damaged
+        meta = self._read_meta(db)
+        counters = {}
+        for name in ("seq", "sv", "floor"):
+            text = meta.get(name)
+            if text is None or not _COUNTER_RE.fullmatch(text):
+                raise damaged("dsn_meta %s is %r, not a counter" % (name, text))
+            counters[name] = int(text)
+        epoch = meta.get("epoch")
+        if epoch is None or not _EPOCH_RE.fullmatch(epoch):
+            raise damaged("dsn_meta epoch is %r" % (epoch,))
+        secret = meta.get("secret")
+        if secret is not None and not _SECRET_RE.fullmatch(secret):
+            raise damaged("dsn_meta secret is not 64 hex digits")
+        tables = {}
         for name, spec in db.execute("SELECT name, spec FROM dsn_tables"):
-            self.tables[name] = json.loads(spec)
-            self._data[name] = {}
-        seq = int(meta["seq"])
-        seqs, entries = self._log_seq, self._log_entry
+            if not isinstance(name, str) or not _TABLE_RE.match(name):
+                raise damaged("dsn_tables holds a bad table name %r" % (name,))
+            tables[name] = spec = self._json(spec, "the spec of table %r" % name)
+            if not _valid_spec(spec):
+                raise damaged("the spec of table %r is %r" % (name, spec))
+        data_by_table = {name: {} for name in tables}
+        floor = counters["floor"]
+        seqs, entries = [], []
+        tombstones = 0
         for table, key, s, data in db.execute("SELECT tbl, key, seq, data FROM dsn_records ORDER BY seq"):
-            rows = self._data.get(table)
+            if type(s) is not int or s <= (seqs[-1] if seqs else 0):
+                raise damaged("dsn_records holds seq %r after %r (seqs are distinct positive integers)"
+                              % (s, seqs[-1] if seqs else 0))
+            rows = data_by_table.get(table) if isinstance(table, str) else None
             if rows is None:
-                raise StoreError("%s holds records for table %r but not its schema" % (self.path, table))
+                raise damaged("it holds records for table %r but not its schema" % (table,))
+            try:
+                check_key(key)
+            except ValueError as e:
+                raise damaged("record %s of table %r: %s" % (s, table, e))
+            if key in rows:
+                raise damaged("key %r of table %r is there twice" % (key, table))
             entry = rows[key] = _Entry(table, key)
             entry.seq = s
-            if data is not None:
+            if data is None:
+                if s <= floor:
+                    raise damaged("a tombstone (seq %d) at or below the floor (%d)" % (s, floor))
+                tombstones += 1
+            else:
+                record = self._json(data, "record %s/%s" % (table, key))
+                if not isinstance(record, dict):
+                    raise damaged("record %s/%s is not a JSON object" % (table, key))
                 entry.data = data.encode("utf-8")
-                entry.shape = _shape(entry.record)
-            self._tombstones += data is None
+                entry.shape = _shape(record)
             seqs.append(s)
             entries.append(entry)
-            seq = max(seq, s)
-        self.seq = seq
+        for query, what in (
+                ("SELECT count(*) FROM dsn_mids WHERE typeof(jti) != 'text' OR typeof(mid) != 'text' "
+                 "OR typeof(at) != 'integer' OR typeof(answer) != 'text' OR NOT json_valid(answer) "
+                 "OR json_type(answer) != 'object'", "dsn_mids"),
+                ("SELECT count(*) FROM dsn_revoked WHERE typeof(jti) != 'text' "
+                 "OR typeof(exp) NOT IN ('null', 'real', 'integer')", "dsn_revoked")):
+            bad = db.execute(query).fetchone()[0]
+            if bad:
+                raise damaged("%d row(s) of %s are malformed" % (bad, what))
+        self._reset_memory()
+        self.epoch = epoch
+        self.sv = counters["sv"]
+        self.floor = floor
+        self.secret = bytes.fromhex(secret) if secret is not None else None
+        self.tables = tables
+        self._data = data_by_table
+        self._log_seq, self._log_entry = seqs, entries
+        self._tombstones = tombstones
+        self.seq = max(counters["seq"], seqs[-1] if seqs else 0)
+
+    def _json(self, text, what):
+        """A JSON value read from the file; StoreError if it is not JSON text."""
+        if not isinstance(text, str):
+            raise self._damaged("%s is a %s, not JSON text" % (what, type(text).__name__))
+        try:
+            return _loads(text)
+        except (ValueError, RecursionError) as e:
+            raise self._damaged("%s is not JSON (%s)" % (what, e.__class__.__name__))
 
     # -- persistence hooks ----------------------------------------------------
     def _persist_change(self, table, key, seq, record, ledger):
@@ -1270,26 +1443,40 @@ class SQLiteStore(MemoryStore):
         if table is not None:
             self._pending_rows.append((table, key, seq, record.decode("utf-8") if record is not None else None))
         if ledger is not None:
-            self._pending_mids.append((ledger[0], ledger[1], int(time.time()), _json_dumps(ledger[2])))
+            answer = ledger[2]
+            if table is not None:  # an ok answer: its record is re-read from here by recall()
+                answer = dict(answer, of=[table, key])
+            self._pending_mids.append((ledger[0], ledger[1], int(time.time()), _json_dumps(answer)))
         if not self._batch_depth:
             self._commit()
 
     def _persist_table(self, name, spec, sv):
         self._require_open()
-        self._flush()
-        self._execute_in_tx([("INSERT OR REPLACE INTO dsn_tables VALUES (?, ?)", (name, _json_dumps(spec))),
-                             ("UPDATE dsn_meta SET v = ? WHERE k = 'sv'", (str(sv),))])
+        with self._failing("writing the schema to"):
+            self._flush()
+            self._execute_in_tx([("INSERT OR REPLACE INTO dsn_tables VALUES (?, ?)", (name, _json_dumps(spec))),
+                                 ("UPDATE dsn_meta SET v = ? WHERE k = 'sv'", (str(sv),))])
 
     def _persist_floor(self):
-        self._flush()
-        self._execute_in_tx([("DELETE FROM dsn_records WHERE data IS NULL AND seq <= ?", (self.floor,)),
-                             ("UPDATE dsn_meta SET v = ? WHERE k = 'floor'", (str(self.floor),)),
-                             ("UPDATE dsn_meta SET v = ? WHERE k = 'seq'", (str(self.seq),))])
+        try:
+            with self._failing("compacting tombstones in"):
+                self._flush()
+                self._execute_in_tx([("DELETE FROM dsn_records WHERE data IS NULL AND seq <= ?", (self.floor,)),
+                                     ("UPDATE dsn_meta SET v = ? WHERE k = 'floor'", (str(self.floor),)),
+                                     ("UPDATE dsn_meta SET v = ? WHERE k = 'seq'", (str(self.seq),))])
+        except StoreError:
+            if self._batch_depth:
+                raise  # the batch is undone at its end
+            # The change that led here is committed; the file keeps its older
+            # floor and tombstones (consistent), and the next compaction retries.
+            log.warning("compacting tombstones failed; the file keeps them until the next compaction", exc_info=True)
 
     def save_secret(self, secret):
+        """Keep the server secret (32 bytes) in the file, so tokens survive a restart."""
         with self.lock:
             self._require_open()
-            self._execute_in_tx([("INSERT OR REPLACE INTO dsn_meta VALUES ('secret', ?)", (secret.hex(),))])
+            with self._failing("saving the secret to"):
+                self._execute_in_tx([("INSERT OR REPLACE INTO dsn_meta VALUES ('secret', ?)", (secret.hex(),))])
             self.secret = secret
 
     def _require_open(self):
@@ -1308,8 +1495,16 @@ class SQLiteStore(MemoryStore):
                 db.execute("COMMIT")
         except Exception:
             if own:
-                db.execute("ROLLBACK")
+                self._rollback()
             raise
+
+    def _rollback(self):
+        """Roll back if a transaction is open (SQLite may have ended it already: SQLITE_FULL does)."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except Exception:
+            log.warning("rolling back %s failed", self.path, exc_info=True)
 
     def _flush(self):
         """Write buffered rows inside the current transaction (or on their own)."""
@@ -1326,7 +1521,7 @@ class SQLiteStore(MemoryStore):
             db.executemany("INSERT OR REPLACE INTO dsn_mids VALUES (?, ?, ?, ?)", mids)
 
     def _commit(self):
-        """Commit buffered changes as one transaction; on failure nothing is kept and it raises."""
+        """Commit buffered changes as one transaction; on failure nothing is kept and it raises StoreError."""
         import sqlite3
         self._require_open()
         rows, mids = self._pending_rows, self._pending_mids
@@ -1338,9 +1533,8 @@ class SQLiteStore(MemoryStore):
             self._execute_many(rows, mids)
             db.execute("COMMIT")
         except sqlite3.Error as e:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise StoreError("writing to %s failed, nothing was applied: %s" % (self.path, e))
+            self._rollback()
+            raise StoreError("writing to %s failed, nothing was applied: %s" % (self.path, e)) from e
         self._writes += len(rows)
         if self._writes > 10000:
             self._writes = 0
@@ -1350,54 +1544,96 @@ class SQLiteStore(MemoryStore):
         import sqlite3
         super().begin_batch()
         if self._batch_depth == 1:
+            self._batch_failed = False
             try:
                 self._require_open()
                 self._db.execute("BEGIN IMMEDIATE")
             except BaseException as e:
                 super().end_batch(False)  # give the lock back: the batch never started
                 if isinstance(e, sqlite3.Error):
-                    raise StoreError("cannot start a batch on %s: %s" % (self.path, e))
+                    raise StoreError("cannot start a batch on %s: %s" % (self.path, e)) from e
                 raise
 
     def end_batch(self, ok=True):
+        """Commit the batch's changes as one transaction (whatever ``ok`` says: memory has them already).
+
+        If the commit, or any write of the batch, failed, the transaction is
+        rolled back, memory is reloaded from the file, and StoreError is raised.
+        """
         try:
             if self._batch_depth == 1:
+                if self._batch_failed:
+                    self._pending_rows, self._pending_mids = [], []
+                    self._rollback()
+                    self._reload()
+                    raise StoreError("a write of this batch to %s failed: the whole batch was undone" % self.path)
                 try:
                     self._commit()
                 except StoreError:
-                    self._load(self._db)  # memory back to what is on disk
+                    self._reload()
                     raise
         finally:
+            self._batch_failed = False
             super().end_batch(ok)
 
+    def _reload(self):
+        """Memory back to what is on disk (after a failed commit)."""
+        try:
+            with self._failing("reading back"):
+                self._load(self._db)
+        except StoreError:
+            log.error("reading %s back after a failed write failed too; memory may be ahead of the file",
+                      self.path, exc_info=True)
+
     def _expire_mids(self):
-        self._db.execute("DELETE FROM dsn_mids WHERE at < ?", (int(time.time()) - self.mid_ttl,))
+        """Drop ledger answers older than ``mid_ttl``; a failure only delays it (it is logged)."""
+        try:
+            self._db.execute("DELETE FROM dsn_mids WHERE at < ?", (int(time.time()) - self.mid_ttl,))
+        except Exception:
+            log.warning("expiring old mids in %s failed; retried later", self.path, exc_info=True)
 
     # -- ledger and revocation ------------------------------------------------
-    def recall(self, jti, mid):
+    def recall(self, jti, mid, view=EVERYTHING):
         with self.lock:
             self._require_open()
-            row = self._db.execute("SELECT answer FROM dsn_mids WHERE jti = ? AND mid = ?", (jti, mid)).fetchone()
-            return json.loads(row[0]) if row else None
+            with self._failing("reading the mid ledger of"):
+                row = self._db.execute("SELECT answer FROM dsn_mids WHERE jti = ? AND mid = ?", (jti, mid)).fetchone()
+            if row is None:
+                return None
+            answer = self._json(row[0], "the answer of mid %r" % (mid,))
+            if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
+                raise self._damaged("the answer of mid %r is %r" % (mid, answer))
+            of = answer.pop("of", None)
+            if of is not None:  # an answer from before "of" keeps the record it was given
+                if not (isinstance(of, list) and len(of) == 2 and all(isinstance(x, str) for x in of)):
+                    raise self._damaged("the answer of mid %r names %r" % (mid, of))
+                answer["record"] = self.read_visible(of[0], of[1], view)
+            return answer
+    recall.__doc__ = MemoryStore.recall.__doc__
 
     def revoked(self):
         with self.lock:
             self._require_open()
             now = time.time()
-            return {jti for jti, exp in self._db.execute("SELECT jti, exp FROM dsn_revoked")
-                    if exp is None or exp > now}
+            with self._failing("reading revocations from"):
+                rows = self._db.execute("SELECT jti, exp FROM dsn_revoked").fetchall()
+            return {jti for jti, exp in rows if exp is None or exp > now}
+    revoked.__doc__ = MemoryStore.revoked.__doc__.replace("; always empty in memory", "")
 
     def revoke(self, jti, exp):
+        """Remember in the file that token ``jti`` (expiring at ``exp``, or None) is revoked."""
         with self.lock:
             self._require_open()
-            self._execute_in_tx([("INSERT OR REPLACE INTO dsn_revoked VALUES (?, ?)", (jti, exp))])
+            with self._failing("writing a revocation to"):
+                self._execute_in_tx([("INSERT OR REPLACE INTO dsn_revoked VALUES (?, ?)", (jti, exp))])
 
     def check(self):
         """MemoryStore's invariants, plus: the file holds exactly what memory holds."""
         with self.lock:
             super().check()
-            self._flush()
-            on_disk = {(t, k): (s, d) for t, k, s, d in self._db.execute("SELECT tbl, key, seq, data FROM dsn_records")}
+            with self._failing("reading"):
+                self._flush()
+                on_disk = {(t, k): (s, d) for t, k, s, d in self._db.execute("SELECT tbl, key, seq, data FROM dsn_records")}
             in_memory = {(t, k): (e.seq, e.data.decode("utf-8") if e.data is not None else None)
                          for t, rows in self._data.items() for k, e in rows.items()}
             assert set(on_disk) == set(in_memory), "keys on disk differ from memory"
