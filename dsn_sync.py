@@ -488,8 +488,10 @@ class _Entry:
     pull and reset carries: a 200-byte record then costs one bytes object
     instead of a dict and its values (about 240 bytes instead of 530 here),
     pulls and resets splice it in without encoding, and the SQLite store
-    writes it as it is.  ``shape`` is the record's field names (an interned
-    tuple), so a sync() that rewrites every field needs no decode to merge.
+    writes it as it is.  ``shape`` is the record's field names as a tuple
+    shared by every record of that shape (see _shape), so a sync() that
+    rewrites every field needs no decode to merge; None when the shape is not
+    shared (a merge into it then decodes the stored record).
     ``seen`` caches row-rule answers for this state, per claim set
     (``View.rules_key``); any change of the key or of its table's rule clears it.
     """
@@ -511,18 +513,28 @@ class _Entry:
 
 
 _SHAPES = {}
+_SHAPES_BUDGET = 8 << 20  # bytes the shared shapes may pin, all stores together (a 20-field shape: ~1.5 KB)
 
 
 def _shape(record):
-    """The record's field names as one shared tuple per distinct shape (at most 10,000 kept)."""
+    """The record's field names as the one tuple shared by every record of that shape, or None.
+
+    A tuple per record would pin its own field-name strings: 100 small fields
+    cost about 6 KB beside 800 bytes of JSON (issue 15: records cost 12-21x
+    their JSON size).  So only shared tuples are kept, while the cache stays
+    under ``_SHAPES_BUDGET`` (field names come from clients too, and the cache
+    outlives their records); past it, and for a shape of over about 1,000
+    fields, it is None.
+    """
+    global _SHAPES_BUDGET
     shape = tuple(record)
     found = _SHAPES.get(shape)
     if found is None:
-        # Only modest shapes are kept: field names come from clients too, and an
-        # unbounded cache of huge ones would pin memory after the records are gone.
-        if len(_SHAPES) < 10000 and len(shape) <= 64 and sum(map(len, shape)) <= 2048:
-            _SHAPES[shape] = shape
-        return shape
+        cost = 120 + 64 * len(shape) + sum(map(len, shape))  # tuple slot, str header, dict slot per name
+        if cost > 65536 or cost > _SHAPES_BUDGET:  # one shape of 1,000 fields at most
+            return None
+        _SHAPES_BUDGET -= cost
+        found = _SHAPES.setdefault(shape, shape)
     return found
 
 
@@ -837,7 +849,8 @@ class MemoryStore:
                 if op not in ("create", "update", "upsert", "replace"):
                     raise ValueError("unknown op %r" % (op,))
                 shape = _shape(data)
-                if present and op != "replace" and shape is not entry.shape and not all(f in data for f in entry.shape):
+                if present and op != "replace" and (entry.shape is None or (
+                        shape is not entry.shape and not all(f in data for f in entry.shape))):
                     record = _loads(entry.data)  # a partial update: merge into the stored fields
                     record.update(data)
                     shape = _shape(record)
@@ -1060,7 +1073,7 @@ class MemoryStore:
                     i = bisect.bisect_left(seqs, e.seq)
                     assert i < len(seqs) and seqs[i] == e.seq and entries[i] is e, "entry missing from the log"
                     assert e.data is None or isinstance(e.record, dict), "record is not a JSON object"
-                    assert e.data is None or e.shape == tuple(e.record), "shape differs from the record"
+                    assert e.data is None or e.shape is None or e.shape == tuple(e.record), "shape differs from the record"
                     tomb += e.data is None
             assert tomb == self._tombstones, "tombstone count %d != %d" % (tomb, self._tombstones)
             return True

@@ -201,6 +201,31 @@ def test_the_ledger_does_not_keep_records(tmp_path):
     assert memory.recall("j", "m0")["record"]["n"] == 199
 
 
+def test_wide_records_cost_about_their_json_and_still_merge(store):
+    # Issue 15 item 7: a tuple of field names per record made records of many small
+    # fields cost 12-21x their JSON.  1,500 fields is past what the shared shapes keep.
+    import tracemalloc
+    texts = [json.dumps({"f%d_%d" % (j, i): j for j in range(1500)}, separators=(",", ":")).encode()
+             for i in range(40)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i, text in enumerate(texts):  # as a client write arrives: decoded from its own JSON
+        store.apply("notes", "w%d" % i, "create", json.loads(text), encoded=bytes(bytearray(text)))
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    ratio = grown / sum(map(len, texts))
+    assert ratio < 2, "40 records of 1,500 fields cost %.1fx their JSON size" % ratio
+    # merging into a record whose shape is not shared keeps every field
+    store.apply("notes", "w0", "upsert", {"f0_0": "changed", "extra": 1})
+    merged = store.get("notes", "w0")
+    assert len(merged) == 1501 and merged["f0_0"] == "changed" and merged["f1499_0"] == 1499
+    store.apply("notes", "w1", "update", json.loads(texts[1]))  # every field rewritten
+    assert store.get("notes", "w1") == json.loads(texts[1])
+    store.apply("notes", "w1", "replace", {"only": 1})
+    assert store.get("notes", "w1") == {"only": 1}
+    assert store.check()
+
+
 def test_a_reopened_file_recalls_answers_and_old_format_answers(tmp_path):
     path = str(tmp_path / "dsn.db")
     s = SQLiteStore(path).open()
