@@ -548,15 +548,19 @@ def _key_json(text):
     return _json_dumps(text).encode("utf-8")
 
 
+_PER_TOKEN_CLAIMS = frozenset(("jti", "iat", "exp"))  # what tells two tokens of one user apart
+
+
 class View:
     """What one token may read: a table set (None = all) and row rules evaluated per claim set.
 
-    A row rule runs at most once per change per distinct claim set: its
-    answer is cached on the change's entry under ``rules_key``, the claims'
-    canonical JSON, so a thousand clients sharing one token and waiting on a
-    change cost one evaluation, not a thousand.  The key is every claim, not
-    ``sub`` alone, because a rule sees every claim: an admin token and a user
-    token of the same user must never share answers.
+    A row rule sees the token's claims but its own id and times (``jti``,
+    ``iat``, ``exp``), and runs at most once per change per distinct set of
+    them: its answer is cached on the change's entry under ``rules_key``,
+    the canonical JSON of exactly what the rule sees.  So a thousand clients
+    of one user waiting on a change cost one evaluation, not a thousand,
+    while an admin token and a user token of the same user (claims that
+    differ in anything but those three) never share an answer.
     """
 
     __slots__ = ("tables", "rules", "sub", "claims", "rules_key")
@@ -565,7 +569,7 @@ class View:
         self.tables = tables
         self.rules = rules if sub is not None else None  # the app's own token sees every row
         self.sub = sub
-        self.claims = claims or {}
+        self.claims = {k: v for k, v in (claims or {}).items() if k not in _PER_TOKEN_CLAIMS}
         # Computed once per view (a view lives as long as its token's state);
         # claims come from JSON, so they always encode.
         self.rules_key = json.dumps(self.claims, sort_keys=True, separators=(",", ":"), default=repr)
@@ -593,7 +597,11 @@ class View:
 
 
 class ReadContext:
-    """A row rule's second argument: ``table``, ``key``, ``sub`` (the token's user) and ``claims``."""
+    """A row rule's second argument: ``table``, ``key``, ``sub`` (the token's user) and ``claims``.
+
+    ``claims`` leaves out ``jti``, ``iat`` and ``exp``: answers are shared by
+    every token of a user with the same other claims (see View).
+    """
 
     __slots__ = ("table", "key", "sub", "claims")
 
@@ -1626,6 +1634,10 @@ class SQLiteStore(MemoryStore):
 
     # -- ledger and revocation ------------------------------------------------
     def recall(self, jti, mid, view=EVERYTHING):
+        """As MemoryStore.recall, from the file: an ok answer's record is re-read from its [table, key].
+
+        StoreError if the file fails or the row is malformed.  One indexed lookup.
+        """
         with self.lock:
             self._require_open()
             with self._failing("reading the mid ledger of"):
@@ -1641,16 +1653,15 @@ class SQLiteStore(MemoryStore):
                     raise self._damaged("the answer of mid %r names %r" % (mid, of))
                 answer["record"] = self.read_visible(of[0], of[1], view)
             return answer
-    recall.__doc__ = MemoryStore.recall.__doc__
 
     def revoked(self):
+        """Token ids revoked in the file and not yet expired (a set).  O(revocations)."""
         with self.lock:
             self._require_open()
             now = time.time()
             with self._failing("reading revocations from"):
                 rows = self._db.execute("SELECT jti, exp FROM dsn_revoked").fetchall()
             return {jti for jti, exp in rows if exp is None or exp > now}
-    revoked.__doc__ = MemoryStore.revoked.__doc__.replace("; always empty in memory", "")
 
     def revoke(self, jti, exp):
         """Remember in the file that token ``jti`` (expiring at ``exp``, or None) is revoked."""

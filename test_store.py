@@ -101,15 +101,18 @@ def test_row_rule_answers_are_not_shared_between_claim_sets_of_one_sub(store):
     changes, _ = store.changes_since(0, 100, user)
     assert sorted(json.loads(c)[1] for c in changes if json.loads(c)[2] is not None) == ["open"]
     assert store.read_visible("notes", "hidden0", user) is None
-    # the same claims in another order share answers: the key is canonical
+    # the same claims in another order, or in another token of the user (its own
+    # jti, iat, exp), share answers: the key is the canonical form of what a rule sees
     calls = []
-    counting = {"notes": lambda r, ctx: calls.append(ctx.claims) or True}
+    counting = {"notes": lambda r, ctx: calls.append(dict(ctx.claims)) or True}
     store.apply("notes", "open", "update", {"n": 1})
-    first = user_view(counting, {"sub": "dan", "role": "x"})
-    second = user_view(counting, {"role": "x", "sub": "dan"})
+    first = user_view(counting, {"sub": "dan", "role": "x", "jti": "t1", "iat": 1, "exp": 9})
+    second = user_view(counting, {"role": "x", "sub": "dan", "jti": "t2", "iat": 2, "exp": None})
     store.read_visible("notes", "open", first)
     store.read_visible("notes", "open", second)
-    assert len(calls) == 1
+    assert calls == [{"sub": "dan", "role": "x"}]
+    store.read_visible("notes", "open", user_view(counting, {"sub": "dan", "role": "y"}))
+    assert len(calls) == 2
 
 
 def test_a_row_rule_sees_all_claims_through_a_running_server():
