@@ -1540,11 +1540,14 @@ class SQLiteStore(MemoryStore):
             log.warning("compacting tombstones failed; the file keeps them until the next compaction", exc_info=True)
 
     def save_secret(self, secret):
-        """Keep the server secret (32 bytes) in the file, so tokens survive a restart."""
+        """Keep the server secret (32 bytes) in the file, so tokens survive a restart; None removes it."""
         with self.lock:
             self._require_open()
             with self._failing("saving the secret to"):
-                self._execute_in_tx([("INSERT OR REPLACE INTO dsn_meta VALUES ('secret', ?)", (secret.hex(),))])
+                if secret is None:
+                    self._execute_in_tx([("DELETE FROM dsn_meta WHERE k = 'secret'", ())])
+                else:
+                    self._execute_in_tx([("INSERT OR REPLACE INTO dsn_meta VALUES ('secret', ?)", (secret.hex(),))])
             self.secret = secret
 
     def _require_open(self):
@@ -3794,10 +3797,15 @@ class DSNSync:
             secret = os.environ.get("DSN_SYNC_SECRET") or None
         stored = self._store.secret
         self._keyring = Keyring(secret if secret is not None else stored or os.urandom(32))
-        if stored != self._keyring.secret:
+        if secret is not None:
+            # A secret given from outside (argument, DSN_SYNC_SECRET) is never written to the
+            # store: whoever can read the database file could otherwise mint any token.
             if stored is not None:
-                log.warning("the given secret replaces the one kept in the store: tokens minted before stop working")
-            self._store.save_secret(self._keyring.secret)
+                if stored != self._keyring.secret:
+                    log.warning("the given secret replaces the one kept in the store: tokens minted before stop working")
+                self._store.save_secret(None)
+        elif stored is None:
+            self._store.save_secret(self._keyring.secret)  # chosen here: kept, so URL and tokens survive restarts
         self._engine = _Engine(self._keyring, self._store, rotate_every=rotate_every, page_size=page_size,
                                max_batch=max_batch, max_record=max_record, max_nonces=max_nonces)
         self._engine.any_table = bool(open_writes)
