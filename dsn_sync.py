@@ -2050,11 +2050,20 @@ class _Engine:
         try:
             request = self._parse(state, plain)
         except ProtocolError as e:
-            return self._seal(state, nonce, self.base, _error_answer(e))
+            request, refused = {}, e
+        else:
+            refused = None
         op = request.get("op")
-        ep = self.endpoints.admit(path, state.jti, op)
+        if refused is not None:
+            # Answered at the token's endpoint when it came to one, so its next request finds
+            # it; at the base path, where only hello is admitted, with the base path.
+            ep = self.base if path == self.base else self.endpoints.admit(path, state.jti, op)
+        else:
+            ep = self.endpoints.admit(path, state.jti, op)
         if ep is None:
             raise _HTTPFault(404, "not this token's endpoint")
+        if refused is not None:
+            return self._seal(state, nonce, ep, _error_answer(refused))
         try:
             self._admit(state, nonce, request)
             if op == "pull":
@@ -2909,8 +2918,14 @@ class _Server(socketserver.TCPServer, Transport):
                     self._after_flush(conn, *sent)
                 else:
                     self._work.put(conn)
+            now = time.monotonic()
             while self._handed:
                 conn = self._handed.popleft()
+                if conn.deadline is not None and conn.deadline <= now:
+                    # A trickler's own bytes may hand it to a worker and back between two sweeps
+                    # every time: its deadline is checked here too, not only by the sweep.
+                    self._close(conn)
+                    continue
                 try:
                     selector.register(conn.sock, selectors.EVENT_WRITE if conn.out else selectors.EVENT_READ, conn)
                     watched[conn] = True
@@ -3085,14 +3100,25 @@ class _Server(socketserver.TCPServer, Transport):
         if refusal is not None:
             return self._refuse(conn, refusal, method == "HEAD", headers, keep_alive, origin)
         length = _content_length(headers)
-        if len(conn.buf) < length:
+        buf = conn.buf
+        if len(buf) < length:
             if not conn.reserved and not self._reserve(conn, length):
                 raise _HTTPFault(503, "too many request bodies in flight")
             return None
-        body = bytes(conn.buf[:length])
-        del conn.buf[:length]
+        if len(buf) == length:  # the usual case: the body is the whole buffer, taken without a copy
+            body, conn.buf = buf, bytearray()
+        else:
+            with memoryview(buf) as view:
+                body = view[:length].tobytes()
+            del buf[:length]
+        reserved, conn.reserved = conn.reserved, 0  # held until the body is answered, not just read
         self._finish_request(conn)
-        return self._dispatch(conn, path, body, keep_alive, origin)
+        try:
+            return self._dispatch(conn, path, body, keep_alive, origin)
+        finally:
+            if reserved:
+                with self._lock:
+                    self._buffered -= reserved
 
     def _read_head(self, conn):
         """Parse the head once it is complete; False while it is not.  _HTTPFault(431/400) on a bad one."""
@@ -3737,7 +3763,13 @@ class DSNSync:
       to a fresh one; 0 turns rotation off.
     - ``workers`` (32): threads that parse requests and run handlers; idle
       and long-polling connections hold none.
-    - ``max_body`` (16 MiB), ``max_connections`` (10000), ``max_waiting``
+    - ``max_body`` (2 MiB): the largest request body, judged from its
+      Content-Length before a byte of it is read.  A write of the largest
+      record (``max_record``, 1 MiB of JSON) fits with room for its frame,
+      and the clients send batches of queued writes up to 1 MiB; an attacker
+      without a token makes the server buffer at most this per connection,
+      and at most 64 MiB across all of them.
+    - ``max_connections`` (10000), ``max_waiting``
       (10000 long-polls held at once), ``max_waiting_per_user`` (16 held by one
       user token), ``max_tables`` (1000), ``max_record`` (1 MiB of JSON),
       ``max_batch`` (1000 mutations), ``page_size`` (5000 records per reset
@@ -3761,7 +3793,7 @@ class DSNSync:
     """
 
     def __init__(self, port=3000, db_connection_string=None, *, host="127.0.0.1", secret=None,
-                 certfile=None, keyfile=None, rotate_every=100, max_body=16 << 20, max_connections=10000,
+                 certfile=None, keyfile=None, rotate_every=100, max_body=2 << 20, max_connections=10000,
                  max_waiting=10000, max_record=1 << 20, max_batch=1000, page_size=5000,
                  allow_origins="*", idle_timeout=75.0, header_timeout=10.0, body_timeout=30.0,
                  max_nonces=1000000, max_waiting_per_user=16, max_tables=1000, workers=32, store=None,
@@ -3780,6 +3812,9 @@ class DSNSync:
                             ("max_waiting_per_user", max_waiting_per_user), ("max_tables", max_tables),
                             ("workers", workers)):
             _positive(name, value, int)
+        if max_body < max_record + 65536:
+            log.warning("max_body (%d bytes) leaves no room for a record of max_record (%d bytes): the largest "
+                        "writes will be refused with 413", max_body, max_record)
         for name, value in (("idle_timeout", idle_timeout), ("header_timeout", header_timeout),
                             ("body_timeout", body_timeout)):
             _positive(name, value)
