@@ -1,6 +1,6 @@
 /*
  * dsn_client.js: the browser and Node client of dsn-sync, speaking wire protocol
- * version 1 (PROTOCOL.md in the dsn-sync repository; its known answers are in
+ * version 1.1, and 1.0 with an older server (PROTOCOL.md in the dsn-sync repository; its known answers are in
  * vectors/protocol_v1.json).
  *
  *     import { connectDSN } from './dsn_client.js';
@@ -152,6 +152,14 @@ function randomBytes(n) {
   const out = new Uint8Array(n);
   for (let i = 0; i < n; i += RANDOM_CHUNK) cryptoObject.getRandomValues(out.subarray(i, Math.min(n, i + RANDOM_CHUNK)));
   return out;
+}
+
+/** A random id for a new record's key: 22 URL-safe characters (base64url of 16 bytes
+ * from crypto.getRandomValues, 128 bits), so that clients can make keys offline without
+ * asking the server. Works where crypto.randomUUID is missing (a page on plain http://
+ * over a LAN is not a secure context). Throws DSNError('no_random') without a CSPRNG. */
+export function newId() {
+  return b64uEncode(randomBytes(16));
 }
 
 /* ============================================================================
@@ -717,9 +725,10 @@ async function open(key, aad, blob) {
 }
 
 /** Splits "dsn1.<kid>.<b64u secret>" into the kid (sent in every frame) and the 32-byte
- * token secret (never sent). Throws DSNError('bad_token'). */
+ * token secret (never sent). Whitespace around it (a newline copied from a terminal) is
+ * dropped. Throws DSNError('bad_token'). */
 function parseToken(token) {
-  const parts = typeof token === 'string' ? token.split('.') : [];
+  const parts = typeof token === 'string' ? token.trim().split('.') : [];
   let secret = null;
   if (parts.length === 3 && parts[0] === 'dsn1' && parts[1]) {
     try {
@@ -1123,6 +1132,8 @@ const MAX_BATCH = 100;
  * server does not remember them against the mid. */
 const RETRY_CODES = new Set(['clock', 'replay', 'expired']);
 const WRITE_OPS = new Set(['create', 'update', 'delete']);
+/** What the client says in hello; a 1.0 server ignores it, a 1.1 server answers its own. */
+const PROTOCOL_VERSION = '1.1';
 /** The names of the DOMExceptions with which IndexedDB refuses to open where storage is
  * not allowed or not available; the client then keeps its mirror in memory. SecurityError:
  * an opaque origin (a sandboxed frame) or storage blocked by the user. InvalidStateError:
@@ -1135,6 +1146,7 @@ const NO_PERSISTENCE_ERRORS = new Set(['SecurityError', 'InvalidStateError', 'Un
 
 /** Option defaults: `wait` in seconds (the server caps it at 30); the rest in ms. */
 const DEFAULTS = {
+  firstSyncTimeout: 10000,
   wait: 25,
   timeout: 15000,
   pullGrace: 10000,
@@ -1274,7 +1286,7 @@ class DSNClient {
     this._schema = Object.freeze({}); // {table: {key, fields}}, frozen (frozenCopy)
     this._tables = new Map();      // table -> Map(key -> record): the server's state as last seen
     this._outbox = [];             // writes not yet answered, in order: {op, table, key, data, mid, id}
-    this._ackedSeq = new Map();    // "table\0key" -> seq of our last acknowledged write to it
+    this._acked = new Map();       // "table\0key" -> {epoch, seq} of our last acknowledged write to it
     this._waiters = new Map();     // mid -> {resolve, reject} of the write's promise
     this._listeners = new Map();   // table -> Set of callbacks
     this._delivered = new Map();   // table -> the {key: record} its listeners last got
@@ -1299,6 +1311,18 @@ class DSNClient {
       this._rejectReady = reject;
     });
     this.ready.catch(() => {}); // an unobserved failure must not crash a Node process
+
+    // The first sync: the mirror holds the server's data once, from a stored cursor (a
+    // reload) or from the first pull answer applied. Until then (a first visit), getAll
+    // and get wait for it, at most until firstSyncTimeout ms after connectDSN.
+    this._synced = false;
+    this._firstSync = new Promise((resolve) => {
+      this._resolveFirstSync = resolve;
+    });
+    this._firstSyncDeadline = Date.now() + this._options.firstSyncTimeout;
+    this._epoch = null;            // the server's epoch as last heard (hello, pull, write answers)
+    this._serverVersion = null;    // the protocol version the server said in hello ("1.0" when it said none)
+    this._stopError = null;        // why the client stopped: what later writes reject with
 
     this._isLoaded = false;
     this._loaded = this._load();
@@ -1329,13 +1353,13 @@ class DSNClient {
    * the server stores them); the optimistic writes included. Answers from the mirror,
    * so also offline. Treat the records as read-only. */
   async getAll(table) {
-    await this._loaded;
+    await this._untilFirstSync();
     return this._view(table);
   }
 
-  /** The record of `key` in `table`, or undefined. */
+  /** The record of `key` in `table`, or undefined. Waits as getAll does. */
   async get(table, key) {
-    await this._loaded;
+    await this._untilFirstSync();
     let record = this._tables.get(table)?.get(key);
     for (const write of this._outbox) {
       if (write.table === table && write.key === key) record = applyWrite(record, write);
@@ -1360,19 +1384,23 @@ class DSNClient {
     return this._write('delete', table, key);
   }
 
-  /** Calls `callback(all)` with the whole table ({key: record}) once soon, then after
-   * every change (never in the middle of one). Returns a function that unsubscribes. */
+  /** Calls `callback(all)` with the whole table ({key: record}) once the mirror holds
+   * the server's data (at once from a stored mirror; on a first visit, after the first
+   * sync, never with an empty table before it), then after every change (never in the
+   * middle of one). Returns a function that unsubscribes. */
   onDataChange(table, callback) {
     if (typeof callback !== 'function') throw new TypeError('onDataChange(table, callback): callback must be a function');
     if (!this._listeners.has(table)) this._listeners.set(table, new Set());
     const subscription = (all) => callback(all);
+    subscription.started = false; // _notify passes it by until its first call
     this._listeners.get(table).add(subscription);
-    this._loaded.then(() => {
-      if (!this._listeners.get(table)?.has(subscription)) return;
+    this._firstSync.then(() => {
+      if (!this._listeners.get(table)?.has(subscription) || !this._synced) return;
       const all = this._view(table);
       if (!this._delivered.has(table)) this._delivered.set(table, all);
+      subscription.started = true;
       this._deliver(subscription, all);
-    }, () => {});
+    });
     return () => {
       const listeners = this._listeners.get(table);
       listeners?.delete(subscription);
@@ -1427,8 +1455,7 @@ class DSNClient {
   /** Stops the feed and the sender, closes the database. Queued writes stay in the
    * outbox (in IndexedDB) for the next connectDSN; their promises reject with `closed`. */
   close() {
-    if (this._stopped) return;
-    this._stop(new DSNError('closed', 'the client was closed'));
+    if (!this._stopped) this._stop(new DSNError('closed', 'the client was closed'));
     this._storage.close();
   }
 
@@ -1463,6 +1490,42 @@ class DSNClient {
     // Writes loaded from an earlier session go first, in their order.
     this._outbox = loaded.outbox.map((entry) => ({ ...entry, id: entry.n, saved: Promise.resolve() }));
     this._isLoaded = true;
+    if (this._cursor) this._markSynced();
+  }
+
+  /** The mirror holds the server's data: waiting reads and listeners go. */
+  _markSynced() {
+    if (this._synced) return;
+    this._synced = true;
+    this._resolveFirstSync();
+  }
+
+  /** What getAll and get wait for: the stored mirror loaded, and on a first visit the
+   * first sync, for at most firstSyncTimeout ms after connectDSN (then they answer from
+   * the mirror as it stands, and the status says why). A stopped client answers at once. */
+  async _untilFirstSync() {
+    await this._loaded;
+    if (this._synced || this._stopped) return;
+    const left = this._firstSyncDeadline - Date.now();
+    if (left > 0) {
+      let timer;
+      const late = new Promise((resolve) => {
+        timer = setTimeout(resolve, left);
+      });
+      await Promise.race([this._firstSync, late]);
+      clearTimeout(timer);
+    }
+    if (this._synced || this._stopped) return;
+    // Offline and error statuses already carry the failure; a server that took the
+    // connection but has not answered leaves the state at 'connecting': say so.
+    if (this._status.state === 'connecting' && this._status.code !== 'first_sync_timeout') {
+      this._setStatus({
+        state: 'connecting',
+        code: 'first_sync_timeout',
+        message: `no first sync from ${this._origin} within ${this._options.firstSyncTimeout} ms (options.firstSyncTimeout): ` +
+          'getAll and get answer from the mirror as it stands (empty on a first visit) until it comes',
+      });
+    }
   }
 
   /** {key: record} of `table`: the server's state with the queued writes applied.
@@ -1491,12 +1554,12 @@ class DSNClient {
    * (an ack that confirms an optimistic write changes nothing they can see). */
   _notify(tables) {
     for (const table of tables) {
-      const listeners = this._listeners.get(table);
-      if (!listeners?.size) continue;
+      const listeners = [...(this._listeners.get(table) ?? [])].filter((listener) => listener.started);
+      if (!listeners.length) continue;
       const all = this._view(table);
       if (sameRecords(this._delivered.get(table), all)) continue;
       this._delivered.set(table, all);
-      for (const listener of [...listeners]) this._deliver(listener, all);
+      for (const listener of listeners) this._deliver(listener, all);
     }
   }
 
@@ -1533,7 +1596,7 @@ class DSNClient {
   /** Checks the write, then (as soon as the mirror is loaded, at once after that) puts
    * it in the outbox and the mirror. Resolves true on the ack; rejects on refusal. */
   _write(op, table, key, data) {
-    if (this._stopped) return Promise.reject(new DSNError('closed', 'the client was closed'));
+    if (this._stopped) return Promise.reject(this._stopError);
     if (typeof table !== 'string' || !TABLE_NAME.test(table)) {
       return Promise.reject(new DSNError('invalid', `a table name matches [A-Za-z_][A-Za-z0-9_-]{0,62}, not ${JSON.stringify(table)}`));
     }
@@ -1554,7 +1617,7 @@ class DSNClient {
   }
 
   _enqueue(entry) {
-    if (this._stopped) return Promise.reject(new DSNError('closed', 'the client was closed'));
+    if (this._stopped) return Promise.reject(this._stopError);
     const keyField = this._schema[entry.table]?.key;
     if (entry.data && keyField !== undefined && keyField in entry.data) {
       if (entry.data[keyField] !== entry.key) {
@@ -1620,7 +1683,9 @@ class DSNClient {
       }
       results = answer.ok ? answer.results : entries.map(() => answer);
     }
-    await this._exclusive(() => this._settle(entries, results));
+    // A 1.0 server's acks carry no epoch: the best guess is the epoch as last heard now.
+    const heard = this._epoch;
+    await this._exclusive(() => this._settle(entries, results, heard));
     if (results.some((result) => !result.ok && RETRY_CODES.has(result.error?.code))) {
       throw new DSNError(results.find((result) => !result.ok).error.code, 'write to be sent again');
     }
@@ -1628,7 +1693,7 @@ class DSNClient {
 
   /** Applies the answers of `entries`: acks to the mirror, refusals rolled back (their
    * optimistic change disappears with them from the outbox). */
-  async _settle(entries, results) {
+  async _settle(entries, results, heard) {
     const touched = new Set();
     const done = [];
     for (let i = 0; i < entries.length; i++) {
@@ -1636,13 +1701,9 @@ class DSNClient {
       const result = results[i];
       if (!result.ok && RETRY_CODES.has(result.error?.code)) continue;
       let change = null;
-      if (result.ok) {
-        const record = result.record ?? null;
-        // A pull at or past this seq already brought this state or a newer one.
-        if (!(this._cursor && Number.isInteger(result.seq) && this._cursor.seq >= result.seq)) {
-          change = [entry.table, entry.key, record];
-          if (Number.isInteger(result.seq)) this._ackedSeq.set(`${entry.table}\0${entry.key}`, result.seq);
-        }
+      if (result.ok && !this._ackIsStale(result, heard)) {
+        change = [entry.table, entry.key, result.record ?? null];
+        if (Number.isInteger(result.seq)) this._acked.set(`${entry.table}\0${entry.key}`, { epoch: result.epoch ?? heard, seq: result.seq });
       }
       await this._storage.settleOutbox(entry.id, change);
       if (change) this._setRecord(...change);
@@ -1659,6 +1720,21 @@ class DSNClient {
       if (result.ok) waiter.resolve(true);
       else waiter.reject(new DSNError(result.error?.code ?? 'bad_response', result.error?.message ?? 'the server refused the write'));
     }
+  }
+
+  /** Whether the feed has already brought this ack's state or a newer one, so that the
+   * ack must not touch the mirror. Its seq means something only in its epoch: protocol
+   * 1.1 says which (`epoch` in every write answer); with a 1.0 server, `heard` (the
+   * epoch as last heard when the answer came) is the guess. In the cursor's epoch, a
+   * cursor at or past the seq has it. In another epoch (the server restarted and the
+   * feed has not reset yet), the ack is newer than the mirror, so it goes in and is
+   * guarded until that epoch's reset passes it; unless the feed has heard of yet another
+   * epoch since the answer came, whose reset then brings the truth. */
+  _ackIsStale(result, heard) {
+    if (!Number.isInteger(result.seq) || !this._cursor) return false;
+    const epoch = typeof result.epoch === 'string' ? result.epoch : heard;
+    if (epoch === this._cursor.epoch) return this._cursor.seq >= result.seq;
+    return this._epoch !== heard && this._epoch !== epoch;
   }
 
   _setRecord(table, key, record) {
@@ -1707,10 +1783,12 @@ class DSNClient {
   async _applyPull(answer) {
     if (!answer.ok) throw new DSNError(answer.error?.code ?? 'bad_response', answer.error?.message ?? 'pull refused');
     this._fresh = false;
+    if (typeof answer.epoch === 'string') this._epoch = answer.epoch;
     if (answer.reset) await this._loadReset(answer);
     else await this._exclusive(() => this._applyChanges(answer));
     this._setStatus({ state: 'online', epoch: this._cursor.epoch, seq: this._cursor.seq });
     this._notifySync();
+    this._markSynced();
     this._resolveReady();
   }
 
@@ -1721,10 +1799,14 @@ class DSNClient {
     const schema = answer.tables ? frozenCopy(answer.tables) : this._schema;
     // An ack at a higher seq than this answer is newer than what the answer says of
     // that key (the order note of PROTOCOL.md section 4).
-    const changes = answer.changes.filter(([table, key]) => !(this._ackedSeq.get(`${table}\0${key}`) > answer.seq));
+    const epoch = answer.epoch ?? this._cursor?.epoch;
+    const changes = answer.changes.filter(([table, key]) => {
+      const acked = this._acked.get(`${table}\0${key}`);
+      return !(acked && acked.epoch === epoch && acked.seq > answer.seq);
+    });
     const touched = new Set(changes.map(([table]) => table));
     await this._storage.ensureTables([...new Set([...Object.keys(schema), ...touched])]);
-    const cursor = Object.freeze({ epoch: answer.epoch ?? this._cursor?.epoch, seq: answer.seq, sv });
+    const cursor = Object.freeze({ epoch, seq: answer.seq, sv });
     await this._storage.saveChanges({ ...cursor, tables: schema }, changes);
     for (const [table, key, record] of changes) this._setRecord(table, key, record);
     this._cursor = cursor;
@@ -1766,14 +1848,14 @@ class DSNClient {
   }
 
   async _applyReset(page, records) {
-    const sameEpoch = this._cursor?.epoch === page.epoch;
-    if (!sameEpoch) this._ackedSeq.clear();
+    // Acks of another epoch than the snapshot's say nothing about it.
+    for (const [id, acked] of this._acked) if (acked.epoch !== page.epoch) this._acked.delete(id);
     const schema = frozenCopy(page.tables ?? {});
     const tables = new Map();
     for (const name of new Set([...Object.keys(schema), ...records.keys()])) {
       tables.set(name, records.get(name) ?? new Map());
     }
-    for (const [id, seq] of this._ackedSeq) {
+    for (const [id, { seq }] of this._acked) {
       if (seq <= page.seq) continue;
       const [table, key] = id.split('\0');
       const record = this._tables.get(table)?.get(key);
@@ -1795,7 +1877,9 @@ class DSNClient {
 
   /** Acks the cursor has passed need no more guarding. */
   _forgetAcks() {
-    for (const [id, seq] of this._ackedSeq) if (seq <= this._cursor.seq) this._ackedSeq.delete(id);
+    for (const [id, { epoch, seq }] of this._acked) {
+      if (epoch === this._cursor.epoch && seq <= this._cursor.seq) this._acked.delete(id);
+    }
   }
 
   /* ---------------- requests ---------------- */
@@ -1831,7 +1915,7 @@ class DSNClient {
     let answer;
     for (let attempt = 0; ; attempt++) {
       try {
-        answer = await this._send(this._basePath, { op: 'hello' }, this._options.timeout);
+        answer = await this._send(this._basePath, { op: 'hello', pv: PROTOCOL_VERSION }, this._options.timeout);
       } catch (error) {
         if (error.status === 404) throw new DSNError('wrong_url', `no dsn-sync instance at ${this.url} (HTTP 404 on hello)`);
         throw error.status === 401 ? this._tokenDead('unauthorized') : error;
@@ -1845,6 +1929,8 @@ class DSNClient {
       throw new DSNError('wrong_url', `the server at ${this.url} is instance ${answer.instance}`);
     }
     if (answer.tables) this._schema = frozenCopy(answer.tables);
+    if (typeof answer.epoch === 'string') this._epoch = answer.epoch;
+    this._serverVersion = typeof answer.pv === 'string' ? answer.pv : '1.0';
     await this._storage.ensureTables(Object.keys(this._schema));
     this._fresh = true;
   }
@@ -1903,6 +1989,8 @@ class DSNClient {
     const sentAt = Date.now();
     const body = JSON.stringify({ ...request, t: Math.round(sentAt + this._offset) });
     const { frame, nonce } = await buildRequestFrame(keys.c2s, keys.kid, path, body);
+    // close() may have come while the frame was being sealed: no request after it.
+    if (this._stopped) throw this._stopError;
     const controller = new AbortController();
     let timer = setTimeout(() => controller.abort(), timeout);
     this._aborts.add(controller);
@@ -1941,8 +2029,16 @@ class DSNClient {
 
   /** The error for a request that failed on the way (network, abort, a body cut off). */
   _unreachable(error) {
-    if (this._stopped) return new DSNError('closed', 'the client was closed');
-    const failure = new DSNError('offline', `${this._origin} cannot be reached: ${error?.cause?.code ?? error?.message ?? error}`);
+    if (this._stopped) return this._stopError;
+    const why = error?.cause?.code ?? error?.message ?? error;
+    let message = `${this._origin} cannot be reached: ${why}`;
+    // TLS spoken to a plain-http server fails as a reset or a TLS record error in Node
+    // and as a bare "Failed to fetch" in browsers; a refused connection is another story.
+    if (this._origin.startsWith('https:') && !/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|abort/i.test(`${why} ${error?.name}`)) {
+      message += ` (the URL says https: if the server speaks plain http, as DSNSync does unless it is given TLS ` +
+        `or put behind a TLS proxy, use ${this._origin.replace(/^https:/, 'http:')} instead)`;
+    }
+    const failure = new DSNError('offline', message);
     failure.cause = error;
     return failure;
   }
@@ -2074,12 +2170,15 @@ class DSNClient {
   }
 
   _stop(error) {
+    if (this._stopped) return;
     this._stopped = true;
+    this._stopError = error;
     globalThis.removeEventListener?.('online', this._onOnline);
     for (const controller of this._aborts) controller.abort();
     this._wakeAll();
     this._wakeSender?.();
     this._rejectReady(error);
+    this._resolveFirstSync();
     for (const [mid, waiter] of this._waiters) {
       this._waiters.delete(mid);
       waiter.reject(error);
