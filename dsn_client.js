@@ -1048,6 +1048,29 @@ class IndexedDBStorage {
     return loaded;
   }
 
+  /** The outbox as stored, oldest first: what other tabs queued, for the leader tab. */
+  async loadOutbox() {
+    let entries = [];
+    await this.transaction([OUTBOX_STORE], 'readonly', (transaction) => {
+      idbRequest(transaction.objectStore(OUTBOX_STORE).getAll()).then((all) => {
+        entries = all;
+      });
+    });
+    return entries;
+  }
+
+  /** The stored cursor alone ({epoch, seq, sv, tables}, or null): cheap, to tell whether
+   * the mirror in memory is the stored one. */
+  async loadCursor() {
+    let cursor = null;
+    await this.transaction([META_STORE], 'readonly', (transaction) => {
+      idbRequest(transaction.objectStore(META_STORE).get('cursor')).then((stored) => {
+        cursor = stored ?? null;
+      });
+    });
+    return cursor;
+  }
+
   async ensureTables(names) {
     const missing = names.filter((name) => !this.tables.has(name));
     if (!missing.length) return;
@@ -1329,8 +1352,12 @@ class DSNClient {
     this._loaded.catch(() => {});
     this._onOnline = () => this._wakeAll();
     globalThis.addEventListener?.('online', this._onOnline);
-    this._pullLoop();
-    this._sendLoop();
+
+    this._term = 0;                // counts leaderships; a loop of an earlier one ends
+    this._leading = false;         // this tab holds the connection (always so without tabs)
+    this._channel = null;          // BroadcastChannel to the other tabs, when shared
+    this._tabsLive = false;        // as a follower: a leader said it has pulled
+    this._start();
   }
 
   /* ---------------- public API ---------------- */
@@ -1587,6 +1614,7 @@ class DSNClient {
   _setStatus(status) {
     const before = this._status;
     this._status = status;
+    if (this._leading) this._post({ type: 'status', status });
     if (before.state === status.state && before.code === status.code && !status.reset && !before.reset && !status.blocked) return;
     for (const listener of [...this._statusListeners]) this._deliver(listener, status);
   }
@@ -1632,6 +1660,7 @@ class DSNClient {
     entry.saved = this._storage.addOutbox(entry).then((id) => {
       entry.id = id;
       this._wakeSender?.();
+      if (!this._leading) this._post({ type: 'outbox' });
     }, (error) => {
       // Not durable, so not sent: take it back and say why (a DOMException, by name).
       this._outbox.splice(this._outbox.indexOf(entry), 1);
@@ -1645,26 +1674,16 @@ class DSNClient {
     return settled;
   }
 
-  async _sendLoop() {
-    let failures = 0;
-    await this._loaded.catch(() => {});
-    while (!this._stopped) {
-      if (!this._outbox.length) {
-        await new Promise((resolve) => {
-          this._wakeSender = resolve;
-        });
-        this._wakeSender = null;
-        continue;
-      }
-      try {
-        await this._flush();
-        failures = 0;
-      } catch (error) {
-        if (this._stopped) break;
-        failures++;
-        await this._backOff(error, failures);
-      }
+  /** The sender's step: waits for a write to be queued, or sends the oldest. */
+  async _sendStep() {
+    if (!this._outbox.length) {
+      await new Promise((resolve) => {
+        this._wakeSender = resolve;
+      });
+      this._wakeSender = null;
+      return;
     }
+    await this._flush();
   }
 
   /** Sends the oldest queued writes (one, or several as a `batch`) and settles them. */
@@ -1709,10 +1728,13 @@ class DSNClient {
       if (change) this._setRecord(...change);
       this._outbox.splice(this._outbox.indexOf(entry), 1);
       touched.add(entry.table);
-      done.push([entry, result]);
+      done.push([entry, result, change]);
     }
     this._notify(touched);
     if (done.length) this._notifySync();
+    if (done.length && this._channel) {
+      this._post({ type: 'settled', results: done.map(([entry, result, change]) => ({ mid: entry.mid, ok: !!result.ok, error: result.ok ? null : result.error ?? null, change })) });
+    }
     for (const [entry, result] of done) {
       const waiter = this._waiters.get(entry.mid);
       this._waiters.delete(entry.mid);
@@ -1745,21 +1767,18 @@ class DSNClient {
 
   /* ---------------- the feed ---------------- */
 
-  async _pullLoop() {
+  /** Runs `step` again and again while this tab leads: after a failure it backs off
+   * (exponential, reported), after a success it goes at once. The sender and the feed
+   * are two of these. */
+  async _loop(step) {
+    const term = this._term;
     let failures = 0;
-    try {
-      await this._loaded;
-    } catch (error) {
-      this._setStatus({ state: 'error', code: error?.name ?? 'storage', message: `the mirror could not be opened: ${error?.message}` });
-      this._stop(error);
-      return;
-    }
-    while (!this._stopped) {
+    while (!this._stopped && this._term === term) {
       try {
-        await this._pull();
+        await step();
         failures = 0;
       } catch (error) {
-        if (this._stopped) break;
+        if (this._stopped || this._term !== term) break;
         failures++;
         await this._backOff(error, failures);
       }
@@ -1809,6 +1828,7 @@ class DSNClient {
     const cursor = Object.freeze({ epoch, seq: answer.seq, sv });
     await this._storage.saveChanges({ ...cursor, tables: schema }, changes);
     for (const [table, key, record] of changes) this._setRecord(table, key, record);
+    this._post({ type: 'changes', from: this._cursor, cursor, schema, changes });
     this._cursor = cursor;
     this._schema = schema;
     for (const table of Object.keys(schema)) if (!this._tables.has(table)) this._tables.set(table, new Map());
@@ -1868,6 +1888,7 @@ class DSNClient {
     await this._storage.ensureTables([...tables.keys()]);
     const cursor = Object.freeze({ epoch: page.epoch, seq: page.seq, sv: page.sv });
     await this._storage.saveReset({ ...cursor, tables: schema }, tables);
+    this._post({ type: 'reset' });
     this._tables = tables;
     this._cursor = cursor;
     this._schema = schema;
@@ -1880,6 +1901,231 @@ class DSNClient {
     for (const [id, { epoch, seq }] of this._acked) {
       if (epoch === this._cursor.epoch && seq <= this._cursor.seq) this._acked.delete(id);
     }
+  }
+
+  /* ---------------- one connection for many tabs ---------------- */
+
+  // A browser gives a host about six HTTP/1.1 connections, and every tab's long poll
+  // holds one: the seventh tab of an app would get nothing. So the tabs of one profile
+  // that share a database and a sync URL elect one leader with the Web Locks API; only
+  // it pulls and sends. It tells the others through a BroadcastChannel what it applied
+  // (changes, resets, answered writes, its status); they apply the same to their mirror
+  // in memory, while IndexedDB holds the truth for all. A follower's write goes into the
+  // shared outbox (IndexedDB, with its stable mid) and the leader is told to send it; a
+  // leader that closes, freezes or is discarded lets the lock go, the next tab in line
+  // takes it, loads the outbox and sends what is unanswered, and the server's mid ledger
+  // applies a write that the old leader had already sent only once.
+  //
+  //     leader -> all:  {type: 'changes', from, cursor, schema, changes} | {type: 'reset'}
+  //                     | {type: 'settled', results: [{mid, ok, error, change}]}
+  //                     | {type: 'status', status} | {type: 'leader', live, cursor, status}
+  //     tab -> leader:  {type: 'outbox'} (a write queued) | {type: 'hello'} (a tab started)
+
+  /** Loads the stored mirror, then leads: alone, or when elected among the tabs. */
+  async _start() {
+    try {
+      await this._loaded;
+    } catch (error) {
+      this._setStatus({ state: 'error', code: error?.name ?? 'storage', message: `the mirror could not be opened: ${error?.message}` });
+      this._stop(error);
+      return;
+    }
+    if (this._stopped) return;
+    const locks = globalThis.navigator?.locks;
+    const shared = this._options.tabs !== false && this._storage instanceof IndexedDBStorage
+      && typeof locks?.request === 'function' && typeof globalThis.BroadcastChannel === 'function';
+    if (!shared) {
+      this._lead();
+      return;
+    }
+    const name = `dsn-sync ${this._storage.name} ${this._origin}${this._prefix}${this._basePath}`;
+    this._channel = new BroadcastChannel(name);
+    this._channel.onmessage = (event) => {
+      this._exclusive(() => this._onTabMessage(event.data)).catch((error) => console.error('dsn-sync: a message from another tab failed', error));
+    };
+    this._lockName = name;
+    this._post({ type: 'hello' });
+    this._campaign();
+    // A frozen or cached page keeps its locks: give the lead away, ask again on return.
+    this._onFreeze = (event) => {
+      if (event.type === 'freeze' || event.persisted) this._stepDown();
+    };
+    this._onResume = (event) => {
+      if (event.type === 'resume' || event.persisted) this._campaign();
+    };
+    globalThis.document?.addEventListener?.('freeze', this._onFreeze);
+    globalThis.addEventListener?.('pagehide', this._onFreeze);
+    globalThis.document?.addEventListener?.('resume', this._onResume);
+    globalThis.addEventListener?.('pageshow', this._onResume);
+  }
+
+  /** Asks for the lead; the lock is held (the callback's promise pending) while leading. */
+  _campaign() {
+    if (this._stopped || this._leading || this._campaigning) return;
+    const campaign = (this._campaigning = new AbortController());
+    globalThis.navigator.locks.request(this._lockName, { signal: campaign.signal }, () => this._lead())
+      .catch((error) => {
+        if (error?.name !== 'AbortError') console.error('dsn-sync: the tabs\' lock failed', error);
+      })
+      .finally(() => {
+        if (this._campaigning === campaign) this._campaigning = null;
+      });
+  }
+
+  /** Runs the feed and the sender until the lead is given away or the client stops;
+   * resolves then (which lets the lock go). */
+  async _lead() {
+    if (this._stopped) return;
+    const term = ++this._term;
+    this._leading = true;
+    const over = new Promise((resolve) => {
+      this._release = resolve;
+    });
+    if (this._channel) {
+      try {
+        // Catch up with what the last leader stored, then take its unanswered writes.
+        const stored = await this._storage.loadCursor();
+        if (stored && (stored.epoch !== this._cursor?.epoch || stored.seq !== this._cursor?.seq)) {
+          await this._exclusive(() => this._reloadMirror());
+        }
+        await this._adoptOutbox();
+      } catch (error) {
+        console.error('dsn-sync: taking over from another tab', error);
+      }
+      if (this._term !== term) return;
+      this._ep = null;
+      this._fresh = true;
+    }
+    this._loop(() => this._pull());
+    this._loop(() => this._sendStep());
+    await over;
+  }
+
+  /** Gives the lead away (a frozen or hidden page): stops the loops, lets the lock go. */
+  _stepDown() {
+    if (!this._leading) return;
+    this._leading = false;
+    this._term++;
+    for (const controller of this._aborts) controller.abort();
+    this._wakeAll();
+    this._wakeSender?.();
+    this._release?.();
+    this._campaigning?.abort();
+  }
+
+  _post(message) {
+    try {
+      this._channel?.postMessage(message);
+    } catch (error) {
+      console.error('dsn-sync: telling the other tabs failed', error);
+    }
+  }
+
+  /** Adds to the outbox what other tabs queued in IndexedDB and this tab does not hold. */
+  async _adoptOutbox() {
+    const stored = await this._storage.loadOutbox();
+    const known = new Set(this._outbox.map((entry) => entry.mid));
+    let added = false;
+    for (const { n, op, table, key, data, mid } of stored) {
+      if (known.has(mid)) continue;
+      const entry = op === 'delete' ? { op, table, key, mid } : { op, table, key, data, mid };
+      this._outbox.push({ ...entry, id: n, saved: Promise.resolve() });
+      added = true;
+    }
+    if (added) {
+      this._notify(new Set(stored.map((entry) => entry.table)));
+      this._notifySync();
+      this._wakeSender?.();
+    }
+  }
+
+  /** The mirror in memory replaced by the stored one (a follower after a reset, or one
+   * that fell behind). The outbox in memory stays. */
+  async _reloadMirror() {
+    const loaded = await this._storage.load();
+    const touched = new Set([...this._tables.keys(), ...loaded.tables.keys()]);
+    this._tables = loaded.tables;
+    if (loaded.cursor) {
+      const { epoch, seq, sv, tables } = loaded.cursor;
+      this._cursor = Object.freeze({ epoch, seq, sv });
+      this._schema = frozenCopy(tables ?? {});
+    }
+    this._notify(touched);
+    this._notifySync();
+  }
+
+  /** What the leader says, applied by a follower; and what a follower asks of the leader. */
+  async _onTabMessage(message) {
+    if (this._stopped || !isPlainObject(message)) return;
+    if (this._leading) {
+      if (message.type === 'outbox') await this._adoptOutbox();
+      else if (message.type === 'hello') this._post({ type: 'leader', live: !this._fresh, cursor: this._cursor, status: this._status });
+      return;
+    }
+    switch (message.type) {
+      case 'changes': {
+        const here = this._cursor;
+        const current = here && here.epoch === message.cursor.epoch && here.seq >= message.cursor.seq && here.sv === message.cursor.sv;
+        if (current) {
+          // Already there (loaded from IndexedDB after the leader stored it).
+        } else if (here && message.from && here.epoch === message.from.epoch && here.seq === message.from.seq) {
+          for (const [table, key, record] of message.changes) this._setRecord(table, key, record);
+          this._cursor = Object.freeze({ ...message.cursor });
+          this._schema = frozenCopy(message.schema);
+          this._notify(new Set(message.changes.map(([table]) => table)));
+          this._notifySync();
+        } else {
+          await this._reloadMirror();
+        }
+        this._followed();
+        break;
+      }
+      case 'reset':
+        await this._reloadMirror();
+        this._followed();
+        break;
+      case 'settled': {
+        const touched = new Set();
+        for (const { mid, ok, error, change } of message.results) {
+          if (change) {
+            this._setRecord(...change);
+            touched.add(change[0]);
+          }
+          const at = this._outbox.findIndex((entry) => entry.mid === mid);
+          if (at >= 0) {
+            touched.add(this._outbox[at].table);
+            this._outbox.splice(at, 1);
+          }
+          const waiter = this._waiters.get(mid);
+          this._waiters.delete(mid);
+          if (!waiter) continue;
+          if (ok) waiter.resolve(true);
+          else waiter.reject(new DSNError(error?.code ?? 'bad_response', error?.message ?? 'the server refused the write'));
+        }
+        this._notify(touched);
+        this._notifySync();
+        break;
+      }
+      case 'status':
+        this._setStatus(message.status);
+        break;
+      case 'leader':
+        if (!message.live) break;
+        if (message.cursor && (message.cursor.epoch !== this._cursor?.epoch || message.cursor.seq !== this._cursor?.seq)) await this._reloadMirror();
+        this._setStatus(message.status);
+        this._followed();
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** A follower's mirror has followed a leader's pull: it counts as this tab's sync. */
+  _followed() {
+    this._tabsLive = true;
+    if (!this._cursor) return;
+    this._markSynced();
+    this._resolveReady();
   }
 
   /* ---------------- requests ---------------- */
@@ -2174,6 +2420,15 @@ class DSNClient {
     this._stopped = true;
     this._stopError = error;
     globalThis.removeEventListener?.('online', this._onOnline);
+    this._release?.();
+    this._campaigning?.abort();
+    this._channel?.close();
+    if (this._onFreeze) {
+      globalThis.document?.removeEventListener?.('freeze', this._onFreeze);
+      globalThis.removeEventListener?.('pagehide', this._onFreeze);
+      globalThis.document?.removeEventListener?.('resume', this._onResume);
+      globalThis.removeEventListener?.('pageshow', this._onResume);
+    }
     for (const controller of this._aborts) controller.abort();
     this._wakeAll();
     this._wakeSender?.();
