@@ -16,6 +16,9 @@
  * In a browser the mirror and the outbox live in IndexedDB (one database per server
  * instance, one object store per table), so reads answer at once after a reload, even
  * with the server down, and writes made offline are sent exactly once when it returns.
+ * On a first visit, getAll and get wait for the first sync (options.firstSyncTimeout).
+ * Many tabs of one app share one connection: one tab leads (Web Locks), the others
+ * follow it over a BroadcastChannel.
  * Where IndexedDB is missing (Node), the mirror is kept in memory. Where it exists but
  * refuses to open (a sandboxed or third-party frame, private browsing, a full disk),
  * the mirror is kept in memory too, and onStatus says so once, with
@@ -43,7 +46,10 @@
  * from their standards so that the client also works where crypto.subtle is absent
  * (a page on plain http:// over a LAN): SHA-256 (FIPS 180-4), HMAC-SHA256 (RFC 2104),
  * HKDF-SHA256 (RFC 5869), Keccak-f[1600] and SHAKE256 (FIPS 202); the envelope and
- * frames (PROTOCOL.md sections 1-3); the mirror stores (memory, IndexedDB); the client.
+ * frames (PROTOCOL.md sections 1-3); the mirror stores (memory, IndexedDB); the session
+ * (one token's requests: keys, endpoint, clock, hello, retries, streams); the client
+ * (the mirror, the outbox, one retry loop each for the feed and the sender, and the
+ * election of one connected tab among many).
  */
 
 /** Every refusal and failure this module reports; `.code` is the protocol's error code
@@ -1219,7 +1225,7 @@ class IndexedDBStorage {
 }
 
 /* ============================================================================
- * The client
+ * Limits, defaults and small helpers of the session and the client
  * ========================================================================== */
 
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_-]{0,62}$/;
@@ -1312,6 +1318,302 @@ function applyWrite(record, write) {
   return undefined;
 }
 
+/* ============================================================================
+ * The session: one token's conversation with the server
+ * ========================================================================== */
+
+/** Everything about talking to the server, and nothing about the mirror: the token and
+ * its traffic keys, the endpoint (`ep`, rotated by the server), the clock offset, fetch,
+ * hello, one request with its retries (404, `clock`, `replay`, a dead token), the frame
+ * sent and its answer opened, a streamed pull read message by message.
+ *
+ * Methods for the client: request(op, fields, timeout, onMessage), connected(),
+ * forget() (say hello again before the next request), abortAll() (drop what is in
+ * flight), close(error) (and refuse every later request with `error`).
+ * What the client provides (`hooks`): hello(answer) once per hello, awaited before any
+ * request goes on; tokenDead(code, message), when the server refuses the token and there
+ * is no token function to ask again; answered(), after every answer that opened. */
+class Session {
+  constructor({ url, instance, origin, prefix, basePath, token, fetch, timeout }, hooks) {
+    this.url = url;
+    this.instance = instance;
+    this.origin = origin;
+    this.prefix = prefix;
+    this.basePath = basePath;
+    this.token = token;
+    this.fetch = fetch;
+    this.timeout = timeout;
+    this.hooks = hooks;
+    this.keysNow = null;           // {kid, c2s, s2c} of the current token
+    this.keysPromise = null;
+    this.ep = null;                // next request's path; null: say hello first
+    this.helloPromise = null;
+    this.offset = 0;               // server clock - local clock, ms
+    this.aborts = new Set();       // AbortControllers of the requests in flight
+    this.closedBy = null;          // the error every request gets after close()
+  }
+
+  /** The current token's kid and traffic keys; asks the token function when needed. */
+  keys() {
+    if (this.keysNow) return Promise.resolve(this.keysNow);
+    if (!this.keysPromise) {
+      this.keysPromise = (async () => {
+        const token = typeof this.token === 'function' ? await this.token() : this.token;
+        const { kid, tokenSecret } = parseToken(token);
+        this.keysNow = { kid, ...deriveTrafficKeys(tokenSecret) };
+        return this.keysNow;
+      })().finally(() => {
+        this.keysPromise = null;
+      });
+    }
+    return this.keysPromise;
+  }
+
+  /** Says hello at the base path unless a session is established. */
+  connected() {
+    if (this.ep) return Promise.resolve();
+    if (!this.helloPromise) {
+      this.helloPromise = this.hello().finally(() => {
+        this.helloPromise = null;
+      });
+    }
+    return this.helloPromise;
+  }
+
+  /** Forgets the endpoint: the next request says hello first. */
+  forget() {
+    this.ep = null;
+  }
+
+  async hello() {
+    let answer;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        answer = await this.send(this.basePath, { op: 'hello', pv: PROTOCOL_VERSION }, this.timeout);
+      } catch (error) {
+        if (error.status === 404) throw new DSNError('wrong_url', `no dsn-sync instance at ${this.url} (HTTP 404 on hello)`);
+        throw error.status === 401 ? this.tokenDead('unauthorized') : error;
+      }
+      if (answer.ok || attempt > 2) break;
+      if (answer.error?.code === 'expired') throw this.tokenDead('expired');
+      if (!RETRY_CODES.has(answer.error?.code)) break;
+    }
+    if (!answer.ok) throw new DSNError(answer.error?.code ?? 'bad_response', answer.error?.message ?? 'hello refused');
+    if (answer.instance !== undefined && answer.instance !== this.instance) {
+      throw new DSNError('wrong_url', `the server at ${this.url} is instance ${answer.instance}`);
+    }
+    await this.hooks.hello(answer);
+  }
+
+  /** One protocol call after the hello: 404 says hello again, `clock` and `replay` send
+   * a new frame (the offset already corrected), a dead token asks for a fresh one.
+   * Throws for what the caller backs off from; answers {ok: false} for a refusal. */
+  async request(op, fields, timeout = this.timeout, onMessage = undefined) {
+    for (let attempt = 0; ; attempt++) {
+      await this.connected();
+      let answer;
+      try {
+        answer = await this.send(this.ep, { op, ...fields }, timeout, onMessage);
+      } catch (error) {
+        if (error.status === 404 && attempt < 3) {
+          this.ep = null;
+          continue;
+        }
+        throw error.status === 401 ? this.tokenDead('unauthorized') : error;
+      }
+      const code = answer.ok ? null : answer.error?.code;
+      if (code === 'expired') throw this.tokenDead('expired');
+      if (RETRY_CODES.has(code) && attempt < 3) continue;
+      return answer;
+    }
+  }
+
+  /** A token the server no longer takes: forget it, so that the token function is asked
+   * for a fresh one when the caller retries after its backoff; without a function, the
+   * client is told (it stops, keeping the outbox). Returns the error to throw. */
+  tokenDead(code) {
+    const message = code === 'expired' ? 'the token has expired' : 'the server refused the token (HTTP 401)';
+    this.keysNow = null;
+    this.ep = null;
+    if (typeof this.token !== 'function') this.hooks.tokenDead(code, message);
+    return new DSNError('unauthorized', message);
+  }
+
+  /** POSTs one frame and opens the answer. Throws a DSNError with `.status` for an
+   * HTTP answer other than 200, `offline` when the server cannot be reached, and
+   * `bad_response` for an answer that does not open.
+   *
+   * With `onMessage` (a streamed pull), an answer of Content-Type STREAM_TYPE is read
+   * message by message as it arrives, each message opened with its index and handed to
+   * `onMessage` (awaited before the next is read); it then resolves to STREAMED once
+   * the server ends the stream. A message that does not open (forged, reordered, one
+   * missing before it), a stream cut inside a message, or a stream without messages
+   * is `bad_response`: the connection is dropped and the caller pulls again from its
+   * cursor. The `timeout` starts again when the stream's head arrives, so a stream that
+   * runs its full `wait` is never cut by the client. */
+  async send(path, request, timeout, onMessage) {
+    const keys = await this.keys();
+    const sentAt = Date.now();
+    const body = JSON.stringify({ ...request, t: Math.round(sentAt + this.offset) });
+    const { frame, nonce } = await buildRequestFrame(keys.c2s, keys.kid, path, body);
+    // close() may have come while the frame was being sealed: no request after it.
+    if (this.closedBy) throw this.closedBy;
+    const controller = new AbortController();
+    let timer = setTimeout(() => controller.abort(), timeout);
+    this.aborts.add(controller);
+    let bytes;
+    let status;
+    try {
+      let response;
+      try {
+        response = await this.fetch(this.origin + this.prefix + path, {
+          method: 'POST',
+          headers: { 'Content-Type': 'text/plain' },
+          body: frame,
+          signal: controller.signal,
+        });
+        status = response.status;
+        if (!(status === 200 && onMessage && isStreamAnswer(response))) bytes = new Uint8Array(await response.arrayBuffer());
+      } catch (error) {
+        throw this.unreachable(error);
+      }
+      if (bytes === undefined) {
+        clearTimeout(timer);
+        timer = setTimeout(() => controller.abort(), timeout);
+        return await this.readStream(response, keys, nonce, path, onMessage, controller);
+      }
+    } finally {
+      clearTimeout(timer);
+      this.aborts.delete(controller);
+    }
+    if (status !== 200) {
+      const failure = new DSNError(status === 401 ? 'unauthorized' : 'http', `HTTP ${status} from ${path}`);
+      failure.status = status;
+      throw failure;
+    }
+    return this.accept(keys, path, await openResponseFrame(keys.s2c, nonce, bytes), sentAt, true);
+  }
+
+  /** The error for a request that failed on the way (network, abort, a body cut off). */
+  unreachable(error) {
+    if (this.closedBy) return this.closedBy;
+    const why = error?.cause?.code ?? error?.message ?? error;
+    let message = `${this.origin} cannot be reached: ${why}`;
+    // TLS spoken to a plain-http server fails as a reset or a TLS record error in Node
+    // and as a bare "Failed to fetch" in browsers; a refused connection is another story.
+    if (this.origin.startsWith('https:') && !/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|abort/i.test(`${why} ${error?.name}`)) {
+      message += ` (the URL says https: if the server speaks plain http, as DSNSync does unless it is given TLS ` +
+        `or put behind a TLS proxy, use ${this.origin.replace(/^https:/, 'http:')} instead)`;
+    }
+    const failure = new DSNError('offline', message);
+    failure.cause = error;
+    return failure;
+  }
+
+  /** Reads a streamed pull's body (see _send). Where the fetch in use gives no streaming
+   * body (no response.body.getReader, nor an async-iterable body as node-fetch has), the
+   * whole body is read when the stream ends and split then: correct, only late. */
+  async readStream(response, keys, nonce, path, onMessage, controller) {
+    const splitter = new StreamSplitter();
+    let index = 0;
+    const take = async (chunk) => {
+      const bytes = chunk instanceof Uint8Array ? chunk
+        : ArrayBuffer.isView(chunk) ? new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength) : new Uint8Array(chunk);
+      for (const frame of splitter.push(bytes)) {
+        const json = await openStreamMessage(keys.s2c, nonce, index, frame);
+        if (json === null) {
+          throw new DSNError('bad_response', `message ${index} of a streamed pull from ${path} did not open with its index (forged, reordered, or one is missing)`);
+        }
+        // Every message carries the ep of the request; only the first may move it (a later
+        // one would undo a rotation that a write made meanwhile).
+        const answer = this.accept(keys, path, json, null, index === 0);
+        index++;
+        await onMessage(answer);
+      }
+    };
+    const received = async (promise) => {
+      try {
+        return await promise;
+      } catch (error) {
+        throw this.unreachable(error);
+      }
+    };
+    const source = response.body;
+    try {
+      if (typeof source?.getReader === 'function') {
+        const reader = source.getReader();
+        try {
+          for (;;) {
+            const { value, done } = await received(reader.read());
+            if (done) break;
+            await take(value);
+          }
+        } catch (error) {
+          reader.cancel(error).catch(() => {});
+          throw error;
+        }
+      } else if (source && typeof source[Symbol.asyncIterator] === 'function') {
+        const chunks = source[Symbol.asyncIterator]();
+        for (;;) {
+          const { value, done } = await received(chunks.next());
+          if (done) break;
+          await take(value);
+        }
+      } else {
+        await take(await received(response.arrayBuffer()));
+      }
+      if (splitter.pending) throw new DSNError('bad_response', `a streamed pull from ${path} ended inside a message`);
+      if (index === 0) throw new DSNError('bad_response', `a streamed pull from ${path} ended without a message`);
+    } catch (error) {
+      controller.abort(); // drop the connection: what follows in it cannot be trusted
+      throw error;
+    }
+    return STREAMED;
+  }
+
+  /** An opened answer (JSON text, or null when it did not open): checked, then the clock
+   * offset, the next path and the status follow it. `sentAt` null: a stream message,
+   * sealed just before it was sent, so its arrival is the best guess for `now`. */
+  accept(keys, path, json, sentAt, moveEp) {
+    let answer = null;
+    try {
+      answer = json === null ? null : JSON.parse(json);
+    } catch {
+      answer = null;
+    }
+    if (!isPlainObject(answer) || typeof answer.ep !== 'string' || !answer.ep.startsWith('/sync/')) {
+      throw new DSNError('bad_response', `an answer from ${path} did not open with this token's keys, or is not a v1 response`);
+    }
+    const receivedAt = Date.now();
+    if (Number.isFinite(answer.now)) {
+      // The server read its clock somewhere between sending and receiving; the midpoint
+      // is the best guess for a quick answer, the arrival for a long poll.
+      const local = sentAt !== null && receivedAt - sentAt < 2000 ? (sentAt + receivedAt) / 2 : receivedAt;
+      this.offset = answer.now - local;
+    }
+    if (moveEp && this.keysNow === keys) this.ep = answer.ep;
+    this.hooks.answered();
+    return answer;
+  }
+
+  /** Drops every request in flight (they fail as unreachable, or with the close error). */
+  abortAll() {
+    for (const controller of this.aborts) controller.abort();
+  }
+
+  /** Refuses every later request with `error`, and drops those in flight. */
+  close(error) {
+    this.closedBy = error;
+    this.abortAll();
+  }
+}
+
+
+
+/* ============================================================================
+ * The client: the mirror, the outbox, the feed and the sender, many tabs
+ * ========================================================================== */
+
 /** Starts a client and returns it at once; it connects in the background.
  *
  *   url      "http(s)://host:port[/prefix]/sync/<instance>", as DSNSync.get_url() gives it
@@ -1339,6 +1641,19 @@ function applyWrite(record, write) {
  *                       poll (streamed or not) may take `wait` seconds plus pullGrace
  *                       (default 10000 ms) before the client gives up on it
  *            retryMin, retryMax  backoff bounds in ms (default 500, 30000)
+ *            firstSyncTimeout  ms (default 10000) after connectDSN for which getAll and
+ *                       get, on a first visit (no mirror stored yet), wait for the first
+ *                       sync; after it they answer from the mirror as it stands (empty),
+ *                       and onStatus says why (state 'offline' or 'error' with the
+ *                       failure, or 'connecting' with code 'first_sync_timeout' when the
+ *                       server took the connection but has not answered). With a stored
+ *                       mirror they answer at once. onDataChange's first call waits for
+ *                       the first sync, however long: never an empty table before it
+ *            tabs       (default true) where Web Locks, BroadcastChannel and IndexedDB
+ *                       are all there, the tabs of one browser profile on one sync URL
+ *                       and database elect one to hold the connection; the others follow
+ *                       it and send their writes through it (see "one connection for
+ *                       many tabs" below). false: every tab connects on its own
  */
 export function connectDSN(url, token, options = {}) {
   return new DSNClient(url, token, options);
@@ -1353,16 +1668,17 @@ class DSNClient {
     const { origin, prefix, basePath, instance } = parseSyncUrl(url);
     this.url = url;
     this.instance = instance;
-    this._origin = origin;
-    this._prefix = prefix;
-    this._basePath = basePath;
     this._options = { ...DEFAULTS, ...options };
     if (!(this._options.wait >= 0 && this._options.wait <= 30)) {
       throw new RangeError(`options.wait is long-poll seconds from 0 to 30 (the protocol's limit), not ${options.wait}`);
     }
-    this._fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
-    if (typeof this._fetch !== 'function') throw new DSNError('no_fetch', 'no fetch() here: pass connectDSN(url, token, { fetch })');
-    this._token = token;
+    const fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    if (typeof fetch !== 'function') throw new DSNError('no_fetch', 'no fetch() here: pass connectDSN(url, token, { fetch })');
+    this._session = new Session({ url, instance, origin, prefix, basePath, token, fetch, timeout: this._options.timeout }, {
+      hello: (answer) => this._hello(answer),
+      tokenDead: (code, message) => this._tokenDead(code, message),
+      answered: () => this._answered(),
+    });
 
     let factory = options.indexedDB;
     this._storageRefused = null;   // why IndexedDB could not be used, to report once loaded
@@ -1392,15 +1708,9 @@ class DSNClient {
     this._status = { state: 'connecting' };
     this._syncListeners = new Set();
 
-    this._keys = null;             // {kid, c2s, s2c} of the current token
-    this._keysPromise = null;
-    this._ep = null;               // next request's path; null: say hello first
-    this._helloPromise = null;
     this._fresh = true;            // (re)connected: the next pull does not wait
-    this._offset = 0;              // server clock - local clock, ms
     this._stopped = false;
     this._sleepers = new Set();
-    this._aborts = new Set();
     this._wakeSender = null;
     this._mutex = Promise.resolve();
 
@@ -1624,7 +1934,7 @@ class DSNClient {
       this._setStatus({
         state: 'connecting',
         code: 'first_sync_timeout',
-        message: `no first sync from ${this._origin} within ${this._options.firstSyncTimeout} ms (options.firstSyncTimeout): ` +
+        message: `no first sync from ${this._session.origin} within ${this._options.firstSyncTimeout} ms (options.firstSyncTimeout): ` +
           'getAll and get answer from the mirror as it stands (empty on a first visit) until it comes',
       });
     }
@@ -1769,9 +2079,9 @@ class DSNClient {
     let results;
     if (entries.length === 1) {
       const { op, ...fields } = mutation(entries[0]);
-      results = [await this._request(op, fields)];
+      results = [await this._session.request(op, fields)];
     } else {
-      const answer = await this._request('batch', { mutations: entries.map(mutation) });
+      const answer = await this._session.request('batch', { mutations: entries.map(mutation) });
       if (answer.ok && (!Array.isArray(answer.results) || answer.results.length !== entries.length)) {
         throw new DSNError('bad_response', `a batch of ${entries.length} writes was answered with ${answer.results?.length} results`);
       }
@@ -1861,13 +2171,13 @@ class DSNClient {
   }
 
   async _pull() {
-    await this._connected();
+    await this._session.connected();
     const wait = this._fresh ? 0 : this._options.wait;
     const since = this._cursor && { epoch: this._cursor.epoch, seq: this._cursor.seq, sv: this._cursor.sv };
     // A streamed pull (option `stream`): its messages are applied as they arrive, each as
     // an ordinary answer; when the stream ends (its `wait` ran out) the loop pulls again.
     const stream = this._options.stream && wait > 0;
-    const answer = await this._request('pull', stream ? { since, wait, stream: true } : { since, wait },
+    const answer = await this._session.request('pull', stream ? { since, wait, stream: true } : { since, wait },
       wait * 1000 + this._options.pullGrace, stream ? (message) => this._applyPull(message) : undefined);
     if (answer === STREAMED) return;
     await this._applyPull(answer);
@@ -1930,7 +2240,7 @@ class DSNClient {
       const state = this._status.state === 'online' ? 'online' : 'connecting';
       this._setStatus({ state, reset: { pages, records: counts, done: !page.more } });
       if (!page.more) break;
-      const next = await this._request('pull', { since: null, next: page.next, wait: 0 });
+      const next = await this._session.request('pull', { since: null, next: page.next, wait: 0 });
       if (!next.ok) throw new DSNError(next.error?.code ?? 'bad_response', next.error?.message ?? 'reset page refused');
       if (!next.reset) throw new DSNError('bad_response', 'asked for the next page of a reset, got changes');
       if (next.epoch !== page.epoch || next.seq !== page.seq) {
@@ -2013,7 +2323,8 @@ class DSNClient {
       this._lead();
       return;
     }
-    const name = `dsn-sync ${this._storage.name} ${this._origin}${this._prefix}${this._basePath}`;
+    const { origin, prefix, basePath } = this._session;
+    const name = `dsn-sync ${this._storage.name} ${origin}${prefix}${basePath}`;
     this._channel = new BroadcastChannel(name);
     this._channel.onmessage = (event) => {
       this._exclusive(() => this._onTabMessage(event.data)).catch((error) => console.error('dsn-sync: a message from another tab failed', error));
@@ -2068,7 +2379,7 @@ class DSNClient {
         console.error('dsn-sync: taking over from another tab', error);
       }
       if (this._term !== term) return;
-      this._ep = null;
+      this._session.forget();
       this._fresh = true;
     }
     this._loop(() => this._pull());
@@ -2081,7 +2392,7 @@ class DSNClient {
     if (!this._leading) return;
     this._leading = false;
     this._term++;
-    for (const controller of this._aborts) controller.abort();
+    this._session.abortAll();
     this._wakeAll();
     this._wakeSender?.();
     this._release?.();
@@ -2203,52 +2514,11 @@ class DSNClient {
     this._resolveReady();
   }
 
-  /* ---------------- requests ---------------- */
+  /* ---------------- the session's hooks ---------------- */
 
-  /** The current token's kid and traffic keys; asks the token function when needed. */
-  _session() {
-    if (this._keys) return Promise.resolve(this._keys);
-    if (!this._keysPromise) {
-      this._keysPromise = (async () => {
-        const token = typeof this._token === 'function' ? await this._token() : this._token;
-        const { kid, tokenSecret } = parseToken(token);
-        this._keys = { kid, ...deriveTrafficKeys(tokenSecret) };
-        return this._keys;
-      })().finally(() => {
-        this._keysPromise = null;
-      });
-    }
-    return this._keysPromise;
-  }
-
-  /** Says hello at the base path unless a session is established. */
-  _connected() {
-    if (this._ep) return Promise.resolve();
-    if (!this._helloPromise) {
-      this._helloPromise = this._hello().finally(() => {
-        this._helloPromise = null;
-      });
-    }
-    return this._helloPromise;
-  }
-
-  async _hello() {
-    let answer;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        answer = await this._send(this._basePath, { op: 'hello', pv: PROTOCOL_VERSION }, this._options.timeout);
-      } catch (error) {
-        if (error.status === 404) throw new DSNError('wrong_url', `no dsn-sync instance at ${this.url} (HTTP 404 on hello)`);
-        throw error.status === 401 ? this._tokenDead('unauthorized') : error;
-      }
-      if (answer.ok || attempt > 2) break;
-      if (answer.error?.code === 'expired') throw this._tokenDead('expired');
-      if (!RETRY_CODES.has(answer.error?.code)) break;
-    }
-    if (!answer.ok) throw new DSNError(answer.error?.code ?? 'bad_response', answer.error?.message ?? 'hello refused');
-    if (answer.instance !== undefined && answer.instance !== this.instance) {
-      throw new DSNError('wrong_url', `the server at ${this.url} is instance ${answer.instance}`);
-    }
+  /** A hello answered: the schema, the epoch and the server's protocol version noted,
+   * a store for every table; the next pull does not wait. */
+  async _hello(answer) {
     if (answer.tables) this._schema = frozenCopy(answer.tables);
     if (typeof answer.epoch === 'string') this._epoch = answer.epoch;
     this._serverVersion = typeof answer.pv === 'string' ? answer.pv : '1.0';
@@ -2256,202 +2526,36 @@ class DSNClient {
     this._fresh = true;
   }
 
-  /** One protocol call after the hello: 404 says hello again, `clock` and `replay` send
-   * a new frame (the offset already corrected), a dead token asks for a fresh one.
-   * Throws for what the caller backs off from; answers {ok: false} for a refusal. */
-  async _request(op, fields, timeout = this._options.timeout, onMessage = undefined) {
-    for (let attempt = 0; ; attempt++) {
-      await this._connected();
-      let answer;
-      try {
-        answer = await this._send(this._ep, { op, ...fields }, timeout, onMessage);
-      } catch (error) {
-        if (error.status === 404 && attempt < 3) {
-          this._ep = null;
-          continue;
-        }
-        throw error.status === 401 ? this._tokenDead('unauthorized') : error;
-      }
-      const code = answer.ok ? null : answer.error?.code;
-      if (code === 'expired') throw this._tokenDead('expired');
-      if (RETRY_CODES.has(code) && attempt < 3) continue;
-      return answer;
-    }
+  /** A string token the server refused: stop, keeping the outbox for a fresh token. */
+  _tokenDead(code, message) {
+    this._setStatus({ state: 'error', code: 'unauthorized', message: `${message}; queued writes are kept for a fresh token` });
+    this._stop(new DSNError('unauthorized', `${message}; the write stays queued for a client with a fresh token`));
   }
 
-  /** A token the server no longer takes: forget it, so that the token function is asked
-   * for a fresh one when the caller retries after its backoff; without a function, stop
-   * (keeping the outbox). Returns the error for the caller to throw. */
-  _tokenDead(code) {
-    const message = code === 'expired' ? 'the token has expired' : 'the server refused the token (HTTP 401)';
-    this._keys = null;
-    this._ep = null;
-    if (typeof this._token !== 'function') {
-      this._setStatus({ state: 'error', code: 'unauthorized', message: `${message}; queued writes are kept for a fresh token` });
-      this._stop(new DSNError('unauthorized', `${message}; the write stays queued for a client with a fresh token`));
-    }
-    return new DSNError('unauthorized', message);
-  }
-
-  /** POSTs one frame and opens the answer. Throws a DSNError with `.status` for an
-   * HTTP answer other than 200, `offline` when the server cannot be reached, and
-   * `bad_response` for an answer that does not open.
-   *
-   * With `onMessage` (a streamed pull), an answer of Content-Type STREAM_TYPE is read
-   * message by message as it arrives, each message opened with its index and handed to
-   * `onMessage` (awaited before the next is read); it then resolves to STREAMED once
-   * the server ends the stream. A message that does not open (forged, reordered, one
-   * missing before it), a stream cut inside a message, or a stream without messages
-   * is `bad_response`: the connection is dropped and the caller pulls again from its
-   * cursor. The `timeout` starts again when the stream's head arrives, so a stream that
-   * runs its full `wait` is never cut by the client. */
-  async _send(path, request, timeout, onMessage) {
-    const keys = await this._session();
-    const sentAt = Date.now();
-    const body = JSON.stringify({ ...request, t: Math.round(sentAt + this._offset) });
-    const { frame, nonce } = await buildRequestFrame(keys.c2s, keys.kid, path, body);
-    // close() may have come while the frame was being sealed: no request after it.
-    if (this._stopped) throw this._stopError;
-    const controller = new AbortController();
-    let timer = setTimeout(() => controller.abort(), timeout);
-    this._aborts.add(controller);
-    let bytes;
-    let status;
-    try {
-      let response;
-      try {
-        response = await this._fetch(this._origin + this._prefix + path, {
-          method: 'POST',
-          headers: { 'Content-Type': 'text/plain' },
-          body: frame,
-          signal: controller.signal,
-        });
-        status = response.status;
-        if (!(status === 200 && onMessage && isStreamAnswer(response))) bytes = new Uint8Array(await response.arrayBuffer());
-      } catch (error) {
-        throw this._unreachable(error);
-      }
-      if (bytes === undefined) {
-        clearTimeout(timer);
-        timer = setTimeout(() => controller.abort(), timeout);
-        return await this._readStream(response, keys, nonce, path, onMessage, controller);
-      }
-    } finally {
-      clearTimeout(timer);
-      this._aborts.delete(controller);
-    }
-    if (status !== 200) {
-      const failure = new DSNError(status === 401 ? 'unauthorized' : 'http', `HTTP ${status} from ${path}`);
-      failure.status = status;
-      throw failure;
-    }
-    return this._accept(keys, path, await openResponseFrame(keys.s2c, nonce, bytes), sentAt, true);
-  }
-
-  /** The error for a request that failed on the way (network, abort, a body cut off). */
-  _unreachable(error) {
-    if (this._stopped) return this._stopError;
-    const why = error?.cause?.code ?? error?.message ?? error;
-    let message = `${this._origin} cannot be reached: ${why}`;
-    // TLS spoken to a plain-http server fails as a reset or a TLS record error in Node
-    // and as a bare "Failed to fetch" in browsers; a refused connection is another story.
-    if (this._origin.startsWith('https:') && !/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|abort/i.test(`${why} ${error?.name}`)) {
-      message += ` (the URL says https: if the server speaks plain http, as DSNSync does unless it is given TLS ` +
-        `or put behind a TLS proxy, use ${this._origin.replace(/^https:/, 'http:')} instead)`;
-    }
-    const failure = new DSNError('offline', message);
-    failure.cause = error;
-    return failure;
-  }
-
-  /** Reads a streamed pull's body (see _send). Where the fetch in use gives no streaming
-   * body (no response.body.getReader, nor an async-iterable body as node-fetch has), the
-   * whole body is read when the stream ends and split then: correct, only late. */
-  async _readStream(response, keys, nonce, path, onMessage, controller) {
-    const splitter = new StreamSplitter();
-    let index = 0;
-    const take = async (chunk) => {
-      const bytes = chunk instanceof Uint8Array ? chunk
-        : ArrayBuffer.isView(chunk) ? new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength) : new Uint8Array(chunk);
-      for (const frame of splitter.push(bytes)) {
-        const json = await openStreamMessage(keys.s2c, nonce, index, frame);
-        if (json === null) {
-          throw new DSNError('bad_response', `message ${index} of a streamed pull from ${path} did not open with its index (forged, reordered, or one is missing)`);
-        }
-        // Every message carries the ep of the request; only the first may move it (a later
-        // one would undo a rotation that a write made meanwhile).
-        const answer = this._accept(keys, path, json, null, index === 0);
-        index++;
-        await onMessage(answer);
-      }
-    };
-    const received = async (promise) => {
-      try {
-        return await promise;
-      } catch (error) {
-        throw this._unreachable(error);
-      }
-    };
-    const source = response.body;
-    try {
-      if (typeof source?.getReader === 'function') {
-        const reader = source.getReader();
-        try {
-          for (;;) {
-            const { value, done } = await received(reader.read());
-            if (done) break;
-            await take(value);
-          }
-        } catch (error) {
-          reader.cancel(error).catch(() => {});
-          throw error;
-        }
-      } else if (source && typeof source[Symbol.asyncIterator] === 'function') {
-        const chunks = source[Symbol.asyncIterator]();
-        for (;;) {
-          const { value, done } = await received(chunks.next());
-          if (done) break;
-          await take(value);
-        }
-      } else {
-        await take(await received(response.arrayBuffer()));
-      }
-      if (splitter.pending) throw new DSNError('bad_response', `a streamed pull from ${path} ended inside a message`);
-      if (index === 0) throw new DSNError('bad_response', `a streamed pull from ${path} ended without a message`);
-    } catch (error) {
-      controller.abort(); // drop the connection: what follows in it cannot be trusted
-      throw error;
-    }
-    return STREAMED;
-  }
-
-  /** An opened answer (JSON text, or null when it did not open): checked, then the clock
-   * offset, the next path and the status follow it. `sentAt` null: a stream message,
-   * sealed just before it was sent, so its arrival is the best guess for `now`. */
-  _accept(keys, path, json, sentAt, moveEp) {
-    let answer = null;
-    try {
-      answer = json === null ? null : JSON.parse(json);
-    } catch {
-      answer = null;
-    }
-    if (!isPlainObject(answer) || typeof answer.ep !== 'string' || !answer.ep.startsWith('/sync/')) {
-      throw new DSNError('bad_response', `an answer from ${path} did not open with this token's keys, or is not a v1 response`);
-    }
-    const receivedAt = Date.now();
-    if (Number.isFinite(answer.now)) {
-      // The server read its clock somewhere between sending and receiving; the midpoint
-      // is the best guess for a quick answer, the arrival for a long poll.
-      const local = sentAt !== null && receivedAt - sentAt < 2000 ? (sentAt + receivedAt) / 2 : receivedAt;
-      this._offset = answer.now - local;
-    }
-    if (moveEp && this._keys === keys) this._ep = answer.ep;
-    // The server is back: whichever loop is still sleeping off the outage goes now.
+  /** An answer opened: the server is back, so whichever loop is still sleeping off the
+   * outage goes now, and the status says online once the feed is current. */
+  _answered() {
     if (this._status.state === 'offline') this._wakeAll();
     if (this._status.state !== 'online' && this._cursor && !this._fresh) {
       this._setStatus({ state: 'online', epoch: this._cursor.epoch, seq: this._cursor.seq });
     }
-    return answer;
+  }
+
+  /** The endpoint and the clock offset, for tests and tools (the session owns them). */
+  get _ep() {
+    return this._session.ep;
+  }
+
+  set _ep(path) {
+    this._session.ep = path;
+  }
+
+  get _offset() {
+    return this._session.offset;
+  }
+
+  set _offset(ms) {
+    this._session.offset = ms;
   }
 
   /* ---------------- failures, backoff, stop ---------------- */
@@ -2504,7 +2608,7 @@ class DSNClient {
       globalThis.document?.removeEventListener?.('resume', this._onResume);
       globalThis.removeEventListener?.('pageshow', this._onResume);
     }
-    for (const controller of this._aborts) controller.abort();
+    this._session.close(error);
     this._wakeAll();
     this._wakeSender?.();
     this._rejectReady(error);
@@ -2524,5 +2628,5 @@ export const _internals = {
   buildRequestFrame, openResponseFrame, openRequestFrame, buildResponseFrame,
   STREAM_TYPE, openStreamMessage, buildStreamMessage, StreamSplitter,
   utf8, concatBytes, toHex, fromHex, b64uEncode, b64uDecode, equalBytes,
-  parseSyncUrl, MemoryStorage, IndexedDBStorage,
+  parseSyncUrl, Session, MemoryStorage, IndexedDBStorage,
 };
