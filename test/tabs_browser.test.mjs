@@ -130,3 +130,51 @@ test(`${TABS} tabs of one profile share one connection: first sync, changes, wri
   await everyTab(followers, (page) => page.evaluate((n) => Object.keys(window.latest('messages') ?? {}).length === n && window.dsn.pending().length === 0, expected.length),
     'every remaining tab to see every write, none pending', 15000);
 });
+
+// Chromium fires `freeze` on a background tab that it is about to freeze (and `resume`
+// when it thaws it). Playwright keeps every page of a headless browser visible, and
+// CDP's Page.setWebLifecycleState does not freeze a visible page (tried: no event), so
+// the test dispatches those two events on the page's document itself; what it checks is
+// the client's answer to them, in a real browser with real locks and channels.
+test('a leader told `freeze` gives the lead away within 2 s; on `resume` it follows and catches up', { timeout: 60000 }, async (t) => {
+  if (!support.ok) {
+    if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
+    t.skip(`SKIPPED, no real browser: ${support.reason}`);
+    return;
+  }
+  const context = await browser.newContext();
+  const console_ = watchConsole(context);
+  t.after(async () => {
+    await context.close();
+    assert.deepEqual(console_.unexpected().map(({ kind, text }) => ({ kind, text })), [], 'the pages logged errors');
+  });
+  const appUrl = site.url('app.html') + '#' + new URLSearchParams({ url: fixture.url, token: fixture.token, options: JSON.stringify({ retryMin: 100, retryMax: 800 }) });
+  const pages = [];
+  for (let i = 0; i < 3; i++) {
+    const page = await context.newPage();
+    await page.goto(appUrl);
+    await page.waitForFunction(() => window.started === true, null, { timeout: 20000 });
+    await page.evaluate(() => window.dsn.ready);
+    pages.push(page);
+  }
+  const leader = pages[(await Promise.all(pages.map(isLeader))).indexOf(true)];
+  assert.ok(leader, 'one tab leads');
+  const others = pages.filter((page) => page !== leader);
+  await leader.evaluate(() => document.dispatchEvent(new Event('freeze')));
+  const frozenAt = Date.now();
+  await waitFor(async () => (await Promise.all(others.map(isLeader))).some(Boolean), 'another tab to lead', 15000);
+  const handover = Date.now() - frozenAt;
+  t.diagnostic(`a new leader ${handover} ms after the freeze`);
+  assert.ok(handover <= CONTRACT_MS, `the handover took ${handover} ms (the contract is ${CONTRACT_MS} ms)`);
+  await fixture.cmd({ cmd: 'sync', table: 'users', key: 'while_frozen', data: { name: 'Frozen' } });
+  await everyTab(others, (page) => page.evaluate(() => !!window.latest('users')?.while_frozen), 'the change in the live tabs', 15000);
+  assert.ok(await others[0].evaluate(() => window.dsn.create('messages', 'during_freeze', { n: 1 }).then(() => true)));
+
+  assert.equal(await isLeader(leader), false, 'the frozen tab no longer leads');
+  await leader.evaluate(() => document.dispatchEvent(new Event('resume')));
+  await waitFor(() => leader.evaluate(() => !!window.latest('users')?.while_frozen), 'the resumed tab to catch up', 15000);
+  assert.equal((await Promise.all(pages.map(isLeader))).filter(Boolean).length, 1, 'still exactly one leader');
+  assert.equal(await leader.evaluate(() => window.dsn.create('messages', 'after_resume', { n: 2 }).then(() => true)), true);
+  const { result } = await fixture.cmd({ cmd: 'get_all', table: 'messages' });
+  assert.ok(result.during_freeze && result.after_resume);
+});
