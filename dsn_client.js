@@ -1741,7 +1741,9 @@ class DSNClient {
     this._term = 0;                // counts leaderships; a loop of an earlier one ends
     this._leading = false;         // this tab holds the connection (always so without tabs)
     this._channel = null;          // BroadcastChannel to the other tabs, when shared
-    this._tabsLive = false;        // as a follower: a leader said it has pulled
+    this._lockName = null;         // the Web Lock the tabs of this database and URL compete for
+    this._campaigning = null;      // AbortController of this tab's pending lock request
+    this._release = null;          // ends the current lead (lets the lock go)
     this._start();
   }
 
@@ -2387,8 +2389,12 @@ class DSNClient {
     await over;
   }
 
-  /** Gives the lead away (a frozen or hidden page): stops the loops, lets the lock go. */
+  /** Gives the lead away (a frozen or hidden page): stops the loops, lets the lock go;
+   * or, not leading, stops waiting for it. `resume` or `pageshow` asks again. */
   _stepDown() {
+    // Waiting in line: leave it, so that a frozen tab is never handed the lock.
+    this._campaigning?.abort();
+    this._campaigning = null;
     if (!this._leading) return;
     this._leading = false;
     this._term++;
@@ -2396,7 +2402,6 @@ class DSNClient {
     this._wakeAll();
     this._wakeSender?.();
     this._release?.();
-    this._campaigning?.abort();
   }
 
   _post(message) {
@@ -2506,9 +2511,9 @@ class DSNClient {
     }
   }
 
-  /** A follower's mirror has followed a leader's pull: it counts as this tab's sync. */
+  /** A follower's mirror has followed a leader's pull: it counts as this tab's sync
+   * (ready resolves, waiting reads go) once there is a cursor. */
   _followed() {
-    this._tabsLive = true;
     if (!this._cursor) return;
     this._markSynced();
     this._resolveReady();
