@@ -1311,6 +1311,18 @@ function sameRecords(before, after) {
   return true;
 }
 
+/** The IndexedDB factory to use: options.indexedDB (null: none), else the global one.
+ * Reading `indexedDB` can itself throw where storage is blocked (as reading
+ * `localStorage` does): that is a refusal ({factory: null, refused}), not a missing API. */
+function indexedDBFactory(options) {
+  if (options.indexedDB !== undefined) return { factory: options.indexedDB, refused: null };
+  try {
+    return { factory: globalThis.indexedDB, refused: null };
+  } catch (error) {
+    return { factory: null, refused: error };
+  }
+}
+
 /** What a write does to the record it finds (undefined = absent). */
 function applyWrite(record, write) {
   if (write.op === 'create') return write.data;
@@ -1680,18 +1692,8 @@ class DSNClient {
       answered: () => this._answered(),
     });
 
-    let factory = options.indexedDB;
-    this._storageRefused = null;   // why IndexedDB could not be used, to report once loaded
-    if (factory === undefined) {
-      // Reading `indexedDB` can itself throw where storage is blocked (as reading
-      // `localStorage` does): that is a refusal, not a missing API.
-      try {
-        factory = globalThis.indexedDB;
-      } catch (error) {
-        factory = null;
-        this._storageRefused = error;
-      }
-    }
+    const { factory, refused } = indexedDBFactory(options);
+    this._storageRefused = refused; // why IndexedDB could not be used, to report once loaded
     this._storage = factory
       ? new IndexedDBStorage(factory, options.name ?? `dsn-sync/${instance}`, () => this._setStatus({ state: this._status.state, blocked: true }))
       : new MemoryStorage();
@@ -2453,63 +2455,65 @@ class DSNClient {
       else if (message.type === 'hello') this._post({ type: 'leader', live: !this._fresh, cursor: this._cursor, status: this._status });
       return;
     }
-    switch (message.type) {
-      case 'changes': {
-        const here = this._cursor;
-        const current = here && here.epoch === message.cursor.epoch && here.seq >= message.cursor.seq && here.sv === message.cursor.sv;
-        if (current) {
-          // Already there (loaded from IndexedDB after the leader stored it).
-        } else if (here && message.from && here.epoch === message.from.epoch && here.seq === message.from.seq) {
-          for (const [table, key, record] of message.changes) this._setRecord(table, key, record);
-          this._cursor = Object.freeze({ ...message.cursor });
-          this._schema = frozenCopy(message.schema);
-          this._notify(new Set(message.changes.map(([table]) => table)));
-          this._notifySync();
-        } else {
-          await this._reloadMirror();
-        }
-        this._followed();
-        break;
-      }
-      case 'reset':
-        await this._reloadMirror();
-        this._followed();
-        break;
-      case 'settled': {
-        const touched = new Set();
-        for (const { mid, ok, error, change } of message.results) {
-          if (change) {
-            this._setRecord(...change);
-            touched.add(change[0]);
-          }
-          const at = this._outbox.findIndex((entry) => entry.mid === mid);
-          if (at >= 0) {
-            touched.add(this._outbox[at].table);
-            this._outbox.splice(at, 1);
-          }
-          const waiter = this._waiters.get(mid);
-          this._waiters.delete(mid);
-          if (!waiter) continue;
-          if (ok) waiter.resolve(true);
-          else waiter.reject(new DSNError(error?.code ?? 'bad_response', error?.message ?? 'the server refused the write'));
-        }
-        this._notify(touched);
-        this._notifySync();
-        break;
-      }
-      case 'status':
-        this._setStatus(message.status);
-        break;
-      case 'leader':
-        if (!message.live) break;
-        if (message.cursor && (message.cursor.epoch !== this._cursor?.epoch || message.cursor.seq !== this._cursor?.seq)) await this._reloadMirror();
-        this._setStatus(message.status);
-        this._followed();
-        break;
-      default:
-        break;
+    if (message.type === 'changes') {
+      await this._followChanges(message);
+    } else if (message.type === 'reset') {
+      await this._reloadMirror();
+      this._followed();
+    } else if (message.type === 'settled') {
+      this._followSettled(message.results);
+    } else if (message.type === 'status') {
+      this._setStatus(message.status);
+    } else if (message.type === 'leader' && message.live) {
+      const { cursor } = message;
+      if (cursor && (cursor.epoch !== this._cursor?.epoch || cursor.seq !== this._cursor?.seq)) await this._reloadMirror();
+      this._setStatus(message.status);
+      this._followed();
     }
   }
+
+  /** The leader applied a changes answer: the same here if this mirror stood where the
+   * leader's did; nothing if it is already there (loaded after the leader stored it);
+   * else (a message missed) the stored mirror is loaded. */
+  async _followChanges({ from, cursor, schema, changes }) {
+    const here = this._cursor;
+    const current = here && here.epoch === cursor.epoch && here.seq >= cursor.seq && here.sv === cursor.sv;
+    if (!current && here && from && here.epoch === from.epoch && here.seq === from.seq) {
+      for (const [table, key, record] of changes) this._setRecord(table, key, record);
+      this._cursor = Object.freeze({ ...cursor });
+      this._schema = frozenCopy(schema);
+      this._notify(new Set(changes.map(([table]) => table)));
+      this._notifySync();
+    } else if (!current) {
+      await this._reloadMirror();
+    }
+    this._followed();
+  }
+
+  /** The leader had writes answered: their records to the mirror, this tab's own writes
+   * out of its outbox, their promises settled. */
+  _followSettled(results) {
+    const touched = new Set();
+    for (const { mid, ok, error, change } of results) {
+      if (change) {
+        this._setRecord(...change);
+        touched.add(change[0]);
+      }
+      const at = this._outbox.findIndex((entry) => entry.mid === mid);
+      if (at >= 0) {
+        touched.add(this._outbox[at].table);
+        this._outbox.splice(at, 1);
+      }
+      const waiter = this._waiters.get(mid);
+      this._waiters.delete(mid);
+      if (!waiter) continue;
+      if (ok) waiter.resolve(true);
+      else waiter.reject(new DSNError(error?.code ?? 'bad_response', error?.message ?? 'the server refused the write'));
+    }
+    this._notify(touched);
+    this._notifySync();
+  }
+
 
   /** A follower's mirror has followed a leader's pull: it counts as this tab's sync
    * (ready resolves, waiting reads go) once there is a cursor. */

@@ -178,3 +178,35 @@ test('a leader told `freeze` gives the lead away within 2 s; on `resume` it foll
   const { result } = await fixture.cmd({ cmd: 'get_all', table: 'messages' });
   assert.ok(result.during_freeze && result.after_resume);
 });
+
+test('without Web Locks every tab keeps its own connection, as before', { timeout: 60000 }, async (t) => {
+  if (!support.ok) {
+    if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
+    t.skip(`SKIPPED, no real browser: ${support.reason}`);
+    return;
+  }
+  const context = await browser.newContext();
+  // A browser without the Web Locks API (older Safari, some embedded webviews).
+  await context.addInitScript(() => {
+    delete Navigator.prototype.locks;
+  });
+  const console_ = watchConsole(context);
+  t.after(async () => {
+    await context.close();
+    assert.deepEqual(console_.unexpected().map(({ kind, text }) => ({ kind, text })), [], 'the pages logged errors');
+  });
+  const appUrl = site.url('app.html') + '#' + new URLSearchParams({ url: fixture.url, token: fixture.token, options: JSON.stringify({ retryMin: 100, retryMax: 800 }) });
+  const pages = [];
+  for (let i = 0; i < 2; i++) {
+    const page = await context.newPage();
+    await page.goto(appUrl);
+    await page.waitForFunction(() => window.started === true, null, { timeout: 20000 });
+    assert.equal(await page.evaluate(() => typeof navigator.locks), 'undefined');
+    await page.evaluate(() => window.dsn.ready);
+    pages.push(page);
+  }
+  assert.deepEqual(await Promise.all(pages.map(isLeader)), [true, true], 'each tab holds its own connection');
+  await pages[0].evaluate(() => window.dsn.create('messages', 'no_locks', { n: 1 }));
+  await pages[1].evaluate(() => window.watch('messages'));
+  await waitFor(() => pages[1].evaluate(() => !!window.latest('messages')?.no_locks), 'the write in the other tab', 15000);
+});
