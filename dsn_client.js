@@ -2308,6 +2308,7 @@ class DSNClient {
   //     leader -> all:  {type: 'changes', from, cursor, schema, changes} | {type: 'reset'}
   //                     | {type: 'settled', results: [{mid, ok, error, change}]}
   //                     | {type: 'status', status} | {type: 'leader', live, cursor, status}
+  //                       (on taking the lead, and in answer to a hello)
   //     tab -> leader:  {type: 'outbox'} (a write queued) | {type: 'hello'} (a tab started)
 
   /** Loads the stored mirror, then leads: alone, or when elected among the tabs. */
@@ -2382,6 +2383,7 @@ class DSNClient {
       } catch (error) {
         console.error('dsn-sync: taking over from another tab', error);
       }
+      this._post({ type: 'leader', live: false });
       if (this._term !== term) return;
       this._session.forget();
       this._fresh = true;
@@ -2464,12 +2466,28 @@ class DSNClient {
       this._followSettled(message.results);
     } else if (message.type === 'status') {
       this._setStatus(message.status);
-    } else if (message.type === 'leader' && message.live) {
+    } else if (message.type === 'leader') {
+      await this._recoverOutbox();
+      if (!message.live) return;
       const { cursor } = message;
       if (cursor && (cursor.epoch !== this._cursor?.epoch || cursor.seq !== this._cursor?.seq)) await this._reloadMirror();
       this._setStatus(message.status);
       this._followed();
     }
+  }
+
+  /** A leader that stored a write's answer and died before saying so leaves the write's
+   * promise waiting in the tab that made it: the write is gone from the shared outbox,
+   * and no 'settled' comes. So when a leader appears, this tab puts such writes back
+   * (same mid) for it to send again; the server's mid ledger answers with the answer it
+   * gave the first time, and that one settles the promise. */
+  async _recoverOutbox() {
+    const mine = this._outbox.filter((entry) => entry.id !== undefined && this._waiters.has(entry.mid));
+    if (!mine.length) return;
+    const stored = new Set((await this._storage.loadOutbox()).map((entry) => entry.mid));
+    const lost = mine.filter((entry) => !stored.has(entry.mid) && this._waiters.has(entry.mid));
+    for (const entry of lost) entry.id = await this._storage.addOutbox(entry);
+    if (lost.length) this._post({ type: 'outbox' });
   }
 
   /** The leader applied a changes answer: the same here if this mirror stood where the

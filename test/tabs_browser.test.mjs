@@ -210,3 +210,46 @@ test('without Web Locks every tab keeps its own connection, as before', { timeou
   await pages[1].evaluate(() => window.watch('messages'));
   await waitFor(() => pages[1].evaluate(() => !!window.latest('messages')?.no_locks), 'the write in the other tab', 15000);
 });
+
+test('a leader that stored a follower\'s ack and closed before saying so: the follower\'s promise still settles, the write applied once', { timeout: 60000 }, async (t) => {
+  if (!support.ok) {
+    if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
+    t.skip(`SKIPPED, no real browser: ${support.reason}`);
+    return;
+  }
+  const context = await browser.newContext();
+  const console_ = watchConsole(context);
+  t.after(async () => {
+    await context.close();
+    assert.deepEqual(console_.unexpected().map(({ kind, text }) => ({ kind, text })), [], 'the pages logged errors');
+  });
+  const appUrl = site.url('app.html') + '#' + new URLSearchParams({ url: fixture.url, token: fixture.token, options: JSON.stringify({ retryMin: 100, retryMax: 800 }) });
+  // Three tabs, so that the writer is not the next leader (which would resend its own
+  // outbox anyway): the lock goes to the tabs in the order they asked, the writer last.
+  const pages = [];
+  for (let i = 0; i < 3; i++) {
+    const page = await context.newPage();
+    await page.goto(appUrl);
+    await page.waitForFunction(() => window.started === true, null, { timeout: 20000 });
+    await page.evaluate(() => window.dsn.ready);
+    pages.push(page);
+  }
+  const leader = pages[(await Promise.all(pages.map(isLeader))).indexOf(true)];
+  const follower = pages.filter((page) => page !== leader).at(-1);
+  // The leader dies between storing the answer and telling the tabs: its 'settled'
+  // message never leaves.
+  await leader.evaluate(() => {
+    const post = window.dsn._post.bind(window.dsn);
+    window.dsn._post = (message) => (message.type === 'settled' ? undefined : post(message));
+  });
+  await follower.evaluate(() => window.track('orphan', window.dsn.create('messages', 'orphan', { n: 1 })));
+  await waitFor(async () => (await fixture.cmd({ cmd: 'get', table: 'messages', key: 'orphan' })).result, 'the write on the server', 15000);
+  await waitFor(() => leader.evaluate(() => window.dsn.pending().length === 0), 'the leader to store the answer', 15000);
+  assert.equal((await follower.evaluate(() => window.writes.orphan)).state, 'pending', 'no one told the follower');
+  await leader.close();
+  await waitFor(async () => (await Promise.all(pages.filter((page) => page !== leader).map(isLeader))).some(Boolean), 'a new leader', 15000);
+  assert.equal(await isLeader(follower), false, 'the writer is not the new leader');
+  await waitFor(async () => (await follower.evaluate(() => window.writes.orphan)).state === 'fulfilled', 'the follower\'s promise to settle', 15000);
+  const { result: calls } = await fixture.cmd({ cmd: 'calls' });
+  assert.equal(calls.filter(([op, table, key]) => op === 'create' && table === 'messages' && key === 'orphan').length, 1, 'applied once');
+});
