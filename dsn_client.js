@@ -1248,7 +1248,8 @@ const PROTOCOL_VERSION = '1.1';
  * passed in options) is a bug to show, and stops the client in state 'error'. */
 const NO_PERSISTENCE_ERRORS = new Set(['SecurityError', 'InvalidStateError', 'UnknownError', 'QuotaExceededError', 'AbortError']);
 
-/** Option defaults: `wait` in seconds (the server caps it at 30); the rest in ms. */
+/** Option defaults: `wait` in seconds (the server caps it at 30); `stream` and `tabs`
+ * switches; the rest in ms. */
 const DEFAULTS = {
   firstSyncTimeout: 10000,
   wait: 25,
@@ -1257,6 +1258,7 @@ const DEFAULTS = {
   stream: false,
   retryMin: 500,
   retryMax: 30000,
+  tabs: true,
 };
 
 /** What _send resolves to once a streamed pull has ended (its messages already applied). */
@@ -2322,7 +2324,7 @@ class DSNClient {
     }
     if (this._stopped) return;
     const locks = globalThis.navigator?.locks;
-    const shared = this._options.tabs !== false && this._storage instanceof IndexedDBStorage
+    const shared = this._options.tabs && this._storage instanceof IndexedDBStorage
       && typeof locks?.request === 'function' && typeof globalThis.BroadcastChannel === 'function';
     if (!shared) {
       this._lead();
