@@ -1,6 +1,6 @@
 /*
  * dsn_client.js: the browser and Node client of dsn-sync, speaking wire protocol
- * version 1 (PROTOCOL.md in the dsn-sync repository; its known answers are in
+ * version 1.1, and 1.0 with an older server (PROTOCOL.md in the dsn-sync repository; its known answers are in
  * vectors/protocol_v1.json).
  *
  *     import { connectDSN } from './dsn_client.js';
@@ -16,6 +16,9 @@
  * In a browser the mirror and the outbox live in IndexedDB (one database per server
  * instance, one object store per table), so reads answer at once after a reload, even
  * with the server down, and writes made offline are sent exactly once when it returns.
+ * On a first visit, getAll and get wait for the first sync (options.firstSyncTimeout).
+ * Many tabs of one app share one connection: one tab leads (Web Locks), the others
+ * follow it over a BroadcastChannel.
  * Where IndexedDB is missing (Node), the mirror is kept in memory. Where it exists but
  * refuses to open (a sandboxed or third-party frame, private browsing, a full disk),
  * the mirror is kept in memory too, and onStatus says so once, with
@@ -43,7 +46,10 @@
  * from their standards so that the client also works where crypto.subtle is absent
  * (a page on plain http:// over a LAN): SHA-256 (FIPS 180-4), HMAC-SHA256 (RFC 2104),
  * HKDF-SHA256 (RFC 5869), Keccak-f[1600] and SHAKE256 (FIPS 202); the envelope and
- * frames (PROTOCOL.md sections 1-3); the mirror stores (memory, IndexedDB); the client.
+ * frames (PROTOCOL.md sections 1-3); the mirror stores (memory, IndexedDB); the session
+ * (one token's requests: keys, endpoint, clock, hello, retries, streams); the client
+ * (the mirror, the outbox, one retry loop each for the feed and the sender, and the
+ * election of one connected tab among many).
  */
 
 /** Every refusal and failure this module reports; `.code` is the protocol's error code
@@ -152,6 +158,14 @@ function randomBytes(n) {
   const out = new Uint8Array(n);
   for (let i = 0; i < n; i += RANDOM_CHUNK) cryptoObject.getRandomValues(out.subarray(i, Math.min(n, i + RANDOM_CHUNK)));
   return out;
+}
+
+/** A random id for a new record's key: 22 URL-safe characters (base64url of 16 bytes
+ * from crypto.getRandomValues, 128 bits), so that clients can make keys offline without
+ * asking the server. Works where crypto.randomUUID is missing (a page on plain http://
+ * over a LAN is not a secure context). Throws DSNError('no_random') without a CSPRNG. */
+export function newId() {
+  return b64uEncode(randomBytes(16));
 }
 
 /* ============================================================================
@@ -717,9 +731,10 @@ async function open(key, aad, blob) {
 }
 
 /** Splits "dsn1.<kid>.<b64u secret>" into the kid (sent in every frame) and the 32-byte
- * token secret (never sent). Throws DSNError('bad_token'). */
+ * token secret (never sent). Whitespace around it (a newline copied from a terminal) is
+ * dropped. Throws DSNError('bad_token'). */
 function parseToken(token) {
-  const parts = typeof token === 'string' ? token.split('.') : [];
+  const parts = typeof token === 'string' ? token.trim().split('.') : [];
   let secret = null;
   if (parts.length === 3 && parts[0] === 'dsn1' && parts[1]) {
     try {
@@ -894,6 +909,14 @@ class MemoryStorage {
 
 const META_STORE = '#meta';
 const OUTBOX_STORE = '#outbox';
+/** Large resets are stored in chunks (see IndexedDBStorage.saveReset). */
+const CHUNK_STORE = '#chunks';
+const CHUNK_SIZE = 1000;
+/** A reset of more records than this is stored in chunks; a smaller one record by record. */
+const CHUNKED_RESET = 2000;
+/** The mirror can always be fetched again, so its transactions may skip the flush to
+ * disk (the cursor still commits atomically with the records); the outbox may not. */
+const RELAXED = { durability: 'relaxed' };
 
 function idbRequest(request) {
   return new Promise((resolve, reject) => {
@@ -912,7 +935,17 @@ function idbTransactionDone(transaction) {
 
 /** One database per server instance; one object store per table, named as the table
  * (records under their key, out of line), plus `#meta` (the cursor) and `#outbox`
- * ('#' is not allowed in table names, so they never collide). */
+ * ('#' is not allowed in table names, so they never collide).
+ *
+ * A large reset goes faster in chunks: one `put` per record costs IndexedDB about as much
+ * per record as the record is small (Chromium: some 70 us each, 7 s for 100,000), so a
+ * reset of more than CHUNKED_RESET records is stored as `#chunks` entries of CHUNK_SIZE
+ * records ({keys, records} under [table, n]), in the same single transaction that clears
+ * every table and stores the cursor, so no reader ever sees half a snapshot. A later
+ * change is stored in the table's own store, which wins over the chunks; a delete then
+ * leaves `null` there (a tombstone), since the chunk still holds the record. A reader
+ * (load) takes the chunks, then the table stores over them. Small databases never get a
+ * `#chunks` store and look as before: one record per key in its table's store. */
 class IndexedDBStorage {
   constructor(factory, name, onBlocked) {
     this.factory = factory;
@@ -922,6 +955,7 @@ class IndexedDBStorage {
     this.db = null;
     this.opening = null;
     this.closed = false;
+    this.wantChunks = false;       // a large reset asks for the #chunks store
   }
 
   /** The open database, with a store for every known table. Opening without a version
@@ -941,7 +975,7 @@ class IndexedDBStorage {
   async openWithStores() {
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw new DSNError('closed', 'the client was closed');
-      const needed = [META_STORE, OUTBOX_STORE, ...this.tables];
+      const needed = [META_STORE, OUTBOX_STORE, ...this.tables, ...(this.wantChunks ? [CHUNK_STORE] : [])];
       let db = await this.openVersion(undefined, needed);
       if (needed.every((store) => db.objectStoreNames.contains(store))) return this.adopt(db);
       const version = db.version + 1;
@@ -996,12 +1030,12 @@ class IndexedDBStorage {
   /** Runs `body(transaction)` in one transaction over `stores`; `body` only issues
    * requests (no other awaits, which would let the transaction commit early), and the
    * promise settles when the transaction has committed. */
-  async transaction(stores, mode, body) {
+  async transaction(stores, mode, body, options = undefined) {
     for (let attempt = 0; ; attempt++) {
       const db = await this.database();
       let transaction;
       try {
-        transaction = db.transaction(stores, mode);
+        transaction = db.transaction(stores, mode, options);
       } catch (error) {
         // Closed under us by a versionchange from another tab: reopen once.
         if (error?.name === 'InvalidStateError' && attempt === 0) {
@@ -1019,24 +1053,78 @@ class IndexedDBStorage {
 
   async load() {
     const db = await this.database();
-    const tableNames = [...db.objectStoreNames].filter((name) => name !== META_STORE && name !== OUTBOX_STORE);
+    const tableNames = [...db.objectStoreNames].filter((name) => !name.startsWith('#'));
     for (const name of tableNames) this.tables.add(name);
+    const chunked = db.objectStoreNames.contains(CHUNK_STORE);
     const loaded = { cursor: null, tables: new Map(), outbox: [] };
-    await this.transaction([META_STORE, OUTBOX_STORE, ...tableNames], 'readonly', (transaction) => {
+    let chunks = [];
+    const overrides = new Map();
+    await this.transaction([META_STORE, OUTBOX_STORE, ...tableNames, ...(chunked ? [CHUNK_STORE] : [])], 'readonly', (transaction) => {
       idbRequest(transaction.objectStore(META_STORE).get('cursor')).then((cursor) => {
         loaded.cursor = cursor ?? null;
       });
       idbRequest(transaction.objectStore(OUTBOX_STORE).getAll()).then((entries) => {
         loaded.outbox = entries;
       });
+      if (chunked) {
+        const store = transaction.objectStore(CHUNK_STORE);
+        Promise.all([idbRequest(store.getAllKeys()), idbRequest(store.getAll())]).then(([keys, values]) => {
+          chunks = keys.map((key, i) => [key[0], values[i]]);
+        });
+      }
       for (const name of tableNames) {
         const store = transaction.objectStore(name);
         Promise.all([idbRequest(store.getAllKeys()), idbRequest(store.getAll())]).then(([keys, records]) => {
-          loaded.tables.set(name, new Map(keys.map((key, i) => [key, records[i]])));
+          overrides.set(name, [keys, records]);
         });
       }
     });
+    for (const name of tableNames) loaded.tables.set(name, new Map());
+    for (const [table, { keys, records }] of chunks) {
+      if (!loaded.tables.has(table)) loaded.tables.set(table, new Map());
+      const rows = loaded.tables.get(table);
+      for (let i = 0; i < keys.length; i++) rows.set(keys[i], records[i]);
+    }
+    for (const [name, [keys, records]] of overrides) {
+      const rows = loaded.tables.get(name);
+      for (let i = 0; i < keys.length; i++) {
+        if (records[i] === null) rows.delete(keys[i]);
+        else rows.set(keys[i], records[i]);
+      }
+    }
     return loaded;
+  }
+
+  /** Stores `record` under `key` in `store` (a table's); a delete (null) leaves a
+   * tombstone where a chunk may still hold the record. */
+  static putRecord(transaction, table, key, record) {
+    const store = transaction.objectStore(table);
+    if (record !== null) store.put(record, key);
+    else if (transaction.db.objectStoreNames.contains(CHUNK_STORE)) store.put(null, key);
+    else store.delete(key);
+  }
+
+  /** The outbox as stored, oldest first: what other tabs queued, for the leader tab. */
+  async loadOutbox() {
+    let entries = [];
+    await this.transaction([OUTBOX_STORE], 'readonly', (transaction) => {
+      idbRequest(transaction.objectStore(OUTBOX_STORE).getAll()).then((all) => {
+        entries = all;
+      });
+    });
+    return entries;
+  }
+
+  /** The stored cursor alone ({epoch, seq, sv, tables}, or null): cheap, to tell whether
+   * the mirror in memory is the stored one. */
+  async loadCursor() {
+    let cursor = null;
+    await this.transaction([META_STORE], 'readonly', (transaction) => {
+      idbRequest(transaction.objectStore(META_STORE).get('cursor')).then((stored) => {
+        cursor = stored ?? null;
+      });
+    });
+    return cursor;
   }
 
   async ensureTables(names) {
@@ -1056,27 +1144,56 @@ class IndexedDBStorage {
   async saveChanges(cursor, changes) {
     const stores = [META_STORE, ...new Set(changes.map(([table]) => table))];
     await this.transaction(stores, 'readwrite', (transaction) => {
-      for (const [table, key, record] of changes) {
-        const store = transaction.objectStore(table);
-        if (record === null) store.delete(key);
-        else store.put(record, key);
-      }
+      for (const [table, key, record] of changes) IndexedDBStorage.putRecord(transaction, table, key, record);
       transaction.objectStore(META_STORE).put(cursor, 'cursor');
-    });
+    }, RELAXED);
   }
 
-  /** One transaction: every table store cleared and refilled, and the cursor. */
+  /** One transaction: every table store (and the chunks) cleared and refilled, and the
+   * cursor. More than CHUNKED_RESET records go in as chunks (see the class comment). */
   async saveReset(cursor, tables) {
+    let total = 0;
+    for (const records of tables.values()) total += records.size;
+    const chunked = total > CHUNKED_RESET;
+    if (chunked && !this.wantChunks) {
+      this.wantChunks = true;
+      const db = await this.database();
+      if (!db.objectStoreNames.contains(CHUNK_STORE)) {
+        db.close();
+        if (this.db === db) this.db = null;
+      }
+    }
+    const db = await this.database();
+    const hasChunks = db.objectStoreNames.contains(CHUNK_STORE);
     const names = [...this.tables];
-    await this.transaction([META_STORE, ...names], 'readwrite', (transaction) => {
+    await this.transaction([META_STORE, ...names, ...(hasChunks ? [CHUNK_STORE] : [])], 'readwrite', (transaction) => {
+      if (hasChunks) transaction.objectStore(CHUNK_STORE).clear();
       for (const name of names) {
         const store = transaction.objectStore(name);
         store.clear();
         const records = tables.get(name);
-        if (records) for (const [key, record] of records) store.put(record, key);
+        if (!records) continue;
+        if (!chunked) {
+          for (const [key, record] of records) store.put(record, key);
+          continue;
+        }
+        const chunks = transaction.objectStore(CHUNK_STORE);
+        let keys = [];
+        let values = [];
+        let n = 0;
+        for (const [key, record] of records) {
+          keys.push(key);
+          values.push(record);
+          if (keys.length === CHUNK_SIZE) {
+            chunks.put({ keys, records: values }, [name, n++]);
+            keys = [];
+            values = [];
+          }
+        }
+        if (keys.length) chunks.put({ keys, records: values }, [name, n]);
       }
       transaction.objectStore(META_STORE).put(cursor, 'cursor');
-    });
+    }, RELAXED);
   }
 
   async addOutbox(entry) {
@@ -1096,11 +1213,7 @@ class IndexedDBStorage {
     const stores = change ? [OUTBOX_STORE, change[0]] : [OUTBOX_STORE];
     await this.transaction(stores, 'readwrite', (transaction) => {
       if (id !== undefined) transaction.objectStore(OUTBOX_STORE).delete(id);
-      if (change) {
-        const store = transaction.objectStore(change[0]);
-        if (change[2] === null) store.delete(change[1]);
-        else store.put(change[2], change[1]);
-      }
+      if (change) IndexedDBStorage.putRecord(transaction, ...change);
     });
   }
 
@@ -1112,7 +1225,7 @@ class IndexedDBStorage {
 }
 
 /* ============================================================================
- * The client
+ * Limits, defaults and small helpers of the session and the client
  * ========================================================================== */
 
 const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_-]{0,62}$/;
@@ -1123,6 +1236,8 @@ const MAX_BATCH = 100;
  * server does not remember them against the mid. */
 const RETRY_CODES = new Set(['clock', 'replay', 'expired']);
 const WRITE_OPS = new Set(['create', 'update', 'delete']);
+/** What the client says in hello; a 1.0 server ignores it, a 1.1 server answers its own. */
+const PROTOCOL_VERSION = '1.1';
 /** The names of the DOMExceptions with which IndexedDB refuses to open where storage is
  * not allowed or not available; the client then keeps its mirror in memory. SecurityError:
  * an opaque origin (a sandboxed frame) or storage blocked by the user. InvalidStateError:
@@ -1133,14 +1248,17 @@ const WRITE_OPS = new Set(['create', 'update', 'delete']);
  * passed in options) is a bug to show, and stops the client in state 'error'. */
 const NO_PERSISTENCE_ERRORS = new Set(['SecurityError', 'InvalidStateError', 'UnknownError', 'QuotaExceededError', 'AbortError']);
 
-/** Option defaults: `wait` in seconds (the server caps it at 30); the rest in ms. */
+/** Option defaults: `wait` in seconds (the server caps it at 30); `stream` and `tabs`
+ * switches; the rest in ms. */
 const DEFAULTS = {
+  firstSyncTimeout: 10000,
   wait: 25,
   timeout: 15000,
   pullGrace: 10000,
   stream: false,
   retryMin: 500,
   retryMax: 30000,
+  tabs: true,
 };
 
 /** What _send resolves to once a streamed pull has ended (its messages already applied). */
@@ -1195,12 +1313,320 @@ function sameRecords(before, after) {
   return true;
 }
 
+/** The IndexedDB factory to use: options.indexedDB (null: none), else the global one.
+ * Reading `indexedDB` can itself throw where storage is blocked (as reading
+ * `localStorage` does): that is a refusal ({factory: null, refused}), not a missing API. */
+function indexedDBFactory(options) {
+  if (options.indexedDB !== undefined) return { factory: options.indexedDB, refused: null };
+  try {
+    return { factory: globalThis.indexedDB, refused: null };
+  } catch (error) {
+    return { factory: null, refused: error };
+  }
+}
+
 /** What a write does to the record it finds (undefined = absent). */
 function applyWrite(record, write) {
   if (write.op === 'create') return write.data;
   if (write.op === 'update') return record === undefined ? undefined : { ...record, ...write.data };
   return undefined;
 }
+
+/* ============================================================================
+ * The session: one token's conversation with the server
+ * ========================================================================== */
+
+/** Everything about talking to the server, and nothing about the mirror: the token and
+ * its traffic keys, the endpoint (`ep`, rotated by the server), the clock offset, fetch,
+ * hello, one request with its retries (404, `clock`, `replay`, a dead token), the frame
+ * sent and its answer opened, a streamed pull read message by message.
+ *
+ * Methods for the client: request(op, fields, timeout, onMessage), connected(),
+ * forget() (say hello again before the next request), abortAll() (drop what is in
+ * flight), close(error) (and refuse every later request with `error`).
+ * What the client provides (`hooks`): hello(answer) once per hello, awaited before any
+ * request goes on; tokenDead(code, message), when the server refuses the token and there
+ * is no token function to ask again; answered(), after every answer that opened. */
+class Session {
+  constructor({ url, instance, origin, prefix, basePath, token, fetch, timeout }, hooks) {
+    this.url = url;
+    this.instance = instance;
+    this.origin = origin;
+    this.prefix = prefix;
+    this.basePath = basePath;
+    this.token = token;
+    this.fetch = fetch;
+    this.timeout = timeout;
+    this.hooks = hooks;
+    this.keysNow = null;           // {kid, c2s, s2c} of the current token
+    this.keysPromise = null;
+    this.ep = null;                // next request's path; null: say hello first
+    this.helloPromise = null;
+    this.offset = 0;               // server clock - local clock, ms
+    this.aborts = new Set();       // AbortControllers of the requests in flight
+    this.closedBy = null;          // the error every request gets after close()
+  }
+
+  /** The current token's kid and traffic keys; asks the token function when needed. */
+  keys() {
+    if (this.keysNow) return Promise.resolve(this.keysNow);
+    if (!this.keysPromise) {
+      this.keysPromise = (async () => {
+        const token = typeof this.token === 'function' ? await this.token() : this.token;
+        const { kid, tokenSecret } = parseToken(token);
+        this.keysNow = { kid, ...deriveTrafficKeys(tokenSecret) };
+        return this.keysNow;
+      })().finally(() => {
+        this.keysPromise = null;
+      });
+    }
+    return this.keysPromise;
+  }
+
+  /** Says hello at the base path unless a session is established. */
+  connected() {
+    if (this.ep) return Promise.resolve();
+    if (!this.helloPromise) {
+      this.helloPromise = this.hello().finally(() => {
+        this.helloPromise = null;
+      });
+    }
+    return this.helloPromise;
+  }
+
+  /** Forgets the endpoint: the next request says hello first. */
+  forget() {
+    this.ep = null;
+  }
+
+  async hello() {
+    let answer;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        answer = await this.send(this.basePath, { op: 'hello', pv: PROTOCOL_VERSION }, this.timeout);
+      } catch (error) {
+        if (error.status === 404) throw new DSNError('wrong_url', `no dsn-sync instance at ${this.url} (HTTP 404 on hello)`);
+        throw error.status === 401 ? this.tokenDead('unauthorized') : error;
+      }
+      if (answer.ok || attempt > 2) break;
+      if (answer.error?.code === 'expired') throw this.tokenDead('expired');
+      if (!RETRY_CODES.has(answer.error?.code)) break;
+    }
+    if (!answer.ok) throw new DSNError(answer.error?.code ?? 'bad_response', answer.error?.message ?? 'hello refused');
+    if (answer.instance !== undefined && answer.instance !== this.instance) {
+      throw new DSNError('wrong_url', `the server at ${this.url} is instance ${answer.instance}`);
+    }
+    await this.hooks.hello(answer);
+  }
+
+  /** One protocol call after the hello: 404 says hello again, `clock` and `replay` send
+   * a new frame (the offset already corrected), a dead token asks for a fresh one.
+   * Throws for what the caller backs off from; answers {ok: false} for a refusal. */
+  async request(op, fields, timeout = this.timeout, onMessage = undefined) {
+    for (let attempt = 0; ; attempt++) {
+      await this.connected();
+      let answer;
+      try {
+        answer = await this.send(this.ep, { op, ...fields }, timeout, onMessage);
+      } catch (error) {
+        if (error.status === 404 && attempt < 3) {
+          this.ep = null;
+          continue;
+        }
+        throw error.status === 401 ? this.tokenDead('unauthorized') : error;
+      }
+      const code = answer.ok ? null : answer.error?.code;
+      if (code === 'expired') throw this.tokenDead('expired');
+      if (RETRY_CODES.has(code) && attempt < 3) continue;
+      return answer;
+    }
+  }
+
+  /** A token the server no longer takes: forget it, so that the token function is asked
+   * for a fresh one when the caller retries after its backoff; without a function, the
+   * client is told (it stops, keeping the outbox). Returns the error to throw. */
+  tokenDead(code) {
+    const message = code === 'expired' ? 'the token has expired' : 'the server refused the token (HTTP 401)';
+    this.keysNow = null;
+    this.ep = null;
+    if (typeof this.token !== 'function') this.hooks.tokenDead(code, message);
+    return new DSNError('unauthorized', message);
+  }
+
+  /** POSTs one frame and opens the answer. Throws a DSNError with `.status` for an
+   * HTTP answer other than 200, `offline` when the server cannot be reached, and
+   * `bad_response` for an answer that does not open.
+   *
+   * With `onMessage` (a streamed pull), an answer of Content-Type STREAM_TYPE is read
+   * message by message as it arrives, each message opened with its index and handed to
+   * `onMessage` (awaited before the next is read); it then resolves to STREAMED once
+   * the server ends the stream. A message that does not open (forged, reordered, one
+   * missing before it), a stream cut inside a message, or a stream without messages
+   * is `bad_response`: the connection is dropped and the caller pulls again from its
+   * cursor. The `timeout` starts again when the stream's head arrives, so a stream that
+   * runs its full `wait` is never cut by the client. */
+  async send(path, request, timeout, onMessage) {
+    const keys = await this.keys();
+    const sentAt = Date.now();
+    const body = JSON.stringify({ ...request, t: Math.round(sentAt + this.offset) });
+    const { frame, nonce } = await buildRequestFrame(keys.c2s, keys.kid, path, body);
+    // close() may have come while the frame was being sealed: no request after it.
+    if (this.closedBy) throw this.closedBy;
+    const controller = new AbortController();
+    let timer = setTimeout(() => controller.abort(), timeout);
+    this.aborts.add(controller);
+    let bytes;
+    let status;
+    try {
+      let response;
+      try {
+        response = await this.fetch(this.origin + this.prefix + path, {
+          method: 'POST',
+          headers: { 'Content-Type': 'text/plain' },
+          body: frame,
+          signal: controller.signal,
+        });
+        status = response.status;
+        if (!(status === 200 && onMessage && isStreamAnswer(response))) bytes = new Uint8Array(await response.arrayBuffer());
+      } catch (error) {
+        throw this.unreachable(error);
+      }
+      if (bytes === undefined) {
+        clearTimeout(timer);
+        timer = setTimeout(() => controller.abort(), timeout);
+        return await this.readStream(response, keys, nonce, path, onMessage, controller);
+      }
+    } finally {
+      clearTimeout(timer);
+      this.aborts.delete(controller);
+    }
+    if (status !== 200) {
+      const failure = new DSNError(status === 401 ? 'unauthorized' : 'http', `HTTP ${status} from ${path}`);
+      failure.status = status;
+      throw failure;
+    }
+    return this.accept(keys, path, await openResponseFrame(keys.s2c, nonce, bytes), sentAt, true);
+  }
+
+  /** The error for a request that failed on the way (network, abort, a body cut off). */
+  unreachable(error) {
+    if (this.closedBy) return this.closedBy;
+    const why = error?.cause?.code ?? error?.message ?? error;
+    let message = `${this.origin} cannot be reached: ${why}`;
+    // TLS spoken to a plain-http server fails as a reset or a TLS record error in Node
+    // and as a bare "Failed to fetch" in browsers; a refused connection is another story.
+    if (this.origin.startsWith('https:') && !/ECONNREFUSED|ENOTFOUND|EAI_AGAIN|abort/i.test(`${why} ${error?.name}`)) {
+      message += ` (the URL says https: if the server speaks plain http, as DSNSync does unless it is given TLS ` +
+        `or put behind a TLS proxy, use ${this.origin.replace(/^https:/, 'http:')} instead)`;
+    }
+    const failure = new DSNError('offline', message);
+    failure.cause = error;
+    return failure;
+  }
+
+  /** Reads a streamed pull's body (see _send). Where the fetch in use gives no streaming
+   * body (no response.body.getReader, nor an async-iterable body as node-fetch has), the
+   * whole body is read when the stream ends and split then: correct, only late. */
+  async readStream(response, keys, nonce, path, onMessage, controller) {
+    const splitter = new StreamSplitter();
+    let index = 0;
+    const take = async (chunk) => {
+      const bytes = chunk instanceof Uint8Array ? chunk
+        : ArrayBuffer.isView(chunk) ? new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength) : new Uint8Array(chunk);
+      for (const frame of splitter.push(bytes)) {
+        const json = await openStreamMessage(keys.s2c, nonce, index, frame);
+        if (json === null) {
+          throw new DSNError('bad_response', `message ${index} of a streamed pull from ${path} did not open with its index (forged, reordered, or one is missing)`);
+        }
+        // Every message carries the ep of the request; only the first may move it (a later
+        // one would undo a rotation that a write made meanwhile).
+        const answer = this.accept(keys, path, json, null, index === 0);
+        index++;
+        await onMessage(answer);
+      }
+    };
+    const received = async (promise) => {
+      try {
+        return await promise;
+      } catch (error) {
+        throw this.unreachable(error);
+      }
+    };
+    const source = response.body;
+    try {
+      if (typeof source?.getReader === 'function') {
+        const reader = source.getReader();
+        try {
+          for (;;) {
+            const { value, done } = await received(reader.read());
+            if (done) break;
+            await take(value);
+          }
+        } catch (error) {
+          reader.cancel(error).catch(() => {});
+          throw error;
+        }
+      } else if (source && typeof source[Symbol.asyncIterator] === 'function') {
+        const chunks = source[Symbol.asyncIterator]();
+        for (;;) {
+          const { value, done } = await received(chunks.next());
+          if (done) break;
+          await take(value);
+        }
+      } else {
+        await take(await received(response.arrayBuffer()));
+      }
+      if (splitter.pending) throw new DSNError('bad_response', `a streamed pull from ${path} ended inside a message`);
+      if (index === 0) throw new DSNError('bad_response', `a streamed pull from ${path} ended without a message`);
+    } catch (error) {
+      controller.abort(); // drop the connection: what follows in it cannot be trusted
+      throw error;
+    }
+    return STREAMED;
+  }
+
+  /** An opened answer (JSON text, or null when it did not open): checked, then the clock
+   * offset, the next path and the status follow it. `sentAt` null: a stream message,
+   * sealed just before it was sent, so its arrival is the best guess for `now`. */
+  accept(keys, path, json, sentAt, moveEp) {
+    let answer = null;
+    try {
+      answer = json === null ? null : JSON.parse(json);
+    } catch {
+      answer = null;
+    }
+    if (!isPlainObject(answer) || typeof answer.ep !== 'string' || !answer.ep.startsWith('/sync/')) {
+      throw new DSNError('bad_response', `an answer from ${path} did not open with this token's keys, or is not a v1 response`);
+    }
+    const receivedAt = Date.now();
+    if (Number.isFinite(answer.now)) {
+      // The server read its clock somewhere between sending and receiving; the midpoint
+      // is the best guess for a quick answer, the arrival for a long poll.
+      const local = sentAt !== null && receivedAt - sentAt < 2000 ? (sentAt + receivedAt) / 2 : receivedAt;
+      this.offset = answer.now - local;
+    }
+    if (moveEp && this.keysNow === keys) this.ep = answer.ep;
+    this.hooks.answered();
+    return answer;
+  }
+
+  /** Drops every request in flight (they fail as unreachable, or with the close error). */
+  abortAll() {
+    for (const controller of this.aborts) controller.abort();
+  }
+
+  /** Refuses every later request with `error`, and drops those in flight. */
+  close(error) {
+    this.closedBy = error;
+    this.abortAll();
+  }
+}
+
+
+
+/* ============================================================================
+ * The client: the mirror, the outbox, the feed and the sender, many tabs
+ * ========================================================================== */
 
 /** Starts a client and returns it at once; it connects in the background.
  *
@@ -1229,6 +1655,19 @@ function applyWrite(record, write) {
  *                       poll (streamed or not) may take `wait` seconds plus pullGrace
  *                       (default 10000 ms) before the client gives up on it
  *            retryMin, retryMax  backoff bounds in ms (default 500, 30000)
+ *            firstSyncTimeout  ms (default 10000) after connectDSN for which getAll and
+ *                       get, on a first visit (no mirror stored yet), wait for the first
+ *                       sync; after it they answer from the mirror as it stands (empty),
+ *                       and onStatus says why (state 'offline' or 'error' with the
+ *                       failure, or 'connecting' with code 'first_sync_timeout' when the
+ *                       server took the connection but has not answered). With a stored
+ *                       mirror they answer at once. onDataChange's first call waits for
+ *                       the first sync, however long: never an empty table before it
+ *            tabs       (default true) where Web Locks, BroadcastChannel and IndexedDB
+ *                       are all there, the tabs of one browser profile on one sync URL
+ *                       and database elect one to hold the connection; the others follow
+ *                       it and send their writes through it (see "one connection for
+ *                       many tabs" below). false: every tab connects on its own
  */
 export function connectDSN(url, token, options = {}) {
   return new DSNClient(url, token, options);
@@ -1243,29 +1682,20 @@ class DSNClient {
     const { origin, prefix, basePath, instance } = parseSyncUrl(url);
     this.url = url;
     this.instance = instance;
-    this._origin = origin;
-    this._prefix = prefix;
-    this._basePath = basePath;
     this._options = { ...DEFAULTS, ...options };
     if (!(this._options.wait >= 0 && this._options.wait <= 30)) {
       throw new RangeError(`options.wait is long-poll seconds from 0 to 30 (the protocol's limit), not ${options.wait}`);
     }
-    this._fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
-    if (typeof this._fetch !== 'function') throw new DSNError('no_fetch', 'no fetch() here: pass connectDSN(url, token, { fetch })');
-    this._token = token;
+    const fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    if (typeof fetch !== 'function') throw new DSNError('no_fetch', 'no fetch() here: pass connectDSN(url, token, { fetch })');
+    this._session = new Session({ url, instance, origin, prefix, basePath, token, fetch, timeout: this._options.timeout }, {
+      hello: (answer) => this._hello(answer),
+      tokenDead: (code, message) => this._tokenDead(code, message),
+      answered: () => this._answered(),
+    });
 
-    let factory = options.indexedDB;
-    this._storageRefused = null;   // why IndexedDB could not be used, to report once loaded
-    if (factory === undefined) {
-      // Reading `indexedDB` can itself throw where storage is blocked (as reading
-      // `localStorage` does): that is a refusal, not a missing API.
-      try {
-        factory = globalThis.indexedDB;
-      } catch (error) {
-        factory = null;
-        this._storageRefused = error;
-      }
-    }
+    const { factory, refused } = indexedDBFactory(options);
+    this._storageRefused = refused; // why IndexedDB could not be used, to report once loaded
     this._storage = factory
       ? new IndexedDBStorage(factory, options.name ?? `dsn-sync/${instance}`, () => this._setStatus({ state: this._status.state, blocked: true }))
       : new MemoryStorage();
@@ -1274,7 +1704,7 @@ class DSNClient {
     this._schema = Object.freeze({}); // {table: {key, fields}}, frozen (frozenCopy)
     this._tables = new Map();      // table -> Map(key -> record): the server's state as last seen
     this._outbox = [];             // writes not yet answered, in order: {op, table, key, data, mid, id}
-    this._ackedSeq = new Map();    // "table\0key" -> seq of our last acknowledged write to it
+    this._acked = new Map();       // "table\0key" -> {epoch, seq} of our last acknowledged write to it
     this._waiters = new Map();     // mid -> {resolve, reject} of the write's promise
     this._listeners = new Map();   // table -> Set of callbacks
     this._delivered = new Map();   // table -> the {key: record} its listeners last got
@@ -1282,15 +1712,9 @@ class DSNClient {
     this._status = { state: 'connecting' };
     this._syncListeners = new Set();
 
-    this._keys = null;             // {kid, c2s, s2c} of the current token
-    this._keysPromise = null;
-    this._ep = null;               // next request's path; null: say hello first
-    this._helloPromise = null;
     this._fresh = true;            // (re)connected: the next pull does not wait
-    this._offset = 0;              // server clock - local clock, ms
     this._stopped = false;
     this._sleepers = new Set();
-    this._aborts = new Set();
     this._wakeSender = null;
     this._mutex = Promise.resolve();
 
@@ -1300,13 +1724,31 @@ class DSNClient {
     });
     this.ready.catch(() => {}); // an unobserved failure must not crash a Node process
 
+    // The first sync: the mirror holds the server's data once, from a stored cursor (a
+    // reload) or from the first pull answer applied. Until then (a first visit), getAll
+    // and get wait for it, at most until firstSyncTimeout ms after connectDSN.
+    this._synced = false;
+    this._firstSync = new Promise((resolve) => {
+      this._resolveFirstSync = resolve;
+    });
+    this._firstSyncDeadline = Date.now() + this._options.firstSyncTimeout;
+    this._epoch = null;            // the server's epoch as last heard (hello, pull, write answers)
+    this._serverVersion = null;    // the protocol version the server said in hello ("1.0" when it said none)
+    this._stopError = null;        // why the client stopped: what later writes reject with
+
     this._isLoaded = false;
     this._loaded = this._load();
     this._loaded.catch(() => {});
     this._onOnline = () => this._wakeAll();
     globalThis.addEventListener?.('online', this._onOnline);
-    this._pullLoop();
-    this._sendLoop();
+
+    this._term = 0;                // counts leaderships; a loop of an earlier one ends
+    this._leading = false;         // this tab holds the connection (always so without tabs)
+    this._channel = null;          // BroadcastChannel to the other tabs, when shared
+    this._lockName = null;         // the Web Lock the tabs of this database and URL compete for
+    this._campaigning = null;      // AbortController of this tab's pending lock request
+    this._release = null;          // ends the current lead (lets the lock go)
+    this._start();
   }
 
   /* ---------------- public API ---------------- */
@@ -1329,13 +1771,13 @@ class DSNClient {
    * the server stores them); the optimistic writes included. Answers from the mirror,
    * so also offline. Treat the records as read-only. */
   async getAll(table) {
-    await this._loaded;
+    await this._untilFirstSync();
     return this._view(table);
   }
 
-  /** The record of `key` in `table`, or undefined. */
+  /** The record of `key` in `table`, or undefined. Waits as getAll does. */
   async get(table, key) {
-    await this._loaded;
+    await this._untilFirstSync();
     let record = this._tables.get(table)?.get(key);
     for (const write of this._outbox) {
       if (write.table === table && write.key === key) record = applyWrite(record, write);
@@ -1360,19 +1802,23 @@ class DSNClient {
     return this._write('delete', table, key);
   }
 
-  /** Calls `callback(all)` with the whole table ({key: record}) once soon, then after
-   * every change (never in the middle of one). Returns a function that unsubscribes. */
+  /** Calls `callback(all)` with the whole table ({key: record}) once the mirror holds
+   * the server's data (at once from a stored mirror; on a first visit, after the first
+   * sync, never with an empty table before it), then after every change (never in the
+   * middle of one). Returns a function that unsubscribes. */
   onDataChange(table, callback) {
     if (typeof callback !== 'function') throw new TypeError('onDataChange(table, callback): callback must be a function');
     if (!this._listeners.has(table)) this._listeners.set(table, new Set());
     const subscription = (all) => callback(all);
+    subscription.started = false; // _notify passes it by until its first call
     this._listeners.get(table).add(subscription);
-    this._loaded.then(() => {
-      if (!this._listeners.get(table)?.has(subscription)) return;
+    this._firstSync.then(() => {
+      if (!this._listeners.get(table)?.has(subscription) || !this._synced) return;
       const all = this._view(table);
       if (!this._delivered.has(table)) this._delivered.set(table, all);
+      subscription.started = true;
       this._deliver(subscription, all);
-    }, () => {});
+    });
     return () => {
       const listeners = this._listeners.get(table);
       listeners?.delete(subscription);
@@ -1427,8 +1873,7 @@ class DSNClient {
   /** Stops the feed and the sender, closes the database. Queued writes stay in the
    * outbox (in IndexedDB) for the next connectDSN; their promises reject with `closed`. */
   close() {
-    if (this._stopped) return;
-    this._stop(new DSNError('closed', 'the client was closed'));
+    if (!this._stopped) this._stop(new DSNError('closed', 'the client was closed'));
     this._storage.close();
   }
 
@@ -1463,6 +1908,42 @@ class DSNClient {
     // Writes loaded from an earlier session go first, in their order.
     this._outbox = loaded.outbox.map((entry) => ({ ...entry, id: entry.n, saved: Promise.resolve() }));
     this._isLoaded = true;
+    if (this._cursor) this._markSynced();
+  }
+
+  /** The mirror holds the server's data: waiting reads and listeners go. */
+  _markSynced() {
+    if (this._synced) return;
+    this._synced = true;
+    this._resolveFirstSync();
+  }
+
+  /** What getAll and get wait for: the stored mirror loaded, and on a first visit the
+   * first sync, for at most firstSyncTimeout ms after connectDSN (then they answer from
+   * the mirror as it stands, and the status says why). A stopped client answers at once. */
+  async _untilFirstSync() {
+    await this._loaded;
+    if (this._synced || this._stopped) return;
+    const left = this._firstSyncDeadline - Date.now();
+    if (left > 0) {
+      let timer;
+      const late = new Promise((resolve) => {
+        timer = setTimeout(resolve, left);
+      });
+      await Promise.race([this._firstSync, late]);
+      clearTimeout(timer);
+    }
+    if (this._synced || this._stopped) return;
+    // Offline and error statuses already carry the failure; a server that took the
+    // connection but has not answered leaves the state at 'connecting': say so.
+    if (this._status.state === 'connecting' && this._status.code !== 'first_sync_timeout') {
+      this._setStatus({
+        state: 'connecting',
+        code: 'first_sync_timeout',
+        message: `no first sync from ${this._session.origin} within ${this._options.firstSyncTimeout} ms (options.firstSyncTimeout): ` +
+          'getAll and get answer from the mirror as it stands (empty on a first visit) until it comes',
+      });
+    }
   }
 
   /** {key: record} of `table`: the server's state with the queued writes applied.
@@ -1491,12 +1972,12 @@ class DSNClient {
    * (an ack that confirms an optimistic write changes nothing they can see). */
   _notify(tables) {
     for (const table of tables) {
-      const listeners = this._listeners.get(table);
-      if (!listeners?.size) continue;
+      const listeners = [...(this._listeners.get(table) ?? [])].filter((listener) => listener.started);
+      if (!listeners.length) continue;
       const all = this._view(table);
       if (sameRecords(this._delivered.get(table), all)) continue;
       this._delivered.set(table, all);
-      for (const listener of [...listeners]) this._deliver(listener, all);
+      for (const listener of listeners) this._deliver(listener, all);
     }
   }
 
@@ -1524,6 +2005,7 @@ class DSNClient {
   _setStatus(status) {
     const before = this._status;
     this._status = status;
+    if (this._leading) this._post({ type: 'status', status });
     if (before.state === status.state && before.code === status.code && !status.reset && !before.reset && !status.blocked) return;
     for (const listener of [...this._statusListeners]) this._deliver(listener, status);
   }
@@ -1533,7 +2015,7 @@ class DSNClient {
   /** Checks the write, then (as soon as the mirror is loaded, at once after that) puts
    * it in the outbox and the mirror. Resolves true on the ack; rejects on refusal. */
   _write(op, table, key, data) {
-    if (this._stopped) return Promise.reject(new DSNError('closed', 'the client was closed'));
+    if (this._stopped) return Promise.reject(this._stopError);
     if (typeof table !== 'string' || !TABLE_NAME.test(table)) {
       return Promise.reject(new DSNError('invalid', `a table name matches [A-Za-z_][A-Za-z0-9_-]{0,62}, not ${JSON.stringify(table)}`));
     }
@@ -1554,7 +2036,7 @@ class DSNClient {
   }
 
   _enqueue(entry) {
-    if (this._stopped) return Promise.reject(new DSNError('closed', 'the client was closed'));
+    if (this._stopped) return Promise.reject(this._stopError);
     const keyField = this._schema[entry.table]?.key;
     if (entry.data && keyField !== undefined && keyField in entry.data) {
       if (entry.data[keyField] !== entry.key) {
@@ -1569,6 +2051,7 @@ class DSNClient {
     entry.saved = this._storage.addOutbox(entry).then((id) => {
       entry.id = id;
       this._wakeSender?.();
+      if (!this._leading) this._post({ type: 'outbox' });
     }, (error) => {
       // Not durable, so not sent: take it back and say why (a DOMException, by name).
       this._outbox.splice(this._outbox.indexOf(entry), 1);
@@ -1582,26 +2065,16 @@ class DSNClient {
     return settled;
   }
 
-  async _sendLoop() {
-    let failures = 0;
-    await this._loaded.catch(() => {});
-    while (!this._stopped) {
-      if (!this._outbox.length) {
-        await new Promise((resolve) => {
-          this._wakeSender = resolve;
-        });
-        this._wakeSender = null;
-        continue;
-      }
-      try {
-        await this._flush();
-        failures = 0;
-      } catch (error) {
-        if (this._stopped) break;
-        failures++;
-        await this._backOff(error, failures);
-      }
+  /** The sender's step: waits for a write to be queued, or sends the oldest. */
+  async _sendStep() {
+    if (!this._outbox.length) {
+      await new Promise((resolve) => {
+        this._wakeSender = resolve;
+      });
+      this._wakeSender = null;
+      return;
     }
+    await this._flush();
   }
 
   /** Sends the oldest queued writes (one, or several as a `batch`) and settles them. */
@@ -1612,15 +2085,17 @@ class DSNClient {
     let results;
     if (entries.length === 1) {
       const { op, ...fields } = mutation(entries[0]);
-      results = [await this._request(op, fields)];
+      results = [await this._session.request(op, fields)];
     } else {
-      const answer = await this._request('batch', { mutations: entries.map(mutation) });
+      const answer = await this._session.request('batch', { mutations: entries.map(mutation) });
       if (answer.ok && (!Array.isArray(answer.results) || answer.results.length !== entries.length)) {
         throw new DSNError('bad_response', `a batch of ${entries.length} writes was answered with ${answer.results?.length} results`);
       }
       results = answer.ok ? answer.results : entries.map(() => answer);
     }
-    await this._exclusive(() => this._settle(entries, results));
+    // A 1.0 server's acks carry no epoch: the best guess is the epoch as last heard now.
+    const heard = this._epoch;
+    await this._exclusive(() => this._settle(entries, results, heard));
     if (results.some((result) => !result.ok && RETRY_CODES.has(result.error?.code))) {
       throw new DSNError(results.find((result) => !result.ok).error.code, 'write to be sent again');
     }
@@ -1628,7 +2103,7 @@ class DSNClient {
 
   /** Applies the answers of `entries`: acks to the mirror, refusals rolled back (their
    * optimistic change disappears with them from the outbox). */
-  async _settle(entries, results) {
+  async _settle(entries, results, heard) {
     const touched = new Set();
     const done = [];
     for (let i = 0; i < entries.length; i++) {
@@ -1636,22 +2111,21 @@ class DSNClient {
       const result = results[i];
       if (!result.ok && RETRY_CODES.has(result.error?.code)) continue;
       let change = null;
-      if (result.ok) {
-        const record = result.record ?? null;
-        // A pull at or past this seq already brought this state or a newer one.
-        if (!(this._cursor && Number.isInteger(result.seq) && this._cursor.seq >= result.seq)) {
-          change = [entry.table, entry.key, record];
-          if (Number.isInteger(result.seq)) this._ackedSeq.set(`${entry.table}\0${entry.key}`, result.seq);
-        }
+      if (result.ok && !this._ackIsStale(result, heard)) {
+        change = [entry.table, entry.key, result.record ?? null];
+        if (Number.isInteger(result.seq)) this._acked.set(`${entry.table}\0${entry.key}`, { epoch: result.epoch ?? heard, seq: result.seq });
       }
       await this._storage.settleOutbox(entry.id, change);
       if (change) this._setRecord(...change);
       this._outbox.splice(this._outbox.indexOf(entry), 1);
       touched.add(entry.table);
-      done.push([entry, result]);
+      done.push([entry, result, change]);
     }
     this._notify(touched);
     if (done.length) this._notifySync();
+    if (done.length && this._channel) {
+      this._post({ type: 'settled', results: done.map(([entry, result, change]) => ({ mid: entry.mid, ok: !!result.ok, error: result.ok ? null : result.error ?? null, change })) });
+    }
     for (const [entry, result] of done) {
       const waiter = this._waiters.get(entry.mid);
       this._waiters.delete(entry.mid);
@@ -1659,6 +2133,21 @@ class DSNClient {
       if (result.ok) waiter.resolve(true);
       else waiter.reject(new DSNError(result.error?.code ?? 'bad_response', result.error?.message ?? 'the server refused the write'));
     }
+  }
+
+  /** Whether the feed has already brought this ack's state or a newer one, so that the
+   * ack must not touch the mirror. Its seq means something only in its epoch: protocol
+   * 1.1 says which (`epoch` in every write answer); with a 1.0 server, `heard` (the
+   * epoch as last heard when the answer came) is the guess. In the cursor's epoch, a
+   * cursor at or past the seq has it. In another epoch (the server restarted and the
+   * feed has not reset yet), the ack is newer than the mirror, so it goes in and is
+   * guarded until that epoch's reset passes it; unless the feed has heard of yet another
+   * epoch since the answer came, whose reset then brings the truth. */
+  _ackIsStale(result, heard) {
+    if (!Number.isInteger(result.seq) || !this._cursor) return false;
+    const epoch = typeof result.epoch === 'string' ? result.epoch : heard;
+    if (epoch === this._cursor.epoch) return this._cursor.seq >= result.seq;
+    return this._epoch !== heard && this._epoch !== epoch;
   }
 
   _setRecord(table, key, record) {
@@ -1669,21 +2158,18 @@ class DSNClient {
 
   /* ---------------- the feed ---------------- */
 
-  async _pullLoop() {
+  /** Runs `step` again and again while this tab leads: after a failure it backs off
+   * (exponential, reported), after a success it goes at once. The sender and the feed
+   * are two of these. */
+  async _loop(step) {
+    const term = this._term;
     let failures = 0;
-    try {
-      await this._loaded;
-    } catch (error) {
-      this._setStatus({ state: 'error', code: error?.name ?? 'storage', message: `the mirror could not be opened: ${error?.message}` });
-      this._stop(error);
-      return;
-    }
-    while (!this._stopped) {
+    while (!this._stopped && this._term === term) {
       try {
-        await this._pull();
+        await step();
         failures = 0;
       } catch (error) {
-        if (this._stopped) break;
+        if (this._stopped || this._term !== term) break;
         failures++;
         await this._backOff(error, failures);
       }
@@ -1691,13 +2177,13 @@ class DSNClient {
   }
 
   async _pull() {
-    await this._connected();
+    await this._session.connected();
     const wait = this._fresh ? 0 : this._options.wait;
     const since = this._cursor && { epoch: this._cursor.epoch, seq: this._cursor.seq, sv: this._cursor.sv };
     // A streamed pull (option `stream`): its messages are applied as they arrive, each as
     // an ordinary answer; when the stream ends (its `wait` ran out) the loop pulls again.
     const stream = this._options.stream && wait > 0;
-    const answer = await this._request('pull', stream ? { since, wait, stream: true } : { since, wait },
+    const answer = await this._session.request('pull', stream ? { since, wait, stream: true } : { since, wait },
       wait * 1000 + this._options.pullGrace, stream ? (message) => this._applyPull(message) : undefined);
     if (answer === STREAMED) return;
     await this._applyPull(answer);
@@ -1707,10 +2193,12 @@ class DSNClient {
   async _applyPull(answer) {
     if (!answer.ok) throw new DSNError(answer.error?.code ?? 'bad_response', answer.error?.message ?? 'pull refused');
     this._fresh = false;
+    if (typeof answer.epoch === 'string') this._epoch = answer.epoch;
     if (answer.reset) await this._loadReset(answer);
     else await this._exclusive(() => this._applyChanges(answer));
     this._setStatus({ state: 'online', epoch: this._cursor.epoch, seq: this._cursor.seq });
     this._notifySync();
+    this._markSynced();
     this._resolveReady();
   }
 
@@ -1721,12 +2209,17 @@ class DSNClient {
     const schema = answer.tables ? frozenCopy(answer.tables) : this._schema;
     // An ack at a higher seq than this answer is newer than what the answer says of
     // that key (the order note of PROTOCOL.md section 4).
-    const changes = answer.changes.filter(([table, key]) => !(this._ackedSeq.get(`${table}\0${key}`) > answer.seq));
+    const epoch = answer.epoch ?? this._cursor?.epoch;
+    const changes = answer.changes.filter(([table, key]) => {
+      const acked = this._acked.get(`${table}\0${key}`);
+      return !(acked && acked.epoch === epoch && acked.seq > answer.seq);
+    });
     const touched = new Set(changes.map(([table]) => table));
     await this._storage.ensureTables([...new Set([...Object.keys(schema), ...touched])]);
-    const cursor = Object.freeze({ epoch: answer.epoch ?? this._cursor?.epoch, seq: answer.seq, sv });
+    const cursor = Object.freeze({ epoch, seq: answer.seq, sv });
     await this._storage.saveChanges({ ...cursor, tables: schema }, changes);
     for (const [table, key, record] of changes) this._setRecord(table, key, record);
+    this._post({ type: 'changes', from: this._cursor, cursor, schema, changes });
     this._cursor = cursor;
     this._schema = schema;
     for (const table of Object.keys(schema)) if (!this._tables.has(table)) this._tables.set(table, new Map());
@@ -1753,7 +2246,7 @@ class DSNClient {
       const state = this._status.state === 'online' ? 'online' : 'connecting';
       this._setStatus({ state, reset: { pages, records: counts, done: !page.more } });
       if (!page.more) break;
-      const next = await this._request('pull', { since: null, next: page.next, wait: 0 });
+      const next = await this._session.request('pull', { since: null, next: page.next, wait: 0 });
       if (!next.ok) throw new DSNError(next.error?.code ?? 'bad_response', next.error?.message ?? 'reset page refused');
       if (!next.reset) throw new DSNError('bad_response', 'asked for the next page of a reset, got changes');
       if (next.epoch !== page.epoch || next.seq !== page.seq) {
@@ -1766,14 +2259,14 @@ class DSNClient {
   }
 
   async _applyReset(page, records) {
-    const sameEpoch = this._cursor?.epoch === page.epoch;
-    if (!sameEpoch) this._ackedSeq.clear();
+    // Acks of another epoch than the snapshot's say nothing about it.
+    for (const [id, acked] of this._acked) if (acked.epoch !== page.epoch) this._acked.delete(id);
     const schema = frozenCopy(page.tables ?? {});
     const tables = new Map();
     for (const name of new Set([...Object.keys(schema), ...records.keys()])) {
       tables.set(name, records.get(name) ?? new Map());
     }
-    for (const [id, seq] of this._ackedSeq) {
+    for (const [id, { seq }] of this._acked) {
       if (seq <= page.seq) continue;
       const [table, key] = id.split('\0');
       const record = this._tables.get(table)?.get(key);
@@ -1786,6 +2279,7 @@ class DSNClient {
     await this._storage.ensureTables([...tables.keys()]);
     const cursor = Object.freeze({ epoch: page.epoch, seq: page.seq, sv: page.sv });
     await this._storage.saveReset({ ...cursor, tables: schema }, tables);
+    this._post({ type: 'reset' });
     this._tables = tables;
     this._cursor = cursor;
     this._schema = schema;
@@ -1795,246 +2289,302 @@ class DSNClient {
 
   /** Acks the cursor has passed need no more guarding. */
   _forgetAcks() {
-    for (const [id, seq] of this._ackedSeq) if (seq <= this._cursor.seq) this._ackedSeq.delete(id);
-  }
-
-  /* ---------------- requests ---------------- */
-
-  /** The current token's kid and traffic keys; asks the token function when needed. */
-  _session() {
-    if (this._keys) return Promise.resolve(this._keys);
-    if (!this._keysPromise) {
-      this._keysPromise = (async () => {
-        const token = typeof this._token === 'function' ? await this._token() : this._token;
-        const { kid, tokenSecret } = parseToken(token);
-        this._keys = { kid, ...deriveTrafficKeys(tokenSecret) };
-        return this._keys;
-      })().finally(() => {
-        this._keysPromise = null;
-      });
+    for (const [id, { epoch, seq }] of this._acked) {
+      if (epoch === this._cursor.epoch && seq <= this._cursor.seq) this._acked.delete(id);
     }
-    return this._keysPromise;
   }
 
-  /** Says hello at the base path unless a session is established. */
-  _connected() {
-    if (this._ep) return Promise.resolve();
-    if (!this._helloPromise) {
-      this._helloPromise = this._hello().finally(() => {
-        this._helloPromise = null;
-      });
+  /* ---------------- one connection for many tabs ---------------- */
+
+  // A browser gives a host about six HTTP/1.1 connections, and every tab's long poll
+  // holds one: the seventh tab of an app would get nothing. So the tabs of one profile
+  // that share a database and a sync URL elect one leader with the Web Locks API; only
+  // it pulls and sends. It tells the others through a BroadcastChannel what it applied
+  // (changes, resets, answered writes, its status); they apply the same to their mirror
+  // in memory, while IndexedDB holds the truth for all. A follower's write goes into the
+  // shared outbox (IndexedDB, with its stable mid) and the leader is told to send it; a
+  // leader that closes, freezes or is discarded lets the lock go, the next tab in line
+  // takes it, loads the outbox and sends what is unanswered, and the server's mid ledger
+  // applies a write that the old leader had already sent only once.
+  //
+  //     leader -> all:  {type: 'changes', from, cursor, schema, changes} | {type: 'reset'}
+  //                     | {type: 'settled', results: [{mid, ok, error, change}]}
+  //                     | {type: 'status', status} | {type: 'leader', live, cursor, status}
+  //                       (on taking the lead, and in answer to a hello)
+  //     tab -> leader:  {type: 'outbox'} (a write queued) | {type: 'hello'} (a tab started)
+
+  /** Loads the stored mirror, then leads: alone, or when elected among the tabs. */
+  async _start() {
+    try {
+      await this._loaded;
+    } catch (error) {
+      this._setStatus({ state: 'error', code: error?.name ?? 'storage', message: `the mirror could not be opened: ${error?.message}` });
+      this._stop(error);
+      return;
     }
-    return this._helloPromise;
+    if (this._stopped) return;
+    const locks = globalThis.navigator?.locks;
+    const shared = this._options.tabs && this._storage instanceof IndexedDBStorage
+      && typeof locks?.request === 'function' && typeof globalThis.BroadcastChannel === 'function';
+    if (!shared) {
+      this._lead();
+      return;
+    }
+    const { origin, prefix, basePath } = this._session;
+    const name = `dsn-sync ${this._storage.name} ${origin}${prefix}${basePath}`;
+    this._channel = new BroadcastChannel(name);
+    this._channel.onmessage = (event) => {
+      this._exclusive(() => this._onTabMessage(event.data)).catch((error) => console.error('dsn-sync: a message from another tab failed', error));
+    };
+    this._lockName = name;
+    this._post({ type: 'hello' });
+    this._campaign();
+    // A frozen or cached page keeps its locks: give the lead away, ask again on return.
+    this._onFreeze = (event) => {
+      if (event.type === 'freeze' || event.persisted) this._stepDown();
+    };
+    this._onResume = (event) => {
+      if (event.type === 'resume' || event.persisted) this._campaign();
+    };
+    globalThis.document?.addEventListener?.('freeze', this._onFreeze);
+    globalThis.addEventListener?.('pagehide', this._onFreeze);
+    globalThis.document?.addEventListener?.('resume', this._onResume);
+    globalThis.addEventListener?.('pageshow', this._onResume);
   }
 
-  async _hello() {
-    let answer;
-    for (let attempt = 0; ; attempt++) {
+  /** Asks for the lead; the lock is held (the callback's promise pending) while leading. */
+  _campaign() {
+    if (this._stopped || this._leading || this._campaigning) return;
+    const campaign = (this._campaigning = new AbortController());
+    globalThis.navigator.locks.request(this._lockName, { signal: campaign.signal }, () => this._lead())
+      .catch((error) => {
+        if (error?.name !== 'AbortError') console.error('dsn-sync: the tabs\' lock failed', error);
+      })
+      .finally(() => {
+        if (this._campaigning === campaign) this._campaigning = null;
+      });
+  }
+
+  /** Runs the feed and the sender until the lead is given away or the client stops;
+   * resolves then (which lets the lock go). */
+  async _lead() {
+    if (this._stopped) return;
+    const term = ++this._term;
+    this._leading = true;
+    const over = new Promise((resolve) => {
+      this._release = resolve;
+    });
+    if (this._channel) {
       try {
-        answer = await this._send(this._basePath, { op: 'hello' }, this._options.timeout);
+        // Catch up with what the last leader stored, then take its unanswered writes.
+        const stored = await this._storage.loadCursor();
+        if (stored && (stored.epoch !== this._cursor?.epoch || stored.seq !== this._cursor?.seq)) {
+          await this._exclusive(() => this._reloadMirror());
+        }
+        await this._adoptOutbox();
       } catch (error) {
-        if (error.status === 404) throw new DSNError('wrong_url', `no dsn-sync instance at ${this.url} (HTTP 404 on hello)`);
-        throw error.status === 401 ? this._tokenDead('unauthorized') : error;
+        console.error('dsn-sync: taking over from another tab', error);
       }
-      if (answer.ok || attempt > 2) break;
-      if (answer.error?.code === 'expired') throw this._tokenDead('expired');
-      if (!RETRY_CODES.has(answer.error?.code)) break;
+      this._post({ type: 'leader', live: false });
+      if (this._term !== term) return;
+      this._session.forget();
+      this._fresh = true;
     }
-    if (!answer.ok) throw new DSNError(answer.error?.code ?? 'bad_response', answer.error?.message ?? 'hello refused');
-    if (answer.instance !== undefined && answer.instance !== this.instance) {
-      throw new DSNError('wrong_url', `the server at ${this.url} is instance ${answer.instance}`);
+    this._loop(() => this._pull());
+    this._loop(() => this._sendStep());
+    await over;
+  }
+
+  /** Gives the lead away (a frozen or hidden page): stops the loops, lets the lock go;
+   * or, not leading, stops waiting for it. `resume` or `pageshow` asks again. */
+  _stepDown() {
+    // Waiting in line: leave it, so that a frozen tab is never handed the lock.
+    this._campaigning?.abort();
+    this._campaigning = null;
+    if (!this._leading) return;
+    this._leading = false;
+    this._term++;
+    this._session.abortAll();
+    this._wakeAll();
+    this._wakeSender?.();
+    this._release?.();
+  }
+
+  _post(message) {
+    try {
+      this._channel?.postMessage(message);
+    } catch (error) {
+      console.error('dsn-sync: telling the other tabs failed', error);
     }
+  }
+
+  /** Adds to the outbox what other tabs queued in IndexedDB and this tab does not hold. */
+  async _adoptOutbox() {
+    const stored = await this._storage.loadOutbox();
+    const known = new Set(this._outbox.map((entry) => entry.mid));
+    let added = false;
+    for (const { n, op, table, key, data, mid } of stored) {
+      if (known.has(mid)) continue;
+      const entry = op === 'delete' ? { op, table, key, mid } : { op, table, key, data, mid };
+      this._outbox.push({ ...entry, id: n, saved: Promise.resolve() });
+      added = true;
+    }
+    if (added) {
+      this._notify(new Set(stored.map((entry) => entry.table)));
+      this._notifySync();
+      this._wakeSender?.();
+    }
+  }
+
+  /** The mirror in memory replaced by the stored one (a follower after a reset, or one
+   * that fell behind). The outbox in memory stays. */
+  async _reloadMirror() {
+    const loaded = await this._storage.load();
+    const touched = new Set([...this._tables.keys(), ...loaded.tables.keys()]);
+    this._tables = loaded.tables;
+    if (loaded.cursor) {
+      const { epoch, seq, sv, tables } = loaded.cursor;
+      this._cursor = Object.freeze({ epoch, seq, sv });
+      this._schema = frozenCopy(tables ?? {});
+    }
+    this._notify(touched);
+    this._notifySync();
+  }
+
+  /** What the leader says, applied by a follower; and what a follower asks of the leader. */
+  async _onTabMessage(message) {
+    if (this._stopped || !isPlainObject(message)) return;
+    if (this._leading) {
+      if (message.type === 'outbox') await this._adoptOutbox();
+      else if (message.type === 'hello') this._post({ type: 'leader', live: !this._fresh, cursor: this._cursor, status: this._status });
+      return;
+    }
+    if (message.type === 'changes') {
+      await this._followChanges(message);
+    } else if (message.type === 'reset') {
+      await this._reloadMirror();
+      this._followed();
+    } else if (message.type === 'settled') {
+      this._followSettled(message.results);
+    } else if (message.type === 'status') {
+      this._setStatus(message.status);
+    } else if (message.type === 'leader') {
+      await this._recoverOutbox();
+      if (!message.live) return;
+      const { cursor } = message;
+      if (cursor && (cursor.epoch !== this._cursor?.epoch || cursor.seq !== this._cursor?.seq)) await this._reloadMirror();
+      this._setStatus(message.status);
+      this._followed();
+    }
+  }
+
+  /** A leader that stored a write's answer and died before saying so leaves the write's
+   * promise waiting in the tab that made it: the write is gone from the shared outbox,
+   * and no 'settled' comes. So when a leader appears, this tab puts such writes back
+   * (same mid) for it to send again; the server's mid ledger answers with the answer it
+   * gave the first time, and that one settles the promise. */
+  async _recoverOutbox() {
+    const mine = this._outbox.filter((entry) => entry.id !== undefined && this._waiters.has(entry.mid));
+    if (!mine.length) return;
+    const stored = new Set((await this._storage.loadOutbox()).map((entry) => entry.mid));
+    const lost = mine.filter((entry) => !stored.has(entry.mid) && this._waiters.has(entry.mid));
+    for (const entry of lost) entry.id = await this._storage.addOutbox(entry);
+    if (lost.length) this._post({ type: 'outbox' });
+  }
+
+  /** The leader applied a changes answer: the same here if this mirror stood where the
+   * leader's did; nothing if it is already there (loaded after the leader stored it);
+   * else (a message missed) the stored mirror is loaded. */
+  async _followChanges({ from, cursor, schema, changes }) {
+    const here = this._cursor;
+    const current = here && here.epoch === cursor.epoch && here.seq >= cursor.seq && here.sv === cursor.sv;
+    if (!current && here && from && here.epoch === from.epoch && here.seq === from.seq) {
+      for (const [table, key, record] of changes) this._setRecord(table, key, record);
+      this._cursor = Object.freeze({ ...cursor });
+      this._schema = frozenCopy(schema);
+      this._notify(new Set(changes.map(([table]) => table)));
+      this._notifySync();
+    } else if (!current) {
+      await this._reloadMirror();
+    }
+    this._followed();
+  }
+
+  /** The leader had writes answered: their records to the mirror, this tab's own writes
+   * out of its outbox, their promises settled. */
+  _followSettled(results) {
+    const touched = new Set();
+    for (const { mid, ok, error, change } of results) {
+      if (change) {
+        this._setRecord(...change);
+        touched.add(change[0]);
+      }
+      const at = this._outbox.findIndex((entry) => entry.mid === mid);
+      if (at >= 0) {
+        touched.add(this._outbox[at].table);
+        this._outbox.splice(at, 1);
+      }
+      const waiter = this._waiters.get(mid);
+      this._waiters.delete(mid);
+      if (!waiter) continue;
+      if (ok) waiter.resolve(true);
+      else waiter.reject(new DSNError(error?.code ?? 'bad_response', error?.message ?? 'the server refused the write'));
+    }
+    this._notify(touched);
+    this._notifySync();
+  }
+
+
+  /** A follower's mirror has followed a leader's pull: it counts as this tab's sync
+   * (ready resolves, waiting reads go) once there is a cursor. */
+  _followed() {
+    if (!this._cursor) return;
+    this._markSynced();
+    this._resolveReady();
+  }
+
+  /* ---------------- the session's hooks ---------------- */
+
+  /** A hello answered: the schema, the epoch and the server's protocol version noted,
+   * a store for every table; the next pull does not wait. */
+  async _hello(answer) {
     if (answer.tables) this._schema = frozenCopy(answer.tables);
+    if (typeof answer.epoch === 'string') this._epoch = answer.epoch;
+    this._serverVersion = typeof answer.pv === 'string' ? answer.pv : '1.0';
     await this._storage.ensureTables(Object.keys(this._schema));
     this._fresh = true;
   }
 
-  /** One protocol call after the hello: 404 says hello again, `clock` and `replay` send
-   * a new frame (the offset already corrected), a dead token asks for a fresh one.
-   * Throws for what the caller backs off from; answers {ok: false} for a refusal. */
-  async _request(op, fields, timeout = this._options.timeout, onMessage = undefined) {
-    for (let attempt = 0; ; attempt++) {
-      await this._connected();
-      let answer;
-      try {
-        answer = await this._send(this._ep, { op, ...fields }, timeout, onMessage);
-      } catch (error) {
-        if (error.status === 404 && attempt < 3) {
-          this._ep = null;
-          continue;
-        }
-        throw error.status === 401 ? this._tokenDead('unauthorized') : error;
-      }
-      const code = answer.ok ? null : answer.error?.code;
-      if (code === 'expired') throw this._tokenDead('expired');
-      if (RETRY_CODES.has(code) && attempt < 3) continue;
-      return answer;
-    }
+  /** A string token the server refused: stop, keeping the outbox for a fresh token. */
+  _tokenDead(code, message) {
+    this._setStatus({ state: 'error', code: 'unauthorized', message: `${message}; queued writes are kept for a fresh token` });
+    this._stop(new DSNError('unauthorized', `${message}; the write stays queued for a client with a fresh token`));
   }
 
-  /** A token the server no longer takes: forget it, so that the token function is asked
-   * for a fresh one when the caller retries after its backoff; without a function, stop
-   * (keeping the outbox). Returns the error for the caller to throw. */
-  _tokenDead(code) {
-    const message = code === 'expired' ? 'the token has expired' : 'the server refused the token (HTTP 401)';
-    this._keys = null;
-    this._ep = null;
-    if (typeof this._token !== 'function') {
-      this._setStatus({ state: 'error', code: 'unauthorized', message: `${message}; queued writes are kept for a fresh token` });
-      this._stop(new DSNError('unauthorized', `${message}; the write stays queued for a client with a fresh token`));
-    }
-    return new DSNError('unauthorized', message);
-  }
-
-  /** POSTs one frame and opens the answer. Throws a DSNError with `.status` for an
-   * HTTP answer other than 200, `offline` when the server cannot be reached, and
-   * `bad_response` for an answer that does not open.
-   *
-   * With `onMessage` (a streamed pull), an answer of Content-Type STREAM_TYPE is read
-   * message by message as it arrives, each message opened with its index and handed to
-   * `onMessage` (awaited before the next is read); it then resolves to STREAMED once
-   * the server ends the stream. A message that does not open (forged, reordered, one
-   * missing before it), a stream cut inside a message, or a stream without messages
-   * is `bad_response`: the connection is dropped and the caller pulls again from its
-   * cursor. The `timeout` starts again when the stream's head arrives, so a stream that
-   * runs its full `wait` is never cut by the client. */
-  async _send(path, request, timeout, onMessage) {
-    const keys = await this._session();
-    const sentAt = Date.now();
-    const body = JSON.stringify({ ...request, t: Math.round(sentAt + this._offset) });
-    const { frame, nonce } = await buildRequestFrame(keys.c2s, keys.kid, path, body);
-    const controller = new AbortController();
-    let timer = setTimeout(() => controller.abort(), timeout);
-    this._aborts.add(controller);
-    let bytes;
-    let status;
-    try {
-      let response;
-      try {
-        response = await this._fetch(this._origin + this._prefix + path, {
-          method: 'POST',
-          headers: { 'Content-Type': 'text/plain' },
-          body: frame,
-          signal: controller.signal,
-        });
-        status = response.status;
-        if (!(status === 200 && onMessage && isStreamAnswer(response))) bytes = new Uint8Array(await response.arrayBuffer());
-      } catch (error) {
-        throw this._unreachable(error);
-      }
-      if (bytes === undefined) {
-        clearTimeout(timer);
-        timer = setTimeout(() => controller.abort(), timeout);
-        return await this._readStream(response, keys, nonce, path, onMessage, controller);
-      }
-    } finally {
-      clearTimeout(timer);
-      this._aborts.delete(controller);
-    }
-    if (status !== 200) {
-      const failure = new DSNError(status === 401 ? 'unauthorized' : 'http', `HTTP ${status} from ${path}`);
-      failure.status = status;
-      throw failure;
-    }
-    return this._accept(keys, path, await openResponseFrame(keys.s2c, nonce, bytes), sentAt, true);
-  }
-
-  /** The error for a request that failed on the way (network, abort, a body cut off). */
-  _unreachable(error) {
-    if (this._stopped) return new DSNError('closed', 'the client was closed');
-    const failure = new DSNError('offline', `${this._origin} cannot be reached: ${error?.cause?.code ?? error?.message ?? error}`);
-    failure.cause = error;
-    return failure;
-  }
-
-  /** Reads a streamed pull's body (see _send). Where the fetch in use gives no streaming
-   * body (no response.body.getReader, nor an async-iterable body as node-fetch has), the
-   * whole body is read when the stream ends and split then: correct, only late. */
-  async _readStream(response, keys, nonce, path, onMessage, controller) {
-    const splitter = new StreamSplitter();
-    let index = 0;
-    const take = async (chunk) => {
-      const bytes = chunk instanceof Uint8Array ? chunk
-        : ArrayBuffer.isView(chunk) ? new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength) : new Uint8Array(chunk);
-      for (const frame of splitter.push(bytes)) {
-        const json = await openStreamMessage(keys.s2c, nonce, index, frame);
-        if (json === null) {
-          throw new DSNError('bad_response', `message ${index} of a streamed pull from ${path} did not open with its index (forged, reordered, or one is missing)`);
-        }
-        // Every message carries the ep of the request; only the first may move it (a later
-        // one would undo a rotation that a write made meanwhile).
-        const answer = this._accept(keys, path, json, null, index === 0);
-        index++;
-        await onMessage(answer);
-      }
-    };
-    const received = async (promise) => {
-      try {
-        return await promise;
-      } catch (error) {
-        throw this._unreachable(error);
-      }
-    };
-    const source = response.body;
-    try {
-      if (typeof source?.getReader === 'function') {
-        const reader = source.getReader();
-        try {
-          for (;;) {
-            const { value, done } = await received(reader.read());
-            if (done) break;
-            await take(value);
-          }
-        } catch (error) {
-          reader.cancel(error).catch(() => {});
-          throw error;
-        }
-      } else if (source && typeof source[Symbol.asyncIterator] === 'function') {
-        const chunks = source[Symbol.asyncIterator]();
-        for (;;) {
-          const { value, done } = await received(chunks.next());
-          if (done) break;
-          await take(value);
-        }
-      } else {
-        await take(await received(response.arrayBuffer()));
-      }
-      if (splitter.pending) throw new DSNError('bad_response', `a streamed pull from ${path} ended inside a message`);
-      if (index === 0) throw new DSNError('bad_response', `a streamed pull from ${path} ended without a message`);
-    } catch (error) {
-      controller.abort(); // drop the connection: what follows in it cannot be trusted
-      throw error;
-    }
-    return STREAMED;
-  }
-
-  /** An opened answer (JSON text, or null when it did not open): checked, then the clock
-   * offset, the next path and the status follow it. `sentAt` null: a stream message,
-   * sealed just before it was sent, so its arrival is the best guess for `now`. */
-  _accept(keys, path, json, sentAt, moveEp) {
-    let answer = null;
-    try {
-      answer = json === null ? null : JSON.parse(json);
-    } catch {
-      answer = null;
-    }
-    if (!isPlainObject(answer) || typeof answer.ep !== 'string' || !answer.ep.startsWith('/sync/')) {
-      throw new DSNError('bad_response', `an answer from ${path} did not open with this token's keys, or is not a v1 response`);
-    }
-    const receivedAt = Date.now();
-    if (Number.isFinite(answer.now)) {
-      // The server read its clock somewhere between sending and receiving; the midpoint
-      // is the best guess for a quick answer, the arrival for a long poll.
-      const local = sentAt !== null && receivedAt - sentAt < 2000 ? (sentAt + receivedAt) / 2 : receivedAt;
-      this._offset = answer.now - local;
-    }
-    if (moveEp && this._keys === keys) this._ep = answer.ep;
-    // The server is back: whichever loop is still sleeping off the outage goes now.
+  /** An answer opened: the server is back, so whichever loop is still sleeping off the
+   * outage goes now, and the status says online once the feed is current. */
+  _answered() {
     if (this._status.state === 'offline') this._wakeAll();
     if (this._status.state !== 'online' && this._cursor && !this._fresh) {
       this._setStatus({ state: 'online', epoch: this._cursor.epoch, seq: this._cursor.seq });
     }
-    return answer;
+  }
+
+  /** The endpoint and the clock offset, for tests and tools (the session owns them). */
+  get _ep() {
+    return this._session.ep;
+  }
+
+  set _ep(path) {
+    this._session.ep = path;
+  }
+
+  get _offset() {
+    return this._session.offset;
+  }
+
+  set _offset(ms) {
+    this._session.offset = ms;
   }
 
   /* ---------------- failures, backoff, stop ---------------- */
@@ -2074,12 +2624,24 @@ class DSNClient {
   }
 
   _stop(error) {
+    if (this._stopped) return;
     this._stopped = true;
+    this._stopError = error;
     globalThis.removeEventListener?.('online', this._onOnline);
-    for (const controller of this._aborts) controller.abort();
+    this._release?.();
+    this._campaigning?.abort();
+    this._channel?.close();
+    if (this._onFreeze) {
+      globalThis.document?.removeEventListener?.('freeze', this._onFreeze);
+      globalThis.removeEventListener?.('pagehide', this._onFreeze);
+      globalThis.document?.removeEventListener?.('resume', this._onResume);
+      globalThis.removeEventListener?.('pageshow', this._onResume);
+    }
+    this._session.close(error);
     this._wakeAll();
     this._wakeSender?.();
     this._rejectReady(error);
+    this._resolveFirstSync();
     for (const [mid, waiter] of this._waiters) {
       this._waiters.delete(mid);
       waiter.reject(error);
@@ -2095,5 +2657,5 @@ export const _internals = {
   buildRequestFrame, openResponseFrame, openRequestFrame, buildResponseFrame,
   STREAM_TYPE, openStreamMessage, buildStreamMessage, StreamSplitter,
   utf8, concatBytes, toHex, fromHex, b64uEncode, b64uDecode, equalBytes,
-  parseSyncUrl, MemoryStorage, IndexedDBStorage,
+  parseSyncUrl, Session, MemoryStorage, IndexedDBStorage,
 };

@@ -25,10 +25,19 @@
 // Columns: `ready` (connectDSN() -> client.ready), `pages` (-> the reset's last page
 // received: status reset.done), `apply` (ready - pages: building the tables and the
 // one saveReset transaction), requests (resource-timing entries to the sync server),
-// and the record count verified afterwards (IndexedDB: a count() on the client's
-// database "dsn-sync/<instance>", store "items", after client.close(); memory: getAll()).
+// and the record count verified afterwards (IndexedDB: the client's database
+// "dsn-sync/<instance>" read back after client.close() by the client's own loader, as a
+// reload reads it, and the "items" records counted; memory: getAll()).
+//
+// Dexie (issue 13 part 4: the client's first load must be no slower than Dexie's
+// bulkPut of the same records): in the IndexedDB modes, the same page then writes the
+// very records the client received (getAll('items')) into a fresh database with Dexie's
+// `bulkPut(values, keys)` (out-of-line keys, as the client stores them), timed from the
+// call to its resolution (the transaction committed), and counts them. Dexie is a
+// bench-only dev dependency (`npm install --no-save dexie`); without it that column is
+// '-' and a note says why.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -52,6 +61,7 @@ const REPS = option('reps', 3);
 const WARMUP = option('warmup', 1);
 const TIMEOUT_S = option('timeout', 300); // the whole run; each browser run gets 120 s
 const MODES = ['idb-disk', 'idb-incognito', 'memory'];
+const DEXIE_FILE = path.join(repo, 'node_modules', 'dexie', 'dist', 'dexie.mjs');
 
 const cleanups = [];
 async function cleanup() {
@@ -106,8 +116,8 @@ async function token(origin) {
 }
 
 /** Runs in the page: import first (not timed), then connectDSN() -> ready, then verify. */
-async function inPage({ moduleUrl, url, token, memory, table }) {
-  const { connectDSN } = await import(moduleUrl);
+async function inPage({ moduleUrl, dexieUrl, url, token, memory, table }) {
+  const { connectDSN, _internals } = await import(moduleUrl);
   const syncOrigin = new URL(url).origin;
   performance.clearResourceTimings();
   performance.setResourceTimingBufferSize(10000);
@@ -131,25 +141,28 @@ async function inPage({ moduleUrl, url, token, memory, table }) {
     client.close();
   } else {
     const name = `dsn-sync/${client.instance}`;
+    const all = dexieUrl ? await client.getAll(table) : null;
     client.close();
+    if (dexieUrl) {
+      const { default: Dexie } = await import(dexieUrl);
+      const db = new Dexie(`dexie-bench-${Date.now()}`);
+      db.version(1).stores({ [table]: '' });
+      await db.open();
+      const keys = Object.keys(all);
+      const values = keys.map((key) => all[key]);
+      const d0 = performance.now();
+      await db.table(table).bulkPut(values, keys);
+      out.dexieMs = performance.now() - d0;
+      out.dexieCount = await db.table(table).count();
+      db.close();
+    }
     const c0 = performance.now();
-    out.count = await new Promise((resolve, reject) => {
-      const open = indexedDB.open(name);
-      open.onerror = () => reject(open.error);
-      open.onsuccess = () => {
-        const db = open.result;
-        if (!db.objectStoreNames.contains(table)) {
-          db.close();
-          return reject(new Error(`no store "${table}" in ${name}: ${[...db.objectStoreNames]}`));
-        }
-        const request = db.transaction(table, 'readonly').objectStore(table).count();
-        request.onsuccess = () => {
-          db.close();
-          resolve(request.result);
-        };
-        request.onerror = () => reject(request.error);
-      };
-    });
+    // Read back as the client itself reads its mirror on a reload (records by key, or
+    // chunks for a large reset): what getAll answers after a reload with the server down.
+    const storage = new _internals.IndexedDBStorage(indexedDB, name);
+    const loaded = await storage.load();
+    storage.close();
+    out.count = loaded.tables.get(table)?.size ?? 0;
     out.countMs = performance.now() - c0;
     out.db = name;
   }
@@ -188,6 +201,7 @@ async function runOnce(mode, { browser, site, server }) {
     await page.goto(site.url('w3.html'));
     const result = await withTimeout(page.evaluate(inPage, {
       moduleUrl: `${server.origin}/dsn_client.js`, url, token: tok, memory: mode === 'memory', table: 'items',
+      dexieUrl: site.dexie && mode !== 'memory' ? site.url('dexie.mjs') : null,
     }), 120000, `${mode} run`);
     if (errors.length) result.errors = errors;
     return result;
@@ -216,22 +230,30 @@ async function main() {
   const folder = mkdtempSync(path.join(os.tmpdir(), 'w3-site-'));
   cleanups.push(() => rmSync(folder, { recursive: true, force: true }));
   writeFileSync(path.join(folder, 'w3.html'), '<!doctype html><meta charset="utf-8"><title>w3</title>\n');
+  const hasDexie = existsSync(DEXIE_FILE);
+  if (hasDexie) copyFileSync(DEXIE_FILE, path.join(folder, 'dexie.mjs'));
   const site = await serveStatic(folder);
+  site.dexie = hasDexie;
+  if (hasDexie) {
+    console.log(`dexie: ${JSON.parse(readFileSync(path.join(repo, 'node_modules', 'dexie', 'package.json'), 'utf8')).version} (bulkPut of the same records, same page, after the client)`);
+  } else {
+    console.log('dexie: NOT INSTALLED, no comparison (npm install --no-save dexie)');
+  }
   cleanups.push(() => site.close());
   const browser = await launchChromium();
   cleanups.push(() => browser.close());
   console.log(`chromium: ${CHROMIUM_PATH} ${browser.version()}; page ${site.origin}, sync server ${server.origin}`);
   console.log(`records: ${RECORDS}, reps: ${REPS} (+${WARMUP} warm-up, not counted); ms from connectDSN() to client.ready`);
-  console.log('rep  mode            ready  pages  apply  reqs  last-resp  count     verified');
+  console.log('rep  mode            ready  pages  apply  reqs  last-resp  count  dexie     verified');
 
   const results = Object.fromEntries(MODES.map((mode) => [mode, []]));
   for (let rep = -WARMUP; rep < REPS; rep++) {
     for (const mode of MODES) {
       const r = await runOnce(mode, { browser, site, server });
-      const ok = r.count === RECORDS;
+      const ok = r.count === RECORDS && (r.dexieCount === undefined || r.dexieCount === RECORDS);
       const label = rep < 0 ? 'w' : String(rep + 1);
       console.log(`${label.padEnd(4)} ${mode.padEnd(14)} ${f(r.readyMs)} ${f(r.pagesMs)} ${f(r.pagesMs === null ? null : r.readyMs - r.pagesMs)}`
-        + ` ${String(r.requests).padStart(5)} ${f(r.lastResponseMs).padStart(10)} ${String(r.count).padStart(6)}`
+        + ` ${String(r.requests).padStart(5)} ${f(r.lastResponseMs).padStart(10)} ${String(r.count).padStart(6)} ${f(r.dexieMs)}`
         + `  ${ok ? 'ok' : `MISMATCH (want ${RECORDS})`}${r.db ? ` (${r.db} count ${Math.round(r.countMs)} ms)` : ''}`
         + `${r.noPersistence ? ` NO PERSISTENCE: ${r.noPersistence}` : ''}${r.errors ? ` errors: ${r.errors.join('; ')}` : ''}`);
       if (!ok) process.exitCode = 1;
@@ -250,6 +272,15 @@ async function main() {
     const disk = median(results['idb-disk'].map((r) => r.readyMs));
     const mem = median(results.memory.map((r) => r.readyMs));
     console.log(`IndexedDB (disk) cost over the memory mirror: ${Math.round(disk - mem)} ms (median ${Math.round(disk)} vs ${Math.round(mem)}); target <= 3000 ms: ${disk <= 3000 ? 'met' : 'NOT met'}`);
+    for (const mode of ['idb-disk', 'idb-incognito']) {
+      const rs = results[mode].filter((r) => r.dexieMs !== undefined);
+      if (!rs.length) continue;
+      const apply = median(rs.map((r) => r.readyMs - r.pagesMs));
+      const ready = median(rs.map((r) => r.readyMs));
+      const dexie = median(rs.map((r) => r.dexieMs));
+      console.log(`${mode}: Dexie bulkPut of the same ${RECORDS} records ${Math.round(dexie)} ms; the client's apply (tables + its IndexedDB write) ${Math.round(apply)} ms`
+        + ` (${apply <= dexie ? 'no slower' : 'SLOWER'}), its whole first load (network, crypto, IndexedDB) ${Math.round(ready)} ms`);
+    }
   }
   console.log(`loadavg (end): ${readFileSync('/proc/loadavg', 'utf8').trim()}`);
 }
