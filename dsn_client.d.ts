@@ -260,6 +260,11 @@ export interface DSNOptions {
    * sync, in ms from connectDSN, before they answer from the mirror as it stands (empty)
    * and the status says why. Default 10000. */
   firstSyncTimeout?: number;
+  /** Share one connection among the tabs of this browser profile that use the same sync
+   * URL and database: one tab (elected with Web Locks) pulls and sends for all, the others
+   * follow through a BroadcastChannel and the shared IndexedDB. Default true; false (or a
+   * browser without Web Locks or BroadcastChannel) gives every tab its own connection. */
+  tabs?: boolean;
   /** Ms for a request other than a long poll. Default 15000. */
   timeout?: number;
   /** Ms a long poll may take beyond `wait` seconds before the client gives up on it.

@@ -1232,6 +1232,8 @@ const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_-]{0,62}$/;
 const MAX_KEY_LENGTH = 256;
 /** Writes sent in one `batch` when several are queued (the server's own cap is larger). */
 const MAX_BATCH = 100;
+/** Characters of record JSON sent in one `batch`: well under the server's default max_body (2 MiB). */
+const MAX_BATCH_BYTES = 1 << 20;
 /** Error codes after which the same write is sent again rather than refused: the
  * server does not remember them against the mid. */
 const RETRY_CODES = new Set(['clock', 'replay', 'expired']);
@@ -2079,7 +2081,13 @@ class DSNClient {
 
   /** Sends the oldest queued writes (one, or several as a `batch`) and settles them. */
   async _flush() {
-    const entries = this._outbox.slice(0, MAX_BATCH);
+    // At most MAX_BATCH writes and about MAX_BATCH_BYTES of data in one request (the server
+    // refuses a body over its max_body, 2 MiB by default), but always at least one write.
+    let bytes = 0;
+    const entries = this._outbox.slice(0, MAX_BATCH).filter((entry, i) => {
+      bytes += entry.data === undefined ? 64 : JSON.stringify(entry.data).length + 64;
+      return i === 0 || bytes <= MAX_BATCH_BYTES;
+    });
     await Promise.all(entries.map((entry) => entry.saved));
     const mutation = ({ op, table, key, data, mid }) => (op === 'delete' ? { op, table, key, mid } : { op, table, key, data, mid });
     let results;
@@ -2178,7 +2186,10 @@ class DSNClient {
 
   async _pull() {
     await this._session.connected();
-    const wait = this._fresh ? 0 : this._options.wait;
+    // A server mounted in a WSGI app holds a pull briefly (hello's `wait`) and may answer at
+    // once when its threads are taken; it then asks for a pause (hello's `poll`) between pulls.
+    const wait = this._fresh ? 0 : Math.min(this._options.wait, this._serverWait ?? Infinity);
+    const began = Date.now();
     const since = this._cursor && { epoch: this._cursor.epoch, seq: this._cursor.seq, sv: this._cursor.sv };
     // A streamed pull (option `stream`): its messages are applied as they arrive, each as
     // an ordinary answer; when the stream ends (its `wait` ran out) the loop pulls again.
@@ -2187,6 +2198,9 @@ class DSNClient {
       wait * 1000 + this._options.pullGrace, stream ? (message) => this._applyPull(message) : undefined);
     if (answer === STREAMED) return;
     await this._applyPull(answer);
+    if (this._serverPoll && wait > 0 && !answer.reset && !answer.changes?.length && Date.now() - began < wait * 500) {
+      await this._sleep(this._serverPoll * 1000);
+    }
   }
 
   /** One pull answer, or one message of a streamed pull: applied, then said. */
@@ -2551,6 +2565,8 @@ class DSNClient {
     if (answer.tables) this._schema = frozenCopy(answer.tables);
     if (typeof answer.epoch === 'string') this._epoch = answer.epoch;
     this._serverVersion = typeof answer.pv === 'string' ? answer.pv : '1.0';
+    this._serverWait = Number.isFinite(answer.wait) && answer.wait >= 0 ? answer.wait : undefined;
+    this._serverPoll = Number.isFinite(answer.poll) && answer.poll > 0 ? Math.min(answer.poll, 60) : 0;
     await this._storage.ensureTables(Object.keys(this._schema));
     this._fresh = true;
   }
