@@ -699,6 +699,8 @@ def test_non_reading_long_pollers_do_not_delay_a_good_client(server):
         good = dsn_sync.connect(sync.get_url(), sync.get_token())
         assert good.wait_ready(10)
         assert wait_until(lambda: sync.stats()["waiting"] >= 65, timeout=10), sync.stats()
+        reset_peak_rss()
+        before = rss_kib("VmRSS")
         started = time.monotonic()
         with sync.batch():
             for i in range(4):
@@ -708,8 +710,12 @@ def test_non_reading_long_pollers_do_not_delay_a_good_client(server):
         took = time.monotonic() - started
         good.close()
         assert reached, "the change never reached the good client"
-        print("a 3.6 MiB change reached a good client in %.0f ms behind 64 non-reading long-polls" % (took * 1000))
-        assert took < 3, "a good client waited %.1f s behind 64 non-reading long-polls" % took
+        print("a 3.6 MiB change reached a good client in %.0f ms behind 64 non-reading long-polls; peak RSS +%.0f MiB"
+              % (took * 1000, (rss_kib("VmHWM") - before) / 1024.0))
+        # Each of the 64 answers is sealed for its own request (about 2.5 s of the feed
+        # thread's time here on a busy machine); the old server also waited 50 ms on each
+        # full socket, 7 s in all.
+        assert took < 5, "a good client waited %.1f s behind 64 non-reading long-polls" % took
     finally:
         for s in stuck:
             s.close()
