@@ -11,7 +11,6 @@ import http.client
 import inspect
 import json
 import logging
-import os
 import re
 import select
 import shutil
