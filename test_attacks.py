@@ -344,7 +344,7 @@ def test_tls_handshake_tricklers_are_cut_at_header_timeout(server, certificate):
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: a connection whose own bytes wake the reactor more often than its "
-                   "0.5 s sweep is never in `watched` when the sweep runs, so its header deadline never fires")
+                   "0.5 s sweep is never in `watched` when the sweep runs, so its deadline never fires")
 @pytest.mark.parametrize("kind", ["head", "tls", "body"])
 def test_a_lone_trickler_is_cut_at_its_deadline(server, certificate, kind):
     """One trickler on an idle server, a byte every 0.1 s: cut at header_timeout (body_timeout) all the same."""
