@@ -1,0 +1,871 @@
+"""Attacks from issue 15, over loopback with real sockets: each one a regression test.
+
+Every test here failed against the server before the rewrite (commit eb676c3)
+unless its docstring says otherwise; run one against an older module with
+``PYTHONPATH=/path/to/old python3 -m pytest test_attacks.py``.  Bounds are
+generous and say the issue's contract ("answered within 5 s while 40 slow
+readers hold connections"), never a benchmark; numbers are printed (-s).
+"""
+
+import http.client
+import inspect
+import json
+import logging
+import re
+import select
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+import dsn_sync
+from dsn_sync import DSNSync
+
+SECRET = bytes(range(32))
+
+
+# -----------------------------------------------------------------------------
+# Helpers: a raw frame client, raw HTTP, memory
+# -----------------------------------------------------------------------------
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class RawClient:
+    """Frames by hand, for sending what a real client never would."""
+
+    def __init__(self, sync, token):
+        self.port = sync.port
+        self.base = "/sync/" + sync.instance
+        self.kid, secret = dsn_sync.parse_token(token)
+        self.c2s, self.s2c = dsn_sync.traffic_keys(secret)
+        self.ep = self.base
+
+    def frame(self, obj, path=None):
+        plain = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+        return dsn_sync.request_frame(self.kid, self.c2s, path or self.ep, plain)
+
+    def post(self, path, body, timeout=10):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/octet-stream"})
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def send_frame(self, frame, path=None, timeout=10):
+        """(status, answer dict or None) for a frame made earlier (a replay, say)."""
+        status, body = self.post(path or self.ep, frame, timeout)
+        if status != 200:
+            return status, None
+        plain = dsn_sync.open_response(self.s2c, frame[3 + len(self.kid):][:16], body)
+        assert plain is not None, "a 200 answer that does not authenticate"
+        answer = json.loads(plain)
+        if isinstance(answer.get("ep"), str):
+            self.ep = answer["ep"]
+        return status, answer
+
+    def call(self, obj, path=None, timeout=10):
+        path = path or self.ep
+        return self.send_frame(self.frame(obj, path), path, timeout)
+
+    def op(self, op, **fields):
+        return self.call(dict(fields, op=op, t=now_ms()))
+
+
+def read_response(f):
+    """(status, headers, body) from a buffered socket file; status None if the peer closed first."""
+    line = f.readline(65536)
+    if not line:
+        return None, {}, b""
+    headers = {}
+    while True:
+        h = f.readline(65536)
+        if h in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = h.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = f.read(int(headers.get("content-length", "0")))
+    return int(line.split(b" ")[1]), headers, body
+
+
+def exchange_until_closed(port, data, timeout=5.0):
+    """Send ``data`` on a fresh connection; every byte the server sends until it closes, and whether it did."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        got = b""
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return got, True
+                got += chunk
+        except ConnectionResetError:
+            return got, True
+        except socket.timeout:
+            return got, False
+
+
+def statuses(data):
+    return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+
+
+def reset_peak_rss():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def rss_kib(field="VmHWM"):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s in /proc/self/status" % field)
+
+
+def slow_socket(port, rcvbuf=4096):
+    """A client socket with a small receive buffer, connected: a reader that can hold little."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+@pytest.fixture
+def server():
+    made = []
+
+    def make(**options):
+        sync = DSNSync(port=0, **options)
+        made.append(sync)
+        sync.start()
+        return sync
+    yield make
+    for sync in made:
+        sync.stop()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed EC certificate for 127.0.0.1 made with the openssl command: (certfile, keyfile)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("the TLS tests need the `openssl` command on PATH")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    return str(cert), str(key)
+
+
+def client_tls_context(ciphers=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if ciphers is not None:
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(ciphers)
+    return ctx
+
+
+# -----------------------------------------------------------------------------
+# 1. Slow readers
+# -----------------------------------------------------------------------------
+
+PIPELINED_GETS = b"GET /dsn_client.js HTTP/1.1\r\nHost: x\r\n\r\n" * 300
+
+
+def test_slow_readers_do_not_hold_the_workers(server):
+    """40 connections (more than the 32 workers) pipeline 300 GETs of the client and never read."""
+    sync = server(body_timeout=30.0)
+    slow = []
+    try:
+        for _ in range(40):
+            s = slow_socket(sync.port)
+            s.sendall(PIPELINED_GETS)
+            slow.append(s)
+        time.sleep(0.5)  # every worker has met a slow reader by now
+        good = RawClient(sync, sync.get_token())
+        started = time.monotonic()
+        status, answer = good.op("hello")
+        took = time.monotonic() - started
+        assert status == 200 and answer["ok"], answer
+        assert took < 5, "a hello took %.1f s beside 40 slow readers (workers waited on them)" % took
+        conn = http.client.HTTPConnection("127.0.0.1", sync.port, timeout=10)
+        conn.request("GET", "/dsn_client.js")
+        response = conn.getresponse()
+        assert response.status == 200 and b"connectDSN" in response.read()
+        conn.close()
+        print("hello answered in %.0f ms beside 40 slow readers" % (took * 1000))
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_slow_readers_are_cut_after_body_timeout(server):
+    """Passed before the fix too (the old worker gave up at body_timeout); now the reactor cuts them."""
+    sync = server(body_timeout=1.0)
+    slow = []
+    try:
+        for _ in range(32):
+            s = slow_socket(sync.port)
+            s.sendall(PIPELINED_GETS)
+            slow.append(s)
+        assert wait_until(lambda: sync.stats()["connections"] >= 32, timeout=5), sync.stats()
+        started = time.monotonic()
+        assert wait_until(lambda: sync.stats()["connections"] == 0, timeout=10), \
+            "slow readers still connected 10 s after body_timeout=1: %r" % sync.stats()
+        print("32 slow readers cut %.1f s after they filled their buffers" % (time.monotonic() - started))
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_pipelined_requests_are_capped_per_worker_turn(server):
+    """One worker; a connection pipelining 5000 requests does not keep it from another client's hello."""
+    sync = server(workers=1)
+    good = RawClient(sync, sync.get_token())
+    frame = good.frame({"op": "hello", "t": now_ms()})
+    hog = socket.create_connection(("127.0.0.1", sync.port), timeout=10)
+    other = socket.create_connection(("127.0.0.1", sync.port), timeout=10)
+    count = 5000
+    hog_done = []
+
+    def read_hog():
+        f = hog.makefile("rb")
+        for _ in range(count):
+            assert read_response(f)[0] == 405
+        hog_done.append(time.monotonic())
+    reader = threading.Thread(target=read_hog, daemon=True)
+    reader.start()
+    try:
+        time.sleep(0.2)  # both connections accepted and idle in the reactor
+        hog.sendall(b"GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+        other.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (good.base, len(frame))).encode()
+                      + frame)
+        status, _, _ = read_response(other.makefile("rb"))
+        answered = time.monotonic()
+        assert status == 200
+        reader.join(30)
+        assert hog_done, "the pipelining connection was not answered in full"
+        assert answered < hog_done[0], "the hello waited for all %d pipelined requests of another connection" % count
+        print("hello answered %.0f ms before the %d pipelined requests finished"
+              % ((hog_done[0] - answered) * 1000, count))
+    finally:
+        hog.close()
+        other.close()
+
+
+# -----------------------------------------------------------------------------
+# 2. TLS tricklers
+# -----------------------------------------------------------------------------
+
+
+def _client_hello():
+    """The bytes of a real ClientHello, made with a memory BIO."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_tls_context().wrap_bio(incoming, outgoing)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def _closed_now(sock):
+    """True if the server has closed ``sock`` (EOF or reset); reads whatever is there."""
+    if not select.select([sock], [], [], 0)[0]:
+        return False
+    try:
+        return sock.recv(65536) == b""
+    except OSError:
+        return True
+
+
+def _trickle(socks, data, interval, timeout):
+    """Send ``data`` one byte per ``interval`` s on every socket; seconds until each was closed (None: open)."""
+    started = time.monotonic()
+    closed = [None] * len(socks)
+    sent = 0
+    while time.monotonic() - started < timeout and None in closed:
+        for i, s in enumerate(socks):
+            if closed[i] is None:
+                if _closed_now(s):
+                    closed[i] = time.monotonic() - started
+                elif sent < len(data):
+                    try:
+                        s.send(data[sent:sent + 1])
+                    except OSError:
+                        closed[i] = time.monotonic() - started
+        sent += 1
+        time.sleep(interval)
+    return closed
+
+
+def test_tls_handshake_tricklers_are_cut_at_header_timeout(server, certificate):
+    certfile, keyfile = certificate
+    sync = server(certfile=certfile, keyfile=keyfile, header_timeout=1.0)
+    hello = _client_hello()
+    assert len(hello) > 40
+    socks = [socket.create_connection(("127.0.0.1", sync.port), timeout=5) for _ in range(20)]
+    try:
+        # One byte per 0.7 s: more often than header_timeout, so a deadline renewed by
+        # partial progress (the old server's) never fires; see the lone-trickler test below
+        # for bytes sent faster than the reactor's 0.5 s sweep.
+        closed = _trickle(socks, hello, 0.7, 8.0)
+        assert None not in closed, "TLS tricklers still open after 8 s with header_timeout=1: %r" % closed
+        assert max(closed) < 4.0, closed
+        print("20 ClientHello tricklers cut after %.1f-%.1f s (header_timeout 1 s)" % (min(closed), max(closed)))
+    finally:
+        for s in socks:
+            s.close()
+    conn = http.client.HTTPSConnection("127.0.0.1", sync.port, timeout=10, context=client_tls_context())
+    try:
+        conn.request("GET", "/dsn_client.js")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a connection whose own bytes wake the reactor more often than its "
+                   "0.5 s sweep is never in `watched` when the sweep runs, so its deadline never fires")
+@pytest.mark.parametrize("kind", ["head", "tls", "body"])
+def test_a_lone_trickler_is_cut_at_its_deadline(server, certificate, kind):
+    """One trickler on an idle server, a byte every 0.1 s: cut at header_timeout (body_timeout) all the same."""
+    certfile, keyfile = certificate
+    tls = dict(certfile=certfile, keyfile=keyfile) if kind == "tls" else {}
+    sync = server(header_timeout=1.0, body_timeout=1.0, **tls)
+    data = {"head": b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 1000,
+            "tls": _client_hello(),
+            "body": b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"b" * 1000}[kind]
+    with socket.create_connection(("127.0.0.1", sync.port), timeout=5) as s:
+        closed = _trickle([s], data, 0.1, 6.0)
+    assert closed[0] is not None, "a lone %s trickler still open after 6 s with a 1 s deadline (%r)" % (kind, sync.stats())
+
+
+def _tls_session(port):
+    """A plain socket and an SSLObject over it, handshake done: for writing partial records by hand."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_tls_context().wrap_bio(incoming, outgoing)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            assert data, "the server closed during the handshake"
+            incoming.write(data)
+    sock.sendall(outgoing.read())
+    return sock, tls, incoming, outgoing
+
+
+def test_a_partial_tls_record_after_the_handshake_is_cut_at_header_timeout(server, certificate):
+    certfile, keyfile = certificate
+    sync = server(certfile=certfile, keyfile=keyfile, header_timeout=1.0, idle_timeout=60.0)
+    sessions = [_tls_session(sync.port) for _ in range(10)]
+    try:
+        for sock, tls, incoming, outgoing in sessions:  # one whole request first: the connection is then idle
+            tls.write(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(outgoing.read())
+            got = b""
+            while b"\r\n\r\n" not in got:
+                try:
+                    got += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    incoming.write(sock.recv(65536))
+            assert got.startswith(b"HTTP/1.1 405")
+        time.sleep(1.5)  # past header_timeout: an idle keep-alive connection must stay (idle_timeout 60 s)
+        assert all(not _closed_now(sock) for sock, _, _, _ in sessions), "idle TLS connections cut early"
+        records = []
+        for sock, tls, incoming, outgoing in sessions:
+            tls.write(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"p" * 200 + b"\r\n\r\n")
+            records.append(outgoing.read())
+        assert len(set(len(r) for r in records)) == 1
+        closed = _trickle([s for s, _, _, _ in sessions], records[0][:-1], 0.7, 8.0)
+        assert None not in closed, "partial TLS records still open after 8 s with header_timeout=1: %r" % closed
+        assert max(closed) < 4.0, closed
+        print("10 partial-record tricklers cut after %.1f-%.1f s (header_timeout 1 s)" % (min(closed), max(closed)))
+    finally:
+        for sock, _, _, _ in sessions:
+            sock.close()
+
+
+# -----------------------------------------------------------------------------
+# 3. Unauthenticated bodies
+# -----------------------------------------------------------------------------
+
+
+def test_unauthenticated_bodies_are_bounded_across_connections(server, monkeypatch):
+    budget = 8 << 20
+    monkeypatch.setattr(dsn_sync._Server, "max_buffered", budget, raising=False)
+    body_size = 2 << 20
+    sync = server(max_body=body_size, body_timeout=5.0)
+    base = "/sync/" + sync.instance
+    head = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (base, body_size)).encode()
+    payload = memoryview(b"\x01" + bytes(body_size - 2))  # all but one byte of the body: never complete
+    count = 40
+    results = [None] * count
+    go = threading.Barrier(count + 1)
+
+    def attack(i):
+        s = socket.create_connection(("127.0.0.1", sync.port), timeout=10)
+        try:
+            go.wait()
+            try:
+                s.sendall(head)
+                s.sendall(payload)
+            except OSError:
+                pass
+            s.settimeout(3.0)
+            try:
+                results[i] = s.recv(100)[:12] or b"closed"
+            except socket.timeout:
+                results[i] = b"held"
+            except OSError:
+                results[i] = b"closed"
+            go.wait()  # hold every connection open until all have their answer
+        finally:
+            s.close()
+    threads = [threading.Thread(target=attack, args=(i,), daemon=True) for i in range(count)]
+    for t in threads:
+        t.start()
+    reset_peak_rss()
+    before = rss_kib("VmRSS")
+    go.wait()  # send
+    go.wait()  # all answered or held
+    peak = rss_kib("VmHWM")
+    for t in threads:
+        t.join(10)
+    grown_mib = (peak - before) / 1024.0
+    refused = sum(1 for r in results if r.startswith(b"HTTP/1.1 503"))
+    held = sum(1 for r in results if r == b"held")
+    print("%d x %d MiB unauthenticated bodies: %d held, %d refused with 503, peak RSS +%.0f MiB"
+          % (count, body_size >> 20, held, refused, grown_mib))
+    assert held <= budget // body_size, results
+    assert refused >= count - budget // body_size - 2, results
+    assert grown_mib < (budget >> 20) + 24, "RSS grew %.0f MiB for a %d MiB budget" % (grown_mib, budget >> 20)
+    good = RawClient(sync, sync.get_token())
+    assert good.op("hello")[0] == 200
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the body budget is reserved for the declared Content-Length, not the "
+                   "bytes received: 4 heads declaring 16 MiB (no body) fill max_buffered and every body that "
+                   "arrives after its head gets 503 for body_timeout")
+def test_declared_lengths_alone_do_not_exhaust_the_body_budget(server):
+    sync = server()
+    base = "/sync/" + sync.instance
+    budget = getattr(dsn_sync._Server, "max_buffered", 64 << 20)
+    max_body = 16 << 20
+    holders = []
+    try:
+        for _ in range(-(-budget // max_body)):  # enough heads to claim the whole budget; 60 bytes each
+            s = socket.create_connection(("127.0.0.1", sync.port), timeout=5)
+            s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (base, max_body)).encode())
+            holders.append(s)
+        time.sleep(0.3)
+        raw = RawClient(sync, sync.get_token())
+        frame = raw.frame({"op": "hello", "t": now_ms()})
+        with socket.create_connection(("127.0.0.1", sync.port), timeout=5) as good:
+            good.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (base, len(frame))).encode())
+            time.sleep(0.1)  # the body in a later segment, as large bodies (and some browsers) send it
+            good.sendall(frame)
+            status = read_response(good.makefile("rb"))[0]
+        assert status == 200, "a 300-byte hello answered %s beside %d bodyless 16 MiB heads" % (status, len(holders))
+    finally:
+        for s in holders:
+            s.close()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a completed body's reservation is released before the worker copies "
+                   "it (bytes(conn.buf[:length]) makes two copies), so 40 x 15 MiB junk frames peak at 3x max_buffered")
+def test_completed_unauthenticated_bodies_stay_under_the_budget(server):
+    """Whole 15 MiB bodies with an unknown token, 40 at once, at the default budget (64 MiB)."""
+    budget = getattr(dsn_sync._Server, "max_buffered", 64 << 20)
+    sync = server()
+    size = 15 << 20
+    base = "/sync/" + sync.instance
+    head = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (base, size)).encode()
+    body = memoryview(b"\x01\x00\x10" + b"A" * 16 + bytes(size - 19))  # a frame under a kid nobody minted
+    answers = []
+
+    def attack():
+        with socket.create_connection(("127.0.0.1", sync.port), timeout=20) as s:
+            try:
+                s.sendall(head)
+                s.sendall(body)
+                answers.append(s.recv(12))
+            except OSError as e:
+                answers.append(type(e).__name__)
+    threads = [threading.Thread(target=attack, daemon=True) for _ in range(40)]
+    reset_peak_rss()
+    before = rss_kib("VmRSS")
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    grown_mib = (rss_kib("VmHWM") - before) / 1024.0
+    print("40 x 15 MiB bodies under an unknown token: peak RSS +%.0f MiB (budget %d MiB); answers %r"
+          % (grown_mib, budget >> 20, sorted(set(map(str, answers)))))
+    assert b"HTTP/1.1 401" in answers or b"HTTP/1.1 503" in answers, answers
+    assert grown_mib < (budget >> 20) + 24, "peak RSS +%.0f MiB for a %d MiB budget" % (grown_mib, budget >> 20)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: DSNSync's max_body default is still 16 MiB, as before issue 15")
+def test_default_max_body_is_what_a_write_needs():
+    """Issue 15 item 3: 'Lower the default max_body to what a write needs, and say so.'"""
+    default = inspect.signature(DSNSync).parameters["max_body"].default
+    assert default < 16 << 20, "max_body still defaults to %d bytes" % default
+    mib = default / float(1 << 20)
+    documented = re.search(r"``max_body`` \(([\d.]+) MiB\)", DSNSync.__doc__)
+    assert documented and float(documented.group(1)) == mib, "the docstring does not say the default"
+    record_default = inspect.signature(DSNSync).parameters["max_record"].default
+    assert default > record_default, "a record of max_record bytes must still fit in one write"
+
+
+# -----------------------------------------------------------------------------
+# 4. Header syntax
+# -----------------------------------------------------------------------------
+
+HIDDEN = b"GET /dsn_client.js HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("name, request_bytes", [
+    ("space before the colon",
+     b"POST {base} HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello" + HIDDEN),
+    ("folded line", b"GET /nowhere HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n" + HIDDEN),
+    ("folded with a tab", b"GET /nowhere HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\tContent-Length: 0\r\n\r\n" + HIDDEN),
+    ("bare LF", b"GET /nowhere HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n" + HIDDEN),
+    ("lone CR", b"GET /nowhere HTTP/1.1\r\nHost: x\rX-A: 1\r\n\r\n" + HIDDEN),
+    ("request hidden after a bare-LF head",
+     b"GET /nowhere HTTP/1.1\r\nHost: x\r\nX-A: a\nContent-Length: %d\r\n\r\n" % len(HIDDEN) + HIDDEN),
+    ("bare LF head", b"GET /nowhere HTTP/1.1\nHost: x\n\n" + HIDDEN + b"\r\n\r\n"),
+    ("no Host", b"GET /dsn_client.js HTTP/1.1\r\n\r\n" + HIDDEN),
+])
+def test_ambiguous_heads_are_400_and_close(server, name, request_bytes):
+    sync = server()
+    data = request_bytes.replace(b"{base}", ("/sync/" + sync.instance).encode())
+    got, closed = exchange_until_closed(sync.port, data)
+    assert statuses(got) == [400], "%s: answered %r" % (name, got[:300])
+    assert closed, "%s: the connection stayed open after the 400" % name
+    assert b"connectDSN" not in got, "%s: the hidden request was served" % name
+
+
+def test_absolute_form_targets_are_served_or_400_never_404(server):
+    sync = server()
+    origin = "http://127.0.0.1:%d" % sync.port
+    got, _ = exchange_until_closed(
+        sync.port, ("GET %s/dsn_client.js HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" % origin).encode())
+    assert statuses(got) in ([200], [400]), got[:200]
+    if statuses(got) == [200]:
+        assert b"connectDSN" in got
+    raw = RawClient(sync, sync.get_token())
+    frame = raw.frame({"op": "hello", "t": now_ms()})
+    got, _ = exchange_until_closed(sync.port, (
+        "POST %s%s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+        % (origin, raw.base, len(frame))).encode() + frame)
+    assert statuses(got) in ([200], [400]), got[:200]
+
+
+def test_a_well_formed_head_still_keeps_the_connection(server):
+    """The strict parser refuses the ambiguous only: HTTP/1.0 without Host, and keep-alive, still work."""
+    sync = server()
+    got, _ = exchange_until_closed(sync.port, b"GET /dsn_client.js HTTP/1.0\r\n\r\n")
+    assert statuses(got) == [200]
+    with socket.create_connection(("127.0.0.1", sync.port), timeout=5) as s:
+        s.sendall(HIDDEN + HIDDEN)
+        f = s.makefile("rb")
+        assert read_response(f)[0] == 200 and read_response(f)[0] == 200
+
+
+# -----------------------------------------------------------------------------
+# 5 and 6. Parsing before checking; nesting
+# -----------------------------------------------------------------------------
+
+
+def test_a_read_only_tokens_huge_hello_is_refused_cheaply(server):
+    sync = server()
+    token = sync.issue_token("reader", read="*", write=())
+    raw = RawClient(sync, token)
+    junk = b'{"op":"hello","t":%d,' % now_ms() + b",".join(b'"k%d":0' % i for i in range(1000000)) + b"}"
+    frame = raw.frame(junk)
+    del junk
+    assert len(frame) < 16 << 20
+    reset_peak_rss()
+    before = rss_kib("VmRSS")
+    cpu = time.process_time()
+    status, answer = raw.send_frame(frame, timeout=30)
+    cpu = time.process_time() - cpu
+    grown_mib = (rss_kib("VmHWM") - before) / 1024.0
+    print("a %.1f MiB hello from a read-only token: %s, peak RSS +%.0f MiB, %.2f s CPU (client and server)"
+          % (len(frame) / 1048576.0, answer and answer.get("error"), grown_mib, cpu))
+    assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "bad_request", answer
+    # The server holds the frame, its plaintext and copies made while opening it (about
+    # 8 times the frame here, client included); parsing it into a million-key dict, as the
+    # old server did, cost about 17 times.
+    assert grown_mib < 12 * len(frame) / 1048576.0, "RSS grew %.0f MiB for one refused hello" % grown_mib
+    assert raw.op("hello")[1]["ok"]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: only read-only tokens are capped before parsing; a token that may write "
+                   "one table sends an 11 MiB hello of a million junk keys and it is parsed and answered ok "
+                   "(+200 MiB, 1.3 s CPU here)")
+def test_a_write_tokens_huge_hello_is_refused_cheaply(server):
+    """Issue 15 item 5 is for any token: a hello cannot contain a million keys, whoever sends it."""
+    sync = server()
+    raw = RawClient(sync, sync.issue_token("writer", write=["notes"]))
+    junk = b'{"op":"hello","t":%d,' % now_ms() + b",".join(b'"k%d":0' % i for i in range(1000000)) + b"}"
+    frame = raw.frame(junk)
+    del junk
+    reset_peak_rss()
+    before = rss_kib("VmRSS")
+    status, answer = raw.send_frame(frame, timeout=30)
+    grown_mib = (rss_kib("VmHWM") - before) / 1024.0
+    print("a %.1f MiB hello from a write token: %s, peak RSS +%.0f MiB"
+          % (len(frame) / 1048576.0, answer and (answer.get("error") or "ok"), grown_mib))
+    assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "bad_request", answer
+    assert grown_mib < 12 * len(frame) / 1048576.0, "RSS grew %.0f MiB for one refused hello" % grown_mib
+
+
+def test_a_record_with_too_many_fields_is_invalid(server):
+    sync = server()
+    sync.define_table("wide", {"key": "id", "fields": None})
+
+    @sync.on_create("wide")
+    def accept(data):
+        return True
+    raw = RawClient(sync, sync.issue_token("writer", write=["wide"]))
+    assert raw.op("hello")[1]["ok"]
+    data = {"f%d" % i: i for i in range(5000)}
+    status, answer = raw.op("create", table="wide", key="w1", data=data, mid="m1")
+    assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "invalid", answer
+    assert sync.get("wide", "w1") is None
+    status, answer = raw.op("create", table="wide", key="w2", data={"f%d" % i: i for i in range(100)}, mid="m2")
+    assert answer["ok"], answer
+
+
+def _nested(levels):
+    return b"[" * levels + b"]" * levels
+
+
+def test_deeply_nested_writes_are_refused_sealed_never_500(server, caplog):
+    sync = server()
+    sync.define_table("docs", {"key": "id", "fields": None})
+
+    @sync.on_create("docs")
+    def accept(data):
+        return True
+    raw = RawClient(sync, sync.get_token())
+    assert raw.op("hello")[1]["ok"]
+    caplog.set_level(logging.WARNING, logger="dsn_sync")
+    create = b'{"op":"create","table":"docs","key":"d1","mid":"m1","t":%d,"data":{"x":%s}}' % (now_ms(), _nested(985))
+    status, answer = raw.call(create)
+    assert status == 200, "a 986-level create answered HTTP %d" % status
+    assert answer["ok"] is False and answer["error"]["code"] in ("invalid", "bad_request"), answer
+    batch = (b'{"op":"batch","t":%d,"mutations":[{"op":"create","table":"docs","key":"d2","mid":"m2",'
+             b'"data":{"x":%s}}]}' % (now_ms(), _nested(985)))
+    status, answer = raw.call(batch)
+    assert status == 200, "a batch with a 986-level create answered HTTP %d" % status
+    if answer["ok"]:
+        entry = answer["results"][0]
+        assert entry["ok"] is False and entry["error"]["code"] in ("invalid", "bad_request"), answer
+    else:
+        assert answer["error"]["code"] in ("invalid", "bad_request"), answer
+    assert sync.get("docs", "d1") is None and sync.get("docs", "d2") is None
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    raw.ep = raw.base
+    assert raw.op("hello")[1]["ok"]  # (a refused request's answer may point `ep` at the base path)
+    status, answer = raw.op("create", table="docs", key="d3", mid="m3",
+                            data={"x": json.loads(_nested(20))})  # ordinary nesting is fine
+    assert answer["ok"], answer
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: an answer to a request that does not parse carries ep = the base "
+                   "path, where the client's next non-hello op is a 404 (PROTOCOL.md 5: ep is the path to use next)")
+def test_a_refused_requests_answer_keeps_the_tokens_endpoint(server):
+    sync = server()
+    raw = RawClient(sync, sync.get_token())
+    assert raw.op("hello")[1]["ok"]
+    current = raw.ep
+    assert current != raw.base
+    status, answer = raw.call(b'{"op":"pull","t":%d,"since":%s}' % (now_ms(), _nested(100)))
+    assert status == 200 and answer["error"]["code"] == "bad_request", answer
+    assert answer["ep"] == current
+    status, answer = raw.op("pull", since=None, wait=0)
+    assert status == 200, "the next op, sent where `ep` said, answered HTTP %d" % status
+
+
+# -----------------------------------------------------------------------------
+# 13. Replay after restart; the app token across restarts
+# -----------------------------------------------------------------------------
+
+
+def test_a_delete_replayed_after_a_restart_is_refused(server):
+    def start():
+        sync = server(secret=SECRET, rotate_every=0)
+        sync.define_table("orders", {"key": "id", "fields": None})
+
+        @sync.on_delete("orders")
+        def allow(data):
+            return True
+        sync.sync("orders", "o1", {"total": 5})
+        return sync
+    first = start()
+    raw = RawClient(first, first.get_token())
+    captured = raw.frame({"op": "delete", "table": "orders", "key": "o1", "mid": "d1", "t": now_ms()})
+    status, answer = raw.send_frame(captured)
+    assert answer["ok"] and first.get("orders", "o1") is None
+    first.stop()
+    time.sleep(0.01)
+    second = start()  # same secret: same instance, same token, same path
+    assert second.instance == first.instance
+    raw.port = second.port  # the first token is valid here too (same secret)
+    status, answer = raw.send_frame(captured)
+    assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "clock", answer
+    assert second.get("orders", "o1") == {"total": 5}, "the replayed delete deleted again"
+    assert raw.op("hello")[1]["ok"]  # a fresh frame is fine
+
+
+def test_the_app_tokens_id_is_stable_across_restarts_with_the_same_secret():
+    first = DSNSync(port=0, secret=SECRET)
+    second = DSNSync(port=0, secret=SECRET)
+    other = DSNSync(port=0, secret=bytes(32))
+    try:
+        def jti(sync):
+            kid, _ = dsn_sync.parse_token(sync.get_token())
+            return dsn_sync.Keyring(SECRET if sync is not other else bytes(32)).resolve(kid).jti
+        assert jti(first) == jti(second)
+        assert jti(first) != jti(other)
+    finally:
+        for sync in (first, second, other):
+            sync.stop()
+
+
+# -----------------------------------------------------------------------------
+# 14. Non-reading long-pollers
+# -----------------------------------------------------------------------------
+
+
+def _park_pulls(sync, tokens, rcvbuf):
+    """16 long-polls per token at the current cursor, each on its own socket; the sockets."""
+    socks = []
+    for token in tokens:
+        raw = RawClient(sync, token)
+        hello = raw.op("hello")[1]
+        since = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
+        for _ in range(16):
+            frame = raw.frame({"op": "pull", "since": since, "wait": 25, "t": now_ms()})
+            s = slow_socket(sync.port, rcvbuf) if rcvbuf else socket.create_connection(("127.0.0.1", sync.port))
+            s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                       % (raw.ep, len(frame))).encode() + frame)
+            socks.append(s)
+    return socks
+
+
+def _drain(socks, stop):
+    """Read everything the server sends on ``socks`` until ``stop`` is set: long-pollers that do read."""
+    for s in socks:
+        s.setblocking(False)
+    while not stop.is_set():
+        for s in select.select(socks, [], [], 0.05)[0]:
+            try:
+                s.recv(1 << 20)
+            except OSError:
+                pass
+
+
+def _change_reaches(sync, label):
+    """Seconds until a 3.6 MiB change (four records of 900 kB) answers a good long-poll parked behind the rest."""
+    good = RawClient(sync, sync.get_token())
+    hello = good.op("hello")[1]
+    since = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
+    frame = good.frame({"op": "pull", "since": since, "wait": 25, "t": now_ms()})
+    with socket.create_connection(("127.0.0.1", sync.port), timeout=30) as s:
+        waiting = sync.stats()["waiting"]
+        s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (good.ep, len(frame))).encode()
+                  + frame)
+        assert wait_until(lambda: sync.stats()["waiting"] > waiting, timeout=10), sync.stats()
+        started = time.monotonic()
+        with sync.batch():
+            for i in range(4):
+                sync.sync("big", "%s%d" % (label, i), {"blob": label * 900000})
+        status, _, body = read_response(s.makefile("rb"))
+        took = time.monotonic() - started
+    assert status == 200
+    answer = json.loads(dsn_sync.open_response(good.s2c, frame[3 + len(good.kid):][:16], body))
+    assert len(answer["changes"]) == 4, answer.get("error")
+    return took
+
+
+def test_non_reading_long_pollers_do_not_delay_a_good_client(server):
+    """64 long-polls (four user tokens) that never read delay a good client no more than 64 that do.
+
+    Either way the feed seals each of the 64 answers for its own request (about
+    40 ms of CPU per 3.6 MiB here), so the good client's wait is compared with
+    the same wait behind readers rather than with a fixed bound.  The old server
+    also waited 50 ms on each full socket: 3.2 s more behind the non-readers.
+    """
+    sync = server()
+    sync.define_table("big", {"key": "id", "fields": None})
+    socks = []
+    try:
+        socks = _park_pulls(sync, [sync.issue_token("alice", read="*") for _ in range(4)], None)
+        assert wait_until(lambda: sync.stats()["waiting"] >= 64, timeout=10), sync.stats()
+        stop = threading.Event()
+        reader = threading.Thread(target=_drain, args=(socks, stop), daemon=True)
+        reader.start()
+        behind_readers = _change_reaches(sync, "r")
+        stop.set()
+        reader.join(5)
+        for s in socks:
+            s.close()
+        socks = _park_pulls(sync, [sync.issue_token("mallory", read="*") for _ in range(4)], 4096)
+        assert wait_until(lambda: sync.stats()["waiting"] >= 64, timeout=10), sync.stats()
+        behind_stuck = _change_reaches(sync, "s")
+        print("a 3.6 MiB change answered a good long-poll in %.0f ms behind 64 long-polls that read, %.0f ms "
+              "behind 64 that never read" % (behind_readers * 1000, behind_stuck * 1000))
+        assert behind_stuck < 1.5 * behind_readers + 1.0, \
+            "a good client waited %.1f s behind 64 non-reading long-polls, %.1f s behind 64 reading ones" % (
+                behind_stuck, behind_readers)
+    finally:
+        for s in socks:
+            s.close()
+
+
+# -----------------------------------------------------------------------------
+# TLS suites
+# -----------------------------------------------------------------------------
+
+CBC_ONLY = "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
+AEAD = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305"
+
+
+def test_tls12_offers_aead_suites_only(server, certificate):
+    certfile, keyfile = certificate
+    sync = server(certfile=certfile, keyfile=keyfile)
+
+    def handshake(ciphers):
+        with socket.create_connection(("127.0.0.1", sync.port), timeout=5) as s:
+            with client_tls_context(ciphers).wrap_socket(s) as tls:
+                return tls.version(), tls.cipher()[0]
+    version, cipher = handshake(AEAD)
+    assert version == "TLSv1.2" and ("GCM" in cipher or "CHACHA20" in cipher), (version, cipher)
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        print("a CBC-only TLS 1.2 client got", handshake(CBC_ONLY))

@@ -1,0 +1,381 @@
+"""The first ten minutes (issue 14), Python side: scripts typed as a user types them, run as processes.
+
+Backends that keep running after ``start()`` and stop cleanly on Ctrl-C and
+SIGTERM; ``dsn_sync.py`` vendored alone; the quick server's open writes; errors
+that say what to do.  The module under test is whichever ``import dsn_sync``
+finds (PYTHONPATH selects it); child processes get the same one.
+"""
+
+import datetime
+import decimal
+import http.client
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+import dsn_sync
+from dsn_sync import DSNSync, DSNError
+
+MODULE = os.path.abspath(dsn_sync.__file__)
+HERE = os.path.dirname(MODULE)  # the shipped files beside the module under test
+SECRET_HEX = "11" * 32
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def child_env(**extra):
+    env = dict(os.environ, PYTHONPATH=HERE, PYTHONUNBUFFERED="1")
+    env.pop("DSN_SYNC_SECRET", None)
+    env.update(extra)
+    return env
+
+
+def get(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+def serving(port, proc, timeout=15.0):
+    """True once ``port`` answers GET /dsn_client.js; False if ``proc`` ended first or time ran out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if get(port, "/dsn_client.js")[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def stop_with(proc, signum, timeout=15.0):
+    """Send ``signum``; (exit code, stdout, stderr) once the process ends."""
+    proc.send_signal(signum)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail("the backend did not exit within %s s of signal %d; stderr: %s" % (timeout, signum, err))
+    return proc.returncode, out, err
+
+
+# -----------------------------------------------------------------------------
+# Backends that keep running
+# -----------------------------------------------------------------------------
+
+SHOP = """\
+from dsn_sync import DSNSync
+
+sync = DSNSync(port={port})
+sync.define_table('products', {{'key': 'sku', 'fields': ['name', 'price', 'stock']}})
+sync.define_table('orders', {{'key': 'order_id', 'fields': ['user_id', 'items', 'total', 'status']}})
+sync.define_table('users', {{'key': 'user_id', 'fields': ['name', 'email', 'cart', 'status']}})
+
+@sync.on_create('orders')
+def order_created(data):
+    print('new order', data['order_id'], flush=True)
+    return True
+
+@sync.on_update('users')
+def user_updated(data, ctx):
+    return True
+
+sync.sync('products', 'sku_1', {{'name': 'Teapot', 'price': 25, 'stock': 3}})
+{last}
+"""
+
+
+@pytest.mark.parametrize("last, signum", [
+    ("sync.start()", signal.SIGINT),
+    ("sync.start()", signal.SIGTERM),
+    ("sync.serve_forever()", signal.SIGINT),
+    ("sync.serve_forever()", signal.SIGTERM),
+], ids=["start-SIGINT", "start-SIGTERM", "serve_forever-SIGINT", "serve_forever-SIGTERM"])
+def test_the_seed_backend_keeps_serving_and_stops_cleanly(tmp_path, last, signum):
+    port = free_port()
+    script = tmp_path / "shop.py"
+    script.write_text(SHOP.format(port=port, last=last))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=str(tmp_path), env=child_env(DSN_SYNC_SECRET=SECRET_HEX),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert serving(port, proc), "the script ended instead of serving: exit %r, stderr %s" % (
+            proc.poll(), proc.stderr.read() if proc.poll() is not None else "")
+        token = DSNSync(port=0, secret=SECRET_HEX).get_token()  # same secret: a token the child accepts
+        client = dsn_sync.connect("http://127.0.0.1:%d/sync/%s" % (port, dsn_sync.Keyring(bytes.fromhex(SECRET_HEX)).instance),
+                                  token)
+        try:
+            assert client.wait_ready(10)
+            assert client.get("products", "sku_1") == {"name": "Teapot", "price": 25, "stock": 3}
+            client.create("orders", "o1", {"user_id": "u1", "items": ["sku_1"], "total": 25, "status": "new"})
+        finally:
+            client.close()
+        time.sleep(0.3)
+        assert proc.poll() is None, "the backend ended while serving"
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    code, out, err = stop_with(proc, signum)
+    assert code == 0, "exit code %r after signal %d; stderr: %s" % (code, signum, err)
+    assert "Traceback" not in err, err
+    assert "new order o1" in out
+
+
+# -----------------------------------------------------------------------------
+# Vendoring the single file
+# -----------------------------------------------------------------------------
+
+
+def start_quick_server(folder, *args):
+    """``python3 -m dsn_sync --port 0 ARGS`` in ``folder``: (process, URL, token, banner)."""
+    proc = subprocess.Popen([sys.executable, "-m", "dsn_sync", "--port", "0"] + list(args), cwd=str(folder),
+                            env=child_env(PYTHONPATH=str(folder)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    banner = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        banner.append(line)
+        if line.startswith("</script>"):
+            break
+    text = "".join(banner)
+    url = re.search(r"URL:\s+(\S+)", text)
+    token = re.search(r"Token:\s+(\S+)", text)
+    if not (url and token):
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail("no URL and token in the quick server's banner:\n%s\nstderr: %s" % (text, err))
+    return proc, url.group(1), token.group(1), text
+
+
+def end(proc):
+    code, _, err = stop_with(proc, signal.SIGINT)
+    assert code == 0 and "Traceback" not in err, (code, err)
+
+
+@pytest.fixture
+def vendored(tmp_path):
+    """An empty folder holding only a copy of dsn_sync.py."""
+    folder = tmp_path / "app"
+    folder.mkdir()
+    shutil.copy(MODULE, str(folder / "dsn_sync.py"))
+    return folder
+
+
+def test_a_vendored_dsn_sync_py_alone_serves_the_client_and_the_inspector(vendored):
+    assert sorted(os.listdir(str(vendored))) == ["dsn_sync.py"]
+    proc, url, token, banner = start_quick_server(vendored)
+    try:
+        port = int(re.match(r"http://127\.0\.0\.1:(\d+)/sync/", url).group(1))
+        path = url.split(str(port), 1)[1]
+        status, headers, body = get(port, "/dsn_client.js")
+        assert status == 200, "GET /dsn_client.js from a vendored dsn_sync.py answered %d" % status
+        with open(os.path.join(HERE, "dsn_client.js"), "rb") as f:
+            assert body == f.read(), "the served client differs from dsn_client.js"
+        assert headers["content-type"].startswith("text/javascript")
+        status, headers, body = get(port, path + "/inspect")
+        assert status == 200, "GET <sync URL>/inspect from a vendored dsn_sync.py answered %d" % status
+        with open(os.path.join(HERE, "dsn_inspect.html"), "rb") as f:
+            assert body == f.read(), "the served inspector differs from dsn_inspect.html"
+    finally:
+        end(proc)
+    assert sorted(os.listdir(str(vendored))) in (["dsn_sync.py"], ["__pycache__", "dsn_sync.py"])
+
+
+def test_write_client_writes_the_client_file(vendored, tmp_path):
+    out = tmp_path / "static" / "js"
+    done = subprocess.run([sys.executable, "-m", "dsn_sync", "--write-client", str(out)], cwd=str(vendored),
+                          env=child_env(PYTHONPATH=str(vendored)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    with open(os.path.join(HERE, "dsn_client.js"), "rb") as f:
+        assert (out / "dsn_client.js").read_bytes() == f.read()
+    assert str(out / "dsn_client.js") in done.stdout
+
+
+# -----------------------------------------------------------------------------
+# The quick server on its own
+# -----------------------------------------------------------------------------
+
+
+def test_the_quick_server_accepts_writes_to_any_table_on_loopback(vendored):
+    proc, url, token, banner = start_quick_server(vendored)
+    try:
+        assert re.search(r"Writes:.*open", banner), banner
+        assert "--no-open-writes" in banner
+        client = dsn_sync.connect(url, token)
+        other = dsn_sync.connect(url, token)
+        try:
+            assert client.wait_ready(10) and other.wait_ready(10)
+            record = client.create("notes", "n1", {"text": "hello from a test", "at": 1})
+            assert record == {"text": "hello from a test", "at": 1}
+            assert client.update("notes", "n1", {"text": "edited"}) == {"text": "edited", "at": 1}
+            assert wait_until(lambda: other.get("notes", "n1") == {"text": "edited", "at": 1})
+            client.delete("notes", "n1")
+            assert wait_until(lambda: other.get("notes", "n1") is None)
+        finally:
+            client.close()
+            other.close()
+        port = int(url.split(":")[2].split("/")[0])
+        status, headers, body = get(port, "/")
+        assert status == 200 and headers["content-type"].startswith("text/html"), (status, headers)
+        assert b"dsn-sync" in body and b"inspect" in body and len(body) < 4096
+        status, headers, body = get(port, "/no/such/page")
+        assert status in (404, 405) and headers["content-type"].startswith("text/plain") and body.strip(), \
+            (status, headers, body)
+    finally:
+        end(proc)
+
+
+def test_the_quick_server_with_no_open_writes_refuses_them(vendored):
+    proc, url, token, banner = start_quick_server(vendored, "--no-open-writes")
+    try:
+        assert not re.search(r"Writes:.*open", banner), banner
+        client = dsn_sync.connect(url, token)
+        try:
+            assert client.wait_ready(10)
+            with pytest.raises(DSNError) as refused:
+                client.create("notes", "n1", {"text": "hello"})
+            assert refused.value.code in ("unknown_table", "no_handler"), refused.value
+        finally:
+            client.close()
+    finally:
+        end(proc)
+
+
+# -----------------------------------------------------------------------------
+# Errors that say what to do
+# -----------------------------------------------------------------------------
+
+
+def test_a_missing_certificate_file_names_the_file_and_the_option(tmp_path):
+    key = tmp_path / "key.pem"
+    key.write_text("not used")
+    missing = str(tmp_path / "no-such-cert.pem")
+    with pytest.raises(ValueError) as error:
+        DSNSync(port=0, certfile=missing, keyfile=str(key))
+    assert missing in str(error.value) and "certfile" in str(error.value), error.value
+    done = subprocess.run([sys.executable, "-m", "dsn_sync", "--port", "0", "--tls-cert", missing, "--tls-key", str(key)],
+                          cwd=str(tmp_path), env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert missing in done.stderr and "--tls-cert" in done.stderr, done.stderr
+
+
+def test_a_key_that_is_not_the_certificates_says_what_to_check(tmp_path):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("this test needs the `openssl` command on PATH")
+    cert, key, other = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "other.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    subprocess.run([openssl, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-out", str(other)], check=True, capture_output=True, timeout=60)
+    with pytest.raises(ValueError) as error:
+        DSNSync(port=0, certfile=str(cert), keyfile=str(other))
+    message = str(error.value)
+    assert str(cert) in message and str(other) in message, message
+    assert re.search(r"\bcheck\b", message, re.I) and "key" in message, message
+    bad_pem = tmp_path / "bad.pem"
+    bad_pem.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ValueError) as error:
+        DSNSync(port=0, certfile=str(bad_pem), keyfile=str(key))
+    assert str(bad_pem) in str(error.value) and re.search(r"\bcheck\b", str(error.value), re.I), error.value
+
+
+WHEN = datetime.datetime(2026, 12, 3, 10, 30, 0, tzinfo=datetime.timezone.utc)
+ID = uuid.UUID("12345678-1234-5678-1234-567812345678")
+
+
+@pytest.mark.parametrize("value", [WHEN, WHEN.date(), decimal.Decimal("9.99"), ID, {"b", "a"}],
+                         ids=["datetime", "date", "Decimal", "UUID", "set"])
+def test_sync_of_a_type_json_lacks_names_json_default(value):
+    sync = DSNSync(port=0)
+    with pytest.raises((ValueError, TypeError)) as error:
+        sync.sync("t", "k", {"v": value})
+    assert "json_default" in str(error.value), error.value
+    assert sync.get("t", "k") is None
+
+
+def test_json_default_stores_them_as_documented():
+    sync = DSNSync(port=0, json_default=dsn_sync.json_default)
+    sync.sync("t", "k", {"when": WHEN, "day": WHEN.date(), "price": decimal.Decimal("9.99"), "uid": ID,
+                         "tags": {"b", "a"}, "raw": b"\x00\xff"})
+    assert sync.get("t", "k") == {"when": "2026-12-03T10:30:00+00:00", "day": "2026-12-03", "price": "9.99",
+                                  "uid": "12345678-1234-5678-1234-567812345678", "tags": ["a", "b"], "raw": "AP8"}
+    with pytest.raises((ValueError, TypeError)):
+        sync.sync("t", "k2", {"v": object()})
+
+
+@pytest.mark.parametrize("source", [
+    "def handler(): return True",
+    "def handler(data, ctx, extra): return True",
+    "def handler(data, *, flag): return True",
+])
+def test_a_handler_with_the_wrong_arity_fails_at_decoration(source):
+    sync = DSNSync(port=0)
+    sync.define_table("t", {"key": "id", "fields": None})
+    scope = {}
+    exec(source, scope)
+    with pytest.raises(TypeError) as error:
+        sync.on_create("t")(scope["handler"])
+    assert "(data)" in str(error.value) and "(data, ctx)" in str(error.value), error.value
+    for good in (lambda data: True, lambda data, ctx: True, lambda data, ctx=None: True, lambda *args: True):
+        sync.on_update("t")(good)
+
+
+def test_a_handler_raising_an_unknown_code_logs_why(caplog):
+    sync = DSNSync(port=0)
+    sync.define_table("t", {"key": "id", "fields": None})
+
+    @sync.on_create("t")
+    def handler(data):
+        raise DSNError("short and stout", "teapot")
+    sync.start()
+    try:
+        client = dsn_sync.connect(sync.get_url(), sync.get_token())
+        try:
+            assert client.wait_ready(10)
+            caplog.set_level(logging.INFO, logger="dsn_sync")
+            with pytest.raises(DSNError) as refused:
+                client.create("t", "k1", {"v": 1})
+            assert refused.value.code == "handler_error"
+        finally:
+            client.close()
+    finally:
+        sync.stop()
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("teapot" in m and "handler_error" in m for m in said), said
