@@ -1924,7 +1924,7 @@ def _refuse_constant(name):
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # built once, like _json_dumps (4.8 -> 2.9 us)
-_LARGE_OP = re.compile(rb'\{\s*"op"\s*:\s*"(?:create|update|delete|batch)"')  # what may exceed max_read_request
+_LARGE_OP = re.compile(rb'"op"\s*:\s*"(?:create|update|delete|batch)"')  # what may exceed max_read_request
 MAX_DEPTH = 64  # nesting of arrays and objects in any request or record; deeper is `invalid`/`bad_request`
 
 
@@ -2111,9 +2111,9 @@ class _Engine:
             if state.write is not None and not state.write:
                 raise ProtocolError("a request from a read-only token is at most %d bytes, got %d"
                                     % (self.max_read_request, len(plain)))
-            if not _LARGE_OP.match(plain):
-                raise ProtocolError("a request over %d bytes must be a write that names its op first "
-                                    '({"op": "create"|"update"|"delete"|"batch", ...})' % self.max_read_request)
+            if not _LARGE_OP.search(plain):
+                raise ProtocolError("a request over %d bytes must be a write (create, update, delete or "
+                                    "batch)" % self.max_read_request)
         try:
             request = _loads(plain)
         except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
@@ -2809,6 +2809,7 @@ class _Server(socketserver.TCPServer, Transport):
     linger = 0.002  # seconds a worker waits for a keep-alive client's next request before handing it on
     max_pipeline = 16  # requests answered per worker turn; then the connection queues again behind others
     max_buffered = 64 << 20  # bytes of request bodies being received, across every connection
+    max_unsent = 256 << 20  # bytes of answers waiting for slow readers, across every connection
 
     def __init__(self, address, engine, feed, static, ssl_context, max_connections, max_body, allow_origins,
                  idle_timeout, header_timeout, body_timeout, workers=32, ipv6=False, reuse_port=False):
@@ -2825,7 +2826,7 @@ class _Server(socketserver.TCPServer, Transport):
         self.body_timeout = body_timeout
         self.workers = workers
         self.bytes_in = self.bytes_out = 0
-        self._buffered = 0
+        self._buffered = self._unsent = 0
         self._conns = set()
         self._lock = threading.Lock()
         self._work = queue.SimpleQueue()
@@ -2916,11 +2917,13 @@ class _Server(socketserver.TCPServer, Transport):
                     continue
                 if mask & selectors.EVENT_WRITE:
                     sent = self._flush(conn)
-                    if sent is None:
+                    if sent is None and (conn.deadline is None or conn.deadline > time.monotonic()):
                         continue  # more to send: keep watching
                 selector.unregister(key.fileobj)
                 del watched[conn]
-                if mask & selectors.EVENT_WRITE:
+                if conn.deadline is not None and conn.deadline <= time.monotonic():
+                    self._close(conn)  # a trickle of bytes never renews a deadline
+                elif mask & selectors.EVENT_WRITE:
                     self._after_flush(conn, *sent)
                 else:
                     self._work.put(conn)
@@ -2970,10 +2973,15 @@ class _Server(socketserver.TCPServer, Transport):
                     break
                 with self._lock:
                     self.bytes_out += sent
+                    self._unsent -= sent
                 if sent == len(out[0]):
                     out.popleft()
                 else:
                     out[0] = memoryview(out[0])[sent:]
+            if out:
+                left = sum(map(len, out))
+                with self._lock:
+                    self._unsent -= left
             then, conn.out, conn.then = conn.then, None, None
             return ok, then
 
@@ -3059,6 +3067,8 @@ class _Server(socketserver.TCPServer, Transport):
                 return None
             conn.buf += chunk
             got += len(chunk)
+            if conn.head is not None and not self._reserve(conn):
+                break  # the body budget is spent: _next_request answers 503
             if len(chunk) < self.recv_size and not (self.ssl_context is not None and sock.pending()):
                 break
         conn.bytes_in += got
@@ -3108,7 +3118,7 @@ class _Server(socketserver.TCPServer, Transport):
         length = _content_length(headers)
         buf = conn.buf
         if len(buf) < length:
-            if not conn.reserved and not self._reserve(conn, length):
+            if not self._reserve(conn):
                 raise _HTTPFault(503, "too many request bodies in flight")
             return None
         if len(buf) == length:  # the usual case: the body is the whole buffer, taken without a copy
@@ -3156,7 +3166,7 @@ class _Server(socketserver.TCPServer, Transport):
             # A stale endpoint is routine (rotation): read the small body and keep the
             # connection, rather than make the client reconnect to say hello.
             if len(conn.buf) < length:
-                if not conn.reserved and not self._reserve(conn, length):
+                if not self._reserve(conn):
                     raise _HTTPFault(503, "too many request bodies in flight")
                 return None
             del conn.buf[:length]
@@ -3187,12 +3197,20 @@ class _Server(socketserver.TCPServer, Transport):
         conn.served += 1
         self._release_reservation(conn)
 
-    def _reserve(self, conn, length):
+    def _reserve(self, conn):
+        """Count the body bytes ``conn`` holds against ``max_buffered``; False if that is full.
+
+        What is counted is what has arrived, not what Content-Length promises,
+        so heads alone cannot fill the budget.
+        """
+        more = len(conn.buf) - conn.reserved
+        if more <= 0:
+            return True
         with self._lock:
-            if self._buffered + length > self.max_buffered:
+            if self._buffered + more > self.max_buffered:
                 return False
-            self._buffered += length
-        conn.reserved = length
+            self._buffered += more
+        conn.reserved += more
         return True
 
     def _release_reservation(self, conn):
@@ -3273,6 +3291,9 @@ class _Server(socketserver.TCPServer, Transport):
         sock = conn.sock
         with conn.lock:
             if conn.out is not None:  # the reactor is still sending earlier parts: queue behind them
+                pending = sum(map(len, parts))
+                with self._lock:
+                    self._unsent += pending
                 conn.out.extend(parts)
                 conn.then = then
                 return False
@@ -3291,9 +3312,17 @@ class _Server(socketserver.TCPServer, Transport):
                 else:
                     parts[0] = memoryview(parts[0])[sent:]
             if parts:
-                conn.out = collections.deque(parts)
-                conn.then = then
-                conn.deadline = time.monotonic() + self.body_timeout  # a reader that stops is cut then
+                pending = sum(map(len, parts))
+                with self._lock:
+                    over = self._unsent + pending > self.max_unsent
+                    if not over:
+                        self._unsent += pending
+                if over:  # answers nobody reads may not pile up: this one is dropped, and it pulls again
+                    parts = None
+                else:
+                    conn.out = collections.deque(parts)
+                    conn.then = then
+                    conn.deadline = time.monotonic() + self.body_timeout  # a reader that stops is cut then
         if parts is None:
             self._close(conn)
             return False
@@ -3319,6 +3348,12 @@ class _Server(socketserver.TCPServer, Transport):
             self.bytes_in += conn.bytes_in
         conn.bytes_in = 0
         self._release_reservation(conn)
+        with conn.lock:
+            out, conn.out = conn.out, None
+        if out:
+            left = sum(map(len, out))
+            with self._lock:
+                self._unsent -= left
         try:
             conn.sock.close()
         except OSError:
@@ -4529,7 +4564,7 @@ class Client:
         self._closed.set()
         self._wake.set()
         for conn in (self._pull_conn, self._write_conn):
-            _abort(conn)
+            _abort(conn, close=False)  # the client's own thread closes what it reads
         self._thread.join(timeout=5)
 
     def __enter__(self):
@@ -4804,15 +4839,19 @@ def _jitter():
     return int.from_bytes(os.urandom(2), "big") / 65535.0
 
 
-def _abort(conn):
-    """Close an http.client connection, interrupting a thread blocked reading it."""
+def _abort(conn, close=True):
+    """Shut an http.client connection down, interrupting a thread blocked reading it.
+
+    ``close=False`` from another thread than the reader's: closing under a
+    reader makes http.client fail inside its own read.
+    """
     sock = getattr(conn, "sock", None)
     if sock is not None:
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-    if conn is not None:
+    if conn is not None and close:
         conn.close()
 
 
