@@ -111,6 +111,7 @@ class ServerProc:
         self.url, self.token, self.epoch = hello["url"], hello["token"], hello["epoch"]
 
     def _read(self):
+        said_hello = False
         for raw in self.proc.stdout:
             try:
                 obj = json.loads(raw)
@@ -118,10 +119,11 @@ class ServerProc:
                 continue
             if "synced" in obj:
                 self.synced.append(obj)
-            elif "reply" in obj:
-                self._replies.put(obj["reply"])
-            elif "hello" in obj:
-                self._hello.put(obj["hello"])
+            elif not said_hello:
+                said_hello = True
+                self._hello.put(obj)
+            else:
+                self._replies.put(obj)
         self._hello.put(None)
         self._replies.put(None)
 
@@ -149,6 +151,8 @@ class ServerProc:
         """A clean stop: the store is closed; the process exits."""
         if self.proc.poll() is None:
             self.cmd(cmd="stop")
+            self.proc.stdin.write(b'{"cmd": "exit"}\n')
+            self.proc.stdin.flush()
             self.proc.wait(30)
         self._reader.join(10)
 
