@@ -865,7 +865,8 @@ def test_a_clean_restart_keeps_url_epoch_seq_tokens_and_mids(tmp_path, make_serv
     client = dsn_sync.connect(url, token, wait=5)
     closing.append(client)
     assert client.wait_ready(10) and client.resets == 1
-    epoch, seq, sv = private(first, "store").epoch, private(first, "store").seq, private(first, "store").sv
+    store = private(first, "store")
+    epoch, seq, sv = store.epoch, store.seq, store.sv
     instance = first.instance
     before = {t: first.get_all(t) for t in ("items",)}
     calls_before = dict(calls)
