@@ -150,9 +150,9 @@ def private(sync, part):
     if part == "store":
         return sync._store
     if part == "endpoints":
-        return sync._hub.endpoints
+        return sync._engine.endpoints
     if part == "feed":
-        return sync._hub
+        return sync._feed
     raise KeyError("private(sync, part): part is one of 'store', 'endpoints', 'feed', not %r" % (part,))
 
 

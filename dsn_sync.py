@@ -9,31 +9,41 @@ Why one file and no dependencies: people vendor this module, run it as
 ``python -m dsn_sync``, and embed it where installing packages is not an option.
 Everything here is the standard library; optional extras import lazily.
 
+Layers, low to high: the envelope and tokens; the store (MemoryStore,
+SQLiteStore: one interface, written down on MemoryStore); the engine
+(``_Engine``: frames in, sealed answers out, no sockets); the feed (``_Feed``:
+parked pulls answered when the store changes, through a ``Transport``); the
+socketserver transport (``_Server``); ``DSNSync``, the public face; the
+Python client; the quick server.
+
 Request lifecycle (one POST)::
 
     accept loop (socketserver) -> worker: read what the socket has, parse a
-    complete request (capped, timed) -> transport checks (405/404/413/400, in
-    PROTOCOL.md's order) -> _Hub.handle (kid -> claims -> traffic keys -> tag
-    checked BEFORE any parsing; failure is 401) -> clock and replay checks ->
-    op dispatch (hello, pull, writes, batch) -> answer sealed to the request's
-    nonce -> one send.  A pull with nothing new is parked instead (below).
+    complete request (capped, timed) -> transport checks (405/404/413, in
+    PROTOCOL.md's order) -> _Engine.handle (kid -> claims -> traffic keys ->
+    tag checked BEFORE any parsing; failure is 401) -> size and depth caps ->
+    clock, replay and expiry -> op dispatch (hello, pull, writes, batch) ->
+    answer sealed to the request's nonce -> sent without waiting (what the
+    socket will not take, the reactor sends).  A pull with nothing new is
+    parked with the feed instead.
 
-Threading model: socketserver's accept loop hands connections to a pool of
-worker threads; a connection between requests (or with half a request)
-waits in one reactor thread's selector, holding no worker, so a slow sender
-costs nothing but a socket and is cut at its deadline.  TLS handshakes run
-in the workers.  Long-polls hold no thread either: they are parked with the
-hub, and one feed thread answers every parked pull in one pass when the
-store changes, sharing each changes list between pulls at the same cursor.
+Threading model (DSNSync starts every thread and stop() joins them all):
+socketserver's accept loop hands connections to a pool of worker threads;
+a connection between requests, with half a request, or with an answer the
+client is slow to read waits in one reactor thread's selector, holding no
+worker, and is cut at its deadline.  TLS handshakes run in the workers,
+non-blocking.  Long-polls hold no thread either: one feed thread answers
+every parked pull in one pass when the store changes, sharing each changes
+list between pulls at the same cursor.  ``@every`` tasks have a thread each.
 The store has one lock; client writes to the same key are serialised by
 striped locks held around the handler call.
 
-The wire protocol (envelope, tokens, frames, messages, endpoint rotation) is
-specified in PROTOCOL.md (protocol version 1); this module follows it byte for
-byte and is tested against its vectors.
+The wire protocol (envelope, tokens, frames, messages, endpoint rotation,
+the 1.1 additions) is specified in PROTOCOL.md (version 1.1); this module
+follows it byte for byte and is tested against its vectors.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DSNSync",
@@ -79,10 +89,12 @@ import struct
 import sys
 import threading
 import time
+import zlib
 
 log = logging.getLogger("dsn_sync")
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 1  # the frame byte
+PROTOCOL_MINOR = "1.1"  # what hello says as `pv` (PROTOCOL.md 6)
 STREAM_TYPE = "application/x-dsn-stream"  # Content-Type of a streamed pull's answer (README: "Streamed pulls")
 
 # =============================================================================
@@ -109,6 +121,12 @@ class DSNError(Exception):
         return self.args[0] if self.args else ""
 
 
+# Defined beside what raises them, all DSNError subclasses with a protocol code:
+# NotFound (not_found), Exists (exists), Invalid (invalid), UnknownTable
+# (unknown_table) under "Store and change feed"; StoreError there too (a store
+# that cannot be opened or written: the engine answers 503, never its message).
+
+
 class ProtocolError(DSNError):
     """A request that authenticated but breaks a rule; answered sealed, never raised to users."""
 
@@ -120,7 +138,10 @@ class AuthError(DSNError):
 
 
 class _HTTPFault(Exception):
-    """A transport answer with no sealed body (PROTOCOL.md section 3)."""
+    """A transport status with no sealed body (PROTOCOL.md section 3): 400, 401, 404, 503 ...
+
+    The engine raises it; each transport turns it into a response in one place.
+    """
 
     def __init__(self, status, reason=""):
         super().__init__(status, reason)
@@ -619,6 +640,8 @@ class MemoryStore:
     """
 
     durable = False
+    shared = False  # True where several processes serve one store (PostgreSQL): the engine then
+    # keeps replay memory and endpoint paths where every node sees them
     secret = None
     max_tombstones = 100000  # tombstones kept before the oldest are compacted
     mid_capacity = 100000  # newest (token, mid) answers remembered for idempotent retries
@@ -741,7 +764,7 @@ class MemoryStore:
                     stored = encoded if encoded is not None else _json_dumps(record).encode("utf-8")
             seq = self.seq + 1
             if ledger is not None:
-                ledger = (ledger[0], ledger[1], {"ok": True, "seq": seq, "record": record})
+                ledger = (ledger[0], ledger[1], {"ok": True, "epoch": self.epoch, "seq": seq, "record": record})
             self._persist_change(table, key, seq, stored, ledger)
             self._put(rows, table, key, entry, stored, seq, shape if stored is not None else ())
             self._notify()
@@ -900,6 +923,14 @@ class MemoryStore:
         # The page is spliced from the stored JSON, outside the lock: no record is decoded.
         blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
         return blob, (last if more else snap_seq), more
+
+    def save_secret(self, secret):
+        pass
+
+    def forget_rule_answers(self, table):
+        with self.lock:
+            for entry in self._data.get(table, {}).values():
+                entry.seen = None
 
     # -- mutation-id ledger ---------------------------------------------------
     def recall(self, jti, mid):
@@ -1374,6 +1405,59 @@ class _Endpoints:
             self._retired.append((now, path))
 
 
+class _SharedEndpoints:
+    """Endpoint paths that every node of a cluster checks without shared state (PROTOCOL.md 5).
+
+    On a store that several processes share (``store.shared``), a token's
+    next request may reach another node, which never saw the path it was
+    given.  So the path is derived, not remembered::
+
+        window = unix time // period                     (period: rotate_every seconds)
+        path   = base "/" tag(window) b64u(HMAC(key, jti "|" window)[0:9])
+
+    where ``tag`` is the window number mod 4096 in two base64url characters.
+    Before authentication (``known``) a node checks the shape and that the tag
+    names a window less than ``grace`` old; after it (``admit``) the HMAC for
+    that token.  The path moves every ``period`` seconds instead of every N
+    requests: a client cannot tell, and no node keeps per-token state.
+    Cost: one HMAC-SHA256 per request (about a microsecond).
+    """
+
+    grace = 120.0
+    _TAG = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+    def __init__(self, base, key, period):
+        self.base, self.key, self.period = base, key, float(period)
+
+    def _tag(self, window):
+        return self._TAG[(window >> 6) & 63] + self._TAG[window & 63]
+
+    def _path(self, jti, window):
+        mac = hmac.new(self.key, ("%s|%d" % (jti, window)).encode("utf-8"), hashlib.sha256).digest()
+        return "%s/%s%s" % (self.base, self._tag(window), b64u_encode(mac[:9]))
+
+    def _windows(self):
+        now = time.time()
+        current = int(now // self.period)
+        oldest = int((now - self.grace) // self.period)
+        return range(current, oldest - 1, -1)
+
+    def known(self, path):
+        if path == self.base:
+            return True
+        if not path.startswith(self.base + "/") or len(path) != len(self.base) + 15:
+            return False
+        tag = path[len(self.base) + 1:len(self.base) + 3]
+        return any(self._tag(w) == tag for w in self._windows())
+
+    def admit(self, path, jti, op):
+        windows = self._windows()
+        if path != self.base or op != "hello":
+            if not any(hmac.compare_digest(path, self._path(jti, w)) for w in windows if self._tag(w) == path[-14:-12]):
+                return None
+        return self._path(jti, windows[0])
+
+
 class _ReplayMemory:
     """Accepted request nonces, each kept until its ``t`` is more than 60 s in the past.
 
@@ -1410,8 +1494,26 @@ class _ReplayMemory:
         return len(self._seen)
 
 
+class _SharedReplay:
+    """Replay memory kept by a store that every node shares (``store.remember_nonce``)."""
+
+    window_ms = _ReplayMemory.window_ms
+
+    def __init__(self, store):
+        self.store = store
+
+    def add(self, nonce, t, now):
+        try:
+            return self.store.remember_nonce(nonce, int(t) + self.window_ms)
+        except StoreError:
+            raise _HTTPFault(503, "replay memory unavailable")  # never accept a frame it cannot remember
+
+    def __len__(self):
+        return 0
+
+
 # =============================================================================
-# The protocol engine: frames in, sealed answers out (PROTOCOL.md sections 3-5)
+# The protocol engine: frames in, sealed answers out (PROTOCOL.md sections 3-6)
 # =============================================================================
 
 
@@ -1420,6 +1522,7 @@ def _refuse_constant(name):
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # built once, like _json_dumps (4.8 -> 2.9 us)
+MAX_DEPTH = 64  # nesting of arrays and objects in any request or record; deeper is `invalid`/`bad_request`
 
 
 def _loads(data):
@@ -1430,115 +1533,134 @@ def _loads(data):
     return _DECODER.decode(data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data)
 
 
+def _too_deep(value, limit=MAX_DEPTH):
+    """True if ``value`` nests arrays/objects deeper than ``limit``.  Visits containers only.
+
+    Decoding 1,000 levels works, but re-encoding them raises RecursionError
+    deep inside the encoder; this check runs first, iteratively.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item
+        for child in children:
+            if type(child) in (dict, list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
 def _now_ms():
     return int(time.time() * 1000)
 
 
-class _Wait:
-    """A pull that found nothing new and asked to wait: everything needed to answer it later."""
+def _error_answer(error):
+    """The one place a DSNError becomes an answer's ``{"ok": false, "error": ...}``."""
+    return {"ok": False, "error": {"code": error.code, "message": error.message}}
 
-    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "conn", "stream", "sent", "due")
+
+class _Wait:
+    """A pull that found nothing new and asked to wait: everything needed to answer it later.
+
+    ``transport`` answers it (see Transport) and ``conn`` is that transport's
+    own handle on the waiting request; the engine and the feed never look
+    inside it.  Several transports can share one feed.
+    """
+
+    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "transport", "conn", "stream", "sent", "due")
 
     def __init__(self, state, nonce, ep, seq, sv, deadline, stream=False):
         self.state, self.nonce, self.ep, self.seq, self.sv, self.deadline = state, nonce, ep, seq, sv, deadline
-        self.conn = None
-        self.stream = stream  # a streamed pull (README: "Streamed pulls"): many answers down one response
+        self.transport = self.conn = None
+        self.stream = stream  # a streamed pull (PROTOCOL.md 6): many answers down one response
         self.sent = 0  # stream messages sent so far; the next one's index
         self.due = 0.0  # a stream's next message waits until then (monotonic seconds)
 
 
-class _Hub:
-    """Everything between an authenticated frame and its sealed answer.
+class _Engine:
+    """Everything between a POST body and its sealed answer; it knows nothing of sockets.
 
-    The HTTP layer hands it a path and a body; it answers ``(status, body)``.
-    Protocol faults become sealed ``{"ok": false, "error": ...}`` answers in
-    exactly one place (``_answer``); only the unexpected reaches the logger.
+    Methods for a transport:
+
+    - ``known_path(path)``: the pre-authentication 404 check (base or a live endpoint).
+    - ``handle(path, body)``: one frame.  Returns the sealed answer (bytes), or a
+      ``_Wait`` for a pull that should wait: the transport sets ``wait.conn``
+      and gives it to ``_Feed.park``; if that says False (the store moved on
+      meanwhile) it sends ``answer_wait(wait)`` at once.  Every transport status
+      (400, 401, 404, 503) is raised as ``_HTTPFault``; nothing else escapes for
+      bad input.
+    - ``answer_wait(wait, found=None, index=None)``: the changes answer for a
+      waiting pull (the feed's way to answer it).
+
+    Protocol faults become sealed ``{"ok": false, ...}`` answers through
+    ``_error_answer``; only the unexpected reaches the logger.
     """
 
     max_wait = 30  # seconds a pull may ask to be held (PROTOCOL.md: 0..30)
-    # Seconds between two messages of one streamed pull, per parked pull: about what
-    # one message costs the feed thread here (seal, send: 30-50 us), so a thousand
-    # streams are answered at most every 50 ms each, coalesced to their latest state,
-    # and a hundred every 5 ms.  0 sends every change to every stream.
-    stream_spacing = 0.00005
     clock_window_ms = 60000  # |t - now| allowed before `clock`
     max_kid = 4096  # bytes; a kid is a sealed claims object, a few hundred bytes in practice
+    max_read_request = 65536  # bytes of request JSON from a token that may write nothing (hello, pull)
+    max_fields = 1000  # fields in one record
 
-    def __init__(self, keyring, store, rotate_every=100, page_size=5000, max_batch=1000,
-                 max_record=1 << 20, max_waiting=10000, max_nonces=1000000, max_waiting_per_user=16):
+    def __init__(self, keyring, store, rotate_every=100, page_size=5000, max_batch=1000, max_record=1 << 20,
+                 max_nonces=1000000):
         self.keyring = keyring
         self.store = store
         self.base = "/sync/" + keyring.instance
-        self.endpoints = _Endpoints(self.base, rotate_every)
-        self.replay = _ReplayMemory(max_nonces)
+        if store.shared and rotate_every:
+            # Several nodes: paths any node can check (rotate_every is then seconds per path).
+            self.endpoints = _SharedEndpoints(self.base, hkdf_expand(keyring.prk, b"endpoints", 32), rotate_every)
+        else:
+            self.endpoints = _Endpoints(self.base, rotate_every)
+        self.replay = _ReplayMemory(max_nonces) if not store.shared else _SharedReplay(store)
         self.page_size = page_size
         self.max_batch = max_batch
         self.max_record = max_record
-        self.max_waiting = max_waiting
-        self.max_waiting_per_user = max_waiting_per_user
-        self._waiting_by_jti = collections.Counter()
         self.handlers = {}
         self.read_rules = {}
+        self.any_table = False  # the quick server's development mode: writes to any table, no handler needed
         self.revoked = set(store.revoked())
-        self.stopping = False
-        self._parked = []
-        self._have_parked = threading.Condition(store.lock)
+        # Frames sealed before an in-memory server started may have been accepted by the
+        # process before it, whose replay memory and mid ledger are gone: they are refused
+        # as `clock` (PROTOCOL.md 4).  A durable store answers a replayed write from its ledger.
+        self.started_ms = 0 if store.durable else _now_ms()
         self.requests = 0
         self._count_lock = threading.Lock()
         self._key_locks = [threading.Lock() for _ in range(64)]
         self._mid_locks = [threading.Lock() for _ in range(64)]
         self._fieldsets = {}
 
-    # -- entry point ----------------------------------------------------------
+    # -- one frame ------------------------------------------------------------
     def known_path(self, path):
         return self.endpoints.known(path)
 
-    def handle(self, path, body):
-        """One POST body -> (status, response body or None).  Never raises for bad input."""
+    def handle(self, path, body, max_wait=None, poll=None):
+        """One POST body -> sealed answer bytes or a _Wait.  Raises _HTTPFault; never raises for bad input.
+
+        A transport that cannot hold requests long (WSGI) passes ``max_wait``
+        (seconds a pull may wait here) and ``poll`` (seconds a client should
+        pause after a pull that came back empty at once); hello tells clients.
+        """
         with self._count_lock:
             self.requests += 1
-        if len(body) < 3 or body[0] != PROTOCOL_VERSION:
-            return 400, None
-        kid_len = (body[1] << 8) | body[2]
-        if not 0 < kid_len <= self.max_kid or len(body) < 3 + kid_len + OVERHEAD:
-            return 400, None
+        state, nonce, plain = self._open_frame(path, body)
         try:
-            kid = bytes(body[3:3 + kid_len]).decode("ascii")
-        except UnicodeDecodeError:
-            return 400, None
-        state = self.keyring.resolve(kid)
-        if state is None or state.jti in self.revoked:
-            return 401, None
-        sealed = bytes(body[3 + kid_len:])
-        plain = open(state.c2s, _REQ_LABEL + path.encode("ascii"), sealed)
-        if plain is None:
-            return 401, None
-        nonce = sealed[:NONCE_SIZE]
-        now = _now_ms()
-        try:
-            request = _loads(plain)
-            if not isinstance(request, dict):
-                raise ValueError("not an object")
-        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
-            return 200, self._answer(state, nonce, self.base, ProtocolError("the request is not a JSON object"))
+            request = self._parse(state, plain)
+        except ProtocolError as e:
+            return self._seal(state, nonce, self.base, _error_answer(e))
         op = request.get("op")
         ep = self.endpoints.admit(path, state.jti, op)
         if ep is None:
-            return 404, None
-        t = request.get("t")
-        if type(t) not in (int, float) or abs(t - now) > self.clock_window_ms:
-            return 200, self._answer(state, nonce, ep, ProtocolError(
-                "the request's clock is off by more than 60 s; adjust to the server's `now`", "clock"))
-        if not self.replay.add(nonce, t, now):
-            return 200, self._answer(state, nonce, ep, ProtocolError("this frame was already accepted", "replay"))
-        exp = state.exp
-        if exp is not None and (type(exp) not in (int, float) or now / 1000.0 >= exp):
-            return 200, self._answer(state, nonce, ep, AuthError("the token has expired; get a fresh one", "expired"))
+            raise _HTTPFault(404, "not this token's endpoint")
         try:
+            self._admit(state, nonce, request)
             if op == "pull":
-                return 200, self._pull(state, nonce, ep, request)
+                return self._pull(state, nonce, ep, request, max_wait)
             if op == "hello":
                 result = self._hello(state)
+                if max_wait is not None:
+                    result.update(wait=max_wait, poll=poll)
             elif op in _WRITE_OPS:
                 result = self._write(state, request)
             elif op == "batch":
@@ -1546,11 +1668,60 @@ class _Hub:
             else:
                 raise ProtocolError("unknown op %r" % (op,))
         except DSNError as e:
-            return 200, self._answer(state, nonce, ep, e)
-        return 200, self._answer(state, nonce, ep, result)
+            result = _error_answer(e)
+        return self._seal(state, nonce, ep, result)
 
-    def _answer(self, state, nonce, ep, result, tail=None, index=None):
-        """Seal a response: ``result`` is a dict of ok fields, a DSNError, or a stored write answer.
+    def _open_frame(self, path, body):
+        """(token state, request nonce, plaintext) of an authentic frame; _HTTPFault 400/401 otherwise."""
+        if len(body) < 3 or body[0] != PROTOCOL_VERSION:
+            raise _HTTPFault(400, "not a frame")
+        kid_len = (body[1] << 8) | body[2]
+        if not 0 < kid_len <= self.max_kid or len(body) < 3 + kid_len + OVERHEAD:
+            raise _HTTPFault(400, "bad kid length")
+        try:
+            kid = bytes(body[3:3 + kid_len]).decode("ascii")
+        except UnicodeDecodeError:
+            raise _HTTPFault(400, "kid is not ASCII")
+        state = self.keyring.resolve(kid)
+        if state is None or state.jti in self.revoked:
+            raise _HTTPFault(401, "unknown or revoked token")
+        sealed = bytes(body[3 + kid_len:])
+        plain = open(state.c2s, _REQ_LABEL + path.encode("ascii"), sealed)
+        if plain is None:
+            raise _HTTPFault(401, "tag mismatch")
+        return state, sealed[:NONCE_SIZE], plain
+
+    def _parse(self, state, plain):
+        """The request object, after the caps that bound what parsing it may cost."""
+        if state.write is not None and not state.write and len(plain) > self.max_read_request:
+            # A token that may write nothing can only say hello and pull: a few hundred bytes.
+            raise ProtocolError("a request from a read-only token is at most %d bytes, got %d"
+                                % (self.max_read_request, len(plain)))
+        try:
+            request = _loads(plain)
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+            raise ProtocolError("the request is not JSON")
+        if not isinstance(request, dict):
+            raise ProtocolError("the request is not a JSON object")
+        if _too_deep(request, MAX_DEPTH + 3):  # request -> mutations -> mutation -> data: 3 levels of wrapping
+            raise ProtocolError("the request nests deeper than %d levels" % MAX_DEPTH)
+        return request
+
+    def _admit(self, state, nonce, request):
+        """Clock, replay and expiry, in that order (PROTOCOL.md 4)."""
+        now = _now_ms()
+        t = request.get("t")
+        if type(t) not in (int, float) or abs(t - now) > self.clock_window_ms or t < self.started_ms:
+            raise ProtocolError("the request's clock is off by more than 60 s, or predates this server's "
+                                "start; adjust to the server's `now`", "clock")
+        if not self.replay.add(nonce, t, now):
+            raise ProtocolError("this frame was already accepted", "replay")
+        exp = state.exp
+        if exp is not None and (type(exp) not in (int, float) or now / 1000.0 >= exp):
+            raise AuthError("the token has expired; get a fresh one", "expired")
+
+    def _seal(self, state, nonce, ep, result, tail=None, index=None):
+        """Seal an answer: ``result`` is a dict of ok fields, or an answer with its own ``ok``.
 
         ``tail`` is pre-encoded UTF-8 JSON for the last members (a pull's changes,
         a reset's records), spliced in from the stored JSON, never re-encoded.
@@ -1558,9 +1729,7 @@ class _Hub:
         associated data after the request's nonce, so none can be dropped,
         reordered or replayed within the stream unnoticed.
         """
-        if isinstance(result, DSNError):
-            obj = {"ok": False, "now": _now_ms(), "ep": ep, "error": {"code": result.code, "message": result.message}}
-        elif "ok" in result:
+        if "ok" in result:
             obj = dict(result, now=_now_ms(), ep=ep)
         else:
             obj = {"ok": True, "now": _now_ms(), "ep": ep}
@@ -1572,7 +1741,8 @@ class _Hub:
         return b"\x01" + seal(state.s2c, aad, text)
 
     # -- reads ----------------------------------------------------------------
-    def _view(self, state):
+    def view(self, state):
+        """The token's View (tables it may read, row rules), built once per token state."""
         view = state.view
         if view is None:
             view = state.view = View(state.read, self.read_rules, state.sub, state.claims)
@@ -1587,14 +1757,16 @@ class _Hub:
     def _hello(self, state):
         store = self.store
         with store.lock:
-            return {"instance": self.keyring.instance, "epoch": store.epoch, "seq": store.seq,
-                    "sv": store.sv, "tables": self._visible_tables(state)}
+            return {"instance": self.keyring.instance, "pv": PROTOCOL_MINOR, "epoch": store.epoch,
+                    "seq": store.seq, "sv": store.sv, "tables": self._visible_tables(state)}
 
-    def _pull(self, state, nonce, ep, request):
+    def _pull(self, state, nonce, ep, request, max_wait=None):
         store = self.store
         since, wait, nxt = request.get("since"), request.get("wait", 0), request.get("next")
         if type(wait) not in (int, float) or not 0 <= wait <= self.max_wait:
             raise ProtocolError("`wait` is seconds from 0 to %d, got %r" % (self.max_wait, wait))
+        if max_wait is not None:
+            wait = min(wait, max_wait)
         if nxt is not None:
             return self._reset_page(state, nonce, ep, nxt)
         if store.needs_reset(since):
@@ -1602,7 +1774,13 @@ class _Hub:
         seq, sv = since["seq"], since["sv"]
         if seq == store.seq and sv == store.sv and wait > 0:
             return _Wait(state, nonce, ep, seq, sv, time.monotonic() + wait, request.get("stream") is True)
-        return self._changes_answer(state, nonce, ep, seq, sv, store.changes_since(seq, self.page_size, self._view(state)))
+        return self._changes_answer(state, nonce, ep, seq, sv, store.changes_since(seq, self.page_size, self.view(state)))
+
+    def answer_wait(self, wait, found=None, index=None):
+        """The sealed answer for a parked (or never parked) pull; ``index`` for a stream message."""
+        if found is None:
+            found = self.store.changes_since(wait.seq, self.page_size, self.view(wait.state))
+        return self._changes_answer(wait.state, wait.nonce, wait.ep, wait.seq, wait.sv, found, index)
 
     def _changes_answer(self, state, nonce, ep, seq, sv, found, index=None):
         """The sealed changes answer for a cursor at ``seq``/``sv``, given changes_since()'s result."""
@@ -1613,170 +1791,7 @@ class _Hub:
             with store.lock:
                 result["sv"] = store.sv
                 result["tables"] = self._visible_tables(state)
-        return self._answer(state, nonce, ep, result, b',"changes":[' + b",".join(changes) + b"]", index)
-
-    # -- long-polls: parked, then answered in one pass -----------------------
-    def park(self, wait):
-        """Hold a pull until a change, a schema change, stop() or its deadline; False if already stale.
-
-        No thread waits: the request is filed, and the feed thread answers
-        every parked pull in one pass when the store changes.  Capped twice:
-        ``max_waiting`` in all, ``max_waiting_per_user`` for a token with a
-        ``sub`` (one user's tabs); over a cap the HTTP layer answers 503.
-        """
-        store = self.store
-        with store.lock:
-            if self.stopping or store.seq != wait.seq or store.sv != wait.sv:
-                return False
-            if len(self._parked) >= self.max_waiting:
-                raise _HTTPFault(503, "too many long-polls held")
-            jti = wait.state.jti if wait.state.sub is not None else None
-            if jti is not None:
-                if self._waiting_by_jti[jti] >= self.max_waiting_per_user:
-                    raise _HTTPFault(503, "too many long-polls held for one user token")
-                self._waiting_by_jti[jti] += 1
-            self._parked.append(wait)
-            if len(self._parked) == 1:
-                self._have_parked.notify()
-            return True
-
-    @property
-    def waiting(self):
-        return len(self._parked)
-
-    def _drop_departed(self, alive):
-        with self.store.lock:
-            parked = list(self._parked)
-        dead = {id(w) for w in parked if not alive(w)}
-        if dead:
-            with self.store.lock:
-                gone = [w for w in self._parked if id(w) in dead]
-                self._parked = [w for w in self._parked if id(w) not in dead]
-                for w in gone:
-                    self._unpark_count(w)
-            log.debug("dropped %d long-polls whose clients left", len(gone))
-
-    def _unpark_count(self, w):
-        if w.state.sub is not None:
-            jti = w.state.jti
-            self._waiting_by_jti[jti] -= 1
-            if not self._waiting_by_jti[jti]:
-                del self._waiting_by_jti[jti]
-
-    def answer_wait(self, wait, found=None, index=None):
-        """The sealed answer for a parked (or never parked) pull; ``index`` for a stream message."""
-        if found is None:
-            found = self.store.changes_since(wait.seq, self.page_size, self._view(wait.state))
-        return self._changes_answer(wait.state, wait.nonce, wait.ep, wait.seq, wait.sv, found, index)
-
-    def run_feed(self, io):
-        """The feed thread's body: _feed_loop, restarted after an unexpected error (logged)."""
-        while not self.stopping:
-            try:
-                return self._feed_loop(io)
-            except Exception:
-                log.exception("the feed thread hit an unexpected error; it carries on")
-                time.sleep(0.05)
-
-    def _feed_loop(self, io):
-        """The feed thread: wake on every change, answer the parked pulls it concerns, in one pass.
-
-        Waking a thousand threads on a Condition costs a thousand GIL hand-offs
-        and starves the producer; one thread walking a list does not.  Pulls
-        at the same cursor with the same view share one changes_since() and
-        its pre-encoded fragments; each answer is then only a small JSON
-        header, a seal bound to its request's nonce, and a send.
-        ``io`` is the HTTP layer: ``io.deliver(wait, body)`` writes a whole
-        answer, ``io.chunk(wait, body)`` one message of a streamed pull (True
-        if it went out) and ``io.end(wait)`` closes a stream; none may block
-        long.  ``io.alive(wait)`` tells whether the client is still connected:
-        every ``liveness_every`` seconds departed clients give their slot back,
-        so a storm of reloads cannot fill ``max_waiting`` with dead long-polls.
-
-        A streamed pull stays parked after each message, at its new cursor,
-        until its ``wait`` runs out: a subscriber then costs one sealed message
-        per change instead of a whole request and answer.
-        """
-        store = self.store
-        sweep_every = 0.25  # how late an expired long-poll may be answered, at most
-        liveness_every = 2.0
-        next_sweep = time.monotonic() + sweep_every
-        next_liveness = next_sweep + liveness_every
-        next_due = None  # when the earliest stream held back by its spacing may send again
-        with store.lock:
-            seen = (store.seq, store.sv)
-        while True:
-            with store.lock:
-                while not self.stopping:
-                    if not self._parked:
-                        # Nothing to answer: sleep where changes do not wake us (a write-only
-                        # load would otherwise wake this thread for every write).
-                        seen = (store.seq, store.sv)
-                        self._have_parked.wait(1.0)
-                        continue
-                    if (store.seq, store.sv) != seen:
-                        break
-                    now = time.monotonic()
-                    wake = next_sweep if next_due is None else min(next_sweep, next_due)
-                    if now >= wake:
-                        break
-                    store.changed.wait(wake - now)
-                if self.stopping:
-                    return
-                seq, sv, now = store.seq, store.sv, time.monotonic()
-                seen = (seq, sv)
-                ready, keep = [], []
-                next_due = None
-                for w in self._parked:
-                    if w.deadline <= now or ((w.seq != seq or w.sv != sv) and w.due <= now):
-                        ready.append(w)
-                    else:
-                        keep.append(w)
-                        if w.due > now and (next_due is None or w.due < next_due):
-                            next_due = w.due
-                self._parked = keep
-                # A stream's messages are spaced by stream_spacing per parked pull: the
-                # server answers each pass within its means, and a subscriber gets the
-                # latest state at that pace instead of a backlog of every change.
-                spacing = self.stream_spacing * (len(keep) + len(ready))
-                for w in ready:
-                    self._unpark_count(w)
-            if now >= next_sweep:
-                next_sweep = now + sweep_every
-                if now >= next_liveness:
-                    next_liveness = now + liveness_every
-                    self._drop_departed(io.alive)
-            shared = {}
-            again = []
-            for w in ready:
-                try:
-                    if w.stream and w.deadline <= now and w.sent:
-                        io.end(w)
-                        continue
-                    view = self._view(w.state)
-                    group = (w.seq, view.tables, view.sub if view.rules else None)
-                    found = shared.get(group)
-                    if found is None:
-                        found = shared[group] = store.changes_since(w.seq, self.page_size, view)
-                    if not w.stream or w.deadline <= now:
-                        io.deliver(w, self.answer_wait(w, found))
-                    elif io.chunk(w, self.answer_wait(w, found, w.sent)):
-                        w.sent += 1
-                        w.seq, w.sv = found[1], sv
-                        w.due = now + spacing
-                        again.append(w)
-                except Exception:
-                    log.exception("unexpected error answering a long-poll")
-                    io.close_wait(w)
-            if again:
-                with store.lock:
-                    if not self.stopping:
-                        for w in again:
-                            if w.state.sub is not None:
-                                self._waiting_by_jti[w.state.jti] += 1
-                        self._parked.extend(again)
-                        due = min(w.due for w in again)
-                        next_due = due if next_due is None else min(next_due, due)
+        return self._seal(state, nonce, ep, result, b',"changes":[' + b",".join(changes) + b"]", index)
 
     def _reset_page(self, state, nonce, ep, nxt):
         """A reset page (PROTOCOL.md: paged in seq order up to the snapshot's seq)."""
@@ -1790,19 +1805,21 @@ class _Hub:
                     snap = None
         if snap is None:
             snap, after = store.seq, 0
-        records, last, more = store.snapshot_page(snap, after, self.page_size, self._view(state))
+        records, last, more = store.snapshot_page(snap, after, self.page_size, self.view(state))
         with store.lock:
             result = {"reset": True, "epoch": store.epoch, "seq": snap, "sv": store.sv,
                       "tables": self._visible_tables(state), "more": more,
                       "next": "%s.%d.%d" % (store.epoch, snap, last) if more else None}
-        return self._answer(state, nonce, ep, result, b',"records":' + records)
+        return self._seal(state, nonce, ep, result, b',"records":' + records)
 
     # -- writes ---------------------------------------------------------------
-    def clean(self, table, key, data, spec):
+    def clean(self, table, key, data, spec, encode=_json_dumps):
         """Validate a write's data against the table's schema.
 
         Returns ``(data without the key field, its UTF-8 JSON)``: the JSON is
-        what the store keeps, so it is encoded once, here.
+        what the store keeps, so it is encoded once, here.  ``encode`` is the
+        backend's JSON encoder (``DSNSync(json_default=...)`` makes one that
+        converts more types); client data is plain JSON already.
         """
         if not isinstance(data, dict):
             raise Invalid("data for %s/%s must be an object, got %s" % (table, key, type(data).__name__))
@@ -1811,6 +1828,8 @@ class _Hub:
             if data[keyfield] != key:
                 raise Invalid("data repeats the key field %r as %r but the key is %r" % (keyfield, data[keyfield], key))
             data = {k: v for k, v in data.items() if k != keyfield}
+        if len(data) > self.max_fields:
+            raise Invalid("record %s/%s has %d fields; the limit is %d" % (table, key, len(data), self.max_fields))
         fields = spec["fields"]
         if fields is not None:
             allowed = self._fieldsets.get(table)
@@ -1820,37 +1839,48 @@ class _Hub:
             if unknown:
                 raise Invalid("unknown field%s %s for table %r (its fields: %s)" % (
                     "s" if len(unknown) > 1 else "", ", ".join(map(repr, sorted(unknown))), table, ", ".join(fields)))
-        try:
-            encoded = _json_dumps(data).encode("utf-8")  # a lone surrogate cannot be UTF-8: refused here
-        except (TypeError, ValueError) as e:
-            raise Invalid("record %s/%s is not JSON-serialisable: %s" % (table, key, e))
         for field in data:
             if not isinstance(field, str):
                 raise Invalid("field names are strings; %s/%s has %r" % (table, key, field))
+        if _too_deep(data):
+            raise Invalid("record %s/%s nests deeper than %d levels" % (table, key, MAX_DEPTH))
+        try:
+            # A lone surrogate cannot be UTF-8: refused here.
+            encoded = encode(data).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            raise Invalid("record %s/%s is not JSON-serialisable: %s. Convert the value first (str() a "
+                          "datetime, list() a set), or pass DSNSync(json_default=dsn_sync.json_default)"
+                          % (table, key, e))
+        if encode is not _json_dumps:
+            data = _loads(encoded)  # the record as clients will see it, converted values included
         if len(encoded) > self.max_record:
             raise Invalid("record %s/%s is %d bytes of JSON; the limit is %d (max_record)"
                           % (table, key, len(encoded), self.max_record))
         return data, encoded
 
     def _write(self, state, m):
+        """One client write, applied at most once per (token, mid); its answer dict."""
         mid = m.get("mid")
         if not isinstance(mid, str) or not 0 < len(mid) <= MAX_MID_LENGTH:
             raise ProtocolError("every write needs `mid`, a string of 1 to %d characters" % MAX_MID_LENGTH)
-        with self._mid_locks[hash(mid) & 63]:
-            answer = self.store.recall(state.jti, mid)
-            if answer is not None:
-                return answer
-            try:
-                return self._apply_write(state, m, mid)
-            except StoreError:
-                # Not the write's answer: nothing was applied, and a retry with the
-                # same mid may succeed.  The details (paths, SQLite's words) stay here.
-                log.exception("the store failed a client write; answering 503")
-                raise _HTTPFault(503, "store failure")
-            except DSNError as e:
-                answer = {"ok": False, "error": {"code": e.code, "message": e.message}}
-                self.store.remember(state.jti, mid, answer)
-                return answer
+        store = self.store
+        try:
+            with self._mid_locks[hash(mid) & 63]:
+                answer = store.recall(state.jti, mid)
+                if answer is None:
+                    try:
+                        answer = self._apply_write(state, m, mid)
+                    except DSNError as e:
+                        if isinstance(e, StoreError):
+                            raise
+                        answer = _error_answer(e)
+                        store.remember(state.jti, mid, answer)
+        except StoreError:
+            # Not the write's answer: nothing was applied, nothing is remembered, and a retry
+            # with the same mid may succeed.  The details (paths, SQLite's words) stay here.
+            log.exception("the store failed a client write; answering 503")
+            raise _HTTPFault(503, "store failure")
+        return answer
 
     def _apply_write(self, state, m, mid):
         op, table, key = m.get("op"), m.get("table"), m.get("key")
@@ -1861,10 +1891,13 @@ class _Hub:
         if state.write is not None and table not in state.write:
             raise ProtocolError("this token may not write to table %r" % table, "forbidden")
         spec = self.store.tables.get(table)
+        if spec is None and self.any_table and _TABLE_RE.match(table):
+            self.store.set_table(table, {"key": "id", "fields": None})
+            spec = self.store.tables.get(table)
         if spec is None:
             raise UnknownTable("no table %r" % table)
         handler = self.handlers.get((table, op))
-        if handler is None:
+        if handler is None and not self.any_table:
             raise ProtocolError("table %r accepts no %s from clients: the backend has no @on_%s('%s') handler"
                                 % (table, op, op, table), "no_handler")
         try:
@@ -1878,30 +1911,33 @@ class _Hub:
                 raise Exists("%s/%s already exists" % (table, key))
             if op != "create" and not present:
                 raise NotFound("%s/%s does not exist" % (table, key))
-            given = {spec["key"]: key}
-            if data:
-                given.update(data)
-            result = self._call_handler(handler, given, WriteContext(op, table, key, state.claims, mid))
-            if isinstance(result, dict) and op != "delete":
-                try:
-                    data, encoded = self.clean(table, key, result, spec)
-                except Invalid as e:
-                    log.error("the @on_%s('%s') handler returned a bad record: %s", op, table, e)
-                    raise ProtocolError("the backend's handler failed", "handler_error")
+            if handler is not None:
+                given = {spec["key"]: key}
+                if data:
+                    given.update(data)
+                result = self._call_handler(handler, given, WriteContext(op, table, key, state.claims, mid))
+                if isinstance(result, dict) and op != "delete":
+                    try:
+                        data, encoded = self.clean(table, key, result, spec)
+                    except Invalid as e:
+                        log.error("the @on_%s('%s') handler returned a bad record: %s", op, table, e)
+                        raise ProtocolError("the backend's handler failed", "handler_error")
             seq, record = self.store.apply(table, key, op, data, ledger=(state.jti, mid), encoded=encoded)
-        return {"ok": True, "seq": seq, "record": record}
+        return {"ok": True, "epoch": self.store.epoch, "seq": seq, "record": record}
 
     def _call_handler(self, handler, data, ctx):
         fn, wants_ctx = handler
+        where = "the @on_%s('%s') handler" % (ctx.op, ctx.table)
         try:
             result = fn(data, ctx) if wants_ctx else fn(data)
         except DSNError as e:
             if e.code in _HANDLER_CODES:
                 raise ProtocolError(e.message, e.code)
-            log.exception("the @on_%s('%s') handler raised for key %r", ctx.op, ctx.table, ctx.key)
+            log.error("%s raised DSNError with code %r for key %r; a handler may use only %s, so the "
+                      "client gets handler_error", where, e.code, ctx.key, ", ".join(sorted(_HANDLER_CODES)))
             raise ProtocolError("the backend's handler failed", "handler_error")
         except Exception:
-            log.exception("the @on_%s('%s') handler raised for key %r", ctx.op, ctx.table, ctx.key)
+            log.exception("%s raised for key %r", where, ctx.key)
             raise ProtocolError("the backend's handler failed", "handler_error")
         if result is False:
             raise ProtocolError("the backend refused this %s of %s/%s" % (ctx.op, ctx.table, ctx.key), "rejected")
@@ -1915,24 +1951,283 @@ class _Hub:
             raise ProtocolError("a batch holds at most %d mutations, got %d" % (self.max_batch, len(mutations)))
         results = []
         for m in mutations:
-            if not isinstance(m, dict):
-                results.append({"ok": False, "error": {"code": "bad_request", "message": "a mutation is an object"}})
-                continue
             try:
+                if not isinstance(m, dict):
+                    raise ProtocolError("a mutation is an object")
                 results.append(self._write(state, m))
             except DSNError as e:
-                results.append({"ok": False, "error": {"code": e.code, "message": e.message}})
+                results.append(_error_answer(e))
         return {"results": results}
 
 
 # =============================================================================
-# HTTP handler and server
+# The feed: parked pulls, answered when the store changes
+# =============================================================================
+
+
+class Transport:
+    """What the feed needs from a transport (the socket server; the WSGI and ASGI mounts).
+
+    A transport turns requests into ``_Engine.handle`` calls and sends what
+    comes back.  For a ``_Wait`` it sets ``wait.transport`` to itself and
+    ``wait.conn`` to its own handle, and calls ``_Feed.park(wait)``; from then
+    on the feed thread owns the wait and answers it through these methods,
+    each called from the feed thread only and each of which must return at
+    once (never wait on a client):
+
+    - ``deliver(wait, body)``: send ``body`` as the whole 200 answer, then the
+      request is over (the connection carries on or closes, the transport's choice).
+    - ``chunk(wait, body)``: send one message of a streamed pull (PROTOCOL.md 6);
+      the first call sends the headers.  True if it was taken; False if the
+      client cannot take more now (the feed tries again later, with the
+      latest state) or is gone (the transport then closes it).
+    - ``end(wait)``: finish a streamed pull whose ``wait`` ran out.
+    - ``alive(wait)``: False if the client went away (the feed drops the wait).
+    - ``close_wait(wait)``: abandon the request after an unexpected error.
+
+    A transport may rely on: one feed thread; each wait answered exactly once
+    (``deliver``, or ``chunk``s then ``end``, or ``close_wait``), or dropped
+    after ``alive`` said False or ``_Feed.stop``.
+    """
+
+    def deliver(self, wait, body):
+        raise NotImplementedError
+
+    def chunk(self, wait, body):
+        raise NotImplementedError
+
+    def end(self, wait):
+        raise NotImplementedError
+
+    def alive(self, wait):
+        raise NotImplementedError
+
+    def close_wait(self, wait):
+        raise NotImplementedError
+
+
+class _Feed:
+    """Parked long-polls and the one thread that answers them.
+
+    Waking a thousand threads on a Condition costs a thousand GIL hand-offs
+    and starves the producer; one thread walking a list does not.  Each pass
+    (``run``): wait for work, take the ready pulls, answer them, re-park the
+    streams.  Pulls at the same cursor with the same view share one
+    ``changes_since()`` and its pre-encoded fragments; each answer is then a
+    small JSON header, a seal bound to its request's nonce, and a hand-off to
+    the transport.  A streamed pull stays parked after each message, at its
+    new cursor, until its ``wait`` runs out.
+
+    Capped twice: ``max_waiting`` in all, ``max_waiting_per_user`` for a token
+    with a ``sub`` (one user's tabs); over a cap ``park`` raises _HTTPFault(503).
+    """
+
+    # Seconds between two messages of one streamed pull, per parked pull: about what
+    # one message costs the feed thread here (seal, send: 30-50 us), so a thousand
+    # streams are answered at most every 50 ms each, coalesced to their latest state,
+    # and a hundred every 5 ms.  0 sends every change to every stream.
+    stream_spacing = 0.00005
+    sweep_every = 0.25  # how late an expired long-poll may be answered, at most
+    liveness_every = 2.0  # how often departed clients give their slot back
+    retry_busy = 0.05  # seconds before a stream whose client is behind is offered the latest state again
+
+    def __init__(self, engine, max_waiting=10000, max_waiting_per_user=16):
+        self.engine = engine
+        self.store = engine.store
+        self.max_waiting = max_waiting
+        self.max_waiting_per_user = max_waiting_per_user
+        self.stopping = False
+        self._parked = []
+        self._by_jti = collections.Counter()
+        self._have_parked = threading.Condition(self.store.lock)
+
+    # -- for transports -------------------------------------------------------
+    def park(self, wait):
+        """Hold a pull until a change, a schema change, stop() or its deadline; False if already stale."""
+        store = self.store
+        with store.lock:
+            if self.stopping or store.seq != wait.seq or store.sv != wait.sv:
+                return False
+            if len(self._parked) >= self.max_waiting:
+                raise _HTTPFault(503, "too many long-polls held")
+            jti = wait.state.jti if wait.state.sub is not None else None
+            if jti is not None:
+                if self._by_jti[jti] >= self.max_waiting_per_user:
+                    raise _HTTPFault(503, "too many long-polls held for one user token")
+                self._by_jti[jti] += 1
+            self._parked.append(wait)
+            if len(self._parked) == 1:
+                self._have_parked.notify()
+            return True
+
+    @property
+    def waiting(self):
+        return len(self._parked)
+
+    def stop(self):
+        """Drop every parked pull (their transports close them) and wake the feed thread to return."""
+        with self.store.lock:
+            self.stopping = True
+            self._parked = []
+            self._by_jti.clear()
+            self.store.changed.notify_all()
+            self._have_parked.notify_all()
+
+    # -- the feed thread ------------------------------------------------------
+    def run(self):
+        """The feed thread's body; an unexpected error is logged and the loop carries on."""
+        while not self.stopping:
+            try:
+                return self._loop()
+            except Exception:
+                log.exception("the feed thread hit an unexpected error; it carries on")
+                time.sleep(0.05)
+
+    def _loop(self):
+        now = time.monotonic()
+        next_sweep, next_liveness = now + self.sweep_every, now + self.sweep_every + self.liveness_every
+        next_due = None  # when the earliest stream held back by its spacing may send again
+        with self.store.lock:
+            seen = (self.store.seq, self.store.sv)
+        while True:
+            if not self._wait_for_work(seen, min(next_sweep, next_due or next_sweep)):
+                return
+            ready, next_due, seen, spacing, now = self._take_ready()
+            if now >= next_sweep:
+                next_sweep = now + self.sweep_every
+                if now >= next_liveness:
+                    next_liveness = now + self.liveness_every
+                    self.drop_departed()
+            again = self._answer(ready, seen, spacing, now)
+            if again:
+                due = self._repark(again)
+                next_due = due if next_due is None else min(next_due, due)
+
+    def _wait_for_work(self, seen, wake):
+        """Sleep until the store moves past ``seen`` or ``wake`` (monotonic) comes; False on stop."""
+        store = self.store
+        with store.lock:
+            while not self.stopping:
+                if not self._parked:
+                    # Nothing to answer: sleep where changes do not wake us (a write-only
+                    # load would otherwise wake this thread for every write).
+                    self._have_parked.wait(1.0)
+                    return True if self._parked and (store.seq, store.sv) != seen else not self.stopping
+                if (store.seq, store.sv) != seen:
+                    return True
+                now = time.monotonic()
+                if now >= wake:
+                    return True
+                store.changed.wait(wake - now)
+            return False
+
+    def _take_ready(self):
+        """Unpark the pulls to answer now: expired, or behind the store and not held by spacing."""
+        store = self.store
+        with store.lock:
+            seq, sv, now = store.seq, store.sv, time.monotonic()
+            ready, keep = [], []
+            next_due = None
+            for w in self._parked:
+                if w.deadline <= now or ((w.seq != seq or w.sv != sv) and w.due <= now):
+                    ready.append(w)
+                else:
+                    keep.append(w)
+                    if w.due > now and (next_due is None or w.due < next_due):
+                        next_due = w.due
+            self._parked = keep
+            # A stream's messages are spaced by stream_spacing per parked pull: the
+            # server answers each pass within its means, and a subscriber gets the
+            # latest state at that pace instead of a backlog of every change.
+            spacing = self.stream_spacing * (len(keep) + len(ready))
+            for w in ready:
+                self._uncount(w)
+        return ready, next_due, (seq, sv), spacing, now
+
+    def _answer(self, ready, seen, spacing, now):
+        """Answer each ready pull; returns the streams to park again."""
+        engine, store = self.engine, self.store
+        shared = {}
+        again = []
+        for w in ready:
+            transport = w.transport
+            try:
+                if w.stream and w.deadline <= now and w.sent:
+                    transport.end(w)
+                    continue
+                view = engine.view(w.state)
+                # Rules see every claim, so only pulls of one token (one view) share their answers.
+                group = (w.seq, view.tables, id(view) if view.rules else None)
+                found = shared.get(group)
+                if found is None:
+                    found = shared[group] = store.changes_since(w.seq, engine.page_size, view)
+                if not w.stream or w.deadline <= now:
+                    transport.deliver(w, engine.answer_wait(w, found))
+                    continue
+                if transport.chunk(w, engine.answer_wait(w, found, w.sent)):
+                    w.sent += 1
+                    w.seq, w.sv = found[1], seen[1]
+                    w.due = now + spacing
+                elif transport.alive(w):
+                    w.due = now + self.retry_busy  # the client is behind: the latest state, later
+                else:
+                    continue
+                again.append(w)
+            except Exception:
+                log.exception("unexpected error answering a long-poll")
+                transport.close_wait(w)
+        return again
+
+    def _repark(self, again):
+        with self.store.lock:
+            if self.stopping:
+                return None
+            for w in again:
+                if w.state.sub is not None:
+                    self._by_jti[w.state.jti] += 1
+            self._parked.extend(again)
+        return min(w.due for w in again)
+
+    def drop_departed(self):
+        """Give back the slots of parked pulls whose clients left (their transport's ``alive`` says False)."""
+        with self.store.lock:
+            parked = list(self._parked)
+        dead = {id(w) for w in parked if not w.transport.alive(w)}
+        if dead:
+            with self.store.lock:
+                gone = [w for w in self._parked if id(w) in dead]
+                self._parked = [w for w in self._parked if id(w) not in dead]
+                for w in gone:
+                    self._uncount(w)
+            log.debug("dropped %d long-polls whose clients left", len(gone))
+
+    def _uncount(self, w):
+        if w.state.sub is not None:
+            jti = w.state.jti
+            self._by_jti[jti] -= 1
+            if not self._by_jti[jti]:
+                del self._by_jti[jti]
+
+
+# =============================================================================
+# HTTP handler and server: the socketserver transport
 # =============================================================================
 
 _REASONS = {200: "OK", 204: "No Content", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
             404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
             413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
             503: "Service Unavailable", 505: "HTTP Version Not Supported"}
+_TOKEN_CHARS = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.6.2: a header name is a token
+_OPTIONS_HEADERS = ("Access-Control-Allow-Methods: POST\r\nAccess-Control-Allow-Headers: Content-Type\r\n"
+                    "Access-Control-Max-Age: 86400\r\n")
+_FRAME_TYPE = "application/octet-stream"
+_HOME = """<!doctype html><meta charset="utf-8"><title>dsn-sync</title>
+<body style="font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em">
+<h1>dsn-sync %s</h1>
+<p>This is a dsn-sync server: browsers mirror its tables into IndexedDB through
+<a href="/dsn_client.js"><code>/dsn_client.js</code></a>, over sealed POSTs to its sync URL.</p>
+<p>The live inspector is at <code>&lt;sync URL&gt;/inspect</code>; the server printed both when it started.</p>
+</body>"""
 
 
 def _ready(sock, write, timeout):
@@ -1957,10 +2252,95 @@ def _content_length(headers):
     return int(value)
 
 
-class _Conn:
-    """One client connection: its socket, unparsed bytes, and where it is in a request."""
+def _parse_head(head):
+    """(method, path, headers, keep_alive) of a request head, strictly (RFC 9112); _HTTPFault(400) otherwise.
 
-    __slots__ = ("sock", "raw", "tls", "buf", "deadline", "head", "started", "bytes_in", "served")
+    Anything a proxy in front could read differently is refused, never
+    guessed at: a bare CR or LF, a folded line, white space before a colon,
+    a second Content-Length, a missing Host.
+    """
+    text = head.decode("latin-1")
+    lines = text.split("\r\n")
+    if "\r" in text.replace("\r\n", "") or any("\n" in line for line in lines):
+        raise _HTTPFault(400, "bare CR or LF in the head")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _HTTPFault(400, "bad request line")
+    method, target, version = parts
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not _TOKEN_CHARS.fullmatch(name):  # also a folded line, or a space before the colon
+            raise _HTTPFault(400, "bad header line")
+        name, value = name.lower(), value.strip(" \t")
+        if name in headers and (name in ("content-length", "host", "transfer-encoding")):
+            raise _HTTPFault(400, "repeated %s" % name)  # smuggling, or a broken client
+        headers[name] = value
+    if version == "HTTP/1.1" and "host" not in headers:
+        raise _HTTPFault(400, "no Host")
+    if target.startswith(("http://", "https://")):  # absolute form (RFC 9112 3.2.2)
+        target = "/" + target.split("://", 1)[1].partition("/")[2]
+    elif not target.startswith("/") and not (method == "OPTIONS" and target == "*"):
+        raise _HTTPFault(400, "bad request target")
+    conn = headers.get("connection", "").lower()
+    keep_alive = ("close" not in conn) if version == "HTTP/1.1" else ("keep-alive" in conn)
+    return method, target.split("?", 1)[0], headers, keep_alive
+
+
+def _refusal(engine, static, max_body, method, path, headers):
+    """The transport answer for a request that never reaches the engine, in PROTOCOL.md's order; None to go on.
+
+    (status, body, extra headers, content type).  Shared by every transport:
+    ``static(path, method, headers)`` answers GET and HEAD.
+    """
+    if method == "OPTIONS":
+        return 204, b"", _OPTIONS_HEADERS, None
+    if method in ("GET", "HEAD"):
+        return static(path, method, headers)
+    if method != "POST":
+        return 405, b"", "Allow: GET, HEAD, POST, OPTIONS\r\n", None
+    if not engine.known_path(path):
+        return 404, b"", "", None
+    if "transfer-encoding" in headers:
+        return 411, b"", "", None
+    try:
+        length = _content_length(headers)
+    except ValueError:
+        return 411, b"", "", None
+    if length > max_body:
+        return 413, b"", "", None
+    return None
+
+
+def _origins(allow_origins):
+    if allow_origins in ("*", None):
+        return None
+    return [allow_origins] if isinstance(allow_origins, str) else list(allow_origins)
+
+
+def _cors(origins, origin):
+    """The CORS header pairs for an answer.
+
+    Nothing here rides on cookies or ambient credentials: every frame is
+    sealed with the token's keys, so "*" exposes nothing a caller without
+    the token could use.  A list narrows which pages may read answers.
+    """
+    if origins is None:
+        return (("Access-Control-Allow-Origin", "*"),)
+    return (("Access-Control-Allow-Origin", origin if origin in origins else origins[0]), ("Vary", "Origin"))
+
+
+class _Conn:
+    """One client connection: its socket, unparsed bytes, unsent bytes, and where it is in a request.
+
+    One owner at a time: a worker, the reactor, or (while it waits) the feed.
+    ``out`` is what the socket has not taken yet; the reactor writes it when
+    the socket is ready, then does ``then``: "read" (keep-alive), "close",
+    or "stream" (a streamed pull: the feed still owns the request).
+    """
+
+    __slots__ = ("sock", "raw", "tls", "buf", "deadline", "head", "started", "bytes_in", "served",
+                 "lock", "out", "then", "reserved")
 
     def __init__(self, sock, tls):
         self.sock = self.raw = sock
@@ -1968,29 +2348,37 @@ class _Conn:
         self.buf = bytearray()
         self.deadline = None
         self.head = None
-        self.started = None
+        self.started = None  # when the request being read (or the TLS handshake) began
         self.bytes_in = 0
         self.served = 0  # requests answered on this connection
+        self.lock = threading.Lock()  # guards out/then: the feed and the reactor both write streams
+        self.out = None
+        self.then = None
+        self.reserved = 0  # bytes of the unread body counted against the server's body budget
 
 
-class _Server(socketserver.TCPServer):
-    """HTTP/1.1 keep-alive on socketserver, with no thread held by an idle or waiting connection.
+class _Server(socketserver.TCPServer, Transport):
+    """HTTP/1.1 keep-alive on socketserver; no thread is held by an idle, slow or waiting client.
 
-    socketserver's accept loop hands each new connection to a small pool of
-    worker threads.  A worker reads what a socket has (never waiting on a
-    slow sender), parses complete requests and answers them; a connection
-    between requests, or with half a request, goes back to one reactor
-    thread that watches every idle socket with a selector and enforces the
-    deadlines: ``idle_timeout`` between requests, ``header_timeout`` from a
-    request's first byte to the end of its headers (a slowloris trickle is
-    cut then, having held no worker), ``body_timeout`` for the body.  A
-    long-poll is parked with the hub and answered by its feed thread, so a
-    thousand waiting clients are a thousand list entries, not threads.
+    Remember (who runs what)::
 
-    Every read is capped (``max_header``, ``max_body`` from Content-Length
-    before the body is read).  Each answer goes out in one send with
-    TCP_NODELAY set, so Nagle's algorithm never holds a reply back.  TLS
-    handshakes run in the workers, non-blocking, never in the accept loop.
+        accept thread   serve_forever -> process_request     files each new connection for a worker
+        workers (32)    worker -> _service -> _read_available -> _next_request:
+                            _read_head -> _refusal (PROTOCOL.md order) -> _dispatch
+                            -> engine.handle -> _send (or feed.park)
+        reactor (1)     reactor: idle and half-read connections wait for bytes; unsent
+                            answers wait for the socket to take them; deadlines cut both
+        feed (1)        _Feed.run -> wait.transport.deliver / chunk / end / alive  (this class)
+
+    A worker never waits on a client: it reads what a socket has, answers
+    complete requests, and hands what the socket would not take to the
+    reactor (``_send``), which cuts a connection that does not drain within
+    ``body_timeout``.  Deadlines: ``header_timeout`` from a request's (or a TLS
+    handshake's) first byte to the end of its headers, never renewed by partial
+    progress; ``body_timeout`` for the body; ``idle_timeout`` between requests.
+    Unread request bodies are bounded across all connections by
+    ``max_buffered`` bytes (503 past it).  Every read is capped (``max_header``;
+    ``max_body`` judged from Content-Length before the body is read).
     """
 
     allow_reuse_address = True
@@ -1998,13 +2386,16 @@ class _Server(socketserver.TCPServer):
     max_header = 16384  # bytes of request line plus headers; frames carry everything else
     recv_size = 65536
     linger = 0.002  # seconds a worker waits for a keep-alive client's next request before handing it on
-    feed_patience = 0.05  # seconds the feed thread waits on one client's full socket before closing it
+    max_pipeline = 16  # requests answered per worker turn; then the connection queues again behind others
+    max_buffered = 64 << 20  # bytes of request bodies being received, across every connection
 
-    def __init__(self, address, hub, owner, ssl_context, max_connections, max_body, allow_origins,
-                 idle_timeout, header_timeout, body_timeout, workers=32, ipv6=False):
+    def __init__(self, address, engine, feed, static, ssl_context, max_connections, max_body, allow_origins,
+                 idle_timeout, header_timeout, body_timeout, workers=32, ipv6=False, reuse_port=False):
         self.address_family = socket.AF_INET6 if ipv6 else socket.AF_INET
-        self.hub = hub
-        self.owner = owner
+        self.reuse_port = reuse_port
+        self.engine = engine
+        self.feed = feed
+        self.static = static  # callable(path, method, headers) -> (status, body, extra, type) or None
         self.ssl_context = ssl_context
         self.max_connections = max_connections
         self.max_body = max_body
@@ -2013,47 +2404,27 @@ class _Server(socketserver.TCPServer):
         self.body_timeout = body_timeout
         self.workers = workers
         self.bytes_in = self.bytes_out = 0
+        self._buffered = 0
         self._conns = set()
         self._lock = threading.Lock()
         self._work = queue.SimpleQueue()
-        self._idle = collections.deque()  # connections handed back to the reactor
+        self._handed = collections.deque()  # connections handed to the reactor
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._threads = []
         self._wake_pending = False
         self._stopping = False
-        if allow_origins in ("*", None):
-            self._origins = None
-        else:
-            self._origins = [allow_origins] if isinstance(allow_origins, str) else list(allow_origins)
+        self._origins = _origins(allow_origins)
         super().__init__(address, None)
 
-    # -- threads --------------------------------------------------------------
-    def start_threads(self):
-        targets = [("dsn-sync-reactor", self._reactor), ("dsn-sync-feed", lambda: self.hub.run_feed(self))]
-        targets += [("dsn-sync-worker-%d" % i, self._worker) for i in range(self.workers)]
-        for name, target in targets:
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+    def server_bind(self):
+        if self.reuse_port:  # several processes share the port; the kernel spreads connections
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
-    def stop_threads(self):
-        self._stopping = True
-        for _ in range(self.workers):
-            self._work.put(None)
-        self._wake()
-        with self.hub.store.lock:
-            self.hub.store.changed.notify_all()
-            self.hub._have_parked.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
-
+    # -- the accept thread ----------------------------------------------------
     def process_request(self, request, client_address):
         """Called by the accept loop: file the connection for a worker; never blocks on the peer."""
         try:
@@ -2074,12 +2445,21 @@ class _Server(socketserver.TCPServer):
                 pass
             request.close()
             return
-        conn.deadline = time.monotonic() + self.header_timeout
+        conn.started = time.monotonic()  # a TLS handshake or first request must finish by header_timeout
+        conn.deadline = conn.started + self.header_timeout
         self._work.put(conn)
 
     def handle_error(self, request, client_address):
         log.exception("unexpected error accepting a connection from %s", client_address)
 
+    def stop(self):
+        """Tell the reactor and the workers to return (DSNSync.stop joins them)."""
+        self._stopping = True
+        for _ in range(self.workers):
+            self._work.put(None)
+        self._wake()
+
+    # -- the reactor thread ---------------------------------------------------
     def _wake(self):
         try:
             self._wake_w.send(b"\0")
@@ -2087,20 +2467,17 @@ class _Server(socketserver.TCPServer):
             pass
 
     def _to_reactor(self, conn):
-        """Hand a connection back to the reactor until it has more to read."""
-        now = time.monotonic()
-        if not conn.buf and conn.head is None:
-            # Between requests: idle_timeout, but header_timeout until a first request
-            # (or a TLS handshake) is done, so silent connections cannot pile up.
-            conn.deadline = now + (self.idle_timeout if conn.served else self.header_timeout)
-        self._idle.append(conn)  # append first, then look at the flag: the reactor clears it before draining
+        """Hand a connection to the reactor: to wait for bytes, or to drain ``conn.out``."""
+        if conn.started is None and conn.out is None:
+            conn.deadline = time.monotonic() + self.idle_timeout  # between requests
+        self._handed.append(conn)  # append first, then look at the flag: the reactor clears it before draining
         if not self._wake_pending:
             # One wake-up byte per reactor turn, not per connection: the socketpair
             # send was 7 % of the server's samples under a write load.
             self._wake_pending = True
             self._wake()
 
-    def _reactor(self):
+    def reactor(self):
         selector = self._selector
         watched = {}
         next_sweep = time.monotonic() + 0.5
@@ -2111,23 +2488,25 @@ class _Server(socketserver.TCPServer):
                 if self._stopping:
                     return
                 raise
-            for key, _ in events:
+            for key, mask in events:
                 conn = key.data
                 if conn is None:
-                    try:
-                        while self._wake_r.recv(4096):
-                            pass
-                    except OSError:
-                        pass
-                    self._wake_pending = False
+                    self._drain_wake()
                     continue
+                if mask & selectors.EVENT_WRITE:
+                    sent = self._flush(conn)
+                    if sent is None:
+                        continue  # more to send: keep watching
                 selector.unregister(key.fileobj)
                 del watched[conn]
-                self._work.put(conn)
-            while self._idle:
-                conn = self._idle.popleft()
+                if mask & selectors.EVENT_WRITE:
+                    self._after_flush(conn, *sent)
+                else:
+                    self._work.put(conn)
+            while self._handed:
+                conn = self._handed.popleft()
                 try:
-                    selector.register(conn.sock, selectors.EVENT_READ, conn)
+                    selector.register(conn.sock, selectors.EVENT_WRITE if conn.out else selectors.EVENT_READ, conn)
                     watched[conn] = True
                 except (ValueError, KeyError, OSError):
                     self._close(conn)
@@ -2142,10 +2521,51 @@ class _Server(socketserver.TCPServer):
                     del watched[conn]
                     self._close(conn)
 
-    def _worker(self):
+    def _drain_wake(self):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+        self._wake_pending = False
+
+    def _flush(self, conn):
+        """Send what ``conn.out`` holds: None while some remains, else (all sent?, what to do next)."""
+        with conn.lock:
+            out, ok = conn.out, True
+            while out:
+                try:
+                    sent = conn.sock.send(out[0])
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    return None
+                except OSError:
+                    ok = False
+                    break
+                with self._lock:
+                    self.bytes_out += sent
+                if sent == len(out[0]):
+                    out.popleft()
+                else:
+                    out[0] = memoryview(out[0])[sent:]
+            then, conn.out, conn.then = conn.then, None, None
+            return ok, then
+
+    def _after_flush(self, conn, ok, then):
+        """The reactor's next step for a connection whose answer is out (or whose peer left)."""
+        if not ok or then == "close":
+            return self._close(conn)
+        if then == "stream":
+            return None  # the feed owns the request still; a failed send shows in alive()
+        if conn.buf:
+            self._work.put(conn)
+        else:
+            self._to_reactor(conn)
+
+    # -- the workers ----------------------------------------------------------
+    def worker(self):
         while True:
             conn = self._work.get()
-            if conn is None:
+            if conn is None or self._stopping:
                 return
             try:
                 self._service(conn)
@@ -2153,216 +2573,225 @@ class _Server(socketserver.TCPServer):
                 log.exception("unexpected error on a connection")
                 self._close(conn)
 
-    # -- one connection's turn in a worker ------------------------------------
     def _service(self, conn):
-        if self._stopping:
-            return self._close(conn)
-        if conn.tls:
-            if conn.sock is conn.raw:
-                conn.sock = self.ssl_context.wrap_socket(conn.raw, server_side=True, do_handshake_on_connect=False)
-            try:
-                conn.sock.do_handshake()
-                conn.tls = False
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                return self._to_reactor(conn)
-            except (ssl.SSLError, OSError) as e:
-                log.debug("TLS handshake failed: %s", e)
-                return self._close(conn)
+        """One turn of a connection in a worker: handshake, read, answer; never waits on the peer."""
+        if conn.tls and not self._handshake(conn):
+            return None
         sock = conn.sock
-        while self._read_available(conn, sock):
+        for _ in range(self.max_pipeline):
+            got = self._read_available(conn, sock)
+            if got is None:
+                return None
+            if not got and conn.started is None:
+                # Readable, yet nothing decoded: a partial TLS record.  It starts the
+                # header deadline like a first byte does; trickling more never renews it.
+                conn.started = time.monotonic()
+                conn.deadline = conn.started + self.header_timeout
             outcome = self._answer_buffered(conn)
             if outcome is not True:
-                return
+                return None
             # Answered, nothing buffered.  A busy client usually sends its next request
             # within a fraction of a millisecond: waiting briefly here (no GIL held)
             # saves the hand-off to the reactor and back (about a third of the server's
             # time under a write load), unless other connections are queued for a worker.
-            if not self.linger or not self._work.empty():
+            if not self.linger or not self._work.empty() or not _ready(sock, False, self.linger):
                 break
-            if not _ready(sock, False, self.linger):
-                break
-        else:
-            return
-        self._to_reactor(conn)
+        return self._to_reactor(conn)
+
+    def _handshake(self, conn):
+        if conn.sock is conn.raw:
+            conn.sock = self.ssl_context.wrap_socket(conn.raw, server_side=True, do_handshake_on_connect=False)
+        try:
+            conn.sock.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            self._to_reactor(conn)  # the deadline set at accept still runs: no renewal per step
+            return False
+        except (ssl.SSLError, OSError) as e:
+            log.debug("TLS handshake failed: %s", e)
+            self._close(conn)
+            return False
+        conn.tls = False
+        return True
 
     def _read_available(self, conn, sock):
-        """Read what the socket has without waiting; False if the connection was closed."""
-        while True:
+        """Read what the socket has without waiting: bytes read, or None if the connection closed."""
+        got = 0
+        limit = self.max_header + (self.max_body if conn.head is not None else 0)
+        while len(conn.buf) <= limit:
             try:
-                chunk = sock.recv(self.recv_size)
+                # Never more than the limit allows: a head is at most max_header bytes
+                # until it parses, whatever the connection count.
+                chunk = sock.recv(min(self.recv_size, limit + 1 - len(conn.buf)))
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             except OSError:
                 self._close(conn)
-                return False
+                return None
             if not chunk:
                 self._close(conn)
-                return False
+                return None
             conn.buf += chunk
-            conn.bytes_in += len(chunk)
+            got += len(chunk)
             if len(chunk) < self.recv_size and not (self.ssl_context is not None and sock.pending()):
                 break
-            if len(conn.buf) > self.max_header + self.max_body:
-                break
-        return True
+        conn.bytes_in += got
+        if got and conn.started is None:
+            conn.started = time.monotonic()
+            conn.deadline = conn.started + self.header_timeout
+        return got
 
     def _answer_buffered(self, conn):
-        """Answer every complete request in the buffer.
+        """Answer the complete requests in the buffer.
 
-        Returns True when all were answered and the connection stays open with
-        nothing buffered; otherwise the connection has been handed on (to the
-        reactor for more bytes, to the feed thread, or closed) and it returns None.
+        True when all were answered and the connection stays with this worker
+        with nothing buffered; otherwise it was handed on (to the reactor for
+        more bytes or to drain, to the feed, or closed) and it returns None.
         """
-        while not self._stopping:
+        for _ in range(self.max_pipeline):
+            if self._stopping:
+                return self._close(conn)
             try:
                 outcome = self._next_request(conn)
             except _HTTPFault as fault:
-                self._send(conn, fault.status, b"", False)
-                return self._close(conn)
+                self._respond(conn, fault.status, b"", False)
+                return None
             if outcome is None:  # incomplete: wait for more bytes
                 return self._to_reactor(conn)
-            if outcome is False:
-                return self._close(conn)
-            if outcome == "parked":
+            if outcome is not True:  # closed, parked, or handed to the reactor to drain
                 return None
             if not conn.buf:
                 return True
-        return self._close(conn)
+        self._work.put(conn)  # more pipelined requests: queue again behind other connections
+        return None
 
+    # -- one request: head, transport checks, body, dispatch ------------------
     def _next_request(self, conn):
         """Answer the next complete request in the buffer.
 
-        Returns None (incomplete), False (close), True (answered, keep alive)
-        or "parked" (a long-poll the feed thread will answer).
+        Returns None (incomplete), True (answered, keep going), or False (the
+        connection was handed on: closed, parked, or draining in the reactor).
         """
-        now = time.monotonic()
-        buf = conn.buf
-        if conn.head is None:
-            if conn.started is None and buf:
-                conn.started = now
-                conn.deadline = now + self.header_timeout
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > self.max_header:
-                    raise _HTTPFault(431)
-                return None
-            if end > self.max_header:
-                raise _HTTPFault(431)
-            conn.head = self._parse_head(bytes(buf[:end]))
-            del buf[:end + 4]
-            conn.deadline = now + self.body_timeout
+        if conn.head is None and not self._read_head(conn):
+            return None
         method, path, headers, keep_alive = conn.head
         origin = headers.get("origin")
-        has_body = "content-length" in headers or "transfer-encoding" in headers
-        hub = self.hub
-        early = None
-        if method == "OPTIONS":
-            early = (204, b"", "Access-Control-Allow-Methods: POST\r\nAccess-Control-Allow-Headers: Content-Type\r\n"
-                               "Access-Control-Max-Age: 86400\r\n", None)
-        elif method == "GET" and path in ("/dsn_client.js", hub.base + "/inspect"):
-            early = self._static(path, headers)
-        elif method != "POST":
-            early = (405, b"", "Allow: POST\r\n", None)
-        elif not hub.known_path(path):
-            early = (404, b"", "", None)
-        elif "transfer-encoding" in headers:
-            early = (411, b"", "", None)
-        if early is None:
-            try:
-                length = _content_length(headers)
-                if length < 0:
-                    raise ValueError
-            except ValueError:
-                early = (411, b"", "", None)
-            else:
-                if length > self.max_body:
-                    early = (413, b"", "", None)
-        if early is not None:
-            status, body, extra, content_type = early
-            keep = keep_alive and not has_body
-            if has_body and status in (404, 405):
-                # A stale endpoint is routine (rotation): read the small body and keep
-                # the connection, rather than make the client reconnect to say hello.
-                try:
-                    length = _content_length(headers)
-                except ValueError:
-                    length = -1
-                if 0 <= length <= self.max_body and "transfer-encoding" not in headers:
-                    if len(buf) < length:
-                        return None
-                    del buf[:length]
-                    keep = keep_alive
-            conn.head = conn.started = None
-            # Otherwise a body we did not read would be taken for the next request: close.
-            if not self._send(conn, status, body, keep, origin, extra, content_type):
-                return False
-            return keep
-        if len(buf) < length:
+        refusal = self._refusal(method, path, headers)
+        if refusal is not None:
+            return self._refuse(conn, refusal, method == "HEAD", headers, keep_alive, origin)
+        length = _content_length(headers)
+        if len(conn.buf) < length:
+            if not conn.reserved and not self._reserve(conn, length):
+                raise _HTTPFault(503, "too many request bodies in flight")
             return None
-        body = bytes(buf[:length])
-        del buf[:length]
-        conn.head = conn.started = None
-        conn.served += 1
+        body = bytes(conn.buf[:length])
+        del conn.buf[:length]
+        self._finish_request(conn)
+        return self._dispatch(conn, path, body, keep_alive, origin)
+
+    def _read_head(self, conn):
+        """Parse the head once it is complete; False while it is not.  _HTTPFault(431/400) on a bad one."""
+        buf = conn.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self.max_header:
+                raise _HTTPFault(431)
+            return False
+        if end > self.max_header:
+            raise _HTTPFault(431)
+        conn.head = _parse_head(bytes(buf[:end]))
+        del buf[:end + 4]
+        conn.deadline = time.monotonic() + self.body_timeout
+        return True
+
+    def _refusal(self, method, path, headers):
+        return _refusal(self.engine, self.static, self.max_body, method, path, headers)
+
+    def _refuse(self, conn, refusal, head_only, headers, keep_alive, origin):
+        """Send a transport answer; read a small refused body first so the connection can carry on."""
+        status, body, extra, content_type = refusal
         try:
-            status, reply = hub.handle(path, body)
+            length = _content_length(headers) if "content-length" in headers else 0
+        except ValueError:
+            length = -1
+        keep = keep_alive and "transfer-encoding" not in headers and 0 <= length <= self.max_body
+        if keep and length:
+            # A stale endpoint is routine (rotation): read the small body and keep the
+            # connection, rather than make the client reconnect to say hello.
+            if len(conn.buf) < length:
+                if not conn.reserved and not self._reserve(conn, length):
+                    raise _HTTPFault(503, "too many request bodies in flight")
+                return None
+            del conn.buf[:length]
+        self._finish_request(conn)
+        # Otherwise a body we did not read would be taken for the next request: close.
+        return self._respond(conn, status, body, keep, origin, extra, content_type, head_only=head_only)
+
+    def _dispatch(self, conn, path, body, keep_alive, origin):
+        """engine.handle, then send the answer, or park the pull with the feed."""
+        status, reply = 200, None
+        try:
+            reply = self.engine.handle(path, body)
+            if isinstance(reply, _Wait):
+                reply.transport, reply.conn = self, (conn, keep_alive, origin)
+                if self.feed.park(reply):
+                    return False
+                reply = self.engine.answer_wait(reply)
         except _HTTPFault as fault:
             status, reply = fault.status, None
         except Exception:
             log.exception("unexpected error answering %s", path)
             status, reply = 500, None
-        if isinstance(reply, _Wait):
-            reply.conn = (conn, keep_alive, origin)
-            try:
-                if hub.park(reply):
-                    return "parked"
-                reply = hub.answer_wait(reply)
-            except _HTTPFault as fault:
-                status, reply = fault.status, None
-        if not self._send(conn, status, reply or b"", keep_alive, origin,
-                          content_type="application/octet-stream" if reply else None):
-            return False
-        return keep_alive
+        return self._respond(conn, status, reply or b"", keep_alive, origin,
+                             content_type=_FRAME_TYPE if reply else None)
 
-    def _parse_head(self, head):
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _HTTPFault(400)
-        method, target, version = parts
-        headers = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise _HTTPFault(400)
-            name, value = name.strip().lower(), value.strip()
-            if name == "content-length" and headers.get(name, value) != value:
-                raise _HTTPFault(400)  # two lengths: a request smuggling attempt or a broken client
-            headers[name] = value
-        conn = headers.get("connection", "").lower()
-        keep_alive = ("close" not in conn) if version == "HTTP/1.1" else ("keep-alive" in conn)
-        return method, target.split("?", 1)[0], headers, keep_alive
+    def _finish_request(self, conn):
+        conn.head = conn.started = None
+        conn.served += 1
+        self._release_reservation(conn)
 
-    def _static(self, path, headers):
-        """(status, body, extra headers, type) for one of the files shipped beside the module."""
-        name = "dsn_client.js" if path == "/dsn_client.js" else "dsn_inspect.html"
-        found = self.owner._static_file(name)
-        if found is None:
-            return 404, b"", "", None
-        body, etag, content_type = found
-        extra = "Cache-Control: public, max-age=3600\r\nETag: %s\r\n" % etag
-        if name.endswith(".html"):  # the inspector: no framing by other sites, no referrer leaks
-            extra += "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\nX-Content-Type-Options: nosniff\r\n"
-        if headers.get("if-none-match") == etag:
-            return 304, b"", extra, None
-        return 200, body, extra, content_type
+    def _reserve(self, conn, length):
+        with self._lock:
+            if self._buffered + length > self.max_buffered:
+                return False
+            self._buffered += length
+        conn.reserved = length
+        return True
 
-    def close_wait(self, wait):
-        if wait.conn is not None:
-            self._close(wait.conn[0])
+    def _release_reservation(self, conn):
+        if conn.reserved:
+            with self._lock:
+                self._buffered -= conn.reserved
+            conn.reserved = 0
+
+    # -- Transport: the feed's calls ------------------------------------------
+    def deliver(self, wait, body):
+        conn, keep_alive, origin = wait.conn
+        self._respond(conn, 200, body, keep_alive, origin, content_type=_FRAME_TYPE, release=True)
+
+    def chunk(self, wait, body):
+        conn, keep_alive, origin = wait.conn
+        message = struct.pack(">I", len(body)) + body
+        data = b"%x\r\n%s\r\n" % (len(message), message)
+        if not wait.sent:
+            head = ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: %s\r\n"
+                    "Cache-Control: no-store\r\n%s%s\r\n") % (
+                STREAM_TYPE, self.cors(origin), "" if keep_alive else "Connection: close\r\n")
+            data = head.encode("latin-1") + data
+        with conn.lock:
+            if conn.out is not None:
+                return False  # still sending the last message: the feed offers the latest state later
+        self._write(conn, data, "stream")  # what the socket would not take, the reactor sends
+        return conn.sock.fileno() >= 0
+
+    def end(self, wait):
+        conn, keep_alive, _ = wait.conn
+        self._write(conn, b"0\r\n\r\n", "read" if keep_alive else "close", release=True)
 
     def alive(self, wait):
         """Is a parked long-poll's client still there?  Peeks without consuming; closes it if gone."""
         conn = wait.conn[0]
+        if conn.sock.fileno() < 0:
+            return False
         try:
             # socket.socket.recv on the raw descriptor: SSLSocket refuses flags, and a
             # peeked TLS record or pipelined byte both mean the peer is still there.
@@ -2375,87 +2804,75 @@ class _Server(socketserver.TCPServer):
         self._close(conn)
         return False
 
+    def close_wait(self, wait):
+        if wait.conn is not None:
+            self._close(wait.conn[0])
+
     # -- writing --------------------------------------------------------------
-    def deliver(self, wait, body):
-        """The feed thread's way to answer a parked long-poll, then hand the connection on."""
-        conn, keep_alive, origin = wait.conn
-        if not self._send(conn, 200, body, keep_alive, origin, content_type="application/octet-stream",
-                          patience=self.feed_patience):
-            return self._close(conn)
-        self._release(conn, keep_alive)
-
-    def _release(self, conn, keep_alive):
-        if not keep_alive:
-            return self._close(conn)
-        if conn.buf:
-            self._work.put(conn)
-        else:
-            self._to_reactor(conn)
-
-    def chunk(self, wait, body):
-        """One message of a streamed pull: ``u32(len) || frame`` in one HTTP chunk (headers first)."""
-        conn, keep_alive, origin = wait.conn
-        message = struct.pack(">I", len(body)) + body
-        data = b"%x\r\n%s\r\n" % (len(message), message)
-        if not wait.sent:
-            head = ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: %s\r\n"
-                    "Cache-Control: no-store\r\n%s%s\r\n") % (
-                STREAM_TYPE, self.cors(origin), "" if keep_alive else "Connection: close\r\n")
-            data = head.encode("latin-1") + data
-        if self._write(conn, data, self.feed_patience):
-            return True
-        self._close(conn)
-        return False
-
-    def end(self, wait):
-        """Close a streamed pull with the last chunk; the connection carries on (keep-alive)."""
-        conn, keep_alive, _ = wait.conn
-        if not self._write(conn, b"0\r\n\r\n", self.feed_patience):
-            return self._close(conn)
-        self._release(conn, keep_alive)
-
-    def _send(self, conn, status, body, keep_alive, origin=None, extra="", content_type=None, patience=None):
-        """Write one whole answer; True if it went out.  Waits (bounded) only if the peer reads slowly."""
+    def _respond(self, conn, status, body, keep_alive, origin=None, extra="", content_type=None,
+                 release=False, head_only=False):
+        """Send one whole answer.  True if it went out and this thread keeps the connection."""
         head = "HTTP/1.1 %d %s\r\nContent-Length: %d\r\n%s%s%s%s\r\n" % (
             status, _REASONS.get(status, "Error"), len(body), self.cors(origin),
             "Content-Type: %s\r\n" % content_type if content_type else "",
-            "Cache-Control: no-store\r\n" if status not in (200, 304) or content_type == "application/octet-stream" else "",
+            "Cache-Control: no-store\r\n" if status not in (200, 304) or content_type == _FRAME_TYPE else "",
             extra + ("" if keep_alive else "Connection: close\r\n"))
-        data = head.encode("latin-1") + body
-        if not self._write(conn, data, patience):
-            return False
         with self._lock:
             self.bytes_in += conn.bytes_in
         conn.bytes_in = 0
-        return True
+        data = head.encode("latin-1") if head_only or not body else (head.encode("latin-1"), body)
+        return self._write(conn, data, "read" if keep_alive else "close", release)
 
-    def _write(self, conn, data, patience=None):
-        """Send all of ``data``; False if the peer is gone or reads too slowly.
+    def _write(self, conn, data, then, release=False):
+        """Send ``data`` (bytes, or a tuple of parts) without waiting; the reactor takes what is left.
 
-        ``patience`` is how long a full socket buffer may hold the sender
-        (``body_timeout`` by default).  The feed thread passes ``feed_patience``:
-        one reader that stopped reading must not stall every other long-poll,
-        and closing its connection loses nothing (it pulls again from its cursor).
+        Returns True if all went out and the caller keeps the connection
+        (``then`` "read"), False if it was handed on or closed.  ``release``:
+        the caller is the feed, which never keeps a connection: a finished
+        answer goes back to reading (or closes) from here.
         """
-        size = len(data)
-        data = memoryview(data)
+        parts = list(data) if isinstance(data, tuple) else [data]
         sock = conn.sock
-        deadline = None
-        while data:
-            try:
-                sent = sock.send(data)
-                data = data[sent:]
-            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + (self.body_timeout if patience is None else patience)
-                if now >= deadline:
-                    return False
-                _ready(sock, True, min(deadline - now, 1.0))
-            except OSError:
+        with conn.lock:
+            if conn.out is not None:  # the reactor is still sending earlier parts: queue behind them
+                conn.out.extend(parts)
+                conn.then = then
                 return False
-        with self._lock:
-            self.bytes_out += size
+            while parts:
+                try:
+                    sent = sock.send(parts[0])
+                except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    break
+                except OSError:
+                    parts = None
+                    break
+                with self._lock:
+                    self.bytes_out += sent
+                if sent == len(parts[0]):
+                    parts.pop(0)
+                else:
+                    parts[0] = memoryview(parts[0])[sent:]
+            if parts:
+                conn.out = collections.deque(parts)
+                conn.then = then
+                conn.deadline = time.monotonic() + self.body_timeout  # a reader that stops is cut then
+        if parts is None:
+            self._close(conn)
+            return False
+        if parts:
+            self._to_reactor(conn)
+            return False
+        if then == "close":
+            self._close(conn)
+            return False
+        if then == "stream":
+            return True
+        if release:
+            if conn.buf:
+                self._work.put(conn)
+            else:
+                self._to_reactor(conn)
+            return False
         return True
 
     def _close(self, conn):
@@ -2463,6 +2880,7 @@ class _Server(socketserver.TCPServer):
             self._conns.discard(conn)
             self.bytes_in += conn.bytes_in
         conn.bytes_in = 0
+        self._release_reservation(conn)
         try:
             conn.sock.close()
         except OSError:
@@ -2474,13 +2892,7 @@ class _Server(socketserver.TCPServer):
             return len(self._conns)
 
     def cors(self, origin):
-        # Nothing here rides on cookies or ambient credentials: every frame is
-        # sealed with the token's keys, so "*" exposes nothing a caller without
-        # the token could use.  A list narrows which pages may read answers.
-        if self._origins is None:
-            return "Access-Control-Allow-Origin: *\r\n"
-        allowed = origin if origin in self._origins else self._origins[0]
-        return "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n" % allowed
+        return "".join("%s: %s\r\n" % pair for pair in _cors(self._origins, origin))
 
     def close_all(self):
         with self._lock:
@@ -2492,6 +2904,332 @@ class _Server(socketserver.TCPServer):
                 except OSError:
                     pass
             self._close(conn)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+# =============================================================================
+# Mounting in an app: the WSGI and ASGI transports
+# =============================================================================
+
+
+def _mount_path(path, prefix):
+    """The path below the mount point (PATH_INFO, or an ASGI path less its root_path)."""
+    if prefix and path.startswith(prefix):
+        path = path[len(prefix):]
+    return path or "/"
+
+
+class _WSGIDoor(Transport):
+    """``sync.wsgi_app()``: the protocol as a WSGI callable, on the app's own server.
+
+    A WSGI server gives each request a thread until it returns, so a
+    long-poll holds one of its threads.  Two rules keep that from starving
+    the app: a pull waits at most ``max_wait`` seconds here (hello says so,
+    and clients ask for no more), and at most ``max_held`` requests wait at
+    once; past that a pull is answered at once, and hello's ``poll`` tells
+    clients how long to pause before the next.  With gunicorn's sync workers
+    (one thread each) use ``--threads``, or gthread workers, or the ASGI mount.
+    """
+
+    def __init__(self, sync, max_wait, poll, max_held):
+        self.sync = sync
+        self.max_wait, self.poll, self.max_held = max_wait, poll, max_held
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        self.sync._start_engine()
+        engine = self.sync._engine
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO") or "/"
+        headers = {"content-length": environ.get("CONTENT_LENGTH") or "", "origin": environ.get("HTTP_ORIGIN")}
+        for key, name in (("HTTP_TRANSFER_ENCODING", "transfer-encoding"), ("HTTP_IF_NONE_MATCH", "if-none-match")):
+            if key in environ:
+                headers[name] = environ[key]
+        refusal = _refusal(engine, self.sync._static, self.sync._max_body, method, path, headers)
+        if refusal is not None:
+            status, body, extra, content_type = refusal
+            return self._respond(start_response, status, b"" if method == "HEAD" else body,
+                                 extra, content_type, headers["origin"], len(body))
+        body = self._read(environ["wsgi.input"], int(headers["content-length"]))
+        if body is None:
+            return self._respond(start_response, 400, b"", "", None, headers["origin"])
+        try:
+            reply = engine.handle(path, body, self.max_wait, self.poll)
+            if isinstance(reply, _Wait):
+                return self._wait(reply, start_response, headers["origin"])
+        except _HTTPFault as fault:
+            return self._respond(start_response, fault.status, b"", "", None, headers["origin"])
+        except Exception:
+            log.exception("unexpected error answering %s", path)
+            return self._respond(start_response, 500, b"", "", None, headers["origin"])
+        return self._respond(start_response, 200, reply, "", _FRAME_TYPE, headers["origin"])
+
+    @staticmethod
+    def _read(stream, length):
+        parts, left = [], length
+        while left > 0:
+            chunk = stream.read(min(left, 65536))
+            if not chunk:
+                return None  # the client sent less than it said
+            parts.append(chunk)
+            left -= len(chunk)
+        return b"".join(parts)
+
+    def _respond(self, start_response, status, body, extra, content_type, origin, length=None):
+        headers = [("Content-Length", str(len(body) if length is None else length))]
+        headers += list(_cors(self.sync._origins, origin))
+        if content_type:
+            headers.append(("Content-Type", content_type))
+        if status not in (200, 304) or content_type == _FRAME_TYPE:
+            headers.append(("Cache-Control", "no-store"))
+        for line in extra.split("\r\n"):
+            if line:
+                name, _, value = line.partition(": ")
+                headers.append((name, value))
+        start_response("%d %s" % (status, _REASONS.get(status, "Error")), headers)
+        return [body]
+
+    def _wait(self, wait, start_response, origin):
+        engine, feed = self.sync._engine, self.sync._feed
+        with self._lock:
+            hold = self._held < self.max_held
+            self._held += hold
+        if not hold:  # every slot is taken: answer now, and hello's `poll` paces the client
+            return self._respond(start_response, 200, engine.answer_wait(wait), "", _FRAME_TYPE, origin)
+        try:
+            wait.transport, wait.conn = self, queue.SimpleQueue()
+            if not feed.park(wait):
+                return self._respond(start_response, 200, engine.answer_wait(wait), "", _FRAME_TYPE, origin)
+            first = wait.conn.get()
+            if first[0] == "body":
+                return self._respond(start_response, 200, first[1], "", _FRAME_TYPE, origin)
+            if first[0] != "chunk":
+                return self._respond(start_response, 503, b"", "", None, origin)
+            headers = [("Content-Type", STREAM_TYPE), ("Cache-Control", "no-store")]
+            start_response("200 OK", headers + list(_cors(self.sync._origins, origin)))
+            return self._stream(wait.conn, first[1])
+        finally:
+            with self._lock:
+                self._held -= 1
+
+    @staticmethod
+    def _stream(q, first):
+        item = ("chunk", first)
+        while item[0] == "chunk":
+            yield item[1]
+            item = q.get()
+
+    # -- Transport: the feed thread's calls -----------------------------------
+    def deliver(self, wait, body):
+        wait.conn.put(("body", body))
+
+    def chunk(self, wait, body):
+        wait.conn.put(("chunk", struct.pack(">I", len(body)) + body))
+        return True
+
+    def end(self, wait):
+        wait.conn.put(("end", None))
+
+    def alive(self, wait):
+        return True  # WSGI cannot tell; the wait's deadline (at most max_wait) bounds it
+
+    def close_wait(self, wait):
+        wait.conn.put(("close", None))
+
+
+class _ASGIHandle:
+    """One waiting ASGI request: the loop it lives on and a queue the feed thread fills."""
+
+    __slots__ = ("loop", "queue", "gone")
+
+    def __init__(self, loop, q):
+        self.loop, self.queue, self.gone = loop, q, False
+
+    def put(self, item):
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: the server went away
+            self.gone = True
+
+
+class _ASGIDoor(Transport):
+    """``sync.asgi_app()``: the protocol as an ASGI 3 application (uvicorn, hypercorn, Daphne).
+
+    No thread is held while a pull waits: the request's coroutine awaits a
+    queue that the feed thread fills through ``call_soon_threadsafe``, and a
+    streamed pull's messages go out as ``more_body`` chunks.  Frames are
+    opened, and handlers run, in the loop's default executor, so a slow
+    handler never blocks the event loop.  ``lifespan`` starts and stops the
+    engine; without it (a mounted sub-app) the first request starts it.
+    """
+
+    max_queued = 8  # stream messages waiting for a slow client before the feed holds back
+
+    def __init__(self, sync):
+        self.sync = sync
+
+    async def __call__(self, scope, receive, send):
+        kind = scope["type"]
+        if kind == "lifespan":
+            return await self._lifespan(receive, send)
+        if kind != "http":
+            return None  # websocket and others: not ours; the server closes them
+        import asyncio  # deferred: WSGI and standalone users never load it
+        loop = asyncio.get_running_loop()
+        sync = self.sync
+        if not sync.running:
+            await loop.run_in_executor(None, sync._start_engine)
+        method = scope["method"]
+        path = _mount_path(scope.get("path") or "/", scope.get("root_path", ""))
+        headers = {}
+        for name, value in scope.get("headers", ()):
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        origin = headers.get("origin")
+        refusal = _refusal(sync._engine, sync._static, sync._max_body, method, path, headers)
+        if refusal is not None:
+            status, body, extra, content_type = refusal
+            return await self._respond(send, status, body, extra, content_type, origin, head_only=method == "HEAD")
+        body = await self._read(receive, _content_length(headers))
+        if body is None:
+            return None  # the client left
+        try:
+            reply = await loop.run_in_executor(None, sync._engine.handle, path, body)
+            if isinstance(reply, _Wait):
+                return await self._wait(loop, reply, receive, send, origin)
+        except _HTTPFault as fault:
+            return await self._respond(send, fault.status, b"", "", None, origin)
+        except Exception:
+            log.exception("unexpected error answering %s", path)
+            return await self._respond(send, 500, b"", "", None, origin)
+        return await self._respond(send, 200, reply, "", _FRAME_TYPE, origin)
+
+    async def _lifespan(self, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.sync._start_engine()
+                except Exception as e:
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.sync.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    async def _read(receive, length):
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > length:
+                return b""  # more than it said: not a frame (400 from the engine)
+            parts.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(parts)
+
+    async def _respond(self, send, status, body, extra, content_type, origin, head_only=False):
+        headers = [(b"content-length", str(len(body)).encode())]
+        headers += [(n.lower().encode(), v.encode("latin-1")) for n, v in _cors(self.sync._origins, origin)]
+        if content_type:
+            headers.append((b"content-type", content_type.encode()))
+        if status not in (200, 304) or content_type == _FRAME_TYPE:
+            headers.append((b"cache-control", b"no-store"))
+        for line in extra.split("\r\n"):
+            if line:
+                name, _, value = line.partition(": ")
+                headers.append((name.lower().encode(), value.encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head_only else body})
+
+    async def _wait(self, loop, wait, receive, send, origin):
+        import asyncio
+        handle = wait.conn = _ASGIHandle(loop, asyncio.Queue())
+        wait.transport = self
+        if not self.sync._feed.park(wait):
+            return await self._respond(send, 200, self.sync._engine.answer_wait(wait), "", _FRAME_TYPE, origin)
+
+        async def watch():  # the only way an ASGI app learns that its client left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            handle.gone = True
+            handle.queue.put_nowait(("gone", None))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            kind, data = await handle.queue.get()
+            if kind == "body":
+                return await self._respond(send, 200, data, "", _FRAME_TYPE, origin)
+            if kind != "chunk":
+                return None
+            headers = [(b"content-type", STREAM_TYPE.encode()), (b"cache-control", b"no-store")]
+            headers += [(n.lower().encode(), v.encode("latin-1")) for n, v in _cors(self.sync._origins, origin)]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            while kind == "chunk":
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+                kind, data = await handle.queue.get()
+            if kind == "end":
+                await send({"type": "http.response.body", "body": b""})
+        finally:
+            handle.gone = True
+            watcher.cancel()
+
+    # -- Transport: the feed thread's calls -----------------------------------
+    def deliver(self, wait, body):
+        wait.conn.put(("body", body))
+
+    def chunk(self, wait, body):
+        handle = wait.conn
+        if handle.gone:
+            return False
+        if handle.queue.qsize() >= self.max_queued:
+            return False  # the client is behind: the feed offers the latest state later
+        handle.put(("chunk", struct.pack(">I", len(body)) + body))
+        return True
+
+    def end(self, wait):
+        wait.conn.put(("end", None))
+
+    def alive(self, wait):
+        return not wait.conn.gone
+
+    def close_wait(self, wait):
+        wait.conn.put(("close", None))
+
+
+def _claim_one_process(app_file):
+    """Refuse a second worker process of one app on a store only one process can serve.
+
+    Workers of gunicorn or uvicorn are children of one parent: the first to
+    start the engine takes a lock named after the parent, the folder and the
+    file that made the DSNSync; another finds it taken.  Returns the lock's
+    descriptor (None where flock does not exist).
+    """
+    try:
+        import fcntl  # deferred: POSIX only, and only mounted in-memory apps need it
+    except ImportError:
+        return None
+    import tempfile
+    name = hashlib.sha256(("%d|%s|%s" % (os.getppid(), os.getcwd(), app_file)).encode()).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), "dsn-sync-%s.lock" % name)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RuntimeError(
+            "dsn-sync: another worker process of this app already serves it on the in-memory store, which one "
+            "process holds: several workers would each keep their own data.  Run one worker (uvicorn "
+            "--workers 1, gunicorn -w 1 --threads N), or use a store they can share: "
+            "DSNSync(db_connection_string='postgresql://...').")
+    return fd
 
 
 # =============================================================================
@@ -2505,6 +3243,8 @@ def _open_store(db_connection_string):
     if not isinstance(db_connection_string, str):
         raise TypeError("db_connection_string must be a string such as 'sqlite:///path/to/dsn.db', got %s"
                         % type(db_connection_string).__name__)
+    if db_connection_string.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(db_connection_string)
     if db_connection_string.startswith("sqlite:///"):
         path, _, query = db_connection_string[len("sqlite:///"):].partition("?")
         options = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
@@ -2512,8 +3252,62 @@ def _open_store(db_connection_string):
         if unknown:
             raise ValueError("unknown option(s) %s in %r (known: synchronous)" % (unknown, db_connection_string))
         return SQLiteStore(path, **options)
-    raise ValueError("unsupported db_connection_string %r: use None (in memory) or sqlite:///path/to/dsn.db"
-                     % (db_connection_string,))
+    raise ValueError("unsupported db_connection_string %r: use None (in memory), sqlite:///path/to/dsn.db "
+                     "or postgresql://user:password@host:5432/dbname" % (db_connection_string,))
+
+
+def _tls_context(certfile, keyfile):
+    """A server TLS context: TLS 1.2+, AEAD suites only; errors that name the file and what to check."""
+    for option, path in (("certfile", certfile), ("keyfile", keyfile)):
+        if not os.path.isfile(path):
+            raise ValueError("%s %r: no such file (give the PEM file's path; the quick server's flags are "
+                             "--tls-cert and --tls-key)" % (option, path))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # TLS 1.2 offers only forward-secret AEAD suites (no CBC); TLS 1.3 suites are AEAD by definition.
+    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except ssl.SSLError as e:
+        raise ValueError("cannot use certfile %r with keyfile %r: %s. Check that both are PEM files, that "
+                         "the key is the certificate's own (openssl x509 -noout -pubkey -in CERT and "
+                         "openssl pkey -pubout -in KEY print the same key), and that the key has no "
+                         "passphrase" % (certfile, keyfile, e.reason or e))
+    return context
+
+
+def json_default(value):
+    """``DSNSync(json_default=json_default)``: how sync() stores values JSON has no type for.
+
+    datetime, date and time become ISO 8601 text; Decimal and UUID their
+    text; set and frozenset a sorted list; bytes base64url text.  Anything
+    else raises TypeError, naming the type.
+    """
+    import datetime, decimal, uuid  # deferred: only backends that opt in pay for them
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=lambda v: (type(v).__name__, v))
+    if isinstance(value, (bytes, bytearray)):
+        return b64u_encode(bytes(value))
+    raise TypeError("Object of type %s is not JSON serializable" % type(value).__name__)
+
+
+_STATIC = {"/dsn_client.js": ("dsn_client.js", "text/javascript; charset=utf-8"),
+           "inspect": ("dsn_inspect.html", "text/html; charset=utf-8")}
+
+
+def _static_body(name):
+    """A shipped file's bytes: beside the module if it is there, else the copy embedded below; None if neither."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+    try:
+        with io.open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        blob = _EMBEDDED.get(name)
+        return zlib.decompress(base64.b64decode(blob)) if blob else None
 
 
 def _positive(name, value, kind=(int, float), zero=False):
@@ -2544,13 +3338,28 @@ class DSNSync:
       page), ``idle_timeout``/``header_timeout``/``body_timeout`` (75/10/30 s).
     - ``allow_origins`` ('*'): CORS origins allowed to read answers.
     - ``store``: a store object to use instead of ``db_connection_string``.
+    - ``json_default``: converts values sync() meets that JSON has no type
+      for; ``dsn_sync.json_default`` handles datetime, date, Decimal, UUID,
+      set and bytes.  Without it such a value raises ValueError at sync().
+    - ``reuse_port`` (False): bind with SO_REUSEPORT, so several processes on a
+      shared store serve one port (``python -m dsn_sync --workers N``).
+    - ``open_writes`` (False): accept client writes to any table, creating it,
+      with no handler: the quick server's development mode.  Never with
+      browsers you do not trust.
+
+    Threads (all started by start() and stopped and joined by stop(), in
+    ``_threads``): the accept loop, the reactor, ``workers`` workers, the
+    feed, and one per ``@every`` task.  The accept loop is not a daemon: a
+    script whose last line is ``start()`` keeps serving until stop(),
+    Ctrl-C or SIGTERM.
     """
 
     def __init__(self, port=3000, db_connection_string=None, *, host="127.0.0.1", secret=None,
                  certfile=None, keyfile=None, rotate_every=100, max_body=16 << 20, max_connections=10000,
                  max_waiting=10000, max_record=1 << 20, max_batch=1000, page_size=5000,
                  allow_origins="*", idle_timeout=75.0, header_timeout=10.0, body_timeout=30.0,
-                 max_nonces=1000000, max_waiting_per_user=16, max_tables=1000, workers=32, store=None):
+                 max_nonces=1000000, max_waiting_per_user=16, max_tables=1000, workers=32, store=None,
+                 json_default=None, open_writes=False, reuse_port=False):
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError("port must be an integer from 0 to 65535 (0 = any free port), got %r" % (port,))
         if not isinstance(host, str):
@@ -2571,95 +3380,174 @@ class DSNSync:
         self.port = port
         self.host = host
         self.certfile, self.keyfile = certfile, keyfile
-        self._ssl_context = None
-        if certfile is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(certfile, keyfile)
-            self._ssl_context = context
+        if json_default is not None and not callable(json_default):
+            raise TypeError("json_default must be a function such as dsn_sync.json_default, got %r" % (json_default,))
+        self._ssl_context = _tls_context(certfile, keyfile) if certfile is not None else None
+        self._encode = _json_dumps if json_default is None else json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=json_default).encode
         self._store = store if store is not None else _open_store(db_connection_string)
         self._store.open()
         if secret is None:
             secret = os.environ.get("DSN_SYNC_SECRET") or None
-        stored = getattr(self._store, "secret", None)
-        if secret is None:
-            secret = stored or os.urandom(32)
-        self._keyring = Keyring(secret)
-        if self._store.durable and stored != self._keyring.secret:
+        stored = self._store.secret
+        self._keyring = Keyring(secret if secret is not None else stored or os.urandom(32))
+        if stored != self._keyring.secret:
             if stored is not None:
                 log.warning("the given secret replaces the one kept in the store: tokens minted before stop working")
             self._store.save_secret(self._keyring.secret)
-        self._hub = _Hub(self._keyring, self._store, rotate_every=rotate_every, page_size=page_size,
-                         max_batch=max_batch, max_record=max_record, max_waiting=max_waiting,
-                         max_nonces=max_nonces, max_waiting_per_user=max_waiting_per_user)
+        self._engine = _Engine(self._keyring, self._store, rotate_every=rotate_every, page_size=page_size,
+                               max_batch=max_batch, max_record=max_record, max_nonces=max_nonces)
+        self._engine.any_table = bool(open_writes)
+        self._feed = _Feed(self._engine, max_waiting=max_waiting, max_waiting_per_user=max_waiting_per_user)
         self.max_tables = max_tables
+        self.workers = workers
+        self._max_body = max_body
+        self._origins = _origins(allow_origins)
+        self._app_file = sys._getframe(1).f_code.co_filename  # names the app for _claim_one_process
         self._server_options = dict(max_connections=max_connections, max_body=max_body,
                                     allow_origins=allow_origins, idle_timeout=idle_timeout,
-                                    header_timeout=header_timeout, body_timeout=body_timeout, workers=workers)
+                                    header_timeout=header_timeout, body_timeout=body_timeout, workers=workers,
+                                    reuse_port=reuse_port)
         self._server = None
-        self._thread = None
+        self._threads = _Threads()
         self._tasks = []
-        self._task_threads = []
         self._task_stop = threading.Event()
+        self._stopped = threading.Event()
+        self._signals = {}
         self._app_token = None
         self._static_cache = {}
         self._seq_at_start = self._store.seq
         self._lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------
-    def start(self):
-        """Bind and serve in background threads; returns True.  Raises OSError if the port is taken."""
+    def start(self, listen=True):
+        """Bind and serve in background threads; returns True.  Raises OSError if the port is taken.
+
+        The process keeps running after the calling code ends, until stop(),
+        Ctrl-C or SIGTERM (both stop the server cleanly when the program has
+        not set its own handlers).  Starts every thread the server uses.
+
+        ``start(listen=False)`` starts the engine alone (the feed and the
+        ``@every`` tasks) with no port of its own: for ``asgi_app()`` and
+        ``wsgi_app()``, which call it themselves on their first request.
+        """
+        if not listen:
+            return self._start_engine()
         with self._lock:
             if self._server is not None:
                 return True
+            if self._running:
+                raise RuntimeError("this DSNSync already runs mounted in an app (asgi_app/wsgi_app); "
+                                   "stop() it before start() binds a port")
             self._store.open()
-            self._hub.stopping = False
-            ipv6 = ":" in self.host
             try:
-                server = _Server((self.host, self.port), self._hub, self, self._ssl_context, ipv6=ipv6,
-                                 **self._server_options)
+                server = _Server((self.host, self.port), self._engine, self._feed, self._static,
+                                 self._ssl_context, ipv6=":" in self.host, **self._server_options)
             except OSError as e:
                 raise OSError(e.errno, "dsn-sync cannot listen on %s:%s: %s (another server there? port=0 picks a free one)"
                               % (self.host, self.port, e.strerror or e))
             self._server = server
             self.port = server.server_address[1]
-            self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="dsn-sync-accept", daemon=True)
-            self._thread.start()
-            server.start_threads()
-            self._task_stop.clear()
-            for task in self._tasks:
-                self._start_task(*task)
+            self._start_common()
+            threads = self._threads
+            threads.start("dsn-sync-reactor", server.reactor)
+            for i in range(self.workers):
+                threads.start("dsn-sync-worker-%d" % i, server.worker)
+            # Not a daemon: a script that ends after start() keeps serving (issue: seed backends).
+            threads.start("dsn-sync-accept", server.serve_forever, 0.05, daemon=False)
+            self._catch_signals()
         log.info("dsn-sync serving %s", self.get_url())
         return True
 
+    def _start_engine(self):
+        """start(listen=False): the feed and the tasks, no socket; for the WSGI and ASGI mounts."""
+        if self._running:
+            return True
+        with self._lock:
+            if self._running:
+                return True
+            if not self._store.durable and self._process_lock is None:
+                self._process_lock = _claim_one_process(self._app_file)
+            self._store.open()
+            self._start_common()
+        log.info("dsn-sync engine running, mounted in the app (no port of its own)")
+        return True
+
+    def _start_common(self):
+        self._running = True
+        self._stopped.clear()
+        self._task_stop.clear()
+        self._feed.stopping = False
+        self._threads.start("dsn-sync-feed", self._feed.run)
+        for seconds, fn in self._tasks:
+            self._start_task(seconds, fn)
+
     def stop(self):
-        """Close every connection (keep-alive ones too), wake every long-poll, free the port; returns True."""
+        """Stop accepting, drop every long-poll, close every connection, join every thread; returns True."""
         with self._lock:
             server, self._server = self._server, None
-            self._task_stop.set()
-            if server is None:
+            running, self._running = self._running, False
+            if not running:
                 self._store.close()
                 return True
-            hub = self._hub
-            hub.stopping = True
-            with self._store.lock:
-                self._store.changed.notify_all()
-            server.shutdown()
-            server.server_close()
-            server.stop_threads()
-            server.close_all()
-            self._thread.join(timeout=5)
-            with self._store.lock:
-                hub._parked = []
-                hub._waiting_by_jti.clear()
-            threads, self._task_threads = self._task_threads, []
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=5)
+            self._task_stop.set()
+            if server is not None:
+                server.shutdown()  # 1. the accept loop returns: no new connections
+            self._feed.stop()  # 2. parked pulls dropped; the feed thread returns
+            if server is not None:
+                server.stop()  # 3. the reactor and the workers return
+            self._threads.join_all()  # 4. ... and every thread is joined (tasks too)
+            if server is not None:
+                server.close_all()  # 5. what is still connected is closed, the port freed
+                server.server_close()
+            self._release_signals()
+            self._stopped.set()
         self._store.close()
         log.info("dsn-sync stopped")
         return True
+
+    def serve_forever(self):
+        """start() if needed, then wait until stop(), Ctrl-C or SIGTERM; returns True.
+
+        For scripts with nothing else to do: ``sync.serve_forever()`` as the last line.
+        """
+        self.start()
+        self._serving = True
+        try:
+            while not self._stopped.wait(0.5):
+                pass
+        finally:
+            self._serving = False
+        return True
+
+    _serving = False
+
+    def _catch_signals(self):
+        """Ctrl-C and SIGTERM stop the server, where the program left their handlers at the defaults."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        import signal  # deferred: embedded uses never get here from another thread
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL):
+                self._signals[signum] = signal.signal(signum, self._on_signal)
+
+    def _release_signals(self):
+        if self._signals and threading.current_thread() is threading.main_thread():
+            import signal
+            for signum, handler in self._signals.items():
+                if signal.getsignal(signum) == self._on_signal:
+                    signal.signal(signum, handler)
+            self._signals = {}
+
+    def _on_signal(self, signum, frame):
+        # stop() joins threads and takes locks: not from inside a signal handler's frame.
+        threading.Thread(target=self.stop, name="dsn-sync-stop", daemon=True).start()
+        if self._serving or not threading.main_thread().is_alive():
+            return  # serve_forever(), or the script has ended: stopping is all there is to do
+        import signal
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(0)
 
     def __enter__(self):
         self.start()
@@ -2670,15 +3558,54 @@ class DSNSync:
 
     @property
     def running(self):
-        return self._server is not None
+        """True between start() (or the first request of a mount) and stop()."""
+        return self._running
+
+    _running = False
+    _process_lock = None
+
+    # -- mounting in an app ---------------------------------------------------
+    def asgi_app(self):
+        """An ASGI 3 application speaking the whole protocol: mount it under any prefix.
+
+        ``app.mount('/dsn', sync.asgi_app())`` (FastAPI, Starlette); clients then
+        use ``get_url('https://example.com/dsn')``.  Long-polls and streamed
+        pulls hold no thread.  The engine starts with the ASGI lifespan, or
+        on the first request.
+        """
+        return _ASGIDoor(self)
+
+    def wsgi_app(self, max_wait=10, poll=2.0, max_held=8):
+        """A WSGI callable speaking the whole protocol (Flask, Django, gunicorn, waitress).
+
+        A waiting pull holds one of the WSGI server's threads for at most
+        ``max_wait`` seconds, and at most ``max_held`` pulls wait at once;
+        past that they are answered at once and clients pause ``poll``
+        seconds between pulls (hello tells them both).  Keep ``max_held``
+        below the server's thread count so requests of the app itself always
+        find a thread.
+        """
+        _positive("max_wait", max_wait)
+        _positive("poll", poll)
+        _positive("max_held", max_held, int, zero=True)
+        return _WSGIDoor(self, max_wait, poll, max_held)
 
     # -- addresses and tokens -------------------------------------------------
     @property
     def instance(self):
         return self._keyring.instance
 
-    def get_url(self):
-        """The sync URL clients connect to: ``http://127.0.0.1:3000/sync/<instance>``."""
+    def get_url(self, base=None):
+        """The sync URL clients connect to: ``http://127.0.0.1:3000/sync/<instance>``.
+
+        ``base`` is the public address where the app serves dsn-sync when it
+        is mounted or behind a proxy (``'https://example.com/dsn'``); the sync
+        path is appended to it.
+        """
+        if base is not None:
+            if not isinstance(base, str) or not base.startswith(("http://", "https://", "/")):
+                raise ValueError("base must be an absolute URL or path such as 'https://example.com/dsn', got %r" % (base,))
+            return base.rstrip("/") + self._engine.base
         host = self.host
         if host in ("", "0.0.0.0"):
             host = "127.0.0.1"
@@ -2687,18 +3614,21 @@ class DSNSync:
         if ":" in host:
             host = "[%s]" % host
         scheme = "https" if self._ssl_context is not None else "http"
-        return "%s://%s:%d%s" % (scheme, host, self.port, self._hub.base)
+        return "%s://%s:%d%s" % (scheme, host, self.port, self._engine.base)
 
     def get_token(self):
         """The app's full-access token (reads and writes every table).
 
         Anyone holding it can do anything a client can: give it to trusted
         backends and to single-user tools, and mint narrow per-user tokens
-        for browsers.
+        for browsers.  Its id is derived from the secret, so after a restart
+        with the same secret a fresh get_token() speaks as the same token:
+        writes resent from an outbox are still recognised by their mids.
         """
         with self._lock:
             if self._app_token is None:
-                self._app_token = self._keyring.mint({"v": 1, "jti": b64u_encode(os.urandom(8)), "iat": int(time.time()),
+                jti = b64u_encode(hkdf_expand(self._keyring.prk, b"app token jti", 9))
+                self._app_token = self._keyring.mint({"v": 1, "jti": jti, "iat": int(time.time()),
                                                       "exp": None, "sub": None, "read": "*", "write": "*"})
             return self._app_token
 
@@ -2738,7 +3668,7 @@ class DSNSync:
         if not isinstance(jti, str) or not jti:
             raise ValueError("revoke() takes a token or its jti, got %r" % (token_or_jti,))
         self._store.revoke(jti, exp)
-        self._hub.revoked.add(jti)
+        self._engine.revoked.add(jti)
         return jti
 
     def can_read(self, table):
@@ -2755,10 +3685,8 @@ class DSNSync:
         def register(fn):
             if not callable(fn):
                 raise TypeError("@can_read('%s') decorates a function" % table)
-            self._hub.read_rules[table] = fn
-            with self._store.lock:  # answers cached under an older rule are void
-                for entry in self._store._data.get(table, {}).values():
-                    entry.seen = None
+            self._engine.read_rules[table] = fn
+            self._store.forget_rule_answers(table)  # answers cached under an older rule are void
             return fn
         return register
 
@@ -2819,7 +3747,7 @@ class DSNSync:
         check_key(key)
         if not isinstance(data, dict):
             raise TypeError("sync() data must be a dict, got %s" % type(data).__name__)
-        data, encoded = self._hub.clean(table, key, data, spec)
+        data, encoded = self._engine.clean(table, key, data, spec, self._encode)
         self._store.apply(table, key, "upsert", data, encoded=encoded)
         return True
 
@@ -2865,7 +3793,7 @@ class DSNSync:
         def register(fn):
             if not callable(fn):
                 raise TypeError("@on_%s('%s') decorates a function" % (op, table))
-            self._hub.handlers[(table, op)] = (fn, _takes_two(fn))
+            self._engine.handlers[(table, op)] = (fn, _handler_arity(fn, "@on_%s('%s')" % (op, table)))
             return fn
         return register
 
@@ -2903,18 +3831,19 @@ class DSNSync:
         return register
 
     def _start_task(self, seconds, fn):
-        stop = self._task_stop
+        self._threads.start("dsn-sync-every-%s" % getattr(fn, "__name__", "task"), self._task_loop, seconds, fn)
 
-        def loop():
-            while not stop.wait(seconds):
-                try:
-                    fn()
-                except Exception:
-                    log.exception("background task %s raised; it runs again in %s s",
-                                  getattr(fn, "__name__", fn), seconds)
-        thread = threading.Thread(target=loop, name="dsn-sync-every-%s" % getattr(fn, "__name__", "task"), daemon=True)
-        self._task_threads.append(thread)
-        thread.start()
+    def _task_loop(self, seconds, fn):
+        lead = "every:%s:%s" % (getattr(fn, "__module__", ""), getattr(fn, "__qualname__", fn))
+        while not self._task_stop.wait(seconds):
+            try:
+                # On a shared store the task runs on one node of the cluster: the one that
+                # holds its lock (a PostgreSQL advisory lock, released when that node dies).
+                if self._store.shared and not self._store.try_lead(lead):
+                    continue
+                fn()
+            except Exception:
+                log.exception("background task %s raised; it runs again in %s s", getattr(fn, "__name__", fn), seconds)
 
     # -- introspection --------------------------------------------------------
     def stats(self):
@@ -2922,27 +3851,46 @@ class DSNSync:
         server, store = self._server, self._store
         with store.lock:
             seq, epoch = store.seq, store.epoch
-        return {"connections": server.connections() if server else 0, "requests": self._hub.requests,
-                "waiting": self._hub.waiting, "epoch": epoch, "seq": seq,
+        return {"connections": server.connections() if server else 0, "requests": self._engine.requests,
+                "waiting": self._feed.waiting, "epoch": epoch, "seq": seq,
                 "changes": seq - self._seq_at_start, "records": store.count(),
                 "tables": len(store.tables), "bytes_in": server.bytes_in if server else 0,
                 "bytes_out": server.bytes_out if server else 0}
 
-    _STATIC_TYPES = {"dsn_client.js": "text/javascript; charset=utf-8", "dsn_inspect.html": "text/html; charset=utf-8"}
+    def _static(self, path, method, headers):
+        """A GET or HEAD: (status, body, extra headers, content type) for the transport to send.
+
+        The client file and the inspector (PROTOCOL.md 3 and 6), cached for an
+        hour with an ETag; ``/`` a short page saying what this is; any other
+        path a 405 with a line of text.
+        """
+        if path == "/":
+            return 200, (_HOME % __version__).encode("utf-8"), "", "text/html; charset=utf-8"
+        name, content_type = _STATIC.get("inspect" if path == self._engine.base + "/inspect" else path, (None, None))
+        if name is None:
+            text = ("dsn-sync: %s is not a page. Sync URLs take POST frames from dsn_client.js; "
+                    "GET /dsn_client.js is the client, <sync URL>/inspect the inspector.\n" % path)
+            return 405, text.encode("utf-8"), "Allow: POST, OPTIONS\r\n", "text/plain; charset=utf-8"
+        found = self._static_file(name)
+        if found is None:
+            return 404, b"", "", None
+        body, etag = found
+        extra = "Cache-Control: public, max-age=3600\r\nETag: %s\r\n" % etag
+        if name.endswith(".html"):  # the inspector: no framing by other sites, no referrer leaks
+            extra += "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\nX-Content-Type-Options: nosniff\r\n"
+        if headers.get("if-none-match") == etag:
+            return 304, b"", extra, None
+        return 200, body, extra, content_type
 
     def _static_file(self, name):
-        """(bytes, etag, content type) of a file shipped beside the module, read once; None if missing."""
+        """(bytes, etag) of a shipped file, read once; None (and a warning) if it is nowhere."""
         found = self._static_cache.get(name)
         if found is None:
-            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-            try:
-                with io.open(path, "rb") as f:
-                    body = f.read()
-            except OSError as e:
-                log.warning("GET %s: 404, the file is not beside the module (%s)", name, e)
+            body = _static_body(name)
+            if body is None:
+                log.warning("GET %s: not beside the module and not embedded in it", name)
                 return None
-            found = self._static_cache[name] = (body, '"%s"' % hashlib.sha256(body).hexdigest()[:32],
-                                                self._STATIC_TYPES[name])
+            found = self._static_cache[name] = (body, '"%s"' % hashlib.sha256(body).hexdigest()[:32])
         return found
 
     def inspector_url(self):
@@ -2970,14 +3918,44 @@ def _rights_claim(name, value):
     return sorted(check_table_name(t) for t in value)
 
 
-def _takes_two(fn):
-    """True if ``fn`` can be called as fn(data, ctx)."""
+def _handler_arity(fn, where):
+    """True if ``fn`` takes (data, ctx), False if (data); TypeError at decoration time for anything else."""
     try:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
-        return False
+        return False  # a builtin without a signature: called as fn(data)
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return any(p.kind == p.VAR_POSITIONAL for p in params) or len(positional) >= 2
+    required = [p for p in positional if p.default is p.empty]
+    required_kw = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return True
+    if required_kw or len(required) > 2 or not positional:
+        raise TypeError("%s handler %s must take (data) or (data, ctx); its signature is %s"
+                        % (where, getattr(fn, "__name__", fn), inspect.signature(fn)))
+    return len(positional) >= 2
+
+
+class _Threads:
+    """Every thread a DSNSync runs, started here and joined here (socketserver's ThreadingMixIn idea)."""
+
+    def __init__(self):
+        self._threads = []
+        self._lock = threading.Lock()
+
+    def start(self, name, target, *args, daemon=True):
+        thread = threading.Thread(target=target, args=args, name=name, daemon=daemon)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def join_all(self, timeout=5.0):
+        """Join every thread started so far (not the caller's own); they must have been told to return."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 # =============================================================================
@@ -3178,18 +4156,27 @@ class Client:
     def _run(self):
         backoff = 0.5
         need_hello, pages = True, None
+        wait, poll = self.wait, 0.0
         while not self._closed.is_set():
             if self._pull_conn is None:
                 self._pull_conn = self._connection(self.wait + 15)
             try:
                 if need_hello:
-                    self._epoch = _raise_for(self._exchange(self._pull_conn, "hello", {}, at_base=True)).get("epoch")
+                    hello = _raise_for(self._exchange(self._pull_conn, "hello", {}, at_base=True))
+                    self._epoch = hello.get("epoch")
+                    # A server mounted in a WSGI app holds pulls briefly, and may say to pace them.
+                    wait = min(self.wait, hello.get("wait", self.wait))
+                    poll = hello.get("poll") or 0.0
                     need_hello = False
                 if pages is not None:
                     fields = {"since": None, "next": pages["next"], "wait": 0}
                 else:
-                    fields = {"since": self.cursor, "wait": self.wait if self._ready.is_set() else 0}
+                    fields = {"since": self.cursor, "wait": wait if self._ready.is_set() else 0}
+                began = time.monotonic()
                 answer = _raise_for(self._exchange(self._pull_conn, "pull", fields))
+                if poll and fields.get("wait") and not answer.get("changes") and not answer.get("reset") \
+                        and time.monotonic() - began < fields["wait"] / 2:
+                    self._pause(poll)  # answered at once with nothing: the server asks for pacing
                 pages = self._on_pull(answer, pages)
                 backoff = 0.5
                 if pages is None:
@@ -3383,10 +4370,623 @@ def connect(url, token, **options):
 
 
 # =============================================================================
+# Embedded copies of the client and the inspector
+# =============================================================================
+# A vendored dsn_sync.py alone still serves GET /dsn_client.js and the inspector:
+# these are zlib-compressed, base64 copies of dsn_client.js and dsn_inspect.html,
+# written by ``python3 dsn_sync.py --embed`` (run it after changing either file;
+# test_packaging.py fails while they differ).  A file beside the module wins.
+
+_EMBED_NAMES = ("dsn_client.js", "dsn_inspect.html")
+# -- embedded: begin
+_EMBEDDED = {
+    "dsn_client.js": (
+        "eNrdvel648aSIPrfT4HyeEzARbEIcJFEWtYnV8mn3LWoWpKPT49aFkESlGCRBE2QpdKR1d+9v+4r3XmJmVe6seUGgJK89f16"
+        "6nzHIpDILTIyMiIylhdffeZ95Y3z+cVomibzVePnvOetrhJvuMxu8mTpxfOx9z4bJx6Xe9kEv97Kb+ejupcvkvg6nV96N+ky"
+        "8RbLbJWNsim2+DFZ5mk290LP/3B8dHr08uhtYzb20jk1rlrwlskiy9NVtrzte+kq967n2c0c+sxvoL4XQ6PpnJsbwUf5C9XF"
+        "xccQRprNgwaU4gf4L50tsuXKu/NG2XwOFV6dvPfuvckym3m1xgtnjrW+qgTf5is1uT2rql+7Wq0WvRcvwmi70YT/hb1Ws9l8"
+        "geN+8XUKteL5KPmmVvdW2XUyD0yL3Ek2fxWv4pdX8fwy8WtrgGUO3/rxdBp4e9/AzOfjZEmPpmp8E6dqMI3RMolXVlX6cdFs"
+        "tuH3nTePZ0nPqx2M45p3Ty1gI9+vvOskWQDovFm6XGZLXC+E+CoeTpOcf+JwvVl8C2OIx3Vvkoy94S3UmGbzy61FNp3Cr2zh"
+        "+Tfp6gobtWCyXk5lvjiGfAUtzABflusEBlHHZvgdNLlYT6eAS9k88bJFohbVG8XLZQojibHlPImn8OksyfP4EhAIywlg3nq+"
+        "SqeEEgOEycBbrue5l61XfaiU0DyyxQowDHpFFI0JTaB8mH3COd8s0xXNN14RGsWLBUB1DGOnugIcKMxgET0f25ql+SodwYLc"
+        "BtRkjhjB6JctYa3qXhKPrjyECgArJ4h6s/UqxmF4KUCSB027Jx4BjGBYo1GygElAX8tkAgtISzBr0FoBTPQ2swcF9Wh+PJlp"
+        "+hF3AXw+Tj4l41ffwmgBpmNArmGcM9CgBdhw2KjCyzoDfvgzLByMNVvyhzRoAFme0eLnalUUIOLJCp+gcJohbiQfEwIATRoH"
+        "xT15Y9imDHgB9CwGEpFNJtMUukWAE/SST/FoNb3ltm+uAAsAvZfJar2c5wSDH68S+NZMLYWW0jxHkuIj1YGhWpCB0msAJ0Jj"
+        "lsyAaDSkgRS7guXLveF6he1qYGeMfD4sGIwW4Ak4kCG40+V4axEvV7dAIABf60C90o+w33hFYAAwPW8COOyN0/w6qGOrDw0F"
+        "usoYItn8BHBinUOPtzlCOqP1ULvpDhZoBc8jmB5s4Hl2sUBama8S+Ay2tmyG+x4Cf3kLI0X6mi2v87o3z/gxXy8/AlrkeqUU"
+        "GWRw4DiFoiE2jKHmBMYMxPNyCa0DdiJxRTTLsikMcQ1oHTNxAPxZEK3tWYRVEaT1ModmPO8OqPboCrAo+QX+8xGGepXdeJPY"
+        "QeMraHECxCS7ScYW6tRy1Wrxn+z8SZKM+94cIa+IALWFdBcXj/Yr4aNGmzpTk6p/DB5vkgIUeBS4F8aezAXbzWD3yuzN4mKt"
+        "ZBwUIJCPYPPGCAHaSD3v7jq5BeCmyXSc39+rZmSTTGM4WcZJPlqmQ+gyBdp1d+8NE1iLpHRYnMD0fF8tER0RjUYjgE/0su15"
+        "dzxsQFYgLoAI9/oXFELPm6AwX8+GCZ0Fv6yTdaJ2bd9DcqeAioCg7TYXMkD4R3R8U7uKejBxrUsNalzKkjEhml3AQ+hvXjEi"
+        "D0hM/ECQ8FvAe+8yWa0UV4DEayubT2+JWblVA4Gz/p8wfCZ7gPU3V+noyt4OwG9M41FCOLiMoQBRNp4L7uV13q4J723iHJJ4"
+        "CVWBxAIqTnlL3+ChAliZxylh9lztvmM8o4AiCFHPgezQSZyN11PY8fEUWqdGY9zIuCDL9DKdy06HwQFoAGVSrPTy6PgE2/w8"
+        "B7ZmmqjCz/lsgk6IKQt3nzOh9MIdJtJbW8knICjpDKYbT7cup9kQ/twkw9HydrHKiI4hMeDHBgD1GBrMZn+Pp9B+0PCOYPqT"
+        "FMc7zwB7Eb+AMqUJkR/hsXI147fxLcyzDtvlxpvCLKZQdZmv4EV6DXToJklW83g07QFngKcEDn1J3c0Bofu0MkB3Z+kKqVmd"
+        "EGTFJw7BCcrTJdOweDkmYkonurWiBFQij3jAAGrIxPL1cAVgQ1gO8SzCNuEUWCCfARse0ABgKByel32kU+/twfug5528PtiK"
+        "Ol3P/+77DycA1+ZWG46h1+8OXm5BEZUcf/fSi8Jmm4+F129efecUdXa6u1DlTTIaxddbk7Ow22ye0+ThqzeHpvGoGQUMhWQO"
+        "wIOjCr/i6cOhlLvMcw5IDaxG7oVbLakmBIuIGnzNR1HdUEb5TKgMNPzis89efPWVdygIB6dkPKWRTeJ0uqazA89gwljizmGx"
+        "+96ggafVAKHJS8ZceC33EuofSwnAg2WCWy8ZD+reIJ1/jKcp/eTTGX4RTUO2FLmTiTU4aAtZf3+wnsfr1RXsjH9iK9jqYDTN"
+        "cm5yGI8viP3EBzg6GZlUCcBgAfBJBoDGMFPYCCgPjIAO5x5wr4c01uQTYBjgEj/dfSYiwHKNp56PM9FncEDFHhyQsKN8xaX+"
+        "+ivNF3lu+IfwaiAzDhS4pjqpWWX4LQkW4wTf3n92j0vg7f2J/4hEVmwwfP/n9ULIw+LSCoB4OMcpLWFq8+TGOzVvfICM+exV"
+        "UvxM3oBgs5ps7ZAwMwFmdqrliP5nn03Wc8J1D77Z8bEdXgs+HOz+Gwn95W/6CFxdFwYxilcEGB/wDrm9nJuZJiv4//wS6OWe"
+        "18RlQZLo86jxO8RN+V6+e75HLxr82Fdog1y6zO2HdL7aOVgu41ufPyIMwa7gKMuT1eNdMbZBiw343MeXdakryCYNlcdyb2CD"
+        "MpIDhnXY9ecO+MxIG9nEn3vffPONtwPk3fvSizqdAhTXregJ1aM2yLb8M+wG3JB+s6NfVHexyl4nn3w6Isz6MGBrNQ0yfJkS"
+        "EOHP13yiKBB46fPnAVUB2HBLZ+k5fBV2vX2v1qx5wGrXAu+5p8oaq+xktQTOyYfx9h8AHx5EOLyr5BMPLp14+CBde//di5Ak"
+        "vDj7qbm1G29NDra+O3/RgE5WVCUAKgDsAGP/7SIh+uAD7QKuNvnU8764+5eTo/eNnMaSTm6p6XyajhK/WffazSC4HwSPoJs1"
+        "mhdeFGyCGCJWEV4IJcKmPPl+vuLO10MYjR+hNFmH5upeNYR4QN922z9cHLz98Prg28NTXLCDb1++Ovzub6+//5c3b9+9P/rw"
+        "r8cnpz/8/cd//Nv/iIejcTK5vEp/vp7O5tniF+AU1h9vPt3+sxlGrXanu72zu3VR69st//3g7Q+HJzJlGGHY5SmH0U7QADZl"
+        "6m+FMLiq6XbbMk2roTNnuA1g+5YvgXocrPw0QECkfT4fUbLuttfLKTFVCPRFPCY+mw74dre9o45jr4MqCPdgVFLxdTpmmjyD"
+        "H3QmabQaQvNMwv4g4iPGtxTtYMjNPWcTfE1b8lfPV+9gG4Tn3v6+1wywdIcKTVkkZX2rSYQUSiDvgGluzNK5D/udfo+SdOpL"
+        "ywoJt7w0AOyBdl943UDa0VMZ8VRGMBVqFX5am9dZoDMhID5wt1teF3VRAdKSbut8A9XDxcN9PVr1APC31EM8QmkGvsjTMQvH"
+        "8XRxFQ8TJK/I98mwibUEHhfn4vGGRMlTRH/k6eFbvYfLy8kHm3VaIaXAJ0Mq2ngee2E1UaghUdCY1yNeO89TVDNxA7XHCAGt"
+        "yGSaQWNOx1/BMsBa7AT6SBqiak0OJHz+iOy//SJzjqsCClptyx6z0U84HvrI2WE2Qn0UnghpdLQDRNrepVhwDiR7K+QqCMiP"
+        "8GXzAWpqAa5EU3EosBWCe1R0fXGXCkn19LR9n3/BbqCt8hGxrPlpQv/4U4IYIGjXDIlefbOHiM7zl6+24FVfXiCNzZ4/R+Ii"
+        "fSBC42dyKPKH95vR+eXVen6N8rDX7dQ7rS4TANbS/5gMvZck8HgHH77Xaq9ZRppz4rJRxCdcZbgfH7x/dfTu4uXrH96/gTF1"
+        "O9CiEL3BfCBymhK+UExaAQLMgDt/efLh+P3f+monKFYXsVbYcDhfFbWEjmnbDJNRDCOCfTMnHYNIv0qrlcTXsDNvsvV0DEIz"
+        "PDmykLvDuA/m5oQfEXSj+R+xqnPPY4n3lFhvKunLTnzmfAhH9goQCKBqvy7Kw94z2K41NYaaWmeDhFVgqHs1fcExTxI4AqqF"
+        "bdpaiC8Em7wuml8QshTYSfE1x1Wsec8FoWpK3u+hTvxpQj+SOWQcS7ABeKFiIV0m/udzVEjy68+Dhq4cMNW5f5jyzDdyHXM5"
+        "o2zECx4Euk8c8HoYU8tp3Rw68zq25TYVVPEmf4GAVaUW+AsErBcvvBNhLNqNqBHxPietiteKmL6I4DzBkw0+BAmeBAgtUK+H"
+        "ILtnmX6DjXIL3TbpW+CoFnLAaosLJAXAXbUizdYDTJuf2tFOHE12QTZoftoOW9vt9m6Iv4edUXMyHE3wd7I77IyHcQd/t3Y7"
+        "3VHUGeLvzu4kDMMJfb8btSY7UdzG3/EwHHWScadOPYx3mttxzD3AOdDqDJtUI2q3wp3OMKGWOs3R9njUolFEw6Qz3qaWdprj"
+        "ZBhO6Jvd4XjU7Mbb+HsU7g4nIXxDPSTt3WF3d0StJpNh0t7e6eLv5gS+G4+63FtzFIejEf0eJ7vRqEtza8fb7Z12HNMoRsNm"
+        "DBVoFF0Ays445h52d1pJJ+xENLudVjjqdscEpWazFW2PaG7DSWd3ezLi8XWTZnM4ofmMO/H2btim983uKO62OjTSsB3tRrvd"
+        "be4h2h5uN+MdgnGUhMMobFGr7TGMdDyhMXVaLQBISK12O814u9Vp81i7cTMe0prshKNotBsxxKLtKBrtyDrE0XCS7MQhzyGM"
+        "u9021RhF7eEOdE6/t7ujThjzuENoZifcpd/d3d1mN6LeJu1m0urwSENYkLgJdamHcDduj8KQ4B0mLWirSXOIAMTb222aQ6s9"
+        "bA5HQ8GlcNQcDam3djLeieM2r8NwdzSK27Q+3Z0o6U4AktQDNARYltDstnfiTrfFq7jTHu1s74SMM6PRdjPinnebwwSOd2o1"
+        "bncA/AnNGd7uxq2JrNV2uL0zQaHK3pqdRqvR+h1bM/9lTerrys25U703XzerNycs627S7dIwh8Pudpww2FuAX5PWNqNjpz2Z"
+        "dFoMuLCZdKLtCW+XZqe7s0NADyc7rfFuzJt2mDRHsLY4XWcQ3749ekn8QpsBcYrKR1GI4a0I6QthQkoo6iLtqns5sH98vcwq"
+        "bm6t5w1G2WyBlxoD1DVPSUjCZvlSMl0p5gXPUDhr59k6J0aGFPTAoq9uMo84HdTcTuOFXALjeXkFx1ROhypwV90tZGiwZaic"
+        "jfiqFoZJS4XqRlTrejNgQ3JqE+9IlfKvsAw/GiFUVsLvtgNhnb6fj5YJn77qoIBJ4udc2w8a68UYr/Nj/WsYNMbpJeoJggEz"
+        "aKSoFEVyUTFpWA84vF/DWDR2iLbA1kcO15OJ1rlZp7S9mOXvYaGE55fXrooMjlXPw8kezGF51M2Ago8y7chRFUpXnD2+KEEW"
+        "ZpjgpdIwz5Z4EYa3IPFSVPP0Crv8Su5J6boIL9pH2eLWu8xwkeeaI4XNQ2tWw/vXWzQzAIRhda9HNXxXFlndpHOBg1oJmSAU"
+        "NF6Too1Bar9neJhCfi5/QRBzIGh9oqFnwZKLlRYTvtKAFaTAa301A8NIlZYE+Cn80mmVpE17LEYqEVgAmtsivLO1t9x51O32"
+        "AyXMWJ8QcOgbzanBIYFd0J29PYyK2gA4mAJ+rQpxos5zcTbASjroq6EIHzk9KNJiV69rdcZGjL83WgriWF3K97ULcGZp3fG4"
+        "nePXwK2Wd1kF4NLAjK84OqtX1Ku4CCRT1zvTHE9hIzQqq9gL8XSqe/9MllnOJhXd9ha80jRcesDLSxRNras4j6xKxG5mCET0"
+        "2lMwpbtifE1kl6Xb16gLo9PwcguvpuO5KKzoyBCDlDTndvMFXeHhbfMNXvDJPlZk0dnJmqZZEOrrfTKv3oj8dDZnARxZRrNX"
+        "5t43XmEL2II8LxapGAGx50E1jpXRa15EqWJL9XKv9mAJP1Dpbilz7K3/AnmmJv8Lgqc25jTx9deoMUQ9RLPcQDtwLq82zPMB"
+        "UbAVFTV+fPUBf772duCP0Repdm6ypaakr89W57bypI3aN1w9+ojvGvqmhHWZVmnYdUsjp3THLWypQnvBbFmyYnN1WSxD9gQ3"
+        "ESoLeVvAYTfgG5oB8hgDwvuBPpsUJPGtvtdxUPxHc6z/aIP5tYbNZsDitCsg+zN8oW6NPJq1gu2PZwRV0fv+THriqG2pgn9m"
+        "0Br1sXkdnWu9sXnZOi8RUjVGGpyo5KuWP+zARzAgQL+wo1dfCiNdFhWK8vRyFjdJfYdN4Ppu00jxCafTCQLvJ6s03LGLwzYX"
+        "q9JWUNF8yM1HXF+aj6i6bl0Kd+3ClrQtZYY+KLhL689lbtvn8FMmpN6F3XNs0qEmCNIY6r8+a57XvSH9CuHXiH5F8GtMv1rw"
+        "K6Ffbfg1oV8d+HVJv7rw64p+bZ9vxqkNy3Vi4MLaTEYP0p5GXQEKl4ShVRQ6RbA4umg7KID+JQ4Oyr70JlTnP/DnZeGjUxrD"
+        "FR7VCpYvr8zB/QYBTaC0oehMgnEn5vHQcGIijk0ZKZfAWuoiWGS7KLJqwRoXBvguxu0HpV96Q6qFv0b0a0i/CvNBTPdPFA5A"
+        "bWfcCJLLPi3gpE8rmvRpiX1gpgAYzseIBKM+YcWwT2gS9wlv/FOE02lUQixEKCynv8+9mD8g7OLXIb4e6teRvI7w9Ui/bsnr"
+        "Fr4eW70gInJRG4sSXaMjrzv4eqJfd+V1F19f6tfb8pr2y5Vu/965swWxE1l9w0wLSa8SyOgjLYn9VdrDavMhEnaqzYf+CtXi"
+        "V+441miBLuZut3WSiRdkE6wENRTIGp4arZbt4df6EsGFknpPGcaqA47uzJXCPAfI5+vpimQ4zUDm3hvYAyl0RgDAhwwfRsgs"
+        "svGdY3RMw9NyoWJZifsESRPVK0o8RGN0EOOVtgXNl+2BkUUMFMYwoQ4f3WRoBeNcxZd1bXqNYKhZKgNgTN8lcb5GllyZ3kVN"
+        "ZqRJg5BNsGVoNpJm8WU6XwB/dIMsLo2v22iiQXIEf9a557eARYe/epYEe7KjJjt46L2nbDqXaBYok7pEwzWQnQeMsgMa9ECx"
+        "DQM9amD8lbkwtkeAF2N5NIlGe9MN0ODRhs1GB4fbbQCmAADeJMmCkAVbgxXh61IYyDpHI08cVl+NV1uzjVF89wezeIQ20cnR"
+        "REyzWNXxGt/TVn0D7RU1HtBHQQIgLuspSg36knhfaERxvQVuf19RCeqnh1Mq8q3WLYZdVa48qRO8YP8JJYtW12Kb0/lcq1+K"
+        "9IYX4g/1BPsF9dFWh8CrPqlDBgyLIoHD3SIa+2/qHt9eA2fg+2pfBnhZJs+peqbvUE4kncwAH5V9IMt2bH2VzLXObUCa0AGc"
+        "2CAt8kYiY1wQiVA5iNqbNBkrXQ6ghu+YRTEOKMgaMDdY62MBtNK2ir8VkOC7oCRKMxSlPfUp11PHg31QaFs+l6qqS5hN02eq"
+        "OwB0G9Rt/WYdAfIvJ7jRbolO0b5ic3c8ImowicuMrh7Xl1cegt01HSWVGOxRNpodOJtr4N6lXukyn2irax1nHZZOI7RTGmZh"
+        "XDspNrjly2gR3V+88A7I+FYbX8ARgkamABxEmLznbbLIdcykrzLUXl2hjw+2ifRtSu9Qt1i+0xyuyYzDMQRumHmVKuzLN5ZV"
+        "E7/AlZBN9WMSX7+LF75S+KIyg+eKpAvRDoncG1pUtpFWi6fIJas+3HXgbl5zTZ+f6h4/GoMgrL1nDQnvS335SF9uW9TS/r7B"
+        "g8Hma8v4pqZat1zISJ1aJx0OPIn2uubdg9QQT3MYz1kN5JI5XmvDNk0nt7Vz2TvWkHI9pLqmpJY9A7zqV20Whc2u0fZNwanH"
+        "x130MfHYOBdP9WU89VZ4V6JOnHyRIMB57/3LCdsXz71pvLzUFxWo1kpgRt7A4D9sjOMkz6Yf2VkIFVesrYJliukGv2LTHGAB"
+        "7xzDYtqIo8GvtkOfMdcy11CmGsDyJLPF6pb5CISTYbjwKL9BJquhVlmaB/prHWzI3zW1PrS4t2mEfXdbW6cnuxwKsuA6+woh"
+        "7JIiiuISS9OBMVQBRitGO3S8CoDFYQ6BLwqQASRHMFogHniuKD+85SVn65NxSqorZ6ckv6zjKRt/xHWUQpR9lVaOoqXGUCms"
+        "1WQJg5VJE7eLblYP2TbFrmGTVelXEKLoFPaG8McCqd3wHjV9X7g+e3v4/m+nqMZpRUJAFKOvuWpSKn04xks22iGvYT/6eTxd"
+        "1b3v37wL+gZT8KU4dtEM8Mu37DWBCl6Boq9vY4hZy6jVoHAOXI8nh59WeFkpXaXXM+cQsLAJP1DA3udB9DbwYjzdgJvT+FEx"
+        "5VbPO/XTwJkzwKCOb7dCYjTS+SSjv9Dc0Zt37OjEN6bkHMAjUpZLQAFOfa546kf0Fw63PurmZnhiRJ0OSmMMMQWpY3T+ITOe"
+        "SvgsANL+Ynldp7HUPYVjCgWfvSf3qkaafw/H2mWyVPbf2LtSuXpN6+kbGYcLrpJxkRmXP7ClRDhNUbKYrZEpTrxmo/HFXUWD"
+        "957oGtE87os77ltM3yxznuvZowbsp+UvmmWDn7BuW7qr31971n6qWybslZPHniycI6ifKsC7huepUrfADOj8OXWuoorXXNyP"
+        "Wj1vS2lgA8fG3rbBu565HA5igw8YXfdkr5SwQW0agzbVO6xQ969SOjzNAemvMWI6vZJrYBQKog6cxHPent02XTHV6Y3nf6p7"
+        "6G+9oivlT94n77nXuRVXa/LCi+lmHptsRXRldRXTae3DKc/mcUDlybSJSlPegnnQI6c0+HiCrUcpcDgp8s36Baq3G9guu84A"
+        "myrhDqZJ/JHthHnQ03QFh566zdKA02Ts20YYNGjSxxlw97yv4jlbePyv/2msKZcjH2Srt9+dHGOJbudgepkt09XVzOv0vOOX"
+        "Z+nynG/N0xU2Gv30M+qCyYAPGYeRj9r2bS9dBuzXi0pGoAFdFB0YYD5MnecbAH8NpFLZMrw5fPny4M3F8UtSfJKXqeFdlqgt"
+        "xBHKW7mERQ8HIC4ulxGaq7djullrhn3kcMgI5vgMhrN9rtixWM2vjyXnyosMPYNzskQuy8IhncVA6rlzx8jYgx6//npPDUGN"
+        "/ngHR39sHE50+THKzVD8KxTvoKaWbzn4d8f63Q1MlS/3yP634l7oWLV9b6yxzZKXjETaOwVKuRReY+l9TVdZ6dLMTX/1M3/0"
+        "MwKhC3/LWnhEdphwiAP/OUAMsa/ONZZ8hXgSmAGekV/HEsrQfBmtl4Hn3Qf06sHqniOPQy1S4X/39F1ewT5ZNwekK/DFOKpA"
+        "bkixheigdz/whZ0mi2/ex3iZckwKpXTLVxi4gvRRS9xH2KTcQtNFI9GL4S39xdtkQCPBpKsMxX3oTRBOq598tjpig36ONZEt"
+        "sV3UgMEDWZcoGSRdiXrs7zscbQK5X0fWQDpDHsPQ7018y67D6OJLpksZuVJT6AzxJ0UD47FHJxL6ZpYUiD0vbHa8d9++oGlr"
+        "0szHOxktoVYNuZZt/mqSLY2RDQEpl36DnkWwYGlusZtlcolxBcTZn2DBI5WYFeOUg0Wwx7FaU76p1x/x4Qj9nCGpPif3a026"
+        "TikIRiRepugFiouGUjnAdxmjEGyoHwNonEzSeUpNkyczfLuOl+OClRhDgsO+KOMwKC/Gf2mY0/masO87xD3f8qaJm80pimN0"
+        "XQYPV/QQ0kPIJRE/cEmLHiIuafMDl3ToocUlXX7gkm16aHPJDj9wye55X4+jw+UhD6QjA+GRdKWMh9KVMh7LtpTxYLaljEez"
+        "I2U8nB0p4/HsShkPaFfKrBGFApmIRhQKaCIaUahgE/GTlNGIQoFO1OYnKaMRhQKfqMtPUkYjCgVC0Q4/SZk9IoFRi0ckMGrx"
+        "iARGLR6RwKjFIxIYtXhEAqMWj0hg1OIRCYxaPCKBUYtHJDBqWSOKBEZtGlEkMGrTiCKBUTviJymjEUUKg9r8JGU0okhg1O7y"
+        "k5TRiCKBUXuHn6SMR1QlrrZ3xBgpUgcE7JT/9f/2vJdnn/Cq7AC2bRNlVhCD4L/42D7ve6+4FD7aCrH0+OjUh4fnODHkZixv"
+        "HoIAbaOfGIt/YtT5idfrJwKS4ytGUKK99hNj+k+MXj/xmlKNK6dGyH2E3EeXG+enkJ8A2G4N7iPkPrrcOD+F/AQL4tSIuI+I"
+        "+9jmxvkp5CdYNLcG9xFxH9vcOD+F/AQL69RocR8t7mOHG+enkJ9g8d0a3EeL+9jhxvkp5CdAEKdGm/tocx+73Dg/hfwESOTW"
+        "4D7a3McuN85PIT8Botk1xrTmI2rUx8XB623gkxDqZCkRovaHlnlE7fhYoj+aqo+cNmmNR01uMzJtRnabtKyjJrcZmTaj6jZp"
+        "TUcht9kybbbsNmkZRyG32TJttqrbpDUcRdxm27TZttukZRtF3GbbtNmubpPWbNTiNpumzabdJi3TqMVtNk2bzUKbsMH/9/9N"
+        "h+f//r84rhBs+FruvcJ4O2PiMHret2cgRUWfnrducZ/j9satf4t7Hfd+nc7z23PZ6uQQDxKDcPVmwwMm9D1rO4/djTvk0xWq"
+        "DvloBTEfx7c8a9bJnKBpNUjLBGigGqQVGbu7dMiHkoaQgk8dS6gDVaKAojoMucPQ6pDWEHBEdUjLNXa37JApPBvFNXW7UR1L"
+        "rtRQqITHEqkOI+6wG1k90goDBqkeaTHHrQLMOnqK0Y5ut40w7OgpUgmPpa16bHGP0Y7VI+1RwC/VI23HcbsAVKvHbd1jB4Fq"
+        "9bite+yoHtvS47bVY6eAF50qvODTmtptG6DuYI9dDdW2AeqOwRuyN2l1rR67BcTpViEOc3OMHpHpsolgDXWXVCR9Ng3qUJ/t"
+        "ttXndgF3tqtwh7kkarhr2u3iLEMN164ZTNfgDvVoT3KngDo7VagTmUlGLd3uLiKrmSOV8Fh2DepQh52O1eNuAXV2q1CHWVNu"
+        "12yCEPcH86lXumgqRQZ5qM/IogFhgaiE1URlW/dpphLhLJn9vVIlAtZdgzxkldSyOiwQnbCa6JgOQ2un4yRD02NokYfI4A51"
+        "GdqTLNCdsJLusIzBDRt6FiGlY4ljqotkOKHBHuqzbc+zQHnCSsrDnDsvZkc3vI3TjMxadvRotg36UI+RhT5hgfKElZQnMrM0"
+        "5CVCyhOZSRqSFFmUh5dy1+qxQHnCSsrD3DX1uGt6bGGPLd3jrumxZZCHbNfa1gkSFihPWE15dsxKGqwMCV93zEoaVA53DfZw"
+        "nzZcC5QnrKY8OwZjzUqGtJQ7BmPNUobbBnuoz9Dus0B8wkriw7IvY49By5AwtmXQxyBzGBr8oT4jG7YF8hNWkp/Q9GmOSnQ1"
+        "HIamS3NURm2DP9SjdVRGBdoTVdIeFlIZsKbHkHpsG8CaLsO2QSCycAztPgvkJ6okP5Hp0xxPLTy5ItOlOdNa1sFFPVocSFSg"
+        "PVE17dk1x4jZJLhHWE8w1SUyFoM71GHXWseoQHmiaspj9WgYAuIHrB4NQ7BjMId67FhHZVSgPFEl5WlaC2naDbHLprWQZjDh"
+        "jsEdXsi2Zrf/n54n7PMecNbCR/v/8S1KzPjwJb59HhmGWtROQ+ai/f8g9uRLovp4lcvM8pB5aiq94lLlayXKqSEzzfhFxPVb"
+        "XD/k+qGqH3H9lqkfcf1I1W9x/TbXj7h+pOq3uH7b1G9x/Zaq3+b6Ta7f4votVb/N9Zumfpvrt1X9JtcPuX6b67dV/SbXD039"
+        "DtfvqPpdrr/N9Ttcv6Pqd7n+tqnf5fpdVX+b6+9w/S7X76r621x/x9Tf5vrbqv4O19/l+ttcf1vV3+H6u6b+DtffUfV3uX6H"
+        "6+9w/R1Vf5frd0z9Xa6/q+p3uH6X6+9y/V1Vv8P1u7o+y1HDUOFfyPgXMv6xLDUMFf6FjH+hwT9mbYehwr+Q8S9k/GP2dhgq"
+        "/AsZ/0KDf8xqDEOFfyHjX8j4x+zGMFT4FzL+hQb/mPAPQ4V/IeNfyPjHxH8YKvwLGf9Cg39Mx4ehwr+Q8S9k/GNSPgwV/oWM"
+        "f6HBPxaZhqHCv5DxL2T8Y7FpGCr8Cxn/QoN/LAANQ4V/IeNfyPjHQtAwVPgXMv6FBv+YJR2GCv9Cxr+Q8Y+50mGo8C9k/AsN"
+        "/jGDMAwV/oWMfyHjH/MIw1DhX8j4Fxr8Y4I9DBX+hYx/IeMfE+1hqPAvZPwLDf6xWD2MFP5FjH8R4x+L1sNI4V/E+BcZ/GNJ"
+        "Zxgp/IsY/yLGP5Z2hpHCv4jxLzL4x4znMFL4FzH+RYx/zHwOI4V/EeNfZPCP2chhpPAvYvyLGP+YlRxGCv8ixr/I4B+f6cNI"
+        "4V/E+Bcx/vG5PowU/kWMf5HGP1Ti/k9zkvy0Z65u0fZI1DHOW3LXUjYMOXtzYOU+3XeICqdP9x2ijunTfYfoYvp03yF6kz7d"
+        "d4jSpE/3HaLf6NN9hyg3+nTfIXqIPt13iBKiT2MIZRAdHoSMokP1QhlGl8tkHF0uk4Fsc5mMZJvLZCg7XCZj2eEyGcwul8lo"
+        "dmU0EY8mZJBEoTwxTHg0IQMlaskTl/FoQgZL1JEnLuPRhAyYaFueuIxHEzJool15ktG0ZDQMm5aMhmHTktEwbFoyGoZNS0bD"
+        "sGnJaBg2LRkNw6Ylo2HYtGQ0DJuWjEbBps2jiRg27VCeGCt4NBHDpt2SJy7j0UQMm3ZHnriMRxMxbNrb8sRlPJqIYdPelacr"
+        "bSxGd5BoPmLfjKZzFfwKr/nQI9D7CqM8kNmBFeRKVbg4Pjg9RE5Ox7jSTVFkZgwXe5n0vIEYewcDcX7Jxbl5kP+yTpJ/YskL"
+        "9fsfGI1hQKEqlPWpGGRx7gPP5/DZHHxa+WBQSC5xcFEONrYvxMlVfJ08GvghtwyxlIFBx3EdX2R5IWQAD5tjhGt7yE0xB7Tb"
+        "va5lh1yTUFdqrD3VQiARw3WlmqP+zpXBft4vRCksBTFARTRPQc2mXxULAWA7TTyf4ksZwwgcPFVGUxXvyy+hiy2o9c2eixCm"
+        "gnWldsNXajfsgWFhzwvUv96g6Rpds7Xt2rhzbsgtAyeCtqG/ej7/1M6z7HKqX0a2R61+21Lut33d9r3+5d5smy/Qij6dr3XI"
+        "BFUjP0MgoDRsDQ094NGugwD0Jfp/kxe4bTPy/LkC3kZwbRqKg3VqJPdFrNSruSl+wSIeh82vQr7ToEHUcm+czdAzIF9PJukn"
+        "L4R/FTZYXbSefYcmlvgB7172Q5E2Ax0NPrtMyKsglkwJZB3S/BR+Rz4VdK+CgQJUQBOK4o/fiGMKWi/kV4XgBEUMz8/0tPU6"
+        "YKQdXgJdVlyH/Mx3kW8LY0VaLcCwqIWqz4qNVa3VE0gEBmF2FuVHjmU6IHc2tn9mQge/BxwaYsAEcAA7knzeMLkM0DlM4iDZ"
+        "hCglCNXCmOmeBKGXqLQLHZhW4viMP6JZikrYgLUE+BYJpp7qUt0mX8/K9Aue1bI9jS45g/qTKdOfs7l+F7VDhxwYYTYVR8we"
+        "B0YY3tLfut4OZI9EJphkdEU2k44VZONPI6AmGiiS0r5VgvOjRXYreLI4HLnYQsqP/cqvVIAI+ZIff8J4omwpuLFW5NaKrFph"
+        "d3O1llutZVVz6DssJHujbJ7cIzOSGTw8ATXgh8erxucMr+IoYlR01vfx80gUckhm95zDiUL7bjiQSovs7duLTa1xWgl9hD1/"
+        "rn5Ck+rh0UOIO9IUTzF8tlm36yVo0SAkcPUNtvOuh6ACmcQFGgeOBTCdd+iyv6OZybfUSsFdTPguacT+sOzmrr4tOLqr+TmV"
+        "/yoD9FPHGLMil4WH5zIldBA70GUMp/wIXVZyz9d+IpxnQ+XEUK9bwV+W4ODN4b8Znx2Mecev3x+9f3loCnBXSeiGg7+5Pj4i"
+        "hxwevL04+vvh8evDg1dQ4tR/btXSFU6PDw/eXbw9+PbwLXxP2Q90MNkXH0M5DWs6xcLx4b/+cHhy+kCNZfLLv8/tCicfjt6f"
+        "HD5YI7drfHd88O7wAiZx8v3Re2XrbadZuEpG1xKXlzJpUSCoCjcZiX+sUpTBBjC7ZlOc/C/usM177esSW3WUY4tEkSXbUDS5"
+        "1aH9G+hEz72qKPo4EMthDJ1xgTNIxnh+0oe2O5mawZNGph1sXK8bu1EagxAEilWMW9L7x9GxIQ+flxf7c+Rqk/kI/1Ck4IKT"
+        "Eu4V+vAf7DRf569s38QH6YKNc/oluhfa3jStKNBlPAiiizYxZKJUIIZ2FLmCw/AsHn1AP2I/xkxzMuaRm+jjDGNXQblqAvhD"
+        "5+NzR18ALTKvQkbkKjgTur/5EoypTnbOi1sUBrLcduFFa3Lbb5doCxkoYw5C15m6Lunuyu69PZeCIdcLQguGKUS7caRzqlnx"
+        "eae8U8YXvgH8mbga151sR+RKQ2wZNTzPKFsjtEBe4peZHS9jVsd8bNT+DGPgC30dZTOWbi4zS1WiQjNUODrbKyXhG0xQBmT5"
+        "2L9nz7RBnsnXtlsyfVII43DLvRGKUejKVlT3uoo3Uo3eqX2E7mC9Cm90SZtwz9XMGCTsQ51bKnp10UuNNegUwB8TXpEPOkdA"
+        "2PpGQpZjuh8OF44RQshH34sB+LBWA/qCwh4gG0zJS3l9KRsZ5gDJ++JOlHK0NIR/2IWjLMmvJKS5yo0FuIKLWTjyYYAn2tvY"
+        "HaTsA4zhbcVGt8+YQFyTDYWuQTu1OkdUMYcc5xWwvqKGa3qjOW1aXi8rXsZq8mOA2XccR3ROHr2L60UMa+CaU6SBTUTCcjs+"
+        "gP2pwDSom3gq5FBN3gcPepdXuXpvQov/UhBXQT9RqGdf7qIHexHqsuEKeZMeWoLH1hV6NwuFTjcWVEECHdI+s8ALu4gyP96o"
+        "yJL4Ee6v/ApTeUm8fJwTRZaBIxb32yxeja76kuf2Ej8nyAJhBAFS+7WQE08g+RdNEgL4epwQhhT3ngqTUxrz01eYskRAHR15"
+        "0WUJtTsdTtqsmUIyqmmfwg9hhfux/SUP2wQRNWxnCU/cRh6sRuTdcssn8vg79nEJBiZkRDWWj1bu3lfLZO99nI3CgeFtIRQI"
+        "R7F4Ch2oxNjfsL8fCwlhxXTQYNiEdf+Ho5Ody+MNBTB5KP5EJeUyIHWjWvB667gWuo86H+lPJnd/DFVPFlOkXcjgh42vr9Px"
+        "N42vMWsQisLQzjefmyi7UIhSLqWfFpc4kn0D7SuJrtAY2Bxjr1E6b27E85mtxLoB+vEVUrXo9Im1ggxBCcBOscTnbOaWWzAH"
+        "sN9T6VK4PxSXa5xgp+bt88tGjlP0a40axtM6005UMrY9DTbSXGKrdgSTFopg9JaurrF9BFXNvA7P9V3Y8larzXTrVgom/j46"
+        "19qkUlmoyu69EZ4e5ebUYI3vK+9WLgd+kH/Z8mIreihBjAF+3avFnk4RwwCdZtl1zmlTHRTR2OETKwPNIXFARpsb8wMVVIWz"
+        "DlvpWgQ77xCfehqGom85oXZ7ar73VsyS0+OD7777/uXFycHb00oFgcg4NRUM6cPxmwsEGcWoUNEOPq+o8bl0fsG9Bn1vFLHi"
+        "J49GxAGL0KbTqnIYBVF1SbA8igjyOdT8nKp+DnU/d9F5DDv+Y3LKnWJ8It+ac5mC21uo5sCnrjygZSssMf6cHdPBhpVT02aO"
+        "7nCavVI0EQYsFNUC5+ioIzQ2fQ5Fhc9l7XAhVAZhVtIgkmLyxykeYuk4oHgkSFsIeYHDha7r3uclZREpHNCfuu6hj21AmdqP"
+        "JS2zZLcQUZL8eqXTuaTm1jmXVTpWZLGGFBlhlQVVx+xwnU7Hx9zMd9g2jwyGWpdxSB//kmOK6qfy4LRk0Mi3InASABEQ1tnM"
+        "TuH6sNFQsQ8FR8cm64DDwtAh9GCNLpDhuctPAOs5jbqxTBwdGzYLy6ZGbnQf6k1dxq06czBAYG5QgCYFaFNa6lyWWoZ/IYcW"
+        "r7m94Lj+mFHNc5n0CblmCxvNsZ6EKScmBlBhmUHJR0xvj+tGPDyFrLhM6Ggl5v2H0++2doJN3NexzIfRgmYhw33Po5WDUSkZ"
+        "6dGwRxjr1lXCwnzpGzxkkGa7kK9moLSAohGFGEMajYsotm7VHWkgQzXsUOgIUKYPOO/GdFT9ALh1tHwPQ/Ftyc5SeL3EOHrz"
+        "1RaqJVnpxXwIKpygWi1XqggY2sGrd4fe5yd2ef55gBH4RphgLqG008NsfIsNqYhpEohl3YqGdCXC8GVKwtOxjG5Yj3j6bx/Q"
+        "5KZGSeE5fOqLT1uEeay7lkPjnYRxHVDgl4GHDGlYR8c7zhFdmk1P6I7GbIr79puQmygizYU6DTSyIzA5AE06VwFt4zzPRinF"
+        "MCA97SwBYKLmTQWgFWue8TJbLBChl0m2HFPaBtgYlGkeE5Ss54Do6SgZ9zhE7GW8UAlnoJM5rrhqEHNwY4gXxC5nA1bsvk0b"
+        "hhdYgFu1YWia/3X2TZ0SEPNy/SV7iNkm2CqoOe7ptVBoWcZDE9hEwLVYJpP0E11Rbd4olCMWIEAhR8aYe4jUG7DfNp6IT11K"
+        "RfN/x+lYdf79keWR49CMp+o8tNvG2ohsPBBz1D18PMrxZyLLJbBZkxmFk6El2OKGtnhpYIaKoElgUSZ0ZMKHqvc0GamMmq9P"
+        "Tz/gSo501k21/MSf4uGG0aQRaUi1MElAeqhjYJJPKSroQfjKRtcJBrjKMwxvim2TQcxVNiUayxGoCsijI80YykupaeUR0NO1"
+        "QxKjQRoYSZZofveg6eCmnFCO9SCF0y4YByXzcTkF1HicqwQXfVlXizdEMnlDgbdB/iNE9Yg0ej4dJ3wHY+XhUkF/F+v8yk6H"
+        "bNkj4iieO7mPvW+ctDruhb1C8KtkqjOLYBNb1jxt2zf67je1r3q4XOJmrk7FO4s/+e3mbrdOhqpVnQSBZRJCTRWzThliZ0Ze"
+        "1xMK7NQzxZWm9rQ1RtHaxO4D1+PHFDk5yuJU1VHRqqMKXxyMwdmWbDCstDSibS50YBZ7z810bd0gCY7tiY5BXyxVJQcSe6xK"
+        "BEBbqXYRY4xRmI0jXKZTevn+8Cx3Uqac5aV0KfTKTpVCL1rnknqnlOmKh5djDh4dNTHgvLjqW555g/eJ3J5ho20gIJTg5bln"
+        "m5+U1sn9yF4dY/jLn+6ZTRO4bRSJgqbrPDiHTrDoRXgvAgJRUOR/gAqwJZo6cW9RfzVNJisJn7WSWF5jvFRdUzRtHR38Eo3x"
+        "0BRtfulX2ehUbfX7jac+h9Gj6zqWarNsmvOAKcwq0i8SdqRaj/gYNCCXo1Bbp7AO744kV0ucun+UbStLvyz4PsymtX4XWwaj"
+        "e6sRmWtbpsr8glPtVHb53Grg+ZMU0Khz2CszZAVerlV3Gw8sOZ2ugfaK3J/7+aN8528S7LXOXfIowSqi8diTOUyNj1xzjxWK"
+        "SgOjn/f5T4+1dII0PVGc0/Yu6ukZoyyRv4KJRf6I0VO0AVp+YAS1SowUV62UeUT8/v+T9/w9/ObT+UpLmVhYZotBMYpoRX0A"
+        "xqxoXja4om/uJlxdc2GrEHn6q4zwZinqoGsYGjBbxujyAiRtlsyy5S2RJnj6Hnn4ZPzq278mHuy32epK5yfgAIarq2WC/wUi"
+        "Lsz3aL3M0Z74LllkyFXnyS/wn494UYO8/X1PLu0kbS7PSoXCTm01eC0X2xpg0FE210EmR1fJLA7qoqAcAVvKxs4qOCL15Plx"
+        "bjXGvDddyLB5jUpzj59ki1U6S3MQ8SlaJUWZV73BN8PsEzZL0bi5nE5APOxYN4OjU/yxaCJG0xT7QmjlFrMcA6EgnhmVFDh9"
+        "Wj/uLJlOlbk8LTDnXhXzoj7JMPyewrBjdFkgA3QMc65V+hAbHa+XBAGyw19ls3TUYDLzI0FeYwkqdWHaOSxeTzs55evlx/Sj"
+        "qDZAJAKpClVICFv+gFhQFIRyS4p5R/M4kQE+KMSguuSIgPr92JMQsMRsMPGaZvG4yA/cCVb1PLbWZVRigyIydKrLMuGVFVsT"
+        "WS3CMb9eJhTmMseWraI8/pi8JLhVlQDlTFaF9/F4zIOv5FnsubH1st1kgtb3pjYVjaZZnvCTvrx5d3h6cHFyenRMSrj/NktW"
+        "cU1Zch79cPrt0T+sUp54zbbmTMdD4UWUWrtkQvgBROgUOkbCi5kTkCqj8ZsVOFiqNqDb9QixAFkNKpc6qvEG54fSyVhUtYR2"
+        "tqmE7es6VMgUtUCrYfSncPjknH37FbTjr8zz75mJVR2GpUTa0nSU9OJ8XTkJ+xMzkWLVeJgRs/1wVTIJxUvGo3eHn0bJAkv8"
+        "mvWZR+0kY7xyPMCfdBdZC2zg4eY+miek5BzGOZs0CuFTtrp9TqjB2VuRlPBXtJfqlEhk7AnJpHd4hviKvHLGG05LQ7fjSDoz"
+        "9CiZ4xm+mK5zb0CYOmA6yRuWb7sHgqQDarL232pIeJCCUnIMNp1kmo2jyMVqMrnVSYWm03Sc2J6WmoRtojiTGP/c8rxgtPNv"
+        "0VfG5FNmfyL+iHwq6Zclvs5ZTY1/7BxNqh30L1K/rXImTCqJU7JyMnqPh86VNDcITC37bBUKiC6MS+6eilmkyxm12mI0E8uq"
+        "opjDFgdkzcigbXhH0pU6+GJ1q8O+XJea6MPSLSnhzxxwBsQHapWNG+W0qBMqSXXUjy8ul2hNG6NKiY84bhSP2oZ3IDmAYCCk"
+        "RdOfrwwjMcsw9brn/50bJRwX/Zn0Q8Kc5BxepdDJNMY0dDJrDp7Md/Acc1klIhYg+SV11HioZR0hIg1FClR5v+CRJstl9A2F"
+        "RdSPqIg5Ibj5AfqtAVBurWDtlZUNBvC+LkUtt78vnC3FPouxyOPVChOPsH9XXz3aEck1WBjzgkr7By5DSrQyPA7GipaCQjbM"
+        "OfBthMRn5kirO0cY3RRZW0d7j1Gyl6GWLPTUBT98bfVfl14cN1h+1aBd4PuMIAj78bDBBJDg9J4UMejyhCG65bPAyUreiMfA"
+        "HPoaFbSzm+DkHjapHp6b+O3wVk52rcOx7F28B6emL1sLE/MeHpiSTHw+kazOECL0cp/JGioZavZGq+EhpFAEoyqq1adaZY9g"
+        "QrzKITOtKLBGTzymdQ4DbQGhoey4eew71JtA52uajWZLDxTXVZsabIZfEbKkkba4XSUOLK6cy/n0XU9KEY2JFmeTAkjMivAH"
+        "ODV7QxQdJYn2PAVtCeWWCRrUmU+5EBOFwaH9IV5hdjC0XYrXq+z7OXyORJd0c4kmOY6q+endu8PePJjgYf/Ee1WMfq7WuUEC"
+        "B+ZPwvC4S40ZfM16tKaPhAyhMdVAPmChaFA3jRJvkWKa1Bxzdw1v8QIjmU4k/j2TtGWCbiR02YdXxqSAbpQQZqh5AUYVl0XY"
+        "b/gVSPabeOnfwU2ro8Nc81hAvKH0FjFuSAuGPr1gNgGOUYZhvGLfGOXAkq6EaeMTWKbOYvIyYVsROs9jTRy1VRtdkK9z5X2v"
+        "KZfjUkImJavStisTUuv8pt2DDVXxV4JJiLxzBxuQqaLOrA940m5B6UTcPKY/cFbeFxjE8dBRyPOjXs1jTGoxwJtPRygakPoB"
+        "eDJbbiAV/IDJz6DPtQasPAA2DvCGl1JwCFP0ZR7jCh1MuYq2cJOtp2M6kEk2sHoAUWqGxtfxcnprVCYSs4EJvki9uXEHsBtA"
+        "JQY3oiz3FUNjfcV0A4Yzo9yBOI3fwd9Y1Ns6dw13aDMeVufVx7c9B2IBNg33Cacz0KSXzOyzkLUmoqTZXqUCs5Npwph7atdR"
+        "gueNRz3Z4H4//xiDBEXW1nLef/mlARknBSoeT0/ZYtU+4zZZ38hG6AVBrN17TOjvFxgEpJFoLlzcB+o7XmFs2xBS2k72gX3/"
+        "gOLpadii7OSBcL5X15nAz1acl+eYsHeVLH2fmRSgcJoVs9Q9GAFCvXa4glJqXPoMTbl154EtggJ7OOau7JHiFOm8+h0KNc8G"
+        "hI3uj/D2enznQAnRWgMJEFBFV6ljUXxLe+XoUyxGwvQYkLtijWdTC4IGCoG+r7QPDv/Gs2+IgnpPaar39yslrycNxFkjHMrB"
+        "dOrrUQDBX6a4MFXDYPjCMOSrcv+PrHaRMRV+0ts0Vgsb8J8SedG9+syaKjUjUyGza7xJ21AOZedqsmfoQVFX+vjzwqT1tAU9"
+        "UbHK/LhCOazemMEP9r5IqYEz+i1tnqXn546txX3BoOHezQfNPT6kDJ7bkBRfWtZwiOonL2/bZ/Yug/OLS2xNgTRRyGO6cQfL"
+        "50/Yvo+RI+xddZ5ns8Qe9YM8PE8h+BOYLu+h8d3bnMyRy63I5ZH4Uiu1o7qE4a1q3Knx8hOXFyM5ja2E5XKblHyCRoHNEQWT"
+        "bHS8oIw/FvgM+wZA9cKjKCCGaMEKugygcErVJ7UYh89oHXkXMGMdnD9IRRXTQCSSLpkeopEWGp2JAtfaKZS1rzCJp9MJHm7f"
+        "YSm4XX3lHXAjjXGCinTtLc7/SG7k8sV6JVVNRmnH/ugJ9B3bUAuj6XylpFPCKFaCsmaZZz2aAq+Kem6SWmBvT+2LRW69hB58"
+        "DaTGwBvUxY25dfiXlVlPOTcRj+xD8rdggCIk8z/lXOCVI0D5bqA64rx4X+4JGOj0LTRg8AUGYyNqEUP1R//ZyFK8ycMTWIsU"
+        "FAts/PDK2cf+k1eMoXDnZYu6Z+9ZjrkxS8cgIzA3cPu7ORA8Nh7sQfMm88IBTeY985L62T1R07ErjCaz7CPnP1f34Hw/bhIG"
+        "CpcDO6yuL/fJbsBMRykNDRUXamNd3scjvMqAzYqHgz8QrQ7uuArqpw21Ancr29evaKfDrWyg8iJ27XtnLkvL78+a5+foH+kg"
+        "wp9I3ylu2tgNbxN4T8MBIcqpqxF3J/t06qDnW9jh8j4633QoyAfh+eajQbehwWp9fV/ctfqmvOKSTAU81IqUfZeBKbMq939h"
+        "uCzW9fxlga1OD759e3jx/uAdGgC8+OnsYOt/xFv/vDiXH82t3Yut87tmvRvdf/FC2Q28O/jHhRMRK+p0+59ZsSGVrzLK44Mh"
+        "6ioGrLNRVu14/we0aI070DHSwTvGUbxA/eA0Xl4mkoHd9PvtwelLirXVbHKXpISgXKO5Zwfa1eSBqUgqo6LrPIwkTLoPTNgK"
+        "ZzfGWekpzzYhE9p3DRXbmM+dLiB1CtYVWVGNrdEdH54e/9vFy6NXhyfWpe0Z6u5G1zXaregChL+ST4sUCFztXAfV+vH4+9PD"
+        "i6MPhaqk9sYaHGoJf/GWoKrqApdZBkl2a9/9i4MsA8SY6vCMc+VaJEZUyiIozREK9pU6kkB8/BinUySRjnqbbkrZNAmt94Vr"
+        "1uZkDZgKHJ7p6pYWip2eUNcew/pDy+llSlrjHMg6EFNKEEuCBhly8YiUbnx4Sx3D2IGxKimiqOnvAK6T7BNg0mKZfsTIQUP0"
+        "eUcpTAJ9KE11GHYa3g9zutbm+t7LKzhqEuMld3PF8ZkMZLxxMk8ZadPleAt9qG+V+bkEmzDvR1l2jT4gQ2UukHGTCCdyroOT"
+        "iKykVhILGoE8TCQZccP713W2inEt8Q5JLrGN0QZaWXnLDM5GyQKMTZpbfAmNoq/H2e4D789t0ysAvA5hpl1hluT+LHden1HI"
+        "3Dxny4qM0SrgDMHD9SXiUH6F2cXJa3uVLXIbOVIJsAQoT7pCa7u8P7r4gIaWJ6eHaBB6eHx8dOxiv4M4iPpl3SO8tJcQn8tQ"
+        "Kxi7nCs39aOF2HNO4vV0lfe8AR63pP7O4fRHYdAiTkiW6BIHBMFWM+grl2aa5MyONv7q8LuDH96e4mTwfMFGe5jjCu1D01kC"
+        "bEzPCzvNZrNOLi7T6d+WMRr5Aknjd+xf1GNzjTqbKC1v32Eaxw5/wS/iTz0YClW67yurPBjeRZ6QTEK3QbzN8fql6LeGCnP4"
+        "kMLi4M5VLlHxFPkKkHjRY1NHJbd8Og8xdqFE2ZssKXwkMIrXfPdX171Yd4HKYpBvBBSLx1hUdFGlwdierGj7jluMMlenl3PY"
+        "LeNCvIo0Z9enA2pXWwDb5sUYroJuW7mocQVzhAb3UezYb/i1kfSI39Vsc2EV54Lq22EuvvySXqowF/1aAKwNMGrpzAfOOHsL"
+        "tHP5kq1FKM6v8YctBQEBke0Fe369IJfVr5WhlQoDcqMCv+kbFrxargjagdEgflhO/fVyagKzUQnx2+bqgd8pR6Xjt1SjbJVs"
+        "PtPMjoJojGpzKd+XHw20l8fzqEE+gEcTv8YzohggW6Flwg+QwVtkVEOtvK+9JrRRq3m9UkNs9h6vggYdoPD7xb+/eP7FC9jV"
+        "NcsiX0EMVfnStFRVI1BKNB0WRsb+66/esxc/Xa1Wi3y/98WLBjp++GoUkmCcHDef6T7gQf2GiY6m6zHGjYBJPhbwA4AM5Ghg"
+        "hfsA0DvBPnAcvRcvrrJ81cOL4zJClCN/QKukWuUQk2jc32AkxTg3HPuSlldFvXSigfAZrOHOj3VxRNy0HE0g+Ct0ixBQ1w38"
+        "7wsmmPkHdINgciHBN227Sw4C+kw5QMimgg3HBbTjWIigHfeMjfXTnN3quD0T/wmoebIwFtLs6CABSFmFI0aLZM+MTSD5TtGH"
+        "LPsnXf8rspbNDlmZjiegMr3+/OKCMOLi4nOK8oicDHCs8G6RwJHv7kdu8iWMxZ42Yp6ZmnICceb8zJpz4MDJioyEU9zzqqAB"
+        "G4mjjKL20AyCI3T2Kmboyyu5PZBmRPnImnVgoWesgZQX1uSwLDh3PK/dwwHHatZIHQOrG/SMSm57Imvfex/T5CYn6wzDvSst"
+        "kbYeRZNb0rsNiTdJgSNbAZMgCTqYRUyXtPCFQwLbO+ZWfGYG6ywxWDFp+b0GujaYFMcljLWpjz584twemqTQxYMVAcj+Upou"
+        "qPJNF5Z6iwKIcmhPJ5K9NAcH99HNXM8BFVzl5iQ6GH2D6jL2B6Ph8iNspgKlsD4O6OtCualc0Z9FU1iCvrc4klikMBKqJKqV"
+        "aGZw75Hi3Zjh4ZEwlJhV9gIiQ3JLIqZW7lGzZv3osZEtmGyI+KTHyqXII/crvxchKzAXvFpTbVuMmd/opgVHtxoM/DRd8E2n"
+        "tKSrmJN/RWG0YsUpsxaZ/aaZyczIzjrFrT6fw7JrjxaUGy6XGEAHI/HgJvA8oO6s6qDzw88D+wg5E97ivHSWUBSC0kki9rvp"
+        "itvmcEjYdlUgKjGs1Yvksw3pkjVlAd+xqJmxGfBKZEzrH0ZmRl06SefavEM47zy+FVtyGgmJYTFwre1miB0NRJweBNyoCCke"
+        "x0MgiRcJtZF/la22L6y/dznNhvH0FBU7uk5f0lWwGNsvjNeOnY9XBTxJR6zuaYcqsaiuzbOLBUqfOTCao6RGotE6DwpNkwpe"
+        "WTzYHjbaIJ++0IM3gU6she3TGm4eNIdxAfhKRIMrJqkoK2vbfHTEL7RA0Q34ZxXwqLhYh3SY6t52frm1yODI0wKWaiXqFOtJ"
+        "lAXzU0WpMZWI+FDMGmzZo5ZpKZiiiBvSZiggfwYQA+wiPQirjyhqQbrMlbuU5SzG6MhuWw8jhDgzKl/mhY7tbGJ95Bw0iwSh"
+        "NZxh080timC6RIOtDLOcUCiJ4Tq/JXc2oBAoEWC/yt4VO+Ram1tFbMF9BBiAVc0YgQuaTPAoVXAeJqN4jYZ8FNcCzqbl5lZf"
+        "vnrPa8Be90qZgiZhwFeyZgbauOBicgDA++XNDQJtBSKGSgQJqlEnHgAEOVLrzNLxeJqg6gjOSjYvUxzE5ja1rIu0lKFvJZdB"
+        "qRh6WS9wKwvsBWE3NznFONIeX20g8TauieS6rU49wSGxGMVt+MDMMeYINqUMKP0x0LmRBP1BaDJpKQAUFnTyAHaSAP6PrYPR"
+        "KJlufasqkTqJZWI4dYll1ytHbpo32fL6wc2UpMTW3cS3hW9E6UFwz8VxXuFpZvSw9ibWO5z0JJghkQo3d861NJ1gjWVAHiIr"
+        "9Gp0V5F9jLTqZXOzZhyoZoHh63jBlpKLT0vAFpR2VoXGlOqmrnU2HiFdhjsMz/Cc9UemK1TxsFoHKeKLz+B0Q98vk1+B2QE4"
+        "tVGmkyCDdX3q7Xl39yXHNvj4JQ22qgqz5uwMpT8seUE93JdYddghQZ9V6ErcQjWlmu0D80igzMrZo8MONWvSQnDHBd6kyIu4"
+        "drOlGdjanqAcE9U2p1FidF0H8KmSjJW+xFbSWJdKyMTtIStnvbPUGtr5zpReiAJ9T7q3i3gg2CX9sIss3Yv66TRqlhd5WqXP"
+        "JAZXld1bRkq+U61BB/43koSqoujrPVSgVq35MZ4+kk/DqYLXQSXegdQgTSSsrSZrapW2BsMjpbN0pVUidmOiA3GspS+YsdlT"
+        "mM2cDJrzFbmb/cYQeAvfvLbspRTyWC0W8bwKv4EtpI8RvYEI029gwvH46NFBsWnL3wk/dh/UbDS6EOzlz/qfaVME46Oopmm4"
+        "Xau6XHcc872YUv2xdfHN1a3FkY7ouJVrC/wYhyYOD3xisd2chpAegXsZfWdcKo7hCMKNO9BDG1BgPXasEPgVL6z0DRH66S+5"
+        "BdPkAArjqXh3DkgGJQ+/eMUKaOLb4ynjSqyt9g4+fN+oNNg2YKyUGx410jb1XevnDdDf4DdV+N44nsqX+4RlRedW48yqUICE"
+        "CUD0gRYjvrhTlOZ+ULfdUS7yZHVCMot/x/c6PT0IfNugd3W1Glr/H8iQxCbYdu/HS3VrMtqeVqGcZdheCAJxr3RQVhCI6ggQ"
+        "yCLbAKOQD+UbjHtgM7AbsgLpkWoKukiT6Ti/1515JYWabDnbWZfzpeiBs9HY1jfKNBV/ssqAHU3N7TfflcW5CjDBOSsVDVVG"
+        "vmfnfYdJwW35WCQJmM9GSx40ybUxKsbFO0l+Kc0GOvqcWvj3JrTwOc4DFoPkh7UExXCMa1jnAxQhXVnNIw1GrrIEK4rgMcZW"
+        "7wqOfffqcpuNXXLlEGK1OiWpuqJdewFOEnI0R2UD8mC5VX+cTIGNW+obkcr6OARXZUlhH3XXBILLbOVsT9wZbwujK7pzy2d0"
+        "4srGUpwOsU/3zrewSTc0aH0lusriRuKtRLGFKP5RHo00dJWztiQmcpoSE++yc/kFyAZV3VBH5K0lvD4uGzIaolfJMQRiMp1m"
+        "LGxbDdLbzf1xrhyx0yn05y+TQOAmFh08BLrv1BYdiIH2xppM8kTcfYoTUHe/SNG8LY9OEn6CrZO7ZBijvtpO9rpoCvLTA2tP"
+        "d/MbS29AfDlJyJunDIvZepUgSSj6nDuowLe5e093neW25YtjqS2P/cI3WNl8gk+utZ8ZQYPOQ+W4LtQ2Rt1oNpT4mRjwdo2h"
+        "AdYUPxzzP8Q5qs7eZ2MdQMZG8jR/q9xQSmDXDirm0YWs8uEoDMvGjPnRHKNSuF6ZtCTkscDfWlxAPB4ffoQtpLYnXixn1ESt"
+        "XmjT6Qjx822WLQpEAZbdvBVTSW+r8A+QezhNR8ivlMvQ0osNLIvHZw+TggHUlvbBiSYBk0zMfjZFT6IberaulDZ1XmQ8DsRs"
+        "oG7FVzKO0nzhxQoXzEAE/SE5kyRrDW71Ozpi+57c95JbfnV2NB38jxmHyjg6wlQ41qbVh3zPBCzJ2bFXpMqYY8PWvXIYKB7x"
+        "OMlHy3TIQJt5/oCbHFiB0eUUMREz6BM6PAAsd/eWYkESIpMOko/yhsCE+N/1Jbbwm8DDy1ANHi5z/Xxh0FYwrAENfUDTd48/"
+        "fStnRcDiqC48Payio3dodb420Z2JGU0pZpYnl+pksMRKKG0GzKgqWaNRETqF/wANx03V8E7xzseJ5iUiwRb6ijlGvOJ3xD4K"
+        "AhnL4vbC+PwUIIb3lJZrgxNMRe6MEGoABTIm0uDLlkboKY7EN6zZY2NBUU5dTTnsZ0O3E+w7qfecy0XmyrScymylG7uDb7EY"
+        "YSnyJ/0CaZ4LcHnxNY1Vj2Tj7VxF9BH+oGAArsyVUGgg4VFddqE1E1KKeIR2jUKZqO2+nDm5umNRUjVjByd1HDTQOpTS8jkk"
+        "TcXCH3DCJ1igAbeWjPF3ytZmAw5AL1fFBpktnBXaiEMcAs/uLTO6zMKhN4CRxNSQjJ54j07ch5ZNJCIcterbUfc42pGyWi3e"
+        "iKW5tE5IxPecfpG5r9ztBDbfWJaWKrmEgNLEpMDz8N1oT25HkLiR3nOuqBAUULiEibX3ZHiSJvS3DE+bu24enpiGl7dNVXti"
+        "NGu35070ZYwXSwMlGfjwNxiY/GEcmVZiATokMFChDdD5gEwQLDxhixNBD8nFJAvP1xZy92Kl1yhqK9fzfD3kwyUXeGbzVwAJ"
+        "djRT81cDr9DGqqIHdFEmjW3twcZ7pjGjaTUtFiMcGaGMnBvFd60osHGAa4kcpjhgR7kqEFiIizwtDnJjzmr1q4RBiyKSP4vd"
+        "UhUvyP4sJfeJZ5ub3aepOe26XpraWm461eS6cIAUutGiaAXUTJkFNTP9gjTrjMv+7l7pde4KXjl+hZuRLVpvBoSOeaDK9pX3"
+        "RgXQZb7Wt3n6z6Q8SXuTB1Yojo37Vq7UBxRw3sddyYQ0m7ubUUm8ImMD9or2pcc7965KCv/VU8w8/WSaTr8TsTPGg2a/rq4X"
+        "9+XS5/v5fl15I8Gy7QPfueCY/sKj9DRDOsqAN4bVwXAD9/cWWZjblEDvOWGY0VtRNAik0eQMI46XQ6z0CjwztLYRfrHuTjKd"
+        "q5gb6MFDUXVxVr2S+YKeJkazpuC/dEoV3QzGyh6Cm1V36cpPAG8XFyvjL6BupTWtE4VjkcAhEyRGI47sV00xBC0c3FaVjb+P"
+        "5xXxyIn+UqnQ2URWMOSQQrYU88KsbpA1IDZG7KuHxMqvHNULt04RVL3VTarCcZTk+42USqalb16Kw62gVg+RDLuRaj8+Rz9c"
+        "6GwTAdi4fe+Uw6UEc78PBuZ8xVxiybyAPUy4OYCvQjEy4+DtToofYfREMMXzAyUGZbajlmGeyXr1Cl2YliUGYoYHn1oxsRLg"
+        "gQ8CZWbKXLb4OCHS26+Vflb4Ps3XUp4g2jTAEagmaUsz6wrUFqemzLP63kDgpJnb+RpdlbhdoHHSvwhVvgmRj5RXRLDHiYze"
+        "ipiG9E/kNNz2nsRc/LZtv1hml2gn8hs2vq5StfVtxesf4idKu9Rp+XftUTVwzTs9csZXdfzofkUJ18GpOsVQw5BbqK3oeWeb"
+        "rxnuz1VWlwcSNYg4yrbHD3sf4yR8ZbopDL63X+EUze7QPe8RZ2Znoifak4k0XsYCDBWxdfYf5XJllYf+WvZmQ7syYfZlO/L9"
+        "TUHKE+ctVlObe96+aFLkoiMXOZclkgH7qg6U+Oc4s+roGkol7bKjpsj/jSHGgoo7YtszdqN+0qKmD+gnUZFrQpaj7RxV6cvt"
+        "Xtl70a/0IEN2JV6y3T5BfW7xFmxkq8PxkcrR1sNcOHGbkNbYehf7FtiBsnVfq2hdVZnmkJVi2lbwKIDaaupNV8gqfoJzQ2xS"
+        "tBSvkH/9tdrZjuiMFeCrHKBF32qg88vSnaFzLb0RKaruqSsvgZ1PzTWzFUpi03Wz5YReyaZ+VjD663mDjTyq539xZ0Hkvufp"
+        "Z8XsBiqktMJpRRvcs3bgPbcCFtXQ4dlldHt2HHw0rgNaOlyvyrHzVXwaPRMTqujpmKRJgxO4KigFlKhOtECWS05Nd8H0tX3R"
+        "KdBtzhp54Sre8iaRHvf3zbl1X1Rhig+Kig9FwcPtkFCBqxY1AaJUmBDNo4vDugBSAuNREMKUop7n5Ct8KZeUKu4EGkfjrXqj"
+        "6nreicnFB5kEBcEDiyyq6Bmv3Xsco6OBgSswnFCvzOmro6niyksxMOZaw1HOG819pZmBVm65iCtcskiW367T6UrdOgAqvosX"
+        "hPBlJyI7oBIqiPM1ZnbLHZepNFdCoOM2xZ5v8fxWhYyEDlhZhh+yH1TOxl3kcMkk29aiOHE3WNOiLvE3KMj/sF78mdKLB6Wg"
+        "hXZ8G1cxDkOjMWg9euAqyUsRkiwjKawrDJqprqqRNzd+kdutK4SvUsFXuIEp/VBFhFBLFypkj8w60CYLze9JzBomSLeUlEUO"
+        "dnM0COECua+hwClqeTE70nKaAObDd8ssz2VzccxQtc7Jp9F0nQMt9O1wnQLk9VxrpegynFlu+rDqohy+r77wVRcT63mFgEr3"
+        "m1oLhulh0H1CLvRI7y3ew944ZaN3oiTKaffWMQxBgY/hQrsFagJtmXE84sI9mAq8pQ8FagzN4fIkURFpLlDbM1GE04lmasWU"
+        "1BH/8uAPqfeq9XbVO+AJKk/bJ6+o/DOds+qy3M0TdaIWLNTIERwYYUvP5LwoY6kSR23q3o1oeXXFC43eM8Z2AXknvuNBopaj"
+        "eeFSSxRq7VRvqqm6Z7mKuiynFlGVz+tjLGI2TTiYs19Ttn2U3tmMepncAMPvBHy2Z0iueyymW1gCy9KTA5tuhK1MIHhdJZ5E"
+        "tyo9Eadt4NkaGdUV/YpsgwooanMXWifUcyVF8bYsxG871QmQSuNfXbmh/GRV5PymzKxIkDAc1djdYqSvcBwyq4Ro3hG2zCVZ"
+        "6GTyeksYaJTOoiKaVvTzAMI6OgwCicVSK1WoTUXF9GDPYa8rzdPsIuNfypw4HVg2a476DfkAeXO7nJ7RnVueSTFOL6SCeSFf"
+        "6CgqG0JgbgCZq5F8AGiWjnOjJKtYJCed10NC7curBPOK6PtquSJEM2XSaIper6jOrGuPH+WSFq8COGSV2Q2l/CrERLMaapQu"
+        "0zmB+eja3Jdnc2X3rHCcr0qrVCSPqhYsrpW8/H+fZsE2odcslvYgQRHURKviIA3qbuzODcz84GjkWp+jMJhMQbDxgY4CxB4K"
+        "gbUhwgIP434QbHInQX64NBl8iekfk1uTYNiNrPUHJoaNy1XQfAtDc99qj5gJItcsy3Eibn/3yG/gtY8cVxVTRZ6zOFHefyTI"
+        "kAFrhf6t5w277fXhnBIg2tkgwwiWz/IlgSPzmaXPc9nvZ24sCULN4LfCBp1B7svGCD36YzTPSvDYAAeqYwBRdBEAyZIiT8wx"
+        "MpKRizi8A1GD1IR8Qn3VLdk+5uT0wfJPtjIZDOda1iRen0RGGq646JNTkV81xCfEjP9T4SfJuHAoWneiVScWuO43ZCQy4u2+"
+        "Mi+ek3yqZOjeRgV71efWCVho5z+FouloDt+lVt5xUXuc8TpycN99FNfMNrCWGI5A3YATw9EpAVQxddxdY96fqc85FgQXWJYz"
+        "vwMbsNnGF3eq4XtEgNJmqRpBcE/aLoSf0KoN1VyKY0K4MoXwqtouEycldj7BCNpxUiCJgrsgR4k7r1ClqJ0RppQScjOm2aUi"
+        "qTkrX/EB85n8nj8l5ZBX0O82ilFnZTekY+fCiVugmKzp2JWcjG25STCD10ZCI6xGgKC9h30t2UCJppGMwyl/0MM2XbEzNcWB"
+        "AyYaPcX82AlHWEexgDTNDWcYAjSMozVKfOediiLFE6x7YUGD+ABEN8O04IlCgqZe5GBfIb0tFxWriCLG1HKzt1jK8fvyQj6o"
+        "gRBULQQYtmzBrdsJsZfPTer1ss1odWeUhcgIMIr4VRg9OWKWTSm4q6r9VIrXX+HJUHAn8JyUUQ96PlSlCbmvPIVtYEymuCWt"
+        "PsqweyztWQFWw2USX5fb41St5QHg5jiaTLjpuv482JARjS4hEwlIry5ZC9f52ZwDPeqoqsjwSbxVNntSCXMsIVzwSeDhiIES"
+        "/0nTGbUvVcQvHX81sJHNTv4gLRS13hbuu0fjbA1Sl1zW/6fe9tqW1JjFJXfPXpyDMOXYYRhURt4GKVNMYfF+RM1FNWDHOZZO"
+        "0HnPxgnxjCKhi1tSkf0lZZrbq9ixuNc9qo0arXsNzyg1krzn2QuiXgd2XpIJaiPJxSC7Ro7CLwRYk0KZAIXBc1/Z4a5c0DmJ"
+        "3DY59qt4jCy20BxQRAHW0WnrXiE9clkmQDjqpL+4cwe0r6vIi0GJdzDLYea+X5iX5wKP6Sd/4kg/9loYTXXBaxY2oUKLuurd"
+        "FnsVLDnThuRto1wb/FsWxwoxTJe3Uig3lChcBcGDsRRUPxgfZ0M/ATdHrQGDq304h4kVQLlWqRAlzT8TLBU6BO+gZOKDnkdJ"
+        "Vlf27WldaSFy22qevPlTZcZUMrQfp3kMNBiEHn0rMSuGiXfjtW9cA4f+rbI1cObjsieek17q7Lzv5gtL2XUw9b4ubAB4V84a"
+        "puRkRSXS8w0JqWSI1gd0Kv9mhCgdlmRDpbLX2eeqwUTEg1J4d32hJd/IcyHnkZg+suHdCo+nRZzzBmH3sJL1Y6puJMlNivMJ"
+        "AqjdRGQqyIQobWHu78nUDQjV9/NVcpko5AaW/ZfAWFZJHg7s+Rs9cvzEzVKm4WFzknUjIumEAP1CarOHRhEUHKpJmhgwaZMu"
+        "7v+9qZ6hF/S3t+qXk6DdlxPjaGnAyUmgmH6dmaAqfr8mT3wD48N5Vvj6j/DnvJnITM6asC7H3cRy0plch/PMzyuic6gbLm7S"
+        "opvUiGJNN7H7tuGA2xWSJ2yiuEeZy9d8ULWc8BsFA0Ji/qq8JQs7jz8zGaSX68S96dUflKXzMgnAHVo8a92vVJgy/NDyMtLG"
+        "MdrzPijSfQt7ytkzKq5KrFxXrmODZaph+YKQF75zThZyB2243S9nEyKwbfo6Z18557r8QXM2MgrcoPeXE8e49D4osNkSyyaH"
+        "v01iycagHI4/Qs+zkzjiEgvFMBb8PW9gXUM4UV04GH2FHdSgbM2DRoWu0Gzf1dw/RfDcLMAhPP8LyW8WFvhVDp06SoHLY9AX"
+        "e06kg32vqbWedhwjx/A55RBRxTNSLLDcm9SGscrqlU5JtNMqvv2oNPR0srtB5H0eEuaGxdeDoOe5weRRn61MQnI2YED7TFSh"
+        "kRUFOwhLLADYfOk8JktN5B/7luOjiczHEeJVTESstV4FbKMB+01iRBKb2nCy8VADewVIymv0baWwVQqZniJxUcB6Fe+ehFFa"
+        "hzo1Vddh/DkKDomkVrl3r+z56OkrCjHnPS8MT8eos7rxBbiWiEEmRh8Q13RZz7IdMgRUTUjHoz985d6o2hM1rVpyj5MizXKv"
+        "IE0EcsjqMOHAojay9JzYABiQOXX9oMs92ieIltUqw2hJ6SPnnvuVfe7RVOTEc8NpqYAjhdDKRlxMAP2KtJsTvTnyIttoPSou"
+        "EgxUGkFpoBAWokzwdZCJ37rf3UAdFdxTORiIX/QRVlZKPNie62mnNr+kA8pXyUKW37LBoNxfFahQAIONDZVqCp2oEC9YS6y5"
+        "fKRY80cVErXY8R9SMQ7UdEnz9kvNdVX9aJQK8Ht/3wH4Prxzvlb2r1JD2b7a9rBOkbn/MlEbJL09WZTRLeNVenlFxqu/sOsf"
+        "SVgm4wYLWFSis0pIKQVaziaqUbq1xNsZCq5HFq/IFtDW/nB8dHr08uhtY4ZaRnZYbgc2wVVg0rNTSS1VGlQr3xqHllcynpaX"
+        "LlleMpISyUiB941nL2X/QRH+sVSaZbKnBConveuZlZ0Tf9uR3XktAs5RzAM4D86dcT1sId3TdAmfylhjb2Azc8ekulIitPKR"
+        "kt2xm3eyp/Dv3qQpLUtMj6UELQqRFWJAvyrCm21HXrAGt3G7yo6xAvbBnyRkCMXPlhgcZHSd+1X3d7YcapFBOgkwYiNi/SX5"
+        "3lIidox1M5hlSw5BwUl9JFSAYoxW4kHLwRS0tayddNRX1iocGt/ou1ScE2ibDD2CsksLH0Zkwm5LIwuJG4jvi6FFCnHUHg5j"
+        "57RoceS0eP3+g1YcWKWh03dW0u0FqzeeTrXZeIymp4i2DmfjEG2PR2x4/grMR6vOcwvtVJYMZ+BFWeOZFDhIqN49gH+FZIqs"
+        "beNaZVtc78GUqIXh4jQCyas4rpR4bQWTSjIC2JvbVMsYi5/pxAf5uU1cBWCcK8R6Q3aR52aegFGn8ZQSoDmhseVumeK9kjUf"
+        "edn3PeZw8M+tiQ6jbE4Uq2+AR/aIFe5CklBG3Pj3zU/X17//sIhdV5v9zit68jPM2IO/5z0jLMHNDxKAe+1iigqyqGTiRYfA"
+        "hwUPkSd6pAupUw0mPw38WZfMY81iv1i4iYumskd4aPsbm4O2dl2Bj7Y7Fn75SRs5x5iujofkQksW1E4djerVWeT2xqOk8xSv"
+        "pggs/Ag0hgqRQdJFpDW2zWA2EEGjHcNDAjofYFsDSX8XY5I9dFsmkYGGqJss0Eaz1xbKLe7T6rddLBGLzLQd2zDuTcX0xJu/"
+        "dBPWgqR2SCDaq2JAaOsYOFrRXnTFksbbyf1cYHotJpdarfD8sg5+dy0+25S3+gksmiKoVICJi4z2aYO/mElNTbcdBZpddk9D"
+        "vTsg1LnxJlIAcY9CxMCvbQSs9qOwGWWy4lEp5/69aXC+cEfzxLhgSjlbwTE9yis95Kz0BI2s0sk+SRvrmnOVuXxj8S3t8eIy"
+        "S26/Od+MO4qtK4GEVj4oY0cRIE8SIipH8zQhwew9kQUU4rDSjp8eFwmYDjwiEIi82a+Kccw//ghX/wfYbGVPL11iQBXJT4oZ"
+        "EZFzoNP2ch2jLvFSWbfbfZVdpB7csdZOLWpPSvTOTZi98Q5BZ3F8wHfgtBiRt5Z716nEIljGk0k6ogxhfSDy13Z+JB1AjJSn"
+        "c0qEqsAgHq0V0QI42VjJ/FNuoMwnpSBfVnTg4tWEGzjY58PIL5iHqS0tMevtGPpWGgYdCAQNNSzEpk98oxeRmPdu43ceBTym"
+        "shPKW2VyMZQzOpRiKEt12C/jBDXXpwz9N7iFrTa1IXvJqJmWSXtv+wHaX8TT6a1fhMXD8ZaNkVyF4bRVyY1kgTodDrQsyh7K"
+        "IUU5adbzKTokxdrRGWXIHLd3ml8ZpLHuKkpokyw2Ik0ZVezIzkVcKUR9tl4+Cq+NAaMfBJhdq8gvSb+WrCwXEq7lR7xaocjN"
+        "9h999WjbfBTus6quE9Cy03fzctTJwAwkEhpHjeixcy0gKXWCp118sUGP8uGC3dRutqs58JslSF0qSSmQUp2lVKchidEZQmUr"
+        "uff816enH7A9dCii0QYDZxtpa1i3/1Db99MGepXEY7+2nsdrkNaXICiOKV9sReqDoska2qPJKnzjRQVJyvrUlmmIoKgc7G7E"
+        "Dms0+gOHUypa3JSbD5xB3P9n3V/wFi8IXhYA9AqWnAiqPnByzzycnsfBGUs+KmAKSenSgzbZM4kmSq5TBb335oAR7odP5MRs"
+        "2cBuOgg2hpov3X1JshlyqLVyx9FC9GhP5BbtxfvIOoXuGV2zuDggbd/tgBx8JDACwZYSyovSnWPTK6Mp4IeXRInRJZqzIPIZ"
+        "SSwAx5nmQSsDKuQjyC95Qtnnlesrxp9akq0dKvwnpE3sa6u9O0zmTYrKe52vy/YVFCpZNl+t62Rfe9UUC0MFvhOsrUgB8xso"
+        "64OX6WWa/VtJMd5Slax89fSsafwBGkybTyb6tdcKKmzmTXIF21itICUa2vjXUFylDETS6VjMUnTznlcmXY612R8kuUWKSzS2"
+        "BLoiTOSot1Gg4L3PG8ciWEbpiA4tIA2xzOClK+PDV8FlU3i+axXMr7AHjQGDbDkMCIpGskwv0JBBssH17dDw0nadgghI0AjM"
+        "wicxIIyNqwrdhy85DJRSl0l/pFsFYCtezkCb4Wjrf2Z6Y5bXzBPTMJ48Sl26pLfRaIw/VjxCGNT6GxKUfLYR40t5tR7LH/c0"
+        "kygX821DqC/ulIVTvxgZR8VwsteYhrPBFso9Jws9Oh1pCztJRyodc0fKv5AjnNvdBlXc7YO9ziyipffCh6OTU47jwCcPBcxd"
+        "JHPblLuhzhETY12C0QmZGfBoJVImLbnQWCvHY4S5DQei0x+UwpqLQ+wQFcgxyv6Ue5VbHNickOpMdUF7U+d3wbHz4cdVf6Rx"
+        "aoo9wLs0xzAFT1PdFmDaS47msoXRKsVO5uL03z4c4l7Hg5ibVdtleKt/xpy8meybcjFw0vYwZEnHQOMI8OOEPfcBMmOKQSYz"
+        "dUZKpp5jO+0kKcJlJAGlU6bLxKX2+c+0bQ/dlJQSMGi3IgZCA4ihGmQZkJ5PZHCM6jgyAcCfgCsCA0mWJsOjlHsKuN5ojT7M"
+        "eTrGSJ7Sg6SLli8UyVPmYhLeIC+sdq8QrJlSQC85NJ0KfSD0zrL+4itSnatEtDakVxnIOT5gnX1eSjxNw6vllBHVrCel3ZWh"
+        "I6QkqPOacnYDi4XHodilkaEF4TRMj7PSy0YuOiYAy7EgmU/YqUomw6HTQjldzkX0Oo6mHXo7QB7qFZDAxjy7cYsxSJJXSvIu"
+        "Gc3VUHreOxhcg9KN+9LgcydxknEnUsoWoiLoOK+SXvJIh+t0Oj7mlr/DT1DLmzcoDRX9Ii0Lw8IK4KS4j/mKPESWovU9wKxJ"
+        "L/Vb33LpQvjhZzC4UwalKA5MIw1KuoQKYleUtjMykem6qWJ1MMTYBebRiZdicZniXkY4XM2FqtLCanIKSCfD53M3q+dzgZPN"
+        "Mc4S2ExjONuQnltxDz3J64thxr2aTdtqeHQDNXmxwAv5mjFJxH+4BD1ZS+t1nl7O42nPhiW/qle6curIMWqqDRtaxrvD4lXh"
+        "kED2zggK8JDmJ7TtOBuMrxpDdydaDEGKH9L5akcswgieutcYX3K2Y/8pURFsDnU9p+MIJceCfbOtk5BxVGe2xCitSbxU6EgY"
+        "autJfj/G2syuc1ccjxlkGli8y2Rfqo2moVz3SqiujZo90b8ZN4nNk3F2kKjDSy0bMV/W/Rmve9ERQyUE23O5mpJg47I5yJFe"
+        "rVYL5LKIEfnijmvc85HwxR3O/d4oqqSbRmWYI4UL8tFGfSJH8fYZxgxcXhA8RY9lDSy6l0cjvRaEOxhZlAhs3dMeH07kZcPg"
+        "mwTanO4ehkYptJiRjG/x+nuFQUVhDLgSeCgTucfTCMi2jh1XRu1HI2P8xlAYNhHfsJw6lQJxxTbZuy+zhJYrAiWlN7qyslKM"
+        "3uh1VqvMueydxKoyNWuJrbxEGJe4wDACZ0DghBMx4TMcIPqjTkPKaXmBamNHHK0dhEtuQRt3cQPzzNAofIMXocdErjlgHPKl"
+        "yClsocMPWWBRvRhbHCdb3BOIYxwBX6c9Ut8Jm1htR082C3iTTAxkT2mX6mxkgwnti/qeP0JTXFMD7HalD3Nu9URe2mc5c8l7"
+        "rlk+BZzYk2H5o6v1/Loib4k6GKhcKx+BvTenBJAOKtWUtOcdmIOikeZ/x7CF0sF+8Yih940hfVv35Ak6PSK+yH7zVlzUepVN"
+        "VAUqZEkMBqsgxb5yTCjKvpk/5+REbwgOQ1TWoUxwCKx17iVwz2JuSntYuTqpx5241fbDLMLQx32FH4BDhb1xOjbCRkE6qpQ9"
+        "2M0AMFuED+fG4d52Qz0k+0k1IokLzrqShUlVRYS0z0jP6a0w8R4GAkSzdJSvQF7E3bC02yblDnlKwXGPcsEyk1gGEuyJ5fkZ"
+        "pv+aJfGcHJ+CRmHdtBpy4xmCy1EXCy/ZDLA2TXvR8G3ZbUnvQtcLQR/q9oaCbZ+kHGJGNtVC3dLZeUELvKvFdCzMPdqfx1c5"
+        "Q8yz9ZJ8nBxyuSEyOyuMuMq+IamFq+QqF2f+TKqamrbnmQuGCitX9+qZgn6xPaAlDCmI+9wlpUh1rEBtF9eSs5qlAAdS6EQE"
+        "LW6DzUvhyXThQASaMJUPquPFbAhu4/gmsz0PMXW8VuiEba/E2cntbJhNG4Ri3+N5tsqW548uCtHIXC9KdSt+0Sq2uCBPXA7u"
+        "jAwoC8vxwGI8sBQF6JR8G7FOCSMqZZZKocOcDhwcNXhioI0H6HFCyqii3mbg6ORtQvRn9WjU34UuH4hxW5CNyEQTFUMFfVGP"
+        "b744sy3lXkxXFmcJ3Ha+khzxVRGcbBZRadZco6S50u6pnJIU/W9FVriAjHRPQixYunLOO0x6gyFCtUscM9HZ6Fql8GFOwrJ/"
+        "RSWwykbC4gpPC5pueAMWIAaSY1srq5TyTQXhjlFc+HltQr+mzLRjdVJz4RFMaq94qlILDVHcuFyjwQhusME8u1EZSDafW0qg"
+        "wZP0cFE2qHAvAGxfaFXssCPmzsmKe4hfFFCl1IrpxLqQdx0RlI/Zr78qqqWdcsrBO3VRgxWIqGL2ay+QJL2oPRyDpbw3tOr5"
+        "Eb7IpCRGUzCCNUeNxc9i72Ooz8ZBhdGkoi+VGkEnlMV36ZyC1fMc4StrQmi2b1/2gGyBuMIJ0jF8DadrUfnOciZLknkFBwBP"
+        "fZUBc5EBJ2warka02PtlnVJgOXYzpTsJQU0ux1s7bwG7wHUC4GTte0oN+kzhEBxLFiy2VPnXqIBoon+tVnOazwLvhRd5PetN"
+        "IUSGyiFvgKbSxRfRjreCiVDC2lxOp6sNHegWTCOZdvM7LaWARdKWAg2hfNTo/kzRVFKYJqWd54ivE3VpiGzwJWv3bxolOb/k"
+        "JSFieVCd93xD1We2g0UhDgsFdLZsK55ycffHXVsdAm5uhDdaZyrf/rq6m+V72IeMNY8lqxDJD1xdOTnjMmAkrk+wMwGxMJku"
+        "7XNKDfkupXxy/DsGiQw3OlPpn1lAVjfPM8yPwfqVHLgX2vNqSnwvjVb4IuYWLhk2xS54WsookaZjUprQbcAsnfuueYeZQNV7"
+        "mORXsH0ATr4O27Dlha7r5jiZxreqB75voD6hUrPRgd3IBRQ82Kf9WHD9hKIcV0GpdmxrL5Os81dP5TyS4xNQ0jGXeCZaxer3"
+        "7QcNhASWaiRPQm+t+7KCdag+970BKjIvVCRdUWMOPKeivrx2wu3q5KM9Aa3eDoZRZ42ipRpRp9TvDDIiUcN+34D+aFgTVap7"
+        "P6ED29+gFww2j6dsQ4ab2Kev7KD69HaWF7IZPBoSU4X6ICVWyRz6wXsCMxor2BC25NwGOPa3njFLlo1SvmzAFgBwedGKQXWE"
+        "N2FWL1ayBXMolK3qaYZuOH5p8DygQt8Gpokeo5JfOCnI7E12Oc2G8fQUy5cJnacfgSyqKP/7Dd8cGkKO5kf0ouz8Yd0rGtN/"
+        "urwIqgSMz9zwpNZpuDmirrqQQS6TAyjYyg7bC4FiDHNsJ8sTQUJLFbdkIeKUHWvKDQ9Vzu8BEFd3CoDRaPE3TKakllEq/Dp5"
+        "xYxVCHJl6wh85w06RNXZzIhcGEgaybJp/hmltsHNOh9vpXPtzxlD6/PR1SxeXoOEhucWJpVX+rec/YoPPnxPZxYek8uVYOoF"
+        "JQiaY3TAPZp9fhVHnW7dO3l9QH9fz+LRCb17gw5DV/rR/n2AhyC8uB5PDj+tML69eljASPk36rFHo/j6u7CLJipvDl++PHhz"
+        "cfwSurqCJaUWc/ULBmLFsK+TPMX/PaGekGPn//Kz8TOoeyUPAmytdDNeL18aqVf2R1LP/gpaswxW6mVdsNQqvHMV8NjKejXZ"
+        "If09SFQyz1X2mpXG2Yx+mJj+/PtVwr9hjPGU62C6T5w9AuKHJUDJSfxXN2kd1ZvPgFj9f52FjsA="
+    ),
+    "dsn_inspect.html": (
+        "eNrNfd164zaW4H09BUpTGZFVEvXjn7Jly9XVqWS7ZlLJfKnMl911e2JKhCTGFKmQlF2Oo+/ry72e2WeYV9j7fZR+kj0/AAiQ"
+        "lMvpnoudTJclEDg4ODg4/6DOn0fZvLzfSLEq18nFs3P8I5IwXU47Mu1ggwwj+LOWZSjmqzAvZDntbMtF/6Sjm9NwLaed21je"
+        "bbK87Ih5lpYyhW53cVSuppG8jeeyT196Ik7jMg6TfjEPEzkd1YDMsyTL4dlKrqUFKImXq1JEYX5T65/LhcxzmVt906xvWqFz"
+        "Eqc3IpfJtBNDl45YwcNpJwrLcNLD52VcJvIiKtJ+cZ/OAb1iI+dllp8P+Mmz8+f9/jMhflhJkcS3suohsoXQ43qikPmtjMTs"
+        "XpTQk77lIi4LmSxEWIpzgv6v339zMVAAAgD6XSrFIk5kT6QZQJ/lYR7LYgLjRLxGYhY4w0/zJIalBT8XYpFna54Alq9m6eHa"
+        "U4BYiLu4XAFY7FBmNzIVm7AoAas4RVTEIsvXwksloZZSN8DoTNzITYkNhSyKOEs/wuLCpUS011lR9nAcQY0LUYYzkaXJvd8T"
+        "YRqJYpXdFQIB3uOjRFpzr8N7IHwYibAQIdNumcdRD7sAOIU0zEctYr7NiwwWs5FpFKdLcZfHpSxoFjUa2a9EqsPub9cyj+dA"
+        "PJlEgdqedZznsC2ApV7QWq6z/H4CQKxtS2R4C4CB4vNsc4/wcHrkCFiZiOLiJnjW78PGF+U9MoAQkzzLSvEAn4To92fLifiH"
+        "xdHieHFyBl+Lbb4I5xLbFguroT/GptNFuJhh6yzLI5lDkzyQx5KaSvmphIbR4SgcH54p6OstbBi0Hh+/Hp4cYbdFGKfY7/Qk"
+        "HM8OsCWczyU1HS4Oj+VR1dQvsgW2S7kYAjIKZHaDs4zD0dEQu96FeQoN0enJeHhMqIU4oTw6PDmM8Hsq7+j54jXDBrqnS0IK"
+        "Vjiaj7FtmaW05EiO5VhPVKzCKIOxQzHafBJj+F++nHmjYzE+FIdDMRDHXwDf8NOD5tOTL3xDhSzNJmIb04diA+Tsic7Hr8UH"
+        "+NqBj1+GID+iODQN/yTLP+ZAqEK3fJBpkvXEl1laZElY9ISBZLCVeNj6Q4eOqnEEjUMZHslTq5E29OhUDmdW4wHSdjg7PRnV"
+        "4B4iTReH8H9W7yNoDE+OjhavrcZj7Dk/PDm1J3uNPHD4+vBkhnB38L8/rCWu2NuQeCv6tqyckHD0FY/a/Go4djgfDUevXY4d"
+        "HYxOxwd1ph2djBZjl2nHR2N5EFlMK1/L2UJtvM22J/L0NJzZbHsUHZ+8Dh22PZmdHvBZcdkWpj08tIAS4x5E0fzk0GLcxdHs"
+        "8PCgYtzF4nh2PKsYdzQ+OB2HLuMezA7Go0OLcQ+iUTiKqqnaWXco8L8BsKdmzRrjVCuxGOfgZBYp2WAxzgzodVhjnIPD6AB2"
+        "vQ4ZWWdx8nr0elRjnfnw5HAxr7HO4vD1eHZcY53Tw/BgdsKQd4qBXooHMcs+9Yv4VxCwE8G7C5v86Yyeo+7vQWt0Dx3XYb6M"
+        "gdwgMmbh/GaZZ9sUKHkb5h4ylH8miP90C7KFz2AUgEWGez063HwajILDI1Hcgypa97dxT/TDzSaRfW7Bgy2XGaii93Bsv89m"
+        "WQnntgjTgtaDxL2Ts5u47CPEfrEG3l4R/mGKlkQcFjLimS9XcRTJ9ApmBzG+SUIQ/Snst3jO2hQGKBS3ZYl6J0432xJ1dwKq"
+        "weAcpyuYuDQrNN93pLYikEUBShM1ADh9HSf3mhL4BCjByMa/ArMNg9OxXONwGB+U2QYGbrIiRt03EUUZz2/uz0Bpbojav/bj"
+        "NJKfJgLkkVnFIpGwSbDYZdoHtbgGGwEPjszPxDKEcSPg2DPQ9lFElBkNkYnhH2YAewNZaqzjTx4qfGDynsJbSQBfnJx8ARo5"
+        "hw3YhDlM4jMHRHm26YOxUqJAmCXb3DvZfMJnmouApOsJHR+QuHGkWYUeK9YIwMIBff7w9IWd4rqIlncSjcCJOEYtlsgS+vRR"
+        "ntOC+8NgOEIa360ACrVL3Pu7PNw4Uxe3S9y2BAmMrOE+XIdJondVz3c0HNZ4nWSdXhGoHOCruYRhrZ2exCG8fRmYUYsEpRDz"
+        "MfAEnKp+1SyTJN4UcbFnmes4ZSub+Iiwox65WfFIL7dMSRawdN+7Zc2Dr5nEbHsOWngLm3bi8N8xQOQ1sVU3AX6PeVcf2aAy"
+        "naxwsQa1vkNRUih+1TnY5DFIKZQ1TURZsVR4OpDMQ9XKlpvLZUNFwidp3To+Gq7WuTtGehMTexnmj1PwTmT/c2fgtUNbNJzo"
+        "fOMHInttK05Pq0Oj2Ss4ap4jWGFDOji73B8b+j3CJPs3NEIjRCiOJExXau42tI+GX7RxnL3rl2ik9+G8leD6ZUS8zpWepzk0"
+        "uyH8P1nKHf9Duu2VgjBGjMcNAdiYXXsv6fIxDNBigdFhCozB0n6zTQopRgXs/QJdYfCyUKKmALRtjYuFtcie+1Cit/PY7GAe"
+        "KdT/cCPvFzm4jIVC4AHUDfyTofws71FFHTCXQuc1UBw1lGY40iPQ+kkLlxGwDjcpE0GE2zJTmz4P86gVm7roeEzuuJzBksTe"
+        "SAWRvvn2xBcC4xUkQp6uO2kx2KuPzDsRzMKVMkVrEO2Y36nrCKHV2LWl7FN52K7baDCpj306hXqU4VKrKluJtA74O494bT+O"
+        "XVsDRpGEIuYZvESXC48GRxteDhDXJFsST1lMdDR2eOjkdkVchDSqOO94o0xTBWE1sqkJ/x3XJB0D3WsdWKA2NUijk73Us0Yl"
+        "4Uw6InyWZPObNt2hYeMua0QtQGR5XmLkbboJi+IOKHzVa3m4zZOrSoiOhigkXTNPn47ft4cnbbZhkzWeZr0ctC1ussjm2wKF"
+        "zLZEITYhr4px2yt+lWYWh0dNG/QxRW5NHuTZ3ROP/89bML4X930VOwRbHLVYfybLO4nml2Va83b2yUgfHbcKDBsHMA/mN79H"
+        "CJ04ArXGUIePm6BqTtIHdZHBOsDBntcDX7U2BvesdjgCcLBKc0DUONvEU022UOSWfezXYJc9y2ER8i4sVrMM5aeSH+E9cJFN"
+        "T4wkntG/4HquoQ1sEAC5XadAWVgcSBpv2BOjRe4j+XBGojMLCGcfQJ3mpbaX40ju985eE+nqOISGJZRcniWy+BtxdcC12fOg"
+        "+p8OGyDi/xw9Z8DYKt5ScdXzQAu7p+kY8lXoyKLgn4jtZiPzOTjnTXkM4vgIOa7d4laz34bJVrqzj8ftGpNaAJsYHPy+Cg1P"
+        "MB69TcIcG4p2nUBeuc3jYy0VW43a3+GfWesotrMn0/C/cFoiX+B4tGp6V32zehobBR5QlL3PxgvbUiY84gxqs+FfP00VPapy"
+        "bEPzqGJZRgspYiNyop0hw7v/wFmCpop2VKgWfePqUKiBAZ4lGF6UeXYjJ3Xcudkg6A4NP8V4OBfg5tXdFxUNG6Ij5ipSGwDq"
+        "SQOAwxPuhGPTgF1/zlBbECWd9jked9VsgwcBUd7XEHTiFE19LpeyLWDTUH4kYQ6NFDEbNGQDaDTe45LaswDfp3+De0z8vN8L"
+        "VcBj24qyfdGDFj4e11EzR/gzUqZNopFSmCX6NJFxVOnWRGLomx2oyr9qHNHTv8XI4+P46GljiTHPMxITlUxhhPAsGjodmqPC"
+        "mT47SpOEmwIIX0gw18iVVY8qkV87gK3sVq6eFhkdfW5VJCCJYyYCCdy2MfujdZaYJmVgNuJ1zdz+vCO4ly3LVQA+ed1ac+xZ"
+        "6AJMha66tZocV6CeR7YkPP6vwc2SvuOT4e+MShJW+SQJC1AgqziJGMcaQkONvqLAEyOke0JYGhaT6nfBaqHrU864mvDnIkuf"
+        "PuOjziWiHyd1ZrAjX0DHYJZldVU+2keUpnfeHiT8OwMDNmpBmW8bUXAKwVEvygqV5J/UQ8L2cxUBLh+NIVWSy5KrASzZPhA6"
+        "Ttoqa2BsFIfg7FRaAaxt7wglb0/Mw2TugZy6vRN9MQbx6/8tUauaIvyMu70noeaGL9F7EWgUOdnJ8dEXih68pslE52tqRKR8"
+        "O2pksKQxq1kbxxGbh3YHx1VJ7AxaQ1cH++NcFY/uPycO92rZoiyMML2/W8lcOhOq1J36htQKcxnuDZWcGG74/yNS0sTb9sjH"
+        "7LHmkocBOUAVhokzNAipeKZoGmdVQKHVaLJhRJgg3xM0sPs9EltoLM8NLYx1aKHM8YRKpROskPgC9MUKc/diHIwLIcFl7IO3"
+        "b0SjyuK3DdKP2gbmQS7X2a2esLl7WAngP+bMRnKe5Wo+skTLFQBYrs44MqWsFBVDB6f2uGhE26u1PXDtVhsi8BjJzSF5+7EV"
+        "ANM5pAbsijp74asuT56DpOoiy0riDPcIHTbs+P1B56fEhTgvlsApWmVJ5E44Pqlrac3C+4NHOl1n2TGnaMfo0pgqlPTEeMyO"
+        "h7UEhoAz5iCrWJr0lSu4a8eBFIvBQZUAuGHcw41zdHdVV5Nj7tUT1U6VgzuGU7xmjiMj/7hTPckzGluTVuH6KjRycLs6q+eE"
+        "NG32xWtGp/ZKmi6QSkrjf2xruhEv9Um7Ipa7NKzm1q6L46oMLfTo9NtBhRPzcPfsfKCK/M4HqtAV7RBV9gqYzuGMFdMOUKCD"
+        "hYDnUXyr22gnqBXasayAq10743FH+Zb8Geti/5h9mnZQWY9B9R52BBqYfTanATjYTZ2L8xxjLNANhtzTvxre0IIHn3Poc9wh"
+        "H37acdyGzuBCVRKdb0LwpaJp58NrcRocrV4HR0l/3B9/GL0GRguO/gSNyViMNRhkn46KIEw7mA7vOIEHwscNMEw7JEA69XiE"
+        "bh9cAG1vl4yRKa89J869sKpsuQFpOwDi0geKAygqa9bviDiyviFw6NXozvUOex9jAp4hIc9ui46wE6pxlCBke0CUlQYYP6gG"
+        "k4nWuUizUteyykh3rabnUiPDNGXK84OptZRlR/lUgmqNp513caFAUd0rKzCrpFaV/3IdbufiawLCz84HPJNmZZlfPHt2jsec"
+        "0CDTTiFBsT0644yL+qhQweM2z0AsSpWB1jy+Gl3o1B5oEcKCC5BhwpHqs7n4F6w4FqFCGDreheV85ZQIx6WpDe5RZW9wPtgo"
+        "AHjAEKdtnvTz7E5jZRibY9KwGurSufioyqrPB/TE9GMRQyk06qiBdoSlbKadVVluJoPBaPw6GMJ/owmIjuEAWXXw17/8JzD3"
+        "BrxbSubAloVJITUxNLO6KNGiOxc/8IZYGDn46IQfI8VjXLTgvIyCPQi0bBCQ8pdtnMvIIqLaa6RhjXiaCxAoMLeNGbWBy8GY"
+        "AfvJ9YyK67EdwIvvVROXj1v14HX6N9heqOqYjpqq2M7WMRwfxVIV+9bJay2GKx4qnu2rBlABADFMwEzG09o6FjNaFSWwiu9i"
+        "c1+uAMf+morscdPPB/QAcU3Lgg5euNl0C+ZmsKfJdMKA4DLGGnKsLVQ19xVYBBTAufyJBnm+AtoDUwEAbMAk2sK5MWPtUXFR"
+        "bKUaBwSaAgvo4WoKD3GqatnhW6qK8O9WoIVL/IfAF1IWfkB18XwUuex/mcnCqv0PXHKfD1BOXDx7Zp1EIIB7Cm2qsjVV0dV6"
+        "xHkwxeP8WXdzO5I4stifh6RZX4/6MYyx0AaPGOG9iPMCBWRxJ3OgkLXhDufAl5DMNq0b4PMeFCitZj1rQRC7AHM5aweGBwam"
+        "cAbPaz8me0gpG/lL5+Kvf/mPZifYZO4iN9l81bmgP6Lqaq/md6JFRn/xKF4Yqu1cDNvRutgQF4E+iv5uZP7FudPxKE7q+sde"
+        "tOxOfcITGBBElqDkxt+N6ffo80WfIRv3eRxFZl7wK7Yod4as+opW/OpfC74W4yBcZeVcNtWqXgi7cXzxjbkwA9p5XHv+uMVk"
+        "d+TMH66HEaBVKPuVKDbt/EBNOJ46fw4C3dhxIXxrX+Zph1TZNHs21WQH0YADY9xMqEw8CjZCx6HWFvF66WJRUayjTNdH2YgT"
+        "Q0oZ8efmvqqdrIQTCaSLutClD+cDNtaenesIF4qFKAYx36lMuLUEnQUPuE/H6tTH58ZWO7CfkHWJ6K0OHHPE6nIj72s2CLXY"
+        "BPpnbNhrEJlIlgUUQ+QuDD5eeCPsnz5+920ruPOBBtVUN+TqO4tmtf55e0F1/x0GgwqvdZ5i0lgzFOEtHBCSFnC48MvFR/jX"
+        "tW9aoXEszgEWSTTyDDj19eId/W2A/PyxbvNGFOw5+lVgHiMXpRk0xnBu5MWXSVbIPcaZthawAbkReRf88Xijzcl1Fm2R8Z6B"
+        "EgGN/UJMhRdHvpheiCibw6lPSzSUvkokfvzj/fsIH5+p7h9/+O77t//tq5/++av/AQO76EMqw2dAFk1Xd/z+ux9/+ub9h/c/"
+        "QLcDjB+r/xsMYKPBMory8C5Fw4uF8JkyIrDuVqRhTn2wKZdFqUD++P7bdwD1w0cAeQwugQYKIOmuIooJNAtjvIUJBAbjDu8A"
+        "gGezCgu2wtZb0ORgIsM+3iuoH97+958+fvX9+68Q7InBE6Gi+6wxhcEIbaKQImUjdJwPb2RiIxAs0XB/eP/hq5++fv/VN+8A"
+        "7uDfvPK3svgNcaN/QNetN7+F5W/By5/C0n8xiM+ePYMp0TTUt1Lx0iTZ85twKWFhYRQBNfhCKYbLOvrWageNYHW7dY26DVAC"
+        "dx++hQgTq+TjT8IbhJuY3aggCHwewETmu6xqjLnJyuMCtR4M9sNKkmxO0dcAoxl43zfIJYkob/Bnjc+fB29eDHqi2zVsg7O+"
+        "LWE4QgkoY/zdwusyNlU3mB4EfvSveQJd1ZiLqRiKf/xHa+I8Q18rCahGrPgRqOF10Wfs+uJN1S3LYwyYvWLEJyLdJgnQGA6p"
+        "Xu5UtWETcMTmR3SK0SKCE0Hn4WGnEcN4UYED5J34EG48/0zxHfnOfeiKVkCPM2Y94vAJdcRsKjwuc79HOg/vBVNQs6eYHZh0"
+        "sXgHT3aw/y9Fv/Z/OoohBoKjE80eLwfPni22KZsn6HZ8g26YBzxW4IXhKe4DBTlfeF3y0Lp+oMIKU0Hy/YwfoldlPcIQmHrC"
+        "U+95qKIC9tPnz6udPLNmZlEPPVGbfMkFntBdoYo9C1l+pECO90D2IBy4LoaAumLnK0gsZ/yASllhJ54B5UI6M4YKimgeoNZj"
+        "T4spwJupzgPvJpwz7OZX/FwkMXDzsLfncYN5CS+G/KBnfvfxW7GDGcK70Fwb9zQ8Nf8r0R04F8m7PUFT4W14Bqr5tIJqLakH"
+        "0xEyMnr3R+bvikiNjbY2rLbPNgs0N9p+qiN9jQ1US9DPK9wDvLhO2+lxfI7PFamsaqvVI87oxQuhGiiGDQw8BRZmxkE5oJ6h"
+        "/82Ptmm4BYGYx7/KqOubG7a8FM9cEa1ORveH6mUAQGrwzCMVNyGf3MvlLXyA0yw/bTCAQ0ECivKFaQbSMVeD/aDrW5c56XNN"
+        "jpCI0t8Vrxou1RgSyu41f5Ume1/KtWep3MYUnsUnb4I52gWeyzos4ogcwquEGd6wJ6HGKQI4Rz59D5Q0YijcY57IMPfM8SOf"
+        "CVhAyf0vsaYkl6kHz0x8QJ0K67RyJgKFEaGHuhogFLxDQBWLZ0HPfXUL2H8DelqmMve6HJeC88Hn3JO3VJCuWIm+gVqgv+/k"
+        "Itwmat95vbyt0wY2QQmmot1xS3rHUkK//aYEXMsQ5NPng3/DqOCfg8u3/f8Z9n8d9k9/6l+9qn9/MYDzUpQeSyLNop8Rit23"
+        "CvEky24KsEVupKAQ5PlNHF0E6JDmsrwIusyC8Hmbp/paeok33qidJVCLQKxOGyCio4qAhQor+nWOhK2qs2OPHAY4pjmwYry4"
+        "B5ldTQAHgubYiTkFmz1apl68ezqrs0mdAqUQePwzPFnPbOHUZBBg9/kN8IdnmMKeoAKPvIbQ2jQtC5Ze450Xn1G4dSlmKRrc"
+        "UNhJXjFqMVBmTmaia14TQgm8bvXlr3/5zy7ar3xJo4sB+W6P4KjrZ9CoPvVw7/N7GAQjiH4TR0gCEyvxiQB2l7ZwvcKndkN1"
+        "GJIsjIwQw+d0WlECP7cbgghjpm/Etfi//8eMefHw3exnfJ2KEi7OAGU8owCJtqBpPTCKZrRvIejEWU8M/Z22sK/BcGOJAfvP"
+        "UGD/0ZBCSEo/NBZg+lI2qHGyaFteaWTrwMkvr4BqMwqp2CVJpax0ZhNKCaHFrAJe82ytIsicXGF5FeINv0RFRzF6DdIZ1ErI"
+        "sTfxy1ZuZYSACSB2ggPYM7DpYmuI7gC9ugXjy+wvkZdUTZmlKLo5yBiI79KE3nuDcNlRERhbBLNGRvjylzmWYIuZxOiHer0N"
+        "pg7w6HK5F75cJwROOBJwKorMOFIZGgUJ/EXIQ3GH4e6U7/8L8NwwCB9YB8RVgXQayOKWv6BFfXl1pho4zFppLOU5wNn9nrfZ"
+        "s4wHfqj2YFppQGqoRNtzbvAt8cgPuD3gOZ+DGUGf8NawRsPucWZhCwINlh2Sdch9KZyoXgOEb/TJ7lAs/GLhmWZ3MBicXfTN"
+        "0UIKoMUIPwAdbLbFyruEVi1/QN7+cuWbiw/Akh51TGS6hK2+EGM8igi4TxAuh1fw/9B+BI6xz0CLVbwwMpYxuSzBsC2g41SP"
+        "OtPKCJmjcVZ4gnLIgOGce16FH04Ncw2gUffDbyPEAABlX8dgm3ojHw/xkE7xrtpYkF6UJ5xapiJ897yHhgTeWRtfbV5l6uHx"
+        "lb80rVKDKODyTYbvtvpIqqoyCmEk7WFT+/LWdkFOOIzQMk7Ji2se8eLB7r/r6cMLJwq1afW8uN1d27YpMrln2ZM0iaJAAz3V"
+        "flbrh7H3fX1h7xShVYPnV67O2A/W4K16d0Tp6xcPYAhudgL/kkG3G+BHcGZ3136AFQUe6Joubawd6Ve2CAo9ikAXnpqSicD6"
+        "3LbM4rXMiRXL91hEBOrC07ToMR9hZz68+vxrzkEnnExTM5TAYXmQa2cjxC/pjFriR4dwplwE+gTzWI94NWVLmY690h7qWYP2"
+        "qr2V/4wtzfmIxljYBUYB63Z2HGqwm8j7GcG2dru4D0UX+WlPFAFlOdZWFZ+zZqqdU1tmmTMpVbhNhdLtwA2mV1Cgg+vXKIkD"
+        "kJI00GeBzPiDHvGwFcgKxhzNSN/1cbnEL1d1eJfcBUFcmR1SfgsGnpCTrOHizZvqmaK45aFUPq5F0wtmBwtVbPbrQ1vdX6WN"
+        "YEN+qLxJ88K1NFPRonuwXGjHPpNCtRwl4HiZq30xFq1maZfZ6+SEpdt7SHmraRXpBR8CzpoK9qIYJSjs12LfgKLS3+JGglCk"
+        "0eUs6ZrH2hTjpU1pq83DGKzZ/E8/fPgGuVlnxTARRukvJzSOF+dVWs6p7LEeY5GlSUaZ+LlTKlGANJivajmTrzmojLaSm/ew"
+        "H1y0xP6BlB1dBPQl0QnUPl5kpny/KjroFuIPWfoT0xF8xzlaU37n4pX4PrszMXo3VebkJqlWDuYnCsIfKnk7L3PMudA/qoFq"
+        "4OCr/svdOXWp6kJVQQCmAPD7xbXZCbAw8/uPlMHLwF1ajZuKXm9cJQPBcxEVF/WEFeKctIKlR11fxz9NsJRDnxPxsDPhzwmY"
+        "UjoEiiZ+j3d/IoY9VWEVWQCU3dAyJfqCT/AIMXXj4aJ6ZF76/j54agmPAXSDD5piGOidqlAEWLzge3I4Btz+bgl+9RtzVKBn"
+        "ZYfiMDQ/MfS+AGcuQqsOG+OUZReO8m384aGtR1vWQCeidQ38pGUNNJXKvtRWoeIeoMBALH0ZFsZIySWmCxRWD7uGckfUyGYO"
+        "gsCOGznYvk0S2EQUKf5VPcAUp4XMyz9KkI/SY+YjmIBoGoEdSvjPayLogljWR9lPO12FsTDWVCkQX7sdLHWrAKkdBbON08q1"
+        "UlA8cIIabDAjbJVOIdTOKgJHDDJk/6ZGQcaDsQbtwIC07c5agHBQswMQNcbtU9cUdV1BwRe1ZBPb3bESUfuGNwdLcqvwAIJ1"
+        "lQRfqjbP8ClGn6u7WHjLiAIrVgiezvl3C1qerYKAgb9GOa6JhMLlDV07gz3rxlFXK+C3eR7eB3FBfz2rL6mBwtdenbjUIHsC"
+        "eM10VP2uLGdSkr7HZX3UwSHkgbTFDGTTDc0MN5ZRnUorlqUH0YzWGLKRGJLv0/R4Kj3qZkXgXr1K0aNDx20GiuRGh/Fa14dQ"
+        "rpSl91J8LzE/WYhrxOt6wiGBEFiQXreK+VUYTO47VgTi0nsmbZnlWtbyMCpsxdfKvuR7DIG4Zja85lQkpQRv42xbgKLDkFR+"
+        "Lzzi1yy1LBh6maMOCBAgqnoDQ9Nwh8P5itVtK4WZhzIfDhtp1lDNyhX58xBcEZSiyi6vP/NtKdeAbbvHqGs1X7aqB+qA8twe"
+        "VYRY+FlZxg1OQc8cmPthx6MQSCN8DjurMSdXDBRuTOJFAQVrIV6m3j7LrVyh4tUesaXbQVX3hLHiJiJGJx7NJeBSRvxyfsWZ"
+        "FDjPGANGCxY+ko3KPh6wECbgfC0/KoYvc22I4ytebHfJ3PXRUqfqZCUUdmbPlXB05CZutc0dztQoMWonTfWtIgNkx3tKn7Iq"
+        "xQAmo8KsT74IKtVqlMZVdUDFQYeIweNpvDIRBMpj/QCOJ/jBnvZQneFcIEJTnDWVpgCbaHSoHN3K9985tMHF1RwvWozRV2Q8"
+        "QQ98pEJEldTDYB2rYXxMMuRSy0mNJMH0r5QN4Hk3tBIgnSEcPCQnT6uHAMudQ6WiqlhdamJ6za0ihVmFcai7CWhNq5IRSwpq"
+        "0EoaTwkX2gHj3eklLHmbLLFqWzW47fjYtWTAxpgn20gfVu7rY7C3ltlQMvwpo4GR8N1FcbqVlQJOOcJnjDfL0i5i5ToprUTd"
+        "G64vMWCZXznHzfjUBMPmZOf4WUfPYcadUn8mjEr9yAQOSJSTcGrfS8ZS7SYCKQ0AmsjdjX2baEVqSyugR7D2SjojfelCoWVW"
+        "8wE4qxLAGmcWrIi2ErEknsINRsJojfvFatT1zWzV6oxIAKzNfDHYsmVuVXhQD7Xofdzaq8xUTQplQ2qOxROohSC0KU5kxUrz"
+        "dekKp8lFC4kvE3QBKSTgkyXDSGVqcA9PWUWbCFQXunKOFKCvAYdkuUwkZRVxreBwPFfTVPuNWzzVMVrfiuRzdDQFBfYRmNoE"
+        "OWlRFn86zgHhy5D06dqrwoO90TZLeDYCdju0kJwureG3x+bV8Yvm1PBkgoFhpjgYCwxKmZTs2z9ilHCPriWI15hukRH7GpY+"
+        "4J5V4KsugfU4ZL3n9lqN0mQZZ8Fyl+IMAtJ8m7FlqWNezoTn9nzOEySt0Qa0/W/E9UfogRZlZWi+eDCddni4n7CFxUQXGWIa"
+        "C/xIQRUdRXDNL2l3POE3yBU2YjvGGLEgdmgg7fKDSV6SgGsSzG9sCDuhTpHI4+dRG+TaemYDEg7FV+F85Sk7WVuStqNaRjRd"
+        "MFf252V8ZYtqXa4R07Iw8YOSaKLmfRNcMmRLgBvXADYzxn9qGlQ/1yN9glzrRNP6brqudIOQFUZslmoaU0eWOG9LADjbgp7r"
+        "Uviua8kdNdzH3i7vGtVh5KcighOeAdOgaibRjcq2FidN46R71pzBHchmdpLQEv76l//d1ZdjzfzKSq+GaQvd0pT1mcFu17pE"
+        "WX8FWqfwrCpI5WoU3gfSKTzDhRjJ0+rrOXwdHWBEAgyTd5idstqR0fnrS8rT4MmhvTOVlgY/lwYKnTfqgzml+EWfVIDxLS0U"
+        "nH9M7izRYmbob4TqZGZT31/pOBUnHQ99R6XyZLzpOl/34oGG7IT34sEg8/7jd0Ze+NcNjdrcEXzLigxTd0vqvt3TXDgMapMT"
+        "Z7tr1/SGGY3rdc917Vxi7Hz/CRjzaesqvm3h0DObTKrF4swmu+OVgjZ+bz3cDvS2HmwRYU5ST9sQL8b6AQnYVdGMrm9Fstpy"
+        "YFhrwfqDXhhhFz63JsUGA/GWwv1xQfFXaa5IUGEGgoN1cuVFBatbiO0Gq/Sx6qNYgf4FCGuZL2EvqRqbQ0R4ZR5rRkDqyE1B"
+        "ZQNMHhD0nEoAa4iNdS714EoRvlUIBqG5koUgwZ6JE+EmJYAoUSJ1OUnBxSQ4DVU8hgmuiv01KsmuFE4t1GxFZdQVGCqk47sQ"
+        "ts1BaHPBEJni06qSw/TvK3Fcz5/poaBwUdgQ0TFVTsoY452kS6/tBjFgdc+mUjUD6gS7ElnDbuvl1iRWT5nuNph2KMT3FZga"
+        "M1urethpy8J4PhaXOzDx7sxjBKLiVbXNf3aTT3rLVRKKk4x4z4V/7SlVjDlhFixcHkT2iXNmwqBGjz0FitSLmSLIUsp2iLZN"
+        "x6IXGA1cQmWcWMnTnkPh2z0mAcHdwT56wySulLjuOKWcJN6R6bo2w/6SUHZW6TQpq8GUShrTiBIfLtlbWUdVgwKZLbezjp9m"
+        "JnWCTUZBeeKGo3tqXqO3WNiaMJMTJSNW2+APv3l72BHr1R52XStOZeavVqUT18Q/TVR6KmQ20R2ZgfZ2rIWwWgs/P89XTgmo"
+        "BmlvrqmOeZw9P7KE1Jl0RYAAq+dUoE7xriqb7hlMKYb3OfggjRhTLLLcof/mIA5ySWXDdtYxQYn7IYvChJnR289hQPT6zrpX"
+        "HioPgVShZCuip9JfVBfNTZZjriJC1IWc1SyOTLdssShk+SO+WuSMrmlJKt3jC/f6JU+tYDGloWA+Un/C7zttVbVKg1AHkA5V"
+        "oZ+KK94qrcNXvOwCIsx0sSds9eA6DbsfSbxmP+WPV/0oL9BVL6C4u7sL7g6CLF8OxvQGittl98xUL+KvOtVuBAHR1H2fy0us"
+        "ReqxOL264h/Tc26JmSQMlljqOBy+QWk/UNTe2GWb9zi7w3WBFW3ZOqCLbrQyBZav2eoUF7bgnJwkVHK8IgCn9L5mDTFtT3Iu"
+        "8GUy9TxaLZP2pFwaAndubJhw54LTXUw/ayDQDglf5dQ+4ycRqo2c2/6sm5YuOvMWBAGBuKpVL27i+Y3OYnoqH4lk4o8qQ73g"
+        "JkaJsOtSYrql0/O6d7bwra4qf6TuTnD55EbpSm0083tEptoNe3LiiAGx36FAOS4Gw6XkrqhuWDl5Zoc50B5m700n/91CuirH"
+        "cEtYOhzn3XLCTMVUVFUid7wNjNwyggEWFsJGoVqz5rVSf9adoqovbEd1AlzDwTkZZsiZW3OcqzrySvjYBord3JLk82xETaTM"
+        "bqQ1p7Rm3hwPL41MxKX6htUy3TQTqaLyPV6KuPIdymzUz61GNcqYjIVaBnrUekUTpydzJ6MxWEs4dvNBzLyZMm9avR0GFU3K"
+        "YBmqxsgJGSkkn3MomDEi3lL8oOK5DdbTjx3WU1VLzG8YYG/g4dBooYUcjXtT58Sq+maiMlrC1iNte6sONm3gwt7ARZU7tSAY"
+        "0mhhoiWJLg8hBWzRABP+b8UCHqy4rn4iZAgmFktD8Ab0VjLkmB1LDpaSFgj4txusPLyawtzJa6g1RbCGZuK3MDuq5Xfvg07S"
+        "+erqgm1ZGvr3KCraxgg8hoCrghj1Q8Z2lpHLgpDBmlwJRvLzxoa42WNV2Ng6HKPizf3EsnyHk1DLaYHWZO5269YuJ5k2meas"
+        "cbkAA3T2rYJG7pB5pE2XulrYjf+aeC+hcGWrT0frPne0rpv/VDYHvkZ/qjislh5kgNQDb3rD3yAsvf7IvxxxaUJFb7PD9Tko"
+        "xo5D7Tw+RXx5BCUZeHKu9J1aV/+b4ITprFN9nlrB5ZVveVV8y4SOh5V/VQ1m7LV6Ny3/Fiileug5IvKFONn51zXnSTAVrGsh"
+        "bAqZbnzyXr0yVwgYWye/C6bjozZn2yqJgjYnmssnFukcyrkzq29cT0BpPM93zjxY0SZna8QHf2gecZnocreyxCAWvYDZkfkp"
+        "3QPekyz+9qOHGRPLbnCOBRC19TzgXLCJCBoJU6UTcISdw8SLZE71phrUvG9mX9KkPmat+iZEdE/GHGkN70NYroJwVuB3YFSK"
+        "sL8BC6iW03Kq8dbhp3i9XX+dc/ThXbwE4Y8vqN45YXITIh+TTrKpjZVkDWsuwtQW7RoHAchBRMl5cDx0S6fo9+Dtrn/iJug7"
+        "Hg2r3XdI2lWv4gSb5hpfxvnigabEuycMcXftf17a6TdnYMn4kjKOJiyr3vYh8CXbBb7GI5HA/T5WxJGnFIp7MPCXyoWK8TfI"
+        "ofGZ9QoQUfyylfJXDKMt8desS46j0tpktJSB8X50YSVg1mA3goSFE3xAqkIpPYj2HF94Tg18EvlWl2vzwho/FHZ/816UnmoL"
+        "P+GL0odD9X0u40Tf0OKKUTFQ18Re8l93gpLdcHW3jKZzTEsqkXsQ/NbXw8MekwJfmdvjn4XAD/qHBcZjsbNH8ztV2DFQpNDn"
+        "zr+q/Mgkgz7v+ecY76vmVQzNfbe9oelwCjrXNFelDpQkI8HqXqMjUo/oAt05r99n+evcoHOn0sJDqRzG2OwJ/sw5iApG2OzK"
+        "KubWXUPTo0iorkNa2qwwloNeBnVlzQDisUtXXPH8f5qo0zoQ4564n+gTSV+7/MbmdL7K8u5EdNdxhG/VUJWB0MD3t8SuZzRb"
+        "0955495ZUf4HBtgw0vytvuBCRy/URpAyYshJcdNTtpmF1ANBuooVKftT/EERoN6rqf5BH/cI4LtkYuDPJDNGBo2iZy/x16xO"
+        "9AOG0vJA87vcILvHcxCrEix3BRdPybHv9sW3hngcuIZjEFAE/ZXwvFL0Nd8M1JHBw+XxhvSrzvyRDkwNtCX+sQu+Lxogj2CE"
+        "d2vwMbgRdLXBfTOAP/HRc5kWD8+tZkUSCECuAa0dQeHfM+hwjlTFD0gwelbZUjW+Q+ZkvhtNzPp64tNYs6G1VGBH6HQPy4NP"
+        "Y/1Jsx5eTOtWycvP8LhFymNicwQGpDoIjppsjrmwaiL8KShkcdK2MMpvGF26TBxfsEgRABa2fKfV3S/8HRz7bI+UtKU3LXuG"
+        "mzSsgTi05jN7wr4T/Dmf6mnxG5Af4T9Cfpskn5RwL1Qy3rePP5GpRpeiqqFACok2gaCJZb1qzxoGE+Kw67/+r39/8VDsimu/"
+        "1YC1SlEs2WwFFK24CprEXJWNpnHdQTA6nq6kszzCG16Fyn4iBTxddA5eKl6HwqwX3UeP/MCAQapHJn1l2doVpiXK9p74uYan"
+        "gHGvKPD/M5LgG6Lbh+7uxYNhgk8gHHqGRe070LveiwfkObvpusJgZy2UZ/nTiwfa130javyA7ycifoiqLVRHVP9qGlPYOWdG"
+        "lyFV8VK45XvtnWoe5/OEz/5ccx8eZzqLCAhvgE34QPKvmjVm3jkuBhqFLdEUmtY3d5z5hY4tL55R9czEb6pI2bsMYQMvZ8xq"
+        "9ZJlfuOECi7u40smDf5Mx2P3Jalkw7ig0FlVlT6x5CPmuCu97x5rPazfgDBOoj4Ju2sgGyXl8dVRoludzKfNNeO5nOAuCULX"
+        "3/btfVIOCy5MbZjfEogxwg78B9d92GCxtEAHRrx8yfJxkWRZzg5Oki1HQxrkGKDblJLE0A5SkyA43pNHz8+52G4EZ1B/H8P3"
+        "sf09OMIW+Ldqwxb8PiLj1wCn9dgGT8v9P/Kduz07gsNV2lZw5pFhKtTm2zkYHThT0Z6c62m8sv6+A65SAUMVxTkNvEBBT7YS"
+        "gynPlPd2ZhIY4LQU5VuduPsagXs0RZWVfLxTdQHpQb95Rsf81atoKADX08FKfpdVa2qsLbNlxQ4bCalWkQBjHhMDdJeCV7bz"
+        "vUfe8vN4FrKgggknC0klApoWVuq99oakZfMNST79vgvnwQ0EqpCg9xohlmTpV++c8mtvnEIjBDF6E+DbqVSMncznx17IVsFT"
+        "73iwGpDW781L7LpoO40UHmomvrkO7MYNNDNqfvfNWDbSpkyI3jJlRvUYdwboB0QHz8mym9c07X8HFNd0VS5D1dHCR5fdfreR"
+        "afXSTPXWtuqnLtRb37xz/Y7NC/3OSp/e8oZvkOdX7qjn9Io3+kkSeocqvldV/RjJYFWuk4tn/w/BvKrU"
+    ),
+}
+# -- embedded: end
+
+
+def _embed(module_path=None):
+    """Rewrite this module's _EMBEDDED from the files beside it; returns the sizes written."""
+    module_path = module_path or os.path.abspath(__file__)
+    folder = os.path.dirname(module_path)
+    lines = ["# -- embedded: begin", "_EMBEDDED = {"]
+    sizes = {}
+    for name in _EMBED_NAMES:
+        with io.open(os.path.join(folder, name), "rb") as f:
+            body = f.read()
+        blob = base64.b64encode(zlib.compress(body, 9)).decode("ascii")
+        sizes[name] = (len(body), len(blob))
+        lines.append('    "%s": (' % name)
+        lines += ['        "%s"' % blob[i:i + 96] for i in range(0, len(blob), 96)]
+        lines.append("    ),")
+    lines += ["}", "# -- embedded: end"]
+    with io.open(module_path, "r", encoding="utf-8") as f:
+        text = f.read()
+    head, rest = text.split("# -- embedded: begin\n", 1)
+    _, tail = rest.split("# -- embedded: end\n", 1)
+    with io.open(module_path, "w", encoding="utf-8") as f:
+        f.write(head + "\n".join(lines) + "\n" + tail)
+    return sizes
+
+
+def _write_client(folder):
+    """Write dsn_client.js (the copy this module serves) into ``folder``; returns its path."""
+    body = _static_body("dsn_client.js")
+    if body is None:
+        raise OSError("this dsn_sync.py has no dsn_client.js beside it and none embedded")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "dsn_client.js")
+    with io.open(path, "wb") as f:
+        f.write(body)
+    return path
+
+
+# =============================================================================
 # python -m dsn_sync: the quick server
 # =============================================================================
 
 _SNIPPET = """\
+<script type="module">
+  import {{ connectDSN, newId }} from '{origin}/dsn_client.js';
+  const client = connectDSN('{url}', '{token}');
+  client.onDataChange('notes', (notes) => console.log('notes', notes));
+  await client.create('notes', newId(), {{ text: 'hello from the browser', at: Date.now() }});
+</script>"""
+_SNIPPET_READ = """\
 <script type="module">
   import {{ connectDSN }} from '{origin}/dsn_client.js';
   const client = connectDSN('{url}', '{token}');
@@ -3405,62 +5005,6 @@ def _read_secret_file(path):
         with io.open(fd, "w", encoding="ascii") as f:
             f.write(secret.hex() + "\n")
         return secret
-
-
-def _main(argv=None):
-    import argparse  # deferred: only the command line needs it
-    import signal
-    parser = argparse.ArgumentParser(
-        prog="python -m dsn_sync",
-        description="Run a dsn-sync server: browsers mirror its tables into IndexedDB through dsn_client.js.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
-    parser.add_argument("--db", default=None, metavar="URL",
-                        help="store: omit for in-memory (lost on exit), or sqlite:///path/to/dsn.db")
-    parser.add_argument("--tls-cert", default=None, metavar="FILE", help="certificate chain (PEM) to serve HTTPS")
-    parser.add_argument("--tls-key", default=None, metavar="FILE", help="private key (PEM) for --tls-cert")
-    parser.add_argument("--secret-file", default=None, metavar="FILE",
-                        help="file holding the server secret (created if missing) so URL and tokens survive restarts")
-    parser.add_argument("--demo", action="store_true",
-                        help="define example tables (users, notifications, metrics) and feed them live")
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
-    parser.add_argument("--version", action="version", version="dsn-sync " + __version__)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        secret = _read_secret_file(args.secret_file) if args.secret_file else None
-        sync = DSNSync(port=args.port, db_connection_string=args.db, host=args.host, secret=secret,
-                       certfile=args.tls_cert, keyfile=args.tls_key)
-        sync.start()
-    except (OSError, ValueError, TypeError, ssl.SSLError, DSNError) as e:
-        print("dsn-sync: %s" % e, file=sys.stderr)
-        return 2
-    if args.demo:
-        _feed_demo(sync)
-    url, token = sync.get_url(), sync.get_token()
-    origin = url[:url.index("/sync/")]
-    print("dsn-sync %s serving%s (Ctrl-C to stop)\n" % (__version__, " the demo tables" if args.demo else ""))
-    print("  URL:        %s" % url)
-    print("  Token:      %s" % token)
-    print("              (full access: keep it to trusted code; mint per-user tokens for browsers)")
-    print("  Inspector:  %s   (paste the token there)\n" % sync.inspector_url())
-    print("In a page:\n")
-    print(_SNIPPET.format(origin=origin, url=url, token=token))
-    print(flush=True)
-    done = threading.Event()
-
-    def on_signal(signum, frame):
-        done.set()
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    status = _StatusLine(sync, sys.stdout)
-    while not done.wait(1.0):
-        status.update()
-    status.clear()
-    sync.stop()
-    print("dsn-sync stopped", flush=True)
-    return 0
 
 
 class _StatusLine:
@@ -3528,6 +5072,143 @@ def _feed_demo(sync):
         sync.sync("notifications", "n%05d" % count[0], {"user_id": user, "read": False, "ts": time.time(),
                                                         "text": rng.choice(["New order", "Payment received",
                                                                             "New message", "Stock low"])})
+
+
+def _workers_problem(args):
+    if args.workers < 1:
+        return "--workers takes a number of processes, 1 or more"
+    if not (args.db or "").startswith(("postgresql://", "postgres://")):
+        return ("--workers %d needs a store every process shares: --db postgresql://... (the in-memory "
+                "and SQLite stores belong to one process)" % args.workers)
+    if args.port == 0:
+        return "--workers needs a fixed --port (with 0 each process would pick its own)"
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return "--workers needs SO_REUSEPORT, which this system does not have"
+    return None
+
+
+def _fork_workers(count):
+    """Fork ``count`` - 1 more processes; True in each worker, False in the parent once all have ended."""
+    import signal
+    children = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            return True
+        children.append(pid)
+
+    def forward(signum, frame):
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for pid in children:
+        while True:
+            try:
+                os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                break
+    return False
+
+
+def _main(argv=None):
+    import argparse  # deferred: only the command line needs it
+    import signal
+    parser = argparse.ArgumentParser(
+        prog="python -m dsn_sync",
+        description="Run a dsn-sync server: browsers mirror its tables into IndexedDB through dsn_client.js.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
+    parser.add_argument("--db", default=None, metavar="URL",
+                        help="store: omit for in-memory (lost on exit), or sqlite:///path/to/dsn.db")
+    parser.add_argument("--tls-cert", default=None, metavar="FILE", help="certificate chain (PEM) to serve HTTPS")
+    parser.add_argument("--tls-key", default=None, metavar="FILE", help="private key (PEM) for --tls-cert")
+    parser.add_argument("--secret-file", default=None, metavar="FILE",
+                        help="file holding the server secret (created if missing) so URL and tokens survive restarts")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="N processes sharing the port (SO_REUSEPORT); needs --db postgresql://...")
+    parser.add_argument("--demo", action="store_true",
+                        help="define example tables (users, notifications, metrics) and feed them live")
+    parser.add_argument("--open-writes", dest="open_writes", action="store_const", const=True, default=None,
+                        help="accept browser writes to any table with no handler (the default when --host is "
+                             "127.0.0.1 or ::1: a development server)")
+    parser.add_argument("--no-open-writes", dest="open_writes", action="store_const", const=False,
+                        help="accept browser writes only where the backend has a handler")
+    parser.add_argument("--write-client", default=None, metavar="DIR",
+                        help="write dsn_client.js into DIR (for a bundler) and exit")
+    parser.add_argument("--embed", action="store_true",
+                        help="(development) copy dsn_client.js and dsn_inspect.html into this module and exit")
+    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument("--version", action="version", version="dsn-sync " + __version__)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.embed or args.write_client:
+        try:
+            if args.embed:
+                for name, (size, blob) in _embed().items():
+                    print("embedded %s: %d bytes as %d characters" % (name, size, blob))
+            else:
+                print("wrote %s" % _write_client(args.write_client))
+        except OSError as e:
+            print("dsn-sync: %s" % e, file=sys.stderr)
+            return 2
+        return 0
+    open_writes = args.open_writes if args.open_writes is not None else args.host in ("127.0.0.1", "::1", "localhost")
+    if args.workers != 1:
+        problem = _workers_problem(args)
+        if problem:
+            print("dsn-sync: %s" % problem, file=sys.stderr)
+            return 2
+    try:
+        secret = _read_secret_file(args.secret_file) if args.secret_file else None
+        if args.workers > 1:
+            # Every process must hold the same secret: chosen here, before the fork.
+            secret = secret or _parse_secret(os.environ.get("DSN_SYNC_SECRET") or os.urandom(32).hex())
+            if not _fork_workers(args.workers):
+                return 0  # the parent, after its children ended
+        sync = DSNSync(port=args.port, db_connection_string=args.db, host=args.host, secret=secret,
+                       certfile=args.tls_cert, keyfile=args.tls_key, open_writes=open_writes,
+                       reuse_port=args.workers > 1)
+        sync.start()
+    except (OSError, ValueError, TypeError, ssl.SSLError, DSNError) as e:
+        print("dsn-sync: %s" % e, file=sys.stderr)
+        return 2
+    if args.demo:
+        _feed_demo(sync)
+    url, token = sync.get_url(), sync.get_token()
+    origin = url[:url.index("/sync/")]
+    print("dsn-sync %s serving%s (Ctrl-C to stop)\n" % (__version__, " the demo tables" if args.demo else ""))
+    print("  URL:        %s" % url)
+    print("  Token:      %s" % token)
+    print("              (full access: keep it to trusted code; mint per-user tokens for browsers)")
+    print("  Inspector:  %s   (paste the token there)" % sync.inspector_url())
+    if open_writes:
+        print("  Writes:     open: browsers may create, update and delete in any table (development;")
+        print("              --no-open-writes turns it off; real apps define handlers)")
+    print()
+    print("In a page:\n")
+    print((_SNIPPET if open_writes else _SNIPPET_READ).format(origin=origin, url=url, token=token))
+    print(flush=True)
+    done = threading.Event()
+
+    def on_signal(signum, frame):
+        done.set()
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    status = _StatusLine(sync, sys.stdout)
+    while not done.wait(1.0):
+        status.update()
+    status.clear()
+    sync.stop()
+    print("dsn-sync stopped", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

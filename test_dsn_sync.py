@@ -1319,7 +1319,9 @@ def test_skewed_clock_is_refused(server, raw, users):
     assert server.get("users", "k") is None
     # the refusal is not remembered: the same mid with a good clock goes through
     raw.ok("create", table="users", key="k", data={"name": "x"}, mid="late")
-    raw.ok("hello", t=now_ms() - 50000)
+    # 50 s behind is inside the window, but before this in-memory server started: a frame the
+    # previous process may have accepted, so `clock` (PROTOCOL.md 4's replay promise across restarts)
+    raw.err("hello", "clock", t=now_ms() - 50000)
     raw.ok("hello", t=now_ms() + 50000)
 
 
@@ -1341,11 +1343,17 @@ def test_wrong_paths_are_404(server, raw):
 
 def test_methods_other_than_post(server):
     base = base_path(server)
-    for method, path in (("GET", base), ("GET", "/"), ("GET", "/sync/x"), ("GET", "/favicon.ico"),
+    for method, path in (("GET", base), ("GET", "/sync/x"), ("GET", "/favicon.ico"),
                          ("PUT", base), ("DELETE", base), ("PATCH", base), ("HEAD", base)):
-        status, headers, _ = http_request(server.port, method, path)
+        status, headers, body = http_request(server.port, method, path)
         assert status == 405, (method, path)
         assert headers.get("access-control-allow-origin")
+        # an unknown GET says what this server is in a line of text (issue 14); HEAD has no body
+        assert (b"POST frames" in body) if method == "GET" else not body, (method, body)
+    # GET / is a short page naming the server and where the client and inspector are (issue 14)
+    status, headers, body = http_request(server.port, "GET", "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b"dsn-sync" in body and b"/dsn_client.js" in body and b"inspect" in body
     status, headers, body = http_request(server.port, "OPTIONS", base,
                                          headers={"Origin": "https://app.example",
                                                   "Access-Control-Request-Method": "POST"})
@@ -1555,8 +1563,18 @@ def test_client_js_revalidation_keeps_it_cacheable(server, tmp_path, monkeypatch
     assert m and int(m.group(1)) >= 3600, cache
 
 
+def test_vendored_module_serves_its_embedded_client_and_inspector(server, tmp_path, monkeypatch):
+    """Issue 14: dsn_sync.py copied alone into a folder still serves both files, byte for byte."""
+    monkeypatch.setattr(dsn_sync, "__file__", str(tmp_path / "dsn_sync.py"))  # an empty folder
+    here = Path(__file__).resolve().parent
+    for path, name in (("/dsn_client.js", "dsn_client.js"), (base_path(server) + "/inspect", "dsn_inspect.html")):
+        status, headers, body = get_full(server.port, path)
+        assert status == 200 and body == (here / name).read_bytes(), name
+
+
 def test_client_js_missing_is_404_with_a_log_line(server, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(dsn_sync, "__file__", str(tmp_path / "dsn_sync.py"))  # an empty folder
+    monkeypatch.setattr(dsn_sync, "_EMBEDDED", {})  # and nothing embedded
     with caplog.at_level(logging.WARNING, logger="dsn_sync"):
         status, headers, body = get_full(server.port, "/dsn_client.js")
     assert status == 404 and body == b""

@@ -66,8 +66,13 @@ def serve(sync, page, token_for, port, users, title):
         def log_message(self, *args):  # quiet: the backend's own prints are the story
             pass
 
-    web = http.server.ThreadingHTTPServer(("127.0.0.1", port), Page)
-    sync.start()
+    try:
+        web = http.server.ThreadingHTTPServer(("127.0.0.1", port), Page)
+        sync.start()
+    except OSError as e:
+        # One line, not a traceback: the usual cause is another copy of the example still running.
+        sys.exit("%s: cannot serve the page on port %d (%s); stop what uses it, or pass --port 0 for any "
+                 "free port" % (title, port, e.strerror or e))
     origin = "http://127.0.0.1:%d" % web.server_address[1]
     print("%s: open %s" % (title, "these, side by side:" if len(users) > 1 else "this:"))
     for user in users:
