@@ -9,7 +9,8 @@ client, a started-server factory, and the ``slow`` marker.
 - ``Raw``: the protocol by hand over one keep-alive HTTP/1.1 connection of its own
   (plain answers, chunked streams read message by message, TLS, a path prefix).
 - Fixtures: ``make_server(**options)`` (a started ``DSNSync``, stopped after the test),
-  ``make_raw(sync_or_url, token=None, **options)`` (a ``Raw``, closed after the test).
+  ``make_raw(sync_or_url, token=None, **options)`` (a ``Raw``, closed after the test),
+  ``make_client(url, token, **options)`` (``dsn_sync.connect``, closed after the test).
 - ``private(sync, part)``: the one place the tests reach into the engine's private
   names, for what no public call shows; a rewrite of the engine fixes it here.
 - ``@pytest.mark.slow``: skipped unless ``DSN_SLOW=1`` is set.
