@@ -1177,8 +1177,14 @@ def test_batch(server, raw, users):
     calls, seq = len(users["calls"]), server.stats()["seq"]
     # the same batch again (a new frame, the same mids): the same answers, nothing applied twice
     again = raw.ok("batch", mutations=mutations)
-    for first, second in zip(results[:6] + results[7:], again["results"][:6] + again["results"][7:]):
-        assert first == second
+    for i, (first, second) in enumerate(zip(results, again["results"])):
+        if i == 6:
+            continue  # the mutation with no mid: refused each time, never remembered
+        # The ledger keeps answers, not records (issue 15, item 7): a repeat carries the
+        # key's current state as this token may read it, and the rest of the first answer.
+        assert {k: v for k, v in first.items() if k != "record"} == {k: v for k, v in second.items() if k != "record"}
+        if second["ok"]:
+            assert second["record"] == server.get("users", mutations[i]["key"])
     assert len(users["calls"]) == calls and server.stats()["seq"] == seq
     raw.err("batch", "bad_request", mutations=[])
     raw.err("batch", "bad_request", mutations={"op": "create"})
