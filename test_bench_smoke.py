@@ -16,9 +16,6 @@ import urllib.request
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-import dsn_sync  # noqa: E402
 
 
 def test_micro_quick_prints_its_table():
@@ -57,17 +54,15 @@ def get_json(url, body=None):
         return json.load(r)
 
 
-def test_bench_server_answers_the_harness_and_serves_sync(bench_server):
+def test_bench_server_answers_the_harness_and_serves_sync(bench_server, make_client):
     health = get_json(bench_server + "/_bench/health")
     assert health["ok"] and health["records"] == 50
     grant = get_json(bench_server + "/_bench/token")
     assert grant["url"].startswith(bench_server + "/sync/")
-    client = dsn_sync.connect(grant["url"], grant["token"], wait=1)
-    try:
-        client.wait_ready(timeout=20)
-        assert len(client.get_all("items")) == 50
-    finally:
-        client.close()
+    client = make_client(grant["url"], grant["token"], wait=1)
+    client.wait_ready(timeout=20)
+    assert len(client.get_all("items")) == 50
+    client.close()
     produced = get_json(bench_server + "/_bench/produce", {"rate": 50, "duration": 0.2, "table": "w1", "key": "hot"})
     assert produced["produced"] >= 1 and "sync_ms" in produced
 

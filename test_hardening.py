@@ -4,7 +4,6 @@ The fuzzers are seeded generators (no extra dependency), so a failure replays
 exactly: the seed is in the test name's parameters.
 """
 
-import http.client
 import json
 import logging
 import os
@@ -16,57 +15,8 @@ import time
 import pytest
 
 import dsn_sync
-from dsn_sync import DSNSync, DSNError
-
-
-def wait_until(predicate, timeout=10.0, interval=0.005):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-class RawClient:
-    """Frames by hand, for sending what a real client never would."""
-
-    def __init__(self, sync, token):
-        self.port = sync.port
-        self.base = "/sync/" + sync.instance
-        self.kid, secret = dsn_sync.parse_token(token)
-        self.c2s, self.s2c = dsn_sync.traffic_keys(secret)
-        self.ep = self.base
-
-    def post(self, path, body, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("POST", path, body=body, headers=headers or {"Content-Type": "text/plain"})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def frame(self, obj, path=None):
-        plain = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-        return dsn_sync.request_frame(self.kid, self.c2s, path or self.ep, plain)
-
-    def call(self, obj, path=None):
-        """(status, answer dict or None)."""
-        path = path or self.ep
-        frame = self.frame(obj, path)
-        status, body = self.post(path, frame)
-        if status != 200:
-            return status, None
-        plain = dsn_sync.open_response(self.s2c, frame[3 + len(self.kid):][:16], body)
-        assert plain is not None, "a 200 answer that does not authenticate"
-        answer = json.loads(plain)
-        if isinstance(answer.get("ep"), str):
-            self.ep = answer["ep"]
-        return status, answer
-
-    def op(self, op, **fields):
-        return self.call(dict(fields, op=op, t=int(time.time() * 1000)))
+from dsn_sync import DSNError
+from conftest import private, wait_until
 
 
 # -----------------------------------------------------------------------------
@@ -75,8 +25,8 @@ class RawClient:
 
 
 @pytest.fixture
-def chat():
-    sync = DSNSync(port=0)
+def chat(make_server):
+    sync = make_server(start=False)
     sync.define_table("messages", {"key": "id", "fields": ["sender", "to", "text"]})
     sync.define_table("notices", {"key": "id", "fields": ["text"]})
     handled = []
@@ -96,80 +46,71 @@ def chat():
 
     sync.start()
     sync.handled = handled
-    yield sync
-    sync.stop()
+    return sync
 
 
-def test_each_user_sees_only_their_rows_and_moves_arrive_as_delete_and_upsert(chat):
+def test_each_user_sees_only_their_rows_and_moves_arrive_as_delete_and_upsert(chat, make_client):
     chat.sync("messages", "m1", {"sender": "alice", "to": "bob", "text": "hi bob"})
     chat.sync("messages", "m2", {"sender": "carol", "to": "dave", "text": "secret"})
-    alice = dsn_sync.connect(chat.get_url(), chat.issue_token("alice", write=["messages"]))
-    carol = dsn_sync.connect(chat.get_url(), chat.issue_token("carol", write=["messages"]))
-    admin = dsn_sync.connect(chat.get_url(), chat.get_token())
-    try:
-        assert alice.wait_ready(10) and carol.wait_ready(10) and admin.wait_ready(10)
-        assert set(alice.get_all("messages")) == {"m1"}
-        assert set(carol.get_all("messages")) == {"m2"}
-        assert set(admin.get_all("messages")) == {"m1", "m2"}
+    alice = make_client(chat.get_url(), chat.issue_token("alice", write=["messages"]))
+    carol = make_client(chat.get_url(), chat.issue_token("carol", write=["messages"]))
+    admin = make_client(chat.get_url(), chat.get_token())
+    assert alice.wait_ready(10) and carol.wait_ready(10) and admin.wait_ready(10)
+    assert set(alice.get_all("messages")) == {"m1"}
+    assert set(carol.get_all("messages")) == {"m2"}
+    assert set(admin.get_all("messages")) == {"m1", "m2"}
 
-        alice.create("messages", "m3", {"sender": "alice", "to": "carol", "text": "hey carol"})
-        assert wait_until(lambda: "m3" in carol.get_all("messages"))
-        assert chat.handled == [("alice", "m3")]
+    alice.create("messages", "m3", {"sender": "alice", "to": "carol", "text": "hey carol"})
+    wait_until(lambda: "m3" in carol.get_all("messages"), 10, "alice's message at carol")
+    assert chat.handled == [("alice", "m3")]
 
-        chat.sync("messages", "m2", {"to": "alice"})  # carol -> alice: into alice's view
-        assert wait_until(lambda: "m2" in alice.get_all("messages"))
-        chat.sync("messages", "m2", {"sender": "dave"})  # now dave -> alice: out of carol's view
-        assert wait_until(lambda: "m2" not in carol.get_all("messages"))
-        assert "m2" in alice.get_all("messages")
-        chat.sync("messages", "m1", {"to": "carol"})  # alice -> carol: stays with alice, reaches carol
-        assert wait_until(lambda: "m1" in carol.get_all("messages"))
-        assert admin.get_all("messages") == chat.get_all("messages")
-    finally:
-        for c in (alice, carol, admin):
-            c.close()
+    chat.sync("messages", "m2", {"to": "alice"})  # carol -> alice: into alice's view
+    wait_until(lambda: "m2" in alice.get_all("messages"), 10, "m2 to move into alice's view")
+    chat.sync("messages", "m2", {"sender": "dave"})  # now dave -> alice: out of carol's view
+    wait_until(lambda: "m2" not in carol.get_all("messages"), 10, "m2 to move out of carol's view")
+    assert "m2" in alice.get_all("messages")
+    chat.sync("messages", "m1", {"to": "carol"})  # alice -> carol: stays with alice, reaches carol
+    wait_until(lambda: "m1" in carol.get_all("messages"), 10, "m1 to reach carol")
+    assert admin.get_all("messages") == chat.get_all("messages")
 
 
-def test_writes_outside_rights_are_forbidden_and_handlers_judge_per_row(chat):
-    alice = dsn_sync.connect(chat.get_url(), chat.issue_token("alice", write=["messages"]))
-    reader = dsn_sync.connect(chat.get_url(), chat.issue_token("rita", read=["messages"]))
-    try:
-        with pytest.raises(DSNError) as e:
-            alice.create("notices", "n1", {"text": "not mine to write"})
-        assert e.value.code == "forbidden"
-        with pytest.raises(DSNError) as e:
-            reader.create("messages", "r1", {"sender": "rita", "to": "x", "text": "hi"})
-        assert e.value.code == "forbidden"
-        with pytest.raises(DSNError) as e:
-            alice.create("messages", "fake", {"sender": "bob", "to": "alice", "text": "forged"})
-        assert e.value.code == "rejected"
-        assert chat.get("messages", "fake") is None and chat.get_all("notices") == {}
-    finally:
-        alice.close()
-        reader.close()
+def test_writes_outside_rights_are_forbidden_and_handlers_judge_per_row(chat, make_client):
+    alice = make_client(chat.get_url(), chat.issue_token("alice", write=["messages"]))
+    reader = make_client(chat.get_url(), chat.issue_token("rita", read=["messages"]))
+    with pytest.raises(DSNError) as e:
+        alice.create("notices", "n1", {"text": "not mine to write"})
+    assert e.value.code == "forbidden"
+    with pytest.raises(DSNError) as e:
+        reader.create("messages", "r1", {"sender": "rita", "to": "x", "text": "hi"})
+    assert e.value.code == "forbidden"
+    with pytest.raises(DSNError) as e:
+        alice.create("messages", "fake", {"sender": "bob", "to": "alice", "text": "forged"})
+    assert e.value.code == "rejected"
+    assert chat.get("messages", "fake") is None and chat.get_all("notices") == {}
 
 
-def test_a_read_list_hides_other_tables_entirely(chat):
+def test_a_read_list_hides_other_tables_entirely(chat, make_raw):
     chat.sync("notices", "n1", {"text": "for admins"})
-    raw = RawClient(chat, chat.issue_token("zed", read=["messages"]))
-    status, hello = raw.op("hello")
+    raw = make_raw(chat, chat.issue_token("zed", read=["messages"]), keep_alive=False)
+    status, hello = raw.call("hello")
     assert status == 200 and set(hello["tables"]) == {"messages"}
-    status, pull = raw.op("pull", since=None, wait=0)
+    status, pull = raw.call("pull", since=None, wait=0)
     assert pull["reset"] and set(pull["records"]) == {"messages"}
 
 
-def test_expired_and_revoked_tokens_are_refused(chat):
+def test_expired_and_revoked_tokens_are_refused(chat, make_raw):
     expired = chat.issue_token("eve", ttl=1)
     revoked = chat.issue_token("mallory")
-    good = RawClient(chat, revoked)
-    assert good.op("hello")[0] == 200
+    good = make_raw(chat, revoked, keep_alive=False)
+    assert good.call("hello")[0] == 200
     assert chat.revoke(revoked)
-    assert RawClient(chat, revoked).op("hello") == (401, None)
+    assert make_raw(chat, revoked, keep_alive=False).call("hello") == (401, None)
     time.sleep(1.1)
-    status, answer = RawClient(chat, expired).op("hello")
+    status, answer = make_raw(chat, expired, keep_alive=False).call("hello")
     assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "expired"
 
 
-def test_python_client_asks_its_token_function_after_expiry(chat):
+def test_python_client_asks_its_token_function_after_expiry(chat, make_client):
     minted = []
 
     def fresh():
@@ -177,15 +118,12 @@ def test_python_client_asks_its_token_function_after_expiry(chat):
         return minted[-1]
 
     statuses = []
-    client = dsn_sync.connect(chat.get_url(), fresh, on_status=lambda s, d: statuses.append((s, d)))
-    try:
-        assert client.wait_ready(10)
-        time.sleep(1.2)
-        client.create("messages", "after", {"sender": "alice", "to": "bob", "text": "still here"})
-        assert len(minted) >= 2
-        assert chat.get("messages", "after")["text"] == "still here"
-    finally:
-        client.close()
+    client = make_client(chat.get_url(), fresh, on_status=lambda s, d: statuses.append((s, d)))
+    assert client.wait_ready(10)
+    time.sleep(1.2)
+    client.create("messages", "after", {"sender": "alice", "to": "bob", "text": "still here"})
+    assert len(minted) >= 2
+    assert chat.get("messages", "after")["text"] == "still here"
 
 
 def test_issue_token_validates_its_arguments(chat):
@@ -197,8 +135,8 @@ def test_issue_token_validates_its_arguments(chat):
         chat.revoke("dsn1.notatoken.x")
 
 
-def test_row_rules_run_once_per_change_per_user_not_per_request():
-    sync = DSNSync(port=0)
+def test_row_rules_run_once_per_change_per_user_not_per_request(make_server, make_client):
+    sync = make_server(start=False)
     calls = []
 
     @sync.can_read("feed")
@@ -208,43 +146,32 @@ def test_row_rules_run_once_per_change_per_user_not_per_request():
 
     sync.sync("feed", "a", {"v": 0})
     sync.start()
-    clients = [dsn_sync.connect(sync.get_url(), sync.issue_token("same-user")) for _ in range(5)]
-    try:
-        assert all(c.wait_ready(10) for c in clients)
-        calls.clear()
-        sync.sync("feed", "a", {"v": 1})
-        assert wait_until(lambda: all(c.get("feed", "a") == {"v": 1} for c in clients))
-        assert calls == ["same-user"], calls
-    finally:
-        for c in clients:
-            c.close()
-        sync.stop()
+    clients = [make_client(sync.get_url(), sync.issue_token("same-user")) for _ in range(5)]
+    assert all(c.wait_ready(10) for c in clients)
+    calls.clear()
+    sync.sync("feed", "a", {"v": 1})
+    wait_until(lambda: all(c.get("feed", "a") == {"v": 1} for c in clients), 10, "the change at every client")
+    assert calls == ["same-user"], calls
 
 
-def test_long_polls_per_user_token_are_capped():
-    sync = DSNSync(port=0, max_waiting_per_user=2)
-    sync.start()
-    try:
-        token = sync.issue_token("tabby")
-        raws = [RawClient(sync, token) for _ in range(3)]
-        hello = raws[0].op("hello")[1]
-        since = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
-        results = []
+def test_long_polls_per_user_token_are_capped(make_server, make_raw):
+    sync = make_server(max_waiting_per_user=2)
+    token = sync.issue_token("tabby")
+    raws = [make_raw(sync, token, keep_alive=False) for _ in range(3)]
+    hello = raws[0].call("hello")[1]
+    since = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
+    results = []
 
-        def hold(raw):
-            raw.ep = raws[0].ep
-            results.append(raw.op("pull", since=since, wait=2)[0])
-        threads = [threading.Thread(target=hold, args=(r,)) for r in raws[:2]]
-        for t in threads:
-            t.start()
-        assert wait_until(lambda: sync.stats()["waiting"] == 2)
-        raws[2].ep = raws[0].ep
-        assert raws[2].op("pull", since=since, wait=2)[0] == 503
-        for t in threads:
-            t.join()
-        assert results == [200, 200]
-    finally:
-        sync.stop()
+    def hold(raw):
+        results.append(raw.call("pull", path=raws[0].ep, since=since, wait=2)[0])
+    threads = [threading.Thread(target=hold, args=(r,)) for r in raws[:2]]
+    for t in threads:
+        t.start()
+    wait_until(lambda: sync.stats()["waiting"] == 2, 10, "two parked pulls")
+    assert raws[2].call("pull", path=raws[0].ep, since=since, wait=2)[0] == 503
+    for t in threads:
+        t.join()
+    assert results == [200, 200]
 
 
 # -----------------------------------------------------------------------------
@@ -253,8 +180,8 @@ def test_long_polls_per_user_token_are_capped():
 
 
 @pytest.fixture
-def target():
-    sync = DSNSync(port=0, page_size=50)
+def target(make_server):
+    sync = make_server(start=False, page_size=50)
     sync.define_table("open", {"key": "id", "fields": None})
     sync.define_table("locked", {"key": "id", "fields": ["x"]})  # no handlers: clients may not write
 
@@ -269,8 +196,7 @@ def target():
     for i in range(20):
         sync.sync("locked", "k%d" % i, {"x": i})
     sync.start()
-    yield sync
-    sync.stop()
+    return sync
 
 
 def _mutate(rng, data):
@@ -329,95 +255,89 @@ def _random_request(rng):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_fuzzed_frames_never_crash_never_write_never_leak(target, seed, caplog):
+def test_fuzzed_frames_never_crash_never_write_never_leak(target, seed, caplog, make_raw, make_client):
     rng = random.Random(seed)
     token = target.issue_token("fuzzer", write=["open"])  # may write 'open' only, through its handlers
-    raw = RawClient(target, token)
-    raw.op("hello")
+    raw = make_raw(target, token, keep_alive=False)
+    raw.call("hello")
     locked_before = target.get_all("locked")
-    good = dsn_sync.connect(target.get_url(), target.get_token())
+    good = make_client(target.get_url(), target.get_token())
     assert good.wait_ready(10)
     statuses = {}
     caplog.set_level(logging.ERROR, logger="dsn_sync")
-    try:
-        valid = raw.frame({"op": "hello", "t": int(time.time() * 1000)})
-        for i in range(250):
-            kind = rng.random()
-            if kind < 0.35:  # mutated valid frames: must never authenticate
-                status, body = raw.post(raw.base, _mutate(rng, valid))
-                assert status in (400, 401, 404), status
-                assert body == b""
-            elif kind < 0.45:  # pure noise, odd headers
-                status, body = raw.post(raw.base + rng.choice(["", "/x", "/../..", "?a=b"]), os.urandom(rng.randint(0, 200)))
-                assert status in (400, 401, 404), status
-            elif kind < 0.55:  # valid envelope, random JSON plaintext (maybe not even JSON)
-                plain = json.dumps(_random_json(rng)).encode() if rng.random() < 0.7 else os.urandom(30)
-                status, answer = raw.call(plain)
-                assert status in (200, 404)
-                if answer is not None:
-                    assert answer["ok"] is False
-            else:  # valid envelope, plausible requests
-                status, answer = raw.call(_random_request(rng))
-                assert status in (200, 404, 503), status
-                if answer is not None and not answer["ok"]:
-                    message = json.dumps(answer["error"])
-                    assert "Traceback" not in message and "File \"" not in message and "/etc/secret" not in message
-                    assert answer["error"]["code"] in {
-                        "clock", "replay", "expired", "forbidden", "unknown_table", "invalid", "exists",
-                        "not_found", "no_handler", "rejected", "handler_error", "bad_request"}, answer
-            statuses[status] = statuses.get(status, 0) + 1
-            if status == 404:
-                raw.op("hello")
-        # The server still serves a good client, and nothing the fuzzer may not touch changed.
-        target.sync("open", "probe", {"n": seed})
-        assert wait_until(lambda: good.get("open", "probe") == {"n": seed})
-        assert target.get_all("locked") == locked_before
-        unexpected = [r for r in caplog.records if "unexpected" in r.getMessage()]
-        assert not unexpected, [r.getMessage() for r in unexpected]
-        target._store.check()
-    finally:
-        good.close()
+    valid, _ = raw.frame(raw.ep, {"op": "hello", "t": int(time.time() * 1000)})
+    for i in range(250):
+        kind = rng.random()
+        if kind < 0.35:  # mutated valid frames: must never authenticate
+            status, body = raw.post(raw.base, _mutate(rng, valid))
+            assert status in (400, 401, 404), status
+            assert body == b""
+        elif kind < 0.45:  # pure noise, odd headers
+            status, body = raw.post(raw.base + rng.choice(["", "/x", "/../..", "?a=b"]), os.urandom(rng.randint(0, 200)))
+            assert status in (400, 401, 404), status
+        elif kind < 0.55:  # valid envelope, random JSON plaintext (maybe not even JSON)
+            plain = json.dumps(_random_json(rng)).encode() if rng.random() < 0.7 else os.urandom(30)
+            status, answer = raw.request(plain)
+            assert status in (200, 404)
+            if answer is not None:
+                assert answer["ok"] is False
+        else:  # valid envelope, plausible requests
+            status, answer = raw.request(_random_request(rng))
+            assert status in (200, 404, 503), status
+            if answer is not None and not answer["ok"]:
+                message = json.dumps(answer["error"])
+                assert "Traceback" not in message and "File \"" not in message and "/etc/secret" not in message
+                assert answer["error"]["code"] in {
+                    "clock", "replay", "expired", "forbidden", "unknown_table", "invalid", "exists",
+                    "not_found", "no_handler", "rejected", "handler_error", "bad_request"}, answer
+        statuses[status] = statuses.get(status, 0) + 1
+        if status == 404:
+            raw.call("hello")
+    # The server still serves a good client, and nothing the fuzzer may not touch changed.
+    target.sync("open", "probe", {"n": seed})
+    wait_until(lambda: good.get("open", "probe") == {"n": seed}, 10, "the probe at the good client")
+    assert target.get_all("locked") == locked_before
+    unexpected = [r for r in caplog.records if "unexpected" in r.getMessage()]
+    assert not unexpected, [r.getMessage() for r in unexpected]
+    private(target, "store").check()
     # the generator reached every layer: sealed answers, bad frames, failed tags, dead paths
     assert statuses.get(200, 0) > 50 and statuses.get(400, 0) and statuses.get(401, 0) and statuses.get(404, 0), statuses
 
 
-def test_random_operation_sequences_match_a_model(target):
+def test_random_operation_sequences_match_a_model(target, make_client):
     """Random writes through a user token and backend syncs: the server ends equal to a simple model."""
     rng = random.Random(42)
-    client = dsn_sync.connect(target.get_url(), target.issue_token("modeller", write=["open"]))
+    client = make_client(target.get_url(), target.issue_token("modeller", write=["open"]))
     model = {}
-    try:
-        assert client.wait_ready(10)
-        for i in range(300):
-            key = "k%d" % rng.randrange(12)
-            op = rng.choice(["create", "update", "delete", "sync", "remove"])
-            data = {"v": rng.randrange(100)}
-            try:
-                if op == "create":
-                    client.create("open", key, data)
-                    assert key not in model
-                    model[key] = dict(data)
-                elif op == "update":
-                    client.update("open", key, data)
-                    assert key in model
-                    model[key].update(data)
-                elif op == "delete":
-                    client.delete("open", key)
-                    assert key in model
-                    del model[key]
-                elif op == "sync":
-                    target.sync("open", key, data)
-                    model.setdefault(key, {}).update(data)
-                else:
-                    assert target.remove("open", key) == (key in model)
-                    model.pop(key, None)
-            except DSNError as e:
-                assert (e.code == "exists" and key in model) or (e.code == "not_found" and key not in model), (op, key, e.code)
-        assert target.get_all("open") == model
-        assert wait_until(lambda: client.get_all("open") == model)
-        target._store.check()
-    finally:
-        client.close()
+    assert client.wait_ready(10)
+    for i in range(300):
+        key = "k%d" % rng.randrange(12)
+        op = rng.choice(["create", "update", "delete", "sync", "remove"])
+        data = {"v": rng.randrange(100)}
+        try:
+            if op == "create":
+                client.create("open", key, data)
+                assert key not in model
+                model[key] = dict(data)
+            elif op == "update":
+                client.update("open", key, data)
+                assert key in model
+                model[key].update(data)
+            elif op == "delete":
+                client.delete("open", key)
+                assert key in model
+                del model[key]
+            elif op == "sync":
+                target.sync("open", key, data)
+                model.setdefault(key, {}).update(data)
+            else:
+                assert target.remove("open", key) == (key in model)
+                model.pop(key, None)
+        except DSNError as e:
+            assert (e.code == "exists" and key in model) or (e.code == "not_found" and key not in model), (op, key, e.code)
+    assert target.get_all("open") == model
+    wait_until(lambda: client.get_all("open") == model, 10, "the client's mirror to equal the model")
+    private(target, "store").check()
 
 
 # -----------------------------------------------------------------------------
@@ -425,9 +345,8 @@ def test_random_operation_sequences_match_a_model(target):
 # -----------------------------------------------------------------------------
 
 
-def test_slowloris_connections_do_not_starve_a_good_client():
-    sync = DSNSync(port=0, header_timeout=2.0)
-    sync.start()
+def test_slowloris_connections_do_not_starve_a_good_client(make_server, make_client):
+    sync = make_server(header_timeout=2.0)
     stop = threading.Event()
     socks = []
     try:
@@ -446,25 +365,24 @@ def test_slowloris_connections_do_not_starve_a_good_client():
                 stop.wait(0.2)
         thread = threading.Thread(target=trickle, daemon=True)
         thread.start()
-        good = dsn_sync.connect(sync.get_url(), sync.get_token())
+        good = make_client(sync.get_url(), sync.get_token())
         started = time.monotonic()
         assert good.wait_ready(10)
         sync.sync("t", "a", {"v": 1})
-        assert wait_until(lambda: good.get("t", "a") == {"v": 1}, timeout=5)
+        wait_until(lambda: good.get("t", "a") == {"v": 1}, 5, "the change at the good client")
         took = time.monotonic() - started
         # The trickling connections are cut at header_timeout, however slowly they send.
-        assert wait_until(lambda: sync.stats()["connections"] <= 3, timeout=10), sync.stats()
+        wait_until(lambda: sync.stats()["connections"] <= 3, 10, "the trickling connections to be cut (<= 3 left)")
         good.close()
         print("good client ready and synced in %.1f ms beside 150 slowloris connections" % (took * 1000))
     finally:
         stop.set()
         for s in socks:
             s.close()
-        sync.stop()
 
 
-def test_oversized_and_unframed_requests_get_plain_statuses(target):
-    raw = RawClient(target, target.get_token())
+def test_oversized_and_unframed_requests_get_plain_statuses(target, make_raw):
+    raw = make_raw(target, keep_alive=False)
     conn = socket.create_connection(("127.0.0.1", target.port), timeout=5)
     conn.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (raw.base, 1 << 30)).encode())
     assert conn.recv(100).startswith(b"HTTP/1.1 413")
@@ -477,7 +395,7 @@ def test_oversized_and_unframed_requests_get_plain_statuses(target):
     conn.sendall(b"POST / HTTP/1.1\r\n" + b"X-Long: " + b"a" * 20000 + b"\r\n\r\n")
     assert conn.recv(100).startswith(b"HTTP/1.1 431")
     conn.close()
-    assert raw.op("hello")[0] == 200
+    assert raw.call("hello")[0] == 200
 
 
 # -----------------------------------------------------------------------------
@@ -485,64 +403,60 @@ def test_oversized_and_unframed_requests_get_plain_statuses(target):
 # -----------------------------------------------------------------------------
 
 
-def test_a_stream_reader_that_stops_reading_does_not_stall_other_long_polls():
-    sync = DSNSync(port=0)
+def test_a_stream_reader_that_stops_reading_does_not_stall_other_long_polls(make_server, make_raw, make_client):
+    body_timeout = 30.0  # the default, given here so the test can read it
+    sync = make_server(start=False, body_timeout=body_timeout)
     sync.define_table("big", {"key": "id", "fields": None})
     sync.start()
-    try:
-        stuck = RawClient(sync, sync.get_token())
-        hello = stuck.op("hello")[1]
-        since = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", sync.port))
-        frame = stuck.frame({"op": "pull", "since": since, "wait": 20, "stream": True, "t": int(time.time() * 1000)})
-        s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (stuck.ep, len(frame))).encode() + frame)
-        time.sleep(0.2)  # parked; it never reads from here on
-        good = dsn_sync.connect(sync.get_url(), sync.get_token())
-        assert good.wait_ready(10)
-        for i in range(30):  # big changes fill the stuck reader's buffers
-            sync.sync("big", "k%d" % i, {"blob": "x" * 200000})
-        started = time.monotonic()
-        sync.sync("big", "marker", {"v": 1})
-        assert wait_until(lambda: good.get("big", "marker") == {"v": 1}, timeout=10)
-        took = time.monotonic() - started
-        assert took < sync._server.body_timeout, "the feed waited on the stuck reader"
-        print("a long-poll answered %.0f ms after the change beside a stuck stream" % (took * 1000))
-        good.close()
-        s.close()
-    finally:
-        sync.stop()
+    stuck = make_raw(sync, keep_alive=False)
+    hello = stuck.call("hello")[1]
+    since = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", sync.port))
+    frame, _ = stuck.frame(stuck.ep, {"op": "pull", "since": since, "wait": 20, "stream": True,
+                                      "t": int(time.time() * 1000)})
+    s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (stuck.ep, len(frame))).encode() + frame)
+    time.sleep(0.2)  # parked; it never reads from here on
+    good = make_client(sync.get_url(), sync.get_token())
+    assert good.wait_ready(10)
+    for i in range(30):  # big changes fill the stuck reader's buffers
+        sync.sync("big", "k%d" % i, {"blob": "x" * 200000})
+    started = time.monotonic()
+    sync.sync("big", "marker", {"v": 1})
+    wait_until(lambda: good.get("big", "marker") == {"v": 1}, 10, "the marker at the good client")
+    took = time.monotonic() - started
+    assert took < body_timeout, "the feed waited on the stuck reader"
+    print("a long-poll answered %.0f ms after the change beside a stuck stream" % (took * 1000))
+    good.close()
+    s.close()
 
 
-def test_a_failed_disk_write_is_a_503_and_not_the_writes_answer(tmp_path, caplog):
-    sync = DSNSync(port=0, db_connection_string="sqlite:///" + str(tmp_path / "s.db"))
+def test_a_failed_disk_write_is_a_503_and_not_the_writes_answer(tmp_path, caplog, make_server, make_raw):
+    sync = make_server(start=False, db_connection_string="sqlite:///" + str(tmp_path / "s.db"))
     sync.define_table("t", {"key": "id", "fields": None})
     sync.on_create("t")(lambda data: True)
     sync.start()
-    try:
-        raw = RawClient(sync, sync.get_token())
-        raw.op("hello")
-        store = sync._store
-        real = store._commit
+    raw = make_raw(sync, keep_alive=False)
+    raw.call("hello")
+    store = private(sync, "store")
+    real = store._commit
 
-        def broken():
-            store._pending_rows, store._pending_mids = [], []
-            raise dsn_sync.StoreError("writing to %s failed: disk I/O error" % store.path)
-        store._commit = broken
-        caplog.set_level(logging.ERROR, logger="dsn_sync")
-        status, answer = raw.op("create", table="t", key="k", data={"v": 1}, mid="m-1")
-        assert status == 503 and answer is None  # no path, no SQLite words on the wire
-        store._commit = real
-        status, answer = raw.op("create", table="t", key="k", data={"v": 1}, mid="m-1")
-        assert status == 200 and answer["ok"] is True, answer
-        assert sync.get("t", "k") == {"v": 1}
-    finally:
-        sync.stop()
+    def broken():
+        store._pending_rows, store._pending_mids = [], []
+        raise dsn_sync.StoreError("writing to %s failed: disk I/O error" % store.path)
+    store._commit = broken
+    caplog.set_level(logging.ERROR, logger="dsn_sync")
+    status, answer = raw.call("create", table="t", key="k", data={"v": 1}, mid="m-1")
+    assert status == 503 and answer is None  # no path, no SQLite words on the wire
+    store._commit = real
+    status, answer = raw.call("create", table="t", key="k", data={"v": 1}, mid="m-1")
+    assert status == 200 and answer["ok"] is True, answer
+    assert sync.get("t", "k") == {"v": 1}
 
 
 def test_a_batch_that_cannot_start_gives_the_store_lock_back(tmp_path):
-    sync = DSNSync(port=0, db_connection_string="sqlite:///" + str(tmp_path / "b.db"))
+    sync = dsn_sync.DSNSync(port=0, db_connection_string="sqlite:///" + str(tmp_path / "b.db"))
     sync.stop()  # closes the store
     with pytest.raises(dsn_sync.StoreError):
         with sync.batch():
@@ -555,16 +469,16 @@ def test_a_batch_that_cannot_start_gives_the_store_lock_back(tmp_path):
     sync.stop()
 
 
-def test_odd_numbers_and_deep_json_are_bad_requests_not_500s(target):
-    raw = RawClient(target, target.get_token())
-    hello = raw.op("hello")[1]
-    status, answer = raw.op("pull", since=None, next="%s.\u00b2.0" % hello["epoch"], wait=0)
+def test_odd_numbers_and_deep_json_are_bad_requests_not_500s(target, make_raw):
+    raw = make_raw(target, keep_alive=False)
+    hello = raw.call("hello")[1]
+    status, answer = raw.call("pull", since=None, next="%s.\u00b2.0" % hello["epoch"], wait=0)
     assert status == 200 and answer["ok"] and answer["reset"]  # an unknown `next`: a fresh reset
     deep = b'{"op":"hello","t":1,"x":' + b"[" * 100000 + b"]" * 100000 + b"}"
-    status, answer = raw.call(deep)
+    status, answer = raw.request(deep)
     assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "bad_request"
     conn = socket.create_connection(("127.0.0.1", target.port), timeout=5)
     conn.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\n" % raw.base).encode())
     assert conn.recv(100).startswith(b"HTTP/1.1 411")
     conn.close()
-    assert raw.op("hello")[0] == 200
+    assert raw.call("hello")[0] == 200

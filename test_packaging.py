@@ -144,6 +144,9 @@ def test_console_script_runs_the_quick_server(installed_wheel):
         line, _ = _wait_for_line(proc, "URL:")
         url = line.split("URL:", 1)[1].strip()
         assert url.startswith("http://127.0.0.1:") and "/sync/" in url
+        # The banner ends with the page snippet; Ctrl-C before that raced the server's
+        # own signal handlers (a traceback, exit -2) when stdout is unbuffered.
+        _wait_for_line(proc, "</script>")
         proc.send_signal(2)  # Ctrl-C
         rest = proc.communicate(timeout=20)[0]
         assert proc.returncode == 0, rest

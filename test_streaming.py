@@ -1,102 +1,26 @@
 """Streamed pulls (README "Streamed pulls"): many sealed answers down one chunked response."""
 
-import json
-import socket
-import struct
 import time
 
 import pytest
 
 import dsn_sync
-
-
-class StreamClient:
-    """A raw keep-alive connection that can read a chunked answer message by message."""
-
-    def __init__(self, sync, token=None):
-        self.sync = sync
-        self.kid, secret = dsn_sync.parse_token(token or sync.get_token())
-        self.c2s, self.s2c = dsn_sync.traffic_keys(secret)
-        self.path = "/sync/" + sync.instance
-        self.sock = socket.create_connection(("127.0.0.1", sync.port), timeout=10)
-        self.buf = b""
-
-    def _read(self, n):
-        while len(self.buf) < n:
-            chunk = self.sock.recv(65536)
-            assert chunk, "connection closed"
-            self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            assert chunk, "connection closed"
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def send(self, obj):
-        obj = dict(obj, t=int(time.time() * 1000))
-        frame = dsn_sync.request_frame(self.kid, self.c2s, self.path, json.dumps(obj).encode())
-        self.nonce = frame[3 + len(self.kid):][:16]
-        head = "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % (self.path, len(frame))
-        self.sock.sendall(head.encode() + frame)
-
-    def head(self):
-        status = int(self._line().split()[1])
-        headers = {}
-        while True:
-            line = self._line()
-            if not line:
-                return status, headers
-            name, _, value = line.decode().partition(":")
-            headers[name.strip().lower()] = value.strip()
-
-    def whole(self, headers):
-        body = self._read(int(headers["content-length"]))
-        return json.loads(dsn_sync.open_response(self.s2c, self.nonce, body))
-
-    def message(self, index):
-        """The next stream message (opened with its index), or None at the end of the stream."""
-        size = int(self._line(), 16)
-        if size == 0:
-            assert self._line() == b""
-            return None
-        data = self._read(size)
-        assert self._read(2) == b"\r\n"
-        length, = struct.unpack(">I", data[:4])
-        frame = data[4:4 + length]
-        assert frame[0] == 1
-        plain = dsn_sync.open(self.s2c, b"dsn-sync/v1 res\n" + self.nonce + struct.pack(">I", index), frame[1:])
-        assert plain is not None, "message %d does not open with its index" % index
-        assert dsn_sync.open(self.s2c, b"dsn-sync/v1 res\n" + self.nonce, frame[1:]) is None
-        return json.loads(plain)
-
-    def ok(self, obj):
-        self.send(obj)
-        status, headers = self.head()
-        assert status == 200
-        answer = self.whole(headers)
-        self.path = answer["ep"]
-        return answer
+from conftest import private
 
 
 @pytest.fixture
-def server():
-    sync = dsn_sync.DSNSync(port=0)
+def server(make_server):
+    sync = make_server(start=False)
     sync.define_table("t", {"key": "id", "fields": None})
     sync.start()
-    yield sync
-    sync.stop()
+    return sync
 
 
-def test_a_streamed_pull_carries_every_change_then_ends_and_the_connection_carries_on(server):
-    c = StreamClient(server)
-    hello = c.ok({"op": "hello"})
+def test_a_streamed_pull_carries_every_change_then_ends_and_the_connection_carries_on(server, make_raw):
+    c = make_raw(server)
+    hello = c.hello()
     cursor = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
-    c.send({"op": "pull", "since": cursor, "wait": 2, "stream": True})
+    c.start("pull", since=cursor, wait=2, stream=True)
     time.sleep(0.1)
     server.sync("t", "a", {"n": 1})
     status, headers = c.head()
@@ -120,37 +44,34 @@ def test_a_streamed_pull_carries_every_change_then_ends_and_the_connection_carri
             seen[key] = record
     assert seen["a"] == {"n": 4} and seen["b4"] == {"n": 4} and seq == server.stats()["seq"]
     # the stream ended with its wait; the same connection serves the next request
-    assert c.ok({"op": "pull", "since": {"epoch": hello["epoch"], "seq": seq, "sv": hello["sv"]}, "wait": 0})["changes"] == []
+    assert c.ok("pull", since={"epoch": hello["epoch"], "seq": seq, "sv": hello["sv"]}, wait=0)["changes"] == []
 
 
-def test_a_stream_with_nothing_to_say_ends_as_a_plain_empty_answer(server):
-    c = StreamClient(server)
-    hello = c.ok({"op": "hello"})
-    c.send({"op": "pull", "since": {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]},
-            "wait": 0.5, "stream": True})
+def test_a_stream_with_nothing_to_say_ends_as_a_plain_empty_answer(server, make_raw):
+    c = make_raw(server)
+    hello = c.hello()
+    c.start("pull", since={"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}, wait=0.5, stream=True)
     status, headers = c.head()
     assert status == 200 and "content-length" in headers
     assert c.whole(headers)["changes"] == []
 
 
-def test_a_stream_with_changes_already_waiting_is_answered_plainly(server):
-    c = StreamClient(server)
-    hello = c.ok({"op": "hello"})
+def test_a_stream_with_changes_already_waiting_is_answered_plainly(server, make_raw):
+    c = make_raw(server)
+    hello = c.hello()
     server.sync("t", "x", {"v": 1})
-    c.send({"op": "pull", "since": {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]},
-            "wait": 5, "stream": True})
+    c.start("pull", since={"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}, wait=5, stream=True)
     status, headers = c.head()
     assert "content-length" in headers and c.whole(headers)["changes"] == [["t", "x", {"v": 1}]]
 
 
-def test_a_departed_stream_client_does_not_stop_the_others(server):
-    gone, stays = StreamClient(server), StreamClient(server)
+def test_a_departed_stream_client_does_not_stop_the_others(server, make_raw):
+    gone, stays = make_raw(server), make_raw(server)
     for c in (gone, stays):
-        hello = c.ok({"op": "hello"})
-        c.send({"op": "pull", "since": {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]},
-                "wait": 3, "stream": True})
+        hello = c.hello()
+        c.start("pull", since={"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}, wait=3, stream=True)
     time.sleep(0.1)
-    gone.sock.close()
+    gone.close()
     server.sync("t", "k", {"v": 1})
     server.sync("t", "k", {"v": 2})
     status, headers = stays.head()
@@ -166,12 +87,11 @@ def test_a_departed_stream_client_does_not_stop_the_others(server):
     assert got["k"] == {"v": 2}
 
 
-def test_stream_messages_are_spaced_and_coalesced_to_the_latest_state(server, monkeypatch):
-    monkeypatch.setattr(server._feed, "stream_spacing", 0.1)  # 0.1 s per parked pull: one pull here
-    c = StreamClient(server)
-    hello = c.ok({"op": "hello"})
-    c.send({"op": "pull", "since": {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]},
-            "wait": 1.5, "stream": True})
+def test_stream_messages_are_spaced_and_coalesced_to_the_latest_state(server, monkeypatch, make_raw):
+    monkeypatch.setattr(private(server, "feed"), "stream_spacing", 0.1)  # 0.1 s per parked pull: one pull here
+    c = make_raw(server)
+    hello = c.hello()
+    c.start("pull", since={"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}, wait=1.5, stream=True)
     time.sleep(0.1)
     for n in range(40):  # 40 changes in about 0.4 s
         server.sync("t", "hot", {"n": n})

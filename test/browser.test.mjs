@@ -21,10 +21,9 @@ import {
   launchChromium,
   screenshot,
   serveStatic,
-  startJsonLinesProcess,
-  waitFor,
   watchConsole,
 } from './browser/harness.mjs';
+import { startFixture, waitFor } from './helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -39,7 +38,6 @@ if (!support.ok) {
 
 let browser;
 let site;
-const fixtures = [];
 
 before(async () => {
   if (!support.ok) return;
@@ -50,7 +48,6 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await site?.close();
-  await Promise.all(fixtures.map((fixture) => fixture.kill()));
 });
 
 /** A test that needs Chromium; skipped with the reason when it is not here. */
@@ -69,8 +66,7 @@ function browserTest(name, body) {
 /** A live server, a fresh browser context with its console watched, and helpers; all
  * torn down after the test, which fails if a page logged an error not allowed. */
 async function setup(t) {
-  const fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', [path.join(here, 'browser_fixture.py')]);
-  fixtures.push(fixture);
+  const fixture = await startFixture('browser_fixture.py');
   const syncOrigin = new URL(fixture.url).origin;
   assert.notEqual(syncOrigin, site.origin, 'the page must come from another origin than the sync server');
   const context = await browser.newContext();

@@ -2,13 +2,13 @@
 // call and error code, long-poll wake-up, resets, rollback, offline writes replayed
 // exactly once, tokens refreshed after 401, endpoint rotation, path prefixes, streamed
 // pulls.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { startJsonLinesProcess } from './browser/harness.mjs';
+import { startFixture, waitFor } from './helpers.mjs';
 import { connectDSN, DSNError, _internals } from '../dsn_client.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -18,31 +18,7 @@ if (!existsSync(path.join(repoRoot, 'dsn_sync.py'))) throw new Error(`dsn_sync.p
 // Fast retries keep outage tests short; the defaults (0.5 s doubling to 30 s) are for people.
 const FAST = { retryMin: 30, retryMax: 300, wait: 5 };
 
-const fixtures = [];
-after(() => {
-  for (const fixture of fixtures) fixture.kill();
-});
-
-/** Starts test/fixture_server.py; `fixture.cmd({...})` sends one command, answers its reply. */
-async function startFixture(pageSize) {
-  const args = [path.join(here, 'fixture_server.py')];
-  if (pageSize) args.push(String(pageSize));
-  const fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', args);
-  fixtures.push(fixture);
-  return fixture;
-}
-
 const shared = await startFixture();
-
-async function waitFor(condition, what, timeout = 10000) {
-  const start = Date.now();
-  for (;;) {
-    const value = await condition();
-    if (value) return value;
-    if (Date.now() - start > timeout) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 function connect(fixture = shared, options = {}, token = fixture.token) {
   const client = connectDSN(fixture.url, token, { ...FAST, ...options });
@@ -400,7 +376,7 @@ test('reset: a server restarted with a new epoch (empty store) replaces the mirr
 });
 
 test('a paged reset (12,000 records, pages of 5,000) is applied only when complete', async (t) => {
-  const fixture = await startFixture(5000);
+  const fixture = await startFixture('fixture_server.py', [5000]);
   await fixture.cmd({ cmd: 'bulk', table: 'metrics', count: 12000 });
   const client = connect(fixture);
   t.after(() => client.close());

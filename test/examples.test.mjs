@@ -1,27 +1,14 @@
 // The README's frontend examples ("Frontend: dsn_client.js"), run as written against a
 // live server: get all, get one, create/update/delete, notifications, chat, live chart.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import path from 'node:path';
-import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
 
 import { connectDSN, DSNError } from '../dsn_client.js';
+import { startFixture } from './helpers.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const child = spawn(process.env.PYTHON || 'python3', [path.join(here, 'fixture_server.py')], { stdio: ['pipe', 'pipe', 'inherit'] });
-const lines = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-const server = JSON.parse((await lines.next()).value);
-after(() => {
-  child.stdin.end();
-  child.kill();
-});
+const server = await startFixture();
 /** What the Python backend does in the examples: sync.sync(table, key, data). */
-async function backendSync(table, key, data) {
-  child.stdin.write(JSON.stringify({ cmd: 'sync', table, key, data }) + '\n');
-  return JSON.parse((await lines.next()).value);
-}
+const backendSync = (table, key, data) => server.cmd({ cmd: 'sync', table, key, data });
 
 const url = server.url;
 const token = server.token;

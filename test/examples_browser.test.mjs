@@ -6,10 +6,10 @@
 // error. Skipped, loudly, where Chromium or playwright-core is missing.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 
-import { browserSupport, launchChromium, startJsonLinesProcess, waitFor, watchConsole } from './browser/harness.mjs';
-import { chartPoints, openInspector, repoRoot, startDemo, startExample } from './screenshots.mjs';
+import { browserSupport, launchChromium, watchConsole } from './browser/harness.mjs';
+import { startFixture, waitFor } from './helpers.mjs';
+import { chartPoints, openInspector, startDemo, startExample } from './screenshots.mjs';
 
 const support = await browserSupport();
 if (!support.ok) {
@@ -76,7 +76,7 @@ const text = (page, selector) => page.$eval(selector, (node) => node.textContent
 const count = (page, selector) => page.$$eval(selector, (nodes) => nodes.length);
 
 test('inspector: token form, live rows with highlights, cursor, chart of a picked field, forget', { skip, timeout: 90000 }, async () => {
-  const fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', [path.join(repoRoot, 'test', 'fixture_server.py')]);
+  const fixture = await startFixture();
   const sync = (table, key, data) => fixture.cmd({ cmd: 'sync', table, key, data });
   await sync('users', 'u-001', { name: 'Ada', email: 'ada@example.com' });
   await sync('metrics', 'cpu', { value: 10 });

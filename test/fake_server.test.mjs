@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 
 import { connectDSN, _internals } from '../dsn_client.js';
+import { waitFor } from './helpers.mjs';
 
 const { b64uEncode, randomBytes, deriveTrafficKeys, openRequestFrame, buildResponseFrame, buildStreamMessage, STREAM_TYPE } = _internals;
 const FAST = { retryMin: 10, retryMax: 50, wait: 25 };
@@ -72,14 +73,6 @@ function fakeServer(answer) {
 
 const hello = { instance: '00112233445566ff', epoch: 'e1', seq: 0, sv: 1, tables: SCHEMA };
 const emptyReset = { reset: true, epoch: 'e1', seq: 0, sv: 1, tables: SCHEMA, records: {}, more: false, next: null };
-
-async function waitFor(condition, what) {
-  const start = Date.now();
-  while (!(await condition())) {
-    if (Date.now() - start > 5000) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
 
 test('an ack at seq 2 wins over a pull answered at seq 1 that arrives after it', async (t) => {
   const server = fakeServer((request) => {

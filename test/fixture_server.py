@@ -19,7 +19,10 @@ answers JSON-line commands on stdin, one JSON line each::
                                          process state on the same port and secret (same URL,
                                          same tokens, new epoch, empty store)
     {"cmd": "epoch"}                  -> {"ok": true, "result": epoch}
-    {"cmd": "exit"}
+    {"cmd": "exit"}                   (stops the server, exits)
+
+``serve()`` is the command loop; test/browser_fixture.py and test/durable_server.py run
+it too, with their own tables and extra commands.
 
 Tables: ``users`` (key user_id; name, email, cart, status; every handler
 accepts), ``guarded`` (any fields; create/update refuse when data.reject is
@@ -31,6 +34,7 @@ true), ``boom`` (every handler raises), ``readonly`` (no handlers),
 import json
 import os
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,7 +45,7 @@ SECRET = os.urandom(32).hex()
 calls = []
 
 
-PAGE_SIZE = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+PAGE_SIZE = 5000  # main() takes another from the command line
 
 
 def build(port):
@@ -56,8 +60,8 @@ def build(port):
         return handler
 
     for op in ("create", "update", "delete"):
-        sync._on(op, "users")(record_call(op))
-        sync._on(op, "messages")(record_call(op))
+        getattr(sync, "on_" + op)("users")(record_call(op))
+        getattr(sync, "on_" + op)("messages")(record_call(op))
 
     @sync.on_create("guarded")
     def guarded_create(data, ctx):
@@ -77,7 +81,7 @@ def build(port):
         raise RuntimeError("internal detail that must not reach the client")
 
     for op in ("create", "update", "delete"):
-        sync._on(op, "boom")(explode)
+        getattr(sync, "on_" + op)("boom")(explode)
 
     @sync.on_create("stamped")
     def stamped_create(data, ctx):
@@ -93,23 +97,37 @@ def build(port):
     return sync
 
 
-def serve(build, calls, define=None):
+_out_lock = threading.Lock()
+
+
+def emit(obj):
+    """One JSON line on stdout, flushed (whole, even when threads emit at once)."""
+    line = json.dumps(obj) + "\n"
+    with _out_lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+def serve(build, calls, define=None, secret=SECRET, commands=None, hello=None, started=None):
     """The JSON-lines command loop shared by the live fixtures (the commands are listed above).
 
-    ``build(port)`` makes the DSNSync (called again on ``start`` with ``fresh``),
-    ``calls`` is the list the ``calls`` command answers, ``define(sync, name,
-    schema)`` defines a table for ``define_table`` (default: just define it).
+    ``build(port)`` makes the DSNSync (called again on ``start`` with ``fresh``);
+    ``calls`` is what the ``calls`` command answers; ``define(sync, name, schema)``
+    defines a table for ``define_table`` (default: just define it); ``secret`` is the
+    one ``build`` gives the server (tokens are minted with it). A fixture may add:
+    ``commands``, ``{name: fn(sync, command) -> reply}``, tried before the built-in
+    ones; ``hello(sync)``, more fields for the first line; ``started(sync)``, called
+    once that line is out.
     """
     sync = build(0)
     sync.start()
     port = sync.port
-
-    def reply(obj):
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
-    reply({"ok": True, "url": sync.get_url(), "token": sync.get_token(), "port": port, "secret": SECRET,
-           "epoch": sync._store.epoch})
+    first = {"ok": True, "url": sync.get_url(), "token": sync.get_token(), "port": port, "secret": secret,
+             "epoch": sync.stats()["epoch"]}
+    first.update(hello(sync) if hello else {})
+    emit(first)
+    if started:
+        started(sync)
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -118,52 +136,57 @@ def serve(build, calls, define=None):
             cmd = command["cmd"]
             if cmd == "exit":
                 break
-            if cmd == "sync":
+            if commands and cmd in commands:
+                emit(commands[cmd](sync, command))
+            elif cmd == "sync":
                 sync.sync(command["table"], command["key"], command["data"])
-                reply({"ok": True})
+                emit({"ok": True})
             elif cmd == "remove":
-                reply({"ok": True, "result": sync.remove(command["table"], command["key"])})
+                emit({"ok": True, "result": sync.remove(command["table"], command["key"])})
             elif cmd == "get":
-                reply({"ok": True, "result": sync.get(command["table"], command["key"])})
+                emit({"ok": True, "result": sync.get(command["table"], command["key"])})
             elif cmd == "get_all":
-                reply({"ok": True, "result": sync.get_all(command["table"])})
+                emit({"ok": True, "result": sync.get_all(command["table"])})
             elif cmd == "define_table":
                 (define or (lambda s, name, schema: s.define_table(name, schema)))(sync, command["name"], command["schema"])
-                reply({"ok": True})
+                emit({"ok": True})
             elif cmd == "bulk":
                 with sync.batch():
                     for i in range(command["count"]):
                         sync.sync(command["table"], "r%05d" % i, {"n": i})
-                reply({"ok": True})
+                emit({"ok": True})
             elif cmd == "calls":
-                reply({"ok": True, "result": calls})
+                emit({"ok": True, "result": calls})
             elif cmd == "mint":
                 claims = {"v": 1, "jti": os.urandom(8).hex(), "iat": int(time.time()), "exp": None,
                           "sub": None, "read": "*", "write": "*"}
                 claims.update(command.get("claims", {}))
-                reply({"ok": True, "token": sync._keyring.mint(claims)})
+                emit({"ok": True, "token": dsn_sync.Keyring(secret).mint(claims)})
             elif cmd == "revoke":
                 sync.revoke(command["token"])
-                reply({"ok": True})
+                emit({"ok": True})
             elif cmd == "stop":
                 sync.stop()
-                reply({"ok": True})
+                emit({"ok": True})
             elif cmd == "start":
                 if command.get("fresh"):
                     sync.stop()
                     sync = build(port)
                 sync.start()
-                reply({"ok": True, "url": sync.get_url(), "epoch": sync._store.epoch})
+                emit({"ok": True, "url": sync.get_url(), "epoch": sync.stats()["epoch"]})
             elif cmd == "epoch":
-                reply({"ok": True, "result": sync._store.epoch})
+                emit({"ok": True, "result": sync.stats()["epoch"]})
             else:
-                reply({"ok": False, "error": "unknown command %r" % cmd})
+                emit({"ok": False, "error": "unknown command %r" % cmd})
         except Exception as e:  # a test's mistake must not kill the fixture
-            reply({"ok": False, "error": "%s: %s" % (type(e).__name__, e)})
+            emit({"ok": False, "error": "%s: %s" % (type(e).__name__, e)})
     sync.stop()
 
 
 def main():
+    global PAGE_SIZE
+    if len(sys.argv) > 1:
+        PAGE_SIZE = int(sys.argv[1])
     serve(build, calls)
 
 

@@ -2,12 +2,10 @@
 // object store per table, reads from IndexedDB after a reload with the server down, a
 // write made offline surviving a reload and sent exactly once, two "tabs" on one
 // database through a schema upgrade. The same code runs on a browser's IndexedDB.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { startJsonLinesProcess } from './browser/harness.mjs';
+import { startFixture, waitFor } from './helpers.mjs';
 import { connectDSN } from '../dsn_client.js';
 
 let IDBFactory = null;
@@ -18,28 +16,7 @@ try {
 }
 const skip = IDBFactory ? false : 'fake-indexeddb is not installed (run `npm install` for the dev dependency)';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const FAST = { retryMin: 30, retryMax: 300, wait: 5 };
-const fixtures = [];
-after(() => {
-  for (const fixture of fixtures) fixture.kill();
-});
-
-async function startFixture() {
-  const fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', [path.join(here, 'fixture_server.py')]);
-  fixtures.push(fixture);
-  return fixture;
-}
-
-async function waitFor(condition, what, timeout = 10000) {
-  const start = Date.now();
-  for (;;) {
-    const value = await condition();
-    if (value) return value;
-    if (Date.now() - start > timeout) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 function openDatabase(factory, name) {
   return new Promise((resolve, reject) => {
