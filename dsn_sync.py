@@ -1357,11 +1357,15 @@ class _PgPool:
     def take(self):
         if not self._free.acquire(timeout=self.wait):
             raise StoreError("no free connection to %s for %.0f s" % (self._where, self.wait))
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-            down = self._down_until - time.monotonic()
-        if conn is not None:
-            return conn
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+                down = self._down_until - time.monotonic()
+            if conn is None:
+                break
+            if not _pg_stale(conn):
+                return conn
+            _pg_close(conn)
         if down > 0:
             self._free.release()
             raise StoreError("PostgreSQL at %s is unreachable; retrying in %.1f s" % (self._where, down))
@@ -1418,6 +1422,18 @@ class _PgLease:
             raise StoreError("PostgreSQL at %s failed: %s" % (self.pool._where, str(exc).strip() or type(exc).__name__)) \
                 from exc
         return False
+
+
+def _pg_stale(conn):
+    """True if an idle connection has something to read: the server's goodbye (it was terminated) or EOF.
+
+    An idle connection receives nothing unasked, so this one select() (a
+    microsecond) saves the request that would otherwise find it dead.
+    """
+    try:
+        return bool(select.select([conn.fileno()], [], [], 0)[0])
+    except Exception:
+        return True
 
 
 def _pg_close(conn):
