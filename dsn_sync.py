@@ -1353,6 +1353,7 @@ class _PgPool:
         self._idle = []
         self._down_until = 0.0
         self._backoff = 0.0
+        self._closed = False
 
     def take(self):
         if not self._free.acquire(timeout=self.wait):
@@ -1385,7 +1386,8 @@ class _PgPool:
 
     def give(self, conn):
         psycopg = _psycopg()
-        if conn.closed or conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        if (self._closed or conn.closed or conn.broken
+                or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE):
             _pg_close(conn)
         else:
             with self._lock:
@@ -1398,6 +1400,7 @@ class _PgPool:
     def close(self):
         with self._lock:
             idle, self._idle = self._idle, []
+            self._closed = True
         for conn in idle:
             _pg_close(conn)
 
@@ -1763,6 +1766,19 @@ class PostgresStore(MemoryStore):
         self.floor = max(self.floor, floor)
         if dropped:
             self._compact_log()
+
+    def exists(self, table, key):
+        """MemoryStore.exists, after catching up (one round trip).
+
+        The engine asks it before calling a write handler: a client whose
+        create landed on another node a moment ago must find its record here.
+        If PostgreSQL cannot be reached, memory answers (the write that follows fails anyway).
+        """
+        try:
+            self.catch_up()
+        except StoreError:
+            pass
+        return super().exists(table, key)
 
     def needs_reset(self, since):
         """MemoryStore's answer, after catching up when the cursor is ahead of this node.

@@ -337,6 +337,46 @@ def test_a_killed_listener_catches_up_with_nothing_missed(nodes, url):
     assert b.apply("t", "from-b", "create", {"x": 1})[0] == expected
 
 
+NODE_SCRIPT = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import dsn_sync
+store = dsn_sync.PostgresStore(sys.argv[2]).open()
+store.set_table("t", {"key": "id", "fields": None})
+print("lead", store.try_lead("every"), flush=True)
+i = 0
+while True:
+    store.apply("t", "child-%d" % i, "upsert", {"i": i})
+    print("ack", i, flush=True)
+    i += 1
+"""
+
+
+def test_a_node_sigkilled_mid_write_loses_nothing_acknowledged(nodes, url):
+    import signal
+    import subprocess
+    child = subprocess.Popen([sys.executable, "-c", NODE_SCRIPT, os.path.dirname(os.path.abspath(__file__)), url],
+                             stdout=subprocess.PIPE, text=True)
+    acked = []
+    try:
+        assert child.stdout.readline().split() == ["lead", "True"]
+        survivor = nodes("survivor")
+        assert survivor.try_lead("every") is False
+        while len(acked) < 300:
+            acked.append(int(child.stdout.readline().split()[1]))
+        child.send_signal(signal.SIGKILL)
+        acked += [int(line.split()[1]) for line in child.stdout if line.startswith("ack")]
+    finally:
+        child.kill()
+        child.wait()
+    wait_until(lambda: survivor.try_lead("every"), what="the lead moving to the surviving node")
+    survivor.catch_up()
+    for i in acked:
+        assert survivor.get("t", "child-%d" % i) == {"i": i}, "acknowledged write %d lost" % i
+    seq = survivor.apply("t", "after", "create", {"x": 1})[0]
+    assert seq == survivor.seq and survivor.check()
+
+
 def test_postgresql_restart_mid_writes(nodes, cluster):
     a, b = nodes("a"), nodes("b")
     a.set_table("t", SPEC)
