@@ -1434,7 +1434,12 @@ def _pg_stale(conn):
     microsecond) saves the request that would otherwise find it dead.
     """
     try:
-        return bool(select.select([conn.fileno()], [], [], 0)[0])
+        fd = conn.fileno()
+        if hasattr(select, "poll"):  # select() refuses descriptors past 1023, common in a busy server
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])
     except Exception:
         return True
 
@@ -1800,6 +1805,7 @@ class PostgresStore(MemoryStore):
         psycopg = _psycopg()
         backoff = 0.05
         last_purge = last_catch_up = 0.0
+        purges = 0
         listen = reader = None
         while not self._stop.is_set():
             try:
@@ -1822,7 +1828,8 @@ class PostgresStore(MemoryStore):
                     self._tail_once(reader, refresh_revoked=revoked)
                     last_catch_up = time.monotonic()
                 if last_catch_up - last_purge >= self.purge_interval:
-                    self._purge(reader, mids=int(last_catch_up / self.purge_interval) % 60 == 0)
+                    self._purge(reader, mids=purges % 60 == 0)  # mids: the first time, then every 60th
+                    purges += 1
                     last_purge = last_catch_up
             except (psycopg.Error, StoreError) as e:
                 if self._stop.is_set():
@@ -1914,6 +1921,8 @@ class PostgresStore(MemoryStore):
         rows = self._data.get(table)
         if rows is None:
             raise UnknownTable("no table %r" % (table,))
+        if "\x00" in key:
+            raise Invalid("a key stored in PostgreSQL cannot hold the character U+0000")
         entry = rows.get(key)
         present = entry is not None and entry.data is not None
         if op == "delete":
@@ -1939,8 +1948,13 @@ class PostgresStore(MemoryStore):
 
     def _apply_in_batch(self, table, key, op, data, ledger, encoded):
         """A change inside the open transaction (the counter is ours, memory exact): memory now, database at commit."""
-        if ledger is not None:
-            row = self._tx.execute("SELECT answer FROM dsn_mids WHERE jti = %s AND mid = %s", ledger[:2]).fetchone()
+        if self._tx is None:
+            raise StoreError("this batch's transaction on PostgreSQL at %s failed; nothing of it was applied" % self._where)
+        if ledger is not None:  # first: a create answered on another node would fail as `exists` below
+            try:
+                row = self._tx.execute("SELECT answer FROM dsn_mids WHERE jti = %s AND mid = %s", ledger[:2]).fetchone()
+            except _psycopg().Error as e:
+                self._fail_tx(e, "a write")
             if row is not None:
                 return self._answered(json.loads(row[0]))
         rows, entry, stored, shape, record = self._plan(table, key, op, data, encoded)
@@ -1960,6 +1974,14 @@ class PostgresStore(MemoryStore):
             self._absorbing = False
         self._notify()
         return seq, record
+
+    def _fail_tx(self, error, what):
+        """A statement of the open transaction failed: undo the batch's memory changes, end it, raise StoreError."""
+        if self._undo is not None:
+            self._undo_batch()
+        self._end_tx(rollback=True)
+        raise StoreError("%s on PostgreSQL at %s failed, nothing was applied: %s"
+                         % (what, self._where, str(error).strip()))
 
     def _answered(self, answer):
         """A ledger answer as apply()'s result: (seq, record) of the write, or its error raised."""
@@ -2105,8 +2127,7 @@ class PostgresStore(MemoryStore):
                         self._tx.execute("UPDATE dsn_meta SET v = %s WHERE k = 'floor'", (str(floor),))
                         self._tx.execute("SELECT pg_notify(%s, 'floor')", (_PG_CHANNEL,))
                     except _psycopg().Error as e:
-                        self._end_tx(rollback=True)
-                        raise StoreError("compacting on PostgreSQL at %s failed: %s" % (self._where, str(e).strip()))
+                        self._fail_tx(e, "compacting")
             finally:
                 self.end_batch()
             if not n:
@@ -2128,8 +2149,7 @@ class PostgresStore(MemoryStore):
                     self._tx.execute("INSERT INTO dsn_tables VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE "
                                      "SET spec = EXCLUDED.spec, sv = EXCLUDED.sv", (name, _json_dumps(spec), sv))
                 except _psycopg().Error as e:
-                    self._end_tx(rollback=True)
-                    raise StoreError("writing the schema to PostgreSQL at %s failed: %s" % (self._where, str(e).strip()))
+                    self._fail_tx(e, "writing the schema")
                 if self._batch_sv is None:
                     self._batch_sv = (self.sv, [])
                 self._batch_sv[1].append((name, self.tables.get(name)))

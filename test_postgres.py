@@ -231,7 +231,8 @@ def test_the_mid_ledger_is_shared(nodes):
     a.set_table("t", SPEC)
     seq, record = a.apply("t", "k", "create", {"v": 1}, ledger=("jti1", "m1"))
     assert b.recall("jti1", "m1") == {"ok": True, "epoch": a.epoch, "seq": seq, "record": {"v": 1}}
-    # The same write retried on b (whose memory may lag) is answered from the ledger, not applied again.
+    # The same create retried on b is answered from the ledger, not refused as `exists` nor applied again.
+    assert b.catch_up() == seq and b.exists("t", "k")
     assert b.apply("t", "k", "create", {"v": 1}, ledger=("jti1", "m1")) == (seq, {"v": 1})
     assert b.catch_up() == seq
     # An error answer remembered on a is the answer on b too.
@@ -449,13 +450,18 @@ def test_a_failed_batch_leaves_memory_as_it_was(nodes, url):
     a.set_table("t", SPEC)
     a.apply("t", "keep", "create", {"v": 1})
     before = (a.seq, a.get_all("t"))
-    # A row too big for the database fails the commit (text cannot hold NUL; the record is refused there).
+    # The batch's connection is cut before its commit.
     with pytest.raises(StoreError):
         with dsn_sync._Batch(a):
             a.apply("t", "keep", "upsert", {"v": 2})
             a.apply("t", "new", "create", {"v": 3})
-            a.apply("t", "bad\x00key", "create", {"v": 4})
-    assert (a.seq, a.get_all("t")) == before
+            a.apply("t", "gone", "create", {"v": 4})
+            a.apply("t", "gone", "delete")
+            a.set_table("u", SPEC)
+            sql(url, "SELECT pg_terminate_backend(%s)", (a._tx.info.backend_pid,))
+    assert (a.seq, a.get_all("t")) == before and "u" not in a.tables and a.sv == 1
+    with pytest.raises(dsn_sync.Invalid):
+        a.apply("t", "nul\x00key", "create", {"v": 1})
     assert a.check()
     assert a.apply("t", "new", "create", {"v": 3})[0] == before[0] + 1
 
