@@ -222,6 +222,55 @@ def test_commit_order_with_concurrent_writers_on_three_nodes(nodes, url):
         assert s.count("t") == total
 
 
+def test_merges_and_deletes_on_shared_keys_replay_serially_in_seq_order(nodes):
+    """Writers on 3 nodes race on 8 keys (partial updates, creates, deletes): the final state, and every
+    record apply() returned, equal a serial replay of the acknowledged changes in seq order."""
+    import random
+    stores = [nodes("m%d" % i) for i in range(3)]
+    stores[0].set_table("t", SPEC)
+    for s in stores:
+        s.catch_up()
+    log = []  # (seq, key, op, data, returned record)
+    errors = []
+
+    def work(store, tid):
+        rnd = random.Random(tid)
+        try:
+            for i in range(250):
+                key = "k%d" % rnd.randrange(8)
+                op = rnd.choice(("upsert", "upsert", "upsert", "update", "create", "delete"))
+                data = None if op == "delete" else {"f%d" % rnd.randrange(4): "%d-%d" % (tid, i)}
+                try:
+                    seq, record = store.apply("t", key, op, data)
+                except (dsn_sync.NotFound, dsn_sync.Exists):
+                    continue
+                log.append((seq, key, op, data, record))
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s, n * 2 + k)) for n, s in enumerate(stores) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    log.sort(key=lambda x: x[0])
+    assert [x[0] for x in log] == list(range(1, len(log) + 1)), "a seq was handed out twice or lost"
+    state = {}
+    for seq, key, op, data, record in log:
+        if op == "delete":
+            assert key in state, "seq %d deleted %s, absent in the serial replay" % (seq, key)
+            del state[key]
+        else:
+            assert not (op == "create" and key in state), "seq %d created %s over a record" % (seq, key)
+            assert not (op == "update" and key not in state), "seq %d updated a missing %s" % (seq, key)
+            state[key] = dict(state.get(key, {}), **data)
+            assert record == state[key], "seq %d returned %r, the replay says %r" % (seq, record, state[key])
+    for s in stores:
+        s.catch_up()
+        assert s.get_all("t") == state
+
+
 # -----------------------------------------------------------------------------
 # Shared ledger, revocations, nonces, leadership, schema
 # -----------------------------------------------------------------------------
