@@ -1314,13 +1314,24 @@ class SQLiteStore(MemoryStore):
             return True
 
 
+_psycopg_module = None
+
+
 def _psycopg():
     """psycopg 3, imported only when a PostgreSQL store is opened; StoreError naming the extra if absent."""
+    global _psycopg_module
+    if _psycopg_module is not None:
+        return _psycopg_module
     try:
         import psycopg
     except ImportError:
-        raise StoreError('the PostgreSQL store needs psycopg 3: pip install "dsn-sync[postgres]" '
-                         '(or pip install "psycopg[binary]")')
+        raise StoreError('the PostgreSQL store needs psycopg 3.2 or later: pip install "dsn-sync[postgres]" '
+                         '(or pip install "psycopg[binary]>=3.2")')
+    if tuple(int(p) for p in re.findall(r"\d+", psycopg.__version__)[:2]) < (3, 2):
+        # notifies(timeout=, stop_after=), which the listener needs, came in 3.2.
+        raise StoreError('the PostgreSQL store needs psycopg 3.2 or later, this is %s: pip install -U '
+                         '"dsn-sync[postgres]"' % psycopg.__version__)
+    _psycopg_module = psycopg
     return psycopg
 
 

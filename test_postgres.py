@@ -567,10 +567,19 @@ def test_a_cursor_from_a_node_ahead_is_not_reset(nodes):
     assert b.seq == seq
 
 
-def test_psycopg_missing_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "psycopg", None)
-    with pytest.raises(StoreError, match=r'pip install "dsn-sync\[postgres\]"'):
-        PostgresStore("postgresql://nobody@127.0.0.1:1/x").open()
+def test_without_psycopg_the_module_imports_and_the_error_names_the_extra():
+    import subprocess
+    script = ("import sys; sys.modules['psycopg'] = None\n"
+              "import dsn_sync\n"
+              "dsn_sync.SQLiteStore(':memory:').open()\n"
+              "try:\n"
+              "    dsn_sync.PostgresStore('postgresql://nobody@127.0.0.1:1/x').open()\n"
+              "except dsn_sync.StoreError as e:\n"
+              "    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=os.path.dirname(os.path.abspath(__file__)),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert 'pip install "dsn-sync[postgres]"' in out.stdout
 
 
 # -----------------------------------------------------------------------------
