@@ -1719,6 +1719,10 @@ class PostgresStore(MemoryStore):
         """Read past this node's position on ``conn`` and apply it (under the lock; ``locked``: held already)."""
         since, sv = self.seq, self.sv
         rows = conn.execute(self._CATCH_UP, {"sv": sv, "seq": since}).fetchall()
+        self._apply_catch_up(conn, rows, since, locked)
+
+    def _apply_catch_up(self, conn, rows, since, locked):
+        """File the rows of a _CATCH_UP read from ``since`` (``conn`` serves a reload if the floor passed us)."""
         with self.lock:
             counter = floor = 0
             tables, records = [], []
@@ -2010,9 +2014,14 @@ class PostgresStore(MemoryStore):
             self._require_open()
             conn = self._tx = self._pool.take()
             try:
-                conn.execute("BEGIN")
-                conn.execute("SELECT seq FROM dsn_counter FOR UPDATE")
-                self._catch_up_on(conn, locked=True)
+                since = self.seq
+                # One round trip: the server runs the catch-up only once the counter is locked, so its
+                # snapshot holds every change committed before ours.
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT seq FROM dsn_counter FOR UPDATE")
+                    cur = conn.execute(self._CATCH_UP, {"sv": self.sv, "seq": since})
+                self._apply_catch_up(conn, cur.fetchall(), since, locked=True)
             except _psycopg().Error as e:
                 raise StoreError("cannot start a write on PostgreSQL at %s: %s" % (self._where, str(e).strip()))
             self._undo, self._batch_rows, self._batch_mids, self._batch_sv = [], {}, [], None
@@ -2035,7 +2044,7 @@ class PostgresStore(MemoryStore):
         conn = self._tx
         rows, mids = self._batch_rows, self._batch_mids
         try:
-            with conn.cursor() as cur:
+            with conn.pipeline(), conn.cursor() as cur:  # one round trip for the whole commit
                 if rows:
                     cur.executemany(
                         "INSERT INTO dsn_records (tbl, key, seq, data) VALUES (%s, %s, %s, %s) "
@@ -2047,7 +2056,7 @@ class PostgresStore(MemoryStore):
                     cur.execute("UPDATE dsn_counter SET seq = %s", (self.seq,))
                 if rows or self._batch_sv is not None:  # a schema change alone says so: its seq is not new
                     cur.execute("SELECT pg_notify(%s, %s)", (_PG_CHANNEL, str(self.seq) if rows else "sv"))
-            conn.execute("COMMIT")
+                cur.execute("COMMIT")
         except BaseException as e:
             self._undo_batch()
             self._end_tx(rollback=True)
