@@ -1539,6 +1539,11 @@ class PostgresStore(MemoryStore):
     safety_interval = 1.0  # seconds between catch-ups when no notification came
     purge_interval = 10.0  # seconds between purges of expired nonces (and, each 600 s, mids)
     connect_timeout = 5  # seconds; the URL's own connect_timeout wins
+    # A node that stops mid-batch (SIGSTOP, a hung handler) holds the counter, and so every
+    # node's writes: PostgreSQL ends such a transaction after tx_idle_timeout, and a write
+    # waits at most lock_timeout for the counter (then StoreError: 503, retried by the client).
+    tx_idle_timeout = 60
+    lock_timeout = 15
 
     def __init__(self, url, pool_size=None):
         super().__init__()
@@ -1567,13 +1572,18 @@ class PostgresStore(MemoryStore):
         self._reload_needed = False
 
     # -- connections ----------------------------------------------------------
-    def _connect(self, **extra):
+    def _connect(self):
         psycopg = _psycopg()
-        params = dict(self._params)
-        params.update(extra)
+        conn = None
         try:
-            return psycopg.connect(autocommit=True, **params)
+            conn = psycopg.connect(autocommit=True, **self._params)
+            # Set here, not as startup options, which poolers such as PgBouncer refuse.
+            conn.execute("SET idle_in_transaction_session_timeout = %d" % (self.tx_idle_timeout * 1000))
+            conn.execute("SET lock_timeout = %d" % (self.lock_timeout * 1000))
+            return conn
         except psycopg.Error as e:
+            if conn is not None:
+                _pg_close(conn)
             raise StoreError("cannot connect to PostgreSQL at %s: %s" % (self._where, str(e).strip()))
 
     def _require_open(self):
@@ -2014,14 +2024,21 @@ class PostgresStore(MemoryStore):
             self._require_open()
             conn = self._tx = self._pool.take()
             try:
+                # One round trip, one simple query of three statements: the server runs the catch-up
+                # only once the counter is locked, so its snapshot holds every change committed before
+                # ours.  (Not a pipeline: after one, idle_in_transaction_session_timeout is not armed,
+                # measured on PostgreSQL 15, and a stalled batch must not hold the counter for ever.)
                 since = self.seq
-                # One round trip: the server runs the catch-up only once the counter is locked, so its
-                # snapshot holds every change committed before ours.
-                with conn.pipeline():
-                    conn.execute("BEGIN")
-                    conn.execute("SELECT seq FROM dsn_counter FOR UPDATE")
-                    cur = conn.execute(self._CATCH_UP, {"sv": self.sv, "seq": since})
-                self._apply_catch_up(conn, cur.fetchall(), since, locked=True)
+                cur = conn.cursor()
+                cur.execute("BEGIN; SELECT seq FROM dsn_counter FOR UPDATE; "
+                            + self._CATCH_UP % {"sv": int(self.sv), "seq": int(since)})
+                rows = None
+                while True:
+                    if cur.description is not None:
+                        rows = cur.fetchall()  # the last result set is the catch-up's
+                    if not cur.nextset():
+                        break
+                self._apply_catch_up(conn, rows, since, locked=True)
             except _psycopg().Error as e:
                 raise StoreError("cannot start a write on PostgreSQL at %s: %s" % (self._where, str(e).strip()))
             self._undo, self._batch_rows, self._batch_mids, self._batch_sv = [], {}, [], None

@@ -486,9 +486,9 @@ def test_writes_refused_while_postgresql_is_down_reads_go_on(nodes, cluster):
     assert a.get("t", "k") == {"v": 2}
 
 
-def _applies(store):
+def _applies(store, key="k"):
     try:
-        store.apply("t", "k", "update", {"v": 2})
+        store.apply("t", key, "upsert", {"v": 2} if key == "k" else {"v": 1})
         return True
     except StoreError:
         return False
@@ -513,6 +513,28 @@ def test_a_failed_batch_leaves_memory_as_it_was(nodes, url):
         a.apply("t", "nul\x00key", "create", {"v": 1})
     assert a.check()
     assert a.apply("t", "new", "create", {"v": 3})[0] == before[0] + 1
+
+
+def test_a_stalled_batch_cannot_hold_every_node_for_ever(nodes):
+    a, b = nodes("a", tx_idle_timeout=4), nodes("b", lock_timeout=1)
+    a.set_table("t", SPEC)
+    b.catch_up()
+    a.begin_batch()  # a holds the counter, then stalls
+    started = time.monotonic()
+    try:
+        a.apply("t", "held", "create", {"v": 1})
+        with pytest.raises(StoreError):
+            b.apply("t", "waiting", "create", {"v": 1})  # waited lock_timeout, then refused
+        assert time.monotonic() - started < 4, "too slow a machine to see the wait"
+        # Past a's tx_idle_timeout PostgreSQL ends a's transaction, and b's writes go through.
+        wait_until(lambda: _applies(b, "waiting"), 20, "b writing once a's transaction is ended")
+        assert b.get("t", "waiting") == {"v": 1}
+    finally:
+        with pytest.raises(StoreError):
+            a.end_batch()
+    assert a.get("t", "held") is None
+    a.catch_up()
+    assert a.get_all("t") == {"waiting": {"v": 1}}
 
 
 def test_a_newer_store_format_is_refused_untouched(nodes, url):
