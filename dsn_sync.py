@@ -1417,7 +1417,12 @@ class _PgPool:
 
 
 class _PgLease:
-    """``with pool.lease() as conn:``; psycopg errors inside become StoreError (the connection is checked on return)."""
+    """``with pool.lease() as conn:``; psycopg errors inside become StoreError (the connection is checked on return).
+
+    Lock order: the store lock, then a connection.  Never wait for the store
+    lock while holding a pooled connection (a writer holds the lock while it
+    waits for one).
+    """
 
     __slots__ = ("pool", "conn")
 
@@ -1502,7 +1507,13 @@ class PostgresStore(MemoryStore):
     PostgreSQL down: writes, ``recall`` and ``remember_nonce`` raise
     StoreError (the engine answers 503, not remembered); reads of memory go
     on; connections come back with backoff.  A write is visible only after
-    its commit, so nothing acknowledged is lost.
+    its commit, so nothing acknowledged is lost.  A node that stalls inside
+    a batch would hold every node's writes: its transaction ends after
+    ``tx_idle_timeout`` and a write waits at most ``lock_timeout``.
+
+    Connect directly or through a pooler in session mode: LISTEN and the
+    lead's advisory locks belong to a session.  The secret is stored in
+    ``dsn_meta``: whoever can read the database can mint any token.
 
     Tables (all prefixed ``dsn_``)::
 
@@ -1522,7 +1533,8 @@ class PostgresStore(MemoryStore):
       for ``name`` (an advisory lock on a connection of its own; it moves to
       another node when this one closes or dies).  ``release_lead(name)``.
     - ``catch_up()``: read what other nodes committed, now; returns ``seq``.
-      ``needs_reset`` calls it for a cursor ahead of this node.
+      ``needs_reset`` calls it for a cursor ahead of this node, ``exists``
+      always (the engine's check before a write handler).
     - ``revoked_ids``: the live set of revoked token ids, updated in place
       when any node revokes one.
     - ``adopt_secret(secret)``: store ``secret`` unless the database has one
@@ -1721,8 +1733,12 @@ class PostgresStore(MemoryStore):
         PostgreSQL cannot be reached.
         """
         self._require_open()
+        since, sv = self.seq, self.sv
+        # The connection goes back before the lock is taken: a writer holds the lock while it
+        # waits for a connection, so holding one while waiting for the lock could deadlock.
         with self._pool.lease() as conn:
-            self._catch_up_on(conn, locked=False)
+            rows = conn.execute(self._CATCH_UP, {"sv": sv, "seq": since}).fetchall()
+        self._apply_catch_up(None, rows, since, locked=False)
         return self.seq
 
     def _catch_up_on(self, conn, locked):
@@ -1745,7 +1761,11 @@ class PostgresStore(MemoryStore):
                     records.append((a, b, n, d))
             if self._reload_needed or (floor > since and floor > self.floor):
                 # Tombstones past our position were compacted away: the gap cannot be patched.
-                self._reload(conn)
+                if conn is not None:
+                    self._reload(conn)
+                else:
+                    with self._pool.lease() as conn:
+                        self._reload(conn)
                 return
             before = (self.seq, self.sv, self.floor)
             self._absorb_tables([t for t in tables if t[2] > self.sv])

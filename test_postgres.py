@@ -271,6 +271,36 @@ def test_merges_and_deletes_on_shared_keys_replay_serially_in_seq_order(nodes):
         assert s.get_all("t") == state
 
 
+def test_readers_catching_up_never_starve_a_writer_of_connections(nodes):
+    """exists() catches up on a pooled connection; a writer holds the store lock while it takes one."""
+    a, b = nodes("a", pool_size=2), nodes("b")
+    a.set_table("t", SPEC)
+    stop = threading.Event()
+    errors = []
+
+    def read():
+        while not stop.is_set():
+            try:
+                a.exists("t", "k1")
+            except Exception as e:
+                errors.append(e)
+
+    readers = [threading.Thread(target=read) for _ in range(8)]
+    for t in readers:
+        t.start()
+    try:
+        t0 = time.monotonic()
+        for i in range(200):
+            (a if i % 2 else b).apply("t", "k%d" % (i % 5), "upsert", {"i": i})
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not errors, errors[:3]
+    assert elapsed < 30, "200 writes took %.0f s beside 8 readers" % elapsed
+
+
 # -----------------------------------------------------------------------------
 # Shared ledger, revocations, nonces, leadership, schema
 # -----------------------------------------------------------------------------
