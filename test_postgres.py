@@ -646,12 +646,14 @@ def test_dsnsync_nodes_share_data_and_secret(url):
         one.define_table("notes", {"key": "id", "fields": ["text"]})
         one.sync("notes", "n1", {"text": "hello"})
         two.start()
+        two.on_create("notes")(lambda data: True)
         token = two.issue_token(sub="u1", write=("notes",))
         client = dsn_sync.connect(two.get_url(), token)
         try:
             client.wait_ready(10)
-            wait_until(lambda: client.get_all("notes") == {"n1": {"id": "n1", "text": "hello"}}
-                       or client.get_all("notes") == {"n1": {"text": "hello"}}, what="n1 on the client of node two")
+            wait_until(lambda: (client.get("notes", "n1") or {}).get("text") == "hello", what="n1 on node two's client")
+            client.create("notes", "n3", {"text": "from the client"})
+            wait_until(lambda: one.get("notes", "n3") == {"text": "from the client"}, what="a client write on two in one")
             one.sync("notes", "n2", {"text": "from one"})
             wait_until(lambda: "n2" in client.get_all("notes"), what="a change on node one reaching node two's client")
         finally:
