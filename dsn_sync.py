@@ -1584,7 +1584,7 @@ class PostgresStore(MemoryStore):
         self._reload_needed = False
 
     # -- connections ----------------------------------------------------------
-    def _connect(self):
+    def _connect(self, prepare=True):
         psycopg = _psycopg()
         conn = None
         try:
@@ -1592,6 +1592,8 @@ class PostgresStore(MemoryStore):
             # Set here, not as startup options, which poolers such as PgBouncer refuse.
             conn.execute("SET idle_in_transaction_session_timeout = %d" % (self.tx_idle_timeout * 1000))
             conn.execute("SET lock_timeout = %d" % (self.lock_timeout * 1000))
+            if prepare:  # planned once per connection: begin_batch() runs it under the counter lock
+                conn.execute("PREPARE dsn_catch_up (bigint, bigint) AS " + self._CATCH_UP % {"sv": "$1", "seq": "$2"})
             return conn
         except psycopg.Error as e:
             if conn is not None:
@@ -1621,7 +1623,7 @@ class PostgresStore(MemoryStore):
             self._params = params
             self._where = "%s:%s/%s" % (params.get("host", "localhost"), params.get("port", "5432"),
                                         params.get("dbname", ""))
-            conn = self._connect()
+            conn = self._connect(prepare=False)  # the tables may not exist yet
             try:
                 self._create_or_check(conn)
                 self._reload(conn)
@@ -2050,8 +2052,8 @@ class PostgresStore(MemoryStore):
                 # measured on PostgreSQL 15, and a stalled batch must not hold the counter for ever.)
                 since = self.seq
                 cur = conn.cursor()
-                cur.execute("BEGIN; SELECT seq FROM dsn_counter FOR UPDATE; "
-                            + self._CATCH_UP % {"sv": int(self.sv), "seq": int(since)})
+                cur.execute("BEGIN; SELECT seq FROM dsn_counter FOR UPDATE; EXECUTE dsn_catch_up (%d, %d)"
+                            % (self.sv, since))
                 rows = None
                 while True:
                     if cur.description is not None:
