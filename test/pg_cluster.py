@@ -78,7 +78,8 @@ class PgCluster:
 
     def _run(self, *args, check=True, timeout=120):
         cmd = self._as + [os.path.join(self.bin_dir, args[0])] + list(args[1:])
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        # cwd: the postgres user may not be allowed into the caller's folder (a root-owned checkout).
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, cwd=self.root)
         if check and done.returncode != 0:
             raise RuntimeError("%s failed (%d):\n%s\n%s" % (" ".join(cmd), done.returncode,
                                done.stdout.decode(errors="replace"), self.server_log()))
