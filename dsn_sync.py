@@ -1718,6 +1718,1048 @@ class SQLiteStore(MemoryStore):
             return True
 
 
+_psycopg_module = None
+
+
+def _psycopg():
+    """psycopg 3, imported only when a PostgreSQL store is opened; StoreError naming the extra if absent."""
+    global _psycopg_module
+    if _psycopg_module is not None:
+        return _psycopg_module
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError('the PostgreSQL store needs psycopg 3.2 or later: pip install "dsn-sync[postgres]" '
+                         '(or pip install "psycopg[binary]>=3.2")')
+    if tuple(int(p) for p in re.findall(r"\d+", psycopg.__version__)[:2]) < (3, 2):
+        # notifies(timeout=, stop_after=), which the listener needs, came in 3.2.
+        raise StoreError('the PostgreSQL store needs psycopg 3.2 or later, this is %s: pip install -U '
+                         '"dsn-sync[postgres]"' % psycopg.__version__)
+    _psycopg_module = psycopg
+    return psycopg
+
+
+def _pg_lock_key(name):
+    """A stable signed 32-bit key for an advisory lock named ``name`` (under dsn-sync's own class id)."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "big", signed=True)
+
+
+_PG_LOCK_CLASS = 0x64736E  # 'dsn': the first key of every advisory lock this store takes
+_PG_CHANNEL = "dsn_changes"
+_AUTO = object()  # compact(): as many as MemoryStore would drop past max_tombstones
+
+
+class _PgPool:
+    """A few autocommit connections shared by threads: take() one, give() it back.
+
+    A connection that broke, or that is left inside a transaction, is closed
+    instead of being kept.  After a failed connect, take() refuses at once
+    (StoreError) until a backoff has passed (0.1 s doubling to 1 s), so a
+    PostgreSQL outage costs each request a refusal, not a connect timeout.
+    """
+
+    wait = 10.0  # seconds take() waits for a free connection before StoreError
+
+    def __init__(self, connect, size, where):
+        self._connect = connect
+        self._where = where
+        self._free = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle = []
+        self._down_until = 0.0
+        self._backoff = 0.0
+        self._closed = False
+
+    def take(self):
+        if not self._free.acquire(timeout=self.wait):
+            raise StoreError("no free connection to %s for %.0f s" % (self._where, self.wait))
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+                down = self._down_until - time.monotonic()
+            if conn is None:
+                break
+            if not _pg_stale(conn):
+                return conn
+            _pg_close(conn)
+        if down > 0:
+            self._free.release()
+            raise StoreError("PostgreSQL at %s is unreachable; retrying in %.1f s" % (self._where, down))
+        try:
+            conn = self._connect()
+        except BaseException as e:
+            with self._lock:
+                self._backoff = min(max(self._backoff * 2, 0.1), 1.0)
+                self._down_until = time.monotonic() + self._backoff
+            self._free.release()
+            if isinstance(e, StoreError):
+                raise
+            raise StoreError("cannot connect to PostgreSQL at %s: %s" % (self._where, e))
+        with self._lock:
+            self._backoff = 0.0
+        return conn
+
+    def give(self, conn):
+        psycopg = _psycopg()
+        if (self._closed or conn.closed or conn.broken
+                or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE):
+            _pg_close(conn)
+        else:
+            with self._lock:
+                self._idle.append(conn)
+        self._free.release()
+
+    def lease(self):
+        return _PgLease(self)
+
+    def close(self):
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._closed = True
+        for conn in idle:
+            _pg_close(conn)
+
+
+class _PgLease:
+    """``with pool.lease() as conn:``; psycopg errors inside become StoreError (the connection is checked on return).
+
+    Lock order: the store lock, then a connection.  Never wait for the store
+    lock while holding a pooled connection (a writer holds the lock while it
+    waits for one).
+    """
+
+    __slots__ = ("pool", "conn")
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.conn = None
+
+    def __enter__(self):
+        self.conn = self.pool.take()
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        conn, self.conn = self.conn, None
+        self.pool.give(conn)
+        if exc is not None and isinstance(exc, _psycopg().Error):
+            raise StoreError("PostgreSQL at %s failed: %s" % (self.pool._where, str(exc).strip() or type(exc).__name__)) \
+                from exc
+        return False
+
+
+def _pg_stale(conn):
+    """True if an idle connection has something to read: the server's goodbye (it was terminated) or EOF.
+
+    An idle connection receives nothing unasked, so this one select() (a
+    microsecond) saves the request that would otherwise find it dead.
+    """
+    try:
+        fd = conn.fileno()
+        if hasattr(select, "poll"):  # select() refuses descriptors past 1023, common in a busy server
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])
+    except Exception:
+        return True
+
+
+def _pg_close(conn):
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+class PostgresStore(MemoryStore):
+    """A store in a PostgreSQL database that any number of dsn-sync processes share as one server.
+
+    ``PostgresStore('postgresql://user:pw@host:5432/app')``; needs psycopg 3
+    (``pip install "dsn-sync[postgres]"``), imported when the store opens.
+    Every node (process, on any host) opened on the same database shares
+    one epoch, one ``seq``, one schema version, the records, the mutation-id
+    ledger, revocations, the tombstone horizon (``floor``), the server secret
+    and a replay table of request nonces.
+
+    Each node keeps the whole live state in memory exactly as MemoryStore
+    does, so pulls, resets and the feed are the same code for every store.
+    A write goes to PostgreSQL first and reaches this node's memory after its
+    commit; other nodes learn of it from a NOTIFY on ``dsn_changes`` whose
+    payload is only the new seq (never a record: payloads are capped at 8000
+    bytes).  A listener thread per node LISTENs on its own connection; on a
+    notification, after reconnecting, and every ``safety_interval`` seconds
+    it reads ``dsn_records WHERE seq > <its seq>`` with the schema and the
+    floor in one statement (one snapshot), applies them under the store lock
+    and notifies ``changed``, so long-polls on this node wake.  A dropped
+    listener reconnects with backoff and catches up from its position, so no
+    change is missed; a node that fell below the floor (tombstones it never
+    saw were compacted) reloads everything.
+
+    Order is commit order.  Every write transaction first updates the one
+    row of ``dsn_counter`` (``seq = seq + 1``): that row lock serialises the
+    writers of every node, so seq N+1 is taken only after N's transaction
+    committed, and a reader that has seen N+1 can never later meet a
+    smaller seq.  A ``bigserial`` feed would not do: two transactions take
+    5 and 6, 6 commits first, a reader moves its cursor to 6 and never sees
+    5.  A single write is one statement (one round trip) that bumps the
+    counter only if it still equals this node's seq, so its merge and its
+    create/update checks were made on exact memory; when another node wrote
+    meanwhile, the write takes the counter row lock in a transaction,
+    catches up and decides again.  ``with sync.batch()`` holds the counter
+    for the batch and commits every change at once.
+
+    PostgreSQL down: writes, ``recall`` and ``remember_nonce`` raise
+    StoreError (the engine answers 503, not remembered); reads of memory go
+    on; connections come back with backoff.  A write is visible only after
+    its commit, so nothing acknowledged is lost.  A node that stalls inside
+    a batch would hold every node's writes: its transaction ends after
+    ``tx_idle_timeout`` and a write waits at most ``lock_timeout``.
+
+    Connect directly or through a pooler in session mode: LISTEN and the
+    lead's advisory locks belong to a session.  The secret is stored in
+    ``dsn_meta``: whoever can read the database can mint any token.
+
+    Tables (all prefixed ``dsn_``)::
+
+        dsn_meta(k, v)                       format, app, epoch, floor, secret
+        dsn_counter(one, seq)                one row: the last seq handed out
+        dsn_tables(name, spec, sv)           the schema; sv of the last change, so sv = max(sv)
+        dsn_records(tbl, key, seq UNIQUE, data)   data (JSON text) NULL = tombstone
+        dsn_mids(jti, mid, at, answer)       answers of client writes (24 h)
+        dsn_revoked(jti, exp)
+        dsn_nonces(nonce, expires_ms)        accepted request nonces, cluster-wide
+
+    Methods for the engine, besides MemoryStore's:
+
+    - ``remember_nonce(nonce, expires_ms)``: True if the nonce is new (now
+      remembered for every node), False if any node accepted it already.
+    - ``try_lead(name)``: True while this node holds the cluster-wide lead
+      for ``name`` (an advisory lock on a connection of its own; it moves to
+      another node when this one closes or dies).  ``release_lead(name)``.
+    - ``catch_up()``: read what other nodes committed, now; returns ``seq``.
+      ``needs_reset`` calls it for a cursor ahead of this node, ``exists``
+      always (the engine's check before a write handler).
+    - ``revoked_ids``: the live set of revoked token ids, updated in place
+      when any node revokes one.
+    - ``adopt_secret(secret)``: store ``secret`` unless the database has one
+      already; returns the one every node must use.
+    - ``recall``/``remember``: the shared ledger.  A write whose (token, mid)
+      another node committed meanwhile is not applied again: ``apply``
+      returns that write's seq and record, or raises its error.
+    """
+
+    durable = True
+    format_version = 1
+    mid_ttl = 86400  # seconds a mutation id's answer is kept (PROTOCOL.md: at least 24 h)
+    pool_size = 4  # connections per node for writes and shared reads (the listener has two more)
+    safety_interval = 1.0  # seconds between catch-ups when no notification came
+    purge_interval = 10.0  # seconds between purges of expired nonces (and, each 600 s, mids)
+    connect_timeout = 5  # seconds; the URL's own connect_timeout wins
+    # A node that stops mid-batch (SIGSTOP, a hung handler) holds the counter, and so every
+    # node's writes: PostgreSQL ends such a transaction after tx_idle_timeout, and a write
+    # waits at most lock_timeout for the counter (then StoreError: 503, retried by the client).
+    tx_idle_timeout = 60
+    lock_timeout = 15
+
+    def __init__(self, url, pool_size=None):
+        super().__init__()
+        if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("the PostgreSQL store needs a URL such as postgresql://user:pw@host:5432/db, got %r"
+                             % (url,))
+        self.url = url
+        if pool_size is not None:
+            self.pool_size = _positive("pool_size", pool_size, int)
+        self.revoked_ids = set()
+        self._params = None
+        self._where = None
+        self._pool = None
+        self._tailer = None
+        self._stop = threading.Event()
+        self._lead_lock = threading.Lock()
+        self._lead_conn = None
+        self._leading = set()
+        self._tx = None  # the connection of the open batch transaction
+        self._undo = None  # memory changes of the open batch, undone if it fails to commit
+        self._batch_rows = None  # {(table, key): (seq, text)}: the batch's records for the database
+        self._batch_mids = None
+        self._batch_sv = None
+        self._absorbing = False
+        self._compact_due = False
+        self._reload_needed = False
+
+    # -- connections ----------------------------------------------------------
+    def _connect(self, prepare=True):
+        psycopg = _psycopg()
+        conn = None
+        try:
+            conn = psycopg.connect(autocommit=True, **self._params)
+            # Set here, not as startup options, which poolers such as PgBouncer refuse.
+            conn.execute("SET idle_in_transaction_session_timeout = %d" % (self.tx_idle_timeout * 1000))
+            conn.execute("SET lock_timeout = %d" % (self.lock_timeout * 1000))
+            if prepare:  # planned once per connection: begin_batch() runs it under the counter lock
+                conn.execute("PREPARE dsn_catch_up (bigint, bigint) AS " + self._CATCH_UP % {"sv": "$1", "seq": "$2"})
+            return conn
+        except psycopg.Error as e:
+            if conn is not None:
+                _pg_close(conn)
+            raise StoreError("cannot connect to PostgreSQL at %s: %s" % (self._where, str(e).strip()))
+
+    def _require_open(self):
+        if self._pool is None:
+            raise StoreError("the PostgreSQL store %s is closed" % self._where)
+
+    # -- lifecycle ------------------------------------------------------------
+    def open(self):
+        psycopg = _psycopg()
+        with self.lock:
+            if self._pool is not None:
+                return self
+            try:
+                params = psycopg.conninfo.conninfo_to_dict(self.url)
+            except psycopg.Error as e:
+                raise ValueError("bad PostgreSQL URL: %s" % e)
+            params.setdefault("connect_timeout", str(self.connect_timeout))
+            params.setdefault("application_name", "dsn-sync")
+            # A peer that vanishes without a FIN (a cut cable) is noticed in about 20 s, not hours.
+            for k, v in (("keepalives", "1"), ("keepalives_idle", "10"), ("keepalives_interval", "5"),
+                         ("keepalives_count", "2")):
+                params.setdefault(k, v)
+            self._params = params
+            self._where = "%s:%s/%s" % (params.get("host", "localhost"), params.get("port", "5432"),
+                                        params.get("dbname", ""))
+            conn = self._connect(prepare=False)  # the tables may not exist yet
+            try:
+                self._create_or_check(conn)
+                self._reload(conn)
+                self._load_revocations(conn)
+            except psycopg.Error as e:
+                raise StoreError("cannot open the PostgreSQL store %s: %s" % (self._where, str(e).strip()))
+            finally:
+                _pg_close(conn)
+            self._pool = _PgPool(self._connect, self.pool_size, self._where)
+            self._stop.clear()
+            self._tailer = threading.Thread(target=self._tail, name="dsn-sync-pg-listener", daemon=True)
+            self._tailer.start()
+            return self
+
+    def close(self):
+        with self.lock:
+            pool, self._pool = self._pool, None
+            tailer, self._tailer = self._tailer, None
+        if pool is None:
+            return
+        self._stop.set()
+        tailer.join()
+        pool.close()
+        with self._lead_lock:
+            if self._lead_conn is not None:
+                _pg_close(self._lead_conn)
+            self._lead_conn = None
+            self._leading = set()
+
+    def _create_or_check(self, conn):
+        """Create the tables in an empty database; refuse a foreign or newer dsn_meta untouched."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_PG_LOCK_CLASS,))  # one creator at a time
+            if conn.execute("SELECT to_regclass('dsn_meta')").fetchone()[0] is not None:
+                meta = dict(conn.execute("SELECT k, v FROM dsn_meta"))
+                try:
+                    version = int(meta.get("format", "0"))
+                except ValueError:
+                    version = 0
+                if version > self.format_version:
+                    raise StoreError("the database %s was written by a newer dsn-sync (store format %d; this "
+                                     "version %s reads format %d): upgrade dsn-sync on every node"
+                                     % (self._where, version, __version__, self.format_version))
+                if version < 1 or meta.get("app") != "dsn-sync":
+                    raise StoreError("%s has a dsn_meta table that is not dsn-sync's; give dsn-sync its own "
+                                     "database" % self._where)
+                return
+            conn.execute("""
+                CREATE TABLE dsn_meta (k text PRIMARY KEY, v text NOT NULL);
+                CREATE TABLE dsn_counter (one boolean PRIMARY KEY DEFAULT true CHECK (one), seq bigint NOT NULL);
+                CREATE TABLE dsn_tables (name text PRIMARY KEY, spec text NOT NULL, sv bigint NOT NULL);
+                CREATE TABLE dsn_records (tbl text NOT NULL, key text NOT NULL, seq bigint NOT NULL UNIQUE,
+                                          data text, PRIMARY KEY (tbl, key));
+                CREATE TABLE dsn_mids (jti text NOT NULL, mid text NOT NULL, at bigint NOT NULL,
+                                       answer text NOT NULL, PRIMARY KEY (jti, mid));
+                CREATE INDEX dsn_mids_at ON dsn_mids (at);
+                CREATE TABLE dsn_revoked (jti text PRIMARY KEY, exp double precision);
+                CREATE TABLE dsn_nonces (nonce bytea PRIMARY KEY, expires_ms bigint NOT NULL);
+                CREATE INDEX dsn_nonces_expires ON dsn_nonces (expires_ms);
+                INSERT INTO dsn_counter (seq) VALUES (0);""")
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO dsn_meta VALUES (%s, %s)", [
+                    ("format", str(self.format_version)), ("app", "dsn-sync"), ("floor", "0"),
+                    ("epoch", b64u_encode(os.urandom(9)))])
+
+    def _reload(self, conn):
+        """Replace memory with the database's state, read in one snapshot.  Called under the lock.
+
+        On a connection inside a write transaction (the counter row is ours, so
+        no other writer can commit) the reads run in that transaction.
+        """
+        def read():
+            return (dict(conn.execute("SELECT k, v FROM dsn_meta")),
+                    conn.execute("SELECT seq FROM dsn_counter").fetchone()[0],
+                    conn.execute("SELECT name, spec, sv FROM dsn_tables").fetchall(),
+                    conn.execute("SELECT tbl, key, seq, data FROM dsn_records ORDER BY seq").fetchall())
+        if conn.info.transaction_status == _psycopg().pq.TransactionStatus.INTRANS:
+            meta, counter, tables, records = read()
+        else:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                meta, counter, tables, records = read()
+        self._reset_memory()
+        self.epoch = meta["epoch"]
+        self.secret = bytes.fromhex(meta["secret"]) if meta.get("secret") else None
+        self.floor = int(meta["floor"])
+        self._absorb_tables(tables)
+        self._absorb_records(records)
+        self.seq = max(self.seq, counter)
+        self._reload_needed = False
+        self.changed.notify_all()
+
+    def _load_revocations(self, conn):
+        now = time.time()
+        self.revoked_ids.update(jti for jti, exp in conn.execute("SELECT jti, exp FROM dsn_revoked")
+                                if exp is None or exp > now)
+
+    # -- catching up with other nodes -----------------------------------------
+    # One statement, so one snapshot: the schema, the counter and floor, and the records past a seq.
+    _CATCH_UP = ("SELECT 0, name, spec, sv, NULL FROM dsn_tables WHERE sv > %(sv)s "
+                 "UNION ALL SELECT 1, NULL, NULL, seq, (SELECT v FROM dsn_meta WHERE k = 'floor') FROM dsn_counter "
+                 "UNION ALL SELECT 2, tbl, key, seq, data FROM dsn_records WHERE seq > %(seq)s "
+                 "ORDER BY 1, 4")
+
+    def catch_up(self):
+        """Apply what other nodes committed past this node's seq, now; returns the new seq.
+
+        One round trip, read outside the store lock.  Raises StoreError if
+        PostgreSQL cannot be reached.
+        """
+        self._require_open()
+        since, sv = self.seq, self.sv
+        # The connection goes back before the lock is taken: a writer holds the lock while it
+        # waits for a connection, so holding one while waiting for the lock could deadlock.
+        with self._pool.lease() as conn:
+            rows = conn.execute(self._CATCH_UP, {"sv": sv, "seq": since}).fetchall()
+        self._apply_catch_up(None, rows, since, locked=False)
+        return self.seq
+
+    def _catch_up_on(self, conn, locked):
+        """Read past this node's position on ``conn`` and apply it (under the lock; ``locked``: held already)."""
+        since, sv = self.seq, self.sv
+        rows = conn.execute(self._CATCH_UP, {"sv": sv, "seq": since}).fetchall()
+        self._apply_catch_up(conn, rows, since, locked)
+
+    def _apply_catch_up(self, conn, rows, since, locked):
+        """File the rows of a _CATCH_UP read from ``since`` (``conn`` serves a reload if the floor passed us)."""
+        with self.lock:
+            counter = floor = 0
+            tables, records = [], []
+            for kind, a, b, n, d in rows:
+                if kind == 1:
+                    counter, floor = n, int(d)
+                elif kind == 0:
+                    tables.append((a, b, n))
+                else:
+                    records.append((a, b, n, d))
+            if self._reload_needed or (floor > since and floor > self.floor):
+                # Tombstones past our position were compacted away: the gap cannot be patched.
+                if conn is not None:
+                    self._reload(conn)
+                else:
+                    with self._pool.lease() as conn:
+                        self._reload(conn)
+                return
+            before = (self.seq, self.sv, self.floor)
+            self._absorb_tables([t for t in tables if t[2] > self.sv])
+            self._absorb_records([r for r in records if r[2] > self.seq])
+            if floor > self.floor:
+                self._drop_tombstones(floor)
+            self.seq = max(self.seq, counter)  # the snapshot holds every change up to its counter
+            if (self.seq, self.sv, self.floor) != before:
+                self._notify()
+        if self._compact_due and not locked and not self._batch_depth:
+            self._compact_later()
+
+    def _absorb_tables(self, tables):
+        for name, spec, sv in sorted(tables, key=lambda t: t[2]):
+            self.tables[name] = json.loads(spec)
+            self._data.setdefault(name, {})
+            self.sv = max(self.sv, sv)
+
+    def _absorb_records(self, records):
+        data_of = self._data
+        self._absorbing = True
+        try:
+            for table, key, seq, text in records:
+                rows = data_of.get(table)
+                if rows is None:
+                    raise StoreError("%s holds records for table %r but not its schema" % (self._where, table))
+                if text is None:
+                    stored, shape = None, ()
+                else:
+                    stored = text.encode("utf-8")
+                    shape = _shape(json.loads(text))
+                self._put(rows, table, key, rows.get(key), stored, seq, shape)
+        finally:
+            self._absorbing = False
+
+    def _drop_tombstones(self, floor):
+        """Forget tombstones at or below ``floor`` (another node compacted them); floor moves up."""
+        dropped = 0
+        for s, e in zip(self._log_seq, self._log_entry):
+            if s > floor:
+                break
+            if e.seq == s and e.data is None:
+                del self._data[e.table][e.key]
+                e.seq = -1
+                self._stale += 1
+                self._tombstones -= 1
+                dropped += 1
+        self.floor = max(self.floor, floor)
+        if dropped:
+            self._compact_log()
+
+    def exists(self, table, key):
+        """MemoryStore.exists, after catching up (one round trip).
+
+        The engine asks it before calling a write handler: a client whose
+        create landed on another node a moment ago must find its record here.
+        If PostgreSQL cannot be reached, memory answers (the write that follows fails anyway).
+        """
+        try:
+            self.catch_up()
+        except StoreError:
+            pass
+        return super().exists(table, key)
+
+    def needs_reset(self, since):
+        """MemoryStore's answer, after catching up when the cursor is ahead of this node.
+
+        A client whose last pull was answered by a node further along must not
+        be reset here: one round trip brings this node level first.
+        """
+        if (isinstance(since, dict) and since.get("epoch") == self.epoch and type(since.get("seq")) is int
+                and type(since.get("sv")) is int and (since["seq"] > self.seq or since["sv"] > self.sv)):
+            try:
+                self.catch_up()
+            except StoreError:
+                log.warning("cannot catch up with PostgreSQL for a cursor ahead of this node", exc_info=True)
+        return super().needs_reset(since)
+
+    # -- the listener thread --------------------------------------------------
+    def _tail(self):
+        """LISTEN on dsn_changes and catch up on each notification; reconnect with backoff.  Owned by open()/close()."""
+        psycopg = _psycopg()
+        backoff = 0.05
+        last_purge = last_catch_up = 0.0
+        purges = 0
+        listen = reader = None
+        while not self._stop.is_set():
+            try:
+                if listen is None:
+                    listen = self._connect()
+                    listen.execute("LISTEN " + _PG_CHANNEL)
+                    reader = self._connect()
+                    # LISTEN first, then catch up: a commit in between is either read now or notified.
+                    self._tail_once(reader, refresh_revoked=True)
+                    last_catch_up = time.monotonic()
+                    backoff = 0.05
+                due = False
+                revoked = False
+                for note in listen.notifies(timeout=0.25, stop_after=1):
+                    if note.payload == "revoked":
+                        revoked = True
+                    elif not _DIGITS.fullmatch(note.payload) or int(note.payload) > self.seq:
+                        due = True
+                if due or revoked or time.monotonic() - last_catch_up >= self.safety_interval:
+                    self._tail_once(reader, refresh_revoked=revoked)
+                    last_catch_up = time.monotonic()
+                if last_catch_up - last_purge >= self.purge_interval:
+                    self._purge(reader, mids=purges % 60 == 0)  # mids: the first time, then every 60th
+                    purges += 1
+                    last_purge = last_catch_up
+            except (psycopg.Error, StoreError) as e:
+                if self._stop.is_set():
+                    break
+                log.warning("lost PostgreSQL at %s (%s); reconnecting in %.2f s", self._where,
+                            str(e).strip(), backoff)
+                for conn in (listen, reader):
+                    if conn is not None:
+                        _pg_close(conn)
+                listen = reader = None
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+            except Exception:
+                log.exception("the PostgreSQL listener failed; it starts again")
+                self._stop.wait(1.0)
+        for conn in (listen, reader):
+            if conn is not None:
+                _pg_close(conn)
+
+    def _tail_once(self, reader, refresh_revoked=False):
+        self._catch_up_on(reader, locked=False)
+        if refresh_revoked:
+            self._load_revocations(reader)
+
+    def _purge(self, conn, mids):
+        """Forget expired nonces (and, with ``mids``, mutation ids past their 24 h): any node may, each is idempotent."""
+        conn.execute("DELETE FROM dsn_nonces WHERE expires_ms < %s", (_now_ms(),))
+        if mids:
+            conn.execute("DELETE FROM dsn_mids WHERE at < %s", (int(time.time()) - self.mid_ttl,))
+
+    # -- writes ---------------------------------------------------------------
+    # One statement, one round trip: the counter moves only if it is still this node's seq.
+    _WRITE_ONE = (
+        "WITH c AS (UPDATE dsn_counter SET seq = seq + 1 WHERE seq = %(expect)s RETURNING seq), "
+        "r AS (INSERT INTO dsn_records (tbl, key, seq, data) SELECT %(tbl)s, %(key)s, seq, %(data)s FROM c "
+        "ON CONFLICT (tbl, key) DO UPDATE SET seq = EXCLUDED.seq, data = EXCLUDED.data), "
+        "m AS (INSERT INTO dsn_mids (jti, mid, at, answer) SELECT %(jti)s, %(mid)s, %(at)s, %(answer)s FROM c "
+        "WHERE %(answer)s::text IS NOT NULL) "
+        "SELECT seq, pg_notify('" + _PG_CHANNEL + "', seq::text) FROM c")
+
+    def apply(self, table, key, op, data=None, ledger=None, encoded=None):
+        """MemoryStore.apply, committed to PostgreSQL before memory changes; StoreError if that fails.
+
+        With ``ledger``, a (token, mid) that any node answered already is not
+        applied again: its seq and record are returned, or its error raised.
+        """
+        psycopg = _psycopg()
+        with self.lock:
+            if self._batch_depth:
+                return self._apply_in_batch(table, key, op, data, ledger, encoded)
+            self._require_open()
+            try:
+                rows, entry, stored, shape, record = self._plan(table, key, op, data, encoded)
+            except (UnknownTable, Exists, NotFound):
+                pass  # memory may be behind: the locked path below decides on the database's state
+            else:
+                expect = self.seq
+                seq = expect + 1
+                answer = None
+                if ledger is not None:
+                    answer = _json_dumps({"ok": True, "epoch": self.epoch, "seq": seq, "record": record})
+                args = {"expect": expect, "tbl": table, "key": key,
+                        "data": stored.decode("utf-8") if stored is not None else None,
+                        "jti": ledger[0] if ledger else None, "mid": ledger[1] if ledger else None,
+                        "at": int(time.time()), "answer": answer}
+                try:
+                    with self._pool.lease() as conn:
+                        done = conn.execute(self._WRITE_ONE, args).fetchone()
+                except StoreError as e:
+                    if not isinstance(e.__cause__, psycopg.errors.UniqueViolation):
+                        raise
+                    done = None  # the mid is in the ledger: answered below
+                if done is not None:
+                    self._absorbing = True  # a compaction waits until this change is in memory
+                    try:
+                        self._put(rows, table, key, entry, stored, seq, shape)
+                    finally:
+                        self._absorbing = False
+                    self._after_write()
+                    return seq, record
+            self.begin_batch()
+            try:
+                return self._apply_in_batch(table, key, op, data, ledger, encoded)
+            finally:
+                self.end_batch()
+
+    def _plan(self, table, key, op, data, encoded):
+        """MemoryStore.apply's checks and merge on memory: (rows, entry, stored JSON, shape, record)."""
+        rows = self._data.get(table)
+        if rows is None:
+            raise UnknownTable("no table %r" % (table,))
+        if "\x00" in key:
+            raise Invalid("a key stored in PostgreSQL cannot hold the character U+0000")
+        entry = rows.get(key)
+        present = entry is not None and entry.data is not None
+        if op == "delete":
+            if not present:
+                raise NotFound("%s/%s does not exist" % (table, key))
+            return rows, entry, None, (), None
+        if op == "create" and present:
+            raise Exists("%s/%s already exists" % (table, key))
+        if op == "update" and not present:
+            raise NotFound("%s/%s does not exist" % (table, key))
+        if op not in ("create", "update", "upsert", "replace"):
+            raise ValueError("unknown op %r" % (op,))
+        shape = _shape(data)
+        if present and op != "replace" and shape is not entry.shape and not all(f in data for f in entry.shape):
+            record = _loads(entry.data)
+            record.update(data)
+            shape = _shape(record)
+            stored = _json_dumps(record).encode("utf-8")
+        else:
+            record = dict(data)
+            stored = encoded if encoded is not None else _json_dumps(record).encode("utf-8")
+        return rows, entry, stored, shape, record
+
+    def _apply_in_batch(self, table, key, op, data, ledger, encoded):
+        """A change inside the open transaction (the counter is ours, memory exact): memory now, database at commit."""
+        if self._tx is None:
+            raise StoreError("this batch's transaction on PostgreSQL at %s failed; nothing of it was applied" % self._where)
+        if ledger is not None:  # first: a create answered on another node would fail as `exists` below
+            try:
+                row = self._tx.execute("SELECT answer FROM dsn_mids WHERE jti = %s AND mid = %s", ledger[:2]).fetchone()
+            except _psycopg().Error as e:
+                self._fail_tx(e, "a write")
+            if row is not None:
+                return self._answered(json.loads(row[0]))
+        rows, entry, stored, shape, record = self._plan(table, key, op, data, encoded)
+        seq = self.seq + 1
+        if entry is None:
+            self._undo.append((rows, key, None))
+        else:
+            self._undo.append((rows, key, (entry, entry.seq, entry.data, entry.shape)))
+        self._batch_rows[(table, key)] = (seq, stored.decode("utf-8") if stored is not None else None)
+        if ledger is not None:
+            answer = {"ok": True, "epoch": self.epoch, "seq": seq, "record": record}
+            self._batch_mids.append((ledger[0], ledger[1], int(time.time()), _json_dumps(answer)))
+        self._absorbing = True  # a compaction waits for the commit
+        try:
+            self._put(rows, table, key, entry, stored, seq, shape)
+        finally:
+            self._absorbing = False
+        self._notify()
+        return seq, record
+
+    def _fail_tx(self, error, what):
+        """A statement of the open transaction failed: undo the batch's memory changes, end it, raise StoreError."""
+        if self._undo is not None:
+            self._undo_batch()
+        self._end_tx(rollback=True)
+        raise StoreError("%s on PostgreSQL at %s failed, nothing was applied: %s"
+                         % (what, self._where, str(error).strip()))
+
+    def _answered(self, answer):
+        """A ledger answer as apply()'s result: (seq, record) of the write, or its error raised."""
+        if answer.get("ok"):
+            return answer["seq"], answer["record"]
+        error = answer.get("error") or {}
+        raise DSNError(error.get("message", ""), error.get("code", "bad_request"))
+
+    def begin_batch(self):
+        """Open a transaction that holds the counter (other nodes' writes wait) and catch up: memory is exact."""
+        super().begin_batch()
+        if self._batch_depth > 1:
+            return
+        try:
+            self._require_open()
+            conn = self._tx = self._pool.take()
+            try:
+                # One round trip, one simple query of three statements: the server runs the catch-up
+                # only once the counter is locked, so its snapshot holds every change committed before
+                # ours.  (Not a pipeline: after one, idle_in_transaction_session_timeout is not armed,
+                # measured on PostgreSQL 15, and a stalled batch must not hold the counter for ever.)
+                since = self.seq
+                cur = conn.cursor()
+                cur.execute("BEGIN; SELECT seq FROM dsn_counter FOR UPDATE; EXECUTE dsn_catch_up (%d, %d)"
+                            % (self.sv, since))
+                rows = None
+                while True:
+                    if cur.description is not None:
+                        rows = cur.fetchall()  # the last result set is the catch-up's
+                    if not cur.nextset():
+                        break
+                self._apply_catch_up(conn, rows, since, locked=True)
+            except _psycopg().Error as e:
+                raise StoreError("cannot start a write on PostgreSQL at %s: %s" % (self._where, str(e).strip()))
+            self._undo, self._batch_rows, self._batch_mids, self._batch_sv = [], {}, [], None
+            self._batch_base = self.seq
+        except BaseException:
+            self._end_tx(rollback=True)
+            super().end_batch(False)  # give the lock back: the batch never started
+            raise
+
+    def end_batch(self, ok=True):
+        """Commit the batch (whatever ``ok`` says, like SQLiteStore); on failure undo memory and raise StoreError."""
+        try:
+            if self._batch_depth == 1 and self._tx is not None:
+                self._commit_batch()
+        finally:
+            super().end_batch(ok)
+
+    def _commit_batch(self):
+        psycopg = _psycopg()
+        conn = self._tx
+        rows, mids = self._batch_rows, self._batch_mids
+        try:
+            with conn.pipeline(), conn.cursor() as cur:  # one round trip for the whole commit
+                if rows:
+                    cur.executemany(
+                        "INSERT INTO dsn_records (tbl, key, seq, data) VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT (tbl, key) DO UPDATE SET seq = EXCLUDED.seq, data = EXCLUDED.data",
+                        [(t, k, s, d) for (t, k), (s, d) in rows.items()])
+                if mids:
+                    cur.executemany("INSERT INTO dsn_mids (jti, mid, at, answer) VALUES (%s, %s, %s, %s)", mids)
+                if rows:
+                    cur.execute("UPDATE dsn_counter SET seq = %s", (self.seq,))
+                if rows or self._batch_sv is not None:  # a schema change alone says so: its seq is not new
+                    cur.execute("SELECT pg_notify(%s, %s)", (_PG_CHANNEL, str(self.seq) if rows else "sv"))
+                cur.execute("COMMIT")
+        except BaseException as e:
+            self._undo_batch()
+            self._end_tx(rollback=True)
+            if isinstance(e, psycopg.Error):
+                raise StoreError("writing to PostgreSQL at %s failed, nothing was applied: %s"
+                                 % (self._where, str(e).strip()))
+            raise
+        self._end_tx(rollback=False)
+        if rows:
+            self._after_write()
+
+    def _end_tx(self, rollback):
+        conn, self._tx = self._tx, None
+        self._undo = self._batch_rows = self._batch_mids = self._batch_sv = None
+        if conn is None:
+            return
+        if rollback and not conn.closed and not conn.broken:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:
+                _pg_close(conn)
+        self._pool.give(conn) if self._pool is not None else _pg_close(conn)
+
+    def _undo_batch(self):
+        """Put memory back as it was when the batch began (after its catch-up): a failed commit shows nothing."""
+        for rows, key, old in reversed(self._undo):
+            if old is None:
+                rows.pop(key, None)
+            else:
+                entry = old[0]
+                entry.seq, entry.data, entry.shape, entry.seen = old[1], old[2], old[3], None
+        if self._batch_sv is not None:
+            for name, spec in reversed(self._batch_sv[1]):
+                if spec is None:
+                    self.tables.pop(name, None)
+                    if not self._data.get(name):
+                        self._data.pop(name, None)
+                else:
+                    self.tables[name] = spec
+            self.sv = self._batch_sv[0]
+        entries = sorted((e for rows in self._data.values() for e in rows.values()), key=lambda e: e.seq)
+        self._log_seq = [e.seq for e in entries]
+        self._log_entry = entries
+        self._stale = 0
+        self._tombstones = sum(1 for e in entries if e.data is None)
+        self.seq = self._batch_base
+
+    def _after_write(self):
+        self._notify()
+        if self._compact_due:
+            self._compact_later()
+
+    def _compact_later(self):
+        self._compact_due = False
+        try:
+            self.compact(_AUTO)
+        except StoreError:
+            log.warning("compacting tombstones on PostgreSQL failed; tried again later", exc_info=True)
+            self._compact_due = True
+
+    def compact(self, count=None):
+        """Drop the oldest ``count`` tombstones (all if None) on every node; returns how many.
+
+        The new floor is written in the transaction that deletes them, under
+        the counter lock; every node drops its own copies when it next catches up.
+        """
+        if self._absorbing:  # called from _put while a change is being filed: compact after it
+            self._compact_due = True
+            return 0
+        with self.lock:
+            if self._batch_depth:
+                self._compact_due = True
+                return 0
+            self.begin_batch()  # the counter is ours and memory level with the database
+            try:
+                if count is _AUTO:
+                    count = self._tombstones - self.max_tombstones // 2
+                floor = n = 0
+                for s, e in zip(self._log_seq, self._log_entry):
+                    if count is not None and n >= count:
+                        break
+                    if e.seq == s and e.data is None:
+                        floor = s
+                        n += 1
+                if n:
+                    try:
+                        self._tx.execute("DELETE FROM dsn_records WHERE data IS NULL AND seq <= %s", (floor,))
+                        self._tx.execute("UPDATE dsn_meta SET v = %s WHERE k = 'floor'", (str(floor),))
+                        self._tx.execute("SELECT pg_notify(%s, 'floor')", (_PG_CHANNEL,))
+                    except _psycopg().Error as e:
+                        self._fail_tx(e, "compacting")
+            finally:
+                self.end_batch()
+            if not n:
+                return 0
+            before = self._tombstones
+            self._drop_tombstones(floor)
+            return before - self._tombstones
+
+    # -- schema ---------------------------------------------------------------
+    def set_table(self, name, spec):
+        """Define or replace a table's schema for every node; an identical definition bumps nothing."""
+        with self.lock:
+            self.begin_batch()  # memory is now level with the database, under the counter lock
+            try:
+                if self.tables.get(name) == spec:
+                    return self.sv
+                sv = self.sv + 1
+                try:
+                    self._tx.execute("INSERT INTO dsn_tables VALUES (%s, %s, %s) ON CONFLICT (name) DO UPDATE "
+                                     "SET spec = EXCLUDED.spec, sv = EXCLUDED.sv", (name, _json_dumps(spec), sv))
+                except _psycopg().Error as e:
+                    self._fail_tx(e, "writing the schema")
+                if self._batch_sv is None:
+                    self._batch_sv = (self.sv, [])
+                self._batch_sv[1].append((name, self.tables.get(name)))
+                self.tables[name] = spec
+                self._data.setdefault(name, {})
+                self.sv = sv
+                self._notify()
+                return sv
+            finally:
+                self.end_batch()
+
+    # -- shared state: secret, ledger, revocation, nonces, leadership ---------
+    def save_secret(self, secret):
+        with self.lock:
+            self._require_open()
+            with self._pool.lease() as conn:
+                conn.execute("INSERT INTO dsn_meta VALUES ('secret', %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                             (secret.hex(),))
+            self.secret = secret
+
+    def adopt_secret(self, secret):
+        """Keep ``secret`` unless the database has one already; returns the secret every node uses.
+
+        Two nodes starting at once on an empty database agree on the first one stored.
+        """
+        with self.lock:
+            self._require_open()
+            with self._pool.lease() as conn:
+                conn.execute("INSERT INTO dsn_meta VALUES ('secret', %s) ON CONFLICT (k) DO NOTHING", (secret.hex(),))
+                self.secret = bytes.fromhex(conn.execute("SELECT v FROM dsn_meta WHERE k = 'secret'").fetchone()[0])
+            return self.secret
+
+    def recall(self, jti, mid):
+        self._require_open()
+        with self._pool.lease() as conn:
+            row = conn.execute("SELECT answer FROM dsn_mids WHERE jti = %s AND mid = %s", (jti, mid)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def remember(self, jti, mid, answer):
+        """Keep a write's (error) answer for retries on any node; a first answer is never replaced."""
+        self._require_open()
+        with self._pool.lease() as conn:
+            conn.execute("INSERT INTO dsn_mids VALUES (%s, %s, %s, %s) ON CONFLICT (jti, mid) DO NOTHING",
+                         (jti, mid, int(time.time()), _json_dumps(answer)))
+
+    def revoked(self):
+        """Token ids revoked on any node (read from the database now; also kept live in ``revoked_ids``)."""
+        self._require_open()
+        with self._pool.lease() as conn:
+            self._load_revocations(conn)
+        return set(self.revoked_ids)
+
+    def revoke(self, jti, exp):
+        """Revoke a token id on every node: stored, and announced so each node's ``revoked_ids`` gains it."""
+        self._require_open()
+        with self._pool.lease() as conn:
+            conn.execute("INSERT INTO dsn_revoked VALUES (%s, %s) ON CONFLICT (jti) DO UPDATE SET exp = EXCLUDED.exp",
+                         (jti, exp))
+            conn.execute("SELECT pg_notify(%s, 'revoked')", (_PG_CHANNEL,))
+        self.revoked_ids.add(jti)
+
+    def remember_nonce(self, nonce, expires_ms):
+        """True if no node accepted ``nonce`` before (it is now kept until ``expires_ms``), else False.
+
+        One INSERT ... ON CONFLICT DO NOTHING (a round trip per request);
+        expired nonces are purged by the listener every ``purge_interval``.
+        """
+        self._require_open()
+        with self._pool.lease() as conn:
+            return conn.execute("INSERT INTO dsn_nonces VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                                (bytes(nonce), int(expires_ms))).fetchone() is not None
+
+    def try_lead(self, name):
+        """True if this node leads ``name`` cluster-wide (``@every`` tasks run only where this is True).
+
+        The lead is a session advisory lock on a connection kept for it: it
+        is held until release_lead(), close(), or the connection's death,
+        when another node's next try_lead() takes it.  Call it before each run.
+        """
+        psycopg = _psycopg()
+        self._require_open()
+        with self._lead_lock:
+            try:
+                if self._lead_conn is None or self._lead_conn.closed or self._lead_conn.broken:
+                    self._leading = set()
+                    if self._lead_conn is not None:
+                        _pg_close(self._lead_conn)
+                    self._lead_conn = None
+                    self._lead_conn = self._connect()
+                conn = self._lead_conn
+                if name in self._leading:
+                    conn.execute("SELECT 1")  # still connected, so still holding it
+                    return True
+                if conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_PG_LOCK_CLASS, _pg_lock_key(name))).fetchone()[0]:
+                    self._leading.add(name)
+                    return True
+                return False
+            except (psycopg.Error, StoreError):
+                if self._lead_conn is not None:
+                    _pg_close(self._lead_conn)
+                self._lead_conn = None
+                self._leading = set()
+                return False
+
+    def release_lead(self, name):
+        """Give up the lead for ``name`` (another node's next try_lead() takes it)."""
+        with self._lead_lock:
+            if name in self._leading:
+                self._leading.discard(name)
+                try:
+                    self._lead_conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_PG_LOCK_CLASS, _pg_lock_key(name)))
+                except Exception:
+                    _pg_close(self._lead_conn)
+                    self._lead_conn = None
+                    self._leading = set()
+
+    # -- invariants -----------------------------------------------------------
+    def check(self):
+        """MemoryStore's invariants, plus: after catching up, memory holds exactly the database's state.
+
+        Call it when no node is writing (otherwise the two may differ by what
+        was committed in between).
+        """
+        self.catch_up()
+        with self.lock:
+            super().check()
+            with self._pool.lease() as conn:
+                with conn.transaction():
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    db = {(t, k): (s, d) for t, k, s, d in conn.execute("SELECT tbl, key, seq, data FROM dsn_records")}
+                    counter = conn.execute("SELECT seq FROM dsn_counter").fetchone()[0]
+                    floor = int(conn.execute("SELECT v FROM dsn_meta WHERE k = 'floor'").fetchone()[0])
+                    tables = {n: (json.loads(s), v) for n, s, v in conn.execute("SELECT name, spec, sv FROM dsn_tables")}
+            memory = {(t, k): (e.seq, e.data.decode("utf-8") if e.data is not None else None)
+                      for t, rows in self._data.items() for k, e in rows.items()}
+            assert set(db) == set(memory), "keys in PostgreSQL differ from memory: %d vs %d" % (len(db), len(memory))
+            for k, (s, d) in db.items():
+                assert s == memory[k][0], "seq of %r differs: %d in PostgreSQL, %d in memory" % (k, s, memory[k][0])
+                assert (d is None) == (memory[k][1] is None) and (d is None or json.loads(d) == json.loads(memory[k][1])), \
+                    "record %r differs from PostgreSQL" % (k,)
+            assert counter == self.seq, "seq %d in memory, %d in PostgreSQL" % (self.seq, counter)
+            assert floor == self.floor, "floor %d in memory, %d in PostgreSQL" % (self.floor, floor)
+            assert {n: s for n, (s, _) in tables.items()} == self.tables, "schema differs from PostgreSQL"
+            assert max([v for _, v in tables.values()] or [0]) == self.sv, "sv differs from PostgreSQL"
+            return True
+
+
 # =============================================================================
 # Access rules, endpoint rotation, replay memory
 # =============================================================================
