@@ -53,6 +53,7 @@ __all__ = [
     "WriteContext",
     "MemoryStore",
     "SQLiteStore",
+    "PostgresStore",
     "View",
     "StoreError",
     "Client",
@@ -864,39 +865,46 @@ class MemoryStore:
         returned is a dict the caller may keep.
         """
         with self.lock:
-            rows = self._data.get(table)
-            if rows is None:
-                raise UnknownTable("no table %r" % (table,))
-            entry = rows.get(key)
-            present = entry is not None and entry.data is not None
-            if op == "delete":
-                if not present:
-                    raise NotFound("%s/%s does not exist" % (table, key))
-                record = stored = None
-            else:
-                if op == "create" and present:
-                    raise Exists("%s/%s already exists" % (table, key))
-                if op == "update" and not present:
-                    raise NotFound("%s/%s does not exist" % (table, key))
-                if op not in ("create", "update", "upsert", "replace"):
-                    raise ValueError("unknown op %r" % (op,))
-                shape = _shape(data)
-                if present and op != "replace" and (entry.shape is None or (
-                        shape is not entry.shape and not all(f in data for f in entry.shape))):
-                    record = _loads(entry.data)  # a partial update: merge into the stored fields
-                    record.update(data)
-                    shape = _shape(record)
-                    stored = _json_dumps(record).encode("utf-8")
-                else:  # new, or every stored field rewritten: the data is the record
-                    record = dict(data)
-                    stored = encoded if encoded is not None else _json_dumps(record).encode("utf-8")
+            rows, entry, stored, shape, record = self._plan(table, key, op, data, encoded)
             seq = self.seq + 1
             if ledger is not None:  # PROTOCOL.md 6: a remembered answer keeps the epoch it was first given
                 ledger = (ledger[0], ledger[1], {"ok": True, "seq": seq, "epoch": self.epoch})
             self._persist_change(table, key, seq, stored, ledger)
-            self._put(rows, table, key, entry, stored, seq, shape if stored is not None else ())
+            self._put(rows, table, key, entry, stored, seq, shape)
             self._notify()
             return seq, record
+
+    def _plan(self, table, key, op, data, encoded):
+        """apply()'s checks and merge, on memory, changing nothing: (rows, entry, stored JSON, shape, record).
+
+        Under ``lock``.  Raises UnknownTable, Exists, NotFound, ValueError.
+        """
+        rows = self._data.get(table)
+        if rows is None:
+            raise UnknownTable("no table %r" % (table,))
+        entry = rows.get(key)
+        present = entry is not None and entry.data is not None
+        if op == "delete":
+            if not present:
+                raise NotFound("%s/%s does not exist" % (table, key))
+            return rows, entry, None, (), None
+        if op == "create" and present:
+            raise Exists("%s/%s already exists" % (table, key))
+        if op == "update" and not present:
+            raise NotFound("%s/%s does not exist" % (table, key))
+        if op not in ("create", "update", "upsert", "replace"):
+            raise ValueError("unknown op %r" % (op,))
+        shape = _shape(data)
+        if present and op != "replace" and (entry.shape is None or (
+                shape is not entry.shape and not all(f in data for f in entry.shape))):
+            record = _loads(entry.data)  # a partial update: merge into the stored fields
+            record.update(data)
+            shape = _shape(record)
+            stored = _json_dumps(record).encode("utf-8")
+        else:  # new, or every stored field rewritten: the data is the record
+            record = dict(data)
+            stored = encoded if encoded is not None else _json_dumps(record).encode("utf-8")
+        return rows, entry, stored, shape, record
 
     def _put(self, rows, table, key, entry, record, seq, shape=()):
         """File ``record`` (UTF-8 JSON bytes, or None for a deletion) as ``seq``."""
@@ -1949,6 +1957,7 @@ class PostgresStore(MemoryStore):
     """
 
     durable = True
+    shared = True  # the engine keeps replay memory here and derives endpoint paths
     format_version = 1
     mid_ttl = 86400  # seconds a mutation id's answer is kept (PROTOCOL.md: at least 24 h)
     pool_size = 4  # connections per node for writes and shared reads (the listener has two more)
@@ -2340,8 +2349,8 @@ class PostgresStore(MemoryStore):
                 expect = self.seq
                 seq = expect + 1
                 answer = None
-                if ledger is not None:
-                    answer = _json_dumps({"ok": True, "epoch": self.epoch, "seq": seq, "record": record})
+                if ledger is not None:  # the answer without its record, which recall() re-reads
+                    answer = _json_dumps({"ok": True, "epoch": self.epoch, "seq": seq, "of": [table, key]})
                 args = {"expect": expect, "tbl": table, "key": key,
                         "data": stored.decode("utf-8") if stored is not None else None,
                         "jti": ledger[0] if ledger else None, "mid": ledger[1] if ledger else None,
@@ -2368,34 +2377,9 @@ class PostgresStore(MemoryStore):
                 self.end_batch()
 
     def _plan(self, table, key, op, data, encoded):
-        """MemoryStore.apply's checks and merge on memory: (rows, entry, stored JSON, shape, record)."""
-        rows = self._data.get(table)
-        if rows is None:
-            raise UnknownTable("no table %r" % (table,))
         if "\x00" in key:
             raise Invalid("a key stored in PostgreSQL cannot hold the character U+0000")
-        entry = rows.get(key)
-        present = entry is not None and entry.data is not None
-        if op == "delete":
-            if not present:
-                raise NotFound("%s/%s does not exist" % (table, key))
-            return rows, entry, None, (), None
-        if op == "create" and present:
-            raise Exists("%s/%s already exists" % (table, key))
-        if op == "update" and not present:
-            raise NotFound("%s/%s does not exist" % (table, key))
-        if op not in ("create", "update", "upsert", "replace"):
-            raise ValueError("unknown op %r" % (op,))
-        shape = _shape(data)
-        if present and op != "replace" and shape is not entry.shape and not all(f in data for f in entry.shape):
-            record = _loads(entry.data)
-            record.update(data)
-            shape = _shape(record)
-            stored = _json_dumps(record).encode("utf-8")
-        else:
-            record = dict(data)
-            stored = encoded if encoded is not None else _json_dumps(record).encode("utf-8")
-        return rows, entry, stored, shape, record
+        return super()._plan(table, key, op, data, encoded)
 
     def _apply_in_batch(self, table, key, op, data, ledger, encoded):
         """A change inside the open transaction (the counter is ours, memory exact): memory now, database at commit."""
@@ -2416,7 +2400,7 @@ class PostgresStore(MemoryStore):
             self._undo.append((rows, key, (entry, entry.seq, entry.data, entry.shape)))
         self._batch_rows[(table, key)] = (seq, stored.decode("utf-8") if stored is not None else None)
         if ledger is not None:
-            answer = {"ok": True, "epoch": self.epoch, "seq": seq, "record": record}
+            answer = {"ok": True, "epoch": self.epoch, "seq": seq, "of": [table, key]}
             self._batch_mids.append((ledger[0], ledger[1], int(time.time()), _json_dumps(answer)))
         self._absorbing = True  # a compaction waits for the commit
         try:
@@ -2437,7 +2421,8 @@ class PostgresStore(MemoryStore):
     def _answered(self, answer):
         """A ledger answer as apply()'s result: (seq, record) of the write, or its error raised."""
         if answer.get("ok"):
-            return answer["seq"], answer["record"]
+            of = answer.get("of")  # the ledger keeps no record: the key's state now, as recall() gives it
+            return answer["seq"], (self.get(of[0], of[1]) if of else answer.get("record"))
         error = answer.get("error") or {}
         raise DSNError(error.get("message", ""), error.get("code", "bad_request"))
 
@@ -2629,8 +2614,11 @@ class PostgresStore(MemoryStore):
         with self.lock:
             self._require_open()
             with self._pool.lease() as conn:
-                conn.execute("INSERT INTO dsn_meta VALUES ('secret', %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-                             (secret.hex(),))
+                if secret is None:  # the nodes hold it from outside (DSN_SYNC_SECRET): none kept here
+                    conn.execute("DELETE FROM dsn_meta WHERE k = 'secret'")
+                else:
+                    conn.execute("INSERT INTO dsn_meta VALUES ('secret', %s) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                                 (secret.hex(),))
             self.secret = secret
 
     def adopt_secret(self, secret):
@@ -2645,11 +2633,19 @@ class PostgresStore(MemoryStore):
                 self.secret = bytes.fromhex(conn.execute("SELECT v FROM dsn_meta WHERE k = 'secret'").fetchone()[0])
             return self.secret
 
-    def recall(self, jti, mid):
+    def recall(self, jti, mid, view=EVERYTHING):
+        """As MemoryStore.recall, from the shared ledger: an ok answer's record is re-read from [table, key]."""
         self._require_open()
         with self._pool.lease() as conn:
             row = conn.execute("SELECT answer FROM dsn_mids WHERE jti = %s AND mid = %s", (jti, mid)).fetchone()
-        return json.loads(row[0]) if row else None
+        if row is None:
+            return None
+        answer = json.loads(row[0])
+        of = answer.pop("of", None)
+        if of is not None:
+            self.catch_up()  # the write may have been answered on another node a moment ago
+            answer["record"] = self.read_visible(of[0], of[1], view)
+        return answer
 
     def remember(self, jti, mid, answer):
         """Keep a write's (error) answer for retries on any node; a first answer is never replaced."""
@@ -2948,7 +2944,7 @@ class _SharedReplay:
 
     def add(self, nonce, t, now):
         try:
-            return self.store.remember_nonce(nonce, int(t) + self.window_ms)
+            return self.store.remember_nonce(nonce, int(t) + self.window_ms + 1000)
         except StoreError:
             raise _HTTPFault(503, "replay memory unavailable")  # never accept a frame it cannot remember
 
@@ -3065,7 +3061,8 @@ class _Engine:
         self.handlers = {}
         self.read_rules = {}
         self.any_table = False  # the quick server's development mode: writes to any table, no handler needed
-        self.revoked = set(store.revoked())
+        # A shared store keeps a live set that every node's revocations reach.
+        self.revoked = store.revoked_ids if store.shared else set(store.revoked())
         # Frames sealed before an in-memory server started may have been accepted by the
         # process before it, whose replay memory and mid ledger are gone: they are refused
         # as `clock` (PROTOCOL.md 4).  A durable store answers a replayed write from its ledger.
@@ -3260,7 +3257,11 @@ class _Engine:
             parts = nxt.split(".")
             if len(parts) == 3 and parts[0] == store.epoch and _DIGITS.fullmatch(parts[1]) and _DIGITS.fullmatch(parts[2]):
                 snap, after = int(parts[1]), int(parts[2])
-                if snap > store.seq or after > snap:
+                if after > snap:
+                    snap = None
+                if snap is not None and snap > store.seq and store.shared:
+                    store.catch_up()  # another node handed out that page: this one catches up first
+                if snap is not None and snap > store.seq:
                     snap = None
         if snap is None:
             snap, after = store.seq, 0
@@ -4914,6 +4915,9 @@ class DSNSync:
         if secret is None:
             secret = os.environ.get("DSN_SYNC_SECRET") or None
         stored = self._store.secret
+        if secret is None and self._store.shared:
+            # Nodes starting at once must agree: the first secret in the database wins.
+            stored = self._store.adopt_secret(stored or os.urandom(32))
         self._keyring = Keyring(secret if secret is not None else stored or os.urandom(32))
         if secret is not None:
             # A secret given from outside (argument, DSN_SYNC_SECRET) is never written to the

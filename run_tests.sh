@@ -5,7 +5,8 @@
 #
 # 1. Python test packages: the `test` extra in pyproject.toml (the one place they are listed).
 # 2. Node dev packages: `npm ci` (playwright-core, fake-indexeddb; package-lock.json).
-# 3. Debian's chromium and openssl: installed with apt-get when missing and we are root;
+# 3. Debian's chromium, openssl and postgresql (a throwaway cluster for the PostgreSQL
+#    store's tests): installed with apt-get when missing and we are root;
 #    otherwise we say what to install (the browser tests then skip, loudly).
 # 4. `python3 -m pytest -q` and `node --test test/*.test.mjs`; fails if either fails.
 #
@@ -43,6 +44,7 @@ missing=()
 command -v chromium >/dev/null 2>&1 || [ -x "${CHROMIUM:-/nonexistent}" ] || missing+=(chromium)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "apt-get install ${missing[*]}"
