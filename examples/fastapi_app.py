@@ -52,4 +52,5 @@ def login(form: dict, request: Request):
 
 @app.get("/")
 def page():
-    return FileResponse(pathlib.Path(__file__).with_name("mounted.html"))
+    # Cached like the client file, so the page opens (from its IndexedDB mirror) while the app is down.
+    return FileResponse(pathlib.Path(__file__).with_name("mounted.html"), headers={"Cache-Control": "max-age=600"})
