@@ -166,6 +166,19 @@ def door(request):
     running.stop()
 
 
+@pytest.fixture(params=DOORS)
+def door_with(request):
+    """door_with(**DSNSync options): a door of each kind, made with these options."""
+    running = []
+
+    def start(**options):
+        running.append(STARTERS[request.param](**options))
+        return running[-1]
+    yield start
+    for each in running:
+        each.stop()
+
+
 @pytest.fixture
 def wsgi_door():
     running = start_wsgi(max_wait=1, max_held=1)
@@ -344,6 +357,54 @@ def test_python_client_reads_writes_and_follows(door):
         _wait_for(lambda: client.get("items", "pushed") == {"v": 2}, what="the pushed record")
         assert seen[-1]["pushed"] == {"v": 2}
         assert client.status == "online"
+
+
+def test_long_polls_over_a_users_cap_get_503(door_with):
+    door = door_with(max_waiting_per_user=1)
+    token = door.sync.issue_token(sub="ann")  # one user's tabs share one token
+    first, second = door.raw(token), door.raw(token)
+    cursor = first.cursor()
+    second.ok("hello")
+    held = _in_thread(first.ok, "pull", since=cursor, wait=25)
+    _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the first pull to park")
+    frame, _ = second.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 25})
+    status, headers, body = second.post(frame, second.ep)
+    assert status == 503 and headers["access-control-allow-origin"] == "*"
+    door.sync.sync("items", "wake", {})
+    assert held(timeout=8)["changes"] == [["items", "wake", {}]]
+
+
+def test_a_departed_clients_long_poll_gives_back_its_slot(door):
+    """The client closes its connection while its pull waits: the slot comes back (WSGI: at max_wait)."""
+    raw = door.raw()
+    cursor = raw.cursor()
+    wire = Wire(door)
+    frame, _ = raw.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 25})
+    wire.send("POST", raw.ep, frame, [("Content-Type", "text/plain")])
+    _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the pull to park")
+    wire.close()
+    # A WSGI app cannot see a client leave: its pull is held to the door's max_wait.
+    _wait_for(lambda: door.sync.stats()["waiting"] == 0, timeout=WSGI_MAX_WAIT + 5 if door.name == "wsgi" else 8,
+              what="the departed client's slot")
+    door.sync.sync("items", "after", {"v": 1})  # nothing is answered into the void, and the feed carries on
+    fresh = door.raw()
+    assert fresh.ok("pull", since=cursor, wait=0)["changes"] == [["items", "after", {"v": 1}]]
+
+
+def test_wsgi_clients_poll_at_the_pace_hello_gives():
+    """max_held=0: no pull is ever held; the Python client pauses hello's `poll` between pulls and still follows."""
+    door = start_wsgi(max_wait=5, poll=0.5, max_held=0)
+    try:
+        with dsn_sync.connect(door.url, door.sync.get_token(), wait=25) as client:
+            assert client.wait_ready(10), client.status
+            before = door.sync.stats()["requests"]
+            time.sleep(2)
+            pulls = door.sync.stats()["requests"] - before
+            assert 1 <= pulls <= 12, "%d pulls in 2 s at poll=0.5 (jittered 0.25-0.75 s)" % pulls
+            door.sync.sync("items", "polled", {"v": 1})
+            _wait_for(lambda: client.get("items", "polled") == {"v": 1}, what="the change, by polling")
+    finally:
+        door.stop()
 
 
 # -----------------------------------------------------------------------------

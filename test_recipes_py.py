@@ -194,35 +194,35 @@ def test_gunicorn_two_workers_on_the_memory_store_are_refused(serve):
     deadline = time.monotonic() + 40
     while not refused or "another worker process" not in app.log:
         assert time.monotonic() < deadline, "no refusal seen:\n" + app.log
-        raw = _RawHello(app.port, alice["url"], alice["token"])
-        status = raw.status
+        status, hello = _call(app.port, alice["url"][alice["url"].index("/dsn/"):], alice["token"], {"op": "hello"})
         if status == 200:
-            answered.add(raw.instance_epoch)
+            answered.add((hello["instance"], hello["epoch"]))
         else:
             assert status == 500, status
             refused += 1
     assert len(answered) == 1, "answers from two engines: %r" % answered
 
 
-class _RawHello:
-    """One hello on a fresh connection (so gunicorn may hand it to either worker)."""
+def _call(port, url_path, token, obj, timeout=10):
+    """One frame on a fresh connection (so gunicorn may hand it to either worker): (status, answer or None).
 
-    def __init__(self, port, url, token):
-        kid, secret = dsn_sync.parse_token(token)
-        c2s, s2c = dsn_sync.traffic_keys(secret)
-        path = url[url.index("/sync/"):]
-        frame = dsn_sync.request_frame(kid.encode(), c2s, path, json.dumps({"op": "hello", "t": int(time.time() * 1000)}).encode())
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            conn.request("POST", "/dsn" + path, body=frame, headers={"Content-Type": "text/plain", "Connection": "close"})
-            response = conn.getresponse()
-            body = response.read()
-        finally:
-            conn.close()
-        self.status = response.status
-        if self.status == 200:
-            answer = json.loads(dsn_sync.open_response(s2c, frame[3 + len(kid):][:16], body))
-            self.instance_epoch = (answer["instance"], answer["epoch"])
+    ``url_path`` is where it goes on the wire (any mount prefix, then /sync/...); the frame is
+    sealed to the part from /sync/ on (PROTOCOL.md 3).
+    """
+    kid, secret = dsn_sync.parse_token(token)
+    c2s, s2c = dsn_sync.traffic_keys(secret)
+    path = url_path[url_path.index("/sync/"):]
+    frame = dsn_sync.request_frame(kid.encode(), c2s, path, json.dumps(dict(obj, t=int(time.time() * 1000))).encode())
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", url_path, body=frame, headers={"Content-Type": "text/plain", "Connection": "close"})
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    if response.status != 200:
+        return response.status, None
+    return 200, json.loads(dsn_sync.open_response(s2c, frame[3 + len(kid):][:16], body))
 
 
 # -----------------------------------------------------------------------------
@@ -244,3 +244,53 @@ def test_gunicorn_sync_worker_is_not_held_by_a_long_poll(serve):
         status, headers, body = app.request("GET", "/", timeout=30)
         assert status == 200
         assert time.monotonic() - began < 3, "the app's own page waited for a sync long-poll (max_wait 10 s)"
+
+
+# -----------------------------------------------------------------------------
+# gunicorn --preload: the app is imported once, in the master, then forked
+# -----------------------------------------------------------------------------
+
+PRELOADED = '''
+import dsn_sync
+sync = dsn_sync.DSNSync(secret="%s")
+sync.define_table("notes", {"key": "id", "fields": None})
+sync.start(listen=False)  # "starting the engine without binding a port is one documented call"
+app = sync.wsgi_app(max_wait=2)
+'''
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: an engine started before a fork (start(listen=False) at import under "
+                                       "gunicorn --preload) has no feed thread in the worker, which still thinks it "
+                                       "runs: every long-poll is held forever and its WSGI thread with it")
+def test_engine_started_in_a_preloading_master_answers_long_polls(tmp_path):
+    _needs("gunicorn")
+    secret = "ab" * 32
+    (tmp_path / "preloaded.py").write_text(PRELOADED % secret)
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=HERE)
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--preload", "-k", "gthread", "--threads", "4",
+                             "--graceful-timeout", "2", "-b", "127.0.0.1:%d" % port, "--chdir", str(tmp_path), "preloaded:app"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        here = dsn_sync.DSNSync(secret=secret)  # same secret: same instance, and a token the app accepts
+        token, base = here.get_token(), "/sync/" + here.instance
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, hello = _call(port, base, token, {"op": "hello"})
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "gunicorn did not start"
+                time.sleep(0.1)
+        assert status == 200 and hello["wait"] == 2
+        cursor = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
+        # A pull at the head waits 1 s, then comes back empty; today no answer ever comes.
+        status, answer = _call(port, hello["ep"], token, {"op": "pull", "since": cursor, "wait": 1}, timeout=10)
+        assert status == 200 and answer["changes"] == []
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
