@@ -1,0 +1,49 @@
+"""dsn-sync mounted in a Flask app: ``waitress-serve --threads 16 flask_app:app`` (or
+``gunicorn -k gthread --threads 16 flask_app:app``) in this folder, then open
+http://127.0.0.1:8080 and log in as alice/wonderland or bob/builder.
+
+One origin, one port: Flask's routes, and dsn-sync under /dsn, put in front of
+``app.wsgi_app`` by werkzeug's dispatcher.  Under WSGI a waiting pull holds a
+thread: give the server threads (never gunicorn's one-thread sync workers).
+"""
+
+import os
+
+from flask import Flask, abort, request, send_file
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+import dsn_sync
+
+sync = dsn_sync.DSNSync()
+sync.define_table("notes", {"key": "id", "fields": ["owner", "text"]})
+sync.sync("notes", "hello-alice", {"owner": "alice", "text": "Welcome, Alice"})
+USERS = {"alice": "wonderland", "bob": "builder"}  # a toy login: use your own
+
+
+@sync.can_read("notes")
+def own_notes(note, ctx):
+    return note.get("owner") == ctx.sub
+
+
+@sync.on_create("notes")
+def new_note(note, ctx):
+    return dict(note, owner=ctx.sub)  # whatever the page said, the note is the token's user's
+
+
+app = Flask(__name__)
+# Pulls wait at most 10 s here, at most 8 at once; clients are told to pace themselves past that.
+app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/dsn": sync.wsgi_app(max_wait=10, max_held=8)})
+
+
+@app.post("/login")
+def login():
+    form = request.get_json()
+    if USERS.get(form.get("user")) is None or USERS[form["user"]] != form.get("password"):
+        abort(401)
+    return {"url": sync.get_url(request.host_url + "dsn"),
+            "token": sync.issue_token(sub=form["user"], read=["notes"], write=["notes"])}
+
+
+@app.get("/")
+def page():
+    return send_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "mounted.html"))

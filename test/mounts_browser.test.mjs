@@ -1,0 +1,142 @@
+// dsn-sync mounted in an app, in a real browser: examples/fastapi_app.py run as written
+// under uvicorn (dsn-sync at /dsn of the app's own origin), driven by headless Chromium
+// (Debian's `chromium`) through playwright-core. The page (examples/mounted.html) comes
+// from the app and imports /dsn/dsn_client.js from the same origin; it logs in through
+// the app's toy login and syncs. Then the app is stopped and the page opened again: the
+// page and the client come from the HTTP cache (both are served with max-age), and the
+// notes from the IndexedDB mirror.
+//
+// Needs /usr/bin/chromium, `npm install`, and the Python test dependencies (fastapi,
+// uvicorn); without Chromium or playwright-core the test is skipped, loudly (or fails,
+// with REQUIRE_BROWSER=1).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { browserSupport, launchChromium, waitFor, watchConsole } from './browser/harness.mjs';
+
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const PYTHON = process.env.PYTHON || 'python3';
+
+const support = await browserSupport();
+if (!support.ok) {
+  console.error(`\n!!!!!!!! SKIPPING the mounted-app browser test (test/mounts_browser.test.mjs): ${support.reason} !!!!!!!!\n`);
+}
+
+let browser;
+before(async () => {
+  if (support.ok) browser = await launchChromium();
+});
+after(async () => {
+  await browser?.close();
+});
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** uvicorn serving examples/fastapi_app.py as its docstring says; resolves once it answers. */
+async function startApp() {
+  const port = await freePort();
+  const env = { ...process.env, PYTHONPATH: [root, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter) };
+  delete env.DSN_SYNC_SECRET;
+  const child = spawn(PYTHON, ['-m', 'uvicorn', '--port', String(port), 'fastapi_app:app'],
+    { cwd: path.join(root, 'examples'), env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout.on('data', (d) => { log += d; });
+  child.stderr.on('data', (d) => { log += d; });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const origin = `http://127.0.0.1:${port}`;
+  await waitFor(async () => {
+    if (child.exitCode !== null) throw new Error(`uvicorn fastapi_app:app exited:\n${log}`);
+    try {
+      return (await fetch(origin + '/')).ok;
+    } catch {
+      return false;
+    }
+  }, 'the FastAPI app to answer', 30000, 100);
+  return {
+    origin,
+    log: () => log,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+async function logIn(page, origin, user, password) {
+  await page.goto(origin + '/');
+  await page.fill('#user', user);
+  await page.fill('#password', password);
+  await page.click('#login button');
+  await waitFor(async () => (await page.getAttribute('#status', 'data-state')) === 'online', `${user} online`, 15000);
+}
+
+const noteTexts = (page) => page.$$eval('#notes li', (items) => items.map((li) => li.textContent));
+
+test('a FastAPI app with dsn-sync mounted: first sync, a write, an offline reopen from the cache', { timeout: 90000 }, async (t) => {
+  if (!support.ok) {
+    if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
+    t.skip(`SKIPPED, no real browser: ${support.reason}`);
+    return;
+  }
+  const app = await startApp();
+  const context = await browser.newContext();
+  const console_ = watchConsole(context);
+  t.after(async () => {
+    await context.close();
+    await app.stop();
+  });
+  const page = await context.newPage();
+  const clientFetches = [];
+  page.on('request', (request) => {
+    if (new URL(request.url()).pathname === '/dsn/dsn_client.js') clientFetches.push(request.url());
+  });
+
+  // 1. First sync: the login's token, the seeded note, all from one origin.
+  await logIn(page, app.origin, 'alice', 'wonderland');
+  assert.deepEqual(clientFetches, [app.origin + '/dsn/dsn_client.js'], 'the client is imported from the app\'s own origin');
+  await waitFor(async () => (await noteTexts(page)).includes('Welcome, Alice'), 'the first sync');
+
+  // 2. A write, acknowledged by the backend's handler.
+  await page.fill('#text', 'written in Chromium');
+  await page.click('#add button');
+  const id = await waitFor(() => page.getAttribute('#add', 'data-acked'), 'the write to be acknowledged');
+  assert.ok(await page.$(`#notes li[data-id="${id}"]`), 'the acknowledged note is shown');
+  // Stored on the server: a fresh context (an empty IndexedDB) of the same user syncs it down.
+  const other = await browser.newContext();
+  t.after(() => other.close());
+  const second = await other.newPage();
+  await logIn(second, app.origin, 'alice', 'wonderland');
+  await waitFor(async () => (await noteTexts(second)).includes('written in Chromium'), 'the note in a second browser');
+
+  // 3. The app stops; the page is opened again, with nothing to answer it but the cache.
+  await app.stop();
+  await assert.rejects(fetch(app.origin + '/'), 'the app is down');
+  console_.allow(/Failed to load resource|ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE/);
+  clientFetches.length = 0;
+  await page.goto(app.origin + '/');
+  assert.deepEqual(clientFetches, [app.origin + '/dsn/dsn_client.js'], 'the page imported the client again');
+  await waitFor(async () => {
+    const texts = await noteTexts(page);
+    return texts.includes('Welcome, Alice') && texts.includes('written in Chromium');
+  }, 'the notes from the IndexedDB mirror, offline');
+  await waitFor(async () => ['offline', 'connecting'].includes(await page.getAttribute('#status', 'data-state')),
+    'the client to say it is not online');
+  assert.deepEqual(console_.unexpected(), [], 'the pages logged errors');
+  assert.doesNotMatch(app.log(), /Traceback/);
+});

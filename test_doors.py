@@ -1,0 +1,853 @@
+"""One protocol suite, three doors: the standalone server, ``sync.wsgi_app()`` and ``sync.asgi_app()``.
+
+Every test takes the ``door`` fixture and runs once per door:
+
+- ``standalone``: ``DSNSync.start()`` on a port of its own;
+- ``wsgi``: ``sync.wsgi_app()`` behind werkzeug's DispatcherMiddleware at ``/dsn``,
+  served by waitress in a thread of this process;
+- ``asgi``: ``sync.asgi_app()`` in a Starlette ``Mount('/dsn', ...)``, served by
+  uvicorn in a thread of this process.
+
+The DSNSync lives in this process for all three, so a test can call
+``sync.sync()`` and ``issue_token()`` and watch what clients see.  Raw frames are
+built with dsn_sync's public helpers (request_frame, open_response, parse_token,
+traffic_keys); ``Raw`` keeps one token's endpoint the way a client must.
+
+Test-only packages: uvicorn, starlette, waitress, werkzeug (with flask), gunicorn.
+"""
+
+import http.client
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import dsn_sync
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOORS = ("standalone", "wsgi", "asgi")
+PAGE_SIZE = 3
+MAX_BODY = 1 << 20
+WSGI_MAX_WAIT, WSGI_POLL, WSGI_MAX_HELD = 15, 0.5, 4
+
+
+def _now_ms():
+    return int(time.time() * 1000)
+
+
+# -----------------------------------------------------------------------------
+# The doors
+# -----------------------------------------------------------------------------
+
+
+class Door:
+    """A running door: its DSNSync, where it listens, the prefix it is mounted at, and raw HTTP."""
+
+    def __init__(self, name, sync, port, prefix, stop):
+        self.name, self.sync, self.port, self.prefix, self._stop = name, sync, port, prefix, stop
+        self.url = sync.get_url("http://127.0.0.1:%d%s" % (port, prefix)) if prefix else sync.get_url()
+        self.base = "/sync/" + sync.instance  # the protocol path; on the wire it is prefix + base
+
+    def http(self, method, path, body=None, headers=None, timeout=30):
+        """(status, headers with lower-case names, body) of one request to prefix + path."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, self.prefix + path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+    def socket(self, timeout=20):
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
+    def raw(self, token=None):
+        return Raw(self, token or self.sync.get_token())
+
+    def stop(self):
+        self._stop()
+
+
+def _release_claim(sync):
+    # BUG workaround (see test_a_stopped_mount_gives_back_its_process_claim): stop() keeps the
+    # one-process lock of a mounted in-memory DSNSync, so the next test's DSNSync, made from
+    # this same file in this same process, would be refused as "another worker process".
+    fd = getattr(sync, "_process_lock", None)
+    if fd is not None:
+        os.close(fd)
+        sync._process_lock = None
+
+
+def _needs(*modules):
+    """Import the test-only packages, or skip loudly (fail in CI, where .ci/run installs them)."""
+    import importlib
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            if os.environ.get("CI"):
+                pytest.fail("%s is not installed in CI (a test-only dependency of the mounts)" % name)
+            pytest.skip("LOUD SKIP: %s is not installed (pip install %s): the mounted-app tests did not run"
+                        % (name, name.split(".")[0]))
+
+
+def _new_sync(**options):
+    sync = dsn_sync.DSNSync(port=0, rotate_every=2, page_size=PAGE_SIZE, max_body=MAX_BODY, **options)
+    _define(sync)
+    return sync
+
+
+def _define(sync):
+    """items: every write accepted; guarded: refused unless polite; broken: its handler raises; bare: no handler."""
+    for name in ("items", "guarded", "broken", "bare"):
+        sync.define_table(name, {"key": "id", "fields": None})
+    for op in ("create", "update", "delete"):
+        getattr(sync, "on_" + op)("items")(lambda data, ctx: True)
+    sync.on_create("guarded")(lambda data, ctx: bool(data.get("polite")))
+    sync.on_create("broken")(lambda data, ctx: 1 / 0)
+
+
+def start_standalone(**options):
+    sync = _new_sync(**options)
+    sync.start()
+
+    def stop():
+        sync.stop()
+    return Door("standalone", sync, sync.port, "", stop)
+
+
+def _not_found(environ, start_response):
+    start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
+    return [b"not found"]
+
+
+def start_wsgi(max_wait=WSGI_MAX_WAIT, poll=WSGI_POLL, max_held=WSGI_MAX_HELD, threads=8, **options):
+    _needs("waitress", "werkzeug")
+    import waitress
+    from werkzeug.middleware import dispatcher as middleware
+    sync = _new_sync(**options)
+    app = middleware.DispatcherMiddleware(_not_found, {"/dsn": sync.wsgi_app(max_wait=max_wait, poll=poll,
+                                                                            max_held=max_held)})
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads,
+                                    max_request_body_size=MAX_BODY, clear_untrusted_proxy_headers=True)
+    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
+    thread.start()
+
+    def stop():
+        sync.stop()
+        server.close()
+        server.task_dispatcher.shutdown(timeout=2)
+        thread.join(5)
+        _release_claim(sync)
+    return Door("wsgi", sync, server.socket.getsockname()[1], "/dsn", stop)
+
+
+def start_asgi(**options):
+    _needs("uvicorn", "starlette")
+    import uvicorn
+    from starlette import routing
+    from starlette.applications import Starlette
+    sync = _new_sync(**options)
+    app = Starlette(routes=[routing.Mount("/dsn", app=sync.asgi_app())])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+
+    def stop():
+        server.should_exit = True
+        thread.join(10)
+        sync.stop()
+        _release_claim(sync)
+    return Door("asgi", sync, server.servers[0].sockets[0].getsockname()[1], "/dsn", stop)
+
+
+STARTERS = {"standalone": start_standalone, "wsgi": start_wsgi, "asgi": start_asgi}
+
+
+@pytest.fixture(params=DOORS)
+def door(request):
+    running = STARTERS[request.param]()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(params=DOORS)
+def door_with(request):
+    """door_with(**DSNSync options): a door of each kind, made with these options."""
+    running = []
+
+    def start(**options):
+        running.append(STARTERS[request.param](**options))
+        return running[-1]
+    yield start
+    for each in running:
+        each.stop()
+
+
+@pytest.fixture
+def wsgi_door():
+    running = start_wsgi(max_wait=1, max_held=1)
+    yield running
+    running.stop()
+
+
+# -----------------------------------------------------------------------------
+# A raw client: frames by hand
+# -----------------------------------------------------------------------------
+
+
+class Raw:
+    """One token speaking frames over plain HTTP, following ``ep`` as PROTOCOL.md 5 asks."""
+
+    def __init__(self, door, token):
+        self.door = door
+        kid, secret = dsn_sync.parse_token(token)
+        self.kid = kid.encode("ascii")
+        self.c2s, self.s2c = dsn_sync.traffic_keys(secret)
+        self.ep = door.base
+
+    def frame(self, obj, path=None):
+        """(frame bytes, request nonce) for ``obj`` sealed to ``path`` (default: the current endpoint)."""
+        path = path or self.ep
+        frame = dsn_sync.request_frame(self.kid, self.c2s, path, json.dumps(obj).encode("utf-8"))
+        return frame, frame[3 + len(self.kid):][:16]
+
+    def post(self, frame, path=None, **kw):
+        return self.door.http("POST", path or self.ep, frame, {"Content-Type": "text/plain"}, **kw)
+
+    def call(self, op, path=None, **fields):
+        """(status, opened answer or None); follows the answer's ``ep``."""
+        path = path or (self.door.base if op == "hello" else self.ep)
+        obj = dict(fields, op=op)
+        obj.setdefault("t", _now_ms())
+        frame, nonce = self.frame(obj, path)
+        status, headers, body = self.post(frame, path)
+        if status != 200:
+            return status, None
+        assert headers["content-type"] == "application/octet-stream"
+        plain = dsn_sync.open_response(self.s2c, nonce, body)
+        assert plain is not None, "the answer does not open with the request's nonce"
+        answer = json.loads(plain)
+        self.ep = answer["ep"]
+        return status, answer
+
+    def ok(self, op, **fields):
+        status, answer = self.call(op, **fields)
+        assert status == 200 and answer["ok"], (status, answer)
+        return answer
+
+    def cursor(self):
+        hello = self.ok("hello")
+        return {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
+
+
+def _in_thread(fn, *args, **kwargs):
+    box = {}
+
+    def run():
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as e:  # handed to the test thread
+            box["error"] = e
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result(timeout):
+        thread.join(timeout)
+        assert not thread.is_alive(), "no answer within %s s" % timeout
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+    return result
+
+
+def _wait_for(predicate, timeout=10, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.01)
+
+
+# -----------------------------------------------------------------------------
+# hello, pulls, resets
+# -----------------------------------------------------------------------------
+
+
+def test_hello(door):
+    hello = door.raw().ok("hello")
+    sync = door.sync
+    assert hello["pv"] == "1.1"
+    assert hello["instance"] == sync.instance
+    assert hello["tables"]["items"] == {"key": "id", "fields": None}
+    assert hello["ep"].startswith(door.base + "/")  # rotation on: a fresh path at once
+    if door.name == "wsgi":  # a WSGI thread is held by a pull: the server sets the pace
+        assert (hello["wait"], hello["poll"]) == (WSGI_MAX_WAIT, WSGI_POLL)
+    else:
+        assert "wait" not in hello and "poll" not in hello
+
+
+def test_reset_is_paged_and_complete(door):
+    for i in range(8):
+        door.sync.sync("items", "k%d" % i, {"n": i})
+    raw = door.raw()
+    raw.ok("hello")
+    first = raw.ok("pull", since=None, wait=0)
+    assert first["reset"] is True and first["more"] is True
+    pages, records = [first], dict(first["records"].get("items", {}))
+    while pages[-1]["more"]:
+        page = raw.ok("pull", since=None, next=pages[-1]["next"], wait=0)
+        assert (page["epoch"], page["seq"], page["sv"]) == (first["epoch"], first["seq"], first["sv"])
+        records.update(page["records"].get("items", {}))
+        pages.append(page)
+    assert len(pages) == 3  # 8 records, PAGE_SIZE 3
+    assert records == {"k%d" % i: {"n": i} for i in range(8)}
+
+
+def test_pull_answers_changes_since_a_cursor(door):
+    raw = door.raw()
+    cursor = raw.cursor()
+    door.sync.sync("items", "a", {"v": 1})
+    door.sync.sync("items", "b", {"v": 2})
+    answer = raw.ok("pull", since=cursor, wait=0)
+    assert answer["changes"] == [["items", "a", {"v": 1}], ["items", "b", {"v": 2}]]
+    assert answer["seq"] == cursor["seq"] + 2
+
+
+def test_long_poll_wakes_on_a_backend_sync(door):
+    raw = door.raw()
+    cursor = raw.cursor()
+    pending = _in_thread(raw.ok, "pull", since=cursor, wait=25)
+    _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the pull to park")
+    door.sync.sync("items", "late", {"v": 3})
+    answer = pending(timeout=8)  # far below both the 25 s asked and WSGI's 15 s cap: woken, not timed out
+    assert answer["changes"] == [["items", "late", {"v": 3}]]
+
+
+def test_an_empty_long_poll_ends_at_its_wait(door):
+    raw = door.raw()
+    cursor = raw.cursor()
+    answer = raw.ok("pull", since=cursor, wait=0.3)
+    assert answer["changes"] == [] and answer["seq"] == cursor["seq"]
+
+
+def test_wsgi_caps_the_wait_and_the_held_threads(wsgi_door):
+    """max_wait=1: a pull asking 25 s is held 1 s; max_held=1: a second pull is answered at once."""
+    first, second = wsgi_door.raw(), wsgi_door.raw(wsgi_door.sync.issue_token(sub="other"))
+    hello = first.ok("hello")
+    assert (hello["wait"], hello["poll"]) == (1, WSGI_POLL)
+    cursor = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
+    second.ok("hello")
+    held = _in_thread(first.ok, "pull", since=cursor, wait=25)
+    _wait_for(lambda: wsgi_door.sync.stats()["waiting"] == 1, what="the first pull to park")
+    began = time.monotonic()
+    answer = second.ok("pull", since=cursor, wait=25)
+    assert answer["changes"] == []
+    assert wsgi_door.sync.stats()["waiting"] == 1, "the second pull was parked past max_held"
+    assert time.monotonic() - began < 1, "the pull over max_held waited"
+    assert held(timeout=10)["changes"] == []  # the held one came back at max_wait, not after 25 s
+
+
+def test_python_client_reads_writes_and_follows(door):
+    door.sync.sync("items", "seed", {"v": 0})
+    token = door.sync.issue_token(sub="ann", write=["items"])
+    seen = []
+    with dsn_sync.connect(door.url, token, wait=5) as client:
+        assert client.wait_ready(15), client.status
+        assert client.get("items", "seed") == {"v": 0}
+        client.on_data_change("items", lambda records: seen.append(records))
+        assert client.create("items", "mine", {"v": 1}) == {"v": 1}
+        assert door.sync.get("items", "mine") == {"v": 1}
+        door.sync.sync("items", "pushed", {"v": 2})
+        _wait_for(lambda: client.get("items", "pushed") == {"v": 2}, what="the pushed record")
+        assert seen[-1]["pushed"] == {"v": 2}
+        assert client.status == "online"
+
+
+def test_long_polls_over_a_users_cap_get_503(door_with):
+    door = door_with(max_waiting_per_user=1)
+    token = door.sync.issue_token(sub="ann")  # one user's tabs share one token
+    first, second = door.raw(token), door.raw(token)
+    cursor = first.cursor()
+    second.ok("hello")
+    held = _in_thread(first.ok, "pull", since=cursor, wait=25)
+    _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the first pull to park")
+    frame, _ = second.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 25})
+    status, headers, body = second.post(frame, second.ep)
+    assert status == 503 and headers["access-control-allow-origin"] == "*"
+    door.sync.sync("items", "wake", {})
+    assert held(timeout=8)["changes"] == [["items", "wake", {}]]
+
+
+def test_a_departed_clients_long_poll_gives_back_its_slot(door):
+    """The client closes its connection while its pull waits: the slot comes back (WSGI: at max_wait)."""
+    raw = door.raw()
+    cursor = raw.cursor()
+    wire = Wire(door)
+    frame, _ = raw.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 25})
+    wire.send("POST", raw.ep, frame, [("Content-Type", "text/plain")])
+    _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the pull to park")
+    wire.close()
+    # A WSGI app cannot see a client leave: its pull is held to the door's max_wait.
+    _wait_for(lambda: door.sync.stats()["waiting"] == 0, timeout=WSGI_MAX_WAIT + 5 if door.name == "wsgi" else 8,
+              what="the departed client's slot")
+    door.sync.sync("items", "after", {"v": 1})  # nothing is answered into the void, and the feed carries on
+    fresh = door.raw()
+    fresh.ok("hello")
+    assert fresh.ok("pull", since=cursor, wait=0)["changes"] == [["items", "after", {"v": 1}]]
+
+
+def test_wsgi_clients_poll_at_the_pace_hello_gives():
+    """max_held=0: no pull is ever held; the Python client pauses hello's `poll` between pulls and still follows."""
+    door = start_wsgi(max_wait=5, poll=0.5, max_held=0)
+    try:
+        with dsn_sync.connect(door.url, door.sync.get_token(), wait=25) as client:
+            assert client.wait_ready(10), client.status
+            before = door.sync.stats()["requests"]
+            time.sleep(2)
+            pulls = door.sync.stats()["requests"] - before
+            assert 1 <= pulls <= 12, "%d pulls in 2 s at poll=0.5 (jittered 0.25-0.75 s)" % pulls
+            door.sync.sync("items", "polled", {"v": 1})
+            _wait_for(lambda: client.get("items", "polled") == {"v": 1}, what="the change, by polling")
+    finally:
+        door.stop()
+
+
+# -----------------------------------------------------------------------------
+# Streamed pulls (PROTOCOL.md 6)
+# -----------------------------------------------------------------------------
+
+
+class Wire:
+    """One keep-alive socket, read by hand so a chunked stream can be taken message by message."""
+
+    def __init__(self, door):
+        self.door, self.sock, self.buf = door, door.socket(), b""
+
+    def send(self, method, path, body=b"", headers=()):
+        head = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n" % (method, self.door.prefix + path, len(body))
+        head += "".join("%s: %s\r\n" % pair for pair in headers)
+        self.sock.sendall(head.encode() + b"\r\n" + body)
+
+    def _fill(self, test):
+        while not test():
+            chunk = self.sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            self.buf += chunk
+
+    def line(self):
+        self._fill(lambda: b"\r\n" in self.buf)
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def take(self, n):
+        self._fill(lambda: len(self.buf) >= n)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def head(self):
+        status = int(self.line().split()[1])
+        headers = {}
+        while True:
+            line = self.line()
+            if not line:
+                return status, headers
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+
+    def chunk(self):
+        """The next chunk's bytes; b'' for the last one."""
+        size = int(self.line().split(b";")[0], 16)
+        data = self.take(size)
+        assert self.take(2) == b"\r\n"
+        return data
+
+    def close(self):
+        self.sock.close()
+
+
+def _messages(data):
+    """Split stream bytes into their u32-length-prefixed messages; (messages, leftover)."""
+    out = []
+    while len(data) >= 4:
+        size, = struct.unpack(">I", data[:4])
+        if len(data) < 4 + size:
+            break
+        out.append(data[4:4 + size])
+        data = data[4 + size:]
+    return out, data
+
+
+def _open_message(raw, nonce, index, message):
+    assert message[0] == 1
+    plain = dsn_sync.open(raw.s2c, b"dsn-sync/v1 res\n" + nonce + struct.pack(">I", index), message[1:])
+    assert plain is not None, "stream message %d does not open with its index" % index
+    assert dsn_sync.open(raw.s2c, b"dsn-sync/v1 res\n" + nonce, message[1:]) is None, "the index is not sealed in"
+    return json.loads(plain)
+
+
+def test_streamed_pull_sends_indexed_messages_then_ends(door):
+    raw = door.raw()
+    cursor = raw.cursor()
+    wire = Wire(door)
+    try:
+        frame, nonce = raw.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 3, "stream": True})
+        wire.send("POST", raw.ep, frame, [("Content-Type", "text/plain"), ("Origin", "http://page.example")])
+        _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the stream to park")
+        door.sync.sync("items", "s1", {"v": 1})
+        status, headers = wire.head()
+        assert status == 200
+        assert headers["content-type"] == "application/x-dsn-stream"
+        assert headers["transfer-encoding"] == "chunked"
+        assert headers["access-control-allow-origin"] == "*"
+        pending, answers = b"", []
+        while len(answers) < 2:
+            data = wire.chunk()
+            assert data, "the stream ended before its second message"
+            found, pending = _messages(pending + data)
+            for message in found:
+                answers.append(_open_message(raw, nonce, len(answers), message))
+            if len(answers) == 1 and not found[1:]:
+                door.sync.sync("items", "s2", {"v": 2})
+        assert answers[0]["changes"] == [["items", "s1", {"v": 1}]]
+        assert answers[1]["changes"] == [["items", "s2", {"v": 2}]]
+        assert answers[1]["seq"] == cursor["seq"] + 2
+        while True:  # nothing more happens: the stream ends when its wait runs out
+            data = wire.chunk()
+            if not data:
+                break
+            pending += data
+        assert pending == b""
+        # ... and the connection carries on, unless the server said it would close it
+        # (waitress closes after every chunked answer: the client opens another)
+        if headers.get("connection") == "close":
+            assert door.name == "wsgi", "only the waitress door closes after a stream"
+            assert wire.sock.recv(1) == b""
+            wire.close()
+            wire = Wire(door)
+        raw.ep = answers[-1]["ep"]
+        frame, nonce = raw.frame({"op": "hello", "t": _now_ms()}, door.base)
+        wire.send("POST", door.base, frame, [("Content-Type", "text/plain")])
+        status, headers = wire.head()
+        assert status == 200
+        hello = json.loads(dsn_sync.open_response(raw.s2c, nonce, wire.take(int(headers["content-length"]))))
+        assert hello["ok"] and hello["seq"] == cursor["seq"] + 2
+    finally:
+        wire.close()
+
+
+def test_a_stream_with_nothing_to_say_gets_a_plain_answer(door):
+    raw = door.raw()
+    cursor = raw.cursor()
+    status, headers, body = door.http("POST", raw.ep, raw.frame(
+        {"op": "pull", "t": _now_ms(), "since": cursor, "wait": 0.3, "stream": True})[0], {"Content-Type": "text/plain"})
+    assert status == 200 and headers["content-type"] == "application/octet-stream"
+    assert "content-length" in headers
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: _WSGIDoor._wait gives back its max_held slot when it returns the "
+                                       "stream's generator, not when the stream ends: streams hold WSGI threads "
+                                       "uncounted")
+def test_wsgi_stream_counts_against_max_held(wsgi_door):
+    """max_held=1: while a streamed pull holds a WSGI thread, another pull must be answered at once."""
+    streamer, other = wsgi_door.raw(), wsgi_door.raw(wsgi_door.sync.issue_token(sub="other"))
+    cursor = streamer.cursor()
+    other.ok("hello")
+    wire = Wire(wsgi_door)
+    try:
+        frame, nonce = streamer.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 1, "stream": True})
+        wire.send("POST", streamer.ep, frame, [("Content-Type", "text/plain")])
+        _wait_for(lambda: wsgi_door.sync.stats()["waiting"] == 1, what="the stream to park")
+        wsgi_door.sync.sync("items", "s", {"v": 1})
+        status, headers = wire.head()
+        assert headers["content-type"] == "application/x-dsn-stream"  # streaming: its thread is still held
+        now = {"epoch": cursor["epoch"], "seq": cursor["seq"] + 1, "sv": cursor["sv"]}
+        pending = _in_thread(other.ok, "pull", since=now, wait=1)
+        time.sleep(0.2)
+        assert wsgi_door.sync.stats()["waiting"] == 1, "a second pull was held while the stream held the only slot"
+        pending(timeout=5)
+    finally:
+        wire.close()
+
+
+# -----------------------------------------------------------------------------
+# Writes and their error codes
+# -----------------------------------------------------------------------------
+
+
+def test_writes_and_their_error_codes(door):
+    sync = door.sync
+    raw = door.raw(sync.issue_token(sub="ann", write=["items", "guarded", "broken", "bare", "nowhere"]))
+    raw.ok("hello")
+    made = raw.ok("create", table="items", key="a", data={"v": 1}, mid="m1")
+    assert made["record"] == {"v": 1} and made["epoch"] == raw.cursor()["epoch"]
+    assert sync.get("items", "a") == {"v": 1}
+    assert raw.ok("update", table="items", key="a", data={"w": 2}, mid="m2")["record"] == {"v": 1, "w": 2}
+    assert raw.ok("delete", table="items", key="a", mid="m3")["record"] is None
+
+    def code(op, **fields):
+        status, answer = raw.call(op, **fields)
+        assert status == 200 and answer["ok"] is False, answer
+        return answer["error"]["code"]
+    first = raw.ok("create", table="items", key="b", data={}, mid="m4")
+    assert code("create", table="items", key="b", data={}, mid="m5") == "exists"
+    assert code("update", table="items", key="zz", data={}, mid="m6") == "not_found"
+    assert code("create", table="nowhere", key="x", data={}, mid="m7") == "unknown_table"
+    assert code("create", table="bare", key="x", data={}, mid="m8") == "no_handler"
+    assert code("create", table="guarded", key="x", data={}, mid="m9") == "rejected"
+    assert raw.ok("create", table="guarded", key="x", data={"polite": True}, mid="m10")["record"] == {"polite": True}
+    assert code("create", table="broken", key="x", data={}, mid="m11") == "handler_error"
+    assert code("create", table="items", key="c", data={"id": "other"}, mid="m12") == "invalid"
+    assert code("fly", mid="m13") == "bad_request"
+    assert code("create", table="items", key="d", data={}, mid="m14", t=_now_ms() - 120000) == "clock"
+    # a repeated mid gets the first answer, even with another payload
+    again = raw.ok("create", table="items", key="b", data={"other": 1}, mid="m4")
+    assert again["record"] == {} and again["seq"] == first["seq"] < sync.stats()["seq"]
+    results = raw.ok("batch", mutations=[{"op": "create", "table": "items", "key": "e", "data": {}, "mid": "b1"},
+                                          {"op": "create", "table": "items", "key": "e", "data": {}, "mid": "b2"}])
+    assert [r["ok"] for r in results["results"]] == [True, False]
+    assert "epoch" in results["results"][0] and results["results"][1]["error"]["code"] == "exists"
+
+    reader = door.raw(sync.issue_token(sub="bob", write=[]))
+    reader.ok("hello")
+    status, answer = reader.call("create", table="items", key="f", data={}, mid="r1")
+    assert answer["error"]["code"] == "forbidden"
+
+
+def test_replayed_frame(door):
+    raw = door.raw()
+    raw.ok("hello")
+    path = raw.ep
+    frame, _ = raw.frame({"op": "pull", "t": _now_ms(), "since": None, "wait": 0}, path)
+    assert raw.post(frame, path)[0] == 200
+    status, headers, body = raw.post(frame, path)
+    assert status == 200  # sealed answer, error `replay`
+    # (the answer is sealed to the same nonce; open it to read the code)
+    answer = json.loads(dsn_sync.open_response(raw.s2c, frame[3 + len(raw.kid):][:16], body))
+    assert answer["error"]["code"] == "replay"
+
+
+# -----------------------------------------------------------------------------
+# Endpoint rotation (PROTOCOL.md 5)
+# -----------------------------------------------------------------------------
+
+
+def test_endpoints_rotate_and_others_are_404(door):
+    raw = door.raw()
+    first = raw.ok("hello")["ep"]
+    paths = [first]
+    for _ in range(6):
+        raw.ok("pull", since=None, wait=0)
+        paths.append(raw.ep)
+    assert len(set(paths)) >= 3, "rotate_every=2 moves the token every 2 requests: %r" % paths
+    assert all(p.startswith(door.base + "/") for p in paths)
+    # a retired path still works within its grace; an unknown one is 404 before any check
+    assert raw.call("pull", path=paths[0], since=None, wait=0)[0] == 200
+    assert raw.call("pull", path=door.base + "/AAAAAAAAAAAA", since=None, wait=0)[0] == 404
+    # a non-hello op at the base path is 404 after authentication
+    assert raw.call("pull", path=door.base, since=None, wait=0)[0] == 404
+    # another token's live path is 404 too
+    other = door.raw(door.sync.issue_token(sub="zed"))
+    other.ok("hello")
+    assert raw.call("pull", path=other.ep, since=None, wait=0)[0] == 404
+
+
+# -----------------------------------------------------------------------------
+# Transport answers: 400, 401, 404, 405, 411, 413, CORS
+# -----------------------------------------------------------------------------
+
+
+def test_tampered_and_malformed_frames(door):
+    raw = door.raw()
+    frame, _ = raw.frame({"op": "hello", "t": _now_ms()}, door.base)
+    tampered = frame[:-1] + bytes([frame[-1] ^ 1])
+    assert raw.post(tampered, door.base)[0] == 401
+    flipped = bytearray(frame)
+    flipped[3 + len(raw.kid) + 20] ^= 0x80  # a ciphertext byte
+    assert raw.post(bytes(flipped), door.base)[0] == 401
+    stranger = dsn_sync.DSNSync(port=0).issue_token()  # another server's token: its kid does not open here
+    assert door.raw(stranger).post(door.raw(stranger).frame({"op": "hello", "t": 1}, door.base)[0], door.base)[0] == 401
+    wrong_path, _ = raw.frame({"op": "hello", "t": _now_ms()}, door.base + "/x")  # sealed to another path
+    assert raw.post(wrong_path, door.base)[0] == 401
+    assert raw.post(b"\x02junk", door.base)[0] == 400
+    assert raw.post(b"", door.base)[0] == 400
+    revoked = door.sync.issue_token(sub="gone")
+    door.sync.revoke(revoked)
+    assert door.raw(revoked).call("hello")[0] == 401
+
+
+def test_413_is_judged_before_the_body_is_read(door):
+    """Only the head goes out, with a Content-Length over max_body: the answer comes without the body."""
+    if door.name == "wsgi":
+        pytest.skip("waitress reads a whole body before it calls the app (max_request_body_size bounds it); "
+                    "the WSGI door is checked under gunicorn in test_wsgi_413_under_gunicorn")
+    _check_413(door.port, door.prefix + door.base)
+
+
+def _check_413(port, path):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        sock.sendall(("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                      "Origin: http://page.example\r\nContent-Length: %d\r\n\r\n" % (path, 1 << 30)).encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            assert chunk, "closed without an answer"
+            data += chunk
+        head = data.split(b"\r\n\r\n")[0].decode("latin-1").lower()
+        assert head.split()[1] == "413", head
+        assert "access-control-allow-origin:" in head
+    finally:
+        sock.close()
+
+
+def gunicorn_app(environ, start_response):
+    """The WSGI door under gunicorn gthread (test_wsgi_413_under_gunicorn runs ``gunicorn test_doors:gunicorn_app``)."""
+    global _gunicorn_wsgi
+    if _gunicorn_wsgi is None:
+        from werkzeug.middleware.dispatcher import DispatcherMiddleware
+        sync = dsn_sync.DSNSync(max_body=MAX_BODY)
+        _gunicorn_wsgi = DispatcherMiddleware(_not_found, {"/dsn": sync.wsgi_app()})
+        _gunicorn_wsgi.sync = sync
+    if environ.get("PATH_INFO") == "/instance":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [_gunicorn_wsgi.sync.instance.encode()]
+    return _gunicorn_wsgi(environ, start_response)
+
+
+_gunicorn_wsgi = None
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_wsgi_413_under_gunicorn():
+    _needs("gunicorn", "werkzeug")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
+                             "-b", "127.0.0.1:%d" % port, "test_doors:gunicorn_app"],
+                            cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/instance")
+                instance = conn.getresponse().read().decode()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+        _check_413(port, "/dsn/sync/" + instance)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+def test_cors_on_every_answer_and_options(door):
+    raw = door.raw()
+    origin = {"Origin": "http://page.example"}
+    answers = {
+        "frame": raw.post(raw.frame({"op": "hello", "t": _now_ms()}, door.base)[0], door.base),
+        "400": door.http("POST", door.base, b"junk", origin),
+        "401": door.http("POST", door.base, b"\x01\x00\x01A" + bytes(64), origin),
+        "404": door.http("POST", door.base + "/nope", b"x", origin),
+        "405": door.http("PUT", door.base, b"x", origin),
+        "client": door.http("GET", "/dsn_client.js", headers=origin),
+    }
+    for name, (status, headers, body) in answers.items():
+        assert headers.get("access-control-allow-origin") == "*", (name, status, headers)
+    assert [answers[n][0] for n in ("frame", "400", "401", "404", "405", "client")] == [200, 400, 401, 404, 405, 200]
+    status, headers, body = door.http("OPTIONS", door.base, headers=dict(
+        origin, **{"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}))
+    assert status == 204 and body == b""
+    assert headers["access-control-allow-origin"] == "*"
+    assert headers["access-control-allow-methods"] == "POST"
+    assert headers["access-control-allow-headers"] == "Content-Type"
+
+
+# -----------------------------------------------------------------------------
+# GET and HEAD: the client file and the inspector
+# -----------------------------------------------------------------------------
+
+
+def _max_age(headers):
+    for part in headers["cache-control"].split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "max-age":
+            return int(value)
+    return 0
+
+
+def test_client_file_is_served_cached(door):
+    status, headers, body = door.http("GET", "/dsn_client.js")
+    assert status == 200
+    with open(os.path.join(HERE, "dsn_client.js"), "rb") as f:
+        assert body == f.read()
+    assert headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    assert _max_age(headers) >= 3600
+    etag = headers["etag"]
+    status, again, body = door.http("GET", "/dsn_client.js", headers={"If-None-Match": etag})
+    assert status == 304 and body == b"" and again["etag"] == etag
+    assert again["access-control-allow-origin"] == "*"
+    status, head, body = door.http("HEAD", "/dsn_client.js")
+    assert status == 200 and body == b""
+    assert head["content-length"] == headers["content-length"] and head["etag"] == etag
+
+
+def test_inspector_page(door):
+    status, headers, body = door.http("GET", door.base + "/inspect")
+    assert status == 200 and b"<" in body[:200]
+    assert headers["content-type"].startswith("text/html")
+    assert headers["x-frame-options"] == "DENY" and headers["referrer-policy"] == "no-referrer"
+    assert _max_age(headers) >= 3600 and headers["etag"]
+    status, head, empty = door.http("HEAD", door.base + "/inspect")
+    assert status == 200 and empty == b"" and head["content-length"] == str(len(body))
+    status, headers, text = door.http("GET", door.base)  # a sync URL is not a page
+    assert status == 405 and b"not a page" in text
+
+
+# -----------------------------------------------------------------------------
+# Lifecycle of a mount
+# -----------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the one-process claim of a mounted in-memory DSNSync is never given "
+                                       "back by stop(), and a second DSNSync in the same process counts as "
+                                       "'another worker process'")
+def test_a_stopped_mount_gives_back_its_process_claim():
+    first = dsn_sync.DSNSync(port=0)
+    first.wsgi_app()
+    first.start(listen=False)
+    first.stop()
+    second = dsn_sync.DSNSync(port=0)
+    try:
+        assert second.start(listen=False)
+    finally:
+        second.stop()
+        _release_claim(first)
+        _release_claim(second)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: stop() drops parked pulls without telling their transport: a WSGI "
+                                       "pull waiting in _WSGIDoor._wait blocks on its queue forever (no timeout)")
+def test_wsgi_pull_held_at_stop_is_answered(wsgi_door):
+    raw = wsgi_door.raw()
+    cursor = raw.cursor()
+    held = _in_thread(lambda: wsgi_door.http("POST", raw.ep, raw.frame(
+        {"op": "pull", "t": _now_ms(), "since": cursor, "wait": 25})[0], {"Content-Type": "text/plain"}, timeout=60))
+    _wait_for(lambda: wsgi_door.sync.stats()["waiting"] >= 1, what="the pull to park")
+    threading.Thread(target=wsgi_door.sync.stop, daemon=True).start()
+    held(timeout=8)  # any answer (503, or an empty pull) frees the thread; today it never comes
