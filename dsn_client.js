@@ -2198,7 +2198,7 @@ class DSNClient {
       wait * 1000 + this._options.pullGrace, stream ? (message) => this._applyPull(message) : undefined);
     if (answer === STREAMED) return;
     await this._applyPull(answer);
-    if (this._serverPoll && wait > 0 && !answer.reset && !answer.changes?.length && Date.now() - began < wait * 500) {
+    if (this._serverPoll && !answer.reset && !answer.changes?.length && (wait === 0 || Date.now() - began < wait * 500)) {
       await this._sleep(this._serverPoll * 1000);
     }
   }

@@ -3529,13 +3529,18 @@ class _Feed:
         return len(self._parked)
 
     def stop(self):
-        """Drop every parked pull (their transports close them) and wake the feed thread to return."""
+        """Drop every parked pull, each closed by its transport, and wake the feed thread to return."""
         with self.store.lock:
             self.stopping = True
-            self._parked = []
+            parked, self._parked = self._parked, []
             self._by_jti.clear()
             self.store.changed.notify_all()
             self._have_parked.notify_all()
+        for w in parked:  # a WSGI thread blocked on its wait must be let go
+            try:
+                w.transport.close_wait(w)
+            except Exception:
+                log.exception("closing a long-poll at stop")
 
     # -- the feed thread ------------------------------------------------------
     def run(self):
@@ -4473,9 +4478,10 @@ class _WSGIDoor(Transport):
         if body is None:
             return self._respond(start_response, 400, b"", "", None, headers["origin"])
         try:
-            reply = engine.handle(path, body, self.max_wait, self.poll)
+            threaded = environ.get("wsgi.multithread", True)
+            reply = engine.handle(path, body, self.max_wait if threaded else 0, self.poll)
             if isinstance(reply, _Wait):
-                return self._wait(reply, start_response, headers["origin"])
+                return self._wait(reply, start_response, headers["origin"], threaded)
         except _HTTPFault as fault:
             return self._respond(start_response, fault.status, b"", "", None, headers["origin"])
         except Exception:
@@ -4508,35 +4514,52 @@ class _WSGIDoor(Transport):
         start_response("%d %s" % (status, _REASONS.get(status, "Error")), headers)
         return [body]
 
-    def _wait(self, wait, start_response, origin):
+    def _wait(self, wait, start_response, origin, threaded):
         engine, feed = self.sync._engine, self.sync._feed
         with self._lock:
-            hold = self._held < self.max_held
+            # A server with one thread per worker (gunicorn's sync workers) is never held:
+            # the app's own pages would wait behind a long-poll.  hello's `poll` paces clients.
+            hold = threaded and self._held < self.max_held
             self._held += hold
-        if not hold:  # every slot is taken: answer now, and hello's `poll` paces the client
+        if not hold:
             return self._respond(start_response, 200, engine.answer_wait(wait), "", _FRAME_TYPE, origin)
+        streaming = False
         try:
             wait.transport, wait.conn = self, queue.SimpleQueue()
             if not feed.park(wait):
                 return self._respond(start_response, 200, engine.answer_wait(wait), "", _FRAME_TYPE, origin)
-            first = wait.conn.get()
+            first = self._next(wait.conn)
             if first[0] == "body":
                 return self._respond(start_response, 200, first[1], "", _FRAME_TYPE, origin)
             if first[0] != "chunk":
                 return self._respond(start_response, 503, b"", "", None, origin)
             headers = [("Content-Type", STREAM_TYPE), ("Cache-Control", "no-store")]
             start_response("200 OK", headers + list(_cors(self.sync._origins, origin)))
+            streaming = True
             return self._stream(wait.conn, first[1])
         finally:
-            with self._lock:
-                self._held -= 1
+            if not streaming:  # a stream gives its slot back when it ends (in _stream)
+                self._release()
 
-    @staticmethod
-    def _stream(q, first):
-        item = ("chunk", first)
-        while item[0] == "chunk":
-            yield item[1]
-            item = q.get()
+    def _release(self):
+        with self._lock:
+            self._held -= 1
+
+    def _next(self, q):
+        """The feed's next word on a held request; ("close",) if none comes well past max_wait."""
+        try:
+            return q.get(timeout=self.max_wait + 5)
+        except queue.Empty:
+            return ("close", None)
+
+    def _stream(self, q, first):
+        try:
+            item = ("chunk", first)
+            while item[0] == "chunk":
+                yield item[1]
+                item = self._next(q)
+        finally:
+            self._release()
 
     # -- Transport: the feed thread's calls -----------------------------------
     def deliver(self, wait, body):
@@ -4720,13 +4743,28 @@ class _ASGIDoor(Transport):
         wait.conn.put(("close", None))
 
 
+_CLAIMS = {}  # lock path -> [descriptor, holders in this process, pid]
+_CLAIMS_LOCK = threading.Lock()
+
+
+def _release_claim(path):
+    with _CLAIMS_LOCK:
+        claim = _CLAIMS.get(path)
+        if claim is not None:
+            claim[1] -= 1
+            if not claim[1]:
+                del _CLAIMS[path]
+                os.close(claim[0])  # closing the descriptor releases the flock
+
+
 def _claim_one_process(app_file):
     """Refuse a second worker process of one app on a store only one process can serve.
 
     Workers of gunicorn or uvicorn are children of one parent: the first to
     start the engine takes a lock named after the parent, the folder and the
     file that made the DSNSync; another finds it taken.  Returns the lock's
-    descriptor (None where flock does not exist).
+    lock's path for ``_release_claim`` (None where flock does not exist).
+    Several DSNSync of one process share a claim.
     """
     try:
         import fcntl  # deferred: POSIX only, and only mounted in-memory apps need it
@@ -4735,6 +4773,11 @@ def _claim_one_process(app_file):
     import tempfile
     name = hashlib.sha256(("%d|%s|%s" % (os.getppid(), os.getcwd(), app_file)).encode()).hexdigest()[:16]
     path = os.path.join(tempfile.gettempdir(), "dsn-sync-%s.lock" % name)
+    with _CLAIMS_LOCK:
+        claim = _CLAIMS.get(path)
+        if claim is not None and claim[2] == os.getpid():
+            claim[1] += 1
+            return path
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -4745,7 +4788,9 @@ def _claim_one_process(app_file):
             "process holds: several workers would each keep their own data.  Run one worker (uvicorn "
             "--workers 1, gunicorn -w 1 --threads N), or use a store they can share: "
             "DSNSync(db_connection_string='postgresql://...').")
-    return fd
+    with _CLAIMS_LOCK:
+        _CLAIMS[path] = [fd, 1, os.getpid()]
+    return path
 
 
 # =============================================================================
@@ -4994,9 +5039,14 @@ class DSNSync:
 
     def _start_engine(self):
         """start(listen=False): the feed and the tasks, no socket; for the WSGI and ASGI mounts."""
-        if self._running:
+        if self._running and self._pid == os.getpid():
             return True
         with self._lock:
+            if self._running and self._pid != os.getpid():
+                # Started, then forked (gunicorn --preload): the threads stayed in the parent.
+                log.info("dsn-sync engine started before a fork: starting its threads again in process %d",
+                         os.getpid())
+                self._running, self._threads, self._process_lock = False, _Threads(), None
             if self._running:
                 return True
             if not self._store.durable and self._process_lock is None:
@@ -5008,6 +5058,7 @@ class DSNSync:
 
     def _start_common(self):
         self._running = True
+        self._pid = os.getpid()
         self._stopped.clear()
         self._task_stop.clear()
         self._feed.stopping = False
@@ -5034,6 +5085,9 @@ class DSNSync:
                 server.close_all()  # 5. what is still connected is closed, the port freed
                 server.server_close()
             self._release_signals()
+            if self._process_lock is not None:
+                _release_claim(self._process_lock)
+                self._process_lock = None
             self._stopped.set()
         self._store.close()
         log.info("dsn-sync stopped")
@@ -5096,6 +5150,7 @@ class DSNSync:
 
     _running = False
     _process_lock = None
+    _pid = None
 
     # -- mounting in an app ---------------------------------------------------
     def asgi_app(self):
@@ -5707,8 +5762,8 @@ class Client:
                     fields = {"since": self.cursor, "wait": wait if self._ready.is_set() else 0}
                 began = time.monotonic()
                 answer = _raise_for(self._exchange(self._pull_conn, "pull", fields))
-                if poll and fields.get("wait") and not answer.get("changes") and not answer.get("reset") \
-                        and time.monotonic() - began < fields["wait"] / 2:
+                if poll and not answer.get("changes") and not answer.get("reset") \
+                        and (not fields.get("wait") or time.monotonic() - began < fields["wait"] / 2):
                     self._pause(poll)  # answered at once with nothing: the server asks for pacing
                 pages = self._on_pull(answer, pages)
                 backoff = 0.5
@@ -6342,76 +6397,76 @@ _EMBEDDED = {
         "5bbky3qegbYeGvA+QA0CeeTF/ATI3j4Z9e7d7LSaZ0ji2HVTEwS3SUdxM/E22BnizZT1i3grhTyV+Op7cS7ThzKckRwfDJsC"
         "XJ6UY7KhCmkKIuxLcGTLWQLAFAfaV4UCRMCPhKySel5dyyfczvNjA1yZ57mBt24WJeOtNVfM+4N7kv4+XMBOhNvIlwHgCLHG"
         "rcV2PRMbMo8PpQawRuL3IMoLuS7Yx2iTVPeLpQQ341/fIjdHAi/p+UdUNYMU6RqDbl/DAvT3xiqaNhw40jG3NQh5pg360R0O"
-        "pRpDl9p3cP6+bojITwYSdfRgPeNII77AMZ67SgtT6JoPeL7/IIPy/dZW7ChR+LJpM2gYc6I7AESoVHhPXC0KQcqLPTYIeHNE"
-        "xLSnSTJAWkDwtsQscLvwCfbrLvYprbtgV1hrsQDugvKrZDUVTeN5DGMJrYxAS/WD8fyhz1om2TZv4LKdLBSqvdI2iSNJcD+t"
-        "FBDB0ieA4wGM866bXQT5mtoK8llkOQjhQYyeJUHM1ImxxVyRHZGdVHD+a65Z2r8htrLNTLRoePRcyxrpuSUkzifyPj8kJqyV"
-        "5vjNyiBJCE6gdBc9f39t2tPpfZhH7vfurvkQu+6aeVqSIvkNSYjUSZLmVohnCciHdFZRwDlGDZ3Vp2eY0fiXqHi1h4Gzyp/E"
-        "r8tdVJybk3serbTCaBVSOzENErRK3Dhev3l18OrJq19Hl+DlpPSk78pRRk8yyy8ZELXYhG2bRte/yBe8n/Bt0FIOM7hFAuCu"
-        "TZSnZKIMxkk0S5aRN3BjQO+6/ZleCzsG/fI3UA8r1HSyXsIuI7b0hAxoHGKAG4LOWMlZOmfz1omjBzgHBhCNKkXCbw6WBvrW"
-        "AU2LEj113IDD8tC0a40M3rHqm8nmzVphq/czWaeY8irh2TRlxzLLl2LEa9Pw5rep5onmO7+eY8NtRlPV25U1ZHIpm4QXHkeR"
-        "y7/UTN/IaMP0o6aToqPUZr0mc+kZmQ9VfiXNms/B5hoy05zOOcjFGWkrstq+8WQD5hTo9SmiR3lTz+SyuSZQSTxbBWhPpNwF"
-        "Y0ARPKJPAvJMSqA0StRs9Q69V95LJBinrmyiMkvxGehwxWw5jdRwxZQfcD0GC42YD/oZKEyJSgXFj7e93RtNCq+MJMk8f95c"
-        "kZNi/dNGbGmnAWvXQ9maw6agFgdtNrOWIPnkUE079nPZhsfK9QbfMJNQrvXMP618NNdM9EJvpWBxtrnxmo+aC91wbaBis2Ye"
-        "7SYSBmhEHN/J5cDBjiloAnon5gHD/VhfwfSNw9BPoCuoLs4xWUtzV3IkGzIuYdYAZgID2CVmBKPh2oNoSuyr6G1h8ChDuitD"
-        "V4DodsNPm1Lbia5RMD0NL/bbIsaiozEjDLpxsYGzBBa/U+NssES4FVlZqAsIabOeFsnK4ZhdPPAmbUMj+Ek649gpV1H9cLNL"
-        "x8B7KzQM/YzWL9Tqi7QMXTHrAWst6BbECYP1c+X1LixnCDmDcuLY2qiV3maLw0J/ur0Gb4IU4m+hEVuH7XZshsF/AIeFq3wC"
-        "ZU0oWk38CQUpVNhEX2S0R4Y1dyVYLx8XXdF1PRoQ7fFQRsDsCCeUVgZyT6r4ObK0Rg4T7+No59VVe9ZAnjHElEq+JQXW1YtR"
-        "IpGA1xKlvcOQMlxRxhBqhUpCtN/HesfZiu1dhZHgrwR9LCEDiaKECPs94yZjWopr6zqyoWzOeMMJiMpo2wGkgvs4htyiUzba"
-        "/5fZ8btFJWSZjqA+V+GRH/QszqeNarEfQ5fRO+82kz+3wsKJErPXhA0X90ZG/FopePUldK/h0xCvxlr+DBvDnuoXIU2Ny6Ov"
-        "S8qAvnLYPXlERkyGBD99mU6PeEDWUl+yrVlHPRmrhcaqikwcMufSX6s1FtpMVugrrHR3axa4Q25GqoJfqvTjS7SILxDrJU+Q"
-        "qwQvLDppITUf/tcUeLqjZ9fthOJJ1XWlmea8qsPwr1rcfT5O0Kd58cfWqv49dNnn20u5YAPla6e/D4z9woB7ylBcZxCNTedD"
-        "W38snh8cvP4bRBeEwhnbx2s7m23g6qZSyZmDEhWdvECug8ACTH0DHh9iZwccET6VRsV+kxD0MjHvvWCZwcxq11BDG1N5yl5F"
-        "xkvUOwHhwdMJA/EKiqifqNx6IT4FJt6FIAbwFfrkaaLuDXghCU8O2pSAupd0RCpXTB8sf7ZDFcHKiJLg6JCcWfadwKFP4wab"
-        "E0nb9TWHK3CDBWNtyD7KgPcWwK4wVIB8XRcXgLrENDEQkkHhIBzzQFVQyZy3LviNvtwhDSM3F1RLiAPyXlkeauRfuUCwOeQv"
-        "hsCIigrmJwgbAhElwS4BmxxqecADVLfHFG8R0+sMgyQJc8j1HpQAnhPVOUZgDDHpt43TeSmHg75O606pQJMYYC45fBcCxpG8"
-        "kAe54rBSnx8iZkPoIXfnrJr6qCDU873CM8JCqCTSt/EFp4VX4HAobrNWmk67zLL4p3+Ftt9lKDv+LzyaCWZ7e8uhaRyNJlUs"
-        "D9cr0aax63ZRF92tC3T++Z7Qg92FF5BTAh+SoUBwrOgDYfwBGmndlKqIv6wMJcFscCNKFatB5ZysJZhhNDhxqVpLft8lW2pE"
-        "CyhXoHWyKUhiHy4kGQbdmLj1gCZx2XBPYCuLAoKJHioDbNGFaNYVF9DtLtEI7eNCwT2iwsfyQMA0HxcTlT5v+GgBMhJA+xKQ"
-        "yEkKdQiIqzblK8096swkNWhsuEfvaIa2efW+Pq0W0AK8a7QK2rJivy+eIgrPi8A5hebWHS8xTy43OhCFY027or+TKcJjNKvn"
-        "VDuTc8G+pAgrqNXx14R5NegZv1Vc35igYswPeqTmxM/maX8DfhiLiAgJChTYhCP2zS2V735IBcvJdp5KzsnDcecHCnPVPD9q"
-        "5mKB2HHTGqSDDJtjXntu5k6gfklv06uU71RKUmDIvewBf5HqGQ/T09thCAzul1RMDhlbM925f7rFZNphYos609iZ0BgmGobV"
-        "V6F2g8aF89nsqiWWWZiJY5TR/AYJ+8UnQJ455/AsxKKACWNAO+fP8JDNDzTKqjiG0GSerPg8gi/QLcGaVdjKs6ufmg++C0tL"
-        "vuh0jJvLO1R4jc/3VRiP2TJhcJw2x66M+WI3y+XIXRpGY7IeESR8irN6us7r/a3gfg6jgVq/Fe1Z8yH/etB/JLxJZsl2kKNq"
-        "CEh1Wzu6NQX9KPApC65QySIlJz2LhhS+QRcoQAhKE/pKf0FxN+Y2fLkNcyZL9ug2l4ji0SveuUOCzghveLXLlgywp/PqYuwr"
-        "HtGFACOvd2OhMk83GOtE0OcsonNgk9FIull2b0YiJvy5SZ8p2oFCwq8046R2Tb34FEHtG4hcPXquJfJ32U2ladKKLVBeBzC8"
-        "j4rm7agW0jDYlwRNSlHE0pn9rSQyt4zhQwHrCaFm5BWbVdPBSjSK7TTO8/79ONIzJlgN6Lz0IiYJ34FxWLhDs0TD6pMkqScx"
-        "EsoTFPJurkjR8jEKGHvPygNJohJHQqABWqlhrXLU5ZvqAtF+wlScNheKX4PcUHZDBbtvJpoBVrt3V/2VeYpcgrcKUHS1rZyA"
-        "wV+iZGq8bstsPGs1ddIfZ0atgenSvSZJF8G5EIsI6crsSSYyKtGYvMmRYycbx2vZtqw/iWxVMRaDoXxPEqowGloPLMXwRjQe"
-        "0TMB4cBYFWFUzC7xcy1IvF4uQSZxL9S443MKEbUQrjimzcBHc7bDZPHzRgHKFqghvFaH/KKAdhP/+Ah4HeEcnEBFEzkmJxTo"
-        "SzGifIIFsSW4T37nwtikMCZYYTQnBDwi7giaHlqG+HTLecpZRNDqUZ6o2AkCcAYMshJgvPvmAEdSWPGYGjpioxbfuJ0y2ArF"
-        "fZ0lxO4GQzF7nVymLAqc7j4UNVVqze63O4LHRXiXtz4TwRGsc2IwCPTU+ePTpgtPpz4ZmC1FuNuqQhjxQrOX8OnHuQ/A94qT"
-        "E8xtUQSf3oNM7sHKfdjuXAybhDRMwduRMsfE8AtgmFO4B06ajAmElGn7tnBaZA+AAthhqd3Wwo3NQg8JVtfhvZJk46+G55DN"
-        "V8Xk0ph2oJ9wwKOnT2OigWCnwHuxgs7OB/kafOBlvwN70+6AppOuvGUHpUFgfBFKaQAxUdYqsH/DHswmX59qw/53CokWBH83"
-        "+U9miHR8Vs+BjusgLI1QE5D8RMYsezybyb42c8fnuPUMF0bkT4u8UebR7f8HLCE9GdL5GWZxbJW1HuJehz6qDaBq/XzZxu3u"
-        "A59/fhK1FGwQyrDTwdhmokMhT7ljg8vkFXvuZfBV9U7ELymDAlt/y9WiIXqh84WQ8aZcR6rbUBLYsAO0V7gODY7scoWlNG2V"
-        "j5nJWo3pQ0lUany+9nSWPAr5Qu0aj4ROmhmKz6mnEvFFxFsqFbJPd/17AjyzTsHkkui2jMsrltqxr0j+wl0jcgwycDyZUH6T"
-        "omBm5ElzBdaZsITocQPa4HO7BsZt3KN2qXyHLrVr3S+6YtA6P7yNrdXOPj6Q2BETqNlhg5nixkOoy243QlaoRlN78DvC0kqG"
-        "qg9BaGfjCdV0CWzsEDvn30SjBByFPvzW+DeHgaZ13oQJSpQU6I5Gt04l/WHwl2GQAwFMmCghGKYIbGqc9YruW/SSkqrivaKo"
-        "lWx3OR89hI33W0sSA8Psn1ZsBSY+DaAMEW9mRY5vhb8mgxaf22YGm4P7sp7PYgAzA1amRJw6A8ZpoSOQgS0WS2ml1ArKIzXg"
-        "eGFZ5IHBKqm5XCkOi2QCzhzsZ6ZjGyzS2Yav2TElWJPoi14kCONW8JO5fsQYllpQaRcR4kkf/qQRFsO0pbj1JGXJRxkgoG5N"
-        "ES0iY7q2NVMmJ/Q4C7wxgrd+uu3jCd2bNTrYxReO0fQiZSmee2PIAg571vVxKx4Ev4ybsszEF9NdeXTvCFjQHH23/c50gJm7"
-        "NVBb13FubRSbhey3O/Sgmwrwr8qTicN78DajFqi92d95r9+S3CjiSuWq+FH4F7eutE64nKnR3zKRsf8rOScrpV4fZLaWwMtx"
-        "mtt96taqVKKVupY69GWs15d6lve6DsDcqoPQEI9lSfbZMYfySJhyhEgmp4pbXaDz08ueTxU+Eph7+eiKOVP58AoBbVqo8ih+"
-        "a8GNGfNAPliEDANRsRZ0KkYz7YOfsihSdFPDKto8h2qRnk/zKVpqsts/LooYtsgV4lbnlmmnaoMu/m21OBzFuRw5xKxqoYGx"
-        "luvCL60EXroT5NKXYi2tSCP4EnSlz1NevVSp4teE2bFq5erUi2ng0sSk7tqnxCAugV9ccGKwjEanlbikhhEj5GlT+uSV6xkx"
-        "BfCubZZZxAyZRdT5onTjPJYLW3ddj86a5rztg3XZo9ApuxP5Y1EhUsZBcQIzVbwHp3wzx0zYqQjOdDbjhqGS37ZV4gckEntj"
-        "KYyuPbaxVZk85yj9t/vUsA9+zSR4jTjwn9x5D3/Ej1+9j7GPwg0nmj0cbW2mhf1OOCI+b+4ZYIHMpCcwRihuqr9xpwqF4yWF"
-        "+pBWgQgJnVVAoK6uAv5GOIfdAGWibg2Lx1uQgb21ZqS7Tr7QH67MgheI5VVpj0zBsWjOBRrEbC7kQRpieIx3AJCxkoBdqGh8"
-        "XdYp/gF8ngOCF409FmuG0m3ezKubxVlzXf8DfQwhgO6bW4mM246JB4UYOWncJAoNynCWR/WZaoKWi5ZZqZaqEXpzwnnTlUbk"
-        "73s+wlJi/dSI16TQojMMHfXo+0IQFuC4WtRu4iA+B1GmnBgCeDgeTmnpf8jTwfokQc4PxCgDVzBLZh7mjDetbARAkitIGYh+"
-        "gUdOro5XN3SaYcCL9KYYbeJbJwLzywErEsv/bD69ampky51ybAW4S11/0aKPQT+zdsG8Sk1z0QpuHlE8O5GSENkltgJC748U"
-        "fr3BUxPP4ezKz5aWn7+qAqZ9/HABGU2LgLKGdVAT++uhZ2xd/N5lm6+NboMm3/YelYJqNcS57N4iT3IvChpilLWar1agYWC2"
-        "A752gDQjDc316vrTSzBJNfy7+khB87Qg/qdegPwnXmVMzqBF6nTphmELcWDYSI96OYWrRodmF2rXXeJj3lHUSgd0VehA7rrr"
-        "5LfFo8KN08DjmD1wgq9FK55dVJ+khmsnhk0HWKd7aWv0fXGfbyDJkZsafyse2fcX7lYLXwGwipVIahY5GD9FYOWNxS1WwpHm"
-        "v2Flf7f1sOP6d71nEo+ltGSthc8tM8HXUuduMTlbLK6OhPGHI+MnhXnRHyqGFmhIs+rFfMxDu0xV2hn7Bn2Isxwknxk0PjKH"
-        "5R0b9KVh6nLX176PYsEgVUDI09/dnnt5SCl8SnMD4tWw2/ByXBkJJvrdOca8RkF5nVzbamigXqXtQUnqIe+29nql9SdkOMOh"
-        "BDdwsdHeVwQKrqpFWQ7DcZlmwWEPLS0gF3hY4k0dF6KyAdbblqxvUK/BiFRK9oMk/PN6BnhKSeSsP4olbvYVXugLbVk7kkfC"
-        "WjChKRUxfKSwnxDZYOGOhvdHLa/T9VWhy3drT3/88rrt6Q5itjYCjyWJQ6uDeT4zeAmUEtKs08J4jT0TBvSMJewtGsLIbqKS"
-        "P9lSE2+wPQYca3pJo5Tc+vGWxOoTOILezS6aDyqcdoh5B1Pxf4mKDml9YFbMyoL3kJ+ZWNkf1HOP3lG50ufHZ2CRKNGe7+S3"
-        "64U4+TnVb+/1C5RAQOi5XvC+c4Qs13NgUNjB3rdn1aPvHw+L/ed7+O/zy+p4H6/9ArbjM/+n/r0HIo27cD49efpxAayK8seV"
-        "ayn9BlXv+Lg6f/bw8dbWsPjl6ZMne78cvXniqjpzHxxLbOWXa4hiTgQpG0Bn4f/7WBNoOfR/+htJAQ9AMxq6cwNgKw+uq5OT"
-        "+tg1uoXS3t3UF9M3FEr+7BoDyOHtN2wSM5f0Q/yefsqVRliMRwd/vH7KrUAgwpdypuJb0TX6cx/y/t2IQyk3i5N/g3Nzflwt"
-        "uJ+L5vnsIyUR4o/AJEm/f5rRb9fG6oLeuVdQ72Eg/uPajdI+rblh8RIjfjgvaphkSg3vuTPoXw2/EbU="
+        "pRpDl9p3cP6+bojIbyNYzDi6iC9wXOeu0rwGtGzE4KwANh/wlP9BxuX7LY30bj4IYMymTaGhzInvABKh0uE9ebUoBSk39tig"
+        "4M0RFdOeKMkgaSHB2xOz4O3CKdivv9intP6CXWHNxYK4C9KvktdURI3nMoyltDICLtUPxnOIPnOZZNy8gct2wlC49kr7JI4k"
+        "Qf60UkAETZ+AjgdAzrtueBHsa2ovyGeS5WCEBzGClgQyUyfGFndFdkV2VIEMoPlmaQ+H+Mo2M9Gi4dFzLWuo55aQSJ/I/PyQ"
+        "mLFWmuQ3K4MmIViB0l30/v21aU+o92Eeud+7u+ZD7Lpr5mlJjOQ3JClSJ0qaWyGmJaAf0nlFQecYOXRWn55hVuNfoubVHgrO"
+        "KoASwy53UXluTu55xNIKI1ZI9cRUSNAsceN4/ebVwasnr34dXYKnk1KUvitHGV3JLL9kQNRiE8ZtGl3/Il/wvsK3QVM5zGAX"
+        "CYi7NlOekpkyGCjRNFlGHsGNAb3r9mt6LewY9MvfQF2sUNPJegq7DNnSEzKicZgBbgg6ayVn7ZzNWyeSHuAcGEBEqhQJvzlg"
+        "GihcBzQtSvTWcQMOy0PTrjWyeMeqbyajN2uJrd7PZJ1i2quEaNOUHcssX4ohr01DnN+m2iea8Px6jo23GW1Vb1fWmMmlbBJm"
+        "eBxJLv9SM30jow3Tj5pOjI7Sm/WazKVoZD5U+ZW0az4Hm2vITnN65yAXa6QtyWr7xpMN2FOg16eIIOXNPZPL5pqAJfFsFbA9"
+        "kXQXjANFEIk+EcizKYHiKJGz1Tv0YHlPkeCcurKJzizFaKDDFTPmNFrDFdN+wPUYMDRiP+hnoTAlKjUUP972dm9EKbwykkTz"
+        "/HlzRY6K9U8bsaedBrxdD2drDpuCWhw02sxaggSUQzXt2NdlGx4r2Bt8w0xCudYz/7QC0lwz2Qu9lQLG2ebGaz5qLnTDtYGK"
+        "zZp6tKtIWKARdXwnlwcHO6YgCuidmAcM92N9BVM4DkM/gbKgujjHhC3NX8nRbMi6hJkDmA0MgJeYFYzGaw+kKfGvoruFwaMs"
+        "6a4sXQGj2w0/bVptJ8JGwRQ1vNhvixiPjsaMcOjGxQbOElj8TpWzARPhVmRpoS4grM16miQriGN288CbtA2N4CfpjWOnMUX1"
+        "w80uHQPvrdAw9DNav1CrL9IydMWsB6y1oFsQJwzez5XXu7CcIeQNyolja6NWerstDgv96fYavAlSiL+FhmwdutuxGQYfAhwW"
+        "rvIJlDWhiDXxKRSkUGETfZHRHhnW3JXgvXxcdEXY9WhAtMdDGQG3I5xQWhnIPali6MjaGjlNvJ+jnVdX7VkDucYQVyo5lxRc"
+        "Vy9GiUQCnkuU9g5D2nBFWUOoFSoJ0X4f6yFnS7Z3F0aCvxL0sYQMLIoSIuz3jJuMqSmurevIhrI54w0nICrDbQeYCu7jGHaL"
+        "jtlo/19mx+8WlZBlOoL6XIVHftCzOJ86qsV+DF9GD73bTP7cCgsnSs5eEzpcXBwZ8Wul4NWX1L2GX0M8G2v5NGwce6pfhFQ1"
+        "Lo++LikD+sph9+QRGTEZEvz0ZTo94gFZS33JtmYd9WSsFhqrKjJxyKRLf63WWGgzWaGvsNLdrVngDrkZqQp+qdKPL9EivkCs"
+        "l1xBrhI8seiohfR8+F9T4OmO3l23E4o3VdeVZpvzqg7Dv2px9/k5QZ/mxR9bq/r30GWffy/lgw20r50+PzD4CwvuKcNxnUFE"
+        "Np0Pbf2xeH5w8PpvEGEQCmd8H6/tbLaBr5tKJYcOSlR08gLBDoILMP0NeH2IoR2wRPhUGhX7TULSy+S894JlBrOrXUMNdUzl"
+        "aXsVIS/R7wSUB08pDOQrKKJ+onLrhfgVmHwXAhnAX+gTqIm+N2CGJFw5aFMC+l7SEalcMX2w/NkOVRQro0qCs0PyZtl/Aoc+"
+        "jRtsTiRt19ccssANFpy1IfspA+ZbALzCcAHyd11cAPISU8VAWAaFhHDcA1VBJXPuumA4+nKHNIzcXFAtIRbIe2Z5qJGD5QIB"
+        "55DDGIIjKiqYnyB8CESVBLsEbHKo5QEXUN0eU8xFTLEzDJIkzCHXe1ACeE5U5xiFMcTE3zZO6aU8Dvo6rTulAlVigLrkEF4I"
+        "GkcCQx7kikNLfY6ImA2hh9yds2rqI4NQz/cKzwgLoZJI38YXnBZegcOhuM1aaTrtMsvin/4V2n6Xoez4v/BoJqDt7S2Hp3FE"
+        "mlSxPFyvRJvKrttFXXS3LtAB6HtCD3YXXkBeCXxIhgPBsaIPhDEIaKR1U6oiDrMylASzwY0oVawGlfOylmCG0QDFpWot+X6X"
+        "bKkRLaBcgdjJpiCJf7iQhBh0ZeLWA5rEZcM9ga0sCgomiqgMuEUXqllXbEC3u0SjtI8LBfmICh/LAwHXfFxMVAq94aQF2EgA"
+        "7kuAIicp3CGgrtq0rzT/qDOb1CCy4R69o1na5tX7+rRaQAvwrtEqaMuKfb94iihMLwLoFKpbd7zEXLnc6EAWjjXtiv5OpgiP"
+        "06yeU+1MzgX7kiKtoFbHXxPm1aBn/FbxfWOSijE/6JGaE0ebp/4NGGIsIiIsKNBgE5bYN7dUvvshFSwn23k6OScPx50fKNxV"
+        "8/yomYsFYsdNa5AOMoyOee25mTuB+iW9Ta9SzlMpiYEh/7IHAEaqZ0xMT3GHYTC4X1IxOXRszXbn/ukWk2mHiS3qTGVnwmOY"
+        "bBhWX4XaDRoXzmezq5aYZmEmjlFG8xsk7BefAH3mnEO0EI8CJowB7pw/w0M2P9Aoq+IYQpN5suLzCMBAtwRvVuErz65+aj74"
+        "LiwtAaPTMW4u71DhNT7fV2E8ZsuExXHaHLsy5ovdLJ8jd2kYjcl6ZJDwKc7q6Tqv97eC+zmMBmr9VrRnzYf860H/kRAnmSXb"
+        "QY6qISjVbe3o1hQEpMCpLNhCJYuUnPgsGlL4Bl3AACEwTSgs/QXF35jb8OU2zJks4aPbXCKaR6945w4JOiO84dUuWzLAns6r"
+        "i7GveEQXApS83o2FzjzdYKwTQZ+ziNCBTUYj6WbZvRmJmPDnJn2maAcKSb/SjJPaNfXiUwS3b2By9ei5lsjfZTedpkkttmB5"
+        "HeDwPjKat6NaiMNgXxJEKUUTS2f2t5LM3DKODwWtJ6SakVdsVk0HKxEpttNYz/v342jPmGQ1IPTSi5gofAfWYeEPzZINq0+S"
+        "pJ/EaChPUMi7uSJFy8coYPw9Kw8kiUocCQEHaKWGtcpRl2+qC0j7CdNx2nwofg3iuNgNFey+mWgGWO3eXfVX5ilyCd4qUNHV"
+        "tnICB3+Jkqnxui2zMa3V1El/nB21Bq5L95okXQTnQiwipCuzJ6HIqERj8iZHjp1sLK9l3LL+JLJVxXgMhvY9SarCiGg9sBTH"
+        "G1F5RM8ElANjVYRRMbvEz7Wg8Xq5BNnEvVDjjs8pRNVCyOKYNgMf0dkOk8XPGwUoW6CG8Fod8osC3E0c5CPgdoRzcAIVTeSY"
+        "nFCwL8WJ8gkWxJbgPvmdC2OTwpighdGcEDCJuCNoemgZ5tMt5ylnEkGrR3myYicIwBkwyEqA8e6bAx1JocVjeuiIkVp843bK"
+        "YCsU/3WWFLsbEMXsdXKZMilwuvtw1FSpNbvf7ggeF+Fd3vpMFEewzonBIFBU549PmzI8nfqEYLYU4W6rCmHUC81gwqcf5z8A"
+        "5ytOTjC3RRF8eg8y+Qcr92G7czF0ElIxBW9Hyh4TQzCAYU5hHzhpMiYRUqbt28JpkT0gCmCHpXZbCzc2Cz0kWF2H90oSjr8a"
+        "pkM2ZxUTTGPqgX7SAY+gPo3JBoKdAu/FCjo7H+Rr8IGX/Q7sTbsDok668pYdtAaB9UVopQHIRFmrwP4NezCbfH26DfvfKSRa"
+        "UPzd5D+ZIdrxWT0HSq6DsDRCTUD0Exmz7PFsJvva7B2f49YzfBiRPy3yRplHt/8fMIX0ZEnnZ5jFslXWeoh7HfqoNoCr9fNl"
+        "G7e7D3z++UnUUrBBKMNOB2ObiQ6FPO2ODS6TV+y5l8FY1TsRv6QMCmz9LVeLhuiFzhdCxptyHaluQ0lgww7gXuE7NFiyyxWW"
+        "0rRVPmYmazWmDyVRqfH52tNZ8ijkC7VrPBI6aWYoTqeeSsQXEW+pVMg+3fXvCfjMOgWTS6LbMi6vWHrHviL5C3eNyDHIwPFk"
+        "QvlNioKZkSfOFWhnwhOixw1wg8/vGhi3cY/apfIdutSudb/oikHr/PA2tlY7+/hAYkdMoGeHDWaKGw8hL7vdCJmhGk3vwe8I"
+        "UysZqj4EoZ2NJ1TTJTCyQ+ycfxONEnAU+vBb498cBqrWeRMmKNFSoDsa3TqV9IcBYIZBDgRAYaKFYKgisKlx5iu6b9FLSqqK"
+        "94qiVrLd5Xz0MDbeby1JDAy1f1qxFZg4NYA2RLyZFTm+FQabDFp8bpsZbA7uy3o+i0HMDGCZEnHqDCCnhY9AFrZYLKWVUis4"
+        "j9SA44VlkQcGq6TmcqU4LJIJOHOwn5mObbBIZxu+ZseUYE2iL3qRIIxbQVDm+hHjWGpBpV1EqCd9GJRGWAzTluLWk5QlH2WA"
+        "oLo1RbSIjOna1kyZoNBjLfDGCN766baPJ3Rv1uhgF184RtOLlKW47o0hC3jsWdfHrXgQ/DJuyjIbX0x55RG+I3BBc/Td9jvT"
+        "AWru1sBtXcf5tVFsFjLg7tCDbirAvypPJg7vwduMXKD2Zn/nvX5LcqOIL5Wr4kfhX9y60jrhcqZGf8tExv6v5JyslHp9kNla"
+        "Ai/HaW73qVurUolW6lrq0JexXl/qWd7rOgBzqw5CQzyeJdlnxxzKI2HKESqZnCpudYHOTy97TlX4SGDu5aMr5k3lwysEtGmh"
+        "yiP5rQU5ZswD+WARMgxExVrgqRjRtA+CyiJJ0U0NrWjzHKpFej7Np2ipyW7/uChi6CJXiFudW6adqg26+LfV4nAU53LkULOq"
+        "hQbHWq4LwbQSfOlOsEtfire0Io3gSxCWPk959VKlil8TdseqlatTL6aBSxOTumufEoPYBH5xwYnBMhqdVuKSGkaskKdN6ZNX"
+        "rmfEFsC7tllmETtkFlXni9KN83gubN11PTprmvO2D9plj0Kn7E7kj0WFShkHxQnUVPEenPLNHDNhpyI409mMG4ZKfttWiR+Q"
+        "SOyNpTC69tjGVmXynKP03+5Twz74NZPgNeLAf3LnPQQSP371PsY/CjecaPZwtLWZFvY7YYn4vLlngAcyk57AGKG4qf7GnSoU"
+        "jpcU8kNaBSIkdFYBgbq6CvgbsDFcDR7ORN0aFo+3IAN7a81Id518oT9cmQUvEMur0h6ZhmPRnAs8iNlcyIM0xPAY7wAgYyWB"
+        "u1DR+LqsU/wDOD0HBDEaeyzWDKXbvJlXN4uz5rr+B/oYQgDdN7cSGbcdkw8KOXLSuEkUGpThLY/qM9UELRcts1ItVSMU54T1"
+        "piuNCOD3fISlxPqpEa9JoUVnGDrq0feFQCzAc7Wo3cRBfA6iTTkxJPBwPJzS0v+Qp4T1SYKcH4hRBq5glsw81BlvWtkIgCRX"
+        "kDIQ/QKPnFwdr27oNMOAGelNMdrEt04E5pcDViSW/9l8etXUyJg75dgKcJe6/qJFH4N+Zu2CuZWa5qIV7DyieXYiJaGyS2wF"
+        "hN4fKQx7g6kmnsPZlZ8tLT9/VQVc+/jhAjKaFgFpDeugJvbXQ8/Yuvi9yzZfG90GTb7tPSoF2WqIc9m9RZ7kXiQ0xClrNWet"
+        "QMPAbAeM7QBrRhqa69X1p5dgkmr4d/WRguZpQfxPvQD5T7zKmJxBi9Tp0g1DF+LAsJEe9XIKV40OzS7krrvEx7yjqJUO+KrQ"
+        "gdx118lvi0eFG6eBxzJ74ARfi1g8u6g+SQ3XTgybDrBO99LW6PviPt9AoiM3Nf5WPLLvL9ytFr4C4BUrkdQscjB+isDKG4tb"
+        "rIQlzX/Dyv5u62HH9e96zyQeS2nJWgufW2aCr6XO3WJytlhcHQnrD0fGTwrzoj9UDDXQkGbVi/mYh3aZqrQz9g36EGc5SD4z"
+        "aHxkDss7NuhLw9Tlrq99H8WCQaqAkKe/uz338pBS+JTmB8SrYbfh5bgyEkz0u3OMeY2C8jr5ttXQQL1K24OS1EPebe31SutP"
+        "yPCGQwlu4GKjva8IFFxVi7IchuMyzYLDHlpqQC7wsMSbOi5EZQOsty1Z36BegxGxlOwHSfjn9QzwlJLIWX8US9zsK7zQF9qy"
+        "diSPhLVgQlMqYvhIYT8hssHCHQ3vj1pep+urQpfv1p7++OV129MdxGxtBB5PEodWB/N8ZvASKCWkWaeF8Rp7JizoGUvYWzSE"
+        "kd1EJX+ypSbeYHsMONb0kkYpufXjLYnVJ3AEvZtdNB9UOO0Q8w6m4v8SFR3S+sCsmJUF7yFHMzGzP6jnHr2jcqXPj8/AIlGi"
+        "Pd/Jb9cLcfJzqt/e6xcogYDQc73gfecIma7nwKKwg71vz6pH3z8eFvvP9/Df55fV8T5e+wVsx2f+T/17D0Qad+F8evL04wKY"
+        "FeWPK9dS+g2q3vFxdf7s4eOtrWHxy9MnT/Z+OXrzxFV15j44ltjKL9cQxZ4IUjYAz8L/97Em0HLo//Q3EgMegGY0dOcGQFce"
+        "XFcnJ/Wxa3QLpb27qS+mbyiU/Nk1BpDD22/YJGYu6Yf4Pf2UK43wGI8O/nj9lFuBQIQv5UzFt6Jr9Oc+5P27EYdSbhYn/wbn"
+        "5vy4WnA/F83z2UdKIsQfgU2Sfv80o9+ujdUFvXOvoN7DQPzHtRulfVpzw+IlRvxwXtQwyZQa3nNn0L8AwBoTKw=="
     ),
     "dsn_inspect.html": (
         "eNrNfdt220iS4Lu/Is1xD4EyCZHUxRJ18birXNM1Xa6aU/Zs7YxKa4EkKKIFAmwA1KVkntOP+7y73zC/sO/7Kf0lG7dMZAKg"

@@ -74,16 +74,6 @@ class Door:
         self._stop()
 
 
-def _release_claim(sync):
-    # BUG workaround (see test_a_stopped_mount_gives_back_its_process_claim): stop() keeps the
-    # one-process lock of a mounted in-memory DSNSync, so the next test's DSNSync, made from
-    # this same file in this same process, would be refused as "another worker process".
-    fd = getattr(sync, "_process_lock", None)
-    if fd is not None:
-        os.close(fd)
-        sync._process_lock = None
-
-
 def _needs(*modules):
     """Import the test-only packages, or skip loudly (fail in CI, where .ci/run installs them)."""
     import importlib
@@ -144,7 +134,6 @@ def start_wsgi(max_wait=WSGI_MAX_WAIT, poll=WSGI_POLL, max_held=WSGI_MAX_HELD, t
         server.close()
         server.task_dispatcher.shutdown(timeout=2)
         thread.join(5)
-        _release_claim(sync)
     return Door("wsgi", sync, server.socket.getsockname()[1], "/dsn", stop)
 
 
@@ -167,7 +156,6 @@ def start_asgi(**options):
         server.should_exit = True
         thread.join(10)
         sync.stop()
-        _release_claim(sync)
     return Door("asgi", sync, server.servers[0].sockets[0].getsockname()[1], "/dsn", stop)
 
 
@@ -554,9 +542,6 @@ def test_a_stream_with_nothing_to_say_gets_a_plain_answer(door):
     assert "content-length" in headers
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _WSGIDoor._wait gives back its max_held slot when it returns the "
-                                       "stream's generator, not when the stream ends: streams hold WSGI threads "
-                                       "uncounted")
 def test_wsgi_stream_counts_against_max_held(wsgi_door):
     """max_held=1: while a streamed pull holds a WSGI thread, another pull must be answered at once."""
     streamer, other = wsgi_door.raw(), wsgi_door.raw(wsgi_door.sync.issue_token(sub="other"))
@@ -824,9 +809,6 @@ def test_inspector_page(door):
 # -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the one-process claim of a mounted in-memory DSNSync is never given "
-                                       "back by stop(), and a second DSNSync in the same process counts as "
-                                       "'another worker process'")
 def test_a_stopped_mount_gives_back_its_process_claim():
     first = dsn_sync.DSNSync(port=0)
     first.wsgi_app()
@@ -837,12 +819,8 @@ def test_a_stopped_mount_gives_back_its_process_claim():
         assert second.start(listen=False)
     finally:
         second.stop()
-        _release_claim(first)
-        _release_claim(second)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stop() drops parked pulls without telling their transport: a WSGI "
-                                       "pull waiting in _WSGIDoor._wait blocks on its queue forever (no timeout)")
 def test_wsgi_pull_held_at_stop_is_answered(wsgi_door):
     raw = wsgi_door.raw()
     cursor = raw.cursor()

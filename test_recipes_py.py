@@ -238,9 +238,6 @@ def _call(port, url_path, token, obj, timeout=10):
 # -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: under gunicorn's sync workers (wsgi.multithread False, one thread) "
-                                       "the WSGI door still holds pulls up to max_wait, so one client's long-poll "
-                                       "stops the whole app answering for max_wait seconds")
 def test_gunicorn_sync_worker_is_not_held_by_a_long_poll(serve):
     _needs("flask", "gunicorn")
     app = serve("gunicorn", "-w", "1", "-b", "127.0.0.1:{port}", "flask_app:app")  # the default: sync worker
@@ -267,9 +264,6 @@ app = sync.wsgi_app(max_wait=2)
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an engine started before a fork (start(listen=False) at import under "
-                                       "gunicorn --preload) has no feed thread in the worker, which still thinks it "
-                                       "runs: every long-poll is held forever and its WSGI thread with it")
 def test_engine_started_in_a_preloading_master_answers_long_polls(tmp_path):
     _needs("gunicorn")
     secret = "ab" * 32
