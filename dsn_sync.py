@@ -4871,6 +4871,29 @@ def _static_body(name):
         return zlib.decompress(base64.b64decode(blob)) if blob else None
 
 
+def _keyring_for(store, secret):
+    """The server's Keyring: the secret given (argument, else DSN_SYNC_SECRET), else the store's, else new.
+
+    A secret given from outside is never written to the store (and one kept
+    there before is removed): whoever can read the database could otherwise
+    mint any token.  One chosen here is kept, so URL and tokens survive
+    restarts; on a shared store the first node's wins, so nodes agree.
+    """
+    if secret is None:
+        secret = os.environ.get("DSN_SYNC_SECRET") or None
+    stored = store.secret
+    if secret is None and store.shared:
+        stored = store.adopt_secret(stored or os.urandom(32))
+    keyring = Keyring(secret if secret is not None else stored or os.urandom(32))
+    if secret is not None and stored is not None:
+        if stored != keyring.secret:
+            log.warning("the given secret replaces the one kept in the store: tokens minted before stop working")
+        store.save_secret(None)
+    elif secret is None and stored is None:
+        store.save_secret(keyring.secret)
+    return keyring
+
+
 def _positive(name, value, kind=(int, float), zero=False):
     if isinstance(value, bool) or not isinstance(value, kind) or value < 0 or (value == 0 and not zero):
         raise ValueError("%s must be a %snumber, got %r" % (name, "non-negative " if zero else "positive ", value))
@@ -4957,22 +4980,7 @@ class DSNSync:
             separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=json_default).encode
         self._store = store if store is not None else _open_store(db_connection_string)
         self._store.open()
-        if secret is None:
-            secret = os.environ.get("DSN_SYNC_SECRET") or None
-        stored = self._store.secret
-        if secret is None and self._store.shared:
-            # Nodes starting at once must agree: the first secret in the database wins.
-            stored = self._store.adopt_secret(stored or os.urandom(32))
-        self._keyring = Keyring(secret if secret is not None else stored or os.urandom(32))
-        if secret is not None:
-            # A secret given from outside (argument, DSN_SYNC_SECRET) is never written to the
-            # store: whoever can read the database file could otherwise mint any token.
-            if stored is not None:
-                if stored != self._keyring.secret:
-                    log.warning("the given secret replaces the one kept in the store: tokens minted before stop working")
-                self._store.save_secret(None)
-        elif stored is None:
-            self._store.save_secret(self._keyring.secret)  # chosen here: kept, so URL and tokens survive restarts
+        self._keyring = _keyring_for(self._store, secret)
         self._engine = _Engine(self._keyring, self._store, rotate_every=rotate_every, page_size=page_size,
                                max_batch=max_batch, max_record=max_record, max_nonces=max_nonces)
         self._engine.any_table = bool(open_writes)
@@ -6880,9 +6888,9 @@ def _fork_workers(count):
     return False
 
 
-def _main(argv=None):
+def _parser():
+    """The quick server's command line."""
     import argparse  # deferred: only the command line needs it
-    import signal
     parser = argparse.ArgumentParser(
         prog="python -m dsn_sync",
         description="Run a dsn-sync server: browsers mirror its tables into IndexedDB through dsn_client.js.")
@@ -6909,7 +6917,12 @@ def _main(argv=None):
                         help="(development) copy dsn_client.js and dsn_inspect.html into this module and exit")
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
     parser.add_argument("--version", action="version", version="dsn-sync " + __version__)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _main(argv=None):
+    import signal  # deferred: only the command line needs it
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.embed or args.write_client:
