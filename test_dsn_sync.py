@@ -2161,3 +2161,38 @@ def test_client_write_to_a_wrong_url_gives_up_within_write_timeout(server, make_
     thread.join(5)
     assert not hung, "create() was still retrying after 2.5 s with write_timeout=0.5"
     assert isinstance(outcome[0], dsn_sync.DSNError)
+
+
+# =============================================================================
+# Write answers as a pull would carry them (issue 15, item 8)
+# =============================================================================
+
+
+def test_write_answers_carry_the_record_only_as_the_token_may_read_it(make_server, make_raw):
+    """A write-only token, and a user whose careless handler rewrites someone else's row, get
+    `record: null` (still ok), now and when the same mid is repeated; a reader gets the row."""
+    sync = make_server()
+    sync.define_table("profiles", {"key": "id", "fields": ["owner", "email", "note"]})
+    sync.sync("profiles", "bob", {"owner": "bob", "email": "bob@example.com", "note": ""})
+
+    @sync.can_read("profiles")
+    def own(record, ctx):
+        return record.get("owner") == ctx.sub
+
+    @sync.on_update("profiles")
+    def careless(data, ctx):
+        return True  # no owner check: Alice may touch Bob's row, but must never read it back
+
+    blind = make_raw(sync, sync.issue_token("drop-box", read=[], write=["profiles"]))
+    answer = blind.ok("update", table="profiles", key="bob", data={"note": "from the drop box"}, mid="w1")
+    assert answer["record"] is None and isinstance(answer["seq"], int)
+    assert blind.ok("update", table="profiles", key="bob", data={"note": "again"}, mid="w1")["record"] is None
+
+    alice = make_raw(sync, sync.issue_token("alice", write=["profiles"]))
+    answer = alice.ok("update", table="profiles", key="bob", data={"note": "hi from alice"}, mid="a1")
+    assert answer["record"] is None, "Alice got Bob's row back: %r" % (answer["record"],)
+    assert alice.ok("update", table="profiles", key="bob", data={"note": "hi"}, mid="a1")["record"] is None
+
+    bob = make_raw(sync, sync.issue_token("bob", write=["profiles"]))
+    answer = bob.ok("update", table="profiles", key="bob", data={"note": "mine"}, mid="b1")
+    assert answer["record"] == {"owner": "bob", "email": "bob@example.com", "note": "mine"}
