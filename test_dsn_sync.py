@@ -2196,3 +2196,27 @@ def test_write_answers_carry_the_record_only_as_the_token_may_read_it(make_serve
     bob = make_raw(sync, sync.issue_token("bob", write=["profiles"]))
     answer = bob.ok("update", table="profiles", key="bob", data={"note": "mine"}, mid="b1")
     assert answer["record"] == {"owner": "bob", "email": "bob@example.com", "note": "mine"}
+
+
+def test_a_failing_store_is_a_503_that_is_not_remembered(make_server, make_raw, tmp_path, caplog):
+    """Issue 15, item 11: a write whose own answer is an error (not_found) and whose ledger entry
+    then cannot be written gets a bare 503, never a sealed `store` error naming the file; the
+    same mid, once the store works again, is answered for real."""
+    sync = make_server(db_connection_string="sqlite:///%s" % (tmp_path / "dsn.db"))
+    sync.define_table("items", {"key": "id", "fields": None})
+
+    @sync.on_update("items")
+    def accept(data):
+        return True
+    raw = make_raw(sync, sync.issue_token("u1", write=["items"]))
+    raw.ok("hello")
+    db = private(sync, "store")._db
+    db.execute("PRAGMA query_only = 1")  # every write to the file now fails, as on a full disk
+    try:
+        with caplog.at_level(logging.ERROR, logger="dsn_sync"):
+            status, answer = raw.call("update", table="items", key="missing", data={"v": 1}, mid="m1")
+        assert status == 503 and answer is None, (status, answer)
+        assert any("store failed" in r.getMessage() for r in caplog.records)
+    finally:
+        db.execute("PRAGMA query_only = 0")
+    raw.err("update", "not_found", table="items", key="missing", data={"v": 1}, mid="m1")
