@@ -5859,6 +5859,14 @@ class Client:
         m = {"op": op, "table": table, "key": key, "mid": b64u_encode(os.urandom(12))}
         if data is not None:
             m["data"] = data
+        answer, answer_epoch = self._send_write(op, m)
+        if not answer.get("ok"):
+            err = answer.get("error") or {}
+            raise DSNError(err.get("message", "refused"), err.get("code", "bad_request"))
+        return self._apply_ack(table, key, answer, answer.get("epoch", answer_epoch))
+
+    def _send_write(self, op, m):
+        """Send one write until it is answered: (answer, the epoch known when it came)."""
         deadline = time.monotonic() + self.write_timeout
         backoff = 0.1
         interrupted = False  # the server may have restarted (a new epoch) since we last heard
@@ -5904,14 +5912,15 @@ class Client:
                     backoff = min(backoff * 2, 2.0)
             if interrupted:
                 self._wake.set()  # the server answers again: the feed need not sit out its backoff
-                try:  # acks carry no epoch: learn it, so a new epoch's low seqs are not taken as old
+                try:  # the server may have restarted: learn its epoch, so the feed's view is current
                     self._epoch = _raise_for(self._exchange(self._write_conn, "hello", {}, at_base=True)).get("epoch")
                     answer_epoch = self._epoch
                 except (_Transient, _Gone, AuthError):
                     pass
-        if not answer.get("ok"):
-            err = answer.get("error") or {}
-            raise DSNError(err.get("message", "refused"), err.get("code", "bad_request"))
+        return answer, answer_epoch
+
+    def _apply_ack(self, table, key, answer, answer_epoch):
+        """Put an ok write answer's record in the mirror unless the feed is already past it."""
         record, seq = answer.get("record"), answer.get("seq", 0)
         with self._lock:
             # The feed may already have applied this key at or past the ack's seq
