@@ -64,51 +64,51 @@ def slow_socket(port, rcvbuf=4096):
 PIPELINED_GETS = b"GET /dsn_client.js HTTP/1.1\r\nHost: x\r\n\r\n" * 300
 
 
-def test_slow_readers_do_not_hold_the_workers(make_server, make_raw):
+@pytest.fixture
+def slow_readers():
+    """``slow_readers(port, count)``: ``count`` connections that pipeline 300 GETs of the client
+    and never read; closed after the test."""
+    made = []
+
+    def make(port, count):
+        for _ in range(count):
+            s = slow_socket(port)
+            made.append(s)
+            s.sendall(PIPELINED_GETS)
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_slow_readers_do_not_hold_the_workers(make_server, make_raw, slow_readers):
     """40 connections (more than the 32 workers) pipeline 300 GETs of the client and never read."""
     sync = make_server(body_timeout=30.0)
-    slow = []
-    try:
-        for _ in range(40):
-            s = slow_socket(sync.port)
-            s.sendall(PIPELINED_GETS)
-            slow.append(s)
-        time.sleep(0.5)  # every worker has met a slow reader by now
-        good = make_raw(sync)
-        started = time.monotonic()
-        status, answer = good.call("hello")
-        took = time.monotonic() - started
-        assert status == 200 and answer["ok"], answer
-        assert took < 5, "a hello took %.1f s beside 40 slow readers (workers waited on them)" % took
-        conn = http.client.HTTPConnection("127.0.0.1", sync.port, timeout=10)
-        conn.request("GET", "/dsn_client.js")
-        response = conn.getresponse()
-        assert response.status == 200 and b"connectDSN" in response.read()
-        conn.close()
-        print("hello answered in %.0f ms beside 40 slow readers" % (took * 1000))
-    finally:
-        for s in slow:
-            s.close()
+    slow_readers(sync.port, 40)
+    time.sleep(0.5)  # every worker has met a slow reader by now
+    good = make_raw(sync)
+    started = time.monotonic()
+    status, answer = good.call("hello")
+    took = time.monotonic() - started
+    assert status == 200 and answer["ok"], answer
+    assert took < 5, "a hello took %.1f s beside 40 slow readers (workers waited on them)" % took
+    conn = http.client.HTTPConnection("127.0.0.1", sync.port, timeout=10)
+    conn.request("GET", "/dsn_client.js")
+    response = conn.getresponse()
+    assert response.status == 200 and b"connectDSN" in response.read()
+    conn.close()
+    print("hello answered in %.0f ms beside 40 slow readers" % (took * 1000))
 
 
-def test_slow_readers_are_cut_after_body_timeout(make_server):
+def test_slow_readers_are_cut_after_body_timeout(make_server, slow_readers):
     """Passed before the fix too (the old worker gave up at body_timeout); now the reactor cuts them."""
     sync = make_server(body_timeout=1.0)
-    slow = []
-    try:
-        for _ in range(32):
-            s = slow_socket(sync.port)
-            s.sendall(PIPELINED_GETS)
-            slow.append(s)
-        wait_until(lambda: sync.stats()["connections"] >= 32, timeout=5,
-                   what=lambda: "32 slow readers connected: %r" % sync.stats())
-        started = time.monotonic()
-        wait_until(lambda: sync.stats()["connections"] == 0, timeout=10,
-                   what=lambda: "slow readers still connected 10 s after body_timeout=1: %r" % sync.stats())
-        print("32 slow readers cut %.1f s after they filled their buffers" % (time.monotonic() - started))
-    finally:
-        for s in slow:
-            s.close()
+    slow_readers(sync.port, 32)
+    wait_until(lambda: sync.stats()["connections"] >= 32, timeout=5,
+               what=lambda: "32 slow readers connected: %r" % sync.stats())
+    started = time.monotonic()
+    wait_until(lambda: sync.stats()["connections"] == 0, timeout=10,
+               what=lambda: "slow readers still connected 10 s after body_timeout=1: %r" % sync.stats())
+    print("32 slow readers cut %.1f s after they filled their buffers" % (time.monotonic() - started))
 
 
 def test_pipelined_requests_are_capped_per_worker_turn(make_server, make_raw):
