@@ -49,6 +49,7 @@ README = ROOT / "README.md"
 sys.path.insert(0, str(ROOT))
 
 import dsn_sync  # noqa: E402
+from conftest import wait_until  # noqa: E402
 
 MARKER = re.compile(r"^<!--\s*run:\s*(.*?)\s*-->$")
 KINDS = {"shell", "shell-server", "python", "python-backend", "browser-page", "python-fragment",
@@ -177,15 +178,6 @@ def wait_for_printed_port(timeout=60):
             pytest.fail("port %d is in use by another program, and the README's blocks listen on it as printed: "
                         "stop that program and run again" % PRINTED_PORT)
         time.sleep(0.5)
-
-
-def wait_until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def env_with_repo(**extra):
@@ -402,14 +394,15 @@ def run_browser_page(block, tmp_path):
     pump.start()
     client = None
     try:
-        assert wait_until(lambda: any("PAGE-EXPECT-SEEN" in line for line in lines) or driver.poll() is not None, 30)
+        wait_until(lambda: any("PAGE-EXPECT-SEEN" in line for line in lines) or driver.poll() is not None, 30,
+                   what=lambda: "%r: the page to log %r or its driver to exit:\n%s" % (block, block.expect, "".join(lines)))
         assert any("PAGE-EXPECT-SEEN" in line for line in lines), "%r: the page never logged %r:\n%s\n%s" % (
             block, block.expect, "".join(lines), server.output())
         if "update('users', 'user_123'" in block.code:
             client = dsn_sync.connect(url, token)
             assert client.wait_ready(10)
-            assert wait_until(lambda: (client.get("users", "user_123") or {}).get("status") == "away", 10), \
-                "%r: the page's update never reached the backend" % (block,)
+            wait_until(lambda: (client.get("users", "user_123") or {}).get("status") == "away", 10,
+                       what="%r: the page's update to reach the backend" % (block,))
         driver.stdin.write("done\n")
         driver.stdin.flush()
         assert driver.wait(timeout=30) == 0, "%r: errors in the page:\n%s" % (block, "".join(lines))
