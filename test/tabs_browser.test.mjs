@@ -14,7 +14,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { browserSupport, launchChromium, serveStatic, startJsonLinesProcess, waitFor, watchConsole } from './browser/harness.mjs';
+import { browserSupport, launchChromium, serveStatic, watchConsole } from './browser/harness.mjs';
+import { startFixture, waitFor } from './helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const TABS = 10;
@@ -31,12 +32,11 @@ before(async () => {
   if (!support.ok) return;
   browser = await launchChromium();
   site = await serveStatic(path.join(here, 'browser'));
-  fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', [path.join(here, 'browser_fixture.py')]);
+  fixture = await startFixture('browser_fixture.py');
 });
 after(async () => {
   await browser?.close();
   await site?.close();
-  await fixture?.kill();
 });
 
 /** Polls every page until `check(page)` holds for all; answers the ms it took. */
