@@ -158,6 +158,12 @@ class Proc:
         except subprocess.TimeoutExpired:
             return None
 
+    def ctrl_c_ends(self, block):
+        """Ctrl-C ends ``block``'s process with exit code 0, having printed what the block expects."""
+        code = self.interrupt()
+        assert code == 0, "%r: Ctrl-C gave exit code %r:\n%s" % (block, code, self.output())
+        check_expect(block, self.output())
+
     def kill(self):
         if self.p.poll() is None:
             os.killpg(self.p.pid, signal.SIGKILL)
@@ -300,9 +306,7 @@ def run_shell_server(block, tmp_path, venv):
         assert proc.wait_for(r"</script>", 20), "%r: the banner never ended:\n%s" % (block, proc.output())
         with urllib.request.urlopen(origin + "/dsn_client.js", timeout=10) as answer:
             assert answer.status == 200 and b"connectDSN" in answer.read()
-        code = proc.interrupt()
-        assert code == 0, "%r: Ctrl-C gave exit code %r:\n%s" % (block, code, proc.output())
-        check_expect(block, proc.output())
+        proc.ctrl_c_ends(block)
     finally:
         proc.kill()
 
@@ -343,9 +347,7 @@ def run_python_backend(block, tmp_path):
         finally:
             client.close()
         assert proc.p.poll() is None, "%r ended by itself instead of serving:\n%s" % (block, proc.output())
-        code = proc.interrupt()
-        assert code == 0, "%r: Ctrl-C gave exit code %r:\n%s" % (block, code, proc.output())
-        check_expect(block, proc.output())
+        proc.ctrl_c_ends(block)
     finally:
         proc.kill()
 
