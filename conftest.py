@@ -502,50 +502,51 @@ class Raw:
 # =============================================================================
 
 
+class _Kept:
+    """What a fixture made, each ended by ``end(thing)`` after the test, in the order made."""
+
+    def __init__(self, end):
+        self.things, self.end = [], end
+
+    def __call__(self, thing):
+        self.things.append(thing)
+        return thing
+
+    def end_all(self):
+        for thing in self.things:
+            self.end(thing)
+
+
 @pytest.fixture
 def make_server():
     """``make_server(**options)``: DSNSync(port=0, **options), started (``start=False``: not
     yet); every one is stopped after the test."""
-    made = []
+    kept = _Kept(lambda sync: sync.stop())
 
     def make(start=True, **options):
         options.setdefault("port", 0)
-        sync = dsn_sync.DSNSync(**options)
-        made.append(sync)
+        sync = kept(dsn_sync.DSNSync(**options))
         if start:
             assert sync.start() is True
         return sync
     yield make
-    for sync in made:
-        sync.stop()
+    kept.end_all()
 
 
 @pytest.fixture
 def make_raw():
     """``make_raw(sync_or_url, token=None, **options)``: a ``Raw``, closed after the test."""
-    made = []
-
-    def make(target, token=None, **options):
-        raw = Raw(target, token, **options)
-        made.append(raw)
-        return raw
-    yield make
-    for raw in made:
-        raw.close()
+    kept = _Kept(Raw.close)
+    yield lambda target, token=None, **options: kept(Raw(target, token, **options))
+    kept.end_all()
 
 
 @pytest.fixture
 def make_client():
     """dsn_sync.connect(...); every client is closed after the test."""
-    made = []
-
-    def make(url, token, **options):
-        client = dsn_sync.connect(url, token, **options)
-        made.append(client)
-        return client
-    yield make
-    for client in made:
-        client.close()
+    kept = _Kept(lambda client: client.close())
+    yield lambda url, token, **options: kept(dsn_sync.connect(url, token, **options))
+    kept.end_all()
 
 
 @pytest.fixture(scope="session")
