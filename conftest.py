@@ -6,11 +6,14 @@ client, a started-server factory, and the ``slow`` marker.
   The raw client seals with it and opens with it, so an answer that merely agrees with
   the module's own ``open()`` is not enough to pass.
 - ``wait_until(predicate, timeout, what)``: the one way a test waits.
+- Plain sockets and HTTP: ``free_port()``, ``read_response(f)``, ``exchange_until_closed(port, data)``,
+  ``client_tls_context(ciphers=None)``.
 - ``Raw``: the protocol by hand over one keep-alive HTTP/1.1 connection of its own
   (plain answers, chunked streams read message by message, TLS, a path prefix).
 - Fixtures: ``make_server(**options)`` (a started ``DSNSync``, stopped after the test),
   ``make_raw(sync_or_url, token=None, **options)`` (a ``Raw``, closed after the test),
-  ``make_client(url, token, **options)`` (``dsn_sync.connect``, closed after the test).
+  ``make_client(url, token, **options)`` (``dsn_sync.connect``, closed after the test),
+  ``certificate`` ((certfile, keyfile) for 127.0.0.1, self-signed by openssl, one per session).
 - ``private(sync, part)``: the one place the tests reach into the engine's private
   names, for what no public call shows; a rewrite of the engine fixes it here.
 - ``@pytest.mark.slow``: skipped unless ``DSN_SLOW=1`` is set.
@@ -21,8 +24,11 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
 import time
 from urllib.parse import urlsplit
 
@@ -124,7 +130,8 @@ def now_ms():
 def wait_until(predicate, timeout=5.0, what="a condition", interval=0.005):
     """Poll ``predicate()`` every ``interval`` s; return its first truthy value.
 
-    After ``timeout`` seconds without one, raise AssertionError naming ``what``.
+    After ``timeout`` seconds without one, raise AssertionError naming ``what``: a string,
+    or a callable that returns one then (to show the state at the timeout, not before).
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -132,8 +139,65 @@ def wait_until(predicate, timeout=5.0, what="a condition", interval=0.005):
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
+            raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what() if callable(what) else what))
         time.sleep(interval)
+
+
+# =============================================================================
+# Plain sockets, HTTP and TLS
+# =============================================================================
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a child process that must be told one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_response(f):
+    """(status, headers with lower-case names, body) from a buffered socket file; status None if
+    the peer closed first.  The body is Content-Length's (pipelined answers stay apart)."""
+    line = f.readline(65536)
+    if not line:
+        return None, {}, b""
+    headers = {}
+    while True:
+        h = f.readline(65536)
+        if h in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = h.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = f.read(int(headers.get("content-length", "0")))
+    return int(line.split(b" ")[1]), headers, body
+
+
+def exchange_until_closed(port, data, timeout=5.0):
+    """Send ``data`` on a fresh connection; every byte the server sends until it closes, and whether it did."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        got = b""
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return got, True
+                got += chunk
+        except ConnectionResetError:
+            return got, True
+        except socket.timeout:
+            return got, False
+
+
+def client_tls_context(ciphers=None):
+    """A client context that trusts any certificate; ``ciphers``: TLS 1.2 only, with those suites."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if ciphers is not None:
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(ciphers)
+    return ctx
 
 
 # =============================================================================
@@ -438,47 +502,63 @@ class Raw:
 # =============================================================================
 
 
+class _Kept:
+    """What a fixture made, each ended by ``end(thing)`` after the test, in the order made."""
+
+    def __init__(self, end):
+        self.things, self.end = [], end
+
+    def __call__(self, thing):
+        self.things.append(thing)
+        return thing
+
+    def end_all(self):
+        for thing in self.things:
+            self.end(thing)
+
+
 @pytest.fixture
 def make_server():
     """``make_server(**options)``: DSNSync(port=0, **options), started (``start=False``: not
     yet); every one is stopped after the test."""
-    made = []
+    kept = _Kept(lambda sync: sync.stop())
 
     def make(start=True, **options):
         options.setdefault("port", 0)
-        sync = dsn_sync.DSNSync(**options)
-        made.append(sync)
+        sync = kept(dsn_sync.DSNSync(**options))
         if start:
             assert sync.start() is True
         return sync
     yield make
-    for sync in made:
-        sync.stop()
+    kept.end_all()
 
 
 @pytest.fixture
 def make_raw():
     """``make_raw(sync_or_url, token=None, **options)``: a ``Raw``, closed after the test."""
-    made = []
-
-    def make(target, token=None, **options):
-        raw = Raw(target, token, **options)
-        made.append(raw)
-        return raw
-    yield make
-    for raw in made:
-        raw.close()
+    kept = _Kept(Raw.close)
+    yield lambda target, token=None, **options: kept(Raw(target, token, **options))
+    kept.end_all()
 
 
 @pytest.fixture
 def make_client():
     """dsn_sync.connect(...); every client is closed after the test."""
-    made = []
+    kept = _Kept(lambda client: client.close())
+    yield lambda url, token, **options: kept(dsn_sync.connect(url, token, **options))
+    kept.end_all()
 
-    def make(url, token, **options):
-        client = dsn_sync.connect(url, token, **options)
-        made.append(client)
-        return client
-    yield make
-    for client in made:
-        client.close()
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed EC certificate for 127.0.0.1 made with the openssl command: (certfile, keyfile)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("the TLS tests need the `openssl` command on PATH (apt-get install openssl)")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    return str(cert), str(key)

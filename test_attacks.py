@@ -13,113 +13,23 @@ import json
 import logging
 import re
 import select
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 
 import pytest
 
 import dsn_sync
+from conftest import client_tls_context, exchange_until_closed, now_ms, read_response, wait_until
 from dsn_sync import DSNSync
 
 SECRET = bytes(range(32))
 
 
 # -----------------------------------------------------------------------------
-# Helpers: a raw frame client, raw HTTP, memory
+# Helpers: raw HTTP, memory (the raw frame client, waiting and TLS are conftest.py's)
 # -----------------------------------------------------------------------------
-
-
-def now_ms():
-    return int(time.time() * 1000)
-
-
-def wait_until(predicate, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-class RawClient:
-    """Frames by hand, for sending what a real client never would."""
-
-    def __init__(self, sync, token):
-        self.port = sync.port
-        self.base = "/sync/" + sync.instance
-        self.kid, secret = dsn_sync.parse_token(token)
-        self.c2s, self.s2c = dsn_sync.traffic_keys(secret)
-        self.ep = self.base
-
-    def frame(self, obj, path=None):
-        plain = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-        return dsn_sync.request_frame(self.kid, self.c2s, path or self.ep, plain)
-
-    def post(self, path, body, timeout=10):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request("POST", path, body=body, headers={"Content-Type": "application/octet-stream"})
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def send_frame(self, frame, path=None, timeout=10):
-        """(status, answer dict or None) for a frame made earlier (a replay, say)."""
-        status, body = self.post(path or self.ep, frame, timeout)
-        if status != 200:
-            return status, None
-        plain = dsn_sync.open_response(self.s2c, frame[3 + len(self.kid):][:16], body)
-        assert plain is not None, "a 200 answer that does not authenticate"
-        answer = json.loads(plain)
-        if isinstance(answer.get("ep"), str):
-            self.ep = answer["ep"]
-        return status, answer
-
-    def call(self, obj, path=None, timeout=10):
-        path = path or self.ep
-        return self.send_frame(self.frame(obj, path), path, timeout)
-
-    def op(self, op, **fields):
-        return self.call(dict(fields, op=op, t=now_ms()))
-
-
-def read_response(f):
-    """(status, headers, body) from a buffered socket file; status None if the peer closed first."""
-    line = f.readline(65536)
-    if not line:
-        return None, {}, b""
-    headers = {}
-    while True:
-        h = f.readline(65536)
-        if h in (b"\r\n", b"\n", b""):
-            break
-        name, _, value = h.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body = f.read(int(headers.get("content-length", "0")))
-    return int(line.split(b" ")[1]), headers, body
-
-
-def exchange_until_closed(port, data, timeout=5.0):
-    """Send ``data`` on a fresh connection; every byte the server sends until it closes, and whether it did."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
-        got = b""
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return got, True
-                got += chunk
-        except ConnectionResetError:
-            return got, True
-        except socket.timeout:
-            return got, False
 
 
 def statuses(data):
@@ -147,45 +57,6 @@ def slow_socket(port, rcvbuf=4096):
     return s
 
 
-@pytest.fixture
-def server():
-    made = []
-
-    def make(**options):
-        sync = DSNSync(port=0, **options)
-        made.append(sync)
-        sync.start()
-        return sync
-    yield make
-    for sync in made:
-        sync.stop()
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed EC certificate for 127.0.0.1 made with the openssl command: (certfile, keyfile)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("the TLS tests need the `openssl` command on PATH")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
-    return str(cert), str(key)
-
-
-def client_tls_context(ciphers=None):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    if ciphers is not None:
-        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        ctx.set_ciphers(ciphers)
-    return ctx
-
-
 # -----------------------------------------------------------------------------
 # 1. Slow readers
 # -----------------------------------------------------------------------------
@@ -193,57 +64,58 @@ def client_tls_context(ciphers=None):
 PIPELINED_GETS = b"GET /dsn_client.js HTTP/1.1\r\nHost: x\r\n\r\n" * 300
 
 
-def test_slow_readers_do_not_hold_the_workers(server):
+@pytest.fixture
+def slow_readers():
+    """``slow_readers(port, count)``: ``count`` connections that pipeline 300 GETs of the client
+    and never read; closed after the test."""
+    made = []
+
+    def make(port, count):
+        for _ in range(count):
+            s = slow_socket(port)
+            made.append(s)
+            s.sendall(PIPELINED_GETS)
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_slow_readers_do_not_hold_the_workers(make_server, make_raw, slow_readers):
     """40 connections (more than the 32 workers) pipeline 300 GETs of the client and never read."""
-    sync = server(body_timeout=30.0)
-    slow = []
-    try:
-        for _ in range(40):
-            s = slow_socket(sync.port)
-            s.sendall(PIPELINED_GETS)
-            slow.append(s)
-        time.sleep(0.5)  # every worker has met a slow reader by now
-        good = RawClient(sync, sync.get_token())
-        started = time.monotonic()
-        status, answer = good.op("hello")
-        took = time.monotonic() - started
-        assert status == 200 and answer["ok"], answer
-        assert took < 5, "a hello took %.1f s beside 40 slow readers (workers waited on them)" % took
-        conn = http.client.HTTPConnection("127.0.0.1", sync.port, timeout=10)
-        conn.request("GET", "/dsn_client.js")
-        response = conn.getresponse()
-        assert response.status == 200 and b"connectDSN" in response.read()
-        conn.close()
-        print("hello answered in %.0f ms beside 40 slow readers" % (took * 1000))
-    finally:
-        for s in slow:
-            s.close()
+    sync = make_server(body_timeout=30.0)
+    slow_readers(sync.port, 40)
+    time.sleep(0.5)  # every worker has met a slow reader by now
+    good = make_raw(sync)
+    started = time.monotonic()
+    status, answer = good.call("hello")
+    took = time.monotonic() - started
+    assert status == 200 and answer["ok"], answer
+    assert took < 5, "a hello took %.1f s beside 40 slow readers (workers waited on them)" % took
+    conn = http.client.HTTPConnection("127.0.0.1", sync.port, timeout=10)
+    conn.request("GET", "/dsn_client.js")
+    response = conn.getresponse()
+    assert response.status == 200 and b"connectDSN" in response.read()
+    conn.close()
+    print("hello answered in %.0f ms beside 40 slow readers" % (took * 1000))
 
 
-def test_slow_readers_are_cut_after_body_timeout(server):
+def test_slow_readers_are_cut_after_body_timeout(make_server, slow_readers):
     """Passed before the fix too (the old worker gave up at body_timeout); now the reactor cuts them."""
-    sync = server(body_timeout=1.0)
-    slow = []
-    try:
-        for _ in range(32):
-            s = slow_socket(sync.port)
-            s.sendall(PIPELINED_GETS)
-            slow.append(s)
-        assert wait_until(lambda: sync.stats()["connections"] >= 32, timeout=5), sync.stats()
-        started = time.monotonic()
-        assert wait_until(lambda: sync.stats()["connections"] == 0, timeout=10), \
-            "slow readers still connected 10 s after body_timeout=1: %r" % sync.stats()
-        print("32 slow readers cut %.1f s after they filled their buffers" % (time.monotonic() - started))
-    finally:
-        for s in slow:
-            s.close()
+    sync = make_server(body_timeout=1.0)
+    slow_readers(sync.port, 32)
+    wait_until(lambda: sync.stats()["connections"] >= 32, timeout=5,
+               what=lambda: "32 slow readers connected: %r" % sync.stats())
+    started = time.monotonic()
+    wait_until(lambda: sync.stats()["connections"] == 0, timeout=10,
+               what=lambda: "slow readers still connected 10 s after body_timeout=1: %r" % sync.stats())
+    print("32 slow readers cut %.1f s after they filled their buffers" % (time.monotonic() - started))
 
 
-def test_pipelined_requests_are_capped_per_worker_turn(server):
+def test_pipelined_requests_are_capped_per_worker_turn(make_server, make_raw):
     """One worker; a connection pipelining 5000 requests does not keep it from another client's hello."""
-    sync = server(workers=1)
-    good = RawClient(sync, sync.get_token())
-    frame = good.frame({"op": "hello", "t": now_ms()})
+    sync = make_server(workers=1)
+    good = make_raw(sync)
+    frame, _ = good.frame(good.base, {"op": "hello", "t": now_ms()})
     hog = socket.create_connection(("127.0.0.1", sync.port), timeout=10)
     other = socket.create_connection(("127.0.0.1", sync.port), timeout=10)
     count = 5000
@@ -318,9 +190,9 @@ def _trickle(socks, data, interval, timeout):
     return closed
 
 
-def test_tls_handshake_tricklers_are_cut_at_header_timeout(server, certificate):
+def test_tls_handshake_tricklers_are_cut_at_header_timeout(make_server, certificate):
     certfile, keyfile = certificate
-    sync = server(certfile=certfile, keyfile=keyfile, header_timeout=1.0)
+    sync = make_server(certfile=certfile, keyfile=keyfile, header_timeout=1.0)
     hello = _client_hello()
     assert len(hello) > 40
     socks = [socket.create_connection(("127.0.0.1", sync.port), timeout=5) for _ in range(20)]
@@ -344,11 +216,11 @@ def test_tls_handshake_tricklers_are_cut_at_header_timeout(server, certificate):
 
 
 @pytest.mark.parametrize("kind", ["head", "tls", "body"])
-def test_a_lone_trickler_is_cut_at_its_deadline(server, certificate, kind):
+def test_a_lone_trickler_is_cut_at_its_deadline(make_server, certificate, kind):
     """One trickler on an idle server, a byte every 0.1 s: cut at header_timeout (body_timeout) all the same."""
     certfile, keyfile = certificate
     tls = dict(certfile=certfile, keyfile=keyfile) if kind == "tls" else {}
-    sync = server(header_timeout=1.0, body_timeout=1.0, **tls)
+    sync = make_server(header_timeout=1.0, body_timeout=1.0, **tls)
     data = {"head": b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 1000,
             "tls": _client_hello(),
             "body": b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"b" * 1000}[kind]
@@ -375,9 +247,9 @@ def _tls_session(port):
     return sock, tls, incoming, outgoing
 
 
-def test_a_partial_tls_record_after_the_handshake_is_cut_at_header_timeout(server, certificate):
+def test_a_partial_tls_record_after_the_handshake_is_cut_at_header_timeout(make_server, certificate):
     certfile, keyfile = certificate
-    sync = server(certfile=certfile, keyfile=keyfile, header_timeout=1.0, idle_timeout=60.0)
+    sync = make_server(certfile=certfile, keyfile=keyfile, header_timeout=1.0, idle_timeout=60.0)
     sessions = [_tls_session(sync.port) for _ in range(10)]
     try:
         for sock, tls, incoming, outgoing in sessions:  # one whole request first: the connection is then idle
@@ -411,11 +283,11 @@ def test_a_partial_tls_record_after_the_handshake_is_cut_at_header_timeout(serve
 # -----------------------------------------------------------------------------
 
 
-def test_unauthenticated_bodies_are_bounded_across_connections(server, monkeypatch):
+def test_unauthenticated_bodies_are_bounded_across_connections(make_server, make_raw, monkeypatch):
     budget = 8 << 20
     monkeypatch.setattr(dsn_sync._Server, "max_buffered", budget, raising=False)
     body_size = 2 << 20
-    sync = server(max_body=body_size, body_timeout=5.0)
+    sync = make_server(max_body=body_size, body_timeout=5.0)
     base = "/sync/" + sync.instance
     head = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (base, body_size)).encode()
     payload = memoryview(b"\x01" + bytes(body_size - 2))  # all but one byte of the body: never complete
@@ -460,12 +332,12 @@ def test_unauthenticated_bodies_are_bounded_across_connections(server, monkeypat
     assert held <= budget // body_size, results
     assert refused >= count - budget // body_size - 2, results
     assert grown_mib < (budget >> 20) + 24, "RSS grew %.0f MiB for a %d MiB budget" % (grown_mib, budget >> 20)
-    good = RawClient(sync, sync.get_token())
-    assert good.op("hello")[0] == 200
+    good = make_raw(sync)
+    assert good.call("hello")[0] == 200
 
 
-def test_declared_lengths_alone_do_not_exhaust_the_body_budget(server):
-    sync = server()
+def test_declared_lengths_alone_do_not_exhaust_the_body_budget(make_server, make_raw):
+    sync = make_server()
     base = "/sync/" + sync.instance
     budget = getattr(dsn_sync._Server, "max_buffered", 64 << 20)
     max_body = 16 << 20
@@ -476,8 +348,8 @@ def test_declared_lengths_alone_do_not_exhaust_the_body_budget(server):
             s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (base, max_body)).encode())
             holders.append(s)
         time.sleep(0.3)
-        raw = RawClient(sync, sync.get_token())
-        frame = raw.frame({"op": "hello", "t": now_ms()})
+        raw = make_raw(sync)
+        frame, _ = raw.frame(raw.base, {"op": "hello", "t": now_ms()})
         with socket.create_connection(("127.0.0.1", sync.port), timeout=5) as good:
             good.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (base, len(frame))).encode())
             time.sleep(0.1)  # the body in a later segment, as large bodies (and some browsers) send it
@@ -489,10 +361,10 @@ def test_declared_lengths_alone_do_not_exhaust_the_body_budget(server):
             s.close()
 
 
-def test_completed_unauthenticated_bodies_stay_under_the_budget(server):
+def test_completed_unauthenticated_bodies_stay_under_the_budget(make_server):
     """Whole bodies of the default max_body with an unknown token, 40 at once, at the default budget (64 MiB)."""
     budget = getattr(dsn_sync._Server, "max_buffered", 64 << 20)
-    sync = server()
+    sync = make_server()
     size = (2 << 20) - 64
     base = "/sync/" + sync.instance
     head = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (base, size)).encode()
@@ -551,8 +423,8 @@ HIDDEN = b"GET /dsn_client.js HTTP/1.1\r\nHost: x\r\n\r\n"
     ("bare LF head", b"GET /nowhere HTTP/1.1\nHost: x\n\n" + HIDDEN + b"\r\n\r\n"),
     ("no Host", b"GET /dsn_client.js HTTP/1.1\r\n\r\n" + HIDDEN),
 ])
-def test_ambiguous_heads_are_400_and_close(server, name, request_bytes):
-    sync = server()
+def test_ambiguous_heads_are_400_and_close(make_server, name, request_bytes):
+    sync = make_server()
     data = request_bytes.replace(b"{base}", ("/sync/" + sync.instance).encode())
     got, closed = exchange_until_closed(sync.port, data)
     assert statuses(got) == [400], "%s: answered %r" % (name, got[:300])
@@ -560,25 +432,25 @@ def test_ambiguous_heads_are_400_and_close(server, name, request_bytes):
     assert b"connectDSN" not in got, "%s: the hidden request was served" % name
 
 
-def test_absolute_form_targets_are_served_or_400_never_404(server):
-    sync = server()
+def test_absolute_form_targets_are_served_or_400_never_404(make_server, make_raw):
+    sync = make_server()
     origin = "http://127.0.0.1:%d" % sync.port
     got, _ = exchange_until_closed(
         sync.port, ("GET %s/dsn_client.js HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" % origin).encode())
     assert statuses(got) in ([200], [400]), got[:200]
     if statuses(got) == [200]:
         assert b"connectDSN" in got
-    raw = RawClient(sync, sync.get_token())
-    frame = raw.frame({"op": "hello", "t": now_ms()})
+    raw = make_raw(sync)
+    frame, _ = raw.frame(raw.base, {"op": "hello", "t": now_ms()})
     got, _ = exchange_until_closed(sync.port, (
         "POST %s%s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
         % (origin, raw.base, len(frame))).encode() + frame)
     assert statuses(got) in ([200], [400]), got[:200]
 
 
-def test_a_well_formed_head_still_keeps_the_connection(server):
+def test_a_well_formed_head_still_keeps_the_connection(make_server):
     """The strict parser refuses the ambiguous only: HTTP/1.0 without Host, and keep-alive, still work."""
-    sync = server()
+    sync = make_server()
     got, _ = exchange_until_closed(sync.port, b"GET /dsn_client.js HTTP/1.0\r\n\r\n")
     assert statuses(got) == [200]
     with socket.create_connection(("127.0.0.1", sync.port), timeout=5) as s:
@@ -592,19 +464,19 @@ def test_a_well_formed_head_still_keeps_the_connection(server):
 # -----------------------------------------------------------------------------
 
 
-def test_a_read_only_tokens_huge_hello_is_refused_cheaply(server):
+def test_a_read_only_tokens_huge_hello_is_refused_cheaply(make_server, make_raw):
     # max_body raised to let it in (the default, 2 MiB, answers 413 from the head alone)
-    sync = server(max_body=16 << 20)
+    sync = make_server(max_body=16 << 20)
     token = sync.issue_token("reader", read="*", write=())
-    raw = RawClient(sync, token)
+    raw = make_raw(sync, token, timeout=30)
     junk = b'{"op":"hello","t":%d,' % now_ms() + b",".join(b'"k%d":0' % i for i in range(1000000)) + b"}"
-    frame = raw.frame(junk)
+    frame, nonce = raw.frame(raw.ep, junk)
     del junk
     assert len(frame) < 16 << 20
     reset_peak_rss()
     before = rss_kib("VmRSS")
     cpu = time.process_time()
-    status, answer = raw.send_frame(frame, timeout=30)
+    status, answer = raw.send(raw.ep, frame, nonce)
     cpu = time.process_time() - cpu
     grown_mib = (rss_kib("VmHWM") - before) / 1024.0
     print("a %.1f MiB hello from a read-only token: %s, peak RSS +%.0f MiB, %.2f s CPU (client and server)"
@@ -614,22 +486,22 @@ def test_a_read_only_tokens_huge_hello_is_refused_cheaply(server):
     # 8 times the frame here, client included); parsing it into a million-key dict, as the
     # old server did, cost about 17 times.
     assert grown_mib < 12 * len(frame) / 1048576.0, "RSS grew %.0f MiB for one refused hello" % grown_mib
-    assert raw.op("hello")[1]["ok"]
+    assert raw.call("hello")[1]["ok"]
 
 
-def test_a_write_tokens_huge_hello_is_refused_cheaply(server):
+def test_a_write_tokens_huge_hello_is_refused_cheaply(make_server, make_raw):
     """Issue 15 item 5 is for any token: a hello cannot contain a million keys, whoever sends it.
 
     max_body is raised to let it in (the default, 2 MiB, answers 413 from the head alone).
     """
-    sync = server(max_body=16 << 20)
-    raw = RawClient(sync, sync.issue_token("writer", write=["notes"]))
+    sync = make_server(max_body=16 << 20)
+    raw = make_raw(sync, sync.issue_token("writer", write=["notes"]), timeout=30)
     junk = b'{"op":"hello","t":%d,' % now_ms() + b",".join(b'"k%d":0' % i for i in range(1000000)) + b"}"
-    frame = raw.frame(junk)
+    frame, nonce = raw.frame(raw.ep, junk)
     del junk
     reset_peak_rss()
     before = rss_kib("VmRSS")
-    status, answer = raw.send_frame(frame, timeout=30)
+    status, answer = raw.send(raw.ep, frame, nonce)
     grown_mib = (rss_kib("VmHWM") - before) / 1024.0
     print("a %.1f MiB hello from a write token: %s, peak RSS +%.0f MiB"
           % (len(frame) / 1048576.0, answer and (answer.get("error") or "ok"), grown_mib))
@@ -637,20 +509,20 @@ def test_a_write_tokens_huge_hello_is_refused_cheaply(server):
     assert grown_mib < 12 * len(frame) / 1048576.0, "RSS grew %.0f MiB for one refused hello" % grown_mib
 
 
-def test_a_record_with_too_many_fields_is_invalid(server):
-    sync = server()
+def test_a_record_with_too_many_fields_is_invalid(make_server, make_raw):
+    sync = make_server()
     sync.define_table("wide", {"key": "id", "fields": None})
 
     @sync.on_create("wide")
     def accept(data):
         return True
-    raw = RawClient(sync, sync.issue_token("writer", write=["wide"]))
-    assert raw.op("hello")[1]["ok"]
+    raw = make_raw(sync, sync.issue_token("writer", write=["wide"]))
+    assert raw.call("hello")[1]["ok"]
     data = {"f%d" % i: i for i in range(5000)}
-    status, answer = raw.op("create", table="wide", key="w1", data=data, mid="m1")
+    status, answer = raw.call("create", table="wide", key="w1", data=data, mid="m1")
     assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "invalid", answer
     assert sync.get("wide", "w1") is None
-    status, answer = raw.op("create", table="wide", key="w2", data={"f%d" % i: i for i in range(100)}, mid="m2")
+    status, answer = raw.call("create", table="wide", key="w2", data={"f%d" % i: i for i in range(100)}, mid="m2")
     assert answer["ok"], answer
 
 
@@ -658,23 +530,23 @@ def _nested(levels):
     return b"[" * levels + b"]" * levels
 
 
-def test_deeply_nested_writes_are_refused_sealed_never_500(server, caplog):
-    sync = server()
+def test_deeply_nested_writes_are_refused_sealed_never_500(make_server, make_raw, caplog):
+    sync = make_server()
     sync.define_table("docs", {"key": "id", "fields": None})
 
     @sync.on_create("docs")
     def accept(data):
         return True
-    raw = RawClient(sync, sync.get_token())
-    assert raw.op("hello")[1]["ok"]
+    raw = make_raw(sync)
+    assert raw.call("hello")[1]["ok"]
     caplog.set_level(logging.WARNING, logger="dsn_sync")
     create = b'{"op":"create","table":"docs","key":"d1","mid":"m1","t":%d,"data":{"x":%s}}' % (now_ms(), _nested(985))
-    status, answer = raw.call(create)
+    status, answer = raw.request(create)
     assert status == 200, "a 986-level create answered HTTP %d" % status
     assert answer["ok"] is False and answer["error"]["code"] in ("invalid", "bad_request"), answer
     batch = (b'{"op":"batch","t":%d,"mutations":[{"op":"create","table":"docs","key":"d2","mid":"m2",'
              b'"data":{"x":%s}}]}' % (now_ms(), _nested(985)))
-    status, answer = raw.call(batch)
+    status, answer = raw.request(batch)
     assert status == 200, "a batch with a 986-level create answered HTTP %d" % status
     if answer["ok"]:
         entry = answer["results"][0]
@@ -683,23 +555,22 @@ def test_deeply_nested_writes_are_refused_sealed_never_500(server, caplog):
         assert answer["error"]["code"] in ("invalid", "bad_request"), answer
     assert sync.get("docs", "d1") is None and sync.get("docs", "d2") is None
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
-    raw.ep = raw.base
-    assert raw.op("hello")[1]["ok"]  # (a refused request's answer may point `ep` at the base path)
-    status, answer = raw.op("create", table="docs", key="d3", mid="m3",
+    assert raw.call("hello")[1]["ok"]  # (a refused request's answer may point `ep` at the base path)
+    status, answer = raw.call("create", table="docs", key="d3", mid="m3",
                             data={"x": json.loads(_nested(20))})  # ordinary nesting is fine
     assert answer["ok"], answer
 
 
-def test_a_refused_requests_answer_keeps_the_tokens_endpoint(server):
-    sync = server()
-    raw = RawClient(sync, sync.get_token())
-    assert raw.op("hello")[1]["ok"]
+def test_a_refused_requests_answer_keeps_the_tokens_endpoint(make_server, make_raw):
+    sync = make_server()
+    raw = make_raw(sync)
+    assert raw.call("hello")[1]["ok"]
     current = raw.ep
     assert current != raw.base
-    status, answer = raw.call(b'{"op":"pull","t":%d,"since":%s}' % (now_ms(), _nested(100)))
+    status, answer = raw.request(b'{"op":"pull","t":%d,"since":%s}' % (now_ms(), _nested(100)))
     assert status == 200 and answer["error"]["code"] == "bad_request", answer
     assert answer["ep"] == current
-    status, answer = raw.op("pull", since=None, wait=0)
+    status, answer = raw.call("pull", since=None, wait=0)
     assert status == 200, "the next op, sent where `ep` said, answered HTTP %d" % status
 
 
@@ -708,9 +579,9 @@ def test_a_refused_requests_answer_keeps_the_tokens_endpoint(server):
 # -----------------------------------------------------------------------------
 
 
-def test_a_delete_replayed_after_a_restart_is_refused(server):
+def test_a_delete_replayed_after_a_restart_is_refused(make_server, make_raw):
     def start():
-        sync = server(secret=SECRET, rotate_every=0)
+        sync = make_server(secret=SECRET, rotate_every=0)
         sync.define_table("orders", {"key": "id", "fields": None})
 
         @sync.on_delete("orders")
@@ -719,19 +590,20 @@ def test_a_delete_replayed_after_a_restart_is_refused(server):
         sync.sync("orders", "o1", {"total": 5})
         return sync
     first = start()
-    raw = RawClient(first, first.get_token())
-    captured = raw.frame({"op": "delete", "table": "orders", "key": "o1", "mid": "d1", "t": now_ms()})
-    status, answer = raw.send_frame(captured)
+    raw = make_raw(first)
+    captured, nonce = raw.frame(raw.ep, {"op": "delete", "table": "orders", "key": "o1", "mid": "d1", "t": now_ms()})
+    status, answer = raw.send(raw.ep, captured, nonce)
     assert answer["ok"] and first.get("orders", "o1") is None
     first.stop()
     time.sleep(0.01)
     second = start()  # same secret: same instance, same token, same path
     assert second.instance == first.instance
+    raw.close()
     raw.port = second.port  # the first token is valid here too (same secret)
-    status, answer = raw.send_frame(captured)
+    status, answer = raw.send(raw.ep, captured, nonce)
     assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "clock", answer
     assert second.get("orders", "o1") == {"total": 5}, "the replayed delete deleted again"
-    assert raw.op("hello")[1]["ok"]  # a fresh frame is fine
+    assert raw.call("hello")[1]["ok"]  # a fresh frame is fine
 
 
 def test_the_app_tokens_id_is_stable_across_restarts_with_the_same_secret():
@@ -754,15 +626,15 @@ def test_the_app_tokens_id_is_stable_across_restarts_with_the_same_secret():
 # -----------------------------------------------------------------------------
 
 
-def _park_pulls(sync, tokens, rcvbuf):
+def _park_pulls(make_raw, sync, tokens, rcvbuf):
     """16 long-polls per token at the current cursor, each on its own socket; the sockets."""
     socks = []
     for token in tokens:
-        raw = RawClient(sync, token)
-        hello = raw.op("hello")[1]
+        raw = make_raw(sync, token)
+        hello = raw.call("hello")[1]
         since = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
         for _ in range(16):
-            frame = raw.frame({"op": "pull", "since": since, "wait": 25, "t": now_ms()})
+            frame, _ = raw.frame(raw.ep, {"op": "pull", "since": since, "wait": 25, "t": now_ms()})
             s = slow_socket(sync.port, rcvbuf) if rcvbuf else socket.create_connection(("127.0.0.1", sync.port))
             s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                        % (raw.ep, len(frame))).encode() + frame)
@@ -782,17 +654,18 @@ def _drain(socks, stop):
                 pass
 
 
-def _change_reaches(sync, label):
+def _change_reaches(make_raw, sync, label):
     """Seconds until a 3.6 MiB change (four records of 900 kB) answers a good long-poll parked behind the rest."""
-    good = RawClient(sync, sync.get_token())
-    hello = good.op("hello")[1]
+    good = make_raw(sync)
+    hello = good.call("hello")[1]
     since = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
-    frame = good.frame({"op": "pull", "since": since, "wait": 25, "t": now_ms()})
+    frame, nonce = good.frame(good.ep, {"op": "pull", "since": since, "wait": 25, "t": now_ms()})
     with socket.create_connection(("127.0.0.1", sync.port), timeout=30) as s:
         waiting = sync.stats()["waiting"]
         s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (good.ep, len(frame))).encode()
                   + frame)
-        assert wait_until(lambda: sync.stats()["waiting"] > waiting, timeout=10), sync.stats()
+        wait_until(lambda: sync.stats()["waiting"] > waiting, timeout=10,
+                   what=lambda: "the good long-poll parked: %r" % sync.stats())
         started = time.monotonic()
         with sync.batch():
             for i in range(4):
@@ -800,12 +673,12 @@ def _change_reaches(sync, label):
         status, _, body = read_response(s.makefile("rb"))
         took = time.monotonic() - started
     assert status == 200
-    answer = json.loads(dsn_sync.open_response(good.s2c, frame[3 + len(good.kid):][:16], body))
+    answer = good.open_answer(nonce, body)
     assert len(answer["changes"]) == 4, answer.get("error")
     return took
 
 
-def test_non_reading_long_pollers_do_not_delay_a_good_client(server):
+def test_non_reading_long_pollers_do_not_delay_a_good_client(make_server, make_raw):
     """64 long-polls (four user tokens) that never read delay a good client no more than 64 that do.
 
     Either way the feed seals each of the 64 answers for its own request (about
@@ -813,23 +686,25 @@ def test_non_reading_long_pollers_do_not_delay_a_good_client(server):
     the same wait behind readers rather than with a fixed bound.  The old server
     also waited 50 ms on each full socket: 3.2 s more behind the non-readers.
     """
-    sync = server()
+    sync = make_server()
     sync.define_table("big", {"key": "id", "fields": None})
     socks = []
     try:
-        socks = _park_pulls(sync, [sync.issue_token("alice", read="*") for _ in range(4)], None)
-        assert wait_until(lambda: sync.stats()["waiting"] >= 64, timeout=10), sync.stats()
+        socks = _park_pulls(make_raw, sync, [sync.issue_token("alice", read="*") for _ in range(4)], None)
+        wait_until(lambda: sync.stats()["waiting"] >= 64, timeout=10,
+                   what=lambda: "64 long-polls parked: %r" % sync.stats())
         stop = threading.Event()
         reader = threading.Thread(target=_drain, args=(socks, stop), daemon=True)
         reader.start()
-        behind_readers = _change_reaches(sync, "r")
+        behind_readers = _change_reaches(make_raw, sync, "r")
         stop.set()
         reader.join(5)
         for s in socks:
             s.close()
-        socks = _park_pulls(sync, [sync.issue_token("mallory", read="*") for _ in range(4)], 4096)
-        assert wait_until(lambda: sync.stats()["waiting"] >= 64, timeout=10), sync.stats()
-        behind_stuck = _change_reaches(sync, "s")
+        socks = _park_pulls(make_raw, sync, [sync.issue_token("mallory", read="*") for _ in range(4)], 4096)
+        wait_until(lambda: sync.stats()["waiting"] >= 64, timeout=10,
+                   what=lambda: "64 long-polls parked: %r" % sync.stats())
+        behind_stuck = _change_reaches(make_raw, sync, "s")
         print("a 3.6 MiB change answered a good long-poll in %.0f ms behind 64 long-polls that read, %.0f ms "
               "behind 64 that never read" % (behind_readers * 1000, behind_stuck * 1000))
         assert behind_stuck < 1.5 * behind_readers + 1.0, \
@@ -848,9 +723,9 @@ CBC_ONLY = "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:ECDHE-ECDSA-AES1
 AEAD = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305"
 
 
-def test_tls12_offers_aead_suites_only(server, certificate):
+def test_tls12_offers_aead_suites_only(make_server, certificate):
     certfile, keyfile = certificate
-    sync = server(certfile=certfile, keyfile=keyfile)
+    sync = make_server(certfile=certfile, keyfile=keyfile)
 
     def handshake(ciphers):
         with socket.create_connection(("127.0.0.1", sync.port), timeout=5) as s:

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,12 @@ import uuid
 import pytest
 
 import dsn_sync
+from conftest import free_port, wait_until
 from dsn_sync import DSNSync, DSNError
 
 MODULE = os.path.abspath(dsn_sync.__file__)
 HERE = os.path.dirname(MODULE)  # the shipped files beside the module under test
 SECRET_HEX = "11" * 32
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_env(**extra):
@@ -66,15 +60,6 @@ def serving(port, proc, timeout=15.0):
             pass
         time.sleep(0.1)
     return False
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def stop_with(proc, signum, timeout=15.0):
@@ -230,24 +215,21 @@ def test_write_client_writes_the_client_file(vendored, tmp_path):
 # -----------------------------------------------------------------------------
 
 
-def test_the_quick_server_accepts_writes_to_any_table_on_loopback(vendored):
+def test_the_quick_server_accepts_writes_to_any_table_on_loopback(vendored, make_client):
     proc, url, token, banner = start_quick_server(vendored)
     try:
         assert re.search(r"Writes:.*open", banner), banner
         assert "--no-open-writes" in banner
-        client = dsn_sync.connect(url, token)
-        other = dsn_sync.connect(url, token)
-        try:
-            assert client.wait_ready(10) and other.wait_ready(10)
-            record = client.create("notes", "n1", {"text": "hello from a test", "at": 1})
-            assert record == {"text": "hello from a test", "at": 1}
-            assert client.update("notes", "n1", {"text": "edited"}) == {"text": "edited", "at": 1}
-            assert wait_until(lambda: other.get("notes", "n1") == {"text": "edited", "at": 1})
-            client.delete("notes", "n1")
-            assert wait_until(lambda: other.get("notes", "n1") is None)
-        finally:
-            client.close()
-            other.close()
+        client = make_client(url, token)
+        other = make_client(url, token)
+        assert client.wait_ready(10) and other.wait_ready(10)
+        record = client.create("notes", "n1", {"text": "hello from a test", "at": 1})
+        assert record == {"text": "hello from a test", "at": 1}
+        assert client.update("notes", "n1", {"text": "edited"}) == {"text": "edited", "at": 1}
+        wait_until(lambda: other.get("notes", "n1") == {"text": "edited", "at": 1}, timeout=10,
+                   what="the other client to see the edit")
+        client.delete("notes", "n1")
+        wait_until(lambda: other.get("notes", "n1") is None, timeout=10, what="the other client to see the delete")
         port = int(url.split(":")[2].split("/")[0])
         status, headers, body = get(port, "/")
         assert status == 200 and headers["content-type"].startswith("text/html"), (status, headers)
@@ -294,15 +276,10 @@ def test_a_missing_certificate_file_names_the_file_and_the_option(tmp_path):
     assert missing in done.stderr and "--tls-cert" in done.stderr, done.stderr
 
 
-def test_a_key_that_is_not_the_certificates_says_what_to_check(tmp_path):
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("this test needs the `openssl` command on PATH")
-    cert, key, other = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "other.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"],
-                   check=True, capture_output=True, timeout=60)
-    subprocess.run([openssl, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+def test_a_key_that_is_not_the_certificates_says_what_to_check(tmp_path, certificate):
+    cert, key = certificate
+    other = tmp_path / "other.pem"
+    subprocess.run([shutil.which("openssl"), "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-out", str(other)], check=True, capture_output=True, timeout=60)
     with pytest.raises(ValueError) as error:
         DSNSync(port=0, certfile=str(cert), keyfile=str(other))

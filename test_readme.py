@@ -49,6 +49,7 @@ README = ROOT / "README.md"
 sys.path.insert(0, str(ROOT))
 
 import dsn_sync  # noqa: E402
+from conftest import wait_until  # noqa: E402
 
 MARKER = re.compile(r"^<!--\s*run:\s*(.*?)\s*-->$")
 KINDS = {"shell", "shell-server", "python", "python-backend", "browser-page", "python-fragment",
@@ -157,6 +158,12 @@ class Proc:
         except subprocess.TimeoutExpired:
             return None
 
+    def ctrl_c_ends(self, block):
+        """Ctrl-C ends ``block``'s process with exit code 0, having printed what the block expects."""
+        code = self.interrupt()
+        assert code == 0, "%r: Ctrl-C gave exit code %r:\n%s" % (block, code, self.output())
+        check_expect(block, self.output())
+
     def kill(self):
         if self.p.poll() is None:
             os.killpg(self.p.pid, signal.SIGKILL)
@@ -177,15 +184,6 @@ def wait_for_printed_port(timeout=60):
             pytest.fail("port %d is in use by another program, and the README's blocks listen on it as printed: "
                         "stop that program and run again" % PRINTED_PORT)
         time.sleep(0.5)
-
-
-def wait_until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def env_with_repo(**extra):
@@ -308,9 +306,7 @@ def run_shell_server(block, tmp_path, venv):
         assert proc.wait_for(r"</script>", 20), "%r: the banner never ended:\n%s" % (block, proc.output())
         with urllib.request.urlopen(origin + "/dsn_client.js", timeout=10) as answer:
             assert answer.status == 200 and b"connectDSN" in answer.read()
-        code = proc.interrupt()
-        assert code == 0, "%r: Ctrl-C gave exit code %r:\n%s" % (block, code, proc.output())
-        check_expect(block, proc.output())
+        proc.ctrl_c_ends(block)
     finally:
         proc.kill()
 
@@ -351,9 +347,7 @@ def run_python_backend(block, tmp_path):
         finally:
             client.close()
         assert proc.p.poll() is None, "%r ended by itself instead of serving:\n%s" % (block, proc.output())
-        code = proc.interrupt()
-        assert code == 0, "%r: Ctrl-C gave exit code %r:\n%s" % (block, code, proc.output())
-        check_expect(block, proc.output())
+        proc.ctrl_c_ends(block)
     finally:
         proc.kill()
 
@@ -402,14 +396,15 @@ def run_browser_page(block, tmp_path):
     pump.start()
     client = None
     try:
-        assert wait_until(lambda: any("PAGE-EXPECT-SEEN" in line for line in lines) or driver.poll() is not None, 30)
+        wait_until(lambda: any("PAGE-EXPECT-SEEN" in line for line in lines) or driver.poll() is not None, 30,
+                   what=lambda: "%r: the page to log %r or its driver to exit:\n%s" % (block, block.expect, "".join(lines)))
         assert any("PAGE-EXPECT-SEEN" in line for line in lines), "%r: the page never logged %r:\n%s\n%s" % (
             block, block.expect, "".join(lines), server.output())
         if "update('users', 'user_123'" in block.code:
             client = dsn_sync.connect(url, token)
             assert client.wait_ready(10)
-            assert wait_until(lambda: (client.get("users", "user_123") or {}).get("status") == "away", 10), \
-                "%r: the page's update never reached the backend" % (block,)
+            wait_until(lambda: (client.get("users", "user_123") or {}).get("status") == "away", 10,
+                       what="%r: the page's update to reach the backend" % (block,))
         driver.stdin.write("done\n")
         driver.stdin.flush()
         assert driver.wait(timeout=30) == 0, "%r: errors in the page:\n%s" % (block, "".join(lines))

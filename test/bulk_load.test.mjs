@@ -2,25 +2,15 @@
 // readable after a reload (chunks, then the records changed since, deletes included), and
 // a later reset replaces it whole. On fake-indexeddb against the live Python server; the
 // speed itself is measured by bench/w3_browser.mjs in Chromium.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { startJsonLinesProcess, waitFor } from './browser/harness.mjs';
+import { fakeIndexedDB, startFixture, waitFor } from './helpers.mjs';
 import { connectDSN, _internals } from '../dsn_client.js';
 
-let IDBFactory = null;
-try {
-  ({ IDBFactory } = await import('fake-indexeddb'));
-} catch {
-  IDBFactory = null;
-}
+const IDBFactory = await fakeIndexedDB();
 const skip = IDBFactory ? false : 'fake-indexeddb is not installed (run `npm install` for the dev dependency)';
-const here = path.dirname(fileURLToPath(import.meta.url));
 const FAST = { retryMin: 30, retryMax: 300, wait: 5 };
-const fixtures = [];
-after(() => Promise.all(fixtures.map((fixture) => fixture.kill())));
 
 function storeNames(factory, name) {
   return new Promise((resolve, reject) => {
@@ -34,9 +24,8 @@ function storeNames(factory, name) {
   });
 }
 
-test('a reset of 3,000 records is stored in chunks, readable after a reload with changes and deletes over it', { skip }, async () => {
-  const fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', [path.join(here, 'fixture_server.py')]);
-  fixtures.push(fixture);
+test('a reset of 3,000 records is stored in chunks, readable after a reload with changes and deletes over it', { skip }, async (t) => {
+  const fixture = await startFixture('fixture_server.py', [], { t });
   await fixture.cmd({ cmd: 'bulk', table: 'metrics', count: 3000 });
   const indexedDB = new IDBFactory();
   const dbName = `dsn-sync/${fixture.url.split('/sync/')[1]}`;

@@ -2,24 +2,21 @@
 // close() lets Node exit at once; after a 401 a write says `unauthorized`; https against a
 // plain-http server says so; a token with whitespace around it works; newId(); hello says
 // pv 1.1; acks are judged by the epoch the server puts in write answers.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { startJsonLinesProcess, waitFor } from './browser/harness.mjs';
-import { connectDSN, newId, DSNError, _internals } from '../dsn_client.js';
+import { fakeServer, startFixture, waitFor } from './helpers.mjs';
+import { connectDSN, newId, DSNError } from '../dsn_client.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const clientUrl = pathToFileURL(path.join(here, '..', 'dsn_client.js')).href;
 const FAST = { retryMin: 30, retryMax: 300, wait: 5 };
 
-const fixtures = [];
-after(() => Promise.all(fixtures.map((fixture) => fixture.kill())));
-const shared = await startJsonLinesProcess(process.env.PYTHON || 'python3', [path.join(here, 'fixture_server.py')]);
-fixtures.push(shared);
+const shared = await startFixture();
 
 const isCode = (code) => (error) => {
   assert.ok(error instanceof DSNError, `expected a DSNError, got ${error}`);
@@ -138,37 +135,11 @@ test('newId(): 22 URL-safe characters, random, and it works where crypto.randomU
 
 /* ---------------- protocol 1.1 against a scripted server ---------------- */
 
-const { b64uEncode, randomBytes, deriveTrafficKeys, openRequestFrame, buildResponseFrame } = _internals;
-const BASE = '/sync/00112233445566ff';
+const BASE = '/sync/00112233445566ff'; // where helpers.mjs's fakeServer answers
 const SCHEMA = { t: { key: 'id', fields: null } };
 
-/** `answer(request)` gives the answer's fields, or undefined to park a pull until
- * `release(fields)`. */
-function scriptedServer(answer) {
-  const tokenSecret = randomBytes(32);
-  const token = `dsn1.${b64uEncode(randomBytes(24))}.${b64uEncode(tokenSecret)}`;
-  const { c2s, s2c } = deriveTrafficKeys(tokenSecret);
-  const parked = [];
-  const requests = [];
-  const fetch = async (url, init) => {
-    const opened = await openRequestFrame(c2s, new URL(url).pathname, init.body);
-    const request = JSON.parse(opened.json);
-    requests.push(request);
-    let fields = await answer(request);
-    if (fields === undefined) {
-      fields = await new Promise((resolve, reject) => {
-        parked.push(resolve);
-        init.signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError')));
-      });
-    }
-    const body = JSON.stringify({ ok: true, now: Date.now(), ep: `${BASE}/ep`, ...fields });
-    return new Response(await buildResponseFrame(s2c, opened.nonce, body), { status: 200 });
-  };
-  return { token, fetch, requests, parked, release: (fields) => parked.shift()(fields) };
-}
-
 test('hello says pv 1.1; the server\'s answer without pv (1.0) works as before', async (t) => {
-  const server = scriptedServer((request) => {
+  const server = fakeServer((request) => {
     if (request.op === 'hello') return { instance: '00112233445566ff', epoch: 'e1', seq: 0, sv: 1, tables: SCHEMA };
     if (request.op === 'pull' && request.since === null) return { reset: true, epoch: 'e1', seq: 0, sv: 1, tables: SCHEMA, records: {}, more: false, next: null };
     if (request.op === 'create') return { seq: 1, record: { v: 1 } };
@@ -190,7 +161,7 @@ test('1.1: an ack from the server\'s new epoch (it restarted) is kept although i
   // like an old state the feed already carried, and the write would vanish from the
   // mirror until the reset; with it, the ack goes in and survives e2's reset at seq 0.
   let restarted = false;
-  const server = scriptedServer((request) => {
+  const server = fakeServer((request) => {
     if (request.op === 'hello') return { instance: '00112233445566ff', epoch: restarted ? 'e2' : 'e1', seq: restarted ? 0 : 50, sv: 1, tables: SCHEMA, pv: '1.1' };
     if (request.op === 'pull' && request.since === null) return { reset: true, epoch: 'e1', seq: 50, sv: 1, tables: SCHEMA, records: { t: { old: { v: 0 } } }, more: false, next: null };
     if (request.op === 'create') {
@@ -222,7 +193,7 @@ test('1.1: an ack in the cursor\'s epoch at or below the cursor is stale (the fe
   const gate = new Promise((resolve) => {
     ackNow = resolve;
   });
-  const server = scriptedServer(async (request) => {
+  const server = fakeServer(async (request) => {
     if (request.op === 'hello') return { instance: '00112233445566ff', epoch: 'e1', seq: 0, sv: 1, tables: SCHEMA, pv: '1.1' };
     if (request.op === 'pull' && request.since === null) return { reset: true, epoch: 'e1', seq: 0, sv: 1, tables: SCHEMA, records: {}, more: false, next: null };
     if (request.op === 'create') {

@@ -5,71 +5,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 
-import { connectDSN, _internals } from '../dsn_client.js';
-import { waitFor } from './helpers.mjs';
+import { connectDSN } from '../dsn_client.js';
+import { fakeServer, waitFor } from './helpers.mjs';
 
-const { b64uEncode, randomBytes, deriveTrafficKeys, openRequestFrame, buildResponseFrame, buildStreamMessage, STREAM_TYPE } = _internals;
 const FAST = { retryMin: 10, retryMax: 50, wait: 25 };
-const BASE = '/sync/00112233445566ff';
+const BASE = '/sync/00112233445566ff'; // where helpers.mjs's fakeServer answers
 const SCHEMA = { t: { key: 'id', fields: null } };
-
-/** A server scripted by `answer(request) -> response fields | {status} | {raw} | {stream}`;
- * pulls that `answer` leaves undefined are parked until the test calls `release(fields)`.
- * `{stream: async ({message, write}) => ...}` answers a streamed pull: `message(i, fields)`
- * is message i with its length prefix (sealed with i, as the server does), `write(bytes)`
- * puts bytes on the body; the body ends when the function returns. */
-function fakeServer(answer) {
-  const tokenSecret = randomBytes(32);
-  const token = `dsn1.${b64uEncode(randomBytes(24))}.${b64uEncode(tokenSecret)}`;
-  const { c2s, s2c } = deriveTrafficKeys(tokenSecret);
-  const parked = [];
-  const requests = [];
-  const fetch = async (url, init) => {
-    const path = new URL(url).pathname;
-    const opened = await openRequestFrame(c2s, path, init.body);
-    assert.ok(opened, `a request frame that does not open at ${path}`);
-    const request = JSON.parse(opened.json);
-    requests.push(request);
-    let fields = await answer(request);
-    if (fields === undefined) {
-      fields = await new Promise((resolve, reject) => {
-        parked.push(resolve);
-        init.signal.addEventListener('abort', () => reject(new DOMException('aborted', 'AbortError')));
-      });
-    }
-    if (fields.status) return new Response(null, { status: fields.status });
-    if (fields.stream) {
-      const message = (index, msg) => buildStreamMessage(s2c, opened.nonce, index, JSON.stringify({ ok: true, now: Date.now(), ep: `${BASE}/ep`, ...msg }));
-      let cancelled = false;
-      const body = new ReadableStream({
-        start(controller) {
-          const write = (bytes) => {
-            if (cancelled) throw new Error('the client dropped the stream');
-            controller.enqueue(bytes);
-          };
-          fields.stream({ message, write }).then(() => controller.close(), () => {});
-        },
-        cancel() {
-          cancelled = true;
-        },
-      });
-      return new Response(body, { status: 200, headers: { 'Content-Type': STREAM_TYPE } });
-    }
-    if (fields.fallback) {
-      // A fetch without streaming bodies: no response.body, only arrayBuffer() of the whole.
-      const bytes = [];
-      for (const [index, msg] of fields.fallback.entries()) {
-        bytes.push(...await buildStreamMessage(s2c, opened.nonce, index, JSON.stringify({ ok: true, now: Date.now(), ep: `${BASE}/ep`, ...msg })));
-      }
-      return { status: 200, headers: new Headers({ 'content-type': STREAM_TYPE }), arrayBuffer: async () => Uint8Array.from(bytes).buffer };
-    }
-    if (fields.raw) return new Response(fields.raw, { status: 200 });
-    const body = JSON.stringify({ ok: true, now: Date.now(), ep: `${BASE}/ep`, ...fields });
-    return new Response(await buildResponseFrame(s2c, opened.nonce, body), { status: 200 });
-  };
-  const release = (fields) => parked.shift()(fields);
-  return { token, fetch, requests, release, parked };
-}
 
 const hello = { instance: '00112233445566ff', epoch: 'e1', seq: 0, sv: 1, tables: SCHEMA };
 const emptyReset = { reset: true, epoch: 'e1', seq: 0, sv: 1, tables: SCHEMA, records: {}, more: false, next: null };

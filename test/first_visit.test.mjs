@@ -4,31 +4,14 @@
 // up or down; with the server unreachable it answers within options.firstSyncTimeout
 // and the status says why; onDataChange never calls back with {} before the first sync.
 // Against the live Python server of test/fixture_server.py.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { startJsonLinesProcess, waitFor } from './browser/harness.mjs';
+import { fakeIndexedDB, startFixture, waitFor } from './helpers.mjs';
 import { connectDSN } from '../dsn_client.js';
 
-let IDBFactory = null;
-try {
-  ({ IDBFactory } = await import('fake-indexeddb'));
-} catch {
-  IDBFactory = null;
-}
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const fixtures = [];
-after(() => Promise.all(fixtures.map((fixture) => fixture.kill())));
-
-async function startFixture() {
-  const fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', [path.join(here, 'fixture_server.py')]);
-  fixtures.push(fixture);
-  return fixture;
-}
+const IDBFactory = await fakeIndexedDB();
 
 const shared = await startFixture();
 await shared.cmd({ cmd: 'sync', table: 'users', key: 'user_001', data: { name: 'Ada', email: 'ada@example.com' } });

@@ -10,10 +10,10 @@
 // sets REQUIRE_BROWSER=1 so that it fails there instead.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 
-import { browserSupport, launchChromium, startJsonLinesProcess, waitFor, watchConsole } from './browser/harness.mjs';
-import { openInspector, repoRoot } from './screenshots.mjs';
+import { browserSupport, launchChromium, watchConsole } from './browser/harness.mjs';
+import { startFixture, waitFor } from './helpers.mjs';
+import { openInspector } from './screenshots.mjs';
 
 const support = await browserSupport();
 if (!support.ok) {
@@ -27,11 +27,10 @@ let fixture;
 before(async () => {
   if (skip) return;
   browser = await launchChromium();
-  fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', [path.join(repoRoot, 'test', 'fixture_server.py')]);
+  fixture = await startFixture();
 });
 after(async () => {
   await browser?.close();
-  fixture?.kill();
 });
 
 const sync = (table, key, data) => fixture.cmd({ cmd: 'sync', table, key, data });

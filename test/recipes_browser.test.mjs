@@ -15,7 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { browserSupport, launchChromium, serveStatic, startJsonLinesProcess, waitFor, watchConsole } from './browser/harness.mjs';
+import { browserSupport, launchChromium, serveStatic, watchConsole } from './browser/harness.mjs';
+import { startFixture, waitFor } from './helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.dirname(here);
@@ -67,7 +68,7 @@ const listed = (page) => page.evaluate(() => {
 });
 
 async function checkRecipe(pageUrl) {
-  const fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', [path.join(here, 'browser_fixture.py')]);
+  const fixture = await startFixture('browser_fixture.py');
   const context = await browser.newContext();
   const console_ = watchConsole(context);
   try {

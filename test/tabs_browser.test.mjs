@@ -14,7 +14,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { browserSupport, launchChromium, serveStatic, startJsonLinesProcess, waitFor, watchConsole } from './browser/harness.mjs';
+import { browserSupport, launchChromium, serveStatic, watchConsole } from './browser/harness.mjs';
+import { startFixture, waitFor } from './helpers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const TABS = 10;
@@ -31,12 +32,11 @@ before(async () => {
   if (!support.ok) return;
   browser = await launchChromium();
   site = await serveStatic(path.join(here, 'browser'));
-  fixture = await startJsonLinesProcess(process.env.PYTHON || 'python3', [path.join(here, 'browser_fixture.py')]);
+  fixture = await startFixture('browser_fixture.py');
 });
 after(async () => {
   await browser?.close();
   await site?.close();
-  await fixture?.kill();
 });
 
 /** Polls every page until `check(page)` holds for all; answers the ms it took. */
@@ -48,29 +48,50 @@ async function everyTab(pages, check, what, timeout) {
 
 const isLeader = (page) => page.evaluate(() => window.dsn._leading === true);
 
-test(`${TABS} tabs of one profile share one connection: first sync, changes, writes, leader handover`, { timeout: 120000 }, async (t) => {
-  if (!support.ok) {
-    if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
-    t.skip(`SKIPPED, no real browser: ${support.reason}`);
-    return;
-  }
-  for (let i = 1; i <= 3; i++) await fixture.cmd({ cmd: 'sync', table: 'users', key: `user_00${i}`, data: { name: `User ${i}` } });
+/** True when the test `t` was skipped for want of a real browser (an error under REQUIRE_BROWSER=1). */
+function skipped(t) {
+  if (support.ok) return false;
+  if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
+  t.skip(`SKIPPED, no real browser: ${support.reason}`);
+  return true;
+}
+
+/** A new browser context (one profile) with `initScript` run in its pages first; closed when
+ * `t` ends, and its pages must have logged no errors. */
+async function newContext(t, initScript) {
   const context = await browser.newContext();
+  if (initScript) await context.addInitScript(initScript);
   const console_ = watchConsole(context);
   t.after(async () => {
     await context.close();
     assert.deepEqual(console_.unexpected().map(({ kind, text }) => ({ kind, text })), [], 'the pages logged errors');
   });
+  return context;
+}
+
+/** Opens test/browser/app.html against the fixture in `count` tabs of `context`, one after
+ * another; `started(page)` runs in each once its app has started. Answers the pages. */
+async function openTabs(context, count, started) {
   const options = { retryMin: 100, retryMax: 800 };
   const appUrl = site.url('app.html') + '#' + new URLSearchParams({ url: fixture.url, token: fixture.token, options: JSON.stringify(options) });
   const pages = [];
-  for (let i = 0; i < TABS; i++) {
+  for (let i = 0; i < count; i++) {
     const page = await context.newPage();
     await page.goto(appUrl);
     await page.waitForFunction(() => window.started === true, null, { timeout: 20000 });
-    assert.equal(await page.evaluate(() => window.loadError ?? null), null);
+    await started(page);
     pages.push(page);
   }
+  return pages;
+}
+
+test(`${TABS} tabs of one profile share one connection: first sync, changes, writes, leader handover`, { timeout: 120000 }, async (t) => {
+  if (skipped(t)) return;
+  for (let i = 1; i <= 3; i++) await fixture.cmd({ cmd: 'sync', table: 'users', key: `user_00${i}`, data: { name: `User ${i}` } });
+  const context = await newContext(t);
+  const pages = await openTabs(context, TABS, async (page) => {
+    assert.equal(await page.evaluate(() => window.loadError ?? null), null);
+  });
 
   // Every tab gets its first sync: getAll as the README writes it, with no `ready`.
   const firsts = await Promise.all(pages.map((page) => page.evaluate(() => window.dsn.getAll('users'))));
@@ -137,26 +158,9 @@ test(`${TABS} tabs of one profile share one connection: first sync, changes, wri
 // the test dispatches those two events on the page's document itself; what it checks is
 // the client's answer to them, in a real browser with real locks and channels.
 test('a leader told `freeze` gives the lead away within 2 s; on `resume` it follows and catches up', { timeout: 60000 }, async (t) => {
-  if (!support.ok) {
-    if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
-    t.skip(`SKIPPED, no real browser: ${support.reason}`);
-    return;
-  }
-  const context = await browser.newContext();
-  const console_ = watchConsole(context);
-  t.after(async () => {
-    await context.close();
-    assert.deepEqual(console_.unexpected().map(({ kind, text }) => ({ kind, text })), [], 'the pages logged errors');
-  });
-  const appUrl = site.url('app.html') + '#' + new URLSearchParams({ url: fixture.url, token: fixture.token, options: JSON.stringify({ retryMin: 100, retryMax: 800 }) });
-  const pages = [];
-  for (let i = 0; i < 3; i++) {
-    const page = await context.newPage();
-    await page.goto(appUrl);
-    await page.waitForFunction(() => window.started === true, null, { timeout: 20000 });
-    await page.evaluate(() => window.dsn.ready);
-    pages.push(page);
-  }
+  if (skipped(t)) return;
+  const context = await newContext(t);
+  const pages = await openTabs(context, 3, (page) => page.evaluate(() => window.dsn.ready));
   const leader = pages[(await Promise.all(pages.map(isLeader))).indexOf(true)];
   assert.ok(leader, 'one tab leads');
   const others = pages.filter((page) => page !== leader);
@@ -180,31 +184,15 @@ test('a leader told `freeze` gives the lead away within 2 s; on `resume` it foll
 });
 
 test('without Web Locks every tab keeps its own connection, as before', { timeout: 60000 }, async (t) => {
-  if (!support.ok) {
-    if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
-    t.skip(`SKIPPED, no real browser: ${support.reason}`);
-    return;
-  }
-  const context = await browser.newContext();
+  if (skipped(t)) return;
   // A browser without the Web Locks API (older Safari, some embedded webviews).
-  await context.addInitScript(() => {
+  const context = await newContext(t, () => {
     delete Navigator.prototype.locks;
   });
-  const console_ = watchConsole(context);
-  t.after(async () => {
-    await context.close();
-    assert.deepEqual(console_.unexpected().map(({ kind, text }) => ({ kind, text })), [], 'the pages logged errors');
-  });
-  const appUrl = site.url('app.html') + '#' + new URLSearchParams({ url: fixture.url, token: fixture.token, options: JSON.stringify({ retryMin: 100, retryMax: 800 }) });
-  const pages = [];
-  for (let i = 0; i < 2; i++) {
-    const page = await context.newPage();
-    await page.goto(appUrl);
-    await page.waitForFunction(() => window.started === true, null, { timeout: 20000 });
+  const pages = await openTabs(context, 2, async (page) => {
     assert.equal(await page.evaluate(() => typeof navigator.locks), 'undefined');
     await page.evaluate(() => window.dsn.ready);
-    pages.push(page);
-  }
+  });
   assert.deepEqual(await Promise.all(pages.map(isLeader)), [true, true], 'each tab holds its own connection');
   await pages[0].evaluate(() => window.dsn.create('messages', 'no_locks', { n: 1 }));
   await pages[1].evaluate(() => window.watch('messages'));
@@ -212,28 +200,11 @@ test('without Web Locks every tab keeps its own connection, as before', { timeou
 });
 
 test('a leader that stored a follower\'s ack and closed before saying so: the follower\'s promise still settles, the write applied once', { timeout: 60000 }, async (t) => {
-  if (!support.ok) {
-    if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
-    t.skip(`SKIPPED, no real browser: ${support.reason}`);
-    return;
-  }
-  const context = await browser.newContext();
-  const console_ = watchConsole(context);
-  t.after(async () => {
-    await context.close();
-    assert.deepEqual(console_.unexpected().map(({ kind, text }) => ({ kind, text })), [], 'the pages logged errors');
-  });
-  const appUrl = site.url('app.html') + '#' + new URLSearchParams({ url: fixture.url, token: fixture.token, options: JSON.stringify({ retryMin: 100, retryMax: 800 }) });
+  if (skipped(t)) return;
+  const context = await newContext(t);
   // Three tabs, so that the writer is not the next leader (which would resend its own
   // outbox anyway): the lock goes to the tabs in the order they asked, the writer last.
-  const pages = [];
-  for (let i = 0; i < 3; i++) {
-    const page = await context.newPage();
-    await page.goto(appUrl);
-    await page.waitForFunction(() => window.started === true, null, { timeout: 20000 });
-    await page.evaluate(() => window.dsn.ready);
-    pages.push(page);
-  }
+  const pages = await openTabs(context, 3, (page) => page.evaluate(() => window.dsn.ready));
   const leader = pages[(await Promise.all(pages.map(isLeader))).indexOf(true)];
   const follower = pages.filter((page) => page !== leader).at(-1);
   // The leader dies between storing the answer and telling the tabs: its 'settled'
