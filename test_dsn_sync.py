@@ -18,7 +18,6 @@ import os
 import queue
 import random
 import re
-import shutil
 import socket
 import ssl
 import struct
@@ -31,7 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import dsn_sync
-from conftest import (OMIT, REQ_LABEL, RES_LABEL, now_ms, private, ref_hkdf_expand, ref_hkdf_extract, ref_open,
+from conftest import (read_response, OMIT, REQ_LABEL, RES_LABEL, now_ms, private, ref_hkdf_expand, ref_hkdf_extract, ref_open,
                       ref_parse_token, ref_seal, ref_traffic_keys, wait_until)
 
 VECTORS = Path(__file__).resolve().parent.parent / "shared" / "vectors"
@@ -338,23 +337,7 @@ def raw(server, make_raw):
 def read_http_response(sock):
     """(status, headers, body) from a raw socket; status None if the peer closed first."""
     with sock.makefile("rb") as f:
-        return read_http_response_from(f)
-
-
-def read_http_response_from(f):
-    """The same from a buffered file over the socket (keeps pipelined answers apart)."""
-    status_line = f.readline(65536)
-    if not status_line:
-        return None, {}, b""
-    headers = {}
-    while True:
-        line = f.readline(65536)
-        if line in (b"\r\n", b"\n", b""):
-            break
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body = f.read(int(headers.get("content-length", "0")))
-    return int(status_line.split(b" ")[1]), headers, body
+        return read_response(f)
 
 
 def raw_exchange(port, data, timeout=5.0):
@@ -1634,7 +1617,7 @@ def test_pipelined_requests_are_answered_in_order(server, raw):
         sock.sendall(b"".join(f for f, _ in frames))
         with sock.makefile("rb") as f:
             for _, nonce in frames:
-                status, _, body = read_http_response_from(f)
+                status, _, body = read_response(f)
                 assert status == 200
                 assert raw.open_answer(nonce, body)["ok"] is True
 
@@ -1869,21 +1852,6 @@ def test_seeded_stress(make_server, make_client, shared_keys):
 # =============================================================================
 # 5. TLS end to end
 # =============================================================================
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1 made with the openssl command: (certfile, keyfile)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("the TLS tests need the `openssl` command on PATH")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
-    return str(cert), str(key)
 
 
 def test_tls_end_to_end(make_server, make_client, certificate, make_raw):

@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 import dsn_sync
-from conftest import private, wait_until
+from conftest import free_port, private, wait_until
 
 ROOT = Path(__file__).resolve().parent
 SERVER = ROOT / "test" / "durable_server.py"
@@ -49,12 +49,6 @@ NODE = shutil.which("node")
 # =============================================================================
 # Helpers
 # =============================================================================
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def need_node():
     if NODE is None:

@@ -11,7 +11,6 @@ printed, never asserted beyond generous bounds: run with -s to see them.
 
 import json
 import os
-import statistics
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tes
 import dsn_sync  # noqa: E402
 import pg_cluster  # noqa: E402
 from dsn_sync import DSNError, DSNSync, PostgresStore, StoreError  # noqa: E402
+from conftest import wait_until  # noqa: E402
 
 SPEC = {"key": "id", "fields": None}
 
@@ -85,14 +85,6 @@ def sql(url, query, args=()):
         return cur.fetchall() if cur.description else None
 
 
-def wait_until(condition, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
-        time.sleep(0.005)
-
-
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
@@ -105,7 +97,7 @@ def percentile(values, p):
 def test_a_change_on_one_node_wakes_the_others(nodes):
     a, b, c = nodes("a"), nodes("b"), nodes("c")
     a.set_table("t", SPEC)
-    wait_until(lambda: "t" in b.tables and "t" in c.tables, what="the schema on b and c")
+    wait_until(lambda: "t" in b.tables and "t" in c.tables, 10, what="the schema on b and c")
     seen = {}  # seq -> perf_counter() when b's `changed` woke with it
     stop = threading.Event()
 
@@ -132,7 +124,7 @@ def test_a_change_on_one_node_wakes_the_others(nodes):
     p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
     print("\ncross-node wake-up, apply() on a to `changed` on b, 300 changes: p50 %.2f ms, p99 %.2f ms" % (p50, p99))
     assert p99 < 2000, "a change took %.0f ms to reach another node" % p99
-    wait_until(lambda: c.seq == a.seq, what="node c level with a")
+    wait_until(lambda: c.seq == a.seq, 10, what="node c level with a")
     changes, cursor = c.changes_since(0, 1000)
     assert cursor == a.seq and len(changes) == 50
     assert json.loads(changes[-1]) == ["t", "k49", {"n": 299}]
@@ -341,7 +333,7 @@ def test_the_mid_ledger_is_shared(nodes):
 def test_revocations_are_shared(nodes):
     a, b = nodes("a"), nodes("b")
     a.revoke("jti-gone", time.time() + 3600)
-    wait_until(lambda: "jti-gone" in b.revoked_ids, what="the revocation on b")
+    wait_until(lambda: "jti-gone" in b.revoked_ids, 10, what="the revocation on b")
     assert "jti-gone" in b.revoked()
     c = nodes("c")  # a node started later loads it
     assert "jti-gone" in c.revoked_ids
@@ -354,7 +346,7 @@ def test_nonces_are_shared_and_purged(nodes):
     assert b.remember_nonce(b"\x01" * 24, far) is False
     assert a.remember_nonce(b"\x01" * 24, far) is False
     assert b.remember_nonce(b"\x02" * 24, dsn_sync._now_ms() - 1) is True  # already expired: purged soon
-    wait_until(lambda: sql(a.url, "SELECT count(*) FROM dsn_nonces")[0][0] == 1, what="the expired nonce purged")
+    wait_until(lambda: sql(a.url, "SELECT count(*) FROM dsn_nonces")[0][0] == 1, 10, what="the expired nonce purged")
     assert a.remember_nonce(b"\x02" * 24, far) is True
     n, t0 = 500, time.perf_counter()
     for i in range(n):
@@ -369,7 +361,7 @@ def test_one_leader_and_failover(nodes):
     assert a.try_lead("cleanup") is True  # asked again: still the leader
     assert b.try_lead("report") is True  # another name, another lock
     a.close()
-    wait_until(lambda: b.try_lead("cleanup") or c.try_lead("cleanup"), what="a new leader")
+    wait_until(lambda: b.try_lead("cleanup") or c.try_lead("cleanup"), 10, what="a new leader")
     assert [b.try_lead("cleanup"), c.try_lead("cleanup")].count(True) == 1
     leader = b if b.try_lead("cleanup") else c
     # The leader's lock connection killed (its node "died" from PostgreSQL's view): another takes over.
@@ -377,7 +369,7 @@ def test_one_leader_and_failover(nodes):
     killed = sql(a.url, "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s",
                  (dsn_sync._pg_lock_key("cleanup") & 0xFFFFFFFF,))
     assert killed == [(True,)]
-    wait_until(lambda: other.try_lead("cleanup"), what="the lead moving after its connection died")
+    wait_until(lambda: other.try_lead("cleanup"), 10, what="the lead moving after its connection died")
     assert leader.try_lead("cleanup") is False
 
 
@@ -391,7 +383,7 @@ def test_schema_is_shared_and_versioned_once(nodes):
     assert b.set_table("t", changed) == 3
     c = nodes("c")  # the next node restarted with the changed schema: no second bump
     assert c.set_table("t", changed) == 3 and c.set_table("u", SPEC) == 3
-    wait_until(lambda: a.sv == 3 and a.tables["t"] == changed, what="the new schema on a")
+    wait_until(lambda: a.sv == 3 and a.tables["t"] == changed, 10, what="the new schema on a")
     assert sql(a.url, "SELECT max(sv) FROM dsn_tables") == [(3,)]
 
 
@@ -402,7 +394,7 @@ def test_schema_is_shared_and_versioned_once(nodes):
 def test_a_killed_listener_catches_up_with_nothing_missed(nodes, url):
     a, b = nodes("a"), nodes("b")
     a.set_table("t", SPEC)
-    wait_until(lambda: "t" in b.tables, what="the schema on b")
+    wait_until(lambda: "t" in b.tables, 10, what="the schema on b")
     for round_ in range(3):
         killed = sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'b'")
         assert killed, "no connection of node b found"
@@ -449,7 +441,7 @@ def test_a_node_sigkilled_mid_write_loses_nothing_acknowledged(nodes, url):
     finally:
         child.kill()
         child.wait()
-    wait_until(lambda: survivor.try_lead("every"), what="the lead moving to the surviving node")
+    wait_until(lambda: survivor.try_lead("every"), 10, what="the lead moving to the surviving node")
     survivor.catch_up()
     for i in acked:
         assert survivor.get("t", "child-%d" % i) == {"i": i}, "acknowledged write %d lost" % i
@@ -477,7 +469,7 @@ def test_postgresql_restart_mid_writes(nodes, cluster):
     writer = threading.Thread(target=write)
     writer.start()
     try:
-        wait_until(lambda: len(acked) >= 100, what="writes before the restart")
+        wait_until(lambda: len(acked) >= 100, 10, what="writes before the restart")
         cluster.restart()
         after = len(acked)
         wait_until(lambda: len(acked) >= after + 100, 30, "writes after the restart")
@@ -594,7 +586,7 @@ def test_compaction_moves_the_shared_floor(nodes):
     for i in range(30):
         a.apply("t", "k%d" % i, "delete")
     assert a.floor > 0 and a._tombstones <= 20
-    wait_until(lambda: b.floor == a.floor and b.seq == a.seq, what="the floor on b")
+    wait_until(lambda: b.floor == a.floor and b.seq == a.seq, 10, what="the floor on b")
     assert b.needs_reset({"epoch": b.epoch, "seq": 1, "sv": b.sv})
     assert not b.needs_reset({"epoch": b.epoch, "seq": b.seq, "sv": b.sv})
     assert a.check() and b.check()
@@ -651,11 +643,11 @@ def test_dsnsync_nodes_share_data_and_secret(url):
         client = dsn_sync.connect(two.get_url(), token)
         try:
             client.wait_ready(10)
-            wait_until(lambda: (client.get("notes", "n1") or {}).get("text") == "hello", what="n1 on node two's client")
+            wait_until(lambda: (client.get("notes", "n1") or {}).get("text") == "hello", 10, what="n1 on node two's client")
             client.create("notes", "n3", {"text": "from the client"})
-            wait_until(lambda: one.get("notes", "n3") == {"text": "from the client"}, what="a client write on two in one")
+            wait_until(lambda: one.get("notes", "n3") == {"text": "from the client"}, 10, what="a client write on two in one")
             one.sync("notes", "n2", {"text": "from one"})
-            wait_until(lambda: "n2" in client.get_all("notes"), what="a change on node one reaching node two's client")
+            wait_until(lambda: "n2" in client.get_all("notes"), 10, what="a change on node one reaching node two's client")
         finally:
             client.close()
         assert one.get_all("notes") == two.get_all("notes")

@@ -14,7 +14,6 @@ Test-only packages: uvicorn, fastapi, django, flask, waitress, gunicorn.
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,15 +22,10 @@ import time
 import pytest
 
 import dsn_sync
+from conftest import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(HERE, "examples")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class App:
@@ -98,7 +92,7 @@ def serve():
     apps = []
 
     def start(*argv, wait=True):
-        port = _free_port()
+        port = free_port()
         argv = [a.replace("{port}", str(port)) for a in argv]
         app = App(list(argv), port)
         apps.append(app)
@@ -268,7 +262,7 @@ def test_engine_started_in_a_preloading_master_answers_long_polls(tmp_path):
     _needs("gunicorn")
     secret = "ab" * 32
     (tmp_path / "preloaded.py").write_text(PRELOADED % secret)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=HERE)
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--preload", "-k", "gthread", "--threads", "4",
                              "--graceful-timeout", "2", "-b", "127.0.0.1:%d" % port, "--chdir", str(tmp_path), "preloaded:app"],
