@@ -562,3 +562,16 @@ def certificate(tmp_path_factory):
                     "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
                    check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
     return str(cert), str(key)
+
+
+def needs(*modules):
+    """Import test-only packages, or skip loudly (fail in CI, where the test command installs them)."""
+    import importlib
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            if os.environ.get("CI"):
+                pytest.fail("%s is not installed in CI (a test-only dependency: see pyproject's test extra)" % name)
+            pytest.skip("LOUD SKIP: %s is not installed (pip install %s): the tests that need it did not run"
+                        % (name, name.split(".")[0]))

@@ -2363,11 +2363,7 @@ class PostgresStore(MemoryStore):
                         raise
                     done = None  # the mid is in the ledger: answered below
                 if done is not None:
-                    self._absorbing = True  # a compaction waits until this change is in memory
-                    try:
-                        self._put(rows, table, key, entry, stored, seq, shape)
-                    finally:
-                        self._absorbing = False
+                    self._absorb(rows, table, key, entry, stored, seq, shape)
                     self._after_write()
                     return seq, record
             self.begin_batch()
@@ -2402,13 +2398,17 @@ class PostgresStore(MemoryStore):
         if ledger is not None:
             answer = {"ok": True, "epoch": self.epoch, "seq": seq, "of": [table, key]}
             self._batch_mids.append((ledger[0], ledger[1], int(time.time()), _json_dumps(answer)))
-        self._absorbing = True  # a compaction waits for the commit
+        self._absorb(rows, table, key, entry, stored, seq, shape)
+        self._notify()
+        return seq, record
+
+    def _absorb(self, rows, table, key, entry, stored, seq, shape):
+        """_put a change committed (or to be, in a batch); a compaction waits until it is in memory."""
+        self._absorbing = True
         try:
             self._put(rows, table, key, entry, stored, seq, shape)
         finally:
             self._absorbing = False
-        self._notify()
-        return seq, record
 
     def _fail_tx(self, error, what):
         """A statement of the open transaction failed: undo the batch's memory changes, end it, raise StoreError."""

@@ -29,6 +29,7 @@ import time
 import pytest
 
 import dsn_sync
+from conftest import needs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOORS = ("standalone", "wsgi", "asgi")
@@ -74,19 +75,6 @@ class Door:
         self._stop()
 
 
-def _needs(*modules):
-    """Import the test-only packages, or skip loudly (fail in CI, where .ci/run installs them)."""
-    import importlib
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            if os.environ.get("CI"):
-                pytest.fail("%s is not installed in CI (a test-only dependency of the mounts)" % name)
-            pytest.skip("LOUD SKIP: %s is not installed (pip install %s): the mounted-app tests did not run"
-                        % (name, name.split(".")[0]))
-
-
 def _new_sync(**options):
     sync = dsn_sync.DSNSync(port=0, rotate_every=2, page_size=PAGE_SIZE, max_body=MAX_BODY, **options)
     _define(sync)
@@ -118,7 +106,7 @@ def _not_found(environ, start_response):
 
 
 def start_wsgi(max_wait=WSGI_MAX_WAIT, poll=WSGI_POLL, max_held=WSGI_MAX_HELD, threads=8, **options):
-    _needs("waitress", "werkzeug")
+    needs("waitress", "werkzeug")
     import waitress
     from werkzeug.middleware import dispatcher as middleware
     sync = _new_sync(**options)
@@ -138,7 +126,7 @@ def start_wsgi(max_wait=WSGI_MAX_WAIT, poll=WSGI_POLL, max_held=WSGI_MAX_HELD, t
 
 
 def start_asgi(**options):
-    _needs("uvicorn", "starlette")
+    needs("uvicorn", "starlette")
     import uvicorn
     from starlette import routing
     from starlette.applications import Starlette
@@ -719,7 +707,7 @@ def _free_port():
 
 
 def test_wsgi_413_under_gunicorn():
-    _needs("gunicorn", "werkzeug")
+    needs("gunicorn", "werkzeug")
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
                              "-b", "127.0.0.1:%d" % port, "test_doors:gunicorn_app"],

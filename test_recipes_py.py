@@ -22,7 +22,7 @@ import time
 import pytest
 
 import dsn_sync
-from conftest import free_port
+from conftest import free_port, needs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(HERE, "examples")
@@ -113,23 +113,10 @@ RECIPES = {
 }
 
 
-def _needs(*modules):
-    """Import the test-only packages, or skip loudly (fail in CI, where .ci/run installs them)."""
-    import importlib
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            if os.environ.get("CI"):
-                pytest.fail("%s is not installed in CI (a test-only dependency of the mounts)" % name)
-            pytest.skip("LOUD SKIP: %s is not installed (pip install %s): the mounted-app tests did not run"
-                        % (name, name.split(".")[0]))
-
-
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_recipe_logs_in_reads_and_writes(serve, recipe):
     framework, argv = RECIPES[recipe]
-    _needs(framework, argv[0])
+    needs(framework, argv[0])
     app = serve(*argv)
 
     status, headers, page = app.request("GET", "/")
@@ -169,7 +156,7 @@ def test_recipe_logs_in_reads_and_writes(serve, recipe):
 
 
 def test_uvicorn_two_workers_on_the_memory_store_are_refused(serve):
-    _needs("fastapi", "uvicorn")
+    needs("fastapi", "uvicorn")
     app = serve("uvicorn", "--workers", "2", "--port", "{port}", "fastapi_app:app", wait=False)
     # The recipe's lifespan runs start(listen=False): the second worker's startup fails with
     # the reason, and uvicorn then stops the whole server rather than run half of it.
@@ -186,7 +173,7 @@ def test_uvicorn_two_workers_on_the_memory_store_are_refused(serve):
 
 
 def test_gunicorn_two_workers_on_the_memory_store_are_refused(serve):
-    _needs("flask", "gunicorn")
+    needs("flask", "gunicorn")
     app = serve("gunicorn", "-w", "2", "-k", "gthread", "--threads", "8", "-b", "127.0.0.1:{port}", "flask_app:app")
     # The engine starts at each worker's first sync request: hello from several connections
     # reaches both workers; those of the second get 500 and its log says why.  No answer
@@ -233,7 +220,7 @@ def _call(port, url_path, token, obj, timeout=10):
 
 
 def test_gunicorn_sync_worker_is_not_held_by_a_long_poll(serve):
-    _needs("flask", "gunicorn")
+    needs("flask", "gunicorn")
     app = serve("gunicorn", "-w", "1", "-b", "127.0.0.1:{port}", "flask_app:app")  # the default: sync worker
     status, alice = app.login("alice", "wonderland")
     with dsn_sync.connect(alice["url"], alice["token"], wait=25) as a:
@@ -259,7 +246,7 @@ app = sync.wsgi_app(max_wait=2)
 
 
 def test_engine_started_in_a_preloading_master_answers_long_polls(tmp_path):
-    _needs("gunicorn")
+    needs("gunicorn")
     secret = "ab" * 32
     (tmp_path / "preloaded.py").write_text(PRELOADED % secret)
     port = free_port()
