@@ -23,6 +23,13 @@ The kinds, and what the reader would supply that the test supplies instead:
   SYNC_TOKEN)`` on test/fixture_server.py; ``'dsn-sync-client'`` resolves to this
   repository, as after ``npm install <clone>``; ``showToast``, ``render`` and
   ``chart`` print what they get.
+- ``typescript``: a TypeScript module checked by ``tsc --strict`` against
+  dsn_client.d.ts (through the package name, as an app's tsc finds it), then the
+  emitted JavaScript run in Node on test/fixture_server.py with ``SYNC_URL``,
+  ``SYNC_TOKEN`` and ``render`` supplied.
+- ``excerpt FILE``: lines shown verbatim from FILE (an example app too big to print
+  whole); the block must appear in FILE exactly as printed, and the test that runs
+  FILE under its real framework (``EXCERPT_RUNS[FILE]``) must pass with nothing skipped.
 
 ``expect: TEXT`` means the block's output must contain TEXT.  Blocks that serve listen
 on the port they print (3000); the test waits for it to be free.
@@ -53,7 +60,7 @@ from conftest import wait_until  # noqa: E402
 
 MARKER = re.compile(r"^<!--\s*run:\s*(.*?)\s*-->$")
 KINDS = {"shell", "shell-server", "python", "python-backend", "browser-page", "python-fragment",
-         "python-client", "node-client"}
+         "python-client", "node-client", "typescript", "excerpt"}
 MAX_NOT_RUN = 4  # blocks marked "none": only what cannot run (each says why)
 PRINTED_PORT = 3000
 
@@ -566,6 +573,73 @@ def run_node_client(block, tmp_path, fixture_server):
         proc.kill()
 
 
+TS_PRELUDE = """\
+declare const process: { env: Record<string, string | undefined> };
+const SYNC_URL = process.env.SYNC_URL as string;
+const SYNC_TOKEN = process.env.SYNC_TOKEN as string;
+const render = (items: unknown[]) => console.log('render:', JSON.stringify(items));
+"""
+
+TS_CONFIG = {"compilerOptions": {"strict": True, "target": "es2022", "module": "nodenext",
+                                 "moduleResolution": "nodenext", "lib": ["es2022", "dom"], "types": [],
+                                 "outDir": "out"}, "files": ["app.ts"]}
+
+
+def run_typescript(block, tmp_path, fixture_server):
+    tsc = ROOT / "node_modules" / "typescript" / "bin" / "tsc"
+    if shutil.which("node") is None or not tsc.exists():
+        pytest.fail("the README's TypeScript block needs node and typescript (npm ci; ./run_tests.sh does it)")
+    assert block.expect, "%r: a typescript block needs 'expect: TEXT' to know it ran" % (block,)
+    (tmp_path / "node_modules").mkdir()
+    os.symlink(str(ROOT), str(tmp_path / "node_modules" / "dsn-sync-client"))  # what `npm install <clone>` makes
+    (tmp_path / "package.json").write_text('{"type": "module"}\n', encoding="utf-8")
+    (tmp_path / "tsconfig.json").write_text(json.dumps(TS_CONFIG), encoding="utf-8")
+    (tmp_path / "app.ts").write_text(TS_PRELUDE + block.code, encoding="utf-8")
+    out = subprocess.run(["node", str(tsc), "-p", "."], cwd=str(tmp_path), capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, "%r does not compile with tsc --strict:\n%s" % (block, out.stdout + out.stderr)
+    proc = Proc(["node", "out/app.js"], cwd=str(tmp_path),
+                env=dict(os.environ, SYNC_URL=fixture_server.url, SYNC_TOKEN=fixture_server.token))
+    try:
+        found = proc.wait_for(re.escape(block.expect), 20)
+        assert found, "%r: never printed %r (exit code %r):\n%s" % (block, block.expect, proc.p.poll(),
+                                                                      proc.output()[-4000:])
+    finally:
+        proc.kill()
+
+
+# The test that runs each example file the README shows lines of, under its real framework.
+_PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_recipes_py.py", "-k"]
+EXCERPT_RUNS = {
+    "examples/fastapi_app.py": _PYTEST + ["fastapi"],
+    "examples/django_app.py": _PYTEST + ["django"],
+    "examples/flask_app.py": _PYTEST + ["flask or gunicorn_sync_worker"],
+    "examples/react_app.jsx": ["node", "--test", "--test-name-pattern", "React recipe", "test/recipes_browser.test.mjs"],
+    "examples/vue_app.html": ["node", "--test", "--test-name-pattern", "Vue recipe", "test/recipes_browser.test.mjs"],
+}
+
+
+def run_excerpt(block):
+    assert block.name in EXCERPT_RUNS, "%r: excerpt of %r, which no test runs (EXCERPT_RUNS: %s)" % (
+        block, block.name, sorted(EXCERPT_RUNS))
+    source = (ROOT / block.name).read_text(encoding="utf-8")
+    assert block.code in source, "%r is not in %s as printed: copy the lines again" % (block, block.name)
+    if block.name.endswith((".jsx", ".html")):
+        browser_or_skip()
+    out = subprocess.run(EXCERPT_RUNS[block.name], cwd=str(ROOT), capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, REQUIRE_BROWSER=os.environ.get("REQUIRE_BROWSER", "")))
+    output = out.stdout + out.stderr
+    assert out.returncode == 0, "%r: %s failed:\n%s" % (block, " ".join(EXCERPT_RUNS[block.name][-4:]), output[-4000:])
+    if block.name.endswith(".py"):
+        assert re.search(r"\b[1-9]\d* passed", output) and "skipped" not in output, \
+            "%r: the tests of %s did not all run:\n%s" % (block, block.name, output[-4000:])
+    else:
+        title = EXCERPT_RUNS[block.name][3]  # the --test-name-pattern: that test must pass, not skip
+        ran = re.search(r"^ok \d+ - %s[^\n]*$" % re.escape(title), output, re.M)
+        assert ran and "# SKIP" not in ran.group(0), "%r: the test of %s did not run:\n%s" % (
+            block, block.name, output[-4000:])
+
+
 # ---------------------------------------------------------------------------------------------
 # The tests
 
@@ -606,5 +680,9 @@ def test_readme_block_runs_as_printed(block, tmp_path, request):
         run_python_client(block, tmp_path, request.getfixturevalue("fixture_server"))
     elif kind == "node-client":
         run_node_client(block, tmp_path, request.getfixturevalue("fixture_server"))
+    elif kind == "typescript":
+        run_typescript(block, tmp_path, request.getfixturevalue("fixture_server"))
+    elif kind == "excerpt":
+        run_excerpt(block)
     else:
         pytest.fail("%r: unknown run kind %r (known: %s)" % (block, kind, sorted(KINDS)))
