@@ -4450,8 +4450,10 @@ class _WSGIDoor(Transport):
     the app: a pull waits at most ``max_wait`` seconds here (hello says so,
     and clients ask for no more), and at most ``max_held`` requests wait at
     once; past that a pull is answered at once, and hello's ``poll`` tells
-    clients how long to pause before the next.  With gunicorn's sync workers
-    (one thread each) use ``--threads``, or gthread workers, or the ASGI mount.
+    clients how long to pause before the next.  A server with one thread per
+    worker (gunicorn's sync workers: ``wsgi.multithread`` false) is never held:
+    hello says ``wait`` 0, and clients poll every ``poll`` seconds.  Threaded
+    servers (gthread, waitress) or the ASGI mount deliver changes at once.
     """
 
     def __init__(self, sync, max_wait, poll, max_held):
@@ -6906,7 +6908,8 @@ def _parser():
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=3000, help="port (default 3000; 0 picks a free one)")
     parser.add_argument("--db", default=None, metavar="URL",
-                        help="store: omit for in-memory (lost on exit), or sqlite:///path/to/dsn.db")
+                        help="store: omit for in-memory (lost on exit), sqlite:///path/to/dsn.db, or "
+                             "postgresql://user:pw@host/db (several processes share it)")
     parser.add_argument("--tls-cert", default=None, metavar="FILE", help="certificate chain (PEM) to serve HTTPS")
     parser.add_argument("--tls-key", default=None, metavar="FILE", help="private key (PEM) for --tls-cert")
     parser.add_argument("--secret-file", default=None, metavar="FILE",

@@ -4,7 +4,8 @@ http://127.0.0.1:8080 and log in as alice/wonderland or bob/builder.
 
 One origin, one port: Flask's routes, and dsn-sync under /dsn, put in front of
 ``app.wsgi_app`` by werkzeug's dispatcher.  Under WSGI a waiting pull holds a
-thread: give the server threads (never gunicorn's one-thread sync workers).
+thread: give the server threads.  (gunicorn's one-thread sync workers work too, but
+are never held: clients then poll every few seconds.)
 """
 
 import os
