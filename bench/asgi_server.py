@@ -174,6 +174,8 @@ def main():
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(serve())
+    except KeyboardInterrupt:  # SIGINT during shutdown: uvicorn has stopped already
+        pass
     finally:
         if profiles:
             profiles.dump(args.cprofile)
