@@ -940,6 +940,9 @@ def main(argv=None):
     ap.add_argument("--mounts", action="store_true",
                     help="issue 12: W1 C=large, W2, W3 through sync.asgi_app() under uvicorn beside the standalone server "
                          "and python-socketio under the same uvicorn (instead of the default workloads)")
+    ap.add_argument("--postgres", action="store_true",
+                    help="issue 11: on a throwaway PostgreSQL cluster (test/pg_cluster.py), changes/s reaching every node, "
+                         "W2 on 1 and 2 nodes beside memory, cross-node wake-up p50/p99, W3 from PostgreSQL (bench/pg_bench.py)")
     ap.add_argument("--no-mount-profile", dest="mount_profile", action="store_false",
                     help="with --mounts: skip the cProfile of the ASGI server under W2")
     ap.add_argument("--at", default=None, metavar="REV", help="measure dsn_sync.py/dsn_client.js as of this git revision")
@@ -950,7 +953,7 @@ def main(argv=None):
     if a.quick:
         a.reps, a.duration, a.records, a.cooldown = 1, 3, 20000, 1
         a.micro_time, a.sync_calls, a.sqlite_single, a.mem_records = 0.1, 5000, 20, 5000
-        if not a.mounts:  # --mounts keeps C=1000 and python-socketio: they are what it compares
+        if not (a.mounts or a.postgres):  # --mounts keeps C=1000 and python-socketio: they are what it compares
             a.subs_large = min(a.subs_large, 300)
             a.no_socketio = True
     t_start = time.time()
@@ -996,7 +999,15 @@ def main(argv=None):
         return 0
 
     if a.mounts:
-        return mounts(a, harness, venv, sio, out_dir)
+        mounts(a, harness, venv, sio, out_dir)
+    if a.postgres:
+        cmd = [sys.executable, os.path.join(BENCH, "pg_bench.py"), "run", "--harness", harness, "--out", out_dir,
+               "--reps", str(a.reps), "--duration", str(a.duration), "--writers", str(a.writers), "--records", str(a.records)]
+        print("## PostgreSQL, several nodes (issue 11; results in %s)\n\n$ %s\n" % (out_dir, shlex.join(cmd)), flush=True)
+        subprocess.run(cmd, timeout=a.reps * 1800)
+        print("loadavg at the end: %s" % loadavg())
+    if a.mounts or a.postgres:
+        return 0
 
     peers = ["ref_http", "dsnsync_native"] + ([] if a.no_js_crypto_peer else ["dsnsync"])
     if sio:
