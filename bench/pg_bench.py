@@ -252,7 +252,7 @@ def table(header, rows):
 def cmd_run(a):
     sys.path[:0] = [REPO, os.path.join(REPO, "test")]
     try:
-        import psycopg  # noqa: F401
+        import psycopg  # noqa: F401  (only: is it installed)
     except ImportError:
         print('PostgreSQL runs NOT RUN: psycopg 3 is not installed (pip install "psycopg[binary]")')
         return 2
