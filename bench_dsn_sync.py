@@ -296,8 +296,8 @@ def harness_ready(workdir, shared, setup, want_socketio):
     return harness, venv, sio, ran
 
 
-def run_workloads(a, harness, venv, peers, out_dir):
-    env = dict(os.environ, BENCH_RESULTS=out_dir, BENCH_PEERS_FILE=os.path.join(BENCH, "peers.json"),
+def run_workloads(a, harness, venv, peers, out_dir, peers_file=None, skip=()):
+    env = dict(os.environ, BENCH_RESULTS=out_dir, BENCH_PEERS_FILE=peers_file or os.path.join(BENCH, "peers.json"),
                BENCH_VENV=venv, BENCH_HARNESS=harness)
     d = str(a.duration)
     plan = [("w1_c%d" % a.subs_small, ["w1", "--subs", str(a.subs_small), "--rate", str(a.rate), "--duration", d]),
@@ -305,6 +305,7 @@ def run_workloads(a, harness, venv, peers, out_dir):
             ("w2_w%d" % a.writers, ["w2", "--writers", str(a.writers), "--duration", d]),
             ("w3_n%d" % a.records, ["w3", "--records", str(a.records)])]
     plan = [p for p in plan if p[1][0] in a.workloads.split(",") or p[0].split("_")[0] in a.workloads.split(",")]
+    plan = [p for i, p in enumerate(plan) if i not in skip]
     commands = []
     for tag, args in plan:
         cmd = ["python3", "run.py"] + args + ["--reps", str(a.reps), "--peers", ",".join(peers),
@@ -705,6 +706,175 @@ def profile(a, harness, out_dir):
 
 
 # =============================================================================
+# Mounts (issue 12): the ASGI mount under uvicorn beside the standalone server and python-socketio
+# =============================================================================
+
+def mount_python(venv):
+    """The Python that runs the ASGI peer: the harness venv's (the uvicorn python-socketio runs
+    under) when it has uvicorn, else this one."""
+    py = os.path.join(venv, "bin", "python")
+    if os.path.exists(py) and subprocess.run([py, "-c", "import uvicorn"], capture_output=True).returncode == 0:
+        return py
+    if subprocess.run([sys.executable, "-c", "import uvicorn"], capture_output=True).returncode == 0:
+        return sys.executable
+    raise SystemExit("--mounts needs uvicorn: pip install uvicorn (the harness venv has it once set up)")
+
+
+def asgi_runtime(py, harness):
+    """Start bench/asgi_server.py once on a free port and return its health answer (which loop,
+    which HTTP parser, which uvicorn) and the command."""
+    cmd = [py, os.path.join(BENCH, "asgi_server.py"), "--port", "0"]
+    srv = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, BENCH_HARNESS=harness))
+    try:
+        line = srv.stdout.readline()
+        port = line.split("127.0.0.1:")[1].split()[0] if "127.0.0.1:" in line else None
+        if port is None:
+            raise RuntimeError("bench/asgi_server.py did not start: %s %s" % (line, srv.stderr.read()[-2000:]))
+        with urllib.request.urlopen("http://127.0.0.1:%s/_bench/health" % port, timeout=20) as r:
+            return json.load(r)
+    finally:
+        srv.send_signal(signal.SIGINT)
+        try:
+            srv.wait(10)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
+
+
+def write_peers(path, peers):
+    """A BENCH_PEERS_FILE with absolute paths: {name: (server command, adapter file, port)}."""
+    spec = {name: {"server": cmd, "adapter": adapter, "url": "http://127.0.0.1:%d" % port, "cwd": BENCH}
+            for name, (cmd, adapter, port) in peers.items()}
+    with open(path, "w") as f:
+        json.dump(spec, f, indent=1)
+    return path
+
+
+IDLE_CALLS = ("<method 'get' of '_queue.SimpleQueue' objects>", "<method 'acquire' of '_thread.lock' objects>",
+              "<method 'acquire' of '_thread.RLock' objects>", "<built-in method time.sleep>",
+              "<method 'run_until_complete' of 'uvloop.loop.Loop' objects>", "<method 'poll' of 'select.epoll' objects>",
+              "<method 'select' of 'select.epoll' objects>", "<built-in method select.select>")
+
+
+def summarize_pstats(path, top=18):
+    """cProfile's wall time per function, less the calls where a thread only waits (a worker
+    parked in queue.get, a lock, the loop's epoll): (busy s, idle s, rows of (self %, cumulative
+    %, calls, function), groups of (share %, where)), shares of the busy time."""
+    import pstats
+    st = pstats.Stats(path)
+    idle = sum(v[2] for k, v in st.stats.items() if k[2] in IDLE_CALLS)
+    busy = (sum(v[2] for v in st.stats.values()) - idle) or 1.0
+    live = [(k, v) for k, v in st.stats.items() if k[2] not in IDLE_CALLS]
+    rows = sorted(live, key=lambda kv: -kv[1][2])[:top]
+    out = [(100 * v[2] / busy, 100 * v[3] / busy, v[1], "%s:%d %s" % (os.path.basename(k[0]), k[1], k[2])) for k, v in rows]
+    groups = {}
+    for k, v in live:
+        f, name = k[0], k[2]
+        if f == "~":  # C functions: name the ones that matter by what they are
+            g = ("C: hashing (hmac/sha/shake)" if any(x in name for x in ("hmac", "_hashlib", "sha", "shake", "digest", "update"))
+                 else "C: json" if "json" in name or "encode" in name or "scanner" in name
+                 else "C: loop/thread hand-offs (call_soon_threadsafe, queue put, futures)" if any(
+                     x in name for x in ("call_soon", "put", "set_result", "_call_set_state", "run_in_executor"))
+                 else "C: other builtins")
+        else:
+            g = ("dsn_sync.py (Python)" if f.endswith("dsn_sync.py") else "uvicorn (Python)" if "/uvicorn/" in f
+                 else "bench/ (control routes, mount dispatch)" if f.endswith(("asgi_server.py", "dsn_server.py"))
+                 else "asyncio/concurrent.futures/threading (Python)" if "/asyncio/" in f or "/concurrent/" in f
+                 or f.endswith(("threading.py", "queue.py")) else "json (Python)" if "/json/" in f
+                 else "hmac.py/hashlib (Python)" if f.endswith(("hmac.py", "hashlib.py")) else "other Python")
+        groups[g] = groups.get(g, 0) + v[2]
+    return busy, idle, out, sorted(((100 * t / busy, g) for g, t in groups.items()), reverse=True)[:12]
+
+
+def profile_asgi_w2(a, harness, py, out_dir):
+    """cProfile of bench/asgi_server.py (every Python thread) under W2: where the time goes."""
+    data = os.path.join(out_dir, "asgi_w2.pstats")
+    port = 8714
+    srv_cmd = [py, os.path.join(BENCH, "asgi_server.py"), "--port", str(port), "--cprofile", data]
+    load = ["node", "w2_writes.mjs", "--adapter", os.path.join(BENCH, "adapters", "dsnsync_native.mjs"), "--url",
+            "http://127.0.0.1:%d" % port, "--writers", str(a.writers), "--duration", str(a.duration)]
+    print("$ %s &\n$ (cd %s && %s)\n$ kill -INT %%1" % (shlex.join(srv_cmd), harness, shlex.join(load)), flush=True)
+    srv = subprocess.Popen(srv_cmd, stdout=subprocess.DEVNULL, env=dict(os.environ, BENCH_HARNESS=harness))
+    try:
+        wait_health("http://127.0.0.1:%d" % port, srv)
+        out = subprocess.run(load, cwd=harness, capture_output=True, text=True, timeout=a.run_timeout)
+        r = json.loads((out.stdout.strip().splitlines() or ["{}"])[-1] or "{}")
+    finally:
+        srv.send_signal(signal.SIGINT)
+        try:
+            srv.wait(30)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
+    print("\nW2 under cProfile (slower than without): %s acks/s, p50 %s ms; loadavg %s\n" % (
+        fmt(r.get("acks_per_s")), fmt(dig(r, "latency_ms.p50")), loadavg()))
+    if not os.path.exists(data):
+        print("no profile written (%s)" % data)
+        return
+    busy, idle, rows, groups = summarize_pstats(data)
+    print("### Where the ASGI server's time goes under W2 (cProfile, every Python thread; %.1f s busy, %.1f s of waiting "
+          "left out; %s)\n" % (busy, idle, data))
+    print_table(["share of profiled time", "where"], [["%.0f %%" % p, g] for p, g in groups])
+    print_table(["self %", "cumulative %", "calls", "function"], [[fmt(t), fmt(c), n, "`%s`" % f] for t, c, n, f in rows])
+
+
+def mounts(a, harness, venv, sio, out_dir):
+    py = mount_python(venv)
+    rt = asgi_runtime(py, harness)
+    print("ASGI peer: %s bench/asgi_server.py: uvicorn %s, loop %s, HTTP %s (uvicorn defaults, loop=auto http=auto; "
+          "uvloop installed: %s)\n" % (py, rt.get("uvicorn"), rt.get("loop"), rt.get("http"), rt.get("uvloop_installed")),
+          flush=True)
+    if sio:
+        sio_rt = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
+                                 "import uvicorn, importlib.metadata as m; print(uvicorn.__version__, m.version('python-socketio'))"],
+                                capture_output=True, text=True).stdout.split()
+        print("python-socketio %s under uvicorn %s from the same venv (servers/sio_server.py, loop/http auto)\n"
+              % (sio_rt[1] if len(sio_rt) > 1 else "?", sio_rt[0] if sio_rt else "?"), flush=True)
+    adapter = os.path.join(BENCH, "adapters", "dsnsync_native.mjs")
+    peers_file = write_peers(os.path.join(out_dir, "peers-mounts.json"), {
+        "dsnsync_native": ([sys.executable, os.path.join(BENCH, "dsn_server.py"), "--port", "8703"], adapter, 8703),
+        "dsnsync_asgi": ([py, os.path.join(BENCH, "asgi_server.py"), "--port", "8704"], adapter, 8704)})
+    peers = ["dsnsync_asgi", "dsnsync_native"] + (["socketio_nodeflate", "socketio"] if sio else [])
+    print("## Mounts: W1 C=%d, W2, W3 (peers alternating: %s; %d rep(s); results in %s)\n"
+          % (a.subs_large, ", ".join(peers), a.reps, out_dir), flush=True)
+    plan, commands = run_workloads(a, harness, venv, peers, out_dir, peers_file=peers_file, skip=(0,))
+    print("\nloadavg after the workloads: %s\n" % loadavg())
+    data = report_workloads(a, out_dir, plan)
+    rows = []
+    w2 = data.get("w2_w%d" % a.writers, {})
+    acks = med(w2.get("dsnsync_asgi", []), "acks_per_s")
+    std = med(w2.get("dsnsync_native", []), "acks_per_s")
+    svals = [(p, med(w2[p], "acks_per_s")) for p in ("socketio", "socketio_nodeflate") if p in w2]
+    svals = [x for x in svals if x[1] is not None]
+    best = max(svals, key=lambda x: x[1]) if svals else (None, None)
+    rows.append(("W2 acks/s, ASGI mount > python-socketio (best variant), same uvicorn",
+                 "%s vs %s %s = %sx" % (fmt(acks), best[0], fmt(best[1]), fmt(ratio(acks, best[1]))),
+                 "met" if acks and best[1] and acks > best[1] else "MISSED" if best[1] else "no socketio run"))
+    rows.append(("W2 acks/s, ASGI mount vs standalone server", "%s vs %s = %sx" % (fmt(acks), fmt(std), fmt(ratio(acks, std))), "-"))
+    big = data.get("w1_c%d" % a.subs_large, {}).get("dsnsync_asgi", [])
+    if big:
+        prod, p50 = med(big, "produced_per_s"), med(big, "final_value_latency_ms.p50")
+        rows.append(("W1 C=%d through the ASGI mount: producer >= 190 of 200 updates/s" % a.subs_large, fmt(prod),
+                     "met" if prod and prod >= 190 * a.rate / 200 else "MISSED"))
+        rows.append(("W1 C=%d through the ASGI mount: last-value p50 <= 50 ms" % a.subs_large, "%s ms" % fmt(p50),
+                     "met" if p50 is not None and p50 <= 50 else "MISSED"))
+    w3 = data.get("w3_n%d" % a.records, {})
+    t = med(w3.get("dsnsync_asgi", []), "time_to_all_s")
+    tv = [(p, med(w3[p], "time_to_all_s")) for p in ("dsnsync_native", "socketio", "socketio_nodeflate") if p in w3]
+    rows.append(("W3 time to all, ASGI mount vs the others", "%s s; %s" % (fmt(t), ", ".join("%s %s s" % (p, fmt(v)) for p, v in tv)), "-"))
+    print("## Targets of issue 12 (ratios within this run)\n")
+    print_table(["target", "measured", ""], rows)
+    print("## Commands\n")
+    for c in commands:
+        print("- `%s`" % c)
+    if a.mount_profile:
+        print("\n## Profile of the ASGI server under W2\n", flush=True)
+        profile_asgi_w2(a, harness, py, out_dir)
+    return 0
+
+
+# =============================================================================
 # Main
 # =============================================================================
 
@@ -767,6 +937,14 @@ def main(argv=None):
     ap.add_argument("--profile-python", default=None, help="the Python >= 3.12 to run the profiled server with")
     ap.add_argument("--perf-freq", type=int, default=400, help="perf samples per second per CPU (--profile)")
     ap.add_argument("--spy-rate", type=int, default=100, help="py-spy samples per second (--profile)")
+    ap.add_argument("--mounts", action="store_true",
+                    help="issue 12: W1 C=large, W2, W3 through sync.asgi_app() under uvicorn beside the standalone server "
+                         "and python-socketio under the same uvicorn (instead of the default workloads)")
+    ap.add_argument("--postgres", action="store_true",
+                    help="issue 11: on a throwaway PostgreSQL cluster (test/pg_cluster.py), changes/s reaching every node, "
+                         "W2 on 1 and 2 nodes beside memory, cross-node wake-up p50/p99, W3 from PostgreSQL (bench/pg_bench.py)")
+    ap.add_argument("--no-mount-profile", dest="mount_profile", action="store_false",
+                    help="with --mounts: skip the cProfile of the ASGI server under W2")
     ap.add_argument("--at", default=None, metavar="REV", help="measure dsn_sync.py/dsn_client.js as of this git revision")
     ap.add_argument("--label", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -774,9 +952,10 @@ def main(argv=None):
         return rerun_at(a.at, a, list(argv if argv is not None else sys.argv[1:]))
     if a.quick:
         a.reps, a.duration, a.records, a.cooldown = 1, 3, 20000, 1
-        a.subs_large = min(a.subs_large, 300)
         a.micro_time, a.sync_calls, a.sqlite_single, a.mem_records = 0.1, 5000, 20, 5000
-        a.no_socketio = True
+        if not (a.mounts or a.postgres):  # --mounts keeps C=1000 and python-socketio: they are what it compares
+            a.subs_large = min(a.subs_large, 300)
+            a.no_socketio = True
     t_start = time.time()
     print("# dsn-sync benchmark\n")
     print("Command: python3 bench_dsn_sync.py %s" % shlex.join(argv if argv is not None else sys.argv[1:]))
@@ -817,6 +996,17 @@ def main(argv=None):
     if a.profile:
         print("## Server profile (results in %s)\n" % out_dir, flush=True)
         profile(a, harness, out_dir)
+        return 0
+
+    if a.mounts:
+        mounts(a, harness, venv, sio, out_dir)
+    if a.postgres:
+        cmd = [sys.executable, os.path.join(BENCH, "pg_bench.py"), "run", "--harness", harness, "--out", out_dir,
+               "--reps", str(a.reps), "--duration", str(a.duration), "--writers", str(a.writers), "--records", str(a.records)]
+        print("## PostgreSQL, several nodes (issue 11; results in %s)\n\n$ %s\n" % (out_dir, shlex.join(cmd)), flush=True)
+        subprocess.run(cmd, timeout=a.reps * 1800)
+        print("loadavg at the end: %s" % loadavg())
+    if a.mounts or a.postgres:
         return 0
 
     peers = ["ref_http", "dsnsync_native"] + ([] if a.no_js_crypto_peer else ["dsnsync"])

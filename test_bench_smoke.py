@@ -92,3 +92,47 @@ def test_node_adapter_speaks_v1(bench_server):
         assert out.returncode == 0, out.stderr[-3000:]
         result = json.loads(out.stdout.strip().splitlines()[-1])
         assert result["items"] == 50 and result["hot"] == result["last"] and result["acks"] == [True, True], result
+
+
+def _has_uvicorn():
+    return subprocess.run([sys.executable, "-c", "import uvicorn"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _has_uvicorn(), reason="uvicorn is not installed (pip install uvicorn): bench/asgi_server.py needs it")
+def test_asgi_bench_server_mounts_dsn_sync_under_a_prefix(make_client):
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bench", "asgi_server.py"), "--port", "0", "--preload", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
+        base = "http://127.0.0.1:%s" % m.group(1)
+        health = get_json(base + "/_bench/health")
+        assert health["ok"] and health["records"] == 20 and health["url"].startswith(base + "/dsn/sync/")
+        grant = get_json(base + "/_bench/token")
+        client = make_client(grant["url"], grant["token"], wait=1)
+        client.wait_ready(timeout=20)
+        assert len(client.get_all("items")) == 20
+        client.close()
+        if shutil.which("node"):  # the Node adapter through the mount: the sealed path starts at /sync/
+            script = """
+              const { connect } = await import(process.argv[1]);
+              const c = await connect(process.argv[2], { since: 0 });
+              let n = 0; await c.onChange((r) => { if (r.table === 'items') n++; });
+              const ack = await c.write('w2', 'k', { v: 1 });
+              const end = Date.now() + 10000;
+              while (n < 20 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+              console.log(JSON.stringify({ n, ok: ack.ok })); c.close(); setTimeout(() => process.exit(0), 50);
+            """
+            out = subprocess.run(["node", "--input-type=module", "-e", script,
+                                  os.path.join(HERE, "bench", "adapters", "dsnsync_native.mjs"), base],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr[-3000:]
+            assert json.loads(out.stdout.strip().splitlines()[-1]) == {"n": 20, "ok": True}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

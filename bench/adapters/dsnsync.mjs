@@ -200,7 +200,12 @@ export function makeAdapter({ crypto = process.env.DSN_BENCH_CRYPTO || 'js', str
     const grant = await httpCall(host, port, 'GET', '/_bench/token', null, null);
     if (grant.status !== 200) throw new Error(`/_bench/token: HTTP ${grant.status}`);
     const { url: syncUrl, token } = JSON.parse(grant.body.toString('utf8'));
-    const base = new URL(syncUrl).pathname;
+    // PROTOCOL.md section 2: the sealed path starts at /sync/; a mount's prefix (e.g. /dsn
+    // under an ASGI app) goes in front of it on the wire only.
+    const full = new URL(syncUrl).pathname;
+    const at = full.indexOf('/sync/');
+    const prefix = at > 0 ? full.slice(0, at) : '';
+    const base = at > 0 ? full.slice(at) : full;
     const { kid, tokenSecret } = parseToken(token);
     const { c2s, s2c } = deriveTrafficKeys(tokenSecret);
     const kidBytes = utf8(kid);
@@ -238,7 +243,7 @@ export function makeAdapter({ crypto = process.env.DSN_BENCH_CRYPTO || 'js', str
             return opened && typeof opened.then === 'function' ? opened.then(use) : use(opened);
           };
         }
-        const res = await httpCall(host, port, 'POST', path, frame, inflight, 'text/plain', onFrame);
+        const res = await httpCall(host, port, 'POST', prefix + path, frame, inflight, 'text/plain', onFrame);
         const t1 = TRACE ? performance.now() : 0;
         if (res.streamed !== undefined) {
           if (!res.streamed) throw new Error('pull: a stream without a message');
