@@ -475,3 +475,85 @@ def test_endpoint_rotation_across_nodes(spawn):
     finally:
         for raw in raws:
             raw.close()
+
+
+# =============================================================================
+# Races between nodes that one process rules out with its own locks
+# =============================================================================
+
+
+def _write_frame(raw, mid, key, op="create", data=None):
+    path = raw.ep
+    return raw.send(path, *raw.frame(path, {"op": op, "t": now_ms(), "table": "items", "key": key,
+                                            "data": data or {"v": 1}, "mid": mid}))
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the mid lock is per process: a retry (same mid) reaching node B while "
+                   "node A is in the handler runs the handler again on B (the shared ledger only dedups the commit)")
+def test_a_retry_reaching_another_node_mid_handler_is_answered_from_the_first(spawn):
+    """The client's retry of a write (same mid) lands on node B while node A is still in the handler.
+
+    The record is right either way (the shared ledger dedups the commit); this checks that
+    B also waits for A rather than running the handler a second time, as one process does
+    (its mid lock).  A handler that sends an e-mail would send it twice."""
+    nodes = [spawn("a", handler_delay=0.6)]
+    nodes.append(spawn("b", handler_delay=0.6))
+    token = mint(nodes[0].secret)
+    raws = [Raw(n.url, token) for n in nodes]
+    try:
+        for raw in raws:
+            raw.hello()
+        answers = [None, None]
+
+        def send(i):
+            answers[i] = _write_frame(raws[i], "the-mid", "slow")
+
+        first = threading.Thread(target=send, args=(0,))
+        first.start()
+        time.sleep(0.2)  # A is in its handler now
+        send(1)
+        first.join(10)
+    finally:
+        for raw in raws:
+            raw.close()
+    (s0, a0), (s1, a1) = answers
+    assert s0 == s1 == 200 and a0["ok"] and a1["ok"], answers
+    assert a0["seq"] == a1["seq"], "two seqs for one write: %r" % answers
+    runs = sum(n.cmd(cmd="calls")["result"].get("create:slow", 0) for n in nodes)
+    assert runs == 1, "the create handler ran %d times for one write (one on each node)" % runs
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the key lock is per process: handlers for one key on two nodes run at "
+                   "once, so a read-modify-write handler (sync.get inside it) loses updates")
+def test_writes_to_one_key_are_never_interleaved_across_nodes(spawn):
+    """Updates of one key through two nodes at once, each handler reading the record first
+    (read-modify-write, as test_dsn_sync's test_writes_to_one_key_are_never_interleaved does on
+    one process): every update must count."""
+    nodes = [spawn("a", handler_delay=0.02), spawn("b", handler_delay=0.02)]
+    token = mint(nodes[0].secret)
+    setup = Raw(nodes[0].url, token)
+    setup.hello()
+    assert _write_frame(setup, "c0", "shared")[1]["ok"]
+    setup.close()
+    per_thread, errors = 15, []
+
+    def hammer(node, tid):
+        raw = Raw(node.url, token)
+        try:
+            raw.hello()
+            for i in range(per_thread):
+                status, answer = _write_frame(raw, "u-%d-%d" % (tid, i), "shared", "update", {"by": tid})
+                if status != 200 or not answer["ok"]:
+                    errors.append((status, answer))
+        finally:
+            raw.close()
+
+    threads = [threading.Thread(target=hammer, args=(nodes[t % 2], t)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    record = nodes[0].cmd(cmd="get", table="items", key="shared")["result"]
+    assert record["applied"] == 4 * per_thread, \
+        "%d of %d updates counted: handlers on two nodes read the same record at once" % (record["applied"], 4 * per_thread)
