@@ -29,7 +29,9 @@ commands and these), one JSON line each:
     {"cmd": "syncs", "table": t, "prefix": p, "count": n}
                                             n sync() calls, keys p0..p(n-1), {"n": i}; returns
                                             [perf_counter() after each returned] (a clock every
-                                            process on the host shares)
+                                            process on the host shares); with "retry": true a
+                                            sync() refused with StoreError is tried again
+                                            ("refused": how many times)
 """
 
 import argparse
@@ -129,13 +131,21 @@ def main():
         return {"ok": True, "result": {t: sync.get_all(t) for t in command["tables"]}}
 
     def syncs(sync, command):
-        times = []
+        times, refused = [], 0
         for i in range(command["count"]):
-            sync.sync(command["table"], "%s%d" % (command["prefix"], i), {"n": i})
+            while True:
+                try:
+                    sync.sync(command["table"], "%s%d" % (command["prefix"], i), {"n": i})
+                    break
+                except dsn_sync.StoreError:  # PostgreSQL down: the backend retries, as an app would
+                    if not command.get("retry"):
+                        raise
+                    refused += 1
+                    time.sleep(0.05)
             times.append(time.perf_counter())
             if command.get("pause"):
                 time.sleep(command["pause"])
-        return {"ok": True, "result": times}
+        return {"ok": True, "result": times, "refused": refused}
 
     serve(build, calls, hello=hello, secret=args.secret,
           commands={"calls": calls_so_far, "state": state, "check": check, "dump": dump, "syncs": syncs})
