@@ -866,3 +866,64 @@ def test_every_runs_once_per_cluster_and_fails_over(spawn):
     late = [t for k, t in ticks().items() if k not in before and t["at"] > t_kill + 0.5]
     assert {t["node"] for t in late} == new and len(new) == 1, "after failover: %r" % {t["node"] for t in late}
     print("\n@every: %d ticks by %s before its SIGKILL, then %s" % (len(before), leader, new))
+
+
+# =============================================================================
+# python -m dsn_sync --workers N
+# =============================================================================
+
+
+def serving_pids(port):
+    """Pids of the processes holding established connections on 127.0.0.1:<port> (from ss)."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", "( sport = :%d )" % port],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10).stdout.decode()
+    return {int(p) for p in re.findall(r"pid=(\d+)", out)}
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_quick_server_workers_share_the_port_and_stop_together(db, tmp_path, clients, stop_signal):
+    if shutil.which("ss") is None:
+        pytest.skip("LOUD SKIP: `ss` (iproute2) is missing: which worker holds a connection cannot be shown")
+    port, secret = free_port(), os.urandom(32).hex()
+    env = dict(os.environ, DSN_SYNC_SECRET=secret, PYTHONPATH=str(ROOT))
+    log = (tmp_path / "workers.log").open("wb")
+    parent = subprocess.Popen([sys.executable, "-m", "dsn_sync", "--db", db, "--workers", "2", "--port", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path), env=env)
+    try:
+        text = lambda: (tmp_path / "workers.log").read_text(errors="replace")  # noqa: E731
+        wait_until(lambda: text().count("URL:") == 2 or parent.poll() is not None, 60, "two workers' banners")
+        assert parent.poll() is None, text()
+        urls = set(re.findall(r"URL:\s+(\S+)", text()))
+        assert len(urls) == 1, "the workers give different URLs: %r" % urls
+        url = urls.pop()
+        children = set(int(p) for p in subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent.pid)],
+                                                      stdout=subprocess.PIPE).stdout.split())
+        assert len(children) == 2, children
+        token = mint(secret)
+        raws = [Raw(url, token) for _ in range(24)]
+        try:
+            hellos = [raw.hello() for raw in raws]
+            held_by = serving_pids(port)
+            assert held_by == children, "connections held by %r, workers are %r" % (held_by, children)
+            assert len({(h["instance"], h["epoch"]) for h in hellos}) == 1
+            client = clients(url, token)
+            assert client.wait_ready(20)
+            for i, raw in enumerate(raws):  # writes on both workers (open writes: the quick server on 127.0.0.1)
+                assert raw.ok("create", table="notes", key="k%d" % i, data={"i": i}, mid="m%d" % i)["ok"]
+            wait_until(lambda: len(client.get_all("notes")) == len(raws), 10, "every worker's write in one client")
+            answers = [raw.ok("pull", since=None, wait=0) for raw in raws]
+            assert all(a["records"]["notes"] == answers[0]["records"]["notes"] for a in answers)
+        finally:
+            for raw in raws:
+                raw.close()
+        parent.send_signal(stop_signal)
+        assert parent.wait(30) == 0, text()
+        for pid in children:
+            wait_until(lambda: not os.path.exists("/proc/%d" % pid) or
+                       open("/proc/%d/stat" % pid).read().split()[2] == "Z", 10, "worker %d gone" % pid)
+        assert text().count("dsn-sync stopped") == 2, text()[-2000:]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        log.close()
