@@ -927,3 +927,200 @@ def test_quick_server_workers_share_the_port_and_stop_together(db, tmp_path, cli
             parent.kill()
             parent.wait(10)
         log.close()
+
+
+# =============================================================================
+# The API suite over the three stores (representative tests of test_dsn_sync.py)
+# =============================================================================
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def api_server(request, tmp_path):
+    """api_server(**options) -> a started DSNSync on the param's store (a fresh one per test)."""
+    made = []
+
+    def make(**options):
+        if request.param == "sqlite":
+            options["db_connection_string"] = "sqlite:///%s" % (tmp_path / ("api%d.db" % len(made)))
+        elif request.param == "postgresql":
+            options["db_connection_string"] = request.getfixturevalue("cluster").create_database()
+        sync = dsn_sync.DSNSync(port=0, **options)
+        made.append(sync)
+        sync.start()
+        return sync
+
+    yield make
+    for sync in made:
+        sync.stop()
+
+
+def users_table(sync):
+    """``users`` with create/update/delete handlers that record their calls and answer ``verdict``."""
+    state = {"calls": [], "verdict": True}
+    sync.define_table("users", {"key": "user_id", "fields": ["name", "email", "status"]})
+    for op in ("create", "update", "delete"):
+        def handler(data, ctx, op=op):
+            state["calls"].append((op, data, ctx if op != "create" else None))
+            return state["verdict"]
+        getattr(sync, "on_" + op)("users")(handler)
+    return state
+
+
+def test_api_define_sync_get_get_all_remove(api_server):
+    sync = api_server()
+    sync.define_table("users", {"key": "user_id", "fields": ["name"]})
+    assert sync.tables["users"] == {"key": "user_id", "fields": ["name"]}
+    assert sync.get("users", "nobody") is None and sync.get_all("users") == {}
+    sync.sync("users", "u1", {"name": "Ann"})
+    sync.sync("users", "u2", {"name": "Bob"})
+    got = sync.get("users", "u1")
+    got["name"] = "Mallory"
+    assert sync.get_all("users") == {"u1": {"name": "Ann"}, "u2": {"name": "Bob"}}
+    with pytest.raises(ValueError):
+        sync.sync("users", "u3", {"nickname": "x"})
+    assert sync.remove("users", "u1") is True and sync.remove("users", "u1") is False
+    assert sync.get("users", "u1") is None and sync.get_all("users") == {"u2": {"name": "Bob"}}
+    sync.sync("users", "u2", {"name": "Bea"})
+    assert sync.get("users", "u2") == {"name": "Bea"}
+    raw = Raw(sync)
+    try:
+        records, cursor, _ = raw.reset()
+        assert records == {"users": {"u2": {"name": "Bea"}}}
+        sync.remove("users", "u2")
+        assert raw.ok("pull", since=cursor, wait=0)["changes"] == [["users", "u2", None]]
+    finally:
+        raw.close()
+
+
+def test_api_handlers(api_server):
+    sync = api_server()
+    users = users_table(sync)
+    raw = Raw(sync)
+    try:
+        created = raw.ok("create", table="users", key="u1", data={"name": "Ann", "email": "a@x"}, mid="m1")
+        assert created["record"] == {"name": "Ann", "email": "a@x"}
+        assert users["calls"][-1] == ("create", {"user_id": "u1", "name": "Ann", "email": "a@x"}, None)
+        updated = raw.ok("update", table="users", key="u1", data={"status": "gold"}, mid="m2")
+        assert updated["record"] == {"name": "Ann", "email": "a@x", "status": "gold"} and updated["seq"] > created["seq"]
+        op, data, ctx = users["calls"][-1]
+        assert op == "update" and data == {"user_id": "u1", "status": "gold"} and (ctx.table, ctx.key) == ("users", "u1")
+        again = raw.ok("update", table="users", key="u1", data={"status": "other"}, mid="m2")  # a retry
+        assert again["seq"] == updated["seq"] and len(users["calls"]) == 2
+        users["verdict"] = False
+        seq = sync.stats()["seq"]
+        raw.err("update", "rejected", table="users", key="u1", data={"name": "X"}, mid="m3")
+        assert sync.stats()["seq"] == seq and sync.get("users", "u1")["name"] == "Ann"
+        users["verdict"] = {"name": "Ann", "status": "checked"}
+        assert raw.ok("update", table="users", key="u1", data={"name": "ann"}, mid="m4")["record"] == \
+            {"name": "Ann", "email": "a@x", "status": "checked"}
+        users["verdict"] = True
+        assert raw.ok("delete", table="users", key="u1", mid="m5")["record"] is None
+        assert sync.get("users", "u1") is None
+        raw.err("create", "unknown_table", table="nowhere", key="k", data={}, mid="m6")
+    finally:
+        raw.close()
+
+
+def test_api_batch(api_server):
+    sync = api_server()
+    users = users_table(sync)
+    sync.sync("users", "u1", {"name": "Ann"})
+    mutations = [
+        {"op": "create", "table": "users", "key": "b1", "data": {"name": "B"}, "mid": "b-1"},
+        {"op": "create", "table": "users", "key": "u1", "data": {"name": "X"}, "mid": "b-2"},
+        {"op": "update", "table": "users", "key": "b1", "data": {"status": "s"}, "mid": "b-3"},
+        {"op": "delete", "table": "users", "key": "ghost", "mid": "b-4"},
+        {"op": "delete", "table": "users", "key": "u1", "mid": "b-5"},
+    ]
+    raw = Raw(sync)
+    try:
+        results = raw.ok("batch", mutations=mutations)["results"]
+        assert [r["error"]["code"] if not r["ok"] else None for r in results] == [None, "exists", None, "not_found", None]
+        assert sync.get_all("users") == {"b1": {"name": "B", "status": "s"}}
+        calls, seq = len(users["calls"]), sync.stats()["seq"]
+        again = raw.ok("batch", mutations=mutations)["results"]
+        assert [{k: v for k, v in r.items() if k != "record"} for r in again] == \
+            [{k: v for k, v in r.items() if k != "record"} for r in results]
+        assert len(users["calls"]) == calls and sync.stats()["seq"] == seq, "a repeated batch applied again"
+    finally:
+        raw.close()
+    with sync.batch():
+        for i in range(50):
+            sync.sync("bulk", "r%02d" % i, {"i": i})
+    assert len(sync.get_all("bulk")) == 50
+
+
+def test_api_paged_reset(api_server):
+    sync = api_server(page_size=3)
+    keys = ["k%02d" % i for i in range(10)]
+    for i, k in enumerate(keys):
+        sync.sync("t", k, {"n": i})
+    raw = Raw(sync)
+    try:
+        first = raw.ok("pull", since=None, wait=0)
+        assert first["reset"] is True and first["more"] is True and len(first["records"]["t"]) == 3
+        sent = set(first["records"]["t"])
+        later = [k for k in keys if k not in sent]
+        sync.sync("t", later[0], {"n": 100})
+        sync.remove("t", later[1])
+        sync.sync("t", "new", {"n": 200})
+        pages, page = [first], first
+        while page["more"]:
+            page = raw.ok("pull", since=None, next=page["next"], wait=0)
+            pages.append(page)
+            assert len(pages) < 20
+        assert all((p["epoch"], p["seq"]) == (first["epoch"], first["seq"]) for p in pages)
+        seen = [k for p in pages for k in p.get("records", {}).get("t", {})]
+        assert len(seen) == len(set(seen)) and later[0] not in seen and "new" not in seen
+        mirror = {}
+        for p in pages:
+            mirror.update(p["records"].get("t", {}))
+        cursor = {"epoch": first["epoch"], "seq": first["seq"], "sv": first["sv"]}
+        answer = raw.ok("pull", since=cursor, wait=0)
+        for _, key, record in answer["changes"]:
+            if record is None:
+                mirror.pop(key, None)
+            else:
+                mirror[key] = record
+        assert mirror == sync.get_all("t")
+    finally:
+        raw.close()
+
+
+def test_api_long_poll_wakes_on_a_change(api_server):
+    sync = api_server()
+    sync.sync("t", "a", {"v": 1})
+    waiter = Raw(sync)
+    try:
+        _, cursor, _ = waiter.reset()
+        result = {}
+
+        def pull():
+            started = time.monotonic()
+            result["answer"] = waiter.ok("pull", since=cursor, wait=5)
+            result["elapsed"] = time.monotonic() - started
+
+        thread = threading.Thread(target=pull)
+        thread.start()
+        wait_until(lambda: sync.stats()["waiting"] == 1, what="the pull to be held")
+        sync.sync("t", "b", {"v": 2})
+        thread.join(10)
+        assert result["answer"]["changes"] == [["t", "b", {"v": 2}]]
+        assert result["elapsed"] < 4.5, "answered by the wait's expiry, not by the change"
+    finally:
+        waiter.close()
+
+
+def test_api_revoke(api_server):
+    sync = api_server()
+    token = sync.issue_token(sub="ann", write=["t"])
+    raw, other = Raw(sync, token), Raw(sync)
+    try:
+        raw.hello()
+        sync.revoke(token)
+        assert raw.call("hello")[0] == 401
+        assert raw.call("pull", since=None, wait=0)[0] == 401
+        other.hello()
+    finally:
+        raw.close()
+        other.close()
