@@ -1124,3 +1124,106 @@ def test_api_revoke(api_server):
     finally:
         raw.close()
         other.close()
+
+
+# =============================================================================
+# README: the nginx configuration of "Running several nodes", run for real
+# =============================================================================
+
+
+def readme_nginx_block():
+    text = (ROOT / "README.md").read_text()
+    at = text.find("\n## Running several nodes\n")
+    assert at >= 0, "README.md has no section '## Running several nodes' (issue 11)"
+    end = text.find("\n## ", at + 1)
+    found = re.search(r"```nginx\n(.*?)```", text[at:end], re.S)
+    assert found, "the README section 'Running several nodes' has no ```nginx block"
+    return found.group(1)
+
+
+def test_nginx_round_robin_in_front_of_three_nodes(spawn, clients, tmp_path):
+    """The README's nginx block, exactly, with the nodes' ports and a free listen port put in;
+    Python and Node clients through it: writes once, no resets, requests on every node."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if nginx is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed in CI (apt-get install -y nginx)")
+        sys.stderr.write("\n" + "!" * 78 + "\n!! LOUD SKIP: nginx is not installed: the README's nginx "
+                         "configuration was NOT tested (apt-get install -y nginx)\n" + "!" * 78 + "\n")
+        pytest.skip("LOUD SKIP: nginx is not installed (apt-get install -y nginx)")
+    need_node()
+    block = readme_nginx_block()
+    nodes = three_nodes(spawn)
+    upstreams = re.findall(r"server 127\.0\.0\.1:(\d+);", block)
+    assert len(upstreams) == 3, block
+    for readme_port, node in zip(upstreams, nodes):
+        block = block.replace("server 127.0.0.1:%s;" % readme_port, "server 127.0.0.1:%d;" % node.port)
+    port = free_port()
+    block, n = re.subn(r"listen \d+;", "listen 127.0.0.1:%d;" % port, block)
+    assert n == 1, block
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp_path / sub).mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        ("user root;\n" if os.geteuid() == 0 else "") +
+        "worker_processes 1;\npid %(d)s/nginx.pid;\nerror_log %(d)s/error.log warn;\n"
+        "events { worker_connections 1024; }\n"
+        "http {\n"
+        "    log_format up '$upstream_addr $status $request_time';\n"
+        "    access_log %(d)s/access.log up;\n"
+        "    client_body_temp_path %(d)s/body; proxy_temp_path %(d)s/proxy; fastcgi_temp_path %(d)s/fastcgi;\n"
+        "    uwsgi_temp_path %(d)s/uwsgi; scgi_temp_path %(d)s/scgi;\n"
+        "%(block)s}\n" % {"d": tmp_path, "block": block})
+    checked = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(conf)], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, timeout=30)
+    assert checked.returncode == 0, checked.stdout.decode(errors="replace")
+    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from test_durability import NodeStorm
+    js = None
+    try:
+        wait_until(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10, "nginx listening")
+        url = on_port(nodes[0].url, port)
+        secret = nodes[0].secret
+        js = NodeStorm(tmp_path, url, mint(secret), "js", updates=True)
+        mirrors = [clients(url, mint(secret)) for _ in range(3)]
+        for c in mirrors:
+            assert c.wait_ready(20), "a Python client through nginx never synced"
+        errors, acked = [], []
+        threads = [threading.Thread(target=client_writes, args=(c, "py%d" % i, 20, errors, acked))
+                   for i, c in enumerate(mirrors)]
+        for t in threads:
+            t.start()
+        nodes[1].cmd(cmd="syncs", table="feed", prefix="b", count=50, pause=0.02)
+        for t in threads:
+            t.join(120)
+        stopped = js.cmd("stop")
+        assert not errors, errors
+        assert not js.fails and stopped["unanswered"] == 0, (js.fails[:3], stopped)
+        truth = nodes[2].cmd(cmd="dump", tables=["items", "feed"])["result"]
+        for i in range(3):
+            for j in range(20):
+                assert truth["items"]["py%d-%d" % (i, j)] == {"by": "py%d" % i, "i": j, "u": 2, "applied": 2}
+        updates = {}
+        for ack in js.acks:
+            if ack["op"] == "create":
+                assert truth["items"][ack["ack"]]["v"] == ack["value"]
+            else:
+                updates[ack["ack"]] = updates.get(ack["ack"], 0) + 1
+        assert all(truth["items"][k]["applied"] == n for k, n in updates.items())
+        for c in mirrors:
+            wait_until(lambda: c.get_all("items") == truth["items"], 30, "a Python mirror converging")
+            assert c.resets == 1
+        wait_until(lambda: js.cmd("mirror")["mirror"] == truth, 30, "the JS mirror converging")
+        assert js.cmd("mirror")["resets"] == js.ready["resets"]
+    finally:
+        if js is not None:
+            js.kill()
+        proc.terminate()
+        proc.wait(10)
+    per_node = {}
+    for line in (tmp_path / "access.log").read_text().splitlines():
+        per_node[line.split()[0]] = per_node.get(line.split()[0], 0) + 1
+    print("\nnginx round robin: requests per upstream %s, %d JS acks" % (per_node, len(js.acks)))
+    for node in nodes:
+        assert per_node.get("127.0.0.1:%d" % node.port, 0) > 20, "nginx sent node %s too few requests: %r" % (node.name, per_node)
