@@ -444,6 +444,32 @@ def test_a_frame_accepted_by_one_node_is_a_replay_on_every_other(spawn):
     assert sum(n.cmd(cmd="calls")["result"].get("create:once", 0) for n in nodes) == 1
 
 
+def test_a_cursor_from_one_node_resumes_on_every_other(spawn):
+    """A reset on n0, changes written on n1, pulls with the cursor on n2 and n0: changes, never a
+    reset, even right after the write when the pulled node may not have heard of it yet."""
+    nodes = three_nodes(spawn)
+    token = mint(nodes[0].secret)
+    raws = [Raw(n.url, token) for n in nodes]
+    try:
+        for i in range(5):
+            nodes[0].cmd(cmd="sync", table="feed", key="a%d" % i, data={"i": i})
+        records, cursor, _ = raws[0].reset()
+        assert len(records["feed"]) == 5
+        for round_ in range(20):
+            nodes[1].cmd(cmd="sync", table="feed", key="r%d" % round_, data={"round": round_})
+            writer_raw = raws[1]
+            ahead = writer_raw.ok("pull", since=cursor, wait=0)  # n1 has it: its cursor is the newest
+            assert ahead.get("reset") is not True and ahead["changes"][-1] == ["feed", "r%d" % round_, {"round": round_}]
+            cursor = {"epoch": ahead["epoch"], "seq": ahead["seq"], "sv": ahead.get("sv", cursor["sv"])}
+            for raw in (raws[2], raws[0]):  # at once, on nodes that may not have caught up yet
+                answer = raw.ok("pull", since=cursor, wait=0)
+                assert answer.get("reset") is not True, "node reset a cursor another node handed out: %r" % answer
+                assert answer["seq"] >= cursor["seq"] and answer["changes"] == []
+    finally:
+        for raw in raws:
+            raw.close()
+
+
 def test_endpoint_rotation_across_nodes(spawn):
     """A path handed out by one node works on every other, moves with time, and the old one has a grace."""
     nodes = three_nodes(spawn, rotate_every=1)
