@@ -1262,3 +1262,33 @@ def test_nginx_round_robin_in_front_of_three_nodes(spawn, clients, tmp_path):
     print("\nnginx round robin: requests per upstream %s, %d JS acks" % (per_node, len(js.acks)))
     for node in nodes:
         assert per_node.get("127.0.0.1:%d" % node.port, 0) > 20, "nginx sent node %s too few requests: %r" % (node.name, per_node)
+
+
+# =============================================================================
+# What sharing costs per request (printed, not asserted)
+# =============================================================================
+
+
+def test_per_request_cost_of_shared_replay_and_endpoints_figures(spawn, make_server):
+    """Sequential pulls from one keep-alive connection: an in-memory server (replay memory and
+    endpoint paths in the process) against a PostgreSQL node (one INSERT into dsn_nonces and
+    one HMAC per request).  Run with -s to see the figures."""
+    node = spawn("solo")
+    memory = make_server()
+    figures = {}
+    for name, raw in (("memory", Raw(memory)), ("postgresql", Raw(node.url, mint(node.secret)))):
+        try:
+            _, cursor, _ = raw.reset()
+            for _ in range(20):
+                raw.ok("pull", since=cursor, wait=0)
+            n = 300
+            t0 = time.perf_counter()
+            for _ in range(n):
+                assert raw.ok("pull", since=cursor, wait=0)["changes"] == []
+            figures[name] = (time.perf_counter() - t0) / n * 1000
+        finally:
+            raw.close()
+    print("\nper request (an empty pull, one keep-alive connection, 300 in a row): in-memory server %.2f ms, "
+          "PostgreSQL node %.2f ms (the difference: the shared nonce INSERT and the path HMAC)"
+          % (figures["memory"], figures["postgresql"]))
+    assert set(figures) == {"memory", "postgresql"}
