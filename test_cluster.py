@@ -8,17 +8,25 @@ connection after a short random life, so one client's requests (and its retries)
 keep landing on different nodes.
 
 - through the proxy: writes applied exactly once, pulls resuming on any node without a
-  reset, endpoint rotation across nodes, a frame accepted by one node refused as
-  ``replay`` by every other;
-- a SIGKILL storm on one node of three, and a PostgreSQL restart in a storm;
-- cross-node wake-up latency (printed: run with -s), commit order with writers on three
-  processes, a rolling restart with a changed ``define_table``, ``@every`` once per
-  cluster with failover, ``python -m dsn_sync --workers 2``;
-- a README check: the nginx configuration in "Running several nodes", run for real when
-  nginx is installed.
+  reset, a cursor handed out by one node resumed on the others, endpoint rotation
+  across nodes, a frame accepted by one node refused as ``replay`` by every other;
+- a SIGKILL storm on one node of three, and a PostgreSQL restart in a storm (Python and
+  Node clients; PostgreSQL itself is the truth every node and mirror must reach);
+- cross-node wake-up latency and the per-request cost of sharing (printed: run with
+  -s), commit order with writers on three processes, a rolling restart with a changed
+  ``define_table``, ``@every`` once per cluster with failover, ``python -m dsn_sync
+  --workers 2``;
+- races that one process rules out with its own locks and a cluster does not: strict
+  xfails naming the bug (a retry handled on two nodes at once, handlers of one key on
+  two nodes at once);
+- the API suite (define_table, sync/get/get_all/remove, handlers, batch, paged reset,
+  long-poll wake-up, revoke) over the memory, SQLite and PostgreSQL stores;
+- the README's nginx block ("Running several nodes"), run in a real nginx in front of
+  three nodes (skipped loudly without nginx; a failure when CI is set).
 
-Without PostgreSQL binaries or psycopg every test here skips, loudly, and fails when the
-CI environment variable is set.  Every child process is killed in teardown.
+Without PostgreSQL binaries or psycopg the PostgreSQL tests skip, loudly, and fail when
+the CI environment variable is set.  Every child process is killed in teardown.
+Run: ``python3 -m pytest -q -s test_cluster.py`` (about 100 s on two busy cores).
 """
 
 import itertools
@@ -30,7 +38,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
