@@ -758,14 +758,53 @@ def test_sigkill_storm_on_one_node_of_three_loses_nothing_and_nobody_resets(spaw
 
 
 def test_postgresql_restart_in_a_storm_loses_nothing(spawn, proxies, tmp_path, cluster, db):
+    """The storm, with PostgreSQL restarted (immediate: a crash) in the middle; a probe writes
+    straight to n1 meanwhile: it gets 503 while PostgreSQL is down, and each refused write,
+    sent again later with the same mid, is applied once."""
+    probe = {"statuses": [], "refused": []}
+
     def restart_postgresql(nodes, report):
+        raw = Raw(nodes[1].url, mint(nodes[1].secret), timeout=30)
+        stop = threading.Event()
+
+        def write():
+            raw.hello()
+            i = 0
+            while not stop.is_set():
+                try:
+                    status, answer = _write_frame(raw, "probe-%d" % i, "probe-%d" % i)
+                except OSError:
+                    raw.close()
+                    status, answer = "connection", None
+                probe["statuses"].append(status)
+                if status != 200:
+                    probe["refused"].append(i)
+                else:
+                    assert answer["ok"], answer
+                i += 1
+                time.sleep(0.01)
+
+        writer = threading.Thread(target=write)
         time.sleep(1.5)
+        writer.start()
+        time.sleep(0.2)
         t0 = time.monotonic()
         cluster.restart()
         report["postgresql down for"] = "%.2f s" % (time.monotonic() - t0)
+        time.sleep(0.5)
+        stop.set()
+        writer.join(60)
+        for i in probe["refused"]:  # the client's retry: a new frame, the same mid
+            status, answer = _write_frame(raw, "probe-%d" % i, "probe-%d" % i)
+            assert status == 200 and answer["ok"], (status, answer)
+        raw.close()
+        report["probe"] = {str(k): probe["statuses"].count(k) for k in set(probe["statuses"])}
 
     report = storm(spawn, proxies, tmp_path, db, restart_postgresql, seconds=7.0)
-    assert report["backend sync() refused"] + report["503 answers"] > 0, "nothing was refused while PostgreSQL was down"
+    assert 503 in probe["statuses"], "no write got 503 while PostgreSQL was down: %r" % report["probe"]
+    assert report["backend sync() refused"] > 0, "no backend sync() raised while PostgreSQL was down"
+    probes = {k: v for k, v in database_records(db, "items").items() if k.startswith("probe-")}
+    assert probes == {"probe-%d" % i: {"v": 1} for i in range(len(probe["statuses"]))}
 
 
 # =============================================================================
