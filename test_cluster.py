@@ -1338,3 +1338,23 @@ def test_per_request_cost_of_shared_replay_and_endpoints_figures(spawn, make_ser
           "PostgreSQL node %.2f ms (the difference: the shared nonce INSERT and the path HMAC)"
           % (figures["memory"], figures["postgresql"]))
     assert set(figures) == {"memory", "postgresql"}
+
+
+def test_every_keeps_one_leader_across_a_postgresql_restart(spawn, cluster):
+    """Every lead is a session lock, so a PostgreSQL restart drops them all: afterwards the
+    task runs again, on one node only (never on two at once)."""
+    nodes = [spawn("n%d" % i, every=0.1) for i in range(3)]
+
+    def ticks():
+        return nodes[0].cmd(cmd="dump", tables=["ticks"])["result"]["ticks"]
+
+    wait_until(lambda: len(ticks()) >= 5, 20, "the task running")
+    cluster.restart()
+    restarted = time.time()
+    wait_until(lambda: sum(t["at"] > restarted + 1.0 for t in ticks().values()) >= 10, 30,
+               "ticks after the restart")
+    after = sorted((t["at"], t["node"]) for t in ticks().values() if t["at"] > restarted + 1.0)
+    runners = {node for _, node in after}
+    assert len(runners) == 1, "after the restart the task ran on %r: %r" % (runners, after[:10])
+    per_second = len(after) / (after[-1][0] - after[0][0] + 0.1)
+    assert per_second < 15, "%.0f runs a second with every(0.1): more than one node runs it" % per_second
