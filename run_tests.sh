@@ -5,8 +5,8 @@
 #
 # 1. Python test packages: the `test` extra in pyproject.toml (the one place they are listed).
 # 2. Node dev packages: `npm ci` (playwright-core, fake-indexeddb; package-lock.json).
-# 3. Debian's chromium, openssl and postgresql (a throwaway cluster for the PostgreSQL
-#    store's tests): installed with apt-get when missing and we are root;
+# 3. Debian's chromium, openssl, postgresql (a throwaway cluster for the PostgreSQL store's tests)
+#    and nginx (the README's balancer block, run in front of three nodes): installed with apt-get when missing and we are root;
 #    otherwise we say what to install (the browser tests then skip, loudly).
 # 4. `python3 -m pytest -q` and `node --test test/*.test.mjs`; fails if either fails.
 #
@@ -45,6 +45,7 @@ command -v chromium >/dev/null 2>&1 || [ -x "${CHROMIUM:-/nonexistent}" ] || mis
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "apt-get install ${missing[*]}"
@@ -55,7 +56,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "" >&2
     echo "!! MISSING: ${missing[*]}" >&2
     echo "!! On Debian/Ubuntu: sudo apt-get install ${missing[*]}" >&2
-    echo "!! Without chromium the browser tests skip; without openssl the TLS test skips;" >&2
+    echo "!! Without chromium the browser tests skip; without openssl the TLS test skips; without nginx the balancer test skips;" >&2
     echo "!! without node the JavaScript suites cannot run." >&2
     command -v node >/dev/null 2>&1 || exit 2
   fi
