@@ -728,14 +728,38 @@ class _Filter:
 class _Subscriptions:
     """A client's held subscriptions, resolved: ``[(id, {table: _Filter})]`` and the same by table."""
 
-    __slots__ = ("items", "by_table")
+    __slots__ = ("items", "by_table", "routes")
 
     def __init__(self, items):
         self.items = items
         self.by_table = {}
+        routes = set()
         for sid, filters in items:
             for table, f in filters.items():
                 self.by_table.setdefault(table, []).append((sid, f))
+                if f.kind != "eq":
+                    routes.add((table,))
+                elif f.keys is not None:
+                    routes.update((table, "#", k) for k in f.keys)
+                else:
+                    routes.update((table, f.by, v) for v in f.fields[f.by])
+        self.routes = routes  # what a change must touch to concern these (_Feed._touched)
+
+
+def _touched(routes, since, seq):
+    """The routes touched by changes ``since < s <= seq`` in a store's ``routes`` log, or None if unknown."""
+    if seq < since or (len(routes) == routes.maxlen and routes[0][0] > since + 1):
+        return None  # the log no longer reaches back that far: every subscription pull is concerned
+    touched = set()
+    for s, table, key, old, new in reversed(routes):
+        if s <= since:
+            break
+        touched.add((table,))
+        touched.add((table, "#", key))
+        for vals in (old, new):
+            if vals:
+                touched.update((table, f, v) for f, v in vals.items() if isinstance(v, str))
+    return touched
 
 
 class SubscriptionContext:
@@ -855,6 +879,9 @@ class MemoryStore:
         self._batch_depth = 0
         self._batch_dirty = False
         self._tracked = {}  # {table: frozenset(fields)} that subscriptions filter; outlives a reload
+        # (seq, table, key, old vals, new vals) of the latest changes to tracked tables: the feed
+        # wakes only the subscription pulls whose routes (_Subscriptions.routes) they touch
+        self.routes = collections.deque(maxlen=65536)
 
     def _reset_memory(self):
         self.seq = 0
@@ -1032,7 +1059,7 @@ class MemoryStore:
                 self._tombstones -= 1
         fields = self._tracked.get(table)
         if fields is not None:
-            self._reindex(entry, record, fields)
+            self._reindex(entry, record, fields, seq)
         else:
             entry.vals = None
         entry.seq = seq
@@ -1211,13 +1238,14 @@ class MemoryStore:
             entry.vals = vals
         return vals
 
-    def _reindex(self, entry, record, fields):
-        """Before ``entry`` takes ``record`` (JSON bytes or None): keep its previous state, move it in the indexes."""
+    def _reindex(self, entry, record, fields, seq):
+        """Before ``entry`` takes ``record`` (JSON bytes or None) as ``seq``: keep its previous state,
+        move it in the indexes, and log what it touched for the feed (routes)."""
         old = self._vals_of(entry) if entry.data is not None else None
         entry.prev = (entry.seq, entry.data, old)
-        entry.vals = None
         new = self._vals_of_data(record, fields) if record is not None else None
         entry.vals = new
+        self.routes.append((seq, entry.table, entry.key, old, new))
         for field in fields:
             index = self._indexes.get((entry.table, field))
             if index is None:
@@ -3959,6 +3987,7 @@ class _Feed:
         self._parked = []
         self._by_jti = collections.Counter()
         self._have_parked = threading.Condition(self.store.lock)
+        self._routed_to = 0  # the store seq up to which the routes log has been read
 
     # -- for transports -------------------------------------------------------
     def park(self, wait):
@@ -4050,10 +4079,13 @@ class _Feed:
         store = self.store
         with store.lock:
             seq, sv, now = store.seq, store.sv, time.monotonic()
+            touched = _touched(store.routes, self._routed_to, seq)
+            self._routed_to = seq
             ready, keep = [], []
             next_due = None
             for w in self._parked:
-                if w.deadline <= now or ((w.seq != seq or w.sv != sv) and w.due <= now):
+                if w.deadline <= now or ((w.seq != seq or w.sv != sv) and w.due <= now and (
+                        w.subs is None or w.sv != sv or touched is None or not touched.isdisjoint(w.subs.routes))):
                     ready.append(w)
                 else:
                     keep.append(w)
