@@ -869,7 +869,7 @@ class MemoryStore:
     max_tombstones = 100000  # tombstones kept before the oldest are compacted
     mid_capacity = 100000  # newest (token, mid) answers remembered for idempotent retries
     page_bytes = 4 << 20  # a reset page or changes answer stops past this much record JSON, whatever page_size says
-    max_walk = 200000  # log slots one subscription-mode changes answer may walk under the lock
+    max_walk = 20000  # log slots one subscription-mode changes answer walks under the lock (a few ms); past it the client pulls again
 
     def __init__(self):
         self.lock = threading.RLock()
