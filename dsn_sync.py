@@ -895,6 +895,8 @@ class MemoryStore:
         self._tombstones = 0
         self._mids = collections.OrderedDict()
         self._indexes = {}  # {(table, field): {value key: {keys}}}, built when first needed
+        self._building = {}  # {(table, field): keys written meanwhile} of indexes track() is building
+        self._generation = getattr(self, "_generation", 0) + 1  # a build across a reload is dropped
 
     # -- lifecycle (a durable store opens files here) -------------------------
     def open(self):
@@ -1211,15 +1213,54 @@ class MemoryStore:
     def track(self, table, fields=()):
         """Keep ``table`` ready for subscriptions: each row's previous state, and ``fields`` indexed.
 
-        An index is built on first use (one pass over the table) and kept by
-        every change after; a tracked table keeps each row's previous state
-        beside its current one, so a change can tell who held the row before.
+        A missing index is built here, in one pass over the table's rows that
+        decodes them *outside* the lock (about 5 us a row: seconds for a
+        million, during which writes and pulls go on), then catches up with
+        the keys written meanwhile.  Every change keeps it after that.  A
+        tracked table keeps each row's previous state beside its current one,
+        so a change can tell who held the row before.
         """
         with self.lock:
             have = self._tracked.get(table)
             wanted = frozenset(fields) | (have or frozenset())
             if have != wanted:
                 self._tracked[table] = wanted
+            missing = [f for f in fields if (table, f) not in self._indexes and (table, f) not in self._building]
+            if not missing:
+                return
+            for field in missing:
+                self._building[(table, field)] = set()  # keys written while we build
+            generation = self._generation
+            rows = [(k, e.data) for k, e in self._data.get(table, {}).items() if e.data is not None]
+        built = {field: {} for field in missing}
+        try:
+            for key, data in rows:
+                record = _loads(data)
+                for field in missing:
+                    if field in record:
+                        value = _value_key(record[field])
+                        if isinstance(value, str):
+                            built[field].setdefault(value, set()).add(key)
+        finally:
+            with self.lock:
+                for field in missing:
+                    written = self._building.pop((table, field), ())
+                    if generation != self._generation or (table, field) in self._indexes:
+                        continue  # memory was reloaded meanwhile, or _index() built it: _index() rebuilds if needed
+                    index = built[field]
+                    if written:
+                        for value in list(index):
+                            index[value] -= written
+                            if not index[value]:
+                                del index[value]
+                        current = self._data.get(table, {})
+                        for key in written:
+                            entry = current.get(key)
+                            if entry is not None and entry.data is not None:
+                                value = self._vals_of(entry).get(field)
+                                if isinstance(value, str):
+                                    index.setdefault(value, set()).add(key)
+                    self._indexes[(table, field)] = index
 
     def _value_of(self, data, field):
         record = _loads(data)
@@ -1249,6 +1290,9 @@ class MemoryStore:
         for field in fields:
             index = self._indexes.get((entry.table, field))
             if index is None:
+                written = self._building.get((entry.table, field))
+                if written is not None:
+                    written.add(entry.key)
                 continue
             before = old.get(field) if old else None
             after = new.get(field) if new else None
@@ -2850,6 +2894,7 @@ class PostgresStore(MemoryStore):
                 entry.seq, entry.data, entry.shape, entry.seen = old[1], old[2], old[3], None
                 entry.vals = entry.prev = None  # its previous state is unknown again
         self._indexes = {}  # rebuilt when next needed
+        self._generation += 1
         if self._batch_sv is not None:
             for name, spec in reversed(self._batch_sv[1]):
                 if spec is None:

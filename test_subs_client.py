@@ -9,7 +9,7 @@ subscription is confirmed and then leaves.
 import pytest
 
 import dsn_sync
-from conftest import wait_until
+from conftest import private, wait_until
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_a_refused_subscription_raises_and_the_others_go_on(chat, make_client):
     assert e.value.code == "invalid" and "no subscription 'nope'" in str(e.value)
     chat.sync("messages", "m9", {"room": "lobby", "text": "after"})
     wait_until(lambda: "m9" in c.get_all("messages"))
-    assert chat._store.check()
+    assert private(chat, "store").check()
 
 
 def test_a_new_subscription_interrupts_a_waiting_pull(chat, make_client):
