@@ -869,7 +869,7 @@ class MemoryStore:
     max_tombstones = 100000  # tombstones kept before the oldest are compacted
     mid_capacity = 100000  # newest (token, mid) answers remembered for idempotent retries
     page_bytes = 4 << 20  # a reset page or changes answer stops past this much record JSON, whatever page_size says
-    max_walk = 200000  # log slots one subscription-mode changes answer may walk under the lock
+    max_walk = 20000  # log slots one subscription-mode changes answer walks under the lock (a few ms); past it the client pulls again
 
     def __init__(self):
         self.lock = threading.RLock()
@@ -895,6 +895,8 @@ class MemoryStore:
         self._tombstones = 0
         self._mids = collections.OrderedDict()
         self._indexes = {}  # {(table, field): {value key: {keys}}}, built when first needed
+        self._building = {}  # {(table, field): keys written meanwhile} of indexes track() is building
+        self._generation = getattr(self, "_generation", 0) + 1  # a build across a reload is dropped
 
     # -- lifecycle (a durable store opens files here) -------------------------
     def open(self):
@@ -1211,15 +1213,54 @@ class MemoryStore:
     def track(self, table, fields=()):
         """Keep ``table`` ready for subscriptions: each row's previous state, and ``fields`` indexed.
 
-        An index is built on first use (one pass over the table) and kept by
-        every change after; a tracked table keeps each row's previous state
-        beside its current one, so a change can tell who held the row before.
+        A missing index is built here, in one pass over the table's rows that
+        decodes them *outside* the lock (about 5 us a row: seconds for a
+        million, during which writes and pulls go on), then catches up with
+        the keys written meanwhile.  Every change keeps it after that.  A
+        tracked table keeps each row's previous state beside its current one,
+        so a change can tell who held the row before.
         """
         with self.lock:
             have = self._tracked.get(table)
             wanted = frozenset(fields) | (have or frozenset())
             if have != wanted:
                 self._tracked[table] = wanted
+            missing = [f for f in fields if (table, f) not in self._indexes and (table, f) not in self._building]
+            if not missing:
+                return
+            for field in missing:
+                self._building[(table, field)] = set()  # keys written while we build
+            generation = self._generation
+            rows = [(k, e.data) for k, e in self._data.get(table, {}).items() if e.data is not None]
+        built = {field: {} for field in missing}
+        try:
+            for key, data in rows:
+                record = _loads(data)
+                for field in missing:
+                    if field in record:
+                        value = _value_key(record[field])
+                        if isinstance(value, str):
+                            built[field].setdefault(value, set()).add(key)
+        finally:
+            with self.lock:
+                for field in missing:
+                    written = self._building.pop((table, field), ())
+                    if generation != self._generation or (table, field) in self._indexes:
+                        continue  # memory was reloaded meanwhile, or _index() built it: _index() rebuilds if needed
+                    index = built[field]
+                    if written:
+                        for value in list(index):
+                            index[value] -= written
+                            if not index[value]:
+                                del index[value]
+                        current = self._data.get(table, {})
+                        for key in written:
+                            entry = current.get(key)
+                            if entry is not None and entry.data is not None:
+                                value = self._vals_of(entry).get(field)
+                                if isinstance(value, str):
+                                    index.setdefault(value, set()).add(key)
+                    self._indexes[(table, field)] = index
 
     def _value_of(self, data, field):
         record = _loads(data)
@@ -1249,6 +1290,9 @@ class MemoryStore:
         for field in fields:
             index = self._indexes.get((entry.table, field))
             if index is None:
+                written = self._building.get((entry.table, field))
+                if written is not None:
+                    written.add(entry.key)
                 continue
             before = old.get(field) if old else None
             after = new.get(field) if new else None
@@ -2850,6 +2894,7 @@ class PostgresStore(MemoryStore):
                 entry.seq, entry.data, entry.shape, entry.seen = old[1], old[2], old[3], None
                 entry.vals = entry.prev = None  # its previous state is unknown again
         self._indexes = {}  # rebuilt when next needed
+        self._generation += 1
         if self._batch_sv is not None:
             for name, spec in reversed(self._batch_sv[1]):
                 if spec is None:
@@ -6148,6 +6193,13 @@ class Client:
         self._closed = threading.Event()
         self._wake = threading.Event()  # cuts the feed's backoff short: a write got through, or close()
         self._epoch = None  # the server's epoch as last heard (hello, pull), for judging acks
+        # Subscription mode (README, protocol section 7): None until the first subscribe()
+        self._subs = None  # {id: {"name", "params"}} wanted
+        self._handles = {}  # {id: [Subscription]}
+        self._held = set()  # ids whose rows the mirror holds as of the cursor
+        self._members = {}  # {(table, key): {ids}} selecting each mirrored row
+        self._pending = {}  # {(table, key): ack seq}: acked rows not yet placed in a subscription
+        self._interrupted = False  # the pull was cut short on purpose (a new subscription)
         self.status = "connecting"
         self.resets = 0
         self._thread = threading.Thread(target=self._run, name="dsn-sync-client", daemon=True)
@@ -6172,6 +6224,73 @@ class Client:
         with self._lock:
             record = self._tables.get(table, {}).get(key)
             return dict(record) if record is not None else None
+
+    def subscribe(self, name, params=None):
+        """Mirror the rows that the server's ``@sync.subscription(name)`` selects for ``params``.
+
+        Returns a Subscription: ``wait_ready(timeout)`` blocks until its rows
+        are in (and raises the server's DSNError if it refused), ``close()``
+        releases it.  From the first call on, the mirror holds the union of
+        the subscriptions only; the same name and params share one.
+        """
+        params = dict(params or {})
+        canon = json.dumps([name, params], sort_keys=True, separators=(",", ":"))
+        sid = b64u_encode(hashlib.sha256(canon.encode("utf-8")).digest()[:12])
+        handle = Subscription(self, sid, name, params)
+        with self._lock:
+            if self._subs is None:  # from whole tables to subscriptions: the next pull is a full reset
+                self._subs, self.cursor = {}, None
+            self._handles.setdefault(sid, []).append(handle)
+            if sid in self._held:
+                handle._ready.set()
+            self._subs[sid] = {"name": name, "params": params}
+        self._interrupt()
+        return handle
+
+    def _unsubscribe(self, handle):
+        with self._lock:
+            handles = self._handles.get(handle.id, [])
+            if handle not in handles:
+                return
+            handles.remove(handle)
+            if handles:
+                return
+            del self._handles[handle.id]
+            self._subs.pop(handle.id, None)
+            self._held.discard(handle.id)
+            touched = set()
+            for (table, key), ids in list(self._members.items()):
+                ids.discard(handle.id)
+                if not ids:
+                    del self._members[(table, key)]
+                    self._tables.get(table, {}).pop(key, None)
+                    touched.add(table)
+        self._notify(touched)
+
+    def _interrupt(self):
+        """Cut a waiting pull short so the feed asks again at once (with the new subscription set)."""
+        if self._ready.is_set() and self._pull_conn is not None:
+            self._interrupted = True
+            _abort(self._pull_conn, close=False)
+
+    def _since(self):
+        if self.cursor is None or self._subs is None:
+            return self.cursor
+        return dict(self.cursor, subs=sorted(self._held))
+
+    def _refused(self, error):
+        """The server refused subscription ``error["sub"]``: drop it and fail its handles."""
+        sid = error.get("sub")
+        with self._lock:
+            handles = self._handles.pop(sid, [])
+            if self._subs is not None:
+                self._subs.pop(sid, None)
+            self._held.discard(sid)
+        for h in handles:
+            h.error = DSNError(error.get("message", "refused"), error.get("code", "invalid"))
+            h._ready.set()
+        if not handles:
+            raise _Transient("%s: %s" % (error.get("code"), error.get("message")))
 
     def on_data_change(self, table, callback):
         """Call ``callback(all_records)`` now and after every change to ``table``; returns an unsubscribe function."""
@@ -6294,11 +6413,22 @@ class Client:
                     poll = hello.get("poll") or 0.0
                     need_hello = False
                 if pages is not None:
-                    fields = {"since": None, "next": pages["next"], "wait": 0}
+                    fields = {"since": pages.get("since"), "next": pages["next"], "wait": 0}
                 else:
-                    fields = {"since": self.cursor, "wait": wait if self._ready.is_set() else 0}
+                    # A pending ack (subscription mode) asks once without waiting: the answer's
+                    # cursor passes it, and the row leaves if no subscription placed it.
+                    waits = self._ready.is_set() and not self._pending
+                    fields = {"since": self._since(), "wait": wait if waits else 0}
+                with self._lock:
+                    if self._subs is not None:
+                        fields["subs"] = dict(self._subs)
                 began = time.monotonic()
-                answer = _raise_for(self._exchange(self._pull_conn, "pull", fields))
+                answer = self._exchange(self._pull_conn, "pull", fields)
+                if not answer.get("ok") and (answer.get("error") or {}).get("sub") is not None:
+                    self._refused(answer["error"])
+                    pages = None
+                    continue
+                answer = _raise_for(answer)
                 if poll and not answer.get("changes") and not answer.get("reset") \
                         and (not fields.get("wait") or time.monotonic() - began < fields["wait"] / 2):
                     self._pause(poll)  # answered at once with nothing: the server asks for pacing
@@ -6323,8 +6453,11 @@ class Client:
             except (_Transient, ValueError) as e:
                 if self._closed.is_set():
                     break
-                self._set_status("offline", str(e))
                 self._pull_conn = None
+                if self._interrupted:  # cut short by subscribe(): ask again at once
+                    self._interrupted = False
+                    continue
+                self._set_status("offline", str(e))
                 self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
         _abort(self._pull_conn)
@@ -6337,6 +6470,8 @@ class Client:
     def _on_pull(self, answer, pages):
         """Apply one pull answer; returns the pending reset pages (None when none)."""
         self._epoch = answer.get("epoch", self._epoch)
+        if answer.get("reset") and "sub" in answer:
+            return self._on_sub_page(answer, pages)
         if answer.get("reset"):
             if pages is None or pages.get("epoch") != answer["epoch"] or pages.get("seq") != answer["seq"]:
                 pages = {"epoch": answer["epoch"], "seq": answer["seq"], "records": {}}
@@ -6357,10 +6492,19 @@ class Client:
         touched = set()
         with self._lock:
             seq = answer["seq"]
-            for table, key, record in answer.get("changes", ()):
+            for change in answer.get("changes", ()):
+                table, key, record = change[:3]
+                if len(change) > 3:  # subscription mode: the held subscriptions selecting the row
+                    ids = set(change[3]) & self._held
+                    self._pending.pop((table, key), None)
+                    if ids and record is not None:
+                        self._members[(table, key)] = ids
+                    else:
+                        self._members.pop((table, key), None)
+                        record = None
                 acked = self._acked.get((table, key))
                 if acked is not None:
-                    if acked > seq:
+                    if acked > seq and record is not None:
                         continue  # our own write's ack is newer than this state
                     del self._acked[(table, key)]
                 rows = self._tables.setdefault(table, {})
@@ -6369,9 +6513,61 @@ class Client:
                 else:
                     rows[key] = record
                 touched.add(table)
+            for (table, key), acked in list(self._pending.items()):
+                if acked <= seq:  # the feed passed the ack and never placed the row: outside every subscription
+                    del self._pending[(table, key)]
+                    self._tables.get(table, {}).pop(key, None)
+                    touched.add(table)
             if "tables" in answer:
                 self.schema = answer["tables"]
             self.cursor = {"epoch": answer["epoch"], "seq": seq, "sv": answer.get("sv", self.cursor["sv"])}
+        self._notify(touched)
+        return None
+
+    def _on_sub_page(self, answer, pages):
+        """One page of a full or partial reset in subscription mode; the mirror changes on the last."""
+        partial = answer.get("partial", False)
+        if (pages is None or pages.get("epoch") != answer["epoch"] or pages.get("seq") != answer["seq"]
+                or pages.get("partial") != partial):
+            pages = {"epoch": answer["epoch"], "seq": answer["seq"], "partial": partial, "rows": {}, "seen": set(),
+                     "since": self._since() if partial else None}
+        sid = answer.get("sub")
+        for table, rows in answer.get("records", {}).items():
+            for key, record in rows.items():
+                slot = pages["rows"].setdefault((table, key), [record, set()])
+                slot[0] = record
+                slot[1].add(sid)
+        if sid is not None:
+            pages["seen"].add(sid)
+        if answer.get("more"):
+            pages["next"] = answer["next"]
+            return pages
+        with self._lock:
+            wanted = set(self._subs or ())
+            if not partial:
+                touched = set(self._tables)
+                self._tables, self._members, self._pending = {}, {}, {}
+                self._acked.clear()
+                self._held = pages["seen"] & wanted
+                self.schema = answer.get("tables", self.schema)
+                self.cursor = {"epoch": answer["epoch"], "seq": answer["seq"], "sv": answer["sv"]}
+                self.resets += 1
+            else:
+                touched = set()
+                self._held |= pages["seen"] & wanted
+            for (table, key), (record, ids) in pages["rows"].items():
+                ids &= self._held
+                if not ids:
+                    continue
+                acked = self._acked.get((table, key))
+                if acked is None or acked <= answer["seq"]:
+                    self._tables.setdefault(table, {})[key] = record
+                self._members[(table, key)] = self._members.get((table, key), set()) | ids
+                self._pending.pop((table, key), None)
+                touched.add(table)
+            ready = [h for sid in self._held for h in self._handles.get(sid, ())]
+        for h in ready:
+            h._ready.set()
         self._notify(touched)
         return None
 
@@ -6451,6 +6647,7 @@ class Client:
     def _apply_ack(self, table, key, answer, answer_epoch):
         """Put an ok write answer's record in the mirror unless the feed is already past it."""
         record, seq = answer.get("record"), answer.get("seq", 0)
+        pending = False
         with self._lock:
             # The feed may already have applied this key at or past the ack's seq
             # (PROTOCOL.md 4, order): then the ack is old news and must not win.
@@ -6464,12 +6661,38 @@ class Client:
                 rows = self._tables.setdefault(table, {})
                 if record is None:
                     rows.pop(key, None)
+                    self._members.pop((table, key), None)
                 else:
                     rows[key] = record
+                    if self._subs is not None and (table, key) not in self._members:
+                        self._pending[(table, key)] = seq  # kept until the feed says which subscription holds it
+                        pending = True
                 self._acked[(table, key)] = seq
         if not stale:
             self._notify({table})
+        if pending:
+            self._interrupt()
         return dict(record) if record is not None else None
+
+
+class Subscription:
+    """What Client.subscribe() returns: ``id``, ``name``, ``params``, ``error``, ``wait_ready()``, ``close()``."""
+
+    def __init__(self, client, sid, name, params):
+        self.client, self.id, self.name, self.params = client, sid, name, params
+        self.error = None
+        self._ready = threading.Event()
+
+    def wait_ready(self, timeout=None):
+        """True once its rows are in the mirror (False on timeout); raises DSNError if the server refused it."""
+        done = self._ready.wait(timeout)
+        if self.error is not None:
+            raise self.error
+        return done
+
+    def close(self):
+        """Release it: rows that no other subscription holds leave the mirror."""
+        self.client._unsubscribe(self)
 
 
 def _raise_for(answer):
