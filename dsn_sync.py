@@ -815,6 +815,13 @@ class MemoryStore:
         changes_since(seq, limit, view)      a changes page (UTF-8 JSON fragments)
         snapshot_page(snap, after, limit, view)   a reset page
         recall(jti, mid, view) / remember(jti, mid, answer)   the mid ledger
+        hold(name)                  a context manager: one writer at a time per
+                                    ``name``, a tuple (kind, ...), on every node
+                                    sharing the store; ("mid", jti, mid) and
+                                    ("key", table, key) are the engine's.  Hold
+                                    at most one name of a kind, kinds always in
+                                    one order (mid, then key), so holds cannot
+                                    deadlock.  StoreError if the wait is too long
         revoked() / revoke(jti, exp)         revoked token ids
         forget_rule_answers(table)  drop cached row-rule answers (a rule changed)
         compact(count)              drop the oldest tombstones, raising floor
@@ -1454,6 +1461,24 @@ class MemoryStore:
         """
         with self.lock:
             self._persist_answer(jti, mid, answer)
+
+    def hold(self, name):
+        """One writer at a time for ``name`` (a tuple whose first item is its kind): a striped in-process lock.
+
+        One process is the whole server here, so a lock of this process is
+        enough; 64 locks per kind (two names may share one, which only makes
+        them wait for each other; kinds never share, so mid-then-key cannot
+        deadlock).
+        """
+        stripes = self.__dict__.get("_hold_stripes")
+        if stripes is None:
+            with self.lock:
+                stripes = self.__dict__.setdefault("_hold_stripes", {})
+        locks = stripes.get(name[0])
+        if locks is None:
+            with self.lock:
+                locks = stripes.setdefault(name[0], [threading.Lock() for _ in range(64)])
+        return locks[hash(name) & 63]
 
     # -- revocation -----------------------------------------------------------
     def revoked(self):
@@ -2231,6 +2256,62 @@ class _PgLease:
         return False
 
 
+class _PgHold:
+    """PostgresStore.hold(name): ``with`` it, the name is held on this node and on PostgreSQL."""
+
+    __slots__ = ("store", "name", "local", "conn", "outer", "args")
+
+    def __init__(self, store, name, local):
+        self.store = store
+        self.name = name
+        self.local = local
+        self.conn = None
+        self.outer = False
+        self.args = (_pg_lock_key("dsn-sync hold " + name[0]), _pg_lock_key("\x00".join(map(str, name[1:]))))
+
+    def _waited(self, where):
+        return StoreError("waited over %d s for the %s hold of %s, held by another write of it (inside its handler) "
+                          "on %s; answered 503, the client retries.  Look for a slow or stuck @on_ handler"
+                          % (self.store.lock_timeout, self.name[0], "/".join(map(str, self.name[1:])), where))
+
+    def __enter__(self):
+        store = self.store
+        if not self.local.acquire(timeout=store.lock_timeout):
+            raise self._waited("this node")
+        try:
+            self.conn = getattr(store._held, "conn", None)
+            if self.conn is None:
+                self.conn = store._hold_pool.take()
+                self.outer = True
+                store._held.conn = self.conn
+            try:
+                self.conn.execute("SELECT pg_advisory_lock(%s::int4, %s::int4)", self.args)
+            except _psycopg().errors.LockNotAvailable:
+                raise self._waited("some node (a PostgreSQL advisory lock)")
+            except _psycopg().Error as e:
+                raise StoreError("PostgreSQL at %s failed to lock %s: %s" % (store._where, self.name[0], str(e).strip()))
+        except BaseException:
+            self._leave()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.conn.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", self.args)
+        except Exception:
+            _pg_close(self.conn)  # the session's locks end with it
+        self._leave()
+        return False
+
+    def _leave(self):
+        conn, self.conn = self.conn, None
+        if self.outer and conn is not None:
+            self.outer = False
+            self.store._held.conn = None
+            self.store._hold_pool.give(conn)
+        self.local.release()
+
+
 def _pg_stale(conn):
     """True if an idle connection has something to read: the server's goodbye (it was terminated) or EOF.
 
@@ -2337,6 +2418,7 @@ class PostgresStore(MemoryStore):
     format_version = 1
     mid_ttl = 86400  # seconds a mutation id's answer is kept (PROTOCOL.md: at least 24 h)
     pool_size = 4  # connections per node for writes and shared reads (the listener has two more)
+    hold_pool_size = 8  # connections per node for hold(): writers inside a handler, at most, one each
     safety_interval = 1.0  # seconds between catch-ups when no notification came
     purge_interval = 10.0  # seconds between purges of expired nonces (and, each 600 s, mids)
     connect_timeout = 5  # seconds; the URL's own connect_timeout wins
@@ -2358,6 +2440,8 @@ class PostgresStore(MemoryStore):
         self._params = None
         self._where = None
         self._pool = None
+        self._hold_pool = None  # connections that hold writers' advisory locks (hold())
+        self._held = threading.local()  # .conn: this thread's hold connection while it holds a name
         self._tailer = None
         self._stop = threading.Event()
         self._lead_lock = threading.Lock()
@@ -2422,6 +2506,7 @@ class PostgresStore(MemoryStore):
             finally:
                 _pg_close(conn)
             self._pool = _PgPool(self._connect, self.pool_size, self._where)
+            self._hold_pool = _PgPool(lambda: self._connect(prepare=False), self.hold_pool_size, self._where)
             self._stop.clear()
             self._tailer = threading.Thread(target=self._tail, name="dsn-sync-pg-listener", daemon=True)
             self._tailer.start()
@@ -2436,6 +2521,7 @@ class PostgresStore(MemoryStore):
         self._stop.set()
         tailer.join()
         pool.close()
+        self._hold_pool.close()
         with self._lead_lock:
             if self._lead_conn is not None:
                 _pg_close(self._lead_conn)
@@ -3033,6 +3119,20 @@ class PostgresStore(MemoryStore):
             conn.execute("INSERT INTO dsn_mids VALUES (%s, %s, %s, %s) ON CONFLICT (jti, mid) DO NOTHING",
                          (jti, mid, int(time.time()), _json_dumps(answer)))
 
+    def hold(self, name):
+        """MemoryStore.hold across nodes: this process's lock for ``name``, then a PostgreSQL advisory lock.
+
+        A session advisory lock (class: the kind, key: ``_pg_lock_key`` of the
+        rest) on a connection of a pool of its own (``hold_pool_size``), so a
+        writer that holds a name never waits for the connection its apply()
+        needs; one thread's nested holds (mid, then key) share one connection.
+        Both waits are bounded by ``lock_timeout`` (then StoreError: the engine
+        answers 503, remembers nothing, and the client's retry may succeed).
+        A node that dies releases its locks with its sessions.
+        """
+        self._require_open()
+        return _PgHold(self, name, MemoryStore.hold(self, name))
+
     def revoked(self):
         """Token ids revoked on any node (read from the database now; also kept live in ``revoked_ids``)."""
         self._require_open()
@@ -3462,8 +3562,6 @@ class _Engine:
         self.started_ms = 0 if store.durable else _now_ms()
         self.requests = 0
         self._count_lock = threading.Lock()
-        self._key_locks = [threading.Lock() for _ in range(64)]
-        self._mid_locks = [threading.Lock() for _ in range(64)]
         self._fieldsets = {}
 
     # -- one frame ------------------------------------------------------------
@@ -3849,7 +3947,10 @@ class _Engine:
         store = self.store
         view = self.view(state)
         try:
-            with self._mid_locks[hash(mid) & 63]:
+            # Held across recall -> handler -> apply on every node: a retry of this mid waits for
+            # the first attempt (wherever it runs), then finds its answer.  One recall, under the
+            # hold, is enough: a twin that finished before is found, and none can finish after.
+            with store.hold(("mid", state.jti, mid)):
                 answer = store.recall(state.jti, mid, view)  # its record as this token may read it now
                 if answer is None:
                     try:
@@ -3889,7 +3990,7 @@ class _Engine:
         except ValueError as e:
             raise Invalid(str(e))
         data, encoded = self.clean(table, key, m.get("data"), spec) if op != "delete" else (None, None)
-        with self._key_locks[hash((table, key)) & 63]:
+        with self.store.hold(("key", table, key)):  # after the mid's hold, never before: no deadlock
             present = self.store.exists(table, key)
             if op == "create" and present:
                 raise Exists("%s/%s already exists" % (table, key))
@@ -3942,7 +4043,7 @@ class _Engine:
         if len(mutations) > self.max_batch:
             raise ProtocolError("a batch holds at most %d mutations, got %d" % (self.max_batch, len(mutations)))
         results = []
-        for m in mutations:
+        for m in mutations:  # one at a time: a mutation's holds are given back before the next takes its own
             try:
                 if not isinstance(m, dict):
                     raise ProtocolError("a mutation is an object")

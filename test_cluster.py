@@ -16,9 +16,10 @@ keep landing on different nodes.
   -s), commit order with writers on three processes, a rolling restart with a changed
   ``define_table``, ``@every`` once per cluster with failover, ``python -m dsn_sync
   --workers 2``;
-- races that one process rules out with its own locks and a cluster does not: strict
-  xfails naming the bug (a retry handled on two nodes at once, handlers of one key on
-  two nodes at once);
+- races that one process rules out with its own locks and a cluster rules out with the
+  store's holds (PostgreSQL advisory locks): a retry reaching another node while the
+  first is in its handler, a retry racing the first commit, handlers of one key on two
+  nodes;
 - the API suite (define_table, sync/get/get_all/remove, handlers, batch, paged reset,
   long-poll wake-up, revoke) over the memory, SQLite and PostgreSQL stores;
 - the README's nginx block ("Running several nodes"), run in a real nginx in front of
@@ -521,8 +522,6 @@ def _write_frame(raw, mid, key, op="create", data=None):
                                             "data": data or {"v": 1}, "mid": mid}))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the mid lock is per process: a retry (same mid) reaching node B while "
-                   "node A is in the handler runs the handler again on B (the shared ledger only dedups the commit)")
 def test_a_retry_reaching_another_node_mid_handler_is_answered_from_the_first(spawn):
     """The client's retry of a write (same mid) lands on node B while node A is still in the handler.
 
@@ -556,8 +555,6 @@ def test_a_retry_reaching_another_node_mid_handler_is_answered_from_the_first(sp
     assert runs == 1, "the create handler ran %d times for one write (one on each node)" % runs
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a retry whose recall() runs before the first node commits and whose "
-                   "exists() check after it is answered `exists` (and a create applied once is reported failed)")
 def test_a_retry_racing_the_first_commit_is_not_answered_exists(spawn, db):
     """Node A has the write in its handler; the retry reaches node B, whose ledger lookup finds
     nothing yet.  The test holds B between that lookup and its existence check (a lock on
@@ -595,8 +592,6 @@ def test_a_retry_racing_the_first_commit_is_not_answered_exists(spawn, db):
     assert answers[1][1]["seq"] == answers[0][1]["seq"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the key lock is per process: handlers for one key on two nodes run at "
-                   "once, so a read-modify-write handler (sync.get inside it) loses updates")
 def test_writes_to_one_key_are_never_interleaved_across_nodes(spawn):
     """Updates of one key through two nodes at once, each handler reading the record first
     (read-modify-write, as test_dsn_sync's test_writes_to_one_key_are_never_interleaved does on
