@@ -330,6 +330,92 @@ def test_the_mid_ledger_is_shared(nodes):
     assert sql(a.url, "SELECT count(*) FROM dsn_counter WHERE seq = %s", (results[0][0],)) == [(1,)]
 
 
+def test_a_hold_is_cluster_wide_and_its_wait_is_bounded(nodes):
+    """hold(name) on one node makes the same name wait on every node; other names and kinds do not."""
+    a, b, c = nodes("a"), nodes("b", lock_timeout=1), nodes("c")
+    got = threading.Event()
+
+    def take_on_c():
+        with c.hold(("key", "t", "k")):
+            got.set()
+
+    with a.hold(("key", "t", "k")):
+        with b.hold(("key", "t", "other")), b.hold(("mid", "t", "k")):
+            pass  # another name, and the same words under another kind: free
+        with pytest.raises(StoreError, match=r"key hold of t/k"):
+            with b.hold(("key", "t", "k")):
+                pass
+        waiter = threading.Thread(target=take_on_c)
+        waiter.start()
+        time.sleep(0.5)
+        assert not got.is_set(), "node c took a name that node a holds"
+    waiter.join(10)
+    assert got.is_set(), "node c never got the name after node a let it go"
+    with b.hold(("key", "t", "k")):  # the refused wait gave back b's connection and its own lock
+        pass
+
+
+def test_a_writer_inside_its_holds_still_gets_a_connection_to_apply(nodes):
+    """A thread's mid and key holds share one connection of their own pool: with one connection in
+    each pool, the write under both holds still recalls and applies (no wait for a connection)."""
+    a = nodes("a", pool_size=1, hold_pool_size=1)
+    a.set_table("t", SPEC)
+    with a.hold(("mid", "jti1", "m1")):
+        assert a.recall("jti1", "m1") is None
+        with a.hold(("key", "t", "k")):
+            assert not a.exists("t", "k")
+            seq, _ = a.apply("t", "k", "create", {"v": 1}, ledger=("jti1", "m1"))
+    assert a.recall("jti1", "m1")["seq"] == seq
+    assert sql(a.url, "SELECT count(*) FROM pg_locks JOIN pg_database d ON d.oid = database WHERE locktype = 'advisory' "
+               "AND d.datname = current_database()") == [(0,)], "a hold outlived its with"
+
+
+def test_a_write_waiting_too_long_for_its_key_is_a_503_not_remembered(url):
+    """Node one's handler holds key n; a write of n on node two waits lock_timeout, is answered 503 and
+    remembered nowhere, so the client's retry with the same mid is applied once one has finished."""
+    from conftest import Raw
+    slow = PostgresStore(url)
+    quick = PostgresStore(url)
+    quick.lock_timeout = 1
+    one, two = DSNSync(port=0, store=slow), DSNSync(port=0, store=quick)
+    entered, release = threading.Event(), threading.Event()
+    raws = []
+    try:
+        one.define_table("notes", SPEC)
+
+        @one.on_update("notes")
+        def held(data):
+            entered.set()
+            release.wait(20)
+            return True
+
+        two.on_update("notes")(lambda data: True)
+        one.sync("notes", "n", {"v": 0})
+        one.start()
+        two.start()
+        token = one.issue_token(sub="u1", write=("notes",))
+        raws = [Raw(one.get_url(), token), Raw(two.get_url(), token)]
+        first = []
+        writer = threading.Thread(target=lambda: first.append(
+            raws[0].call("update", table="notes", key="n", data={"v": 1}, mid="m1")))
+        writer.start()
+        assert entered.wait(10), "node one's handler never ran"
+        status, _ = raws[1].call("update", table="notes", key="n", data={"v": 2}, mid="m2")
+        assert status == 503
+        release.set()
+        writer.join(10)
+        assert first[0][0] == 200 and first[0][1]["ok"], first
+        status, answer = raws[1].call("update", table="notes", key="n", data={"v": 2}, mid="m2")
+        assert status == 200 and answer["ok"] and answer["seq"] > first[0][1]["seq"], answer
+        wait_until(lambda: one.get("notes", "n") == {"v": 2}, 10, what="the retried write on node one")
+    finally:
+        release.set()
+        for raw in raws:
+            raw.close()
+        one.stop()
+        two.stop()
+
+
 def test_revocations_are_shared(nodes):
     a, b = nodes("a"), nodes("b")
     a.revoke("jti-gone", time.time() + 3600)
