@@ -340,7 +340,7 @@ def test_a_hold_is_cluster_wide_and_its_wait_is_bounded(nodes):
             got.set()
 
     with a.hold(("key", "t", "k")):
-        with b.hold(("key", "t", "other")), b.hold(("mid", "t", "k")):
+        with b.hold(("mid", "t", "k")), b.hold(("key", "t", "other")):
             pass  # another name, and the same words under another kind: free
         with pytest.raises(StoreError, match=r"key hold of t/k"):
             with b.hold(("key", "t", "k")):
