@@ -2381,7 +2381,7 @@ class PostgresStore(MemoryStore):
     a batch would hold every node's writes: its transaction ends after
     ``tx_idle_timeout`` and a write waits at most ``lock_timeout``.
 
-    Connect directly or through a pooler in session mode: LISTEN and the
+    Connect directly or through a pooler in session mode: LISTEN, writers' holds and the
     lead's advisory locks belong to a session.  The secret is stored in
     ``dsn_meta``: whoever can read the database can mint any token.
 
@@ -2419,7 +2419,9 @@ class PostgresStore(MemoryStore):
     format_version = 1
     mid_ttl = 86400  # seconds a mutation id's answer is kept (PROTOCOL.md: at least 24 h)
     pool_size = 4  # connections per node for writes and shared reads (the listener has two more)
-    hold_pool_size = 8  # connections per node for hold(): writers inside a handler, at most, one each
+    # Connections per node for hold(), one per write between its recall and its apply (in its
+    # handler): more writes at once wait for one, up to lock_timeout, then 503.
+    hold_pool_size = 16
     safety_interval = 1.0  # seconds between catch-ups when no notification came
     purge_interval = 10.0  # seconds between purges of expired nonces (and, each 600 s, mids)
     connect_timeout = 5  # seconds; the URL's own connect_timeout wins
@@ -2508,6 +2510,7 @@ class PostgresStore(MemoryStore):
                 _pg_close(conn)
             self._pool = _PgPool(self._connect, self.pool_size, self._where)
             self._hold_pool = _PgPool(lambda: self._connect(prepare=False), self.hold_pool_size, self._where)
+            self._hold_pool.wait = self.lock_timeout
             self._stop.clear()
             self._tailer = threading.Thread(target=self._tail, name="dsn-sync-pg-listener", daemon=True)
             self._tailer.start()
