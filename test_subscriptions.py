@@ -1002,6 +1002,76 @@ def test_a_row_of_another_room_edited_twice_during_a_long_poll_is_not_sent(serve
     assert "m1" not in json.dumps(answer["changes"]), answer["changes"]
 
 
+def test_writes_while_the_first_subscription_builds_its_index_leave_index_and_mirror_right(server, make_raw):
+    sync = server()
+    count = 20000
+    with sync.batch():
+        for i in range(count):
+            sync.sync("messages", "m%d" % i, {"room": "r%d" % (i % 50), "n": i})
+    stop = threading.Event()
+    moved = []
+
+    def writer():  # rows into and out of r7, and deletions, while the index is built
+        i = 0
+        while not stop.is_set():
+            key = "m%d" % ((i * 7919) % count)
+            if i % 5 == 4:
+                sync.remove("messages", key)
+            else:
+                sync.sync("messages", key, {"room": "r7" if i % 2 else "r8"})
+            moved.append(key)
+            i += 1
+    writing = threading.Thread(target=writer, daemon=True)
+    writing.start()
+    try:
+        wait_until(lambda: len(moved) > 20, 10, "the writer under way")
+        m = Mirror(make_raw(sync), {"s": room_sub("r7")})
+        m.reset()
+        wait_until(lambda: len(moved) > 200, 20, "more writes after the first load")
+    finally:
+        stop.set()
+        writing.join()
+    assert private(sync, "store").check()  # the index of messages.room equals its rows
+    m.settle(sync)
+    assert m.table("messages") == selected(sync, "messages", in_room("r7"))
+    print("\n%d writes raced the first load of a room over %d rows" % (len(moved), count))
+
+
+def test_a_mirror_carries_on_across_a_server_restart(connection, make_server, make_raw):
+    """A reload while offline: a durable store keeps its epoch, so the cursor stays good and the
+    changes made after the restart bring the mirror level; the memory store's new epoch resets the set."""
+    one = make_server(start=False, db_connection_string=connection, secret=b"k" * 32)
+    chat(one)
+    one.start()
+    fill(one, ["lobby", "dev", "lobby", "dev"])
+    m = Mirror(make_raw(one), {"l": room_sub("lobby"), "b": room_sub(["lobby", "dev"])})
+    m.reset()
+    epoch = m.cursor["epoch"]
+    one.stop()
+    two = make_server(start=False, db_connection_string=connection, secret=b"k" * 32)
+    chat(two)
+    two.start()
+    if connection is None:
+        fill(two, ["lobby", "dev", "ops"])
+    two.sync("messages", "m0", {"room": "dev"})  # leaves l, stays in b
+    two.sync("messages", "m2", {"room": "ops"})  # leaves both
+    two.sync("messages", "m9", {"room": "lobby"})  # new, in both
+    m.raw.close()
+    m.raw = make_raw(two)
+    answer = m.ask(since=m.cursor, wait=0)
+    if connection is None:
+        assert answer["reset"] is True and answer["epoch"] != epoch, "a new memory store: a full reset of the set"
+        m.reset()
+    else:
+        assert answer["epoch"] == epoch and "reset" not in answer, answer
+        m.apply(answer)
+    m.settle(two)
+    assert {k for _, k in m.table("messages")} == {k for _, k in selected(two, "messages", in_room("lobby", "dev"))}
+    assert m.table("messages") == selected(two, "messages", in_room("lobby", "dev"))
+    assert m.member.get(("messages", "m0")) == {"b"} and m.member.get(("messages", "m9")) == {"b", "l"}
+    assert private(two, "store").check()
+
+
 # =============================================================================
 # A randomised run: many clients, many changes, every mirror equal to its selection
 # =============================================================================
@@ -1115,15 +1185,30 @@ def _big_table(make_server, make_raw, count):
     raw = CountingRaw(sync)
     try:
         m = Mirror(raw, {"r": room_sub("r7")})
+        stalls, loading = [], threading.Event()
+        loading.set()
+
+        def writer():  # how long a write waits while the first load builds the room index
+            while loading.is_set():
+                t = time.monotonic()
+                sync.sync("audit", "w", {"t": t})
+                stalls.append(time.monotonic() - t)
+                time.sleep(0.001)
+        writing = threading.Thread(target=writer, daemon=True)
+        writing.start()
         began = time.monotonic()
         m.reset()
         sub_s, sub_bytes = time.monotonic() - began, raw.received
+        loading.clear()
+        writing.join()
         assert len(m.table("messages")) == per_room
         assert m.table("messages") == {("messages", "m%07d" % i): {"room": "r7", "n": i, "text": text}
                                        for i in range(7, count, count // per_room)}
         lines.append("  first load: subscription %.3f s (its index built on this first use), %d bytes; "
                      "whole table %.2f s, %d bytes (%.2f %%)"
                      % (sub_s, sub_bytes, whole_s, whole_bytes, 100.0 * sub_bytes / whole_bytes))
+        lines.append("  writes during that first load: %d sync() calls, the slowest %.1f ms"
+                     % (len(stalls), 1000 * max(stalls or [0])))
         other = Mirror(make_raw(sync), {"r": room_sub("r8")})
         began = time.monotonic()
         other.reset()
