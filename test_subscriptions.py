@@ -995,9 +995,10 @@ def test_a_row_of_another_room_edited_twice_during_a_long_poll_is_not_sent(serve
     m.reset()
     result = started_pull(m.raw, since=m.cursor, subs=m.subs, wait=25)
     parked(sync)
-    sync.sync("messages", "m1", {"text": "dev, edit 1"})
-    sync.sync("messages", "m1", {"text": "dev, edit 2"})
-    sync.sync("messages", "m0", {"text": "lobby news"})
+    with sync.batch():  # one wake-up of the feed for the three, so the outcome does not hang on timing
+        sync.sync("messages", "m1", {"text": "dev, edit 1"})
+        sync.sync("messages", "m1", {"text": "dev, edit 2"})
+        sync.sync("messages", "m0", {"text": "lobby news"})
     answer, _ = result()
     assert "m1" not in json.dumps(answer["changes"]), answer["changes"]
 
@@ -1077,10 +1078,15 @@ def test_a_mirror_carries_on_across_a_server_restart(connection, make_server, ma
 # =============================================================================
 
 
-def test_random_changes_keep_every_mirror_equal_to_what_it_selects(server, make_raw):
+@pytest.mark.parametrize("page_size", [
+    5000,
+    pytest.param(7, marks=pytest.mark.xfail(strict=True, reason="BUG: answers cut by page_size lose departures "
+                                            "(see test_a_departure_is_not_lost_when_a_changes_answer_is_cut)")),
+])
+def test_random_changes_keep_every_mirror_equal_to_what_it_selects(server, make_raw, page_size):
     import random
     rng = random.Random(16)
-    sync = server()
+    sync = server(page_size=page_size)
     rooms = ["a", "b", "c", "d"]
     fill(sync, [rng.choice(rooms) for _ in range(40)])
     cases = [({"x": room_sub("a")}, in_room("a")),
