@@ -109,6 +109,10 @@ def chat(sync, rules=False):
     def audit(ctx, params):
         return {"audit": True}
 
+    @sync.subscription("fragile")
+    def fragile(ctx, params):
+        return {"messages": lambda record: 60 / record["n"] > 10}  # raises for n == 0 and for no n
+
     @sync.subscription("broken")
     def broken(ctx, params):
         return {"messages": {"room": {"nested": "object"}}}  # not a filter value: the app's mistake
@@ -448,6 +452,39 @@ def test_closing_a_subscription_needs_no_request_and_the_server_stops_sending_it
     assert m.pull()["changes"] == []
 
 
+def test_changes_between_reset_pages_still_reach_the_mirror(server, make_raw):
+    sync = server(page_size=2)
+    fill(sync, ["lobby", "dev"] * 5)
+    m = Mirror(make_raw(sync), {"a": room_sub("lobby")})
+    first = m.ask(since=None, wait=0)  # a full reset, its first page only
+    sync.sync("messages", "m8", {"text": "changed while paging"})  # not paged yet
+    sync.remove("messages", first_key(first))  # paged already
+    sync.sync("messages", "m1", {"room": "lobby"})  # enters
+    pages = [first]
+    while pages[-1]["more"]:
+        pages.append(m.ask(since=None, next=pages[-1]["next"], wait=0))
+    assert {p["seq"] for p in pages} == {first["seq"]}, "one snapshot for the whole walk"
+    m.rows, m.member = {}, {}
+    for p in pages:
+        for t, recs in p["records"].items():
+            for k, r in recs.items():
+                m.rows[(t, k)], m.member[(t, k)] = r, {"a"}
+    m.cursor = {"epoch": first["epoch"], "seq": first["seq"], "sv": first["sv"], "subs": ["a"]}
+    # now a partial reset of a new subscription, with changes between its pages too
+    m.subs["b"] = room_sub("dev")
+    p1 = m.ask(since=m.cursor, wait=0)
+    assert p1["partial"] is True and p1["more"] is True
+    sync.sync("messages", "m9", {"text": "dev, changed while paging"})
+    sync.sync("messages", "m3", {"room": "ops"})  # leaves dev
+    m.walk_partial(p1)
+    m.settle(sync)
+    assert m.table("messages") == selected(sync, "messages", in_room("lobby", "dev"))
+
+
+def first_key(page):
+    return sorted(page["records"]["messages"])[0]
+
+
 # =============================================================================
 # Rows entering and leaving, deletions
 # =============================================================================
@@ -617,6 +654,19 @@ def test_a_predicate_filter_selects_by_any_rule_and_follows_changes(server, make
     assert m.table("messages") == selected(sync, "messages", hot)
 
 
+def test_a_predicate_that_raises_leaves_the_row_out_and_the_pull_goes_on(server, make_raw):
+    sync = server()
+    fill(sync, ["lobby"] * 8)  # n = 0 .. 7: 60 / 0 raises, 60 / n > 10 for n = 1 .. 5
+    sync.sync("messages", "no_n", {"room": "lobby"})
+    m = Mirror(make_raw(sync), {"f": {"name": "fragile", "params": {}}})
+    m.reset()
+    assert sorted(k for _, k in m.table("messages")) == ["m1", "m2", "m3", "m4", "m5"]
+    sync.sync("messages", "m1", {"n": 0})  # now raises: it leaves
+    sync.sync("messages", "m7", {"n": 2})  # enters
+    answer = m.pull()
+    assert [c[1] for c in answer["changes"]] == ["m1", "m7"] and answer["changes"][0][3] == []
+
+
 def test_a_true_filter_selects_the_whole_table(server, make_raw):
     sync = server(page_size=4)
     fill(sync, ["lobby", "dev", "ops"] * 3)
@@ -784,6 +834,28 @@ def test_a_subscription_pull_parks_and_a_change_it_selects_wakes_it(server, make
     latency = time.monotonic() - began
     assert answer["changes"] == [["messages", "m0", {"room": "lobby", "n": 0, "text": "wake up"}, ["l"]]]
     print("\na subscription long-poll answered %.1f ms after the change" % (latency * 1000))
+
+
+@pytest.mark.parametrize("sub,unselected,selected_change", [
+    ({"name": "keys", "params": {"ids": ["m1", "m3"]}}, ("m2", {"text": "not a chosen key"}), ("m3", {"text": "chosen"})),
+    ({"name": "room", "params": {"room": ["dev", "ops"]}}, ("m0", {"text": "lobby"}), ("m2", {"text": "ops"})),
+    ({"name": "kind", "params": {"room": "lobby", "kind": "text"}}, ("m1", {"kind": "text"}), ("m0", {"kind": "text"})),
+    ({"name": "hot", "params": {"n": 2}}, ("m0", {"n": 1}), ("m1", {"n": 50})),
+    ({"name": "audit", "params": {}}, ("m0", {"text": "a message"}), ("a1", {"what": "audited"})),
+])
+def test_each_kind_of_filter_wakes_its_long_poll_with_its_own_change_only(server, make_raw, sub, unselected, selected_change):
+    sync = server()
+    fill(sync, ["lobby", "dev", "ops", "lobby"])
+    m = Mirror(make_raw(sync), {"s": sub})
+    m.reset()
+    result = started_pull(m.raw, since=m.cursor, subs=m.subs, wait=25)
+    parked(sync)
+    sync.sync("messages", *unselected)
+    time.sleep(0.3)
+    key, data = selected_change
+    sync.sync("audit" if key.startswith("a") else "messages", key, data)
+    answer, _ = result()
+    assert [c[1] for c in answer["changes"]] == [key], answer["changes"]
 
 
 def test_a_subscription_pull_keeps_waiting_through_changes_it_does_not_select(server, make_raw):
