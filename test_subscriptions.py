@@ -15,6 +15,7 @@ figures: ``python3 -m pytest -q -s test_subscriptions.py -k rows_of``.
 
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -1332,3 +1333,17 @@ def test_a_subscription_to_1000_rows_of_100000_rows(make_server, make_raw):
 @pytest.mark.slow
 def test_a_subscription_to_1000_rows_of_1000000_rows(make_server, make_raw):
     _big_table(make_server, make_raw, 1000000)
+
+
+def test_the_subscription_benchmark_runs_and_each_change_reaches_its_one_room():
+    """bench/subs_bench.py, small: it prints its table, and in `subs` mode every change reached
+    exactly the client of its room (nothing is timed here)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, os.path.join(here, "bench", "subs_bench.py"), "--clients", "20",
+                          "--rate", "50", "--duration", "1"], capture_output=True, text=True, timeout=120, cwd=here)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| subs: 1 room each " in out.stdout and "| whole table (W1) " in out.stdout, out.stdout
+    subs, whole = json.loads(out.stdout.strip().splitlines()[-1])
+    assert subs["wrong_room"] == 0 and subs["deliveries"] == subs["produced"] == 50, subs
+    assert whole["deliveries"] == 20 * whole["produced"], whole
+    assert subs["bytes_per_change"] < whole["bytes_per_change"] / 5
