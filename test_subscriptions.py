@@ -1222,6 +1222,36 @@ def test_a_change_on_another_postgres_node_reaches_a_subscription(cluster, make_
     assert private(one, "store").check() and private(two, "store").check()
 
 
+def test_reset_pages_served_by_alternate_postgres_nodes_make_one_snapshot(cluster, make_server, make_raw):
+    url = cluster.create_database()
+    one = make_server(start=False, db_connection_string=url, page_size=2)
+    chat(one)
+    one.start()
+    two = make_server(start=False, db_connection_string=url, page_size=2)
+    chat(two)
+    two.start()
+    fill(one, ["lobby", "dev"] * 4)
+    at = [make_raw(one), make_raw(two, one.get_token())]  # one token, two nodes: a round-robin proxy's view
+    subs = {"a": room_sub("lobby"), "b": room_sub("dev")}
+    pages, n = [], 0
+    one.sync("messages", "late", {"room": "lobby"})  # node two may not have it yet when it serves a page
+    page = at[0].ok("pull", since=None, subs=subs, wait=0)
+    while True:
+        pages.append(page)
+        assert page["seq"] == pages[0]["seq"], "every page of one reset is of one snapshot"
+        if not page["more"]:
+            break
+        n += 1
+        page = at[n % 2].ok("pull", since=None, subs=subs, next=page["next"], wait=0)
+    got = {}
+    for p in pages:
+        for k in p["records"].get("messages", {}):
+            got.setdefault(p["sub"], set()).add(k)
+    assert got["a"] == {k for (_, k) in selected(one, "messages", in_room("lobby"))}
+    assert got["b"] == {k for (_, k) in selected(one, "messages", in_room("dev"))}
+    assert len(pages) >= 6
+
+
 # =============================================================================
 # The big table: a subscription to 1,000 of its rows
 # =============================================================================
