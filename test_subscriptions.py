@@ -939,7 +939,7 @@ def test_a_streamed_pull_in_subscription_mode_carries_only_what_it_selects(serve
     m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
     m.reset()
     raw = m.raw
-    raw.start("pull", since=m.cursor, subs=m.subs, wait=3, stream=True)
+    raw.start("pull", since=m.cursor, subs=m.subs, wait=1.5, stream=True)
     parked(sync)
     sync.sync("messages", "m1", {"text": "dev"})
     sync.sync("messages", "m0", {"text": "lobby 1"})
@@ -973,7 +973,7 @@ def test_a_streamed_subscription_pull_delivers_a_burst_larger_than_a_page(server
     m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
     m.reset()
     raw = m.raw
-    raw.start("pull", since=m.cursor, subs=m.subs, wait=4, stream=True)
+    raw.start("pull", since=m.cursor, subs=m.subs, wait=2, stream=True)
     parked(sync)
     began = time.monotonic()
     with sync.batch():
