@@ -370,7 +370,7 @@ def open_response(s2c, request_nonce, body):
 class _TokenState:
     """What the server keeps per kid after the first successful open: claims and traffic keys."""
 
-    __slots__ = ("kid", "claims", "jti", "c2s", "s2c", "read", "write", "sub", "exp", "view")
+    __slots__ = ("kid", "claims", "jti", "c2s", "s2c", "read", "write", "sub", "exp", "view", "subs")
 
     def __init__(self, kid, claims, token_secret):
         self.kid = kid
@@ -383,6 +383,7 @@ class _TokenState:
         self.read = _rights(claims.get("read", "*"))
         self.write = _rights(claims.get("write", "*"))
         self.view = None
+        self.subs = None  # {name + params JSON: resolved filters}, filled by _Engine._resolve_subs
 
 
 def _rights(value):
@@ -517,9 +518,13 @@ class _Entry:
     shared (a merge into it then decodes the stored record).
     ``seen`` caches row-rule answers for this state, per claim set
     (``View.rules_key``); any change of the key or of its table's rule clears it.
+    In a table that subscriptions filter (MemoryStore.track), ``vals`` caches
+    the filtered fields' value keys ({field: _value_key}, None until needed)
+    and ``prev`` is the state before the latest change, ``(seq, data, vals)``
+    (None: unknown), so a change can tell which clients held the row before.
     """
 
-    __slots__ = ("table", "key", "seq", "data", "shape", "seen")
+    __slots__ = ("table", "key", "seq", "data", "shape", "seen", "vals", "prev")
 
     def __init__(self, table, key):
         self.table = table
@@ -528,6 +533,8 @@ class _Entry:
         self.data = None
         self.shape = ()
         self.seen = None
+        self.vals = None
+        self.prev = None
 
     @property
     def record(self):
@@ -635,6 +642,135 @@ class ReadContext:
 EVERYTHING = View()
 
 
+# =============================================================================
+# Subscriptions (README, proposed protocol section 7): which rows a client mirrors
+# =============================================================================
+
+_ABSENT = object()  # a field the record does not have
+_UNINDEXED = object()  # a field whose value is a list or an object: no filter value equals it
+_SUB_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def _value_key(value):
+    """A field value as an index key: its JSON text for a scalar (so 1, 1.0 and true differ), else _UNINDEXED."""
+    if value is None or type(value) in (str, int, float, bool):
+        return _json_dumps(value)
+    return _UNINDEXED
+
+
+class _Filter:
+    """One table's part of a subscription: every row, field equality (the indexed path), or a predicate.
+
+    ``kind`` is ``all`` (True), ``eq`` (``{field: value or [values]}``: every
+    field must equal one of its values; the table's key field matches the
+    key) or ``pred`` (a callable given the record, the general path: one
+    decode and one call per change per subscribed client).  ``fields`` maps
+    each field to a frozenset of value keys (_value_key); ``by`` is the field
+    whose index loads the rows (the key field when named, else the field with
+    the fewest values).
+    """
+
+    __slots__ = ("table", "kind", "keys", "fields", "pred", "by")
+
+    def __init__(self, table, spec, keyfield):
+        self.table, self.keys, self.fields, self.pred, self.by = table, None, {}, None, None
+        if spec is True:
+            self.kind = "all"
+        elif callable(spec):
+            self.kind, self.pred = "pred", spec
+        elif isinstance(spec, dict) and spec:
+            self.kind = "eq"
+            for field, wanted in spec.items():
+                values = wanted if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+                if field == keyfield:
+                    if not all(isinstance(v, str) for v in values):
+                        raise TypeError("table %r: its key field %r is matched with strings, got %r" % (table, field, wanted))
+                    self.keys = frozenset(values) if self.keys is None else self.keys & frozenset(values)
+                    continue
+                found = frozenset(_value_key(v) for v in values)
+                if _UNINDEXED in found:
+                    raise TypeError("table %r, field %r: filter values are strings, numbers, booleans or None, "
+                                    "got %r" % (table, field, wanted))
+                self.fields[str(field)] = found
+            if self.keys is None:
+                self.by = min(self.fields, key=lambda f: len(self.fields[f]))
+        else:
+            raise TypeError("table %r: a filter is True, a non-empty dict {field: value or [values]} or a callable, "
+                            "got %r" % (table, spec))
+
+    def matches(self, store, entry, data=None, vals=None):
+        """Does this state of ``entry`` (its current one, or ``data``/``vals`` given) pass?  Under the store lock."""
+        if data is None:
+            data = entry.data
+            if data is None:
+                return False
+        if self.kind == "all":
+            return True
+        if self.kind == "pred":
+            try:
+                return bool(self.pred(_loads(data)))
+            except Exception:
+                log.exception("a subscription predicate on table %r raised for key %r; the row is left out",
+                              self.table, entry.key)
+                return False
+        if self.keys is not None and entry.key not in self.keys:
+            return False
+        if self.fields:
+            if vals is None:
+                vals = store._vals_of(entry)
+            for field, wanted in self.fields.items():
+                value = vals.get(field) if field in vals else store._value_of(data, field)
+                if value not in wanted:
+                    return False
+        return True
+
+
+class _Subscriptions:
+    """A client's held subscriptions, resolved: ``[(id, {table: _Filter})]`` and the same by table."""
+
+    __slots__ = ("items", "by_table", "routes")
+
+    def __init__(self, items):
+        self.items = items
+        self.by_table = {}
+        routes = set()
+        for sid, filters in items:
+            for table, f in filters.items():
+                self.by_table.setdefault(table, []).append((sid, f))
+                if f.kind != "eq":
+                    routes.add((table,))
+                elif f.keys is not None:
+                    routes.update((table, "#", k) for k in f.keys)
+                else:
+                    routes.update((table, f.by, v) for v in f.fields[f.by])
+        self.routes = routes  # what a change must touch to concern these (_Feed._touched)
+
+
+def _touched(routes, since, seq):
+    """The routes touched by changes ``since < s <= seq`` in a store's ``routes`` log, or None if unknown."""
+    if seq < since or (len(routes) == routes.maxlen and routes[0][0] > since + 1):
+        return None  # the log no longer reaches back that far: every subscription pull is concerned
+    touched = set()
+    for s, table, key, old, new in reversed(routes):
+        if s <= since:
+            break
+        touched.add((table,))
+        touched.add((table, "#", key))
+        for vals in (old, new):
+            if vals:
+                touched.update((table, f, v) for f, v in vals.items() if isinstance(v, str))
+    return touched
+
+
+class SubscriptionContext:
+    """A subscription function's first argument: ``name``, ``sub`` (the token's user) and ``claims``."""
+
+    __slots__ = ("name", "sub", "claims")
+
+    def __init__(self, name, state):
+        self.name, self.sub, self.claims = name, state.sub, state.claims
+
+
 class MemoryStore:
     """The default store: dicts in memory, with a by-sequence change index.
 
@@ -733,6 +869,7 @@ class MemoryStore:
     max_tombstones = 100000  # tombstones kept before the oldest are compacted
     mid_capacity = 100000  # newest (token, mid) answers remembered for idempotent retries
     page_bytes = 4 << 20  # a reset page or changes answer stops past this much record JSON, whatever page_size says
+    max_walk = 20000  # log slots one subscription-mode changes answer walks under the lock (a few ms); past it the client pulls again
 
     def __init__(self):
         self.lock = threading.RLock()
@@ -741,6 +878,10 @@ class MemoryStore:
         self.epoch = b64u_encode(os.urandom(9))
         self._batch_depth = 0
         self._batch_dirty = False
+        self._tracked = {}  # {table: frozenset(fields)} that subscriptions filter; outlives a reload
+        # (seq, table, key, old vals, new vals) of the latest changes to tracked tables: the feed
+        # wakes only the subscription pulls whose routes (_Subscriptions.routes) they touch
+        self.routes = collections.deque(maxlen=65536)
 
     def _reset_memory(self):
         self.seq = 0
@@ -753,6 +894,9 @@ class MemoryStore:
         self._stale = 0
         self._tombstones = 0
         self._mids = collections.OrderedDict()
+        self._indexes = {}  # {(table, field): {value key: {keys}}}, built when first needed
+        self._building = {}  # {(table, field): keys written meanwhile} of indexes track() is building
+        self._generation = getattr(self, "_generation", 0) + 1  # a build across a reload is dropped
 
     # -- lifecycle (a durable store opens files here) -------------------------
     def open(self):
@@ -915,6 +1059,11 @@ class MemoryStore:
             self._stale += 1
             if entry.data is None:
                 self._tombstones -= 1
+        fields = self._tracked.get(table)
+        if fields is not None:
+            self._reindex(entry, record, fields, seq)
+        else:
+            entry.vals = None
         entry.seq = seq
         entry.data = record
         entry.shape = shape
@@ -986,15 +1135,18 @@ class MemoryStore:
             return True
         return seq < self.floor or seq > self.seq or sv > self.sv
 
-    def changes_since(self, seq, limit, view=EVERYTHING):
+    def changes_since(self, seq, limit, view=EVERYTHING, subs=None):
         """(changes as UTF-8 JSON fragments, new cursor seq) for changes after ``seq``.
 
         O(log n + changes since seq).  At most ``limit`` changes; the cursor
         then stops at the last one carried, and the client pulls again.  A row
         the view's rules hide is carried as a deletion (it may have been
-        visible before this change).
+        visible before this change).  With ``subs`` (a client's held
+        _Subscriptions) only the changes those select, tagged (_changes_for).
         """
         with self.lock:
+            if subs is not None:
+                return self._changes_for(seq, limit, view, subs)
             seqs, entries = self._log_seq, self._log_entry
             out = []
             size = 0
@@ -1057,6 +1209,223 @@ class MemoryStore:
         blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
         return blob, (last if more else snap_seq), more
 
+    # -- subscriptions: secondary indexes and filtered feeds ----------------------
+    def track(self, table, fields=()):
+        """Keep ``table`` ready for subscriptions: each row's previous state, and ``fields`` indexed.
+
+        A missing index is built here, in one pass over the table's rows that
+        decodes them *outside* the lock (about 5 us a row: seconds for a
+        million, during which writes and pulls go on), then catches up with
+        the keys written meanwhile.  Every change keeps it after that.  A
+        tracked table keeps each row's previous state beside its current one,
+        so a change can tell who held the row before.
+        """
+        with self.lock:
+            have = self._tracked.get(table)
+            wanted = frozenset(fields) | (have or frozenset())
+            if have != wanted:
+                self._tracked[table] = wanted
+            missing = [f for f in fields if (table, f) not in self._indexes and (table, f) not in self._building]
+            if not missing:
+                return
+            for field in missing:
+                self._building[(table, field)] = set()  # keys written while we build
+            generation = self._generation
+            rows = [(k, e.data) for k, e in self._data.get(table, {}).items() if e.data is not None]
+        built = {field: {} for field in missing}
+        try:
+            for key, data in rows:
+                record = _loads(data)
+                for field in missing:
+                    if field in record:
+                        value = _value_key(record[field])
+                        if isinstance(value, str):
+                            built[field].setdefault(value, set()).add(key)
+        finally:
+            with self.lock:
+                for field in missing:
+                    written = self._building.pop((table, field), ())
+                    if generation != self._generation or (table, field) in self._indexes:
+                        continue  # memory was reloaded meanwhile, or _index() built it: _index() rebuilds if needed
+                    index = built[field]
+                    if written:
+                        for value in list(index):
+                            index[value] -= written
+                            if not index[value]:
+                                del index[value]
+                        current = self._data.get(table, {})
+                        for key in written:
+                            entry = current.get(key)
+                            if entry is not None and entry.data is not None:
+                                value = self._vals_of(entry).get(field)
+                                if isinstance(value, str):
+                                    index.setdefault(value, set()).add(key)
+                    self._indexes[(table, field)] = index
+
+    def _value_of(self, data, field):
+        record = _loads(data)
+        return _value_key(record[field]) if field in record else _ABSENT
+
+    def _vals_of(self, entry):
+        """``entry``'s value keys of its table's tracked fields ({} for a tombstone), cached on it."""
+        vals = entry.vals
+        fields = self._tracked.get(entry.table, ())
+        if vals is None or any(f not in vals for f in fields):
+            if entry.data is None:
+                vals = {}
+            else:
+                record = _loads(entry.data)
+                vals = {f: (_value_key(record[f]) if f in record else _ABSENT) for f in fields}
+            entry.vals = vals
+        return vals
+
+    def _reindex(self, entry, record, fields, seq):
+        """Before ``entry`` takes ``record`` (JSON bytes or None) as ``seq``: keep its previous state,
+        move it in the indexes, and log what it touched for the feed (routes)."""
+        old = self._vals_of(entry) if entry.data is not None else None
+        entry.prev = (entry.seq, entry.data, old)
+        new = self._vals_of_data(record, fields) if record is not None else None
+        entry.vals = new
+        self.routes.append((seq, entry.table, entry.key, old, new))
+        for field in fields:
+            index = self._indexes.get((entry.table, field))
+            if index is None:
+                written = self._building.get((entry.table, field))
+                if written is not None:
+                    written.add(entry.key)
+                continue
+            before = old.get(field) if old else None
+            after = new.get(field) if new else None
+            if before == after:
+                continue
+            if isinstance(before, str):
+                keys = index.get(before)
+                if keys is not None:
+                    keys.discard(entry.key)
+                    if not keys:
+                        del index[before]
+            if isinstance(after, str):
+                index.setdefault(after, set()).add(entry.key)
+
+    @staticmethod
+    def _vals_of_data(data, fields):
+        record = _loads(data)
+        return {f: (_value_key(record[f]) if f in record else _ABSENT) for f in fields}
+
+    def _index(self, table, field):
+        """``{value key: {keys}}`` of ``table``'s live rows by ``field`` (tracked), built now if missing."""
+        index = self._indexes.get((table, field))
+        if index is None:
+            index = {}
+            for key, entry in self._data.get(table, {}).items():
+                if entry.data is not None:
+                    value = self._vals_of(entry).get(field)
+                    if isinstance(value, str):
+                        index.setdefault(value, set()).add(key)
+            self._indexes[(table, field)] = index
+        return index
+
+    def _candidates(self, filters, after, snap):
+        """The live entries that ``filters`` may select with ``after < seq <= snap``, in seq order.
+
+        From the indexes when every filter names its keys or an indexed field;
+        otherwise from a walk of the log (a predicate or a whole table).
+        """
+        if all(f.kind == "eq" for f in filters.values()):
+            found = []
+            for table, f in filters.items():
+                rows = self._data.get(table, {})
+                if f.keys is not None:
+                    keys = f.keys
+                else:
+                    index = self._index(table, f.by)
+                    keys = set()
+                    for value in f.fields[f.by]:
+                        keys.update(index.get(value, ()))
+                for key in keys:
+                    entry = rows.get(key)
+                    if entry is not None and entry.data is not None and after < entry.seq <= snap:
+                        found.append(entry)
+            found.sort(key=lambda e: e.seq)
+            return found
+        seqs, entries = self._log_seq, self._log_entry
+        lo, hi = bisect.bisect_right(seqs, after), bisect.bisect_right(seqs, snap)
+        return [e for s, e in zip(seqs[lo:hi], entries[lo:hi]) if e.seq == s and e.data is not None and e.table in filters]
+
+    def subscription_page(self, filters, snap, after, limit, view=EVERYTHING):
+        """One page of a subscription's rows: (``{table: {key: record}}`` as UTF-8 JSON, last seq, more).
+
+        ``filters`` is one subscription's ``{table: _Filter}``.  Like
+        snapshot_page(): rows in seq order from ``after`` up to ``snap``, a row
+        changed since ``snap`` left to the changes after it.  An equality
+        filter is served from its index: O(rows selected), whatever the table's size.
+        """
+        with self.lock:
+            filters = {t: f for t, f in filters.items() if t in self._data and view.may_see_table(t)}
+            records = {t: [] for t in filters}
+            rules = view.rules
+            n = size = 0
+            last, more = after, False
+            for entry in self._candidates(filters, after, snap):
+                if not filters[entry.table].matches(self, entry) or (rules and not view.row_visible(entry)):
+                    continue
+                if n >= limit or size >= self.page_bytes:
+                    more = True  # one more row exists: the last page is never empty
+                    break
+                records[entry.table].append(b"".join((_key_json(entry.key), b":", entry.data)))
+                last = entry.seq
+                n += 1
+                size += len(entry.data)
+        blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
+        return blob, (last if more else snap), more
+
+    def _held_before(self, entry, held, since):
+        """Might a client at cursor ``since`` hold ``entry`` through ``held`` ([(id, _Filter)])?"""
+        prev = entry.prev
+        if prev is None or since < prev[0]:
+            return True  # its state at that cursor is unknown: tell it the row left, to be safe
+        if prev[1] is None:
+            return False
+        return any(f.matches(self, entry, prev[1], prev[2] or {}) for _, f in held)
+
+    def _changes_for(self, seq, limit, view, subs):
+        """changes_since() in subscription mode: ``[table, key, record, [ids]]`` or a departure ``[table, key, null, []]``.
+
+        A change to a row that none of ``subs`` selected before or after it
+        is not carried.  The walk is bounded (``max_walk``): past it the cursor
+        stops there and the client pulls again.
+        """
+        seqs, entries = self._log_seq, self._log_entry
+        out = []
+        size = walked = 0
+        cursor = self.seq
+        by_table, rules = subs.by_table, view.rules
+        for i in range(bisect.bisect_right(seqs, seq), len(seqs)):
+            entry = entries[i]
+            if entry.seq != seqs[i]:
+                continue
+            walked += 1
+            held = by_table.get(entry.table)
+            if held is None:
+                if walked >= self.max_walk:
+                    cursor = seqs[i]
+                    break
+                continue
+            if len(out) >= limit or size >= self.page_bytes or walked >= self.max_walk:
+                cursor = seqs[i] - 1
+                break
+            data = entry.data
+            ids = ()
+            if data is not None and (not rules or view.row_visible(entry)):
+                ids = [sid for sid, f in held if f.matches(self, entry)]
+            if ids:
+                out.append(b"".join((b"[", _key_json(entry.table), b",", _key_json(entry.key), b",", data,
+                                     b',["', '","'.join(ids).encode("ascii"), b'"]]')))
+                size += len(data)
+            elif self._held_before(entry, held, seq):
+                out.append(b"".join((b"[", _key_json(entry.table), b",", _key_json(entry.key), b",null,[]]")))
+        return out, cursor
+
     # -- mutation-id ledger ---------------------------------------------------
     def recall(self, jti, mid, view=EVERYTHING):
         """The answer first given to token ``jti``'s write ``mid`` (a fresh dict), or None if unknown.
@@ -1116,6 +1485,13 @@ class MemoryStore:
                     assert e.data is None or e.shape is None or e.shape == tuple(e.record), "shape differs from the record"
                     tomb += e.data is None
             assert tomb == self._tombstones, "tombstone count %d != %d" % (tomb, self._tombstones)
+            for (table, field), index in self._indexes.items():
+                built = {}
+                for key, e in self._data.get(table, {}).items():
+                    value = self._vals_of_data(e.data, (field,))[field] if e.data is not None else None
+                    if isinstance(value, str):
+                        built.setdefault(value, set()).add(key)
+                assert index == built, "the index of %s.%s differs from its rows" % (table, field)
             return True
 
 
@@ -2516,6 +2892,9 @@ class PostgresStore(MemoryStore):
             else:
                 entry = old[0]
                 entry.seq, entry.data, entry.shape, entry.seen = old[1], old[2], old[3], None
+                entry.vals = entry.prev = None  # its previous state is unknown again
+        self._indexes = {}  # rebuilt when next needed
+        self._generation += 1
         if self._batch_sv is not None:
             for name, spec in reversed(self._batch_sv[1]):
                 if spec is None:
@@ -2998,7 +3377,18 @@ def _now_ms():
 
 def _error_answer(error):
     """The one place a DSNError becomes an answer's ``{"ok": false, "error": ...}``."""
-    return {"ok": False, "error": {"code": error.code, "message": error.message}}
+    answer = {"ok": False, "error": {"code": error.code, "message": error.message}}
+    if isinstance(error, _SubRefused):
+        answer["error"]["sub"] = error.sub
+    return answer
+
+
+class _SubRefused(ProtocolError):
+    """A subscription the server does not know or whose function refused it; ``sub`` is its id."""
+
+    def __init__(self, sub, message, code):
+        ProtocolError.__init__(self, message, code)
+        self.sub = sub
 
 
 class _Wait:
@@ -3009,10 +3399,11 @@ class _Wait:
     inside it.  Several transports can share one feed.
     """
 
-    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "transport", "conn", "stream", "sent", "due")
+    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "transport", "conn", "stream", "sent", "due", "subs")
 
-    def __init__(self, state, nonce, ep, seq, sv, deadline, stream=False):
+    def __init__(self, state, nonce, ep, seq, sv, deadline, stream=False, subs=None):
         self.state, self.nonce, self.ep, self.seq, self.sv, self.deadline = state, nonce, ep, seq, sv, deadline
+        self.subs = subs  # the held _Subscriptions of a pull in subscription mode, else None
         self.transport = self.conn = None
         self.stream = stream  # a streamed pull (PROTOCOL.md 6): many answers down one response
         self.sent = 0  # stream messages sent so far; the next one's index
@@ -3043,6 +3434,7 @@ class _Engine:
     max_kid = 4096  # bytes; a kid is a sealed claims object, a few hundred bytes in practice
     max_read_request = 65536  # bytes of request JSON from a token that may write nothing (hello, pull)
     max_fields = 1000  # fields in one record
+    max_subscriptions = 64  # subscriptions one pull may hold
 
     def __init__(self, keyring, store, rotate_every=100, page_size=5000, max_batch=1000, max_record=1 << 20,
                  max_nonces=1000000):
@@ -3060,6 +3452,7 @@ class _Engine:
         self.max_record = max_record
         self.handlers = {}
         self.read_rules = {}
+        self.subscriptions = {}  # name -> fn(ctx, params), from @sync.subscription
         self.any_table = False  # the quick server's development mode: writes to any table, no handler needed
         # A shared store keeps a live set that every node's revocations reach.
         self.revoked = store.revoked_ids if store.shared else set(store.revoked())
@@ -3214,7 +3607,7 @@ class _Engine:
         store = self.store
         with store.lock:
             return {"instance": self.keyring.instance, "pv": PROTOCOL_MINOR, "epoch": store.epoch,
-                    "seq": store.seq, "sv": store.sv, "tables": self._visible_tables(state)}
+                    "seq": store.seq, "sv": store.sv, "tables": self._visible_tables(state), "subs": True}
 
     def _pull(self, state, nonce, ep, request, max_wait=None):
         store = self.store
@@ -3223,6 +3616,8 @@ class _Engine:
             raise ProtocolError("`wait` is seconds from 0 to %d, got %r" % (self.max_wait, wait))
         if max_wait is not None:
             wait = min(wait, max_wait)
+        if request.get("subs") is not None:
+            return self._sub_pull(state, nonce, ep, request, self._resolve_subs(state, request["subs"]), wait)
         if nxt is not None:
             return self._reset_page(state, nonce, ep, nxt)
         if store.needs_reset(since):
@@ -3235,7 +3630,7 @@ class _Engine:
     def answer_wait(self, wait, found=None, index=None):
         """The sealed answer for a parked (or never parked) pull; ``index`` for a stream message."""
         if found is None:
-            found = self.store.changes_since(wait.seq, self.page_size, self.view(wait.state))
+            found = self.store.changes_since(wait.seq, self.page_size, self.view(wait.state), wait.subs)
         return self._changes_answer(wait.state, wait.nonce, wait.ep, wait.seq, wait.sv, found, index)
 
     def _changes_answer(self, state, nonce, ep, seq, sv, found, index=None):
@@ -3270,6 +3665,134 @@ class _Engine:
             result = {"reset": True, "epoch": store.epoch, "seq": snap, "sv": store.sv,
                       "tables": self._visible_tables(state), "more": more,
                       "next": "%s.%d.%d" % (store.epoch, snap, last) if more else None}
+        return self._seal(state, nonce, ep, result, b',"records":' + records)
+
+    # -- subscriptions (README: proposed protocol section 7) --------------------
+    def _resolve_subs(self, state, wanted):
+        """A pull's ``subs`` -> ``{id: {table: _Filter}}``; each (name, params) resolved once per token."""
+        if not isinstance(wanted, dict) or len(wanted) > self.max_subscriptions:
+            raise ProtocolError("`subs` is an object of at most %d subscriptions, {id: {\"name\": ..., \"params\": "
+                                "{...}}}" % self.max_subscriptions)
+        cache = state.subs
+        if cache is None:
+            cache = state.subs = {}
+        resolved = {}
+        for sid, asked in wanted.items():
+            if not _SUB_ID.fullmatch(sid):
+                raise ProtocolError("a subscription id is 1 to 40 of A-Z, a-z, 0-9, _ and -, got %r" % (sid[:60],))
+            name = asked.get("name") if isinstance(asked, dict) else None
+            params = asked.get("params", {}) if isinstance(asked, dict) else None
+            if not isinstance(name, str) or not isinstance(params, dict):
+                raise ProtocolError("subscription %s must be {\"name\": string, \"params\": object}" % sid)
+            ck = name + "\n" + json.dumps(params, sort_keys=True, separators=(",", ":"))
+            filters = cache.get(ck)
+            if filters is None:
+                filters = self._compile_sub(state, sid, name, params)
+                if len(cache) >= 256:
+                    cache.clear()
+                cache[ck] = filters
+            resolved[sid] = filters
+        return resolved
+
+    def _compile_sub(self, state, sid, name, params):
+        """Call the app's subscription function and turn its answer into filters; _SubRefused if it says no."""
+        fn = self.subscriptions.get(name)
+        if fn is None:
+            raise _SubRefused(sid, "no subscription %r on this server (it has: %s)"
+                              % (name[:64], ", ".join(sorted(self.subscriptions)) or "none"), "invalid")
+        where = "the @subscription('%s') function" % name
+        try:
+            tables = fn(SubscriptionContext(name, state), params)
+        except DSNError as e:
+            raise _SubRefused(sid, e.message, e.code if e.code in ("forbidden", "invalid") else "invalid")
+        except PermissionError as e:
+            raise _SubRefused(sid, str(e) or "subscription %r refused" % name, "forbidden")
+        except KeyError as e:
+            raise _SubRefused(sid, "subscription %r: missing parameter %s" % (name, e), "invalid")
+        except (ValueError, TypeError) as e:
+            raise _SubRefused(sid, "subscription %r: %s" % (name, e), "invalid")
+        except Exception:
+            log.exception("%s raised", where)
+            raise _SubRefused(sid, "subscription %r failed on the server" % name, "invalid")
+        if not isinstance(tables, dict) or not tables:
+            log.error("%s returned %r; it must return {table: filter}", where, tables)
+            raise _SubRefused(sid, "subscription %r failed on the server" % name, "invalid")
+        filters = {}
+        for table, spec in tables.items():
+            if state.read is not None and table not in state.read:
+                raise _SubRefused(sid, "this token may not read table %r" % (table,), "forbidden")
+            tspec = self.store.tables.get(table)
+            try:
+                if tspec is None:
+                    raise TypeError("there is no table %r" % (table,))
+                filters[table] = _Filter(table, spec, tspec["key"])
+            except TypeError as e:
+                log.error("%s returned a bad filter: %s", where, e)
+                raise _SubRefused(sid, "subscription %r failed on the server" % name, "invalid")
+            self.store.track(table, filters[table].fields)
+        return filters
+
+    def _sub_pull(self, state, nonce, ep, request, subs, wait):
+        """A pull in subscription mode: full reset, schema, a new subscription's rows, or filtered changes."""
+        store = self.store
+        since, nxt = request.get("since"), request.get("next")
+        if since is None or store.needs_reset(since):
+            return self._sub_page(state, nonce, ep, subs, nxt if since is None else None, None)
+        held = since.get("subs", [])
+        if not isinstance(held, list) or not all(isinstance(h, str) and h in subs for h in held):
+            raise ProtocolError("`since.subs` lists the ids in `subs` whose rows the client holds")
+        seq, sv = since["seq"], since["sv"]
+        if sv == store.sv:
+            new = sorted(set(subs) - set(held))
+            if new:
+                return self._sub_page(state, nonce, ep, subs, nxt, new)
+        held = _Subscriptions([(h, subs[h]) for h in sorted(set(held))])
+        found = store.changes_since(seq, self.page_size, self.view(state), held)
+        if not found[0] and wait > 0 and sv == store.sv and found[1] == store.seq:
+            return _Wait(state, nonce, ep, found[1], sv, time.monotonic() + wait, request.get("stream") is True, held)
+        return self._changes_answer(state, nonce, ep, seq, sv, found)
+
+    def _sub_page(self, state, nonce, ep, subs, nxt, new):
+        """A page of a full reset of the set (``new`` None) or of the partial reset of ``new[0]``.
+
+        ``next`` is ``epoch.snap.after.id``.  A full reset walks the ids in
+        order, each at least one page; an id the client dropped meanwhile is
+        passed over.
+        """
+        store = self.store
+        order = new if new is not None else sorted(subs)
+        snap = sid = None
+        if isinstance(nxt, str):
+            parts = nxt.split(".")
+            if (len(parts) == 4 and parts[0] == store.epoch and _DIGITS.fullmatch(parts[1])
+                    and _DIGITS.fullmatch(parts[2]) and int(parts[2]) <= int(parts[1])):
+                snap, after, sid = int(parts[1]), int(parts[2]), parts[3]
+                if snap > store.seq and store.shared:
+                    store.catch_up()  # another node handed out that page
+                if snap > store.seq:
+                    snap = None
+                elif sid not in order:  # dropped meanwhile: on to the next one
+                    later = [i for i in order if i > sid]
+                    sid, after = (later[0] if later else None), 0
+                    if sid is None and new is not None:
+                        snap = None
+        if snap is None:
+            snap, after, sid = store.seq, 0, (order[0] if order else None)
+        if sid is None:
+            records, last, more = b"{}", snap, False
+        else:
+            records, last, more = store.subscription_page(subs[sid], snap, after, self.page_size, self.view(state))
+        nxt = "%s.%d.%d.%s" % (store.epoch, snap, last, sid) if more else None
+        if not more and new is None and sid is not None:
+            later = [i for i in order if i > sid]
+            if later:
+                more, nxt = True, "%s.%d.0.%s" % (store.epoch, snap, later[0])
+        with store.lock:
+            result = {"reset": True, "sub": sid, "epoch": store.epoch, "seq": snap, "more": more, "next": nxt}
+            if new is not None:
+                result["partial"] = True
+            else:
+                result.update(sv=store.sv, tables=self._visible_tables(state))
         return self._seal(state, nonce, ep, result, b',"records":' + records)
 
     # -- writes ---------------------------------------------------------------
@@ -3509,6 +4032,7 @@ class _Feed:
         self._parked = []
         self._by_jti = collections.Counter()
         self._have_parked = threading.Condition(self.store.lock)
+        self._routed_to = 0  # the store seq up to which the routes log has been read
 
     # -- for transports -------------------------------------------------------
     def park(self, wait):
@@ -3600,10 +4124,13 @@ class _Feed:
         store = self.store
         with store.lock:
             seq, sv, now = store.seq, store.sv, time.monotonic()
+            touched = _touched(store.routes, self._routed_to, seq)
+            self._routed_to = seq
             ready, keep = [], []
             next_due = None
             for w in self._parked:
-                if w.deadline <= now or ((w.seq != seq or w.sv != sv) and w.due <= now):
+                if w.deadline <= now or ((w.seq != seq or w.sv != sv) and w.due <= now and (
+                        w.subs is None or w.sv != sv or touched is None or not touched.isdisjoint(w.subs.routes))):
                     ready.append(w)
                 else:
                     keep.append(w)
@@ -3631,10 +4158,16 @@ class _Feed:
                     continue
                 view = engine.view(w.state)
                 # Rules see every claim, so only pulls of one token (one view) share their answers.
-                group = (w.seq, view.tables, id(view) if view.rules else None)
+                group = (w.seq, view.tables, id(view) if view.rules else None, id(w.subs))
                 found = shared.get(group)
                 if found is None:
-                    found = shared[group] = store.changes_since(w.seq, engine.page_size, view)
+                    found = shared[group] = store.changes_since(w.seq, engine.page_size, view, w.subs)
+                if (w.subs is not None and not found[0] and w.deadline > now
+                        and found[1] == seen[0] and w.sv == seen[1]):
+                    w.seq = found[1]  # nothing it subscribes to: it waits on, at the newer cursor
+                    w.due = now
+                    again.append(w)
+                    continue
                 if not w.stream or w.deadline <= now:
                     transport.deliver(w, engine.answer_wait(w, found))
                     continue
@@ -5281,6 +5814,33 @@ class DSNSync:
         self._engine.revoked.add(jti)
         return jti
 
+    def subscription(self, name):
+        """Decorator: ``fn(ctx, params) -> {table: filter}`` defines what ``client.subscribe(name, params)`` mirrors.
+
+        ``ctx.sub`` and ``ctx.claims`` are the token's; ``params`` is the
+        client's object: validate it, and raise to refuse (PermissionError ->
+        ``forbidden``; ValueError, KeyError, TypeError -> ``invalid``, with
+        your message).  Per table the filter is ``True`` (every row),
+        ``{field: value}`` (equality; a list means "any of"; several fields must
+        all match; the key field matches the key; values are strings,
+        numbers, booleans or None, compared as JSON: 1 is not 1.0 or true) or
+        a callable ``record -> bool``.  Equality filters are served from an
+        index on each named field (built on first use, kept in memory by
+        every store); a callable costs a decode and a call per change per
+        subscribed client.  ``@can_read`` rules still apply on top.  The
+        function runs once per token and distinct (name, params): keep it
+        pure, and issue a new token when what it answers must change.
+        """
+        if not isinstance(name, str) or not _SUB_ID.fullmatch(name):
+            raise ValueError("a subscription name is 1 to 40 of A-Z, a-z, 0-9, _ and -, got %r" % (name,))
+
+        def register(fn):
+            if not callable(fn):
+                raise TypeError("@subscription('%s') decorates a function fn(ctx, params)" % name)
+            self._engine.subscriptions[name] = fn
+            return fn
+        return register
+
     def can_read(self, table):
         """Decorator: ``rule(record, ctx) -> bool`` decides which rows of ``table`` a user's token sees.
 
@@ -5633,6 +6193,13 @@ class Client:
         self._closed = threading.Event()
         self._wake = threading.Event()  # cuts the feed's backoff short: a write got through, or close()
         self._epoch = None  # the server's epoch as last heard (hello, pull), for judging acks
+        # Subscription mode (README, protocol section 7): None until the first subscribe()
+        self._subs = None  # {id: {"name", "params"}} wanted
+        self._handles = {}  # {id: [Subscription]}
+        self._held = set()  # ids whose rows the mirror holds as of the cursor
+        self._members = {}  # {(table, key): {ids}} selecting each mirrored row
+        self._pending = {}  # {(table, key): ack seq}: acked rows not yet placed in a subscription
+        self._interrupted = False  # the pull was cut short on purpose (a new subscription)
         self.status = "connecting"
         self.resets = 0
         self._thread = threading.Thread(target=self._run, name="dsn-sync-client", daemon=True)
@@ -5657,6 +6224,73 @@ class Client:
         with self._lock:
             record = self._tables.get(table, {}).get(key)
             return dict(record) if record is not None else None
+
+    def subscribe(self, name, params=None):
+        """Mirror the rows that the server's ``@sync.subscription(name)`` selects for ``params``.
+
+        Returns a Subscription: ``wait_ready(timeout)`` blocks until its rows
+        are in (and raises the server's DSNError if it refused), ``close()``
+        releases it.  From the first call on, the mirror holds the union of
+        the subscriptions only; the same name and params share one.
+        """
+        params = dict(params or {})
+        canon = json.dumps([name, params], sort_keys=True, separators=(",", ":"))
+        sid = b64u_encode(hashlib.sha256(canon.encode("utf-8")).digest()[:12])
+        handle = Subscription(self, sid, name, params)
+        with self._lock:
+            if self._subs is None:  # from whole tables to subscriptions: the next pull is a full reset
+                self._subs, self.cursor = {}, None
+            self._handles.setdefault(sid, []).append(handle)
+            if sid in self._held:
+                handle._ready.set()
+            self._subs[sid] = {"name": name, "params": params}
+        self._interrupt()
+        return handle
+
+    def _unsubscribe(self, handle):
+        with self._lock:
+            handles = self._handles.get(handle.id, [])
+            if handle not in handles:
+                return
+            handles.remove(handle)
+            if handles:
+                return
+            del self._handles[handle.id]
+            self._subs.pop(handle.id, None)
+            self._held.discard(handle.id)
+            touched = set()
+            for (table, key), ids in list(self._members.items()):
+                ids.discard(handle.id)
+                if not ids:
+                    del self._members[(table, key)]
+                    self._tables.get(table, {}).pop(key, None)
+                    touched.add(table)
+        self._notify(touched)
+
+    def _interrupt(self):
+        """Cut a waiting pull short so the feed asks again at once (with the new subscription set)."""
+        if self._ready.is_set() and self._pull_conn is not None:
+            self._interrupted = True
+            _abort(self._pull_conn, close=False)
+
+    def _since(self):
+        if self.cursor is None or self._subs is None:
+            return self.cursor
+        return dict(self.cursor, subs=sorted(self._held))
+
+    def _refused(self, error):
+        """The server refused subscription ``error["sub"]``: drop it and fail its handles."""
+        sid = error.get("sub")
+        with self._lock:
+            handles = self._handles.pop(sid, [])
+            if self._subs is not None:
+                self._subs.pop(sid, None)
+            self._held.discard(sid)
+        for h in handles:
+            h.error = DSNError(error.get("message", "refused"), error.get("code", "invalid"))
+            h._ready.set()
+        if not handles:
+            raise _Transient("%s: %s" % (error.get("code"), error.get("message")))
 
     def on_data_change(self, table, callback):
         """Call ``callback(all_records)`` now and after every change to ``table``; returns an unsubscribe function."""
@@ -5779,11 +6413,22 @@ class Client:
                     poll = hello.get("poll") or 0.0
                     need_hello = False
                 if pages is not None:
-                    fields = {"since": None, "next": pages["next"], "wait": 0}
+                    fields = {"since": pages.get("since"), "next": pages["next"], "wait": 0}
                 else:
-                    fields = {"since": self.cursor, "wait": wait if self._ready.is_set() else 0}
+                    # A pending ack (subscription mode) asks once without waiting: the answer's
+                    # cursor passes it, and the row leaves if no subscription placed it.
+                    waits = self._ready.is_set() and not self._pending
+                    fields = {"since": self._since(), "wait": wait if waits else 0}
+                with self._lock:
+                    if self._subs is not None:
+                        fields["subs"] = dict(self._subs)
                 began = time.monotonic()
-                answer = _raise_for(self._exchange(self._pull_conn, "pull", fields))
+                answer = self._exchange(self._pull_conn, "pull", fields)
+                if not answer.get("ok") and (answer.get("error") or {}).get("sub") is not None:
+                    self._refused(answer["error"])
+                    pages = None
+                    continue
+                answer = _raise_for(answer)
                 if poll and not answer.get("changes") and not answer.get("reset") \
                         and (not fields.get("wait") or time.monotonic() - began < fields["wait"] / 2):
                     self._pause(poll)  # answered at once with nothing: the server asks for pacing
@@ -5808,8 +6453,11 @@ class Client:
             except (_Transient, ValueError) as e:
                 if self._closed.is_set():
                     break
-                self._set_status("offline", str(e))
                 self._pull_conn = None
+                if self._interrupted:  # cut short by subscribe(): ask again at once
+                    self._interrupted = False
+                    continue
+                self._set_status("offline", str(e))
                 self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
         _abort(self._pull_conn)
@@ -5822,6 +6470,8 @@ class Client:
     def _on_pull(self, answer, pages):
         """Apply one pull answer; returns the pending reset pages (None when none)."""
         self._epoch = answer.get("epoch", self._epoch)
+        if answer.get("reset") and "sub" in answer:
+            return self._on_sub_page(answer, pages)
         if answer.get("reset"):
             if pages is None or pages.get("epoch") != answer["epoch"] or pages.get("seq") != answer["seq"]:
                 pages = {"epoch": answer["epoch"], "seq": answer["seq"], "records": {}}
@@ -5842,10 +6492,19 @@ class Client:
         touched = set()
         with self._lock:
             seq = answer["seq"]
-            for table, key, record in answer.get("changes", ()):
+            for change in answer.get("changes", ()):
+                table, key, record = change[:3]
+                if len(change) > 3:  # subscription mode: the held subscriptions selecting the row
+                    ids = set(change[3]) & self._held
+                    self._pending.pop((table, key), None)
+                    if ids and record is not None:
+                        self._members[(table, key)] = ids
+                    else:
+                        self._members.pop((table, key), None)
+                        record = None
                 acked = self._acked.get((table, key))
                 if acked is not None:
-                    if acked > seq:
+                    if acked > seq and record is not None:
                         continue  # our own write's ack is newer than this state
                     del self._acked[(table, key)]
                 rows = self._tables.setdefault(table, {})
@@ -5854,9 +6513,61 @@ class Client:
                 else:
                     rows[key] = record
                 touched.add(table)
+            for (table, key), acked in list(self._pending.items()):
+                if acked <= seq:  # the feed passed the ack and never placed the row: outside every subscription
+                    del self._pending[(table, key)]
+                    self._tables.get(table, {}).pop(key, None)
+                    touched.add(table)
             if "tables" in answer:
                 self.schema = answer["tables"]
             self.cursor = {"epoch": answer["epoch"], "seq": seq, "sv": answer.get("sv", self.cursor["sv"])}
+        self._notify(touched)
+        return None
+
+    def _on_sub_page(self, answer, pages):
+        """One page of a full or partial reset in subscription mode; the mirror changes on the last."""
+        partial = answer.get("partial", False)
+        if (pages is None or pages.get("epoch") != answer["epoch"] or pages.get("seq") != answer["seq"]
+                or pages.get("partial") != partial):
+            pages = {"epoch": answer["epoch"], "seq": answer["seq"], "partial": partial, "rows": {}, "seen": set(),
+                     "since": self._since() if partial else None}
+        sid = answer.get("sub")
+        for table, rows in answer.get("records", {}).items():
+            for key, record in rows.items():
+                slot = pages["rows"].setdefault((table, key), [record, set()])
+                slot[0] = record
+                slot[1].add(sid)
+        if sid is not None:
+            pages["seen"].add(sid)
+        if answer.get("more"):
+            pages["next"] = answer["next"]
+            return pages
+        with self._lock:
+            wanted = set(self._subs or ())
+            if not partial:
+                touched = set(self._tables)
+                self._tables, self._members, self._pending = {}, {}, {}
+                self._acked.clear()
+                self._held = pages["seen"] & wanted
+                self.schema = answer.get("tables", self.schema)
+                self.cursor = {"epoch": answer["epoch"], "seq": answer["seq"], "sv": answer["sv"]}
+                self.resets += 1
+            else:
+                touched = set()
+                self._held |= pages["seen"] & wanted
+            for (table, key), (record, ids) in pages["rows"].items():
+                ids &= self._held
+                if not ids:
+                    continue
+                acked = self._acked.get((table, key))
+                if acked is None or acked <= answer["seq"]:
+                    self._tables.setdefault(table, {})[key] = record
+                self._members[(table, key)] = self._members.get((table, key), set()) | ids
+                self._pending.pop((table, key), None)
+                touched.add(table)
+            ready = [h for sid in self._held for h in self._handles.get(sid, ())]
+        for h in ready:
+            h._ready.set()
         self._notify(touched)
         return None
 
@@ -5936,6 +6647,7 @@ class Client:
     def _apply_ack(self, table, key, answer, answer_epoch):
         """Put an ok write answer's record in the mirror unless the feed is already past it."""
         record, seq = answer.get("record"), answer.get("seq", 0)
+        pending = False
         with self._lock:
             # The feed may already have applied this key at or past the ack's seq
             # (PROTOCOL.md 4, order): then the ack is old news and must not win.
@@ -5949,12 +6661,38 @@ class Client:
                 rows = self._tables.setdefault(table, {})
                 if record is None:
                     rows.pop(key, None)
+                    self._members.pop((table, key), None)
                 else:
                     rows[key] = record
+                    if self._subs is not None and (table, key) not in self._members:
+                        self._pending[(table, key)] = seq  # kept until the feed says which subscription holds it
+                        pending = True
                 self._acked[(table, key)] = seq
         if not stale:
             self._notify({table})
+        if pending:
+            self._interrupt()
         return dict(record) if record is not None else None
+
+
+class Subscription:
+    """What Client.subscribe() returns: ``id``, ``name``, ``params``, ``error``, ``wait_ready()``, ``close()``."""
+
+    def __init__(self, client, sid, name, params):
+        self.client, self.id, self.name, self.params = client, sid, name, params
+        self.error = None
+        self._ready = threading.Event()
+
+    def wait_ready(self, timeout=None):
+        """True once its rows are in the mirror (False on timeout); raises DSNError if the server refused it."""
+        done = self._ready.wait(timeout)
+        if self.error is not None:
+            raise self.error
+        return done
+
+    def close(self):
+        """Release it: rows that no other subscription holds leave the mirror."""
+        self.client._unsubscribe(self)
 
 
 def _raise_for(answer):
