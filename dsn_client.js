@@ -2277,6 +2277,9 @@ class DSNClient {
     }
     this._notify(touched);
     if (done.length) this._notifySync();
+    // A long poll in flight would not wake for a write no subscription selects: cut it,
+    // and the next pull (wait 0) takes the cursor past the ack (PROTOCOL section 7, Writes).
+    if (this._probation.size) this._pullAbort?.abort();
     if (done.length && this._channel) {
       this._post({ type: 'settled', results: done.map(([entry, result, change]) => ({ mid: entry.mid, ok: !!result.ok, error: result.ok ? null : result.error ?? null, change })) });
     }
@@ -2355,8 +2358,11 @@ class DSNClient {
       }
       subs = Object.fromEntries([...this._subs].map(([id, { name, params }]) => [id, { name, params }]));
     }
-    // A subscription the mirror does not hold yet comes as a partial reset, at once.
-    const catchingUp = subs && [...this._subs.keys()].some((id) => !this._held.has(id));
+    // A subscription the mirror does not hold yet comes as a partial reset, at once; and
+    // an acked write waiting for the feed's word would wake no long poll if no held
+    // subscription selects it, so the cursor must be taken past it without waiting
+    // (PROTOCOL section 7, Writes).
+    const catchingUp = subs && (this._probation.size > 0 || [...this._subs.keys()].some((id) => !this._held.has(id)));
     // A server mounted in a WSGI app holds a pull briefly (hello's `wait`) and may answer at
     // once when its threads are taken; it then asks for a pause (hello's `poll`) between pulls.
     const wait = this._fresh || catchingUp ? 0 : Math.min(this._options.wait, this._serverWait ?? Infinity);
