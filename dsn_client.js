@@ -19,6 +19,12 @@
  * On a first visit, getAll and get wait for the first sync (options.firstSyncTimeout).
  * Many tabs of one app share one connection: one tab leads (Web Locks), the others
  * follow it over a BroadcastChannel.
+ *
+ * With subscriptions (client.subscribe(name, params), the proposed PROTOCOL section 7)
+ * the mirror holds only the union of the rows the app's subscriptions select, not whole
+ * tables: a new subscription loads its rows without touching the rest, closing one drops
+ * the rows no other holds, and the set and each row's membership are stored with the
+ * mirror, so they survive reloads and offline periods.
  * Where IndexedDB is missing (Node), the mirror is kept in memory. Where it exists but
  * refuses to open (a sandboxed or third-party frame, private browsing, a full disk),
  * the mirror is kept in memory too, and onStatus says so once, with
@@ -54,7 +60,8 @@
 
 /** Every refusal and failure this module reports; `.code` is the protocol's error code
  * (`rejected`, `invalid`, `exists`, ...) or one of the client's own (`unauthorized`,
- * `closed`, `bad_token`, `no_random`, `bad_response`). */
+ * `closed`, `bad_token`, `no_random`, `bad_response`, `unsupported`). A subscription's
+ * refusal also carries `.sub`, its id. */
 export class DSNError extends Error {
   constructor(code, message) {
     super(message || code);

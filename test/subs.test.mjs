@@ -6,11 +6,11 @@
 // subscription holds, and shared handles; refusals; an optimistic write outside every
 // subscription shown at once and gone after its ack; a reload while offline keeping the
 // rows (IndexedDB, on fake-indexeddb), and a restored subscription the page no longer
-// asks for released after restoreGrace.
+// asks for released after restoreGrace; streamed pulls; a server without subscriptions.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { fakeIndexedDB, startFixture, waitFor } from './helpers.mjs';
+import { fakeIndexedDB, fakeServer, startFixture, waitFor } from './helpers.mjs';
 import { connectDSN, DSNError, _internals } from '../dsn_client.js';
 
 const FAST = { retryMin: 30, retryMax: 300, wait: 5 };
@@ -83,9 +83,9 @@ test('ids are derived from name and canonical params; a first visit loads the se
   assert.equal(client._subs.size, 2);
 });
 
-test('rows enter and leave a subscription through updates of the filtered field', async (t) => {
+for (const stream of [false, true]) test(`rows enter and leave a subscription through updates of the filtered field${stream ? ' (streamed pulls)' : ''}`, async (t) => {
   const fixture = await server(t, SEED);
-  const client = connect(t, fixture);
+  const client = connect(t, fixture, { stream });
   await client.ready;
   const lobby = client.subscribe('room', { room: 'lobby' });
   await lobby.ready;
@@ -230,4 +230,21 @@ test('a reload while offline keeps the subscriptions and their rows; one not ask
   assert.deepEqual(stored.cursor.subs, [lobby.id]);
   assert.deepEqual([...stored.tables.get('messages').keys()].sort(), ['l1', 'l2', 'l3', 'l5']);
   assert.deepEqual(stored.tables.get('messages').get('l5'), [{ room: 'lobby', author: 'bob', text: 'while away' }, [lobby.id]]);
+});
+
+test('a server without subscriptions (no "subs": true in hello): ready rejects with unsupported, the status says why, no pull carries subs', async (t) => {
+  const server = fakeServer((request) => {
+    if (request.op === 'hello') return { instance: '00112233445566ff', epoch: 'e1', seq: 3, sv: 1, tables: { messages: { key: 'id', fields: null } }, pv: '1.1' };
+    if (request.op === 'pull' && !request.subs) return { epoch: 'e1', seq: 3, sv: 1, tables: { messages: { key: 'id', fields: null } }, reset: true, more: false, records: { messages: { m1: { room: 'lobby' } } } };
+    return { ok: false, error: { code: 'bad_request', message: 'this stand-in must never be asked with subs' } };
+  });
+  const client = connectDSN('http://127.0.0.1:9/sync/00112233445566ff', server.token, { ...FAST, fetch: server.fetch, retryMin: 5000 });
+  t.after(() => client.close());
+  await client.ready;
+  const statuses = [];
+  client.onStatus((status) => statuses.push(status));
+  const lobby = client.subscribe('room', { room: 'lobby' });
+  await assert.rejects(lobby.ready, (error) => isCode('unsupported')(error) && /does not implement subscriptions/.test(error.message));
+  await waitFor(() => statuses.some((status) => status.code === 'unsupported'), 'the status to say why');
+  assert.ok(!server.requests.some((request) => request.subs), 'no pull with subs went to a server that does not know them');
 });
