@@ -7,7 +7,7 @@ subscription ``room`` selects one room's messages and its ``rooms`` row; it
 refuses a room that is not a string (``invalid``) and the room ``vault``
 (``forbidden``).  The subscription ``author`` selects the messages of one
 author, so that it overlaps with ``room``.  Every message write is accepted.  The commands are those of
-test/fixture_server.py (``sync``, ``remove``, ``get_all``, ``stop``, ``start``, ...).
+test/fixture_server.py, and ``room_bulk`` (n messages in one room) (``sync``, ``remove``, ``get_all``, ``stop``, ``start``, ...).
 """
 
 import os
@@ -50,11 +50,19 @@ def build(port):
     return sync
 
 
+def room_bulk(sync, command):
+    """``{"cmd": "room_bulk", "room": r, "count": n}``: n messages m00000.. in room r, in one batch."""
+    with sync.batch():
+        for i in range(command["count"]):
+            sync.sync("messages", "m%05d" % i, {"room": command["room"], "author": "bulk", "text": str(i)})
+    return {"ok": True}
+
+
 def main():
     global PAGE_SIZE
     if len(sys.argv) > 1:
         PAGE_SIZE = int(sys.argv[1])
-    serve(build, calls)
+    serve(build, calls, commands={"room_bulk": room_bulk})
 
 
 if __name__ == "__main__":
