@@ -2532,11 +2532,13 @@ class DSNClient {
       }
       page = next;
     }
-    await this._exclusive(() => this._applyReset(page, records, request?.subs ? { members, seen } : null));
-    return true;
+    return this._exclusive(() => this._applyReset(page, records, request?.subs ? { members, seen } : null));
   }
 
+  /** Answers false, changing nothing, for a reset of whole tables that arrives after
+   * the first subscribe() (it was asked for before): the loop pulls again. */
   async _applyReset(page, records, subscribed = null) {
+    if (this._subMode && !subscribed) return false;
     // Acks of another epoch than the snapshot's say nothing about it.
     for (const [id, acked] of this._acked) if (acked.epoch !== page.epoch) this._acked.delete(id);
     const schema = frozenCopy(page.tables ?? {});
@@ -2602,6 +2604,7 @@ class DSNClient {
     this._forgetAcks();
     this._notify(touched);
     this._settleHandles();
+    return true;
   }
 
   /** A partial reset (PROTOCOL section 7): the pages of one new subscription, gathered

@@ -276,3 +276,19 @@ test('a large set goes into IndexedDB in chunks, membership included; closing it
   const third = connect(t, fixture, { indexedDB });
   assert.deepEqual(await keys(third), ['l1', 'l2', 'l3']);
 });
+
+test('a first subscribe() while a paged reset of whole tables is coming in: that reset is dropped, and the mirror is the subscription\'s', async (t) => {
+  const fixture = await server(t, SEED, 1); // one record per page: six pages of messages
+  const client = connect(t, fixture);
+  let lobby = null;
+  client.onStatus((status) => {
+    if (status.reset && !lobby) lobby = client.subscribe('room', { room: 'lobby' });
+  });
+  await waitFor(() => lobby, 'the first reset page');
+  await lobby.ready;
+  await client.ready;
+  assert.deepEqual(await keys(client), ['l1', 'l2', 'l3']);
+  await fixture.cmd({ cmd: 'sync', table: 'messages', key: 'l4', data: { room: 'lobby', author: 'ada', text: 'later' } });
+  await waitFor(async () => (await keys(client)).includes('l4'), 'a later lobby message');
+  assert.deepEqual(await keys(client), ['l1', 'l2', 'l3', 'l4'], 'nothing of the whole-table reset stayed');
+});
