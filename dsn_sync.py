@@ -520,8 +520,9 @@ class _Entry:
     (``View.rules_key``); any change of the key or of its table's rule clears it.
     In a table that subscriptions filter (MemoryStore.track), ``vals`` caches
     the filtered fields' value keys ({field: _value_key}, None until needed)
-    and ``prev`` is the state before the latest change, ``(seq, data, vals)``
-    (None: unknown), so a change can tell which clients held the row before.
+    and ``prev`` lists the states before the current one, newest first, as
+    ``(seq, data, vals)`` (None: unknown; past the newest, ``data`` is
+    _DROPPED), so a change can tell which clients held the row before.
     """
 
     __slots__ = ("table", "key", "seq", "data", "shape", "seen", "vals", "prev")
@@ -649,6 +650,8 @@ EVERYTHING = View()
 _ABSENT = object()  # a field the record does not have
 _UNINDEXED = object()  # a field whose value is a list or an object: no filter value equals it
 _SUB_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+_DROPPED = object()  # an older state of a row whose JSON is no longer kept (Entry.prev)
+_HISTORY = 4  # states of a subscribed row kept before its current one
 
 
 def _value_key(value):
@@ -1283,7 +1286,10 @@ class MemoryStore:
         """Before ``entry`` takes ``record`` (JSON bytes or None) as ``seq``: keep its previous state,
         move it in the indexes, and log what it touched for the feed (routes)."""
         old = self._vals_of(entry) if entry.data is not None else None
-        entry.prev = (entry.seq, entry.data, old)
+        # Its states before this change, newest first: the newest keeps its JSON, the
+        # older ones (up to _HISTORY) only their value keys, enough for equality filters.
+        older = [(s, _DROPPED if d is not None else None, v) for s, d, v in (entry.prev or ())[:_HISTORY - 1]]
+        entry.prev = [(entry.seq, entry.data, old)] + older
         new = self._vals_of_data(record, fields) if record is not None else None
         entry.vals = new
         self.routes.append((seq, entry.table, entry.key, old, new))
@@ -1379,21 +1385,39 @@ class MemoryStore:
         blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
         return blob, (last if more else snap), more
 
-    def _held_before(self, entry, held, since):
-        """Might a client at cursor ``since`` hold ``entry`` through ``held`` ([(id, _Filter)])?"""
-        prev = entry.prev
-        if prev is None or since < prev[0]:
+    def _held_before(self, entry, held, since, view):
+        """Might a client at cursor ``since`` hold ``entry`` through ``held`` ([(id, _Filter)]) under ``view``?"""
+        state = next((p for p in entry.prev or () if p[0] <= since), None)  # the row as it was at `since`
+        if state is None:
             return True  # its state at that cursor is unknown: tell it the row left, to be safe
-        if prev[1] is None:
+        _, data, vals = state
+        if data is None:
             return False
-        return any(f.matches(self, entry, prev[1], prev[2] or {}) for _, f in held)
+        if data is _DROPPED:  # only value keys are left of that state
+            return any(f.kind != "eq" or any(field not in (vals or {}) for field in f.fields)
+                       or f.matches(self, entry, b"{}", vals) for _, f in held)
+        if not any(f.matches(self, entry, data, vals or {}) for _, f in held):
+            return False
+        rule = view.rules.get(entry.table) if view.rules else None
+        if rule is None:
+            return True
+        try:  # that state passed the filter: did the row rule show it to this client?
+            return bool(rule(_loads(data), ReadContext(entry.table, entry.key, view)))
+        except Exception:
+            log.exception("the @can_read('%s') rule raised for key %r; the row stays hidden", entry.table, entry.key)
+            return False
 
     def _changes_for(self, seq, limit, view, subs):
         """changes_since() in subscription mode: ``[table, key, record, [ids]]`` or a departure ``[table, key, null, []]``.
 
         A change to a row that none of ``subs`` selected before or after it
-        is not carried.  The walk is bounded (``max_walk``): past it the cursor
-        stops there and the client pulls again.
+        is not carried.  Such an answer is never cut: a departure is judged by
+        the row's state before its latest change, which is what the client
+        holds only if it has every change up to its cursor.  So when more than
+        ``limit`` changes (or ``page_bytes``, or a walk of ``max_walk`` log
+        slots) would be due, the changes are None: the client is too far
+        behind, and the engine answers with a reset of its subscriptions
+        (their rows only, from the indexes).
         """
         seqs, entries = self._log_seq, self._log_entry
         out = []
@@ -1408,21 +1432,23 @@ class MemoryStore:
             held = by_table.get(entry.table)
             if held is None:
                 if walked >= self.max_walk:
-                    cursor = seqs[i]
-                    break
+                    return None, seq
                 continue
-            if len(out) >= limit or size >= self.page_bytes or walked >= self.max_walk:
-                cursor = seqs[i] - 1
-                break
+            if walked >= self.max_walk:
+                return None, seq
             data = entry.data
             ids = ()
             if data is not None and (not rules or view.row_visible(entry)):
                 ids = [sid for sid, f in held if f.matches(self, entry)]
+            if not ids and not self._held_before(entry, held, seq, view):
+                continue
+            if len(out) >= limit or size >= self.page_bytes:
+                return None, seq
             if ids:
                 out.append(b"".join((b"[", _key_json(entry.table), b",", _key_json(entry.key), b",", data,
                                      b',["', '","'.join(ids).encode("ascii"), b'"]]')))
                 size += len(data)
-            elif self._held_before(entry, held, seq):
+            else:
                 out.append(b"".join((b"[", _key_json(entry.table), b",", _key_json(entry.key), b",null,[]]")))
         return out, cursor
 
@@ -3637,6 +3663,8 @@ class _Engine:
         """The sealed changes answer for a cursor at ``seq``/``sv``, given changes_since()'s result."""
         store = self.store
         changes, cursor = found
+        if changes is None:  # a subscription pull too far behind: it asks again and gets a reset (_sub_pull)
+            changes = ()
         result = {"epoch": store.epoch, "seq": cursor}
         if sv != store.sv:
             with store.lock:
@@ -3748,6 +3776,8 @@ class _Engine:
                 return self._sub_page(state, nonce, ep, subs, nxt, new)
         held = _Subscriptions([(h, subs[h]) for h in sorted(set(held))])
         found = store.changes_since(seq, self.page_size, self.view(state), held)
+        if found[0] is None:  # too far behind to be told change by change: its subscriptions again
+            return self._sub_page(state, nonce, ep, subs, None, None)
         if not found[0] and wait > 0 and sv == store.sv and found[1] == store.seq:
             return _Wait(state, nonce, ep, found[1], sv, time.monotonic() + wait, request.get("stream") is True, held)
         return self._changes_answer(state, nonce, ep, seq, sv, found)
@@ -4124,13 +4154,18 @@ class _Feed:
         store = self.store
         with store.lock:
             seq, sv, now = store.seq, store.sv, time.monotonic()
-            touched = _touched(store.routes, self._routed_to, seq)
+            routed_to = self._routed_to
+            touched = _touched(store.routes, routed_to, seq)
             self._routed_to = seq
             ready, keep = [], []
             next_due = None
             for w in self._parked:
+                if w.subs is not None and touched is not None and w.sv == sv and routed_to <= w.seq < seq \
+                        and touched.isdisjoint(w.subs.routes):
+                    w.seq = seq  # no change since its cursor concerns it: it waits on from here
                 if w.deadline <= now or ((w.seq != seq or w.sv != sv) and w.due <= now and (
-                        w.subs is None or w.sv != sv or touched is None or not touched.isdisjoint(w.subs.routes))):
+                        w.subs is None or w.sv != sv or touched is None or w.seq < routed_to
+                        or not touched.isdisjoint(w.subs.routes))):
                     ready.append(w)
                 else:
                     keep.append(w)
@@ -4162,6 +4197,12 @@ class _Feed:
                 found = shared.get(group)
                 if found is None:
                     found = shared[group] = store.changes_since(w.seq, engine.page_size, view, w.subs)
+                if w.subs is not None and found[0] is None:  # too far behind: its next pull gets a reset
+                    if w.stream and w.sent:
+                        transport.end(w)
+                    else:
+                        transport.deliver(w, engine.answer_wait(w, found))
+                    continue
                 if (w.subs is not None and not found[0] and w.deadline > now
                         and found[1] == seen[0] and w.sv == seen[1]):
                     w.seq = found[1]  # nothing it subscribes to: it waits on, at the newer cursor
