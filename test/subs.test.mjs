@@ -292,3 +292,29 @@ test('a first subscribe() while a paged reset of whole tables is coming in: that
   await waitFor(async () => (await keys(client)).includes('l4'), 'a later lobby message');
   assert.deepEqual(await keys(client), ['l1', 'l2', 'l3', 'l4'], 'nothing of the whole-table reset stayed');
 });
+
+test('a client long away gets a full reset of its set instead of changes, and comes back right', { skip: IDBFactory ? false : 'fake-indexeddb is not installed (`npm ci`)' }, async (t) => {
+  const fixture = await server(t, SEED, 2); // more than two changes due: a reset of the set
+  const indexedDB = new IDBFactory();
+  const first = connect(t, fixture, { indexedDB });
+  const lobby = first.subscribe('room', { room: 'lobby' });
+  const ada = first.subscribe('author', { author: 'ada' });
+  await Promise.all([lobby.ready, ada.ready]);
+  first.close();
+  await fixture.cmd({ cmd: 'sync', table: 'messages', key: 'l1', data: { room: 'ops', author: 'cy', text: 'left both' } });
+  await fixture.cmd({ cmd: 'sync', table: 'messages', key: 'l2', data: { room: 'lobby', author: 'bob', text: 'edited' } });
+  await fixture.cmd({ cmd: 'remove', table: 'messages', key: 'l3' });
+  await fixture.cmd({ cmd: 'sync', table: 'messages', key: 'o1', data: { room: 'ops', author: 'ada', text: 'now ada\'s' } });
+  await fixture.cmd({ cmd: 'sync', table: 'messages', key: 'l6', data: { room: 'lobby', author: 'ada', text: 'new, in both' } });
+
+  const second = connect(t, fixture, { indexedDB });
+  const resets = [];
+  second.onStatus((status) => status.reset && resets.push(status.reset));
+  second.subscribe('room', { room: 'lobby' });
+  second.subscribe('author', { author: 'ada' });
+  await waitFor(async () => (await keys(second)).join() === 'd1,l2,l6,o1', 'the mirror after the reset of the set', 10000);
+  assert.ok(resets.some((reset) => reset.done && reset.pages > 1), 'a paged reset came');
+  assert.deepEqual(await second.get('messages', 'l2'), { room: 'lobby', author: 'bob', text: 'edited' });
+  assert.deepEqual([...second._members.get('messages').get('l6')].sort(), [ada.id, lobby.id].sort());
+  assert.deepEqual(second._members.get('messages').get('o1'), [ada.id]);
+});
