@@ -643,6 +643,8 @@ EXCERPT_RUNS = {
     "examples/flask_app.py": _PYTEST + ["flask or gunicorn_sync_worker"],
     "examples/react_app.jsx": ["node", "--test", "--test-name-pattern", "React recipe", "test/recipes_browser.test.mjs"],
     "examples/vue_app.html": ["node", "--test", "--test-name-pattern", "Vue recipe", "test/recipes_browser.test.mjs"],
+    "examples/chat_rooms/index.html": ["node", "--test", "--test-name-pattern", "switching rooms subscribes and closes",
+                                       "test/chat_rooms_browser.test.mjs"],
 }
 
 
