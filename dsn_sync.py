@@ -2315,7 +2315,8 @@ class _PgHold:
             except _psycopg().errors.LockNotAvailable:
                 raise self._waited("some node (a PostgreSQL advisory lock)")
             except _psycopg().Error as e:
-                raise StoreError("PostgreSQL at %s failed to lock %s: %s" % (store._where, self.name[0], str(e).strip()))
+                raise StoreError("PostgreSQL at %s failed to take the %s hold: %s"
+                                 % (store._where, self.name[0], str(e).strip()))
         except BaseException:
             self._leave()
             raise

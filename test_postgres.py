@@ -366,8 +366,9 @@ def test_a_writer_inside_its_holds_still_gets_a_connection_to_apply(nodes):
             assert not a.exists("t", "k")
             seq, _ = a.apply("t", "k", "create", {"v": 1}, ledger=("jti1", "m1"))
     assert a.recall("jti1", "m1")["seq"] == seq
-    assert sql(a.url, "SELECT count(*) FROM pg_locks JOIN pg_database d ON d.oid = database WHERE locktype = 'advisory' "
-               "AND d.datname = current_database()") == [(0,)], "a hold outlived its with"
+    held = sql(a.url, "SELECT count(*) FROM pg_locks JOIN pg_database d ON d.oid = database "
+                      "WHERE locktype = 'advisory' AND d.datname = current_database()")
+    assert held == [(0,)], "a hold outlived its with"
 
 
 def test_a_write_waiting_too_long_for_its_key_is_a_503_not_remembered(url):
