@@ -556,11 +556,11 @@ def test_a_retry_reaching_another_node_mid_handler_is_answered_from_the_first(sp
 
 
 def test_a_retry_racing_the_first_commit_is_not_answered_exists(spawn, db):
-    """Node A has the write in its handler; the retry reaches node B, whose ledger lookup finds
-    nothing yet.  The test holds B between that lookup and its existence check (a lock on
-    dsn_tables, which the check's catch-up reads and A's write does not), lets A commit,
-    then lets B go: B must answer from the ledger, not `exists`.  The storm through a
-    cutting proxy meets this by chance (a JS create answered `exists`)."""
+    """Node A has the write in its handler; the retry reaches node B.  Without the mid hold,
+    B's ledger lookup found nothing yet and its existence check, after A's commit, answered
+    `exists` (the storm through a cutting proxy met this by chance).  The test stalls B's
+    check (a lock on dsn_tables, which its catch-up reads and A's write does not), lets A
+    commit, then lets B go: B must answer from the ledger, not `exists`."""
     import psycopg
     a, b = spawn("a", handler_delay=0.8), spawn("b")
     token = mint(a.secret)
@@ -792,8 +792,17 @@ def test_postgresql_restart_in_a_storm_loses_nothing(spawn, proxies, tmp_path, c
         time.sleep(0.5)
         stop.set()
         writer.join(60)
-        for i in probe["refused"]:  # the client's retry: a new frame, the same mid
-            status, answer = _write_frame(raw, "probe-%d" % i, "probe-%d" % i)
+        for i in probe["refused"]:  # the client's retry: a new frame, the same mid, until it lands
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    status, answer = _write_frame(raw, "probe-%d" % i, "probe-%d" % i)
+                except OSError:
+                    raw.close()
+                    status, answer = "connection", None
+                if status == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)  # this node's pool is still reconnecting: a client backs off too
             assert status == 200 and answer["ok"], (status, answer)
         raw.close()
         report["probe"] = {str(k): probe["statuses"].count(k) for k in set(probe["statuses"])}
