@@ -1,7 +1,7 @@
 """Several dsn-sync node PROCESSES on one PostgreSQL database behave as one server (issue 11).
 
 Real processes (test/cluster_node.py, one node each), a throwaway PostgreSQL cluster
-(test/pg_cluster.py, started once for this module, a fresh database per test), real
+(test/pg_cluster.py, started once for the session (conftest.py), a fresh database per test), real
 sockets on 127.0.0.1, and a round-robin TCP proxy written here: each new connection
 goes to the next node, with no stickiness, and ``cut=`` makes it close every
 connection after a short random life, so one client's requests (and its retries)
@@ -53,34 +53,10 @@ from conftest import Raw, now_ms, wait_until
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "test"))
 
-import pg_cluster  # noqa: E402
 
 NODE_SCRIPT = ROOT / "test" / "cluster_node.py"
 STORM = ROOT / "test" / "storm_client.mjs"
 NODE = shutil.which("node")
-
-
-def _unavailable(reason):
-    message = "PostgreSQL cluster tests NOT RUN: %s" % reason
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI is set, so this is a failure)")
-    sys.stderr.write("\n" + "!" * 78 + "\n!! " + message + "\n" + "!" * 78 + "\n")
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _unavailable('psycopg 3 is not installed (pip install "psycopg[binary]")')
-    found = pg_cluster.PgCluster.find()
-    if found is None:
-        _unavailable("no initdb/pg_ctl found on PATH, under /usr/lib/postgresql/*/bin or in $PG_BIN "
-                     "(apt-get install postgresql)")
-    found.start()
-    yield found
-    found.stop()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """PostgresStore against a real, throwaway PostgreSQL cluster: several nodes on one database.
 
-The cluster is started once for this module by test/pg_cluster.py (initdb in a temp
+The cluster is started once for the session by test/pg_cluster.py (initdb in a temp
 folder, 127.0.0.1, a free port) and every test gets a fresh database.  Each
 PostgresStore opened in a test is a node; several in one process share the database
 exactly as processes on different hosts would (each has its own connections and
@@ -20,34 +20,10 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "test"))
 
 import dsn_sync  # noqa: E402
-import pg_cluster  # noqa: E402
 from dsn_sync import DSNError, DSNSync, PostgresStore, StoreError  # noqa: E402
 from conftest import wait_until  # noqa: E402
 
 SPEC = {"key": "id", "fields": None}
-
-
-def _unavailable(reason):
-    message = "PostgreSQL tests NOT RUN: %s" % reason
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI is set, so this is a failure)")
-    sys.stderr.write("\n" + "!" * 78 + "\n!! " + message + "\n" + "!" * 78 + "\n")
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _unavailable('psycopg 3 is not installed (pip install "psycopg[binary]")')
-    found = pg_cluster.PgCluster.find()
-    if found is None:
-        _unavailable("no initdb/pg_ctl found on PATH, under /usr/lib/postgresql/*/bin or in $PG_BIN "
-                     "(apt-get install postgresql)")
-    found.start()
-    yield found
-    found.stop()
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "test"))
 
 import dsn_sync  # noqa: E402
-import pg_cluster  # noqa: E402
 from conftest import Raw, private, wait_until  # noqa: E402
 
 STORES = ["memory", "sqlite", "postgres"]
@@ -34,30 +33,6 @@ STORES = ["memory", "sqlite", "postgres"]
 # =============================================================================
 # Stores and the chat app
 # =============================================================================
-
-
-def _unavailable(reason):
-    message = "PostgreSQL subscription tests NOT RUN: %s" % reason
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI is set, so this is a failure)")
-    sys.stderr.write("\n" + "!" * 78 + "\n!! " + message + "\n" + "!" * 78 + "\n")
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A throwaway PostgreSQL cluster for this module, started only if a PostgreSQL case runs."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _unavailable('psycopg 3 is not installed (pip install "psycopg[binary]")')
-    found = pg_cluster.PgCluster.find()
-    if found is None:
-        _unavailable("no initdb/pg_ctl found on PATH, under /usr/lib/postgresql/*/bin or in $PG_BIN "
-                     "(apt-get install postgresql)")
-    found.start()
-    yield found
-    found.stop()
 
 
 @pytest.fixture(params=STORES)
