@@ -19,6 +19,9 @@ client, a started-server factory, and the ``slow`` marker.
 - ``cluster``: one throwaway PostgreSQL cluster for the session (test/pg_cluster.py: initdb
   in a temp folder, 127.0.0.1, a free port), started when a test first asks for it;
   without psycopg or PostgreSQL's binaries those tests skip loudly, and fail when CI is set.
+- ``ChildServer``: a server script in a child process speaking JSON lines (its first line
+  is its hello; ``cmd(**command)`` sends one and returns the reply), for the durability and
+  cluster tests that kill and restart servers.
 - ``@pytest.mark.slow``: skipped unless ``DSN_SLOW=1`` is set.
 """
 
@@ -27,13 +30,17 @@ import hashlib
 import hmac
 import json
 import os
+import queue
 import shutil
+import signal
 import socket
 import ssl
 import struct
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -611,3 +618,94 @@ def cluster():
     found.start()
     yield found
     found.stop()
+
+
+# =============================================================================
+# A server in a child process, driven over JSON lines (durability and cluster tests)
+# =============================================================================
+
+
+class ChildServer:
+    """``args`` run in a child process whose stdout is JSON lines: a hello first, then one
+    reply per command written to its stdin; stderr goes to ``log_path``.  ``on_line(obj)``
+    may take a line for itself (True) before it counts as hello or reply."""
+
+    what = "the server child"  # how messages name it
+
+    def __init__(self, args, log_path, on_line=None):
+        self.log_path = Path(log_path)
+        self._log = self.log_path.open("ab")
+        self._on_line = on_line
+        env = dict(os.environ)
+        env.pop("DSN_SYNC_SECRET", None)
+        root = os.path.dirname(os.path.abspath(__file__))
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                     cwd=root, env=env)
+        self.pid = self.proc.pid
+        self._replies = queue.Queue()
+        self._hello = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        hello = self._hello.get(timeout=60)
+        if hello is None:
+            raise AssertionError("%s exited before saying hello:\n%s" % (self.what, self.log()))
+        self.hello = hello
+
+    def _read(self):
+        said_hello = False
+        for raw in self.proc.stdout:
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                continue
+            if self._on_line is not None and self._on_line(obj):
+                continue
+            if not said_hello:
+                said_hello = True
+                self._hello.put(obj)
+            else:
+                self._replies.put(obj)
+        self._hello.put(None)
+        self._replies.put(None)
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def cmd(self, timeout=60, **command):
+        self.proc.stdin.write((json.dumps(command) + "\n").encode())
+        self.proc.stdin.flush()
+        reply = self._replies.get(timeout=timeout)
+        if reply is None:
+            raise AssertionError("%s died during %r:\n%s" % (self.what, command, self.log()))
+        assert reply.get("ok"), "%s: command %r failed: %s" % (self.what, command, reply.get("error"))
+        return reply
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def sigkill(self):
+        os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._reader.join(10)  # every line the child flushed before dying is read
+
+    def exit(self):
+        """Ask the child to exit and wait for it."""
+        if self.proc.poll() is None:
+            self.proc.stdin.write(b'{"cmd": "exit"}\n')
+            self.proc.stdin.flush()
+            self.proc.wait(30)
+        self._reader.join(10)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except Exception:
+                pass
+        self._log.close()

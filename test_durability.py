@@ -26,7 +26,6 @@ import json
 import os
 import queue
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -38,7 +37,7 @@ from pathlib import Path
 import pytest
 
 import dsn_sync
-from conftest import free_port, private, wait_until
+from conftest import ChildServer, free_port, private, wait_until
 
 ROOT = Path(__file__).resolve().parent
 SERVER = ROOT / "test" / "durable_server.py"
@@ -72,7 +71,7 @@ def vm_status(pid):
     return out
 
 
-class ServerProc:
+class ServerProc(ChildServer):
     """test/durable_server.py in a child process; ``cmd()`` sends a command, returns its reply."""
 
     def __init__(self, log_dir, port, secret, db="memory", gen=1, backend=False, page_size=None,
@@ -86,80 +85,22 @@ class ServerProc:
             args += ["--max-tombstones", str(max_tombstones)]
         if backend_pause is not None:
             args += ["--backend-pause", str(backend_pause)]
-        self.log_path = Path(log_dir) / ("server-gen%d-%d.log" % (gen, port))
-        self._log = self.log_path.open("ab")
-        env = dict(os.environ)
-        env.pop("DSN_SYNC_SECRET", None)
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                     cwd=str(ROOT), env=env)
-        self.pid = self.proc.pid
         self.synced = []  # {"synced": key, "n", "gen"}: sync() calls that returned
-        self._replies = queue.Queue()
-        self._hello = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        hello = self._hello.get(timeout=60)
-        if hello is None:
-            raise AssertionError("the server child exited before saying hello:\n" + self.log())
-        self.hello = hello
+        ChildServer.__init__(self, args, Path(log_dir) / ("server-gen%d-%d.log" % (gen, port)), self._synced)
+        hello = self.hello
         self.url, self.token, self.epoch = hello["url"], hello["token"], hello["epoch"]
 
-    def _read(self):
-        said_hello = False
-        for raw in self.proc.stdout:
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                continue
-            if "synced" in obj:
-                self.synced.append(obj)
-            elif not said_hello:
-                said_hello = True
-                self._hello.put(obj)
-            else:
-                self._replies.put(obj)
-        self._hello.put(None)
-        self._replies.put(None)
-
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def cmd(self, timeout=60, **command):
-        self.proc.stdin.write((json.dumps(command) + "\n").encode())
-        self.proc.stdin.flush()
-        reply = self._replies.get(timeout=timeout)
-        if reply is None:
-            raise AssertionError("the server child died during %r:\n%s" % (command, self.log()))
-        assert reply.get("ok"), "server command %r failed: %s" % (command, reply.get("error"))
-        return reply
-
-    def sigkill(self):
-        os.kill(self.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._reader.join(10)  # every line the child flushed before dying is read
+    def _synced(self, obj):
+        if "synced" in obj:
+            self.synced.append(obj)
+            return True
+        return False
 
     def stop(self):
         """A clean stop: the store is closed; the process exits."""
         if self.proc.poll() is None:
             self.cmd(cmd="stop")
-            self.proc.stdin.write(b'{"cmd": "exit"}\n')
-            self.proc.stdin.flush()
-            self.proc.wait(30)
-        self._reader.join(10)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except Exception:
-                pass
-        self._log.close()
+        self.exit()
 
 
 class NodeStorm:
