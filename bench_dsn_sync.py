@@ -304,8 +304,8 @@ def run_workloads(a, harness, venv, peers, out_dir, peers_file=None, skip=()):
             ("w1_c%d" % a.subs_large, ["w1", "--subs", str(a.subs_large), "--rate", str(a.rate), "--duration", d]),
             ("w2_w%d" % a.writers, ["w2", "--writers", str(a.writers), "--duration", d]),
             ("w3_n%d" % a.records, ["w3", "--records", str(a.records)])]
+    plan = [p for i, p in enumerate(plan) if i not in skip]  # indices of the full plan, before --workloads picks
     plan = [p for p in plan if p[1][0] in a.workloads.split(",") or p[0].split("_")[0] in a.workloads.split(",")]
-    plan = [p for i, p in enumerate(plan) if i not in skip]
     commands = []
     for tag, args in plan:
         cmd = ["python3", "run.py"] + args + ["--reps", str(a.reps), "--peers", ",".join(peers),
