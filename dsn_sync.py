@@ -4690,13 +4690,17 @@ class _ASGILanes:
       seconds, and no frame with a handler is in a worker right now (an
       inline write could otherwise wait on the locks such a frame holds).
 
-    A handler whose frame then takes over ``slow`` seconds on the loop goes
-    back to the workers, with a warning, until it has been quick there
-    ``trust_after`` times in a row again (a garbage-collector pause can make a
-    quick handler's frame slow once); after ``max_strikes`` such times it
-    stays in the workers for good.  So a handler that starts to block stalls
-    the loop once, and one that blocks now and then at most ``max_strikes``
-    times.  ``sync.asgi_app()`` with
+    A handler whose frame then computes for over ``slow`` seconds on the loop,
+    or waits for over ``slow_wait`` (its own I/O or locks, or the OS pausing
+    the process), goes back to the workers, with a warning, until it has
+    been quick there ``trust_after`` times in a row again; each
+    ``forgive_after`` quick runs on the loop take one such strike back, and
+    at ``max_strikes`` it stays in the workers for good.  A handler that
+    starts to block stalls the loop once; one that blocks now and then, at
+    most ``max_strikes`` times.  (Waits under ``slow_wait`` are not told
+    apart from the OS's pauses of a busy machine; a handler is trusted only
+    after it has been quick in a worker, so one that waits on each call
+    never reaches the loop.)  ``sync.asgi_app()`` with
     ``inline_handlers = False`` set on it keeps every frame with a handler in
     the workers.  Row rules are not judged: they already run under the
     store's lock in the feed thread, so they must be quick wherever they run.
@@ -4708,13 +4712,16 @@ class _ASGILanes:
     trust_after = 32
     fast = 0.002
     slow = 0.02
-    max_strikes = 3
+    slow_wait = 0.1
+    max_strikes = 5
+    forgive_after = 1000
 
     def __init__(self, engine):
         self.engine = engine
         self.runs = {}  # handler key (table, op) -> (handler, fast runs in a row in a worker)
         self.trusted = {}  # handler key -> the handler that earned the loop
-        self.strikes = {}  # handler key -> times it was slow on the loop
+        self.strikes = {}  # handler key -> times it was slow on the loop, less those forgiven
+        self.quick = {}  # handler key -> quick runs on the loop since its last strike was forgiven
         self.banned = set()  # handler keys slow on the loop max_strikes times: workers only, for good
         self.held = 0  # frames with a handler in workers now (counted on the loop)
         self.inline = self.offloaded = 0  # frames answered each way (for tests and the benchmark)
@@ -4779,20 +4786,31 @@ class _ASGILanes:
                 if n >= self.trust_after:
                     self.trusted[k] = handler
 
-    def ran_inline(self, keys, elapsed):
-        """After a frame on the loop: a handler that made it slow goes back to the workers."""
-        if keys and elapsed > self.slow:
-            with self._lock:
-                for k in keys:
-                    if self.trusted.pop(k, None) is None:
-                        continue
-                    self.runs.pop(k, None)
-                    strikes = self.strikes[k] = self.strikes.get(k, 0) + 1
-                    if strikes >= self.max_strikes:
-                        self.banned.add(k)
-                    log.warning("the @on_%s('%s') handler held the event loop for %.0f ms; it runs in a worker "
-                                "thread %s", k[1], k[0], elapsed * 1000, "from now on" if strikes >= self.max_strikes
-                                else "until it is quick again (%d of %d strikes)" % (strikes, self.max_strikes))
+    def ran_inline(self, keys, wall, cpu):
+        """After a frame with handlers on the loop (``wall`` and the loop thread's ``cpu`` seconds):
+        one that computed for over ``slow`` or waited for over ``slow_wait`` sends its handlers back
+        to the workers; ``forgive_after`` quick runs on the loop take one strike back."""
+        if cpu <= self.slow and wall <= self.slow_wait:
+            quick = self.quick
+            for k in keys:
+                n = quick[k] = quick.get(k, 0) + 1
+                if n >= self.forgive_after:
+                    quick[k] = 0
+                    if self.strikes.get(k):
+                        self.strikes[k] -= 1
+            return
+        with self._lock:
+            for k in keys:
+                if self.trusted.pop(k, None) is None:
+                    continue
+                self.runs.pop(k, None)
+                self.quick.pop(k, None)
+                strikes = self.strikes[k] = self.strikes.get(k, 0) + 1
+                if strikes >= self.max_strikes:
+                    self.banned.add(k)
+                log.warning("the @on_%s('%s') handler held the event loop for %.0f ms; it runs in a worker "
+                            "thread %s", k[1], k[0], wall * 1000, "from now on" if strikes >= self.max_strikes
+                            else "until it is quick again (%d of %d strikes)" % (strikes, self.max_strikes))
 
 
 class _ASGIDoor(Transport):
@@ -4855,11 +4873,14 @@ class _ASGIDoor(Transport):
             inline, keys = lanes.route(path, body, self.inline_handlers)
             if inline:
                 lanes.inline += 1
-                t0 = time.perf_counter()
-                try:
+                if keys:
+                    t0, c0 = time.perf_counter(), time.thread_time()
+                    try:
+                        reply = engine.handle(path, body)
+                    finally:
+                        lanes.ran_inline(keys, time.perf_counter() - t0, time.thread_time() - c0)
+                else:
                     reply = engine.handle(path, body)
-                finally:
-                    lanes.ran_inline(keys, time.perf_counter() - t0)
             else:
                 lanes.offloaded += 1
                 lanes.held += bool(keys)
