@@ -837,6 +837,7 @@ DOOR_CHILD = r"""
 import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[1])
 import dsn_sync as d
+assert d.__file__.startswith(sys.argv[1]), "imported %s, not the one in %s" % (d.__file__, sys.argv[1])
 n = int(sys.argv[2])
 sync = d.DSNSync(port=0)
 sync.define_table("w2", {"key": "id", "fields": None})
@@ -894,7 +895,9 @@ sync.stop()
 def door_micro(repo, n=5000):
     """One small write through sync.asgi_app() in this process, one at a time, no HTTP: microseconds
     per write through the door, and per engine.handle() alone; {} if it failed."""
-    out = subprocess.run([sys.executable, "-c", DOOR_CHILD, repo, str(n)], capture_output=True, text=True, timeout=300)
+    repo = os.path.abspath(repo)
+    out = subprocess.run([sys.executable, "-c", DOOR_CHILD, repo, str(n)], capture_output=True, text=True, timeout=300,
+                         cwd=repo)
     if out.returncode:
         print("door micro failed for %s: %s" % (repo, out.stderr[-1500:]), flush=True)
         return {}
@@ -926,7 +929,7 @@ def mounts(a, harness, venv, sio, out_dir):
         print("Baseline peer %s: the ASGI mount of dsn_sync.py as of %s (%s), same adapter and uvicorn\n"
               % (base, a.baseline, commit), flush=True)
     peers_file = write_peers(os.path.join(out_dir, "peers-mounts.json"), spec)
-    repos = [("this tree", REPO)] + ([(a.baseline, os.path.dirname(spec[base][0][1]))] if base else [])
+    repos = [("this tree", REPO)] + ([(a.baseline, os.path.dirname(os.path.dirname(spec[base][0][1])))] if base else [])
     print("### One small write through the mount, in process (no HTTP, no load generator; one at a time)\n")
     print_table(["dsn_sync.py", "us per write through the ASGI door", "of which engine.handle()", "door's own",
                  "frames on the loop / in a worker"],

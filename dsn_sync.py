@@ -4690,17 +4690,16 @@ class _ASGILanes:
       seconds, and no frame with a handler is in a worker right now (an
       inline write could otherwise wait on the locks such a frame holds).
 
-    A handler whose frame then computes for over ``slow`` seconds on the loop,
-    or waits for over ``slow_wait`` (its own I/O or locks, or the OS pausing
-    the process), goes back to the workers, with a warning, until it has
-    been quick there ``trust_after`` times in a row again; each
-    ``forgive_after`` quick runs on the loop take one such strike back, and
-    at ``max_strikes`` it stays in the workers for good.  A handler that
-    starts to block stalls the loop once; one that blocks now and then, at
-    most ``max_strikes`` times.  (Waits under ``slow_wait`` are not told
-    apart from the OS's pauses of a busy machine; a handler is trusted only
-    after it has been quick in a worker, so one that waits on each call
-    never reaches the loop.)  ``sync.asgi_app()`` with
+    A handler whose frame then takes over ``slow`` seconds on the loop goes
+    back to the workers, with a warning, until it has been quick there
+    ``trust_after`` times in a row again; each ``forgive_after`` quick runs
+    on the loop take one such strike back, and at ``max_strikes`` it stays in
+    the workers for good.  A handler that starts to block stalls the loop
+    once; one that blocks now and then, at most ``max_strikes`` times in a
+    row.  ``slow`` is well above a frame's usual 0.1 ms because the OS and
+    the garbage collector pause a busy process for tens of milliseconds, and
+    those pauses are not the handler's; a handler that is slower than ``fast``
+    on every call never earns the loop at all.  ``sync.asgi_app()`` with
     ``inline_handlers = False`` set on it keeps every frame with a handler in
     the workers.  Row rules are not judged: they already run under the
     store's lock in the feed thread, so they must be quick wherever they run.
@@ -4711,8 +4710,7 @@ class _ASGILanes:
     max_lag = 64
     trust_after = 32
     fast = 0.002
-    slow = 0.02
-    slow_wait = 0.1
+    slow = 0.1
     max_strikes = 5
     forgive_after = 1000
 
@@ -4786,11 +4784,10 @@ class _ASGILanes:
                 if n >= self.trust_after:
                     self.trusted[k] = handler
 
-    def ran_inline(self, keys, wall, cpu):
-        """After a frame with handlers on the loop (``wall`` and the loop thread's ``cpu`` seconds):
-        one that computed for over ``slow`` or waited for over ``slow_wait`` sends its handlers back
-        to the workers; ``forgive_after`` quick runs on the loop take one strike back."""
-        if cpu <= self.slow and wall <= self.slow_wait:
+    def ran_inline(self, keys, elapsed):
+        """After a frame with handlers on the loop: over ``slow`` seconds sends its handlers back to
+        the workers; ``forgive_after`` quick runs on the loop take one strike back."""
+        if elapsed <= self.slow:
             quick = self.quick
             for k in keys:
                 n = quick[k] = quick.get(k, 0) + 1
@@ -4809,7 +4806,7 @@ class _ASGILanes:
                 if strikes >= self.max_strikes:
                     self.banned.add(k)
                 log.warning("the @on_%s('%s') handler held the event loop for %.0f ms; it runs in a worker "
-                            "thread %s", k[1], k[0], wall * 1000, "from now on" if strikes >= self.max_strikes
+                            "thread %s", k[1], k[0], elapsed * 1000, "from now on" if strikes >= self.max_strikes
                             else "until it is quick again (%d of %d strikes)" % (strikes, self.max_strikes))
 
 
@@ -4874,11 +4871,11 @@ class _ASGIDoor(Transport):
             if inline:
                 lanes.inline += 1
                 if keys:
-                    t0, c0 = time.perf_counter(), time.thread_time()
+                    t0 = time.perf_counter()
                     try:
                         reply = engine.handle(path, body)
                     finally:
-                        lanes.ran_inline(keys, time.perf_counter() - t0, time.thread_time() - c0)
+                        lanes.ran_inline(keys, time.perf_counter() - t0)
                 else:
                     reply = engine.handle(path, body)
             else:

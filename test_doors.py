@@ -911,7 +911,7 @@ def test_asgi_a_trusted_handler_that_starts_to_block_goes_back_to_a_worker(asgi_
     writer = asgi_door.raw(sync.issue_token(sub="ann", write=["slow"]))
     writer.ok("hello")
     lanes = asgi_door.mount.lanes
-    lanes.trust_after, lanes.slow_wait = 3, 0.05
+    lanes.trust_after, lanes.slow = 3, 0.05
     for i in range(3):
         writer.ok("create", table="slow", key="q%d" % i, data={}, mid="q%d" % i)
     assert ("slow", "create") in lanes.trusted
