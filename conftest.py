@@ -16,6 +16,9 @@ client, a started-server factory, and the ``slow`` marker.
   ``certificate`` ((certfile, keyfile) for 127.0.0.1, self-signed by openssl, one per session).
 - ``private(sync, part)``: the one place the tests reach into the engine's private
   names, for what no public call shows; a rewrite of the engine fixes it here.
+- ``cluster``: one throwaway PostgreSQL cluster for the session (test/pg_cluster.py: initdb
+  in a temp folder, 127.0.0.1, a free port), started when a test first asks for it;
+  without psycopg or PostgreSQL's binaries those tests skip loudly, and fail when CI is set.
 - ``@pytest.mark.slow``: skipped unless ``DSN_SLOW=1`` is set.
 """
 
@@ -29,6 +32,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -575,3 +579,35 @@ def needs(*modules):
                 pytest.fail("%s is not installed in CI (a test-only dependency: see pyproject's test extra)" % name)
             pytest.skip("LOUD SKIP: %s is not installed (pip install %s): the tests that need it did not run"
                         % (name, name.split(".")[0]))
+
+
+# =============================================================================
+# PostgreSQL: one throwaway cluster for the session
+# =============================================================================
+
+
+def pg_unavailable(reason):
+    """Skip loudly (fail when CI is set): the PostgreSQL tests cannot run here."""
+    message = "PostgreSQL tests NOT RUN: %s" % reason
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI is set, so this is a failure)")
+    sys.stderr.write("\n" + "!" * 78 + "\n!! " + message + "\n" + "!" * 78 + "\n")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A throwaway PostgreSQL cluster (test/pg_cluster.py); ``cluster.create_database()`` per test."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pg_unavailable('psycopg 3 is not installed (pip install "psycopg[binary]")')
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "test"))
+    import pg_cluster
+    found = pg_cluster.PgCluster.find()
+    if found is None:
+        pg_unavailable("no initdb/pg_ctl found on PATH, under /usr/lib/postgresql/*/bin or in $PG_BIN "
+                       "(apt-get install postgresql)")
+    found.start()
+    yield found
+    found.stop()

@@ -51,6 +51,7 @@ export type DSNClientErrorCode =
   | 'bad_token'      // the token is not "dsn1.<kid>.<secret>"
   | 'bad_response'   // an answer that does not open with the token's keys, or is malformed
   | 'no_fetch'       // no fetch() here: pass options.fetch
+  | 'unsupported'    // subscribe() with a server that does not implement subscriptions
   | 'no_random';     // no crypto.getRandomValues here (Node 18 needs --experimental-global-webcrypto)
 
 /** Every `.code` a DSNError may carry. */
@@ -65,6 +66,8 @@ export declare class DSNError extends Error {
   code: DSNErrorCode;
   /** The HTTP status, on `http` and on `unauthorized` from a 401. */
   status?: number;
+  /** On a subscription's refusal (`forbidden`, `invalid`): the subscription's id. */
+  sub?: string;
 }
 
 /* ============================================================================
@@ -274,6 +277,32 @@ export interface DSNOptions {
   retryMin?: number;
   /** Largest backoff, in ms. Default 30000. */
   retryMax?: number;
+  /** After a reload (or when this tab takes over from another), the stored
+   * subscriptions that no subscribe() asks for again within this many ms are released
+   * at the first successful sync after it; until then their rows stay readable, also
+   * offline. Default 3000. */
+  restoreGrace?: number;
+}
+
+/** The params of a subscription: a JSON object, checked by the backend's function. */
+export type DSNSubscriptionParams = { [name: string]: any };
+
+/** What subscribe() returns: one use of a subscription (PROTOCOL section 7). */
+export interface DSNSubscription<P extends DSNSubscriptionParams = DSNSubscriptionParams> {
+  /** Derived from name and params (a SHA-256 of the canonical JSON): equal ones share
+   * one subscription, in every tab and across reloads. */
+  readonly id: string;
+  readonly name: string;
+  /** A frozen copy of the params given. */
+  readonly params: Readonly<P>;
+  /** Resolves once the subscription's rows are in the mirror (at once when they
+   * already are). Rejects with a DSNError: `forbidden` or `invalid` when the backend
+   * refuses it (it is then dropped, with its rows), `unsupported` when the server does
+   * not implement subscriptions, `closed` when the handle or the client is closed first. */
+  readonly ready: Promise<void>;
+  /** Releases this use; the subscription goes when its last use does, and with it the
+   * rows no other subscription selects. A second call does nothing. */
+  close(): void;
 }
 
 /** A client of one dsn-sync instance, typed by the app's tables `T`. */
@@ -336,6 +365,14 @@ export interface DSNClient<T extends DSNTables<T> = DSNAnyTables> {
 
   /** The queued writes, oldest first. */
   pending(): DSNPendingWrite<T>[];
+
+  /** Subscribes to the backend's `@sync.subscription(name)` with `params`. The first
+   * call puts the client in subscription mode for good (stored with the mirror): the
+   * mirror then holds only the union of the rows its subscriptions select, and getAll,
+   * get and onDataChange see that union. Without a call, whole readable tables, as
+   * before. Throws TypeError for a name that is not a non-empty string or params that
+   * are not a JSON object. */
+  subscribe<P extends DSNSubscriptionParams>(name: string, params?: P): DSNSubscription<P>;
 
   /** Stops the feed and the sender and closes the database at once. Queued writes stay
    * in the outbox (in IndexedDB) for the next connectDSN; their promises reject with

@@ -19,6 +19,12 @@
  * On a first visit, getAll and get wait for the first sync (options.firstSyncTimeout).
  * Many tabs of one app share one connection: one tab leads (Web Locks), the others
  * follow it over a BroadcastChannel.
+ *
+ * With subscriptions (client.subscribe(name, params), the proposed PROTOCOL section 7)
+ * the mirror holds only the union of the rows the app's subscriptions select, not whole
+ * tables: a new subscription loads its rows without touching the rest, closing one drops
+ * the rows no other holds, and the set and each row's membership are stored with the
+ * mirror, so they survive reloads and offline periods.
  * Where IndexedDB is missing (Node), the mirror is kept in memory. Where it exists but
  * refuses to open (a sandboxed or third-party frame, private browsing, a full disk),
  * the mirror is kept in memory too, and onStatus says so once, with
@@ -54,7 +60,8 @@
 
 /** Every refusal and failure this module reports; `.code` is the protocol's error code
  * (`rejected`, `invalid`, `exists`, ...) or one of the client's own (`unauthorized`,
- * `closed`, `bad_token`, `no_random`, `bad_response`). */
+ * `closed`, `bad_token`, `no_random`, `bad_response`, `unsupported`). A subscription's
+ * refusal also carries `.sub`, its id. */
 export class DSNError extends Error {
   constructor(code, message) {
     super(message || code);
@@ -881,6 +888,15 @@ function decodeUtf8OrNull(bytes) {
 // (the writes not yet answered, in order). The client keeps a copy of all of it in
 // memory and tells the storage what changed; a storage only has to make each change
 // durable and atomic.
+//
+// In subscription mode (PROTOCOL section 7, once the app has called subscribe()) there
+// is a fourth thing, the subscription set ({id: {name, params}}, under `subs` in the
+// meta store), the cursor also says which of them the mirror holds (`subs: [ids]`, as
+// `since.subs` on the wire), and a row is stored as `[record, ids]`: the record and the
+// ids of the held subscriptions that select it (its membership), or `[record, ids,
+// {epoch, seq}]` for an acknowledged write that waits for the feed to say whether any
+// subscription selects it (PROTOCOL section 7, Writes). Records are JSON objects, never
+// arrays, so the two forms cannot be mistaken for each other.
 
 /** Where IndexedDB is missing: nothing survives the process, everything else holds. */
 class MemoryStorage {
@@ -889,7 +905,7 @@ class MemoryStorage {
   }
 
   async load() {
-    return { cursor: null, tables: new Map(), outbox: [] };
+    return { cursor: null, tables: new Map(), outbox: [], subs: null };
   }
 
   async ensureTables() {}
@@ -897,6 +913,8 @@ class MemoryStorage {
   async saveChanges() {}
 
   async saveReset() {}
+
+  async saveSubs() {}
 
   async addOutbox() {
     return this.nextOutboxId++;
@@ -1056,12 +1074,15 @@ class IndexedDBStorage {
     const tableNames = [...db.objectStoreNames].filter((name) => !name.startsWith('#'));
     for (const name of tableNames) this.tables.add(name);
     const chunked = db.objectStoreNames.contains(CHUNK_STORE);
-    const loaded = { cursor: null, tables: new Map(), outbox: [] };
+    const loaded = { cursor: null, tables: new Map(), outbox: [], subs: null };
     let chunks = [];
     const overrides = new Map();
     await this.transaction([META_STORE, OUTBOX_STORE, ...tableNames, ...(chunked ? [CHUNK_STORE] : [])], 'readonly', (transaction) => {
       idbRequest(transaction.objectStore(META_STORE).get('cursor')).then((cursor) => {
         loaded.cursor = cursor ?? null;
+      });
+      idbRequest(transaction.objectStore(META_STORE).get('subs')).then((subs) => {
+        loaded.subs = subs ?? null;
       });
       idbRequest(transaction.objectStore(OUTBOX_STORE).getAll()).then((entries) => {
         loaded.outbox = entries;
@@ -1139,19 +1160,27 @@ class IndexedDBStorage {
     }
   }
 
-  /** One transaction: the changed records and the cursor, so that a reload finds the
-   * mirror exactly at the cursor it saved. */
-  async saveChanges(cursor, changes) {
+  /** One transaction: the changed records and the cursor (null: left as stored), and
+   * the subscription set when `subs` is given, so that a reload finds the mirror
+   * exactly at the cursor it saved. */
+  async saveChanges(cursor, changes, subs = undefined) {
     const stores = [META_STORE, ...new Set(changes.map(([table]) => table))];
     await this.transaction(stores, 'readwrite', (transaction) => {
       for (const [table, key, record] of changes) IndexedDBStorage.putRecord(transaction, table, key, record);
-      transaction.objectStore(META_STORE).put(cursor, 'cursor');
+      if (cursor) transaction.objectStore(META_STORE).put(cursor, 'cursor');
+      if (subs !== undefined) transaction.objectStore(META_STORE).put(subs, 'subs');
     }, RELAXED);
   }
 
+  /** The subscription set alone ({id: {name, params}}). */
+  async saveSubs(subs) {
+    await this.saveChanges(null, [], subs);
+  }
+
   /** One transaction: every table store (and the chunks) cleared and refilled, and the
-   * cursor. More than CHUNKED_RESET records go in as chunks (see the class comment). */
-  async saveReset(cursor, tables) {
+   * cursor (and the subscription set when `subs` is given). More than CHUNKED_RESET
+   * records go in as chunks (see the class comment). */
+  async saveReset(cursor, tables, subs = undefined) {
     let total = 0;
     for (const records of tables.values()) total += records.size;
     const chunked = total > CHUNKED_RESET;
@@ -1193,6 +1222,7 @@ class IndexedDBStorage {
         if (keys.length) chunks.put({ keys, records: values }, [name, n]);
       }
       transaction.objectStore(META_STORE).put(cursor, 'cursor');
+      if (subs !== undefined) transaction.objectStore(META_STORE).put(subs, 'subs');
     }, RELAXED);
   }
 
@@ -1261,7 +1291,28 @@ const DEFAULTS = {
   retryMin: 500,
   retryMax: 30000,
   tabs: true,
+  restoreGrace: 3000,
 };
+
+/** PROTOCOL section 7: a request names at most this many subscriptions. */
+const MAX_SUBS = 64;
+
+/** JSON with every object's keys sorted, so that equal params give equal text whatever
+ * order they were written in. */
+function canonicalJson(value) {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    return `{${Object.keys(value).sort().map((name) => `${JSON.stringify(name)}:${canonicalJson(value[name])}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** A subscription's id: 22 characters of b64u(SHA-256(name "\n" canonical params)), so
+ * that every tab and every reload finds the same id for the same subscription, and two
+ * different ones collide with a chance of 2^-132. */
+function subscriptionId(name, params) {
+  return b64uEncode(sha256(utf8(`${name}\n${canonicalJson(params)}`))).slice(0, 22);
+}
 
 /** What _send resolves to once a streamed pull has ended (its messages already applied). */
 const STREAMED = Object.freeze({ ok: true, streamed: true });
@@ -1343,7 +1394,7 @@ function applyWrite(record, write) {
  * hello, one request with its retries (404, `clock`, `replay`, a dead token), the frame
  * sent and its answer opened, a streamed pull read message by message.
  *
- * Methods for the client: request(op, fields, timeout, onMessage), connected(),
+ * Methods for the client: request(op, fields, timeout, onMessage, signal), connected(),
  * forget() (say hello again before the next request), abortAll() (drop what is in
  * flight), close(error) (and refuse every later request with `error`).
  * What the client provides (`hooks`): hello(answer) once per hello, awaited before any
@@ -1424,12 +1475,12 @@ class Session {
   /** One protocol call after the hello: 404 says hello again, `clock` and `replay` send
    * a new frame (the offset already corrected), a dead token asks for a fresh one.
    * Throws for what the caller backs off from; answers {ok: false} for a refusal. */
-  async request(op, fields, timeout = this.timeout, onMessage = undefined) {
+  async request(op, fields, timeout = this.timeout, onMessage = undefined, signal = undefined) {
     for (let attempt = 0; ; attempt++) {
       await this.connected();
       let answer;
       try {
-        answer = await this.send(this.ep, { op, ...fields }, timeout, onMessage);
+        answer = await this.send(this.ep, { op, ...fields }, timeout, onMessage, signal);
       } catch (error) {
         if (error.status === 404 && attempt < 3) {
           this.ep = null;
@@ -1466,8 +1517,10 @@ class Session {
    * missing before it), a stream cut inside a message, or a stream without messages
    * is `bad_response`: the connection is dropped and the caller pulls again from its
    * cursor. The `timeout` starts again when the stream's head arrives, so a stream that
-   * runs its full `wait` is never cut by the client. */
-  async send(path, request, timeout, onMessage) {
+   * runs its full `wait` is never cut by the client. An aborted `signal` drops the
+   * request as a timeout would (the client's subscriptions use it to cut a long poll
+   * that asks for an outdated set). */
+  async send(path, request, timeout, onMessage, signal) {
     const keys = await this.keys();
     const sentAt = Date.now();
     const body = JSON.stringify({ ...request, t: Math.round(sentAt + this.offset) });
@@ -1477,6 +1530,8 @@ class Session {
     const controller = new AbortController();
     let timer = setTimeout(() => controller.abort(), timeout);
     this.aborts.add(controller);
+    if (signal?.aborted) controller.abort();
+    else signal?.addEventListener('abort', () => controller.abort(), { once: true });
     let bytes;
     let status;
     try {
@@ -1750,6 +1805,21 @@ class DSNClient {
     this._lockName = null;         // the Web Lock the tabs of this database and URL compete for
     this._campaigning = null;      // AbortController of this tab's pending lock request
     this._release = null;          // ends the current lead (lets the lock go)
+
+    // Subscriptions (PROTOCOL section 7; see "subscriptions" below).
+    this._subMode = false;         // the mirror is the union of subscriptions (stored)
+    this._subs = new Map();        // id -> {name, params}: the set the feed asks for (stored)
+    this._held = new Set();        // ids whose rows the mirror holds as of the cursor (stored in it)
+    this._members = new Map();     // table -> Map(key -> [ids]): which held subscriptions select a row
+    this._probation = new Map();   // "table\0key" -> {epoch, seq}: an acked row no subscription has claimed yet
+    this._mine = new Map();        // id -> {name, params, count, waiters}: this tab's subscribe() handles
+    this._tabSubs = new Map();     // leader: other tab id -> {id: {name, params}} that tab holds
+    this._tabWatch = new Map();    // leader: other tab id -> AbortController of the wait for its end
+    this._restored = new Set();    // leader: stored subscriptions no subscribe() has adopted yet
+    this._restoreTimer = null;
+    this._serverSubs = undefined;  // whether hello said "subs": true
+    this._pullAbort = null;        // AbortController of the pull in flight
+    this._tabId = b64uEncode(randomBytes(9));
     this._start();
   }
 
@@ -1872,6 +1942,79 @@ class DSNClient {
     return this._outbox.map(({ op, table, key, data, mid }) => (op === 'delete' ? { op, table, key, mid } : { op, table, key, data, mid }));
   }
 
+  /** Subscribes to the backend's subscription `name` with `params` (a JSON object that
+   * the backend's function checks) and returns a handle at once:
+   *
+   *     const lobby = client.subscribe('room', { room: 'lobby' });
+   *     await lobby.ready;   // its rows are in the mirror
+   *     lobby.close();       // rows no other subscription selects leave the mirror
+   *
+   * The first subscribe() puts the client in subscription mode (PROTOCOL section 7), for
+   * good (it is stored with the mirror): the mirror then holds only the rows its
+   * subscriptions select, their union, and getAll, get and onDataChange see that union.
+   * Until then the client mirrors whole readable tables, as always.
+   *
+   * The handle is {id, name, params, ready, close()}. `id` is derived from name and
+   * params, so subscribe() calls with equal ones (in this tab or others, now or after a
+   * reload) share one subscription, which is released when the last handle is closed.
+   * `ready` resolves once the subscription's rows are in the mirror (at once if they
+   * already are, e.g. stored from an earlier visit, also offline); it rejects with a
+   * DSNError whose `.code` is `forbidden` or `invalid` when the backend refuses the
+   * subscription (which is then dropped, its rows with it, and the feed goes on without
+   * it), `unsupported` when the server does not implement subscriptions, or `closed`
+   * when the handle or the client is closed first. close() may be called more than once.
+   *
+   * A reload keeps the set and its rows (readable offline). A stored subscription that
+   * the page does not subscribe() to again within `restoreGrace` ms (default 3000) is
+   * released at the first successful sync after that. */
+  subscribe(name, params = {}) {
+    if (typeof name !== 'string' || !name) {
+      throw new TypeError(`subscribe(name, params): name must be a non-empty string, not ${JSON.stringify(name)}`);
+    }
+    if (!isPlainObject(params)) throw new TypeError(`subscribe(name, params): params must be an object, not ${JSON.stringify(params)}`);
+    let copy;
+    try {
+      copy = JSON.parse(JSON.stringify(params));
+    } catch (error) {
+      throw new TypeError(`subscribe(name, params): params must be JSON: ${error.message}`);
+    }
+    const id = subscriptionId(name, copy);
+    let waiter;
+    const ready = new Promise((resolve, reject) => {
+      waiter = { resolve, reject };
+    });
+    ready.catch(() => {}); // an unobserved refusal must not crash a Node process
+    let mine = this._mine.get(id);
+    let closed = false;
+    const handle = Object.freeze({
+      id, name, params: frozenCopy(copy), ready,
+      close: () => {
+        if (closed) return;
+        closed = true;
+        this._unsubscribe(id, mine, waiter);
+      },
+    });
+    if (this._stopped) {
+      closed = true;
+      waiter.reject(this._stopError);
+      return handle;
+    }
+    if (!mine) {
+      if (this._mine.size >= MAX_SUBS) {
+        closed = true;
+        waiter.reject(new DSNError('invalid', `at most ${MAX_SUBS} subscriptions at once (PROTOCOL section 7): close one before subscribing to ${name}`));
+        return handle;
+      }
+      mine = { name, params: copy, count: 0, waiters: new Set() };
+      this._mine.set(id, mine);
+    }
+    mine.count++;
+    mine.waiters.add(waiter);
+    if (mine.count === 1) this._subsChanged();
+    this._settleHandles();
+    return handle;
+  }
+
   /** Stops the feed and the sender, closes the database. Queued writes stay in the
    * outbox (in IndexedDB) for the next connectDSN; their promises reject with `closed`. */
   close() {
@@ -1906,11 +2049,12 @@ class DSNClient {
       this._cursor = Object.freeze({ epoch, seq, sv });
       this._schema = frozenCopy(tables ?? {});
     }
-    for (const [name, records] of loaded.tables) this._tables.set(name, records);
+    this._tables = this._adoptStored(loaded);
     // Writes loaded from an earlier session go first, in their order.
     this._outbox = loaded.outbox.map((entry) => ({ ...entry, id: entry.n, saved: Promise.resolve() }));
     this._isLoaded = true;
     if (this._cursor) this._markSynced();
+    this._settleHandles();
   }
 
   /** The mirror holds the server's data: waiting reads and listeners go. */
@@ -2119,11 +2263,20 @@ class DSNClient {
       const result = results[i];
       if (!result.ok && RETRY_CODES.has(result.error?.code)) continue;
       let change = null;
+      let stored = null;
       if (result.ok && !this._ackIsStale(result, heard)) {
         change = [entry.table, entry.key, result.record ?? null];
-        if (Number.isInteger(result.seq)) this._acked.set(`${entry.table}\0${entry.key}`, { epoch: result.epoch ?? heard, seq: result.seq });
+        stored = change;
+        const at = `${entry.table}\0${entry.key}`;
+        if (Number.isInteger(result.seq)) this._acked.set(at, { epoch: result.epoch ?? heard, seq: result.seq });
+        if (this._subMode && change[2] !== null && Number.isInteger(result.seq)) {
+          // PROTOCOL section 7, Writes: kept until the feed passes the ack's seq, then
+          // gone unless a subscription has claimed it by then (_applyChanges).
+          this._probation.set(at, { epoch: result.epoch ?? heard, seq: result.seq });
+          stored = [entry.table, entry.key, this._storedRow(entry.table, entry.key, change[2])];
+        }
       }
-      await this._storage.settleOutbox(entry.id, change);
+      await this._storage.settleOutbox(entry.id, stored);
       if (change) this._setRecord(...change);
       this._outbox.splice(this._outbox.indexOf(entry), 1);
       touched.add(entry.table);
@@ -2131,6 +2284,9 @@ class DSNClient {
     }
     this._notify(touched);
     if (done.length) this._notifySync();
+    // A long poll in flight would not wake for a write no subscription selects: cut it,
+    // and the next pull (wait 0) takes the cursor past the ack (PROTOCOL section 7, Writes).
+    if (this._probation.size) this._pullAbort?.abort();
     if (done.length && this._channel) {
       this._post({ type: 'settled', results: done.map(([entry, result, change]) => ({ mid: entry.mid, ok: !!result.ok, error: result.ok ? null : result.error ?? null, change })) });
     }
@@ -2158,10 +2314,20 @@ class DSNClient {
     return this._epoch !== heard && this._epoch !== epoch;
   }
 
-  _setRecord(table, key, record) {
+  /** One row of the mirror in memory; in subscription mode with its membership `ids`
+   * (undefined: unchanged). A row that goes loses its membership and its probation. */
+  _setRecord(table, key, record, ids = undefined) {
     if (!this._tables.has(table)) this._tables.set(table, new Map());
-    if (record === null) this._tables.get(table).delete(key);
-    else this._tables.get(table).set(key, record);
+    if (record === null) {
+      this._tables.get(table).delete(key);
+      this._members.get(table)?.delete(key);
+      this._probation.delete(`${table}\0${key}`);
+      return;
+    }
+    this._tables.get(table).set(key, record);
+    if (ids === undefined) return;
+    if (!this._members.has(table)) this._members.set(table, new Map());
+    this._members.get(table).set(key, ids);
   }
 
   /* ---------------- the feed ---------------- */
@@ -2186,37 +2352,87 @@ class DSNClient {
 
   async _pull() {
     await this._session.connected();
+    // Subscription mode: the set goes with every pull, and `since` says which of it the
+    // mirror holds (PROTOCOL section 7).
+    let subs;
+    if (this._subMode) {
+      if (!this._serverSubs) {
+        const error = new DSNError('unsupported', `the server at ${this.url} does not implement subscriptions (its hello ` +
+          'lacks "subs": true; PROTOCOL section 7): update dsn_sync.py there, or do not call subscribe()');
+        for (const mine of this._mine.values()) for (const waiter of mine.waiters) waiter.reject(error);
+        for (const mine of this._mine.values()) mine.waiters.clear();
+        throw error;
+      }
+      subs = Object.fromEntries([...this._subs].map(([id, { name, params }]) => [id, { name, params }]));
+    }
+    // A subscription the mirror does not hold yet comes as a partial reset, at once; and
+    // an acked write waiting for the feed's word would wake no long poll if no held
+    // subscription selects it, so the cursor must be taken past it without waiting
+    // (PROTOCOL section 7, Writes).
+    const catchingUp = subs && (this._probation.size > 0 || [...this._subs.keys()].some((id) => !this._held.has(id)));
     // A server mounted in a WSGI app holds a pull briefly (hello's `wait`) and may answer at
     // once when its threads are taken; it then asks for a pause (hello's `poll`) between pulls.
-    const wait = this._fresh ? 0 : Math.min(this._options.wait, this._serverWait ?? Infinity);
+    const wait = this._fresh || catchingUp ? 0 : Math.min(this._options.wait, this._serverWait ?? Infinity);
     const began = Date.now();
     const since = this._cursor && { epoch: this._cursor.epoch, seq: this._cursor.seq, sv: this._cursor.sv };
+    if (since && subs) since.subs = [...this._held];
     // A streamed pull (option `stream`): its messages are applied as they arrive, each as
     // an ordinary answer; when the stream ends (its `wait` ran out) the loop pulls again.
     const stream = this._options.stream && wait > 0;
-    const answer = await this._session.request('pull', stream ? { since, wait, stream: true } : { since, wait },
-      wait * 1000 + this._options.pullGrace, stream ? (message) => this._applyPull(message) : undefined);
+    const fields = { since, wait };
+    if (subs) fields.subs = subs;
+    if (stream) fields.stream = true;
+    // subscribe() cuts a long poll that asks for an older set (_reconcileSubs).
+    const abort = (this._pullAbort = new AbortController());
+    let answer;
+    try {
+      answer = await this._session.request('pull', fields, wait * 1000 + this._options.pullGrace,
+        stream ? (message) => this._applyPull(message, fields) : undefined, abort.signal);
+    } catch (error) {
+      if (abort.signal.aborted && !this._stopped) return;
+      throw error;
+    } finally {
+      if (this._pullAbort === abort) this._pullAbort = null;
+    }
     if (answer === STREAMED) return;
-    await this._applyPull(answer);
+    await this._applyPull(answer, fields);
     if (this._serverPoll && !answer.reset && !answer.changes?.length && (wait === 0 || Date.now() - began < wait * 500)) {
       await this._sleep(this._serverPoll * 1000);
     }
   }
 
-  /** One pull answer, or one message of a streamed pull: applied, then said. */
-  async _applyPull(answer) {
-    if (!answer.ok) throw new DSNError(answer.error?.code ?? 'bad_response', answer.error?.message ?? 'pull refused');
+  /** One pull answer, or one message of a streamed pull: applied, then said. `request`
+   * is the pull's fields, which its reset pages repeat. */
+  async _applyPull(answer, request) {
+    if (!answer.ok) {
+      // A subscription refused by its function (or unknown): dropped, and the loop pulls
+      // again at once without it (PROTOCOL section 7, Refusals).
+      if (request?.subs && typeof answer.error?.sub === 'string') {
+        await this._exclusive(() => this._refuse(answer.error));
+        return;
+      }
+      throw new DSNError(answer.error?.code ?? 'bad_response', answer.error?.message ?? 'pull refused');
+    }
     this._fresh = false;
     if (typeof answer.epoch === 'string') this._epoch = answer.epoch;
-    if (answer.reset) await this._loadReset(answer);
-    else await this._exclusive(() => this._applyChanges(answer));
+    if (answer.reset && answer.partial) {
+      if (!await this._loadPartial(answer, request)) return;
+    } else if (answer.reset) {
+      if (!await this._loadReset(answer, request)) return;
+    } else {
+      await this._exclusive(() => this._applyChanges(answer));
+    }
     this._setStatus({ state: 'online', epoch: this._cursor.epoch, seq: this._cursor.seq });
     this._notifySync();
     this._markSynced();
     this._resolveReady();
+    if (this._restored.size && Date.now() >= this._restoreDue) await this._exclusive(() => this._releaseRestored());
   }
 
-  /** A changes answer: every change applied in one step, then the cursor moves. */
+  /** A changes answer: every change applied in one step, then the cursor moves. In
+   * subscription mode each entry carries the row's membership, an entry without one
+   * takes the row out, and acknowledged writes the feed has now passed without a
+   * subscription claiming them leave (PROTOCOL section 7, Writes). */
   async _applyChanges(answer) {
     if (!Array.isArray(answer.changes) || !Number.isInteger(answer.seq)) throw new DSNError('bad_response', 'a pull answer without changes or seq');
     const sv = answer.sv ?? this._cursor?.sv;
@@ -2224,15 +2440,20 @@ class DSNClient {
     // An ack at a higher seq than this answer is newer than what the answer says of
     // that key (the order note of PROTOCOL.md section 4).
     const epoch = answer.epoch ?? this._cursor?.epoch;
-    const changes = answer.changes.filter(([table, key]) => {
+    let changes = answer.changes.filter(([table, key]) => {
       const acked = this._acked.get(`${table}\0${key}`);
       return !(acked && acked.epoch === epoch && acked.seq > answer.seq);
     });
+    if (this._subMode) changes = this._withMembership(changes, epoch, answer.seq);
     const touched = new Set(changes.map(([table]) => table));
     await this._storage.ensureTables([...new Set([...Object.keys(schema), ...touched])]);
     const cursor = Object.freeze({ epoch, seq: answer.seq, sv });
-    await this._storage.saveChanges({ ...cursor, tables: schema }, changes);
-    for (const [table, key, record] of changes) this._setRecord(table, key, record);
+    const stored = this._subMode ? changes.map(([table, key, record, ids]) => [table, key, this._storedRow(table, key, record, ids)]) : changes;
+    await this._storage.saveChanges(this._storedCursor(cursor, schema), stored);
+    for (const [table, key, record, ids] of changes) {
+      this._probation.delete(`${table}\0${key}`);
+      this._setRecord(table, key, record, ids);
+    }
     this._post({ type: 'changes', from: this._cursor, cursor, schema, changes });
     this._cursor = cursor;
     this._schema = schema;
@@ -2241,44 +2462,105 @@ class DSNClient {
     this._notify(touched);
   }
 
+  /** Subscription mode: the entries of a changes answer as [table, key, record, ids],
+   * `ids` cut to the held subscriptions (one closed while the answer travelled no longer
+   * counts) and a row that none selects going as [table, key, null, []]; then one entry
+   * for each acknowledged write whose seq the answer covers: gone if no subscription has
+   * claimed it, kept (its probation over) if one has. */
+  _withMembership(changes, epoch, seq) {
+    const out = changes.map(([table, key, record, ids]) => {
+      const held = Array.isArray(ids) ? ids.filter((id) => this._held.has(id)) : [];
+      return record === null || !held.length ? [table, key, null, []] : [table, key, record, held];
+    });
+    const named = new Set(out.map(([table, key]) => `${table}\0${key}`));
+    for (const [at, due] of this._probation) {
+      if (named.has(at) || (due.epoch === epoch && due.seq > seq)) continue;
+      const [table, key] = at.split('\0');
+      const record = this._tables.get(table)?.get(key);
+      const ids = this._members.get(table)?.get(key) ?? [];
+      out.push(record === undefined || !ids.length || due.epoch !== epoch ? [table, key, null, []] : [table, key, record, ids]);
+    }
+    return out;
+  }
+
   /** A reset: pages gathered until `more` is false, then applied at once, replacing
-   * every table (a table absent from the records is empty). */
-  async _loadReset(first) {
+   * every table (a table absent from the records is empty). In subscription mode each
+   * page holds the rows of one subscription (`sub`), which become their membership.
+   * Answers false when a page was a refusal (handled; the loop pulls again). */
+  async _loadReset(first, request) {
     let page = first;
     let records = new Map(); // table -> Map(key -> record)
+    let members = new Map(); // table -> Map(key -> Set of ids), in subscription mode
+    let seen = new Set();    // the subscriptions the pages came for
     let pages = 0;
     for (;;) {
       if (!isPlainObject(page.records) || !Number.isInteger(page.seq)) throw new DSNError('bad_response', 'a reset page without records or seq');
       pages++;
+      const sub = request?.subs && typeof page.sub === 'string' ? page.sub : null;
+      if (sub) seen.add(sub);
       for (const [table, rows] of Object.entries(page.records)) {
         if (!records.has(table)) records.set(table, new Map());
         const stored = records.get(table);
         for (const [key, record] of Object.entries(rows)) stored.set(key, record);
+        if (!sub) continue;
+        if (!members.has(table)) members.set(table, new Map());
+        const ids = members.get(table);
+        for (const key of Object.keys(rows)) {
+          if (!ids.has(key)) ids.set(key, new Set());
+          ids.get(key).add(sub);
+        }
       }
       const counts = Object.fromEntries([...records].map(([table, rows]) => [table, rows.size]));
       // Talking to the server, so no longer offline; online only once the data is in.
       const state = this._status.state === 'online' ? 'online' : 'connecting';
       this._setStatus({ state, reset: { pages, records: counts, done: !page.more } });
       if (!page.more) break;
-      const next = await this._session.request('pull', { since: null, next: page.next, wait: 0 });
+      const fields = { since: null, next: page.next, wait: 0 };
+      if (request?.subs) fields.subs = request.subs;
+      const next = await this._session.request('pull', fields);
+      if (!next.ok && request?.subs && typeof next.error?.sub === 'string') {
+        await this._exclusive(() => this._refuse(next.error));
+        return false;
+      }
       if (!next.ok) throw new DSNError(next.error?.code ?? 'bad_response', next.error?.message ?? 'reset page refused');
-      if (!next.reset) throw new DSNError('bad_response', 'asked for the next page of a reset, got changes');
+      if (!next.reset || next.partial) throw new DSNError('bad_response', 'asked for the next page of a reset, got changes');
       if (next.epoch !== page.epoch || next.seq !== page.seq) {
         records = new Map(); // the server forgot `next` and started a fresh reset
+        members = new Map();
+        seen = new Set();
         pages = 0;
       }
       page = next;
     }
-    await this._exclusive(() => this._applyReset(page, records));
+    return this._exclusive(() => this._applyReset(page, records, request?.subs ? { members, seen } : null));
   }
 
-  async _applyReset(page, records) {
+  /** Answers false, changing nothing, for a reset of whole tables that arrives after
+   * the first subscribe() (it was asked for before): the loop pulls again. */
+  async _applyReset(page, records, subscribed = null) {
+    if (this._subMode && !subscribed) return false;
     // Acks of another epoch than the snapshot's say nothing about it.
     for (const [id, acked] of this._acked) if (acked.epoch !== page.epoch) this._acked.delete(id);
     const schema = frozenCopy(page.tables ?? {});
     const tables = new Map();
     for (const name of new Set([...Object.keys(schema), ...records.keys()])) {
       tables.set(name, records.get(name) ?? new Map());
+    }
+    // Subscription mode: the mirror holds exactly the subscriptions the pages came for
+    // (less any closed meanwhile), each row with the ids of those that selected it.
+    const held = subscribed ? new Set([...subscribed.seen].filter((id) => this._subs.has(id))) : this._held;
+    const members = new Map();
+    const probation = new Map();
+    if (subscribed) {
+      for (const [name, rows] of tables) {
+        const ids = new Map();
+        for (const key of [...rows.keys()]) {
+          const selected = [...(subscribed.members.get(name)?.get(key) ?? [])].filter((id) => held.has(id));
+          if (selected.length) ids.set(key, selected);
+          else rows.delete(key);
+        }
+        members.set(name, ids);
+      }
     }
     for (const [id, { seq }] of this._acked) {
       if (seq <= page.seq) continue;
@@ -2287,18 +2569,101 @@ class DSNClient {
       if (!tables.has(table)) tables.set(table, new Map());
       if (record === undefined) tables.get(table).delete(key);
       else tables.get(table).set(key, record);
+      if (!subscribed || record === undefined) continue;
+      if (!members.has(table)) members.set(table, new Map());
+      members.get(table).set(key, (this._members.get(table)?.get(key) ?? []).filter((sub) => held.has(sub)));
+      if (this._probation.has(id)) probation.set(id, this._probation.get(id));
     }
     const touched = new Set([...this._tables.keys(), ...tables.keys()]);
     for (const name of touched) if (!tables.has(name)) tables.set(name, new Map());
     await this._storage.ensureTables([...tables.keys()]);
     const cursor = Object.freeze({ epoch: page.epoch, seq: page.seq, sv: page.sv });
-    await this._storage.saveReset({ ...cursor, tables: schema }, tables);
+    let stored = tables;
+    if (subscribed) {
+      stored = new Map();
+      for (const [name, rows] of tables) {
+        const values = new Map();
+        for (const [key, record] of rows) {
+          const due = probation.get(`${name}\0${key}`);
+          const ids = members.get(name)?.get(key) ?? [];
+          values.set(key, due ? [record, ids, due] : [record, ids]);
+        }
+        stored.set(name, values);
+      }
+    }
+    await this._storage.saveReset(this._storedCursor(cursor, schema, held), stored);
     this._post({ type: 'reset' });
     this._tables = tables;
+    if (subscribed) {
+      this._members = members;
+      this._probation = probation;
+      this._held = held;
+    }
     this._cursor = cursor;
     this._schema = schema;
     this._forgetAcks();
     this._notify(touched);
+    this._settleHandles();
+    return true;
+  }
+
+  /** A partial reset (PROTOCOL section 7): the pages of one new subscription, gathered
+   * (the pull's `since` and `subs` repeated with each `next`), then added to the mirror
+   * without moving the cursor. Answers false when the reset could not be finished here
+   * (a refusal, handled, or the server started over with something else): the loop
+   * pulls again. */
+  async _loadPartial(first, request) {
+    const sub = first.sub;
+    let page = first;
+    let records = new Map();
+    for (;;) {
+      if (!isPlainObject(page.records) || !Number.isInteger(page.seq) || typeof sub !== 'string') {
+        throw new DSNError('bad_response', 'a partial reset page without records, seq or sub');
+      }
+      for (const [table, rows] of Object.entries(page.records)) {
+        if (!records.has(table)) records.set(table, new Map());
+        const stored = records.get(table);
+        for (const [key, record] of Object.entries(rows)) stored.set(key, record);
+      }
+      if (!page.more) break;
+      const next = await this._session.request('pull', { since: request.since, subs: request.subs, next: page.next, wait: 0 });
+      if (!next.ok && typeof next.error?.sub === 'string') {
+        await this._exclusive(() => this._refuse(next.error));
+        return false;
+      }
+      if (!next.ok) throw new DSNError(next.error?.code ?? 'bad_response', next.error?.message ?? 'partial reset page refused');
+      // The server forgot `next`: a fresh reset of the same subscription starts over; any
+      // other answer is for a set or cursor that has moved on, so pull again.
+      if (!next.reset || !next.partial || next.sub !== sub) return false;
+      if (next.seq !== page.seq || next.epoch !== page.epoch) records = new Map();
+      page = next;
+    }
+    await this._exclusive(() => this._applyPartial(sub, page, records));
+    return true;
+  }
+
+  async _applyPartial(sub, page, records) {
+    // Closed while its pages came, or the feed has moved to another epoch: drop it.
+    if (!this._subs.has(sub) || this._held.has(sub) || page.epoch !== this._cursor?.epoch) return;
+    const changes = [];
+    for (const [table, rows] of records) {
+      for (const [key, record] of rows) {
+        const acked = this._acked.get(`${table}\0${key}`);
+        const newer = acked && acked.epoch === page.epoch && acked.seq > page.seq && this._tables.get(table)?.has(key);
+        const ids = [...(this._members.get(table)?.get(key) ?? []).filter((id) => id !== sub), sub];
+        changes.push([table, key, newer ? this._tables.get(table).get(key) : record, ids]);
+      }
+    }
+    const touched = new Set(changes.map(([table]) => table));
+    await this._storage.ensureTables([...touched]);
+    const held = new Set([...this._held, sub]);
+    await this._storage.saveChanges(this._storedCursor(this._cursor, this._schema, held),
+      changes.map(([table, key, record, ids]) => [table, key, this._storedRow(table, key, record, ids)]));
+    for (const [table, key, record, ids] of changes) this._setRecord(table, key, record, ids);
+    this._held = held;
+    this._post({ type: 'reset' });
+    this._notify(touched);
+    this._settleHandles();
   }
 
   /** Acks the cursor has passed need no more guarding. */
@@ -2306,6 +2671,235 @@ class DSNClient {
     for (const [id, { epoch, seq }] of this._acked) {
       if (epoch === this._cursor.epoch && seq <= this._cursor.seq) this._acked.delete(id);
     }
+  }
+
+  /* ---------------- subscriptions (PROTOCOL section 7) ---------------- */
+
+  // Each tab counts its own subscribe() handles per subscription id (`_mine`). The tab
+  // that leads (the only one without tabs) owns the set the feed asks for (`_subs`,
+  // stored): the union of its own ids and of those each other tab says it holds
+  // ({type: 'subs'} messages, whole sets, so a lost or repeated one does no harm), plus
+  // the stored ones not yet adopted after a reload (`_restored`). _reconcileSubs brings
+  // `_subs` to that union: an id added is asked for at once (the long poll in flight is
+  // cut, and the next pull gets its partial reset); an id gone leaves `_held`, and the
+  // rows no other held subscription selects leave the mirror, without asking the
+  // server. A tab holds a Web Lock of its own while it lives; the leader queues for
+  // that lock, so it is granted exactly when the tab is closed, discarded or stopped,
+  // and that tab's subscriptions are released then.
+  //
+  // Restored subscriptions (stored ones that no subscribe() has asked for since this
+  // tab took the lead) are held, and readable offline, until `restoreGrace` ms have
+  // passed and a pull has succeeded: then those still not adopted are released. So a
+  // page that subscribes again as it starts keeps its rows across the reload without a
+  // partial reset, and one that moved on (another room) does not keep the old rows.
+
+  /** Takes the stored mirror: the subscription set and membership in subscription mode
+   * (rows as [record, ids] or [record, ids, probation]). Answers table -> Map(key -> record). */
+  _adoptStored(loaded) {
+    this._subMode = isPlainObject(loaded.subs);
+    this._subs = new Map(this._subMode ? Object.entries(loaded.subs) : []);
+    this._held = new Set((loaded.cursor?.subs ?? []).filter((id) => this._subs.has(id)));
+    this._members = new Map();
+    this._probation = new Map();
+    if (!this._subMode) return loaded.tables;
+    const tables = new Map();
+    for (const [name, rows] of loaded.tables) {
+      const records = new Map();
+      const members = new Map();
+      for (const [key, row] of rows) {
+        if (!Array.isArray(row)) continue; // stored before subscription mode: not the union's
+        records.set(key, row[0]);
+        members.set(key, row[1]);
+        if (row[2]) this._probation.set(`${name}\0${key}`, row[2]);
+      }
+      tables.set(name, records);
+      this._members.set(name, members);
+    }
+    return tables;
+  }
+
+  /** What the storage keeps for a row: the record, or in subscription mode
+   * [record, ids] (with its probation, [record, ids, {epoch, seq}]); null: gone. */
+  _storedRow(table, key, record, ids = undefined, due = this._probation.get(`${table}\0${key}`)) {
+    if (record === null) return null;
+    if (!this._subMode) return record;
+    const members = ids ?? this._members.get(table)?.get(key) ?? [];
+    return due ? [record, members, due] : [record, members];
+  }
+
+  /** The stored cursor: where the mirror stands, the schema, and in subscription mode
+   * the held subscriptions (`since.subs`); null without a cursor. */
+  _storedCursor(cursor, schema = this._schema, held = this._held) {
+    if (!cursor) return null;
+    const stored = { epoch: cursor.epoch, seq: cursor.seq, sv: cursor.sv, tables: schema };
+    if (this._subMode) stored.subs = [...held];
+    return stored;
+  }
+
+  /** Resolves the ready of every handle whose subscription the mirror now holds. */
+  _settleHandles() {
+    if (!this._isLoaded) return;
+    for (const [id, mine] of this._mine) {
+      if (!mine.waiters.size || !this._held.has(id)) continue;
+      for (const waiter of mine.waiters) waiter.resolve();
+      mine.waiters.clear();
+    }
+  }
+
+  /** A handle closed: one use fewer of `mine` (unless it has been refused meanwhile). */
+  _unsubscribe(id, mine, waiter) {
+    if (mine.waiters.delete(waiter)) waiter.reject(new DSNError('closed', `the subscription ${mine.name} ${JSON.stringify(mine.params)} was closed before its rows came`));
+    if (this._mine.get(id) !== mine) return;
+    if (--mine.count > 0) return;
+    this._mine.delete(id);
+    this._subsChanged();
+  }
+
+  /** This tab's set changed: the leader reconciles; a follower tells the leader. */
+  _subsChanged() {
+    if (!this._isLoaded || this._stopped) return;
+    if (this._leading) this._exclusive(() => this._reconcileSubs()).catch((error) => console.error('dsn-sync: changing the subscriptions failed', error));
+    else this._post({ type: 'subs', tab: this._tabId, subs: this._mineDefs() });
+  }
+
+  /** This tab's subscriptions as {id: {name, params}}. */
+  _mineDefs() {
+    return Object.fromEntries([...this._mine].map(([id, { name, params }]) => [id, { name, params }]));
+  }
+
+  /** The union the feed should ask for: this tab's and every other live tab's. */
+  _wanted() {
+    const wanted = new Map(Object.entries(this._mineDefs()));
+    for (const subs of this._tabSubs.values()) {
+      for (const [id, def] of Object.entries(subs)) {
+        if (!wanted.has(id) && isPlainObject(def) && typeof def.name === 'string' && isPlainObject(def.params)) wanted.set(id, def);
+      }
+    }
+    return wanted;
+  }
+
+  /** The leader brings the set to what the tabs want (see the section's comment): one
+   * stored step, set and rows together; the followers reload; a long poll in flight is
+   * cut when a subscription was added. */
+  async _reconcileSubs() {
+    if (!this._leading || this._stopped) return;
+    const wanted = this._wanted();
+    for (const id of this._restored) if (wanted.has(id) || !this._subs.has(id)) this._restored.delete(id);
+    const added = [...wanted.keys()].filter((id) => !this._subs.has(id));
+    const dropped = [...this._subs.keys()].filter((id) => !wanted.has(id) && !this._restored.has(id));
+    if (!added.length && !dropped.length) return;
+    const over = added.splice(Math.max(0, MAX_SUBS - (this._subs.size - dropped.length)));
+    for (const id of over) {
+      this._refuseEverywhere(id, 'invalid', `at most ${MAX_SUBS} subscriptions at once among this app's tabs (PROTOCOL section 7): close one first`);
+    }
+    const entering = !this._subMode;
+    const subs = new Map(this._subs);
+    for (const id of added) subs.set(id, { name: wanted.get(id).name, params: wanted.get(id).params });
+    for (const id of dropped) subs.delete(id);
+    const held = new Set([...this._held].filter((id) => subs.has(id)));
+    // Entering subscription mode, the whole tables go: the union of no subscription
+    // yet is empty. Otherwise the rows of the dropped subscriptions lose them, and those
+    // left with none (and no write waiting for the feed's word) go.
+    const changes = [];
+    for (const [table, rows] of this._tables) {
+      for (const key of rows.keys()) {
+        if (entering) {
+          changes.push([table, key, null, []]);
+          continue;
+        }
+        const ids = this._members.get(table)?.get(key) ?? [];
+        if (!ids.some((id) => !held.has(id))) continue;
+        const left = ids.filter((id) => held.has(id));
+        const waiting = this._probation.has(`${table}\0${key}`);
+        changes.push(left.length || waiting ? [table, key, rows.get(key), left] : [table, key, null, []]);
+      }
+    }
+    this._subMode = true;
+    const stored = changes.map(([table, key, record, ids]) => [table, key, this._storedRow(table, key, record, ids)]);
+    await this._storage.saveChanges(this._storedCursor(this._cursor, this._schema, held), stored,
+      Object.fromEntries([...subs].map(([id, def]) => [id, def])));
+    if (entering) this._probation.clear();
+    for (const [table, key, record, ids] of changes) this._setRecord(table, key, record, ids);
+    this._subs = subs;
+    this._held = held;
+    this._post({ type: 'reset' });
+    this._notify(new Set(changes.map(([table]) => table)));
+    this._settleHandles();
+    if (added.length) this._pullAbort?.abort();
+  }
+
+  /** A pull refused one subscription (`error.sub`): it is dropped everywhere, its rows
+   * with it, and the feed goes on without it. An id not in the set is a real failure. */
+  async _refuse(error) {
+    const id = error.sub;
+    if (!this._subs.has(id)) throw new DSNError(error.code ?? 'bad_response', error.message ?? 'pull refused');
+    this._refuseEverywhere(id, error.code ?? 'invalid', error.message ?? `the server refused subscription ${id}`);
+    this._restored.delete(id);
+    await this._reconcileSubs();
+  }
+
+  /** Every tab that wants `id` is told that it is refused: out of their sets, their
+   * handles' ready rejected. */
+  _refuseEverywhere(id, code, message) {
+    for (const subs of this._tabSubs.values()) delete subs[id];
+    this._post({ type: 'refused', id, code, message });
+    this._subRefused(id, code, message);
+  }
+
+  /** This tab's handles of `id` refused: ready rejects, and later close() does nothing. */
+  _subRefused(id, code, message) {
+    const mine = this._mine.get(id);
+    if (!mine) return;
+    this._mine.delete(id);
+    const error = new DSNError(code, message);
+    error.sub = id;
+    for (const waiter of mine.waiters) waiter.reject(error);
+    mine.waiters.clear();
+  }
+
+  /** On taking the lead: the stored subscriptions are restored ones until adopted. */
+  _beginRestore() {
+    clearTimeout(this._restoreTimer);
+    this._restored = new Set(this._subs.keys());
+    this._restoreDue = Date.now() + this._options.restoreGrace;
+    if (!this._restored.size) return;
+    this._restoreTimer = setTimeout(() => {
+      // Online: release now. Otherwise the first successful pull will (_applyPull).
+      if (this._leading && this._status.state === 'online') {
+        this._exclusive(() => this._releaseRestored()).catch((error) => console.error('dsn-sync: releasing restored subscriptions failed', error));
+      }
+    }, this._options.restoreGrace);
+  }
+
+  /** Restored subscriptions that no subscribe() adopted in time are released. */
+  async _releaseRestored() {
+    if (!this._restored.size) return;
+    this._restored.clear();
+    await this._reconcileSubs();
+  }
+
+  /** The leader waits for another tab's own lock, which it gets when that tab is gone:
+   * then that tab's subscriptions are released. */
+  _watchTab(tab) {
+    if (this._tabWatch.has(tab) || !this._lockName) return;
+    const watch = new AbortController();
+    this._tabWatch.set(tab, watch);
+    globalThis.navigator.locks.request(`${this._lockName} tab ${tab}`, { signal: watch.signal }, () => {
+      if (this._tabWatch.get(tab) !== watch) return;
+      this._tabWatch.delete(tab);
+      this._tabSubs.delete(tab);
+      if (this._leading) this._exclusive(() => this._reconcileSubs()).catch((error) => console.error('dsn-sync: releasing a closed tab\'s subscriptions failed', error));
+    }).catch((error) => {
+      if (error?.name !== 'AbortError') console.error('dsn-sync: watching a tab failed', error);
+    });
+  }
+
+  /** Stops watching the other tabs (the lead is given away or the client stops). */
+  _forgetTabs() {
+    for (const watch of this._tabWatch.values()) watch.abort();
+    this._tabWatch.clear();
+    this._tabSubs.clear();
+    clearTimeout(this._restoreTimer);
   }
 
   /* ---------------- one connection for many tabs ---------------- */
@@ -2325,7 +2919,9 @@ class DSNClient {
   //                     | {type: 'settled', results: [{mid, ok, error, change}]}
   //                     | {type: 'status', status} | {type: 'leader', live, cursor, status}
   //                       (on taking the lead, and in answer to a hello)
+  //                     | {type: 'refused', id, code, message} (a subscription refused)
   //     tab -> leader:  {type: 'outbox'} (a write queued) | {type: 'hello'} (a tab started)
+  //                     | {type: 'subs', tab, subs} (the subscriptions that tab holds now)
 
   /** Loads the stored mirror, then leads: alone, or when elected among the tabs. */
   async _start() {
@@ -2346,6 +2942,23 @@ class DSNClient {
     }
     const { origin, prefix, basePath } = this._session;
     const name = `dsn-sync ${this._storage.name} ${origin}${prefix}${basePath}`;
+    // This tab's own lock, held while it lives: the leader queues for it to learn when
+    // the tab is gone (_watchTab). Held before the tab says anything.
+    await new Promise((held) => {
+      locks.request(`${name} tab ${this._tabId}`, () => {
+        held();
+        return new Promise((release) => {
+          this._releaseTab = release;
+        });
+      }).catch((error) => {
+        held();
+        console.error('dsn-sync: the tab\'s own lock failed', error);
+      });
+    });
+    if (this._stopped) {
+      this._releaseTab?.();
+      return;
+    }
     this._channel = new BroadcastChannel(name);
     this._channel.onmessage = (event) => {
       this._exclusive(() => this._onTabMessage(event.data)).catch((error) => console.error('dsn-sync: a message from another tab failed', error));
@@ -2404,6 +3017,11 @@ class DSNClient {
       this._session.forget();
       this._fresh = true;
     }
+    // The stored subscriptions are held until this tab's and the others' (who answer
+    // the 'leader' message with theirs) adopt them, or restoreGrace passes.
+    this._beginRestore();
+    await this._exclusive(() => this._reconcileSubs()).catch((error) => console.error('dsn-sync: restoring the subscriptions failed', error));
+    if (this._term !== term) return;
     this._loop(() => this._pull());
     this._loop(() => this._sendStep());
     await over;
@@ -2417,6 +3035,7 @@ class DSNClient {
     this._campaigning = null;
     if (!this._leading) return;
     this._leading = false;
+    this._forgetTabs();
     this._term++;
     this._session.abortAll();
     this._wakeAll();
@@ -2455,7 +3074,7 @@ class DSNClient {
   async _reloadMirror() {
     const loaded = await this._storage.load();
     const touched = new Set([...this._tables.keys(), ...loaded.tables.keys()]);
-    this._tables = loaded.tables;
+    this._tables = this._adoptStored(loaded);
     if (loaded.cursor) {
       const { epoch, seq, sv, tables } = loaded.cursor;
       this._cursor = Object.freeze({ epoch, seq, sv });
@@ -2463,6 +3082,7 @@ class DSNClient {
     }
     this._notify(touched);
     this._notifySync();
+    this._settleHandles();
   }
 
   /** What the leader says, applied by a follower; and what a follower asks of the leader. */
@@ -2471,6 +3091,11 @@ class DSNClient {
     if (this._leading) {
       if (message.type === 'outbox') await this._adoptOutbox();
       else if (message.type === 'hello') this._post({ type: 'leader', live: !this._fresh, cursor: this._cursor, status: this._status });
+      else if (message.type === 'subs' && typeof message.tab === 'string' && isPlainObject(message.subs)) {
+        this._tabSubs.set(message.tab, message.subs);
+        this._watchTab(message.tab);
+        await this._reconcileSubs();
+      }
       return;
     }
     if (message.type === 'changes') {
@@ -2482,7 +3107,12 @@ class DSNClient {
       this._followSettled(message.results);
     } else if (message.type === 'status') {
       this._setStatus(message.status);
+    } else if (message.type === 'refused') {
+      this._subRefused(message.id, message.code, message.message);
+      this._subsChanged();
     } else if (message.type === 'leader') {
+      // A new leader knows no tab's subscriptions yet: tell it this one's.
+      if (this._mine.size) this._subsChanged();
       await this._recoverOutbox();
       if (!message.live) return;
       const { cursor } = message;
@@ -2513,7 +3143,7 @@ class DSNClient {
     const here = this._cursor;
     const current = here && here.epoch === cursor.epoch && here.seq >= cursor.seq && here.sv === cursor.sv;
     if (!current && here && from && here.epoch === from.epoch && here.seq === from.seq) {
-      for (const [table, key, record] of changes) this._setRecord(table, key, record);
+      for (const [table, key, record, ids] of changes) this._setRecord(table, key, record, ids);
       this._cursor = Object.freeze({ ...cursor });
       this._schema = frozenCopy(schema);
       this._notify(new Set(changes.map(([table]) => table)));
@@ -2565,6 +3195,7 @@ class DSNClient {
     if (answer.tables) this._schema = frozenCopy(answer.tables);
     if (typeof answer.epoch === 'string') this._epoch = answer.epoch;
     this._serverVersion = typeof answer.pv === 'string' ? answer.pv : '1.0';
+    this._serverSubs = answer.subs === true;
     this._serverWait = Number.isFinite(answer.wait) && answer.wait >= 0 ? answer.wait : undefined;
     this._serverPoll = Number.isFinite(answer.poll) && answer.poll > 0 ? Math.min(answer.poll, 60) : 0;
     await this._storage.ensureTables(Object.keys(this._schema));
@@ -2646,6 +3277,10 @@ class DSNClient {
     globalThis.removeEventListener?.('online', this._onOnline);
     this._release?.();
     this._campaigning?.abort();
+    // This tab's subscriptions go with it (the leader also learns it from the tab's lock).
+    if (!this._leading && this._mine.size) this._post({ type: 'subs', tab: this._tabId, subs: {} });
+    this._forgetTabs();
+    this._releaseTab?.();
     this._channel?.close();
     if (this._onFreeze) {
       globalThis.document?.removeEventListener?.('freeze', this._onFreeze);
@@ -2662,6 +3297,10 @@ class DSNClient {
       this._waiters.delete(mid);
       waiter.reject(error);
     }
+    for (const mine of this._mine.values()) {
+      for (const waiter of mine.waiters) waiter.reject(error);
+      mine.waiters.clear();
+    }
   }
 }
 
@@ -2673,5 +3312,5 @@ export const _internals = {
   buildRequestFrame, openResponseFrame, openRequestFrame, buildResponseFrame,
   STREAM_TYPE, openStreamMessage, buildStreamMessage, StreamSplitter,
   utf8, concatBytes, toHex, fromHex, b64uEncode, b64uDecode, equalBytes,
-  parseSyncUrl, Session, MemoryStorage, IndexedDBStorage,
+  parseSyncUrl, Session, MemoryStorage, IndexedDBStorage, canonicalJson, subscriptionId,
 };

@@ -370,7 +370,7 @@ def open_response(s2c, request_nonce, body):
 class _TokenState:
     """What the server keeps per kid after the first successful open: claims and traffic keys."""
 
-    __slots__ = ("kid", "claims", "jti", "c2s", "s2c", "read", "write", "sub", "exp", "view")
+    __slots__ = ("kid", "claims", "jti", "c2s", "s2c", "read", "write", "sub", "exp", "view", "subs")
 
     def __init__(self, kid, claims, token_secret):
         self.kid = kid
@@ -383,6 +383,7 @@ class _TokenState:
         self.read = _rights(claims.get("read", "*"))
         self.write = _rights(claims.get("write", "*"))
         self.view = None
+        self.subs = None  # {name + params JSON: resolved filters}, filled by _Engine._resolve_subs
 
 
 def _rights(value):
@@ -517,9 +518,14 @@ class _Entry:
     shared (a merge into it then decodes the stored record).
     ``seen`` caches row-rule answers for this state, per claim set
     (``View.rules_key``); any change of the key or of its table's rule clears it.
+    In a table that subscriptions filter (MemoryStore.track), ``vals`` caches
+    the filtered fields' value keys ({field: _value_key}, None until needed)
+    and ``prev`` lists the states before the current one, newest first, as
+    ``(seq, data, vals)`` (None: unknown; past the newest, ``data`` is
+    _DROPPED), so a change can tell which clients held the row before.
     """
 
-    __slots__ = ("table", "key", "seq", "data", "shape", "seen")
+    __slots__ = ("table", "key", "seq", "data", "shape", "seen", "vals", "prev")
 
     def __init__(self, table, key):
         self.table = table
@@ -528,6 +534,8 @@ class _Entry:
         self.data = None
         self.shape = ()
         self.seen = None
+        self.vals = None
+        self.prev = None
 
     @property
     def record(self):
@@ -635,6 +643,137 @@ class ReadContext:
 EVERYTHING = View()
 
 
+# =============================================================================
+# Subscriptions (README, proposed protocol section 7): which rows a client mirrors
+# =============================================================================
+
+_ABSENT = object()  # a field the record does not have
+_UNINDEXED = object()  # a field whose value is a list or an object: no filter value equals it
+_SUB_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+_DROPPED = object()  # an older state of a row whose JSON is no longer kept (Entry.prev)
+_HISTORY = 4  # states of a subscribed row kept before its current one
+
+
+def _value_key(value):
+    """A field value as an index key: its JSON text for a scalar (so 1, 1.0 and true differ), else _UNINDEXED."""
+    if value is None or type(value) in (str, int, float, bool):
+        return _json_dumps(value)
+    return _UNINDEXED
+
+
+class _Filter:
+    """One table's part of a subscription: every row, field equality (the indexed path), or a predicate.
+
+    ``kind`` is ``all`` (True), ``eq`` (``{field: value or [values]}``: every
+    field must equal one of its values; the table's key field matches the
+    key) or ``pred`` (a callable given the record, the general path: one
+    decode and one call per change per subscribed client).  ``fields`` maps
+    each field to a frozenset of value keys (_value_key); ``by`` is the field
+    whose index loads the rows (the key field when named, else the field with
+    the fewest values).
+    """
+
+    __slots__ = ("table", "kind", "keys", "fields", "pred", "by")
+
+    def __init__(self, table, spec, keyfield):
+        self.table, self.keys, self.fields, self.pred, self.by = table, None, {}, None, None
+        if spec is True:
+            self.kind = "all"
+        elif callable(spec):
+            self.kind, self.pred = "pred", spec
+        elif isinstance(spec, dict) and spec:
+            self.kind = "eq"
+            for field, wanted in spec.items():
+                values = wanted if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+                if field == keyfield:
+                    if not all(isinstance(v, str) for v in values):
+                        raise TypeError("table %r: its key field %r is matched with strings, got %r" % (table, field, wanted))
+                    self.keys = frozenset(values) if self.keys is None else self.keys & frozenset(values)
+                    continue
+                found = frozenset(_value_key(v) for v in values)
+                if _UNINDEXED in found:
+                    raise TypeError("table %r, field %r: filter values are strings, numbers, booleans or None, "
+                                    "got %r" % (table, field, wanted))
+                self.fields[str(field)] = found
+            if self.keys is None:
+                self.by = min(self.fields, key=lambda f: len(self.fields[f]))
+        else:
+            raise TypeError("table %r: a filter is True, a non-empty dict {field: value or [values]} or a callable, "
+                            "got %r" % (table, spec))
+
+    def matches(self, store, entry, data=None, vals=None):
+        """Does this state of ``entry`` (its current one, or ``data``/``vals`` given) pass?  Under the store lock."""
+        if data is None:
+            data = entry.data
+            if data is None:
+                return False
+        if self.kind == "all":
+            return True
+        if self.kind == "pred":
+            try:
+                return bool(self.pred(_loads(data)))
+            except Exception:
+                log.exception("a subscription predicate on table %r raised for key %r; the row is left out",
+                              self.table, entry.key)
+                return False
+        if self.keys is not None and entry.key not in self.keys:
+            return False
+        if self.fields:
+            if vals is None:
+                vals = store._vals_of(entry)
+            for field, wanted in self.fields.items():
+                value = vals.get(field) if field in vals else store._value_of(data, field)
+                if value not in wanted:
+                    return False
+        return True
+
+
+class _Subscriptions:
+    """A client's held subscriptions, resolved: ``[(id, {table: _Filter})]`` and the same by table."""
+
+    __slots__ = ("items", "by_table", "routes")
+
+    def __init__(self, items):
+        self.items = items
+        self.by_table = {}
+        routes = set()
+        for sid, filters in items:
+            for table, f in filters.items():
+                self.by_table.setdefault(table, []).append((sid, f))
+                if f.kind != "eq":
+                    routes.add((table,))
+                elif f.keys is not None:
+                    routes.update((table, "#", k) for k in f.keys)
+                else:
+                    routes.update((table, f.by, v) for v in f.fields[f.by])
+        self.routes = routes  # what a change must touch to concern these (_Feed._touched)
+
+
+def _touched(routes, since, seq):
+    """The routes touched by changes ``since < s <= seq`` in a store's ``routes`` log, or None if unknown."""
+    if seq < since or (len(routes) == routes.maxlen and routes[0][0] > since + 1):
+        return None  # the log no longer reaches back that far: every subscription pull is concerned
+    touched = set()
+    for s, table, key, old, new in reversed(routes):
+        if s <= since:
+            break
+        touched.add((table,))
+        touched.add((table, "#", key))
+        for vals in (old, new):
+            if vals:
+                touched.update((table, f, v) for f, v in vals.items() if isinstance(v, str))
+    return touched
+
+
+class SubscriptionContext:
+    """A subscription function's first argument: ``name``, ``sub`` (the token's user) and ``claims``."""
+
+    __slots__ = ("name", "sub", "claims")
+
+    def __init__(self, name, state):
+        self.name, self.sub, self.claims = name, state.sub, state.claims
+
+
 class MemoryStore:
     """The default store: dicts in memory, with a by-sequence change index.
 
@@ -679,6 +818,13 @@ class MemoryStore:
         changes_since(seq, limit, view)      a changes page (UTF-8 JSON fragments)
         snapshot_page(snap, after, limit, view)   a reset page
         recall(jti, mid, view) / remember(jti, mid, answer)   the mid ledger
+        hold(name)                  a context manager: one writer at a time per
+                                    ``name``, a tuple (kind, ...), on every node
+                                    sharing the store; ("mid", jti, mid) and
+                                    ("key", table, key) are the engine's.  Hold
+                                    at most one name of a kind, kinds always in
+                                    one order (mid, then key), so holds cannot
+                                    deadlock.  StoreError if the wait is too long
         revoked() / revoke(jti, exp)         revoked token ids
         forget_rule_answers(table)  drop cached row-rule answers (a rule changed)
         compact(count)              drop the oldest tombstones, raising floor
@@ -733,6 +879,7 @@ class MemoryStore:
     max_tombstones = 100000  # tombstones kept before the oldest are compacted
     mid_capacity = 100000  # newest (token, mid) answers remembered for idempotent retries
     page_bytes = 4 << 20  # a reset page or changes answer stops past this much record JSON, whatever page_size says
+    max_walk = 20000  # log slots one subscription-mode changes answer walks under the lock (a few ms); past it the client pulls again
 
     def __init__(self):
         self.lock = threading.RLock()
@@ -741,6 +888,10 @@ class MemoryStore:
         self.epoch = b64u_encode(os.urandom(9))
         self._batch_depth = 0
         self._batch_dirty = False
+        self._tracked = {}  # {table: frozenset(fields)} that subscriptions filter; outlives a reload
+        # (seq, table, key, old vals, new vals) of the latest changes to tracked tables: the feed
+        # wakes only the subscription pulls whose routes (_Subscriptions.routes) they touch
+        self.routes = collections.deque(maxlen=65536)
 
     def _reset_memory(self):
         self.seq = 0
@@ -753,6 +904,9 @@ class MemoryStore:
         self._stale = 0
         self._tombstones = 0
         self._mids = collections.OrderedDict()
+        self._indexes = {}  # {(table, field): {value key: {keys}}}, built when first needed
+        self._building = {}  # {(table, field): keys written meanwhile} of indexes track() is building
+        self._generation = getattr(self, "_generation", 0) + 1  # a build across a reload is dropped
 
     # -- lifecycle (a durable store opens files here) -------------------------
     def open(self):
@@ -915,6 +1069,11 @@ class MemoryStore:
             self._stale += 1
             if entry.data is None:
                 self._tombstones -= 1
+        fields = self._tracked.get(table)
+        if fields is not None:
+            self._reindex(entry, record, fields, seq)
+        else:
+            entry.vals = None
         entry.seq = seq
         entry.data = record
         entry.shape = shape
@@ -986,15 +1145,18 @@ class MemoryStore:
             return True
         return seq < self.floor or seq > self.seq or sv > self.sv
 
-    def changes_since(self, seq, limit, view=EVERYTHING):
+    def changes_since(self, seq, limit, view=EVERYTHING, subs=None):
         """(changes as UTF-8 JSON fragments, new cursor seq) for changes after ``seq``.
 
         O(log n + changes since seq).  At most ``limit`` changes; the cursor
         then stops at the last one carried, and the client pulls again.  A row
         the view's rules hide is carried as a deletion (it may have been
-        visible before this change).
+        visible before this change).  With ``subs`` (a client's held
+        _Subscriptions) only the changes those select, tagged (_changes_for).
         """
         with self.lock:
+            if subs is not None:
+                return self._changes_for(seq, limit, view, subs)
             seqs, entries = self._log_seq, self._log_entry
             out = []
             size = 0
@@ -1057,6 +1219,246 @@ class MemoryStore:
         blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
         return blob, (last if more else snap_seq), more
 
+    # -- subscriptions: secondary indexes and filtered feeds ----------------------
+    def track(self, table, fields=()):
+        """Keep ``table`` ready for subscriptions: each row's previous state, and ``fields`` indexed.
+
+        A missing index is built here, in one pass over the table's rows that
+        decodes them *outside* the lock (about 5 us a row: seconds for a
+        million, during which writes and pulls go on), then catches up with
+        the keys written meanwhile.  Every change keeps it after that.  A
+        tracked table keeps each row's previous state beside its current one,
+        so a change can tell who held the row before.
+        """
+        with self.lock:
+            have = self._tracked.get(table)
+            wanted = frozenset(fields) | (have or frozenset())
+            if have != wanted:
+                self._tracked[table] = wanted
+            missing = [f for f in fields if (table, f) not in self._indexes and (table, f) not in self._building]
+            if not missing:
+                return
+            for field in missing:
+                self._building[(table, field)] = set()  # keys written while we build
+            generation = self._generation
+            rows = [(k, e.data) for k, e in self._data.get(table, {}).items() if e.data is not None]
+        built = {field: {} for field in missing}
+        try:
+            for key, data in rows:
+                record = _loads(data)
+                for field in missing:
+                    if field in record:
+                        value = _value_key(record[field])
+                        if isinstance(value, str):
+                            built[field].setdefault(value, set()).add(key)
+        finally:
+            with self.lock:
+                for field in missing:
+                    written = self._building.pop((table, field), ())
+                    if generation != self._generation or (table, field) in self._indexes:
+                        continue  # memory was reloaded meanwhile, or _index() built it: _index() rebuilds if needed
+                    index = built[field]
+                    if written:
+                        for value in list(index):
+                            index[value] -= written
+                            if not index[value]:
+                                del index[value]
+                        current = self._data.get(table, {})
+                        for key in written:
+                            entry = current.get(key)
+                            if entry is not None and entry.data is not None:
+                                value = self._vals_of(entry).get(field)
+                                if isinstance(value, str):
+                                    index.setdefault(value, set()).add(key)
+                    self._indexes[(table, field)] = index
+
+    def _value_of(self, data, field):
+        record = _loads(data)
+        return _value_key(record[field]) if field in record else _ABSENT
+
+    def _vals_of(self, entry):
+        """``entry``'s value keys of its table's tracked fields ({} for a tombstone), cached on it."""
+        vals = entry.vals
+        fields = self._tracked.get(entry.table, ())
+        if vals is None or any(f not in vals for f in fields):
+            if entry.data is None:
+                vals = {}
+            else:
+                record = _loads(entry.data)
+                vals = {f: (_value_key(record[f]) if f in record else _ABSENT) for f in fields}
+            entry.vals = vals
+        return vals
+
+    def _reindex(self, entry, record, fields, seq):
+        """Before ``entry`` takes ``record`` (JSON bytes or None) as ``seq``: keep its previous state,
+        move it in the indexes, and log what it touched for the feed (routes)."""
+        old = self._vals_of(entry) if entry.data is not None else None
+        # Its states before this change, newest first: the newest keeps its JSON, the
+        # older ones (up to _HISTORY) only their value keys, enough for equality filters.
+        older = [(s, _DROPPED if d is not None else None, v) for s, d, v in (entry.prev or ())[:_HISTORY - 1]]
+        entry.prev = [(entry.seq, entry.data, old)] + older
+        new = self._vals_of_data(record, fields) if record is not None else None
+        entry.vals = new
+        self.routes.append((seq, entry.table, entry.key, old, new))
+        for field in fields:
+            index = self._indexes.get((entry.table, field))
+            if index is None:
+                written = self._building.get((entry.table, field))
+                if written is not None:
+                    written.add(entry.key)
+                continue
+            before = old.get(field) if old else None
+            after = new.get(field) if new else None
+            if before == after:
+                continue
+            if isinstance(before, str):
+                keys = index.get(before)
+                if keys is not None:
+                    keys.discard(entry.key)
+                    if not keys:
+                        del index[before]
+            if isinstance(after, str):
+                index.setdefault(after, set()).add(entry.key)
+
+    @staticmethod
+    def _vals_of_data(data, fields):
+        record = _loads(data)
+        return {f: (_value_key(record[f]) if f in record else _ABSENT) for f in fields}
+
+    def _index(self, table, field):
+        """``{value key: {keys}}`` of ``table``'s live rows by ``field`` (tracked), built now if missing."""
+        index = self._indexes.get((table, field))
+        if index is None:
+            index = {}
+            for key, entry in self._data.get(table, {}).items():
+                if entry.data is not None:
+                    value = self._vals_of(entry).get(field)
+                    if isinstance(value, str):
+                        index.setdefault(value, set()).add(key)
+            self._indexes[(table, field)] = index
+        return index
+
+    def _candidates(self, filters, after, snap):
+        """The live entries that ``filters`` may select with ``after < seq <= snap``, in seq order.
+
+        From the indexes when every filter names its keys or an indexed field;
+        otherwise from a walk of the log (a predicate or a whole table).
+        """
+        if all(f.kind == "eq" for f in filters.values()):
+            found = []
+            for table, f in filters.items():
+                rows = self._data.get(table, {})
+                if f.keys is not None:
+                    keys = f.keys
+                else:
+                    index = self._index(table, f.by)
+                    keys = set()
+                    for value in f.fields[f.by]:
+                        keys.update(index.get(value, ()))
+                for key in keys:
+                    entry = rows.get(key)
+                    if entry is not None and entry.data is not None and after < entry.seq <= snap:
+                        found.append(entry)
+            found.sort(key=lambda e: e.seq)
+            return found
+        seqs, entries = self._log_seq, self._log_entry
+        lo, hi = bisect.bisect_right(seqs, after), bisect.bisect_right(seqs, snap)
+        return [e for s, e in zip(seqs[lo:hi], entries[lo:hi]) if e.seq == s and e.data is not None and e.table in filters]
+
+    def subscription_page(self, filters, snap, after, limit, view=EVERYTHING):
+        """One page of a subscription's rows: (``{table: {key: record}}`` as UTF-8 JSON, last seq, more).
+
+        ``filters`` is one subscription's ``{table: _Filter}``.  Like
+        snapshot_page(): rows in seq order from ``after`` up to ``snap``, a row
+        changed since ``snap`` left to the changes after it.  An equality
+        filter is served from its index: O(rows selected), whatever the table's size.
+        """
+        with self.lock:
+            filters = {t: f for t, f in filters.items() if t in self._data and view.may_see_table(t)}
+            records = {t: [] for t in filters}
+            rules = view.rules
+            n = size = 0
+            last, more = after, False
+            for entry in self._candidates(filters, after, snap):
+                if not filters[entry.table].matches(self, entry) or (rules and not view.row_visible(entry)):
+                    continue
+                if n >= limit or size >= self.page_bytes:
+                    more = True  # one more row exists: the last page is never empty
+                    break
+                records[entry.table].append(b"".join((_key_json(entry.key), b":", entry.data)))
+                last = entry.seq
+                n += 1
+                size += len(entry.data)
+        blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
+        return blob, (last if more else snap), more
+
+    def _held_before(self, entry, held, since, view):
+        """Might a client at cursor ``since`` hold ``entry`` through ``held`` ([(id, _Filter)]) under ``view``?"""
+        state = next((p for p in entry.prev or () if p[0] <= since), None)  # the row as it was at `since`
+        if state is None:
+            return True  # its state at that cursor is unknown: tell it the row left, to be safe
+        _, data, vals = state
+        if data is None:
+            return False
+        if data is _DROPPED:  # only value keys are left of that state
+            return any(f.kind != "eq" or any(field not in (vals or {}) for field in f.fields)
+                       or f.matches(self, entry, b"{}", vals) for _, f in held)
+        if not any(f.matches(self, entry, data, vals or {}) for _, f in held):
+            return False
+        rule = view.rules.get(entry.table) if view.rules else None
+        if rule is None:
+            return True
+        try:  # that state passed the filter: did the row rule show it to this client?
+            return bool(rule(_loads(data), ReadContext(entry.table, entry.key, view)))
+        except Exception:
+            log.exception("the @can_read('%s') rule raised for key %r; the row stays hidden", entry.table, entry.key)
+            return False
+
+    def _changes_for(self, seq, limit, view, subs):
+        """changes_since() in subscription mode: ``[table, key, record, [ids]]`` or a departure ``[table, key, null, []]``.
+
+        A change to a row that none of ``subs`` selected before or after it
+        is not carried.  Such an answer is never cut: a departure is judged by
+        the row's state before its latest change, which is what the client
+        holds only if it has every change up to its cursor.  So when more than
+        ``limit`` changes (or ``page_bytes``, or a walk of ``max_walk`` log
+        slots) would be due, the changes are None: the client is too far
+        behind, and the engine answers with a reset of its subscriptions
+        (their rows only, from the indexes).
+        """
+        seqs, entries = self._log_seq, self._log_entry
+        out = []
+        size = walked = 0
+        cursor = self.seq
+        by_table, rules = subs.by_table, view.rules
+        for i in range(bisect.bisect_right(seqs, seq), len(seqs)):
+            entry = entries[i]
+            if entry.seq != seqs[i]:
+                continue
+            walked += 1
+            held = by_table.get(entry.table)
+            if held is None:
+                if walked >= self.max_walk:
+                    return None, seq
+                continue
+            if walked >= self.max_walk:
+                return None, seq
+            data = entry.data
+            ids = ()
+            if data is not None and (not rules or view.row_visible(entry)):
+                ids = [sid for sid, f in held if f.matches(self, entry)]
+            if not ids and not self._held_before(entry, held, seq, view):
+                continue
+            if len(out) >= limit or size >= self.page_bytes:
+                return None, seq
+            if ids:
+                out.append(b"".join((b"[", _key_json(entry.table), b",", _key_json(entry.key), b",", data,
+                                     b',["', '","'.join(ids).encode("ascii"), b'"]]')))
+                size += len(data)
+            else:
+                out.append(b"".join((b"[", _key_json(entry.table), b",", _key_json(entry.key), b",null,[]]")))
+        return out, cursor
+
     # -- mutation-id ledger ---------------------------------------------------
     def recall(self, jti, mid, view=EVERYTHING):
         """The answer first given to token ``jti``'s write ``mid`` (a fresh dict), or None if unknown.
@@ -1085,6 +1487,24 @@ class MemoryStore:
         """
         with self.lock:
             self._persist_answer(jti, mid, answer)
+
+    def hold(self, name):
+        """One writer at a time for ``name`` (a tuple whose first item is its kind): a striped in-process lock.
+
+        One process is the whole server here, so a lock of this process is
+        enough; 64 locks per kind (two names may share one, which only makes
+        them wait for each other; kinds never share, so mid-then-key cannot
+        deadlock).
+        """
+        stripes = self.__dict__.get("_hold_stripes")
+        if stripes is None:
+            with self.lock:
+                stripes = self.__dict__.setdefault("_hold_stripes", {})
+        locks = stripes.get(name[0])
+        if locks is None:
+            with self.lock:
+                locks = stripes.setdefault(name[0], [threading.Lock() for _ in range(64)])
+        return locks[hash(name) & 63]
 
     # -- revocation -----------------------------------------------------------
     def revoked(self):
@@ -1116,6 +1536,13 @@ class MemoryStore:
                     assert e.data is None or e.shape is None or e.shape == tuple(e.record), "shape differs from the record"
                     tomb += e.data is None
             assert tomb == self._tombstones, "tombstone count %d != %d" % (tomb, self._tombstones)
+            for (table, field), index in self._indexes.items():
+                built = {}
+                for key, e in self._data.get(table, {}).items():
+                    value = self._vals_of_data(e.data, (field,))[field] if e.data is not None else None
+                    if isinstance(value, str):
+                        built.setdefault(value, set()).add(key)
+                assert index == built, "the index of %s.%s differs from its rows" % (table, field)
             return True
 
 
@@ -1855,6 +2282,64 @@ class _PgLease:
         return False
 
 
+class _PgHold:
+    """PostgresStore.hold(name): ``with`` it, the name is held on this node and on PostgreSQL."""
+
+    __slots__ = ("store", "name", "local", "conn", "outer", "args")
+
+    def __init__(self, store, name, local):
+        self.store = store
+        self.name = name
+        self.local = local
+        self.conn = None
+        self.outer = False
+        self.args = (_pg_lock_key("dsn-sync hold " + name[0]), _pg_lock_key("\x00".join(map(str, name[1:]))))
+
+    def _waited(self, where):
+        return StoreError("waited over %d s for the %s hold of %s, held by another write of it (inside its handler) "
+                          "on %s; answered 503, the client retries.  Look for a slow or stuck @on_ handler"
+                          % (self.store.lock_timeout, self.name[0], "/".join(map(str, self.name[1:])), where))
+
+    def __enter__(self):
+        store = self.store
+        if not self.local.acquire(timeout=store.lock_timeout):
+            raise self._waited("this node")
+        try:
+            self.conn = getattr(store._held, "conn", None)
+            if self.conn is None:
+                self.conn = store._hold_pool.take()
+                self.outer = True
+                store._held.conn = self.conn
+            try:
+                self.conn.execute("SELECT pg_advisory_lock(%s::int4, %s::int4)", self.args)
+            except _psycopg().errors.LockNotAvailable:
+                raise self._waited("some node (a PostgreSQL advisory lock)")
+            except _psycopg().Error as e:
+                raise StoreError("PostgreSQL at %s failed to take the %s hold: %s"
+                                 % (store._where, self.name[0], str(e).strip()))
+        except BaseException:
+            self._leave()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.outer:  # every lock this session took, the nested ones too: one round trip
+            try:
+                self.conn.execute("SELECT pg_advisory_unlock_all()")
+            except Exception:
+                _pg_close(self.conn)  # the session's locks end with it
+        self._leave()
+        return False
+
+    def _leave(self):
+        conn, self.conn = self.conn, None
+        if self.outer and conn is not None:
+            self.outer = False
+            self.store._held.conn = None
+            self.store._hold_pool.give(conn)
+        self.local.release()
+
+
 def _pg_stale(conn):
     """True if an idle connection has something to read: the server's goodbye (it was terminated) or EOF.
 
@@ -1923,7 +2408,7 @@ class PostgresStore(MemoryStore):
     a batch would hold every node's writes: its transaction ends after
     ``tx_idle_timeout`` and a write waits at most ``lock_timeout``.
 
-    Connect directly or through a pooler in session mode: LISTEN and the
+    Connect directly or through a pooler in session mode: LISTEN, writers' holds and the
     lead's advisory locks belong to a session.  The secret is stored in
     ``dsn_meta``: whoever can read the database can mint any token.
 
@@ -1961,6 +2446,9 @@ class PostgresStore(MemoryStore):
     format_version = 1
     mid_ttl = 86400  # seconds a mutation id's answer is kept (PROTOCOL.md: at least 24 h)
     pool_size = 4  # connections per node for writes and shared reads (the listener has two more)
+    # Connections per node for hold(), one per write between its recall and its apply (in its
+    # handler): more writes at once wait for one, up to lock_timeout, then 503.
+    hold_pool_size = 16
     safety_interval = 1.0  # seconds between catch-ups when no notification came
     purge_interval = 10.0  # seconds between purges of expired nonces (and, each 600 s, mids)
     connect_timeout = 5  # seconds; the URL's own connect_timeout wins
@@ -1982,6 +2470,8 @@ class PostgresStore(MemoryStore):
         self._params = None
         self._where = None
         self._pool = None
+        self._hold_pool = None  # connections that hold writers' advisory locks (hold())
+        self._held = threading.local()  # .conn: this thread's hold connection while it holds a name
         self._tailer = None
         self._stop = threading.Event()
         self._lead_lock = threading.Lock()
@@ -2046,6 +2536,8 @@ class PostgresStore(MemoryStore):
             finally:
                 _pg_close(conn)
             self._pool = _PgPool(self._connect, self.pool_size, self._where)
+            self._hold_pool = _PgPool(lambda: self._connect(prepare=False), self.hold_pool_size, self._where)
+            self._hold_pool.wait = self.lock_timeout
             self._stop.clear()
             self._tailer = threading.Thread(target=self._tail, name="dsn-sync-pg-listener", daemon=True)
             self._tailer.start()
@@ -2060,6 +2552,7 @@ class PostgresStore(MemoryStore):
         self._stop.set()
         tailer.join()
         pool.close()
+        self._hold_pool.close()
         with self._lead_lock:
             if self._lead_conn is not None:
                 _pg_close(self._lead_conn)
@@ -2516,6 +3009,9 @@ class PostgresStore(MemoryStore):
             else:
                 entry = old[0]
                 entry.seq, entry.data, entry.shape, entry.seen = old[1], old[2], old[3], None
+                entry.vals = entry.prev = None  # its previous state is unknown again
+        self._indexes = {}  # rebuilt when next needed
+        self._generation += 1
         if self._batch_sv is not None:
             for name, spec in reversed(self._batch_sv[1]):
                 if spec is None:
@@ -2653,6 +3149,22 @@ class PostgresStore(MemoryStore):
         with self._pool.lease() as conn:
             conn.execute("INSERT INTO dsn_mids VALUES (%s, %s, %s, %s) ON CONFLICT (jti, mid) DO NOTHING",
                          (jti, mid, int(time.time()), _json_dumps(answer)))
+
+    def hold(self, name):
+        """MemoryStore.hold across nodes: this process's lock for ``name``, then a PostgreSQL advisory lock.
+
+        A session advisory lock (class: the kind, key: ``_pg_lock_key`` of the
+        rest) on a connection of a pool of its own (``hold_pool_size``), so a
+        writer that holds a name never waits for the connection its apply()
+        needs; one thread's nested holds (mid, then key) share one connection,
+        and a nested name is let go on PostgreSQL with the outermost (one round
+        trip fewer per write), so nest at most one name of each kind.
+        Both waits are bounded by ``lock_timeout`` (then StoreError: the engine
+        answers 503, remembers nothing, and the client's retry may succeed).
+        A node that dies releases its locks with its sessions.
+        """
+        self._require_open()
+        return _PgHold(self, name, MemoryStore.hold(self, name))
 
     def revoked(self):
         """Token ids revoked on any node (read from the database now; also kept live in ``revoked_ids``)."""
@@ -2998,7 +3510,18 @@ def _now_ms():
 
 def _error_answer(error):
     """The one place a DSNError becomes an answer's ``{"ok": false, "error": ...}``."""
-    return {"ok": False, "error": {"code": error.code, "message": error.message}}
+    answer = {"ok": False, "error": {"code": error.code, "message": error.message}}
+    if isinstance(error, _SubRefused):
+        answer["error"]["sub"] = error.sub
+    return answer
+
+
+class _SubRefused(ProtocolError):
+    """A subscription the server does not know or whose function refused it; ``sub`` is its id."""
+
+    def __init__(self, sub, message, code):
+        ProtocolError.__init__(self, message, code)
+        self.sub = sub
 
 
 class _Wait:
@@ -3009,10 +3532,11 @@ class _Wait:
     inside it.  Several transports can share one feed.
     """
 
-    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "transport", "conn", "stream", "sent", "due")
+    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "transport", "conn", "stream", "sent", "due", "subs")
 
-    def __init__(self, state, nonce, ep, seq, sv, deadline, stream=False):
+    def __init__(self, state, nonce, ep, seq, sv, deadline, stream=False, subs=None):
         self.state, self.nonce, self.ep, self.seq, self.sv, self.deadline = state, nonce, ep, seq, sv, deadline
+        self.subs = subs  # the held _Subscriptions of a pull in subscription mode, else None
         self.transport = self.conn = None
         self.stream = stream  # a streamed pull (PROTOCOL.md 6): many answers down one response
         self.sent = 0  # stream messages sent so far; the next one's index
@@ -3043,6 +3567,7 @@ class _Engine:
     max_kid = 4096  # bytes; a kid is a sealed claims object, a few hundred bytes in practice
     max_read_request = 65536  # bytes of request JSON from a token that may write nothing (hello, pull)
     max_fields = 1000  # fields in one record
+    max_subscriptions = 64  # subscriptions one pull may hold
 
     def __init__(self, keyring, store, rotate_every=100, page_size=5000, max_batch=1000, max_record=1 << 20,
                  max_nonces=1000000):
@@ -3060,6 +3585,7 @@ class _Engine:
         self.max_record = max_record
         self.handlers = {}
         self.read_rules = {}
+        self.subscriptions = {}  # name -> fn(ctx, params), from @sync.subscription
         self.any_table = False  # the quick server's development mode: writes to any table, no handler needed
         # A shared store keeps a live set that every node's revocations reach.
         self.revoked = store.revoked_ids if store.shared else set(store.revoked())
@@ -3069,8 +3595,6 @@ class _Engine:
         self.started_ms = 0 if store.durable else _now_ms()
         self.requests = 0
         self._count_lock = threading.Lock()
-        self._key_locks = [threading.Lock() for _ in range(64)]
-        self._mid_locks = [threading.Lock() for _ in range(64)]
         self._fieldsets = {}
 
     # -- one frame ------------------------------------------------------------
@@ -3214,7 +3738,7 @@ class _Engine:
         store = self.store
         with store.lock:
             return {"instance": self.keyring.instance, "pv": PROTOCOL_MINOR, "epoch": store.epoch,
-                    "seq": store.seq, "sv": store.sv, "tables": self._visible_tables(state)}
+                    "seq": store.seq, "sv": store.sv, "tables": self._visible_tables(state), "subs": True}
 
     def _pull(self, state, nonce, ep, request, max_wait=None):
         store = self.store
@@ -3223,6 +3747,8 @@ class _Engine:
             raise ProtocolError("`wait` is seconds from 0 to %d, got %r" % (self.max_wait, wait))
         if max_wait is not None:
             wait = min(wait, max_wait)
+        if request.get("subs") is not None:
+            return self._sub_pull(state, nonce, ep, request, self._resolve_subs(state, request["subs"]), wait)
         if nxt is not None:
             return self._reset_page(state, nonce, ep, nxt)
         if store.needs_reset(since):
@@ -3235,13 +3761,15 @@ class _Engine:
     def answer_wait(self, wait, found=None, index=None):
         """The sealed answer for a parked (or never parked) pull; ``index`` for a stream message."""
         if found is None:
-            found = self.store.changes_since(wait.seq, self.page_size, self.view(wait.state))
+            found = self.store.changes_since(wait.seq, self.page_size, self.view(wait.state), wait.subs)
         return self._changes_answer(wait.state, wait.nonce, wait.ep, wait.seq, wait.sv, found, index)
 
     def _changes_answer(self, state, nonce, ep, seq, sv, found, index=None):
         """The sealed changes answer for a cursor at ``seq``/``sv``, given changes_since()'s result."""
         store = self.store
         changes, cursor = found
+        if changes is None:  # a subscription pull too far behind: it asks again and gets a reset (_sub_pull)
+            changes = ()
         result = {"epoch": store.epoch, "seq": cursor}
         if sv != store.sv:
             with store.lock:
@@ -3270,6 +3798,136 @@ class _Engine:
             result = {"reset": True, "epoch": store.epoch, "seq": snap, "sv": store.sv,
                       "tables": self._visible_tables(state), "more": more,
                       "next": "%s.%d.%d" % (store.epoch, snap, last) if more else None}
+        return self._seal(state, nonce, ep, result, b',"records":' + records)
+
+    # -- subscriptions (README: proposed protocol section 7) --------------------
+    def _resolve_subs(self, state, wanted):
+        """A pull's ``subs`` -> ``{id: {table: _Filter}}``; each (name, params) resolved once per token."""
+        if not isinstance(wanted, dict) or len(wanted) > self.max_subscriptions:
+            raise ProtocolError("`subs` is an object of at most %d subscriptions, {id: {\"name\": ..., \"params\": "
+                                "{...}}}" % self.max_subscriptions)
+        cache = state.subs
+        if cache is None:
+            cache = state.subs = {}
+        resolved = {}
+        for sid, asked in wanted.items():
+            if not _SUB_ID.fullmatch(sid):
+                raise ProtocolError("a subscription id is 1 to 40 of A-Z, a-z, 0-9, _ and -, got %r" % (sid[:60],))
+            name = asked.get("name") if isinstance(asked, dict) else None
+            params = asked.get("params", {}) if isinstance(asked, dict) else None
+            if not isinstance(name, str) or not isinstance(params, dict):
+                raise ProtocolError("subscription %s must be {\"name\": string, \"params\": object}" % sid)
+            ck = name + "\n" + json.dumps(params, sort_keys=True, separators=(",", ":"))
+            filters = cache.get(ck)
+            if filters is None:
+                filters = self._compile_sub(state, sid, name, params)
+                if len(cache) >= 256:
+                    cache.clear()
+                cache[ck] = filters
+            resolved[sid] = filters
+        return resolved
+
+    def _compile_sub(self, state, sid, name, params):
+        """Call the app's subscription function and turn its answer into filters; _SubRefused if it says no."""
+        fn = self.subscriptions.get(name)
+        if fn is None:
+            raise _SubRefused(sid, "no subscription %r on this server (it has: %s)"
+                              % (name[:64], ", ".join(sorted(self.subscriptions)) or "none"), "invalid")
+        where = "the @subscription('%s') function" % name
+        try:
+            tables = fn(SubscriptionContext(name, state), params)
+        except DSNError as e:
+            raise _SubRefused(sid, e.message, e.code if e.code in ("forbidden", "invalid") else "invalid")
+        except PermissionError as e:
+            raise _SubRefused(sid, str(e) or "subscription %r refused" % name, "forbidden")
+        except KeyError as e:
+            raise _SubRefused(sid, "subscription %r: missing parameter %s" % (name, e), "invalid")
+        except (ValueError, TypeError) as e:
+            raise _SubRefused(sid, "subscription %r: %s" % (name, e), "invalid")
+        except Exception:
+            log.exception("%s raised", where)
+            raise _SubRefused(sid, "subscription %r failed on the server" % name, "invalid")
+        if not isinstance(tables, dict) or not tables:
+            log.error("%s returned %r; it must return {table: filter}", where, tables)
+            raise _SubRefused(sid, "subscription %r failed on the server" % name, "invalid")
+        filters = {}
+        for table, spec in tables.items():
+            if state.read is not None and table not in state.read:
+                raise _SubRefused(sid, "this token may not read table %r" % (table,), "forbidden")
+            tspec = self.store.tables.get(table)
+            try:
+                if tspec is None:
+                    raise TypeError("there is no table %r" % (table,))
+                filters[table] = _Filter(table, spec, tspec["key"])
+            except TypeError as e:
+                log.error("%s returned a bad filter: %s", where, e)
+                raise _SubRefused(sid, "subscription %r failed on the server" % name, "invalid")
+            self.store.track(table, filters[table].fields)
+        return filters
+
+    def _sub_pull(self, state, nonce, ep, request, subs, wait):
+        """A pull in subscription mode: full reset, schema, a new subscription's rows, or filtered changes."""
+        store = self.store
+        since, nxt = request.get("since"), request.get("next")
+        if since is None or store.needs_reset(since):
+            return self._sub_page(state, nonce, ep, subs, nxt if since is None else None, None)
+        held = since.get("subs", [])
+        if not isinstance(held, list) or not all(isinstance(h, str) and h in subs for h in held):
+            raise ProtocolError("`since.subs` lists the ids in `subs` whose rows the client holds")
+        seq, sv = since["seq"], since["sv"]
+        if sv == store.sv:
+            new = sorted(set(subs) - set(held))
+            if new:
+                return self._sub_page(state, nonce, ep, subs, nxt, new)
+        held = _Subscriptions([(h, subs[h]) for h in sorted(set(held))])
+        found = store.changes_since(seq, self.page_size, self.view(state), held)
+        if found[0] is None:  # too far behind to be told change by change: its subscriptions again
+            return self._sub_page(state, nonce, ep, subs, None, None)
+        if not found[0] and wait > 0 and sv == store.sv and found[1] == store.seq:
+            return _Wait(state, nonce, ep, found[1], sv, time.monotonic() + wait, request.get("stream") is True, held)
+        return self._changes_answer(state, nonce, ep, seq, sv, found)
+
+    def _sub_page(self, state, nonce, ep, subs, nxt, new):
+        """A page of a full reset of the set (``new`` None) or of the partial reset of ``new[0]``.
+
+        ``next`` is ``epoch.snap.after.id``.  A full reset walks the ids in
+        order, each at least one page; an id the client dropped meanwhile is
+        passed over.
+        """
+        store = self.store
+        order = new if new is not None else sorted(subs)
+        snap = sid = None
+        if isinstance(nxt, str):
+            parts = nxt.split(".")
+            if (len(parts) == 4 and parts[0] == store.epoch and _DIGITS.fullmatch(parts[1])
+                    and _DIGITS.fullmatch(parts[2]) and int(parts[2]) <= int(parts[1])):
+                snap, after, sid = int(parts[1]), int(parts[2]), parts[3]
+                if snap > store.seq and store.shared:
+                    store.catch_up()  # another node handed out that page
+                if snap > store.seq:
+                    snap = None
+                elif sid not in order:  # dropped meanwhile: on to the next one
+                    later = [i for i in order if i > sid]
+                    sid, after = (later[0] if later else None), 0
+                    if sid is None and new is not None:
+                        snap = None
+        if snap is None:
+            snap, after, sid = store.seq, 0, (order[0] if order else None)
+        if sid is None:
+            records, last, more = b"{}", snap, False
+        else:
+            records, last, more = store.subscription_page(subs[sid], snap, after, self.page_size, self.view(state))
+        nxt = "%s.%d.%d.%s" % (store.epoch, snap, last, sid) if more else None
+        if not more and new is None and sid is not None:
+            later = [i for i in order if i > sid]
+            if later:
+                more, nxt = True, "%s.%d.0.%s" % (store.epoch, snap, later[0])
+        with store.lock:
+            result = {"reset": True, "sub": sid, "epoch": store.epoch, "seq": snap, "more": more, "next": nxt}
+            if new is not None:
+                result["partial"] = True
+            else:
+                result.update(sv=store.sv, tables=self._visible_tables(state))
         return self._seal(state, nonce, ep, result, b',"records":' + records)
 
     # -- writes ---------------------------------------------------------------
@@ -3326,7 +3984,10 @@ class _Engine:
         store = self.store
         view = self.view(state)
         try:
-            with self._mid_locks[hash(mid) & 63]:
+            # Held across recall -> handler -> apply on every node: a retry of this mid waits for
+            # the first attempt (wherever it runs), then finds its answer.  One recall, under the
+            # hold, is enough: a twin that finished before is found, and none can finish after.
+            with store.hold(("mid", state.jti, mid)):
                 answer = store.recall(state.jti, mid, view)  # its record as this token may read it now
                 if answer is None:
                     try:
@@ -3366,7 +4027,7 @@ class _Engine:
         except ValueError as e:
             raise Invalid(str(e))
         data, encoded = self.clean(table, key, m.get("data"), spec) if op != "delete" else (None, None)
-        with self._key_locks[hash((table, key)) & 63]:
+        with self.store.hold(("key", table, key)):  # after the mid's hold, never before: no deadlock
             present = self.store.exists(table, key)
             if op == "create" and present:
                 raise Exists("%s/%s already exists" % (table, key))
@@ -3419,7 +4080,7 @@ class _Engine:
         if len(mutations) > self.max_batch:
             raise ProtocolError("a batch holds at most %d mutations, got %d" % (self.max_batch, len(mutations)))
         results = []
-        for m in mutations:
+        for m in mutations:  # one at a time: a mutation's holds are given back before the next takes its own
             try:
                 if not isinstance(m, dict):
                     raise ProtocolError("a mutation is an object")
@@ -3509,6 +4170,7 @@ class _Feed:
         self._parked = []
         self._by_jti = collections.Counter()
         self._have_parked = threading.Condition(self.store.lock)
+        self._routed_to = 0  # the store seq up to which the routes log has been read
 
     # -- for transports -------------------------------------------------------
     def park(self, wait):
@@ -3600,10 +4262,18 @@ class _Feed:
         store = self.store
         with store.lock:
             seq, sv, now = store.seq, store.sv, time.monotonic()
+            routed_to = self._routed_to
+            touched = _touched(store.routes, routed_to, seq)
+            self._routed_to = seq
             ready, keep = [], []
             next_due = None
             for w in self._parked:
-                if w.deadline <= now or ((w.seq != seq or w.sv != sv) and w.due <= now):
+                if w.subs is not None and touched is not None and w.sv == sv and routed_to <= w.seq < seq \
+                        and touched.isdisjoint(w.subs.routes):
+                    w.seq = seq  # no change since its cursor concerns it: it waits on from here
+                if w.deadline <= now or ((w.seq != seq or w.sv != sv) and w.due <= now and (
+                        w.subs is None or w.sv != sv or touched is None or w.seq < routed_to
+                        or not touched.isdisjoint(w.subs.routes))):
                     ready.append(w)
                 else:
                     keep.append(w)
@@ -3631,10 +4301,22 @@ class _Feed:
                     continue
                 view = engine.view(w.state)
                 # Rules see every claim, so only pulls of one token (one view) share their answers.
-                group = (w.seq, view.tables, id(view) if view.rules else None)
+                group = (w.seq, view.tables, id(view) if view.rules else None, id(w.subs))
                 found = shared.get(group)
                 if found is None:
-                    found = shared[group] = store.changes_since(w.seq, engine.page_size, view)
+                    found = shared[group] = store.changes_since(w.seq, engine.page_size, view, w.subs)
+                if w.subs is not None and found[0] is None:  # too far behind: its next pull gets a reset
+                    if w.stream and w.sent:
+                        transport.end(w)
+                    else:
+                        transport.deliver(w, engine.answer_wait(w, found))
+                    continue
+                if (w.subs is not None and not found[0] and w.deadline > now
+                        and found[1] == seen[0] and w.sv == seen[1]):
+                    w.seq = found[1]  # nothing it subscribes to: it waits on, at the newer cursor
+                    w.due = now
+                    again.append(w)
+                    continue
                 if not w.stream or w.deadline <= now:
                     transport.deliver(w, engine.answer_wait(w, found))
                     continue
@@ -5554,6 +6236,33 @@ class DSNSync:
         self._engine.revoked.add(jti)
         return jti
 
+    def subscription(self, name):
+        """Decorator: ``fn(ctx, params) -> {table: filter}`` defines what ``client.subscribe(name, params)`` mirrors.
+
+        ``ctx.sub`` and ``ctx.claims`` are the token's; ``params`` is the
+        client's object: validate it, and raise to refuse (PermissionError ->
+        ``forbidden``; ValueError, KeyError, TypeError -> ``invalid``, with
+        your message).  Per table the filter is ``True`` (every row),
+        ``{field: value}`` (equality; a list means "any of"; several fields must
+        all match; the key field matches the key; values are strings,
+        numbers, booleans or None, compared as JSON: 1 is not 1.0 or true) or
+        a callable ``record -> bool``.  Equality filters are served from an
+        index on each named field (built on first use, kept in memory by
+        every store); a callable costs a decode and a call per change per
+        subscribed client.  ``@can_read`` rules still apply on top.  The
+        function runs once per token and distinct (name, params): keep it
+        pure, and issue a new token when what it answers must change.
+        """
+        if not isinstance(name, str) or not _SUB_ID.fullmatch(name):
+            raise ValueError("a subscription name is 1 to 40 of A-Z, a-z, 0-9, _ and -, got %r" % (name,))
+
+        def register(fn):
+            if not callable(fn):
+                raise TypeError("@subscription('%s') decorates a function fn(ctx, params)" % name)
+            self._engine.subscriptions[name] = fn
+            return fn
+        return register
+
     def can_read(self, table):
         """Decorator: ``rule(record, ctx) -> bool`` decides which rows of ``table`` a user's token sees.
 
@@ -5906,6 +6615,13 @@ class Client:
         self._closed = threading.Event()
         self._wake = threading.Event()  # cuts the feed's backoff short: a write got through, or close()
         self._epoch = None  # the server's epoch as last heard (hello, pull), for judging acks
+        # Subscription mode (README, protocol section 7): None until the first subscribe()
+        self._subs = None  # {id: {"name", "params"}} wanted
+        self._handles = {}  # {id: [Subscription]}
+        self._held = set()  # ids whose rows the mirror holds as of the cursor
+        self._members = {}  # {(table, key): {ids}} selecting each mirrored row
+        self._pending = {}  # {(table, key): ack seq}: acked rows not yet placed in a subscription
+        self._interrupted = False  # the pull was cut short on purpose (a new subscription)
         self.status = "connecting"
         self.resets = 0
         self._thread = threading.Thread(target=self._run, name="dsn-sync-client", daemon=True)
@@ -5930,6 +6646,73 @@ class Client:
         with self._lock:
             record = self._tables.get(table, {}).get(key)
             return dict(record) if record is not None else None
+
+    def subscribe(self, name, params=None):
+        """Mirror the rows that the server's ``@sync.subscription(name)`` selects for ``params``.
+
+        Returns a Subscription: ``wait_ready(timeout)`` blocks until its rows
+        are in (and raises the server's DSNError if it refused), ``close()``
+        releases it.  From the first call on, the mirror holds the union of
+        the subscriptions only; the same name and params share one.
+        """
+        params = dict(params or {})
+        canon = json.dumps([name, params], sort_keys=True, separators=(",", ":"))
+        sid = b64u_encode(hashlib.sha256(canon.encode("utf-8")).digest()[:12])
+        handle = Subscription(self, sid, name, params)
+        with self._lock:
+            if self._subs is None:  # from whole tables to subscriptions: the next pull is a full reset
+                self._subs, self.cursor = {}, None
+            self._handles.setdefault(sid, []).append(handle)
+            if sid in self._held:
+                handle._ready.set()
+            self._subs[sid] = {"name": name, "params": params}
+        self._interrupt()
+        return handle
+
+    def _unsubscribe(self, handle):
+        with self._lock:
+            handles = self._handles.get(handle.id, [])
+            if handle not in handles:
+                return
+            handles.remove(handle)
+            if handles:
+                return
+            del self._handles[handle.id]
+            self._subs.pop(handle.id, None)
+            self._held.discard(handle.id)
+            touched = set()
+            for (table, key), ids in list(self._members.items()):
+                ids.discard(handle.id)
+                if not ids:
+                    del self._members[(table, key)]
+                    self._tables.get(table, {}).pop(key, None)
+                    touched.add(table)
+        self._notify(touched)
+
+    def _interrupt(self):
+        """Cut a waiting pull short so the feed asks again at once (with the new subscription set)."""
+        if self._ready.is_set() and self._pull_conn is not None:
+            self._interrupted = True
+            _abort(self._pull_conn, close=False)
+
+    def _since(self):
+        if self.cursor is None or self._subs is None:
+            return self.cursor
+        return dict(self.cursor, subs=sorted(self._held))
+
+    def _refused(self, error):
+        """The server refused subscription ``error["sub"]``: drop it and fail its handles."""
+        sid = error.get("sub")
+        with self._lock:
+            handles = self._handles.pop(sid, [])
+            if self._subs is not None:
+                self._subs.pop(sid, None)
+            self._held.discard(sid)
+        for h in handles:
+            h.error = DSNError(error.get("message", "refused"), error.get("code", "invalid"))
+            h._ready.set()
+        if not handles:
+            raise _Transient("%s: %s" % (error.get("code"), error.get("message")))
 
     def on_data_change(self, table, callback):
         """Call ``callback(all_records)`` now and after every change to ``table``; returns an unsubscribe function."""
@@ -6052,11 +6835,22 @@ class Client:
                     poll = hello.get("poll") or 0.0
                     need_hello = False
                 if pages is not None:
-                    fields = {"since": None, "next": pages["next"], "wait": 0}
+                    fields = {"since": pages.get("since"), "next": pages["next"], "wait": 0}
                 else:
-                    fields = {"since": self.cursor, "wait": wait if self._ready.is_set() else 0}
+                    # A pending ack (subscription mode) asks once without waiting: the answer's
+                    # cursor passes it, and the row leaves if no subscription placed it.
+                    waits = self._ready.is_set() and not self._pending
+                    fields = {"since": self._since(), "wait": wait if waits else 0}
+                with self._lock:
+                    if self._subs is not None:
+                        fields["subs"] = dict(self._subs)
                 began = time.monotonic()
-                answer = _raise_for(self._exchange(self._pull_conn, "pull", fields))
+                answer = self._exchange(self._pull_conn, "pull", fields)
+                if not answer.get("ok") and (answer.get("error") or {}).get("sub") is not None:
+                    self._refused(answer["error"])
+                    pages = None
+                    continue
+                answer = _raise_for(answer)
                 if poll and not answer.get("changes") and not answer.get("reset") \
                         and (not fields.get("wait") or time.monotonic() - began < fields["wait"] / 2):
                     self._pause(poll)  # answered at once with nothing: the server asks for pacing
@@ -6081,8 +6875,11 @@ class Client:
             except (_Transient, ValueError) as e:
                 if self._closed.is_set():
                     break
-                self._set_status("offline", str(e))
                 self._pull_conn = None
+                if self._interrupted:  # cut short by subscribe(): ask again at once
+                    self._interrupted = False
+                    continue
+                self._set_status("offline", str(e))
                 self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
         _abort(self._pull_conn)
@@ -6095,6 +6892,8 @@ class Client:
     def _on_pull(self, answer, pages):
         """Apply one pull answer; returns the pending reset pages (None when none)."""
         self._epoch = answer.get("epoch", self._epoch)
+        if answer.get("reset") and "sub" in answer:
+            return self._on_sub_page(answer, pages)
         if answer.get("reset"):
             if pages is None or pages.get("epoch") != answer["epoch"] or pages.get("seq") != answer["seq"]:
                 pages = {"epoch": answer["epoch"], "seq": answer["seq"], "records": {}}
@@ -6115,10 +6914,19 @@ class Client:
         touched = set()
         with self._lock:
             seq = answer["seq"]
-            for table, key, record in answer.get("changes", ()):
+            for change in answer.get("changes", ()):
+                table, key, record = change[:3]
+                if len(change) > 3:  # subscription mode: the held subscriptions selecting the row
+                    ids = set(change[3]) & self._held
+                    self._pending.pop((table, key), None)
+                    if ids and record is not None:
+                        self._members[(table, key)] = ids
+                    else:
+                        self._members.pop((table, key), None)
+                        record = None
                 acked = self._acked.get((table, key))
                 if acked is not None:
-                    if acked > seq:
+                    if acked > seq and record is not None:
                         continue  # our own write's ack is newer than this state
                     del self._acked[(table, key)]
                 rows = self._tables.setdefault(table, {})
@@ -6127,9 +6935,61 @@ class Client:
                 else:
                     rows[key] = record
                 touched.add(table)
+            for (table, key), acked in list(self._pending.items()):
+                if acked <= seq:  # the feed passed the ack and never placed the row: outside every subscription
+                    del self._pending[(table, key)]
+                    self._tables.get(table, {}).pop(key, None)
+                    touched.add(table)
             if "tables" in answer:
                 self.schema = answer["tables"]
             self.cursor = {"epoch": answer["epoch"], "seq": seq, "sv": answer.get("sv", self.cursor["sv"])}
+        self._notify(touched)
+        return None
+
+    def _on_sub_page(self, answer, pages):
+        """One page of a full or partial reset in subscription mode; the mirror changes on the last."""
+        partial = answer.get("partial", False)
+        if (pages is None or pages.get("epoch") != answer["epoch"] or pages.get("seq") != answer["seq"]
+                or pages.get("partial") != partial):
+            pages = {"epoch": answer["epoch"], "seq": answer["seq"], "partial": partial, "rows": {}, "seen": set(),
+                     "since": self._since() if partial else None}
+        sid = answer.get("sub")
+        for table, rows in answer.get("records", {}).items():
+            for key, record in rows.items():
+                slot = pages["rows"].setdefault((table, key), [record, set()])
+                slot[0] = record
+                slot[1].add(sid)
+        if sid is not None:
+            pages["seen"].add(sid)
+        if answer.get("more"):
+            pages["next"] = answer["next"]
+            return pages
+        with self._lock:
+            wanted = set(self._subs or ())
+            if not partial:
+                touched = set(self._tables)
+                self._tables, self._members, self._pending = {}, {}, {}
+                self._acked.clear()
+                self._held = pages["seen"] & wanted
+                self.schema = answer.get("tables", self.schema)
+                self.cursor = {"epoch": answer["epoch"], "seq": answer["seq"], "sv": answer["sv"]}
+                self.resets += 1
+            else:
+                touched = set()
+                self._held |= pages["seen"] & wanted
+            for (table, key), (record, ids) in pages["rows"].items():
+                ids &= self._held
+                if not ids:
+                    continue
+                acked = self._acked.get((table, key))
+                if acked is None or acked <= answer["seq"]:
+                    self._tables.setdefault(table, {})[key] = record
+                self._members[(table, key)] = self._members.get((table, key), set()) | ids
+                self._pending.pop((table, key), None)
+                touched.add(table)
+            ready = [h for sid in self._held for h in self._handles.get(sid, ())]
+        for h in ready:
+            h._ready.set()
         self._notify(touched)
         return None
 
@@ -6209,6 +7069,7 @@ class Client:
     def _apply_ack(self, table, key, answer, answer_epoch):
         """Put an ok write answer's record in the mirror unless the feed is already past it."""
         record, seq = answer.get("record"), answer.get("seq", 0)
+        pending = False
         with self._lock:
             # The feed may already have applied this key at or past the ack's seq
             # (PROTOCOL.md 4, order): then the ack is old news and must not win.
@@ -6222,12 +7083,38 @@ class Client:
                 rows = self._tables.setdefault(table, {})
                 if record is None:
                     rows.pop(key, None)
+                    self._members.pop((table, key), None)
                 else:
                     rows[key] = record
+                    if self._subs is not None and (table, key) not in self._members:
+                        self._pending[(table, key)] = seq  # kept until the feed says which subscription holds it
+                        pending = True
                 self._acked[(table, key)] = seq
         if not stale:
             self._notify({table})
+        if pending:
+            self._interrupt()
         return dict(record) if record is not None else None
+
+
+class Subscription:
+    """What Client.subscribe() returns: ``id``, ``name``, ``params``, ``error``, ``wait_ready()``, ``close()``."""
+
+    def __init__(self, client, sid, name, params):
+        self.client, self.id, self.name, self.params = client, sid, name, params
+        self.error = None
+        self._ready = threading.Event()
+
+    def wait_ready(self, timeout=None):
+        """True once its rows are in the mirror (False on timeout); raises DSNError if the server refused it."""
+        done = self._ready.wait(timeout)
+        if self.error is not None:
+            raise self.error
+        return done
+
+    def close(self):
+        """Release it: rows that no other subscription holds leave the mirror."""
+        self.client._unsubscribe(self)
 
 
 def _raise_for(answer):
@@ -6277,500 +7164,616 @@ _EMBED_NAMES = ("dsn_client.js", "dsn_inspect.html")
 # -- embedded: begin
 _EMBEDDED = {
     "dsn_client.js": (
-        "eNrcvWl329ayKPg9vwLxywvBmKIJkKIkMoqXPJ34xEOurJyce30VESRBCTFFMARpWcfRXd2f+i/1+xPv/aWucQ8AKCtT93rt"
-        "rBUR2NhT7dq1q2rX8OCrz4KvgmmxOJvMs3Sxbv9cDIL1RRqMV/lVka6CZDENXuXTNODyIJ/h1zvF9WLSCoplmrzLFufBVbZK"
-        "g+UqX+eTfI4tvk9XRZYvgqgdtaiNqN2Br9YX8BDk8ym0DK3DV0H4/fHrk9ePX79oX06DbEGdaw/BKl3mRbbOV9fDIFsXwbtF"
-        "frWAJooraD9IoNNswd1N4KPigQ7h7H0EM8kXzTaU4gf4L7tc5qt18DGY5IsFVHjy5lVwE8xW+WXQaD/wYNAYaiX4tljr5A+d"
-        "qmHjYr1eDh48iOK9dgf+iwbdTqfzAMf94OsMaiWLSfpNoxWs83fpomlb5E7yxZNknTy+SBbnadjYADQK+DZM5vNmcPgNzHwB"
-        "QKJHWzW5SjIdTHuySpO1U5V+nHU6Pfj9MVgkl+kgaBxNk0ZwQy1gI8/Xwbs0XQLogststcpXuJ4I8XUynqcF/8ThBpfJNYwh"
-        "mbaCWToNxtdQY54vzneW+XwOv/JlEOJyYqMOTDarucwXx1CsoYVLwKfVJoVBtLAZfgdNLjfzOeBavkiDfJnqogaTZLXKYCQJ"
-        "tlykyRw+vUyLIjkHBMNyAliwWayzOaHECGEyClabRRHkm/UQKqU0j3y5BgxsMvolhCZQPs4/4JyvVtma5pusCY2S5RKgOoWx"
-        "U10BDhTmsIhBiG1dZsU6m8CCXDepyQIxgtEvX8FatYI0mVwIksM8EaLB5Wad4DCCDCDJg6bdlUwARjCsySRdwiSgr1U6gwWk"
-        "Jbhs01oBTMw2dAcF9Wh+PJl59h53AXw+TT+k0yePYLQA0ykg1zgpGGi81bBRxcsWA378MywcjDVf8Yc0aABZkdPiF7oqCohk"
-        "tsYnKJzniBvp+5QAQJPGQcmmnsI2ZcALoC8TICH5bDbPoFsEOEEv/ZBM1vNrbvvqArAA0HuVrjerRUEweI0wmGUr2ILvMyAE"
-        "reA8XR8BBmLT8DOgDTHLGUD8IRGOkFe/aNO7N/DqJLtMAWREEYKXyeIaJ1sgLiAkYP2D4gIHhk+C0dAAIyh8GcwJHuGP6Th4"
-        "kU/eFQAlWgX436rANmewM/IrnEH+noD0aAUwmiTFGjf5Ip1Tzz/C56mzWBnAJisKJKIh0llpVtYaSt8BguD6XqaXQAbb0kCG"
-        "wAOELILxZo3tGvTJeTuFgIIAJMAQwGqCT7aa7iyT1foaSB7swBbQ6+w9UBDGMRhAC2ENuzKYZsW7ZgtbvW0o0FXOa5wv3gCW"
-        "bwro8bpA3MkJw5Q+fASUW8PzBKYHJGmRny3xdCjWKXwGxEq2980A0Wl1DSPFEyVfvStawSLnx2Kzeg+IXhjcU8LO4MBxCo1G"
-        "/J5CTUQKOA7OV9A67Dc8LnDj5PkchriBjZowuYMdsaTTY+AcFUpiN6sCmgmCj3AOTS5gX6S/wP/ew1AvYKlnibcxL6BFRoJ0"
-        "6myGRqGtlv8JLZul6XQYLBDyStaoLURkXDyiQLTDDNq0mD7W/WPwwF4AKPAocHdPA5kLtpsDPZLZ28XFWum0WYJAMQFylCAE"
-        "iDQMgo/v0msAbpbOp8XNjTYj234OyB5M02KyysbQZQbU+ONNME5hLdLK8YebMgx1iejQa7fbTfjELNth8JGHDcgK5BIQ4cb8"
-        "gkLoeRsUFpvLcUqn2y+bdJMqHRoGSMAVqAgI2m4LIWyEf3QybWtX6SEfFy2pQY1LWTolRHMLeAjD7StGBA/JY9gUJHwEeI8E"
-        "bq18DpLjnXwxvyb27FoHAtzLv2D4TMgB668ussmFux2Ag5onk5RwcJUgscJDbyG4V7R4u6a8t4kXSpMVVIVDA1Bxzlv6Co9J"
-        "wMoiyQizF7r7jvHUBYogxxTQx4R4i3y6mcOOT+bQOjWaLIhQAiXKzrOF7HQYHIAGUCbDSo9fH7/BNu8VwKjNUy28x6ctdEJs"
-        "aHRwnwllEO3zsbOzk34AggLkfbFO5jvn83wMf67S8WR1vVznLabNwDnQYxuAegwN5pf/SObQfrMNhwweHTjeRQ7Yi/gFlClL"
-        "ifwI11jojF8k1zDPVoCkfg6zmPOpAy+yd0CHrtJ0vUgm8wHwOnju4dBX1N0CEHpIKwN09zJbIzVrEYKs+QwlOEF5tmIalqym"
-        "REyJR3FWlIBK5BGPTEANmVixGa8BbAjLMZ6u2CacAkvknGDDAxoADIVn1SPqxdGr5iB48+3RTrzbD8Jnz79/A3Dt7PTgGPr2"
-        "5dHjHSiikuNnj4M46vT4WPj2uyfPvKLd/f4BVPkunUySdzuzt1G/0zmlycNX3z21jceduMlQSBcAPDiq8CuePhxKhS8OFHwI"
-        "F0G005VqQrCIqMHXfBS1LGWUz+AoRPmDYEAnOPKkjUKRChhPoGMAf1jrZZ4tYP0mczjVW8FFCgS8hXtyRRjA/GohzfISUKt2"
-        "MC2HHWO+CmtfM5dMPKFhUFKhDjzEBXGN8oyNpnOesHIlwofgcQIcSHIJDDhwUotrYmIefPbZg6++Cp7KToLjP2G+aJZk8w0d"
-        "ishc0FYkQQqweBiM2ngMjxBNGBdZYALQpARYLKX5jVbpz9T3qBWMssX7ZJ7RT2Y74BcRa5QgkJGcOeCBtlBKC0ebRbJZX8CW"
-        "/xe2gq2OAMoFNzlOpme0KvgAPAHvEi2BxV3Cwqcj2J8wU9jhKLpN4IApAhA0ntJY0w+wdWCT8NPHz0RaW23wOA9xJoa5aFJx"
-        "ACc/kIpQBYpff6X5ongE/xBebZSb4GhpaCcNpwy/JRlwmuLbm89ucAmCwz/xH9H+GsqB7/+8Xgh5WLJdAxCfLnBKK5jaIr0K"
-        "TuybECBjP3uSlj+TNyCDrmc7+yR3zkDumBuRb/jZZ7PNgnEavtkPsR1eCz713P7bKf3lb4YIXFMXBjFJ1gSYEPAO2diCm5mD"
-        "EDBPF+dwEBwGHVwW3Gwhjxq/Q9yU7+W7+4f0os2PQ0Ub3MEytx+AIuwfrVbJdcgfEYZgV3BGF+n6010xtkGLbfg8xJctqSvI"
-        "Jg1Vx3JjYYPirAeGTdQPFx747Ejb+SxcBN98802wD+dW8GUQ7+6WoLjpxneoHvdagfyM+k1uyLzZNy/qu1jn36YfQjr77Pow"
-        "YBsNAzJ8mREQ4c/XfFQqCILs/v0mVQHYcEtvs1P4KuoHD4NGpxGADNFoBvcDLWuv8zdArRfnIYx3eAv48ITF4V2kH3hw2SzA"
-        "B+k6+O9BjCThwdufOjsHyc7saOfZ6YM2dLKmKk2gAsDnMPZfL1OiDyHQLmDX0w+D4IuPf3/z+lW7oLFks2tquphnkzTstIJe"
-        "p9m8GTU/gW7OaB4EcXMbxBCxyvBCKBE2FenzxZo734xhNGGMgn8LmmsF9RDiAT3q9344O3rx/bdHj56e4IIdPXr85Omzv337"
-        "/O/fvXj56vX3/3b85uSHf/z4z3//j2Q8maaz84vs53fzy0W+/AVYoM37qw/X/+pEcbe329/bP9g5awzdlv9x9OKHp29kyjDC"
-        "qM9TjuL9Jojp83m4E8Hg6qbb78k0nYbeesNtAz+7egzU42gdZk0ERDbk8xGVIP3eZjUnbhGBvkymJEAQ59Lr9/aVzwh2UVvk"
-        "H4yqwHiXTZkmX8IPOpMMWo2heSZhfxDxEeO7SjsYcovA2wRf05b8NQj1HWyD6DR4+DDoNLF0nwptWSxlQ6dJhBSKVi9BGmhf"
-        "ZosQ9jv9nqTZPJSWFQl3gqwJ2APtPgj6TWnHTGXCU5nAVKhV+OlsXm+B3goBCYFt3wn6qDZsIi3pd0+3UD1cPNzXk/UgQHUN"
-        "9pBMUEyDL4psylJ/Ml9eJOMUySsytDJs4pmBece5BLwhUaQWnQYKK/Ct2cPV5eSDzTmtkFLgkyUVPTyPg6ieKDSQKBjMG5AQ"
-        "AQwpagS5gcanCAGtyAxYyFXodfwVLAOsxX7THElj1ILKgYTP71GucV/k3nFVQkGnbdljLvoJx0MfeTvMRaj3whMhjY73gUi7"
-        "uxQLToFk70RcBQH5Hr7s3EJNHcBVaCoOBbZC8wZ1kl98zISkBmbaYci/YDfQVnmPWNb5MKN//ClBDBC0b4dEr745RETn+ctX"
-        "O/BqKC+Qxub37yNxkT4QofEzORT5w5vt6Pz4YrN4RzrH/m5rt9tnAsAXLqhYfEySXHD0/XOjz7vM6ZKDxYFkPidcZbgfH716"
-        "8vrl2eNvf3j1HYypvwstCtEbLUYigKpUifLfGhDgErjzx2++P371t6HuBGV1EWuFDYfzVakldEzbZpxOEhgR7JsFKU9ErFd1"
-        "XZq8g515lW/m02AMItM7T8jzdxj3wdyc8COCbjT/16yVPgxYlD8h1ptKhrITP/c+hCN7DQgEUHVflwX94HPYrg0dQ0PX2SJh"
-        "HRhaQcPcRS1AeCu2aBFoayG+EGwKFepAyFKwk0ZvgavYCO4LQjVUkTHA64u7aTOQzCHjWIENwAuF22yVhvcWqGnl1/eabVO5"
-        "yVTn5nbKs9jKdSzkjHIRr3kr0EPigDfjhFrOWvbQWbSwLb+pZh1vguh8JCgTZFMaWEJjXgGRXk0bqJe+HgRxHPxw/GKnSGap"
-        "PSoK2Nnm/AcEiWTLGX1L/XK2iJDRzm4ZFQwLt4ABCd6OvUtJg2DuNGS7YMNJQXeiVi/aDn6sqmt4Rj/88PyJdwewRWFDt0xG"
-        "Z4M1kFAmyLmgqA/LSWdVOzi5y55OhAS4srXZnQDa59PQExMcDsfduxFxBH+NEFynk/oLhOAHD4I3wvz12nE7HjgXSd2YzwBR"
-        "bswQpeDDZM5CnlF6bMZpsMpz8wYb5Rb6PVL2ATslJJt1ZmdIroED7sZG9AJYdz704v0knh2A/Nb5sBd193q9gwh/j3cnndl4"
-        "MsPf6cF4dzpOdvF392C3P4l3x/h792AWRdGMvj+Iu7P9OOnh72QcTXbT6W6Lepjud/aShHsAFO/ujjtUI+51o/3dcUot7XYm"
-        "e9NJl0YRj9Pd6R61tN+ZpuNoRt8cjKeTTj/Zw9+T6GA8i+Ab6iHtHYz7BxNqNZ2N097efh9/d2bw3XTS5946kySaTOj3ND2I"
-        "J32aWy/Z6+33koRGMRl3EqhAo+gDUPanCfdwsN9Nd6PdmGa3340m/f6UoNTpdOO9Cc1tPNs92JtNeHz9tNMZz2g+091k7yDq"
-        "0ftOf5L0u7s00qgXH8QH/T3uId4b73WSfYJxnEbjOOpSq70pjHQ6ozHtdrsAkIha7e92kr3ubo/H2k86yZjWZD+axJODmCEW"
-        "78XxZF/WIYnHs3Q/iXgOUdLv96jGJO6N96Fz+r3Xn+xGCY87gmb2owP63T846PRj6m3W66TdXR5pBAuSdKAu9RAdJL1JFBG8"
-        "o7QLbXVoDjGAeG+vR3Po9sad8WQsuBRNOpMx9dZLp/tJ0uN1GB9MJkmP1qe/H6f9GUCSeoCGAMtSmt3efrLb7/Iq7vcm+3v7"
-        "EePMZLLXibnng844BRaMWk16uwD+lOYMbw+S7kzWai/a25+h4Otuzd12t939HVuz+GVDdye1m3O/fm9+26nfnLCsB2m/T8Mc"
-        "j/t7Scpg7wJ+zbp7jI67vdlst8uAizrpbrw34+3S2e3v7xPQo9l+d3qQ8KYdp50JrC1O1xvEoxevHxNP12NAnKCyWZSWeCVH"
-        "Ol2YkAqufaRdLb7BJmsNvl/h1gbBaJJfLvFGbYQXHXMSZLFZvuPP1spgIp8D58ci3xTEbNLhB2LU+ioPiBvFI2ieLMWmAnma"
-        "Czh7CmJ8gAPu7+Dpii1D5XySqC6blgpVwninQIdnQW2iyYEqaEvL8KNVFMhKhP1eU9jb54vJKmUOSQ8KmCR+zrXDZnuznKJ1"
-        "TGJ+jZvtaXaOupzmiJloUibLLUZZeWzZQ2CwvoWxGOwQjY6rMx5vZjOjF3U4KXcxq9/DQolcJq99NSYcq0FAzM8ClkevpRQ+"
-        "ailVoLqa7tcHfEuHbOY4xRvNcZGv8BYWr+CSldwL0Svs8iu5pKe7SryjmOTL6+A8x0VeGKkBNg+tGTNZaLUDCMMq+YBqhL68"
-        "uL7KFgIHXQmZIBS0vyVlKIPUfc/wsIX8XP2CIOZB0PnEQM+BJRerphm+MoAVpEArGZ2BZXYrSwI8L37ptUoaAXcsVnIUWCCP"
-        "6KhZvK2948+j5bbfVIHT+YSAQ98YbhoOCeyCDEbcYdTUBsDBFPBrLcSJes/l2QC776GvgSJ85PWgpMWt3jIqp60Yf2M1SSRV"
-        "+JTvax/gLHb44/E7x69BoqjushrAZU07vvLonF5R9+UjkEzd7Ex7PEXtyKoVkyDC06kV/Ctd5QXfDvZ7O/DK0HDpAW/OWcgw"
-        "98ABGWmJGdoY7yQDhSkZKuBrIrusgfgW9ZV0Gp7voF0EyCasv6MjQ+y7soLbLZZ0f4ymDld4uyz7WMmit5MNTXMgNDT7ZFG/"
-        "Efnp7YKVJMgy2r2yCL4JSlvAVbbwYpEaGBB70azHsSp6LcooVW6pVe3VHSzhB16MOAo3d+s/QJ6pw/+azbs25jXx9deo1UVd"
-        "UafaQK/pXTBumect4no3Lmtl+XoK/nwd7MMfq9PTdq5AbNYF/Pbt+tRVcPVQQ4qrRx/xfdDQlrC+2SmN+n5p7JXu+4VdLXQX"
-        "zJX3azZXn8UyZE9wE6FCl7cFHHYjvkUbIY8xIrwfmbNJIYlvzd2bh+I/2mP9RxfM3xrYbAcsTrsGsj/DF3qzF9CsFbY/viWo"
-        "im7+Z9Llxz1HXf8zg9aq+O3r+NTo9u3L7mmFkOoYaXBybVK3/NEufAQDAvSLds3qS2FsyuJSUZGdXyYdUrFiE7i+ezRSfMLp"
-        "7DabwU9OabTvFkc9LtbSbrOm+Yibj7m+NB9TddO6FB64hV1pW8osfVC4S+v3ZW57p/BTJqTvov4pNulREwRpAvW/fds5bQVj"
-        "+hXBrwn9iuHXlH514VdKv3rwa0a/duHXOf3qw68L+rV3uh2ntizXGwsX1jgzepCGO+4LULgkipyiyCuCxTFFe80S6B/j4KDs"
-        "y2BGdf4Lf56XPjqhMVzgUa2wfHxhD+7vENAESheK3iQYdxIeDw0nIeLYkZFyCaylKYJFdotipxascWmALxPcflD6ZTCmWvhr"
-        "Qr/G9Ks0H8T08I3iANT2xo0gOR/SAs6GtKLpkJY4BGYKgOF9jEgwGRJWjIeEJsmQ8CY8QTidxBXEQoTCcvp7P0j4A8Iufh3h"
-        "67F5HcvrGF9PzOuuvO7i66nTCyIiF/WwKDU1duX1Lr6emdd9ed3H1+fm9Z68pv1yYdq/8e7VQexEVt8y00LS6wQy+shIYn+V"
-        "9rDedo2EnXrbtb9CtfiVP44NmnuJreV1i2TiJZnYq6CGAlk70NEa2R5+bc4RXCipD9QqWw84smvQSw20bys28zXJcIaBLILv"
-        "YA9k0BkBAB9yfEBF9pgtPz0bfhqekQuVZSXuEyRNVK+oeIi+HSDGq7YFvQHcgZGaHQoTmNAuH91k5QfjXCfnxvKNwNBwVAbA"
-        "mL5Mk2KDLLnafcYdZqRJg5DPSM8O9ECaxZfZYgn80RWyuDS+fruD1vAx/NkUQdgFFh3+mlkS7MktgdxKoPeBmuGt0CZVJnWO"
-        "SniQnUeMsiMa9EjZhpEZNTD+aquO7RHgxfcE7fHR2HkLNHi0Uae9i8PttwFTAADfpemSkAVbgxXhOwgYyKZAG0Ic1tCYDaop"
-        "5RTF93B0mUzQID99PRPzOVZ1fIvvaat+B+2VNR7QR0kCIC7rLkoN+pJ4X2hEud4St/9QqQT1Q+aXZb7VuWlyq8q1NHWCRhA/"
-        "oWTR7Ttsc7ZYGPVLmd7wQvyhnmC/oD7a6RB41Tt1yIBhUaTpcbeIxuF3rYAtDIAzCEPdl0280JTnTJ/pO5QTSSczwke14WTZ"
-        "ji3k0oXRuY1IEzqCExukRd5IZAkOIhEqB1F7k6VT1eUAaoSe6RrjgELWgrnNWh8HoLX2b/ytgATfNSuiNENR2tNPuZ4eD+5B"
-        "YewtfaqqlzDbps9UdwToNmq5+s0WAuTvb3CjXROdon3FvhZ4RDRgEuc5XQ9vzi8CBLtvt0wqMdijbLE98jbXyL/vvjBlIdFW"
-        "34LROSy9RmintO3C+LZsbO3NBgMiuj94EByR5bcxkPFvB4tBsM0c3LPRv8hRe3WBLnPYJtK3Ob1D3WL13nm8IVMbzwq9bedV"
-        "qfBQvnEsz/gFroRsqh/T5N3LZBmqwheVGTxXJF2IdkjkvqNFZQN9XTwll6z68NeBu/mWa4b81Ar40RptYe1DZ0h4ORzKR8YA"
-        "waGW7vdtHgw231glVw1t3fHIJHVqi3Q48CTa60ZwA1JDMi9gPG8bIJcs0PQAtmk2u26cyt5xhlSYIbUMJXVsTuDVsG6zKDb7"
-        "HgNXJY+yEHfR+zRgA2o81VfJPFjjXYmeOMUSLdll7/39DduAL4J5sjo3FxWo1kphRsHI4j9sjOO0yOfv2VMNFVesrYJlSsjK"
-        "ombTHGEB7xzLYrqIY8Cv22HImOuY1Kg5DbA86eVyfc18BMLJMlx4lF8hk9XWVZbmgf46Bxvydx2jDy3vbRrh0N/WzunJHryC"
-        "LLjOoSKEW1JGUVxiabppjYmA0UrQCQKvAmBxmEPgiwJkAMmvkhaIB14o5Ye3vORsITTNSHXl7ZT0l00y50v+pIVSiNrAGeUo"
-        "WtOMVWGtkyUMVrMzbhd9/G6zP0t84zOn0q8gRNEpHIzhjwNSt+FDavqmdH324umrv52gGqcbCwFRRt9w1aRU+v4YL9loh3wL"
-        "+zEskvm6FTz/7mVzaDEFX4pXIc0Av3zBLjuo4BUohuY2hpi1nFptls6Bd9PZ0w9rvKyUrrJ3l94h4GATfqDAfsiDGGzhxXi6"
-        "TW7O4EfNlLuD4CTMmt6cAQYtfLsTEaORLWY5/YXmXn/3kr3s+MaUHDh4RGpdBhTgJOSKJ2FMf+FwG6Ju7hJPjHh3F6UxhphC"
-        "6hg9z8g6pRY+S4B0uFy9a9FYWoHimKLg56/It6+dFc/hWDtPV2qjj72ryjXoOE/fyDh8cFUMwOy4wpErJcJpipLF5QaZ4jTo"
-        "tNtffKxp8CYQXSNa5nzxkfsW80TH5Ord5SedDE6qX3SqRllRy/VG0N9fB85+ajluBrWTx54cnCOonyjgfeeATNUtMAM6f068"
-        "q6jyNRf3o6sX7KgGtun5Qbh2ku8ufQ4HsSEEjG4Fslcq2KCbxqJN/Q4r1f2rlA538377a4yYTi7kGhiFgngXTuIFb89+j66Y"
-        "WvQmCD+0AgxfsKYr5Q/Bh+B+sHstkQvIBTShm3lsshvTldVFQqd1CKc8mzAClSfTJirNeAsWzQF5RMLHM2w9zoDDyZBvNi9Q"
-        "vd3Gdtm9CdhUiS4yT5P3bMvNg55nazj09DbLAM6QsUftqNmmSR/nwN3zvkoWbOHxP/+HtXhdTUKQrV48e3OMJaado/l5vsrW"
-        "F5fB7iA4fvw2W53yrXm2xkbjn35GXTAZWSLjMAlR274XZKsmO5WjkhFoQB9FBwZYCFPn+TaBvwZSqbYM3z19/Pjou7Pjx6T4"
-        "JBdny7usUFuII5S3cgmLXihAXHwuI7JXb8d0s9aJhsjhkBHM8VsYzt6psmOJzm+IJafq6Ydu6QVZi1dl4YjOYiD13LlnCB5A"
-        "j19/fahD0NEf7+Poj61TkCk/RrkZin+F4n3U1PItB//edX73m7bKl4dko11zL3Ssbd9Yi3m75BUjkd5+iVKuhNdYBV/TVVa2"
-        "snMzX/3MH/2MQOjD36oWHpEdJhzhwH9uIoa4V+cGS75CPGnaAb4l35sVlKGJOVqYA8/7ENBrAKt7ijwOtUiF/z0wd3klG3LT"
-        "HJCuZijGUSVyQ4otRAez+4Ev3O2w+Ba8T1YZh3gx7qdrjAND+qgV7iNsUm6h6aKR6MX4mv7ibTKgkWDSRY7iPvQmCGfUTyFb"
-        "HbHTBYduyVfYLmrA4IGsS1QGydaiHvvHPgdvQe7XkzWQzpC7OvR7lVyz3zr6l5PpUk5+/ORjK4axaAQ+DehEQsfgigJxEESd"
-        "3eDlowc0bUOa+XgnoyXUqiHXssdfqdsusXUEpEL6bQ4cggVLc43drNJzDGohkSYIFjxSCQEzzTj2Cru765ryTb35iA9H6Oct"
-        "kupT8v03pOuEYsrE4ouMnrq4aCiVA3xXCQrBlvoxgKbpLFtk1DS50cO3m2Q1LVmJMSQ4ipIah0F5OZxS257O7wj7niHuhY7H"
-        "U9LpzFEco+syeLigh4geIi6J+YFLuvQQc0mPH7hklx66XNLnBy7Zo4cel+zzA5ccnA7NOHa5POKB7MpAeCR9KeOh9KWMx7In"
-        "ZTyYPSnj0exLGQ9nX8p4PAdSxgM6kDJnRJFAJqYRRQKamEYUKWxifpIyGlEk0Il7/CRlNKJI4BP3+UnKaESRQCje5ycpc0ck"
-        "MOryiARGXR6RwKjLIxIYdXlEAqMuj0hg1OURCYy6PCKBUZdHJDDq8ogERl1nRLHAqEcjigVGPRpRLDDqxfwkZTSiWDGox09S"
-        "RiOKBUa9Pj9JGY0oFhj19vlJynhEdeJqb1+MkWI9IGCn/M//exA8fvsBr8qOYNt2UGYFMQj+j4+902HwhEvho50IS49fn4Tw"
-        "cB8nhtyM43FFEKBt9BNj8U+MOj/xev1EQPL8+QhKtNd+Ykz/idHrJ15TqnHh1Yi4j4j76HPj/BTxEwDbr8F9RNxHnxvnp4if"
-        "YEG8GjH3EXMfe9w4P0X8BIvm1+A+Yu5jjxvnp4ifYGG9Gl3uo8t97HPj/BTxEyy+X4P76HIf+9w4P0X8BAji1ehxHz3u44Ab"
-        "56eInwCJ/BrcR4/7OODG+SniJ0A0t8aU1nxCjYa4OHi9DXwSQp0sJSLU/tAyT6idEEvMR3P9yGuT1njS4TZj22bstknLOulw"
-        "m7FtM65vk9Z0EnGbXdtm122TlnEScZtd22a3vk1aw0nMbfZsmz23TVq2Scxt9mybvfo2ac0mXW6zY9vsuG3SMk263GbHttkp"
-        "tQkb/H/9n3R4/q//g4NawYZvFMETDPY0JQ5jEDx6C1JU/OF+9xr3OW5v3PrXuNdx77foPL8+la1OQQtAYhCu3m54wIRh4Gzn"
-        "qb9xx3y6QtUxH60g5uP4Vm87LTIn6DgN0jIBGmiDtCJTf5eO+VAyEFL4tLCEOtASBYp2GHGHkdMhrSHgiHZIyzX1t+yYKTwb"
-        "xXVMu3ELSy50KFTCY4m1w5g77MdOj7TCgEHaIy3mtFuC2a6ZYrxv2u0hDHfNFKmEx9LTHrvcY7zv9Eh7FPBLe6TtOO2VgOr0"
-        "uGd63EWgOj3umR53tcee9Ljn9LhbwovdOrzg05ra7Vmg7mOPfQPVngXqvsUbsjfp9p0e+yXE6dchDnNzjB6x7bKDYI1Ml1Qk"
-        "fXYs6lCfvZ7T514Jd/bqcIe5JGq4b9vt4ywjA9e+HUzf4g716E5yv4Q6+3WoE9tJxl3T7gEiq50jlfBYDizqUIe7u06PByXU"
-        "OahDHWZNuV27CSLcH8ynXpiiuRRZ5KE+Y4cGRCWiEtUTlT3Tp51KjLNk9vdCSwSsBxZ5yCqp63RYIjpRPdGxHUbOTsdJRrbH"
-        "yCEPscUd6jJyJ1miO1Et3WEZgxu29CxGSscSx9wUyXAiiz3UZ8+dZ4nyRLWUhzl3Xsxd0/AeTjO2a7lrRrNn0Yd6jB30iUqU"
-        "J6qlPLGdpSUvMVKe2E7SkqTYoTy8lAdOjyXKE9VSHuauqccD22MXe+yaHg9sj12LPGS71nNOkKhEeaJ6yrNvV9JiZUT4um9X"
-        "0qJydGCxh/t04VqiPFE95dm3GGtXMqKl3LcYa5cy2rPYQ31Gbp8l4hPVEh+WfRl7LFpGhLFdiz4WmaPI4g/1GbuwLZGfqJb8"
-        "RLZPe1Siq+E4sl3aozLuWfyhHp2jMi7RnriW9rCQyoC1PUbUY88C1nYZ9SwCkYVj5PZZIj9xLfmJbZ/2eOriyRXbLu2Z1nUO"
-        "LurR4UDiEu2J62nPgT1G7CbBPcJ6grkpkbFY3KEO+846xiXKE9dTHqdHyxAQP+D0aBmCfYs51OOuc1TGJcoT11KejrOQtt0I"
-        "u+w4C2kHE+1b3OGF7Bl2+/8aBMI+HwJnLXx0+F+PUGLGhy/x7f3YMtSidhozFx3+F7EnXxLVx6tcZpbHzFNT6QWXqq+VKKfG"
-        "zDTjFzHX73L9iOtHWj/m+l1bP+b6sdbvcv0e14+5fqz1u1y/Z+t3uX5X6/e4fofrd7l+V+v3uH7H1u9x/Z7W73D9iOv3uH5P"
-        "63e4fmTr73L9Xa3f5/p7XH+X6+9q/T7X37P1+1y/r/X3uP4+1+9z/b7W3+P6+7b+Htff0/r7XP+A6+9x/T2tv8/1D2z9fa6/"
-        "r/UPuP4u19/n+vta/4Dr79r6B1z/QOvvcv0+1z/g+gdaf5fr9019lqPGkeJfxPgXMf6xLDWOFP8ixr/I4h+ztuNI8S9i/IsY"
-        "/5i9HUeKfxHjX2Txj1mNcaT4FzH+RYx/zG6MI8W/iPEvsvjHhH8cKf5FjH8R4x8T/3Gk+Bcx/kUW/5iOjyPFv4jxL2L8Y1I+"
-        "jhT/Isa/yOIfi0zjSPEvYvyLGP9YbBpHin8R419k8Y8FoHGk+Bcx/kWMfywEjSPFv4jxL7L4xyzpOFL8ixj/IsY/5krHkeJf"
-        "xPgXWfxjBmEcKf5FjH8R4x/zCONI8S9i/Iss/jHBHkeKfxHjX8T4x0R7HCn+RYx/kcU/FqvHseJfzPgXM/6xaD2OFf9ixr/Y"
-        "4h9LOuNY8S9m/IsZ/1jaGceKfzHjX2zxjxnPcaz4FzP+xYx/zHyOY8W/mPEvtvjHbOQ4VvyLGf9ixj9mJcex4l/M+Bdb/OMz"
-        "fRwr/sWMfzHjH5/r41jxL2b8iw3+oRL3f9iT5KdDe3WLtkeijvHekruW2jAU7M2BlYd03yEqnCHdd4g6Zkj3HaKLGdJ9h+hN"
-        "hnTfIUqTId13iH5jSPcdotwY0n2H6CGGdN8hSoghjSGSQezyIGQUu1QvkmH0uUzG0ecyGcgel8lI9rhMhrLPZTKWfS6TwRxw"
-        "mYzmQEYT82giBkkcyRPDhEcTMVDirjxxGY8mYrDEu/LEZTyaiAET78kTl/FoIgZNfCBPMpqujIZh05XRMGy6MhqGTVdGw7Dp"
-        "ymgYNl0ZDcOmK6Nh2HRlNAybroyGYdOV0ShsejyamGHTi+SJsYJHEzNsel154jIeTcyw6e3KE5fxaGKGTW9PnriMRxMzbHoH"
-        "8nRhjMXoDhLNR9yb0WyhAcrwmg89AoOvMMoDmR04gci0wtnx0clT5ORMHDLTFIUFx5C+5+kgGImxd3Mkzi+FODePil82afov"
-        "LHmgv/+J0RhGFKpCrU/FIItDMwchx27nyOfqg0Fh08TBRR1sXF+INxfJu/STgR8KxxBLDQx2PdfxZV6UQgbwsDlAvbGH3BZz"
-        "wLjdm1puWDyJ4KRjHWgLTQlXbyo1PPV3oQb7xbAUSbISxAAV0TwFnc2wLhYCwHaeBiHFALOGETh4qoymKsGXX0IXO1Drm0Mf"
-        "IWwF50rtiq/UrtgDw8GeB6h/vULTNbpm67m1cedckVsGTgRtQ38NQv5pnGfZ5dS8jF2PWvO2q+63Q9P2jfnl32zbL9CKPlts"
-        "TMgErVG8RSCgNOwMDT3g0a6DAPQl+n+TF7hrM3L/vgJvK7i2DcXDOh3JTRkrzWpui1+wTKZR56uI7zRoEI0imOaX6BlQbGaz"
-        "7EMQwb8aG6w+Ws++RBNL/IB3L/uhSJtNk4ogP0/JqyCRNB1kHdL5ED0jnwq6V8FAARrQhFJI4DfimILWC8VFKThBGcOLt2ba"
-        "Zh0w0g4vgSkrr0PxNvSRbwfjeTotwLCohbrPyo3VrdUdSAQGyvYW5UeONzsidza2f2ZCB79HHBpixARwBDuSfN4wVxPQOcwg"
-        "Ism7KMMO1cKA/YFkQJDIwUsTPFji+Ezfo1mKZgvBWgJ8hwRTTy2p7pKvz6v0K8O0O7xsd6NL3qD+ZMr052yu30Xt0CEHRpjP"
-        "xRFzwIERxtf0t2W2A9kjkQkmGV2RzaRnBdn+0wiojdiKpHTolOD8aJH9CoEsDkeXdpDy/bD2Kw0QIV/y408Y85UtBbfWiv1a"
-        "sVMr6m+v1vWrdZ1qHn2HhWRvlO2T+8SMZAa3T0AHfPt4dXze8GqOIkZFb30/fR6JQg7J7KF3OFH45S0HUmWRg4fuYlNrnNPE"
-        "HGH37+tPaFIfPnkIcUeG4inD55p1+16CDg1CAtfaYjvvewgqyCQu0LTpWQDTeYcu+/uGmXxBrZTcxYTvkkbcD6tu7vptydFd"
-        "5+dV/qsM0E88Y8yaRCoBnsuUdEPsQFcJnPITjmQaGj8RTvKiCVn0dbf5lyWh+O7pv1ufHYx5x69fvX71+KktwF0loRuO/ub7"
-        "+Igc8vToxdnrfzw9/vbp0RMo8erfd2qZCifHT49enr04evT0BXxPGSpMwN8H7yM5DRsmDcbx03/74embk1tqrNJf/nPhVnjz"
-        "/etXb57eWqNwazw7Pnr59Awm8eb561dq6+2mwrhIJ+8kdjKlcaNAUDVuMhKjWjP+wQawu2ZbLoMvPmKbN8bXJXHqqGOLRPol"
-        "21A0uTXpF9roRM+9aqYDHIjjMIbOuMAZpFM8P+lD151MZ3CnkRkHG9/rxm2UxiAEgeJJ45YM/vn62JKHe9XFvodcbbqY4B+K"
-        "5lxyUsK9Qh/+k53mW/yV65t4K11wcc68RPdC15umGzdNGQ+C6KJLDJkolYihG0Wu5DB8mUy+Rz/iMMHEjTLmiZ+M5S3GroJy"
-        "bQL4Q+/jU09fAC0yr0JG5BqcCd3fQgnG1CI75+U1CgN54brwojW567dLtIUMlDGlp+9M3ZLskVX33oFPwZDrBaEFwxSi3TjS"
-        "OW1WfN4p6Zn1hW8Dfyauxi0v1Ra50hBbRg0vckp+Ci2Ql/h57sbLuGxhMkBq/5LSSjJ9neSXLN2c546qREMz1Dg6uysl4Rts"
-        "UAZk+di/59C2QZ7J71y3ZPqkFMbhmnsjFKPQld24FfSVN9JGP+o+QnewQY03uqS2uOFqdgwS9qHFLZW9uuilwRp0CuCPCa/I"
-        "B50jIOx8I2HlMSUTh3THCCHkox8kAHxYqxF9QWEPkA2mXMC8vpQKD/O0FENxJ8o4WhplHu7DUZYWFxpDXBKzAa7gYpaOfBjg"
-        "G+Nt7A9S9gHGWXdiYLtnTFNcky2FbkA7jRZHVLGHHOd+cL6ihhtmo3ltOl4va17GevJjgTn0HEdM3iSzi1tlDGvjmlOkgW1E"
-        "wnE7PoL9qWAatWw8FXKodmOq13uX17l6b0OL/60grkE/UahnX+6yB3sZ6rLhSrmtbluCT60r9G4XCp1uHKiCBDqmfeaAF3YR"
-        "pR290siS+BHur+ICQ8JLTgOcE0WWgSMW99tlsp5cDCVt9Dl+TpAFwggCpPFrISeepiT/tIki4OtpShhS3nsaJqcy5ruvMGXy"
-        "gDom8qLPEhp3Opy0XTNFMqrpnsK3YYX/sfslD9sGEbVsZwVP/EZurUbk3XHLJ/L4O/ZxBQY2ZEQ9lk/W/t7XZXL3Ps5GcWB8"
-        "XQoFwlEs7kIHajH2N+zvT4WEcGI6GDBsw7r/n6OTm2/lOwpgclv8iVrKZUHqR7Xg9TZxLUwfLT7S70zu/hiqvlnOkXYhgx+1"
-        "v36XTb9pf41pLFAUhna+uWej7EIhSrmUzV1c4kj2bRpfSXSFxsDmGHsNuTtpJAiZrcS6TczMjZrbZYJ50slbELE9pFwllCKE"
-        "Iy5JrB1gV1aX2SKZNyk871fBdJUvl0gTKxk8TKbMRkkUoVxvJ1gSUrkbGYXj4B9qZhweNkrdDc6l1Age8ss2PF6CeFIgwMJG"
-        "u4HRud4alyyZ6aFZBNKDYuNuPJQuCnT0li7CsRsEfMO+jk7Nzdrq2ijhTOtO0i3+Pj41uqlKWaRlN8EEz6JqczpY60nLe5/L"
-        "gbvkX6702Y1vSwlk16AVNJLAJAViuM7z/F3BGYA9hDO4FtKiQ3NIapBt58bCpoZo4UQxToIewfWPiJ0DA0PR3ryhdgc63xsn"
-        "AsrJ8dGzZ88fn705enFSq24QiamhoZW+P/7uDEFGES80dsK9mhr3pPMz7rU5DCYxq5GKeEL8tIiAJkMwB2UQxZmE3qP4Iveg"
-        "5j2qeg/q3vOxegr04316wp1itKPQmXP1PHA3ZMODT0v9qWVHrDCanRshwoWVV9NltT7iNAeV2CQMWChqNL2DqIXQ2PY5FJU+"
-        "l7XDhdBk2KzyQSTFdJ9zPBKzaZOimyClIuQFfhm6bgX3KqonUl+gd3YrQI9dyhQcHEuGccmVIYIpeQlLpwvJMm/Sh2sCXmTY"
-        "xkTM1nmz7tAeb7L59JibeYZt88hgqC0Zh/Tx9wKzrd+Vo6clg0YeifhKAERAOCc9u5ibo8tAxT1iPI2drAMOCwOR0IMzuqYM"
-        "z19+AtjAa9SPjOJp7LBZWDYdudWk6JuWjFs78zBAYG5RgCYFaFNZ6kKWWoZ/Jkcgr7m74Lj+mEMv8Fl+SqOlTDlHjhIWn1gi"
-        "QIUVZpsGooSRPFssEVAAjPOUDmoSBX44ebaz39zGyx3LfBgtaBYy3Fc8WjlmVWVJj5bZwsi5vkoX5kvf4CGDNNuHfD07ZsQd"
-        "gyjEZtJofERxNbX+SJsyVMtcRZ44ZvuA825KR9UPgFuvV69gKKErJzrqs8cYlW+x3kElJ6vQmKtB9RVUaxSq2IChHT15+TS4"
-        "98YtL+41MZ7fBFMKppRBfZxPr7Ehjb8mYV023XhMFywMX6YkPB3HhIe1kif//j0a8DSSJXADHIz1wYcdwjzWhMuh8VKCwo4o"
-        "jMwoQPY2aqEbH2cFr8xmIHTHYDZFkftNyE0UkeZCnTYNsiMwOZxNttDwuElR5JOMIiKQ1vcyBWCiHk/D2YptkHBduNz5akpJ"
-        "IGBjrFJYM0x3slkAomeTdDrggLPnyVLT10AnC1xxbRCzrmPAGMQubwPW7L5tG4YXWIBbt2Fomv/77JsWpZzm5fpL9hCzTbBV"
-        "UA89MGuhaFnFQxsmRcC1XKWz7ANdeG3fKJQVGCBAAUymmMmIlCWw37aeiHddSqX5v+N0rDv//sjyyHFox1N3HrptY21ENh6I"
-        "PepuPx7l+LNx6lLYrOklBaehJdjhhnZ4aWCGStBUdCJCRwaBqMjP0onmUP325OR7XMmJybOqy0/8KR5uGJsakYYUFbMUpIcW"
-        "hjn5kKG6H0S5fPIuxXBZRY7BUrFtMq+5yOdEYzmeVQl5TNwaS3kpSaU8Anr6Vk1igkgDIzkVjfluNUTclmHKs0Wk4NwlU6N0"
-        "Ma0mlJpOC02XMZR1dXhDJJNXFMYb5D9C1IBIYxDSccI3Ok5WLw0hvNwUF24CbMe6EUdx38t2HXzjJenxr/8VwS/SuclTgk3s"
-        "OPN0Lenou9/UvvZwvsLNXJ98+TL5EPY6B/0Wmb3WddJsOgYm1FQ5h5UldnbkLTOhppvIprzS1J6x7Sjbrrh94Hr8mCEnRzmh"
-        "6joq24jU4YuHMTjbikWHk+RGdNelDuxiH/q5zZ37KMGxQ9ExmGuqulRDYt1ViwBoedUrY4w1MXNxhMtMgrAwHL8tvAQsb4tK"
-        "8hV65SZeoRfdU0nkU8mbxcMrMKOPicHY5EzI+i3PvM37RO7isNEeEBBKF3M/cI1ZKuvkf+SujjUj5k8P7aZp+m2UiYKh6zw4"
-        "j06w6EV4LwICUVDKfZuIXZueuNeoDZuns7UE41pLZLApXtFuKDa3iTV+jqZ9aNi2OA/rLH7qtvrN1lOfg/LR5R9LtXk+L3jA"
-        "FLQV6RfnDOZqA+Jj0BxdjkJj68IawY8kuTri1M0n2baq9MuC7+1sWvd3sWUwuhcGkbm2Y/jMLzhxT22X950G7t9JnY06h8Mq"
-        "Q1bi5botv/GmI6fTpdJhmfvzP/8k3/mbBHujwZesTLCKaIp2Zw7T4CPXPGSFompgzPND/jNgLZ0gzUDU8LS9y1p/xihH5K9h"
-        "YpE/YvQUbYCRHxhBnRIrxdUrZT4hfv9/yXv+Hn7z7nylo0wsLbPDoFhFtFIfgDErmldtrhjamw5f11zaKkSe/iqTvssMddAN"
-        "DDSYrxJ0oAGSdple5qtrIk3w9Bx5+HT65NFfE132Ub6+MNkOOBzi+mKV4v+BiAvzPdmsCrRO/pguc+Sqi/QX+N97vPZB3v5m"
-        "IFeAkoSXZ6WBtTNXDd4oxFIHGHSUzU3IyslFepk0W6KgxOzvbDqtoRappyBMCqcx5r3peoeNdTQJOn6SL9fZZVaAiE+xLylm"
-        "vfYG34zzD9gsxfbmcjoB8bBj3QyOTvlj0URwmniCVuEwy8l8zjwzKilw+rR+3Fk6n6vxPS0wZ3IVY6UhyTD8noK6Y6xaIAN0"
-        "DHPmVvoQG51uVgQBsupf55fZpM1k5keCvMESJ+P8wLhMFZvV++y9qDZAJAKpClVICFv+gFhQFIQKR4p5SfN4IwO8VYhBdclr"
-        "AurzaSABZYnZYOI1z5NpmR/4KFg1CNj2l1GJzZPIbKoly4RXVmyb5LQIx/xmlVLQzAJbdoqK5H36mOBWVwKUM12X3ifTKQ++"
-        "lmdx58a20G6TKdry29pUNJnnRcpP5vLm5dOTo7M3J6+PSQn33y7TddJQu9DXP5w8ev1Pp5QnDuW4wC8o8wLKtmu2bUKUYUs3"
-        "EYbDInUwQBasbWbbdJSBj7/94dV3Tk/cghmJFD//D/L163Q6PIQj7p40kGjyoRuUwrauJX5seViE3ZewOSQ1FldC2Zx/lUf1"
-        "9MkZnCpPTyjQkfZsiSSp9ZL5VXKNWZBZvtd0SSTTkz0LnHAFJwwvSLgv3mVM2WZz4M1hc9F9bFa8450vhA2oBOxhkIsvsRHe"
-        "XjDwa2sGITNuDh36QR3AFnMmcvz0xdE/nz4hozvasdk8W18PgsYqnSewOg1EZHuEZdOxMJh6V1GxMv1+BYMBbMLTFJNr4FGL"
-        "9pFObGmp2oYRbCa4tZF/pHKpo423OYWYydej1VKCr62E7Zs6VMjHZOkAhtGfWHg/gXZCB/6/ZyZOdRiW6ikq01GR1Pu6dhLu"
-        "J3Yi5arJOCcJ6vaqZDWMN8evXz79MEmXWBI2nM8CagcWuRU0jvAnXTA3mi7wEKdfw2ZAzfU4KdjqVU4zNececs4VTvBLu4qN"
-        "XpHYtSjXzDSQc5DeIUqHuiU5KRJnLiIDCjwPc3Q6WiBjtoRtEIyI/IzcLcAGESOhPCNqsvHfGriv8Vik/Cm8ufkgxlEUYlib"
-        "Xpu8U/N5Nk3pYhJbOJKsMUw8SMMqgZ8NkeDsryNyecNJCpHgxPP2UAPIbige++VmcoFNO98KKOQJCRESnSB8fIEIt7kEthvt"
-        "dfcoVxyeqq1gL2A7U6BwLUz+yzpByQ/n0Dmibz5xUjhbgpcgQHk2I4x9v8rYvNjSUm6Y64Uf0calpc83smBvdXVPKaWBkwAe"
-        "jmeAt4tmJABP5mmyIusSNmtZG+6AhlU4fBvNbpGTWhW6EruWtFCNZ7FIlsUF0jFcMFge1rMSl+bRdYNxDdIOcol6g14B+rKG"
-        "gHo2R8A0pT3MbqRfsQ0vQAwP/ZHmoU+AMF+OoTnCUZjyJLWtCHUm7sRZ6TadSjgjQlZkMZqU97xwBuBk1mYACXB0nJft4A1h"
-        "i+7HQlAZFRmEEHZpeSdSWoM8f4fLzgaQA/d0UyN2zCxI9pUMLarrsFblw7rCXc0S/HPN2x028eIRehnaTPTsickfkTc6/XJU"
-        "dQu+ksM/bnY7bQc9M/W3U85MmKa/S9ehq/2bjj3zG24QBHj2di0VEA80dR3lpeAqWawfM9+ihdanMvEoRlK8s5HaZR0YlK4u"
-        "i7Kh4722rqFYLyayYtgA7xEyK+c1aQevZeQqMyR6Ic5OteeGX4ZNtKLMawsYaTZTFEJOTBjtFmGAVMerxeX5Ct0aEtTGs3TA"
-        "jTLGHUkyNhgIsRDm87Xd9pdAsqDP8B/cKJ0kcvUg/RAZkOTvtEHmCeYDlVlzFPuFoCrySJoRXoAUVjT507FRE8lR3dYDV8uH"
-        "JddgWX2rqi3hhHlEHfYbglvYRAdiZK6crBm1lS1C8elZSR/hfl9iy8t9lpNCJOs1ZoBiR9uhPrqpIQxYGJGbtaZjXIbn/dqK"
-        "hxi0XwpKaYkXIPLSnnhrpYGWx/3TJbuzE+k5LO+bh8Fbh48/JaO+pvH4pQRdY6O/MVASVAqNp1ZLBuSFLuBXbdowYci4hMs0"
-        "HbeZIyGQviJ1N7qpYloF+cxadVKfyRRE8NBgjXFQFvQ9xCb14b7NuQFvRX4ymnLHqjC4dWrGpKU0seD2gan+J2QW0ekMIUIv"
-        "HzJBRVVuw92TDeQKFZswEq4iCtWqRnEgHK0dMpOVkgB6R77Z5J0xdmYGyp5r3kPv3CDQhea0QOPQW4pb2qYBmxUghIIZ/C7v"
-        "bIndjSvniyJD3/tdFJBEtvNZCSR2RfgDnJq7d8rO7USm7oK2hHLASqzT1/bTUJibj3icf5+sMaMjWogmm3X+fAGfI32mG5DU"
-        "UCfvQu/u3fvD3j6Y5u0+5TdajLEJnCOGGSdgZDGk+cpgBhuzvN7QR0Kx0GR1JB8wAzhq2UaJ2c8wtXWBjBII8sDipPOZ5Cxh"
-        "6rdK0fWPTCrQMIeu+doVhBkbLoRRxWdOHrbDGiT7TcLt7xBv9ZSxl+kOEK8oJREZfDswZAtw5ijgxGUYJmv2Z1Snw2wtUhQf"
-        "1jJ1VkauUrbIo6M/McTR2A6TGdKm0IgphnJ5boBkuLeubLsqIXWOeto92FAdZyeYhMi78LABOTbqzPmAJ+0XVA7P7WP6A8fq"
-        "TYk1nY69a09+NKt5jImIRmhf4mkpRqTkXfgSFokHIyY/oyHXGrGKFjg+wBteSsEhTKuaB4wrdDAVRibKN/MpHcgkgTg9sK4J"
-        "xNHV/NoqpiXODhN80S0W1oXLbQBVxdyIelsp7+N8xXQDhnNJ+V5xGi1SjKN6zDkYfgd/5JB05zC23KXLjTgjqj/T3YkRX7B9"
-        "DjL6O5zdQLEesxDCIvaGSJbhn/Uawk2PDIMf6J7EPdzeygiQH8Tzxftknk3Jf0a4gS+/tLDjNG/lw+suG7A+CohL9LcyGWZl"
-        "EKcPP6WjG5bYB6Sg6LJR3iX6HS81tm3JLG029zi/uUX5fze0Uc8nIKuv1KQEGOGa0/QUU7Cv01UYMgsD9O/zBV1Go3lBgTIA"
-        "6rGa1azmtIzoPmN6aboyMHCJU27TSwDDJrmMpNtPdoc796ojKKj277j84K00UcnZN7FBgrXKpkZ0F79zu2Q8M2dXfUIEMUBh"
-        "CUTnXS95tFC/DWcT0Ecg2r4S2DmQHG23p391+Bw7qCZ5wDcYTLB+bRRnw1C1lR57yWBtizL/ULX6Dx/WypB3GojHWOJQjubz"
-        "0IxCtHz1w5DLgUPVBdb0D2RAIFq1WxPmNtg2sipu4T+V2DFMx1tnfqx44vGTww3aUGwph7JTneFb1lJSzI3itDTRwKIhfta+"
-        "BGxjb72MvsTKlCWOq7/NTk/dcHwVk7VP7MrfCiFn1/6FoBEFbhU2Zi+SNR2LTuU626FxczdKJbgmtMp2ZDZ/tRlVMZNEYwcT"
-        "3FB6UV5RX//xud8LsBwhs7p1/asCuzQAc7ag4+Nhqd651jMf1yVmIxzzUoljYxqdAtHLTAZ+e8yhO/3alaC5mxUrszdbB+2h"
-        "2N3G7CsV7HiNzZFMi/XlOjMHU0iqvMPM/aCRcj7zFDyGmHVjwYgbGAmXNIKGiSdm9ndEynnWYjcddX7IIxZtfiLqTVXiizmI"
-        "uLDwRaxR4ns6fI5FiAkyJ8Fysz6m1y5Vbum9F9EXrlaKGPkJcuAimAU9qXJ4ErzRoXcpor6kghHl3dbvfPa7bfNBX2qZi+2S"
-        "+wLoib1qTvQepkViPEp9mLd9wPYkhnstAqBdG/xK1eZzvvSBMk9IQHwo2TwgBuv1leUvtrEP7gH5JzIAt5+7CS6XR27tgJMa"
-        "bXHTEwid89gDsVxwCddAEWm2mzoZi1GU9y9SjC6EvuYph9rAdTCqfjVcMCZdmmVXOqTIN6U1eUyD8NbEsDWWmfk0T/f/Jk/G"
-        "0ymr/HTUMtktzFhpibjWbbY+C5cnkMBLfAsjt11FjUTg8vV4ilGJe5shTRhnAh7O1pNYPr+DwPApSQd7187xmtod9a1khqfQ"
-        "/BO0PcFt47txN8trX00itoESeEvZCbWxc+6eSbWFtq2I4Rj2d1pYbYdskvQDNDq/1kswQR+0P4UTxldwuAZe2guPoqg5GYry"
-        "fQvIM3q7KbWYgWX+iPk5YXNup4GqmKCNRjaEt+20Gk7MOdKEB5NJVGy57n40WgXLp3czHksKQLOrZd1basvkH0kVFHCtD/gk"
-        "Dg0GCEtJpgpoKEEKT9idc8fyk5GAO28HLz9hdXGeIzVF1Zdj+cZKQrxWR4UYB+wooQtb/elcecO6NHadr5O5dZxw1sqxRZV9"
-        "zkJNiHEWqdb9Q/2oXWT/SuvVBfzpN/60LAnQD7/8UoiVve0rXa561+caYfq3KOQ+fS/hczDuzVuZxPwWIuMypb9FCwT02sz3"
-        "dyldFo4GyaHXp3dXjyDFsLoQO6BbtSGfJAjk3qZtNe8k77dpK4W+5OEfTYs/RWZmvrTUm1UT8pY4DLZJRIJlajRZo8mk8hod"
-        "iE8nywTSNHgby/5p5amzOYvfrGlBckGRIy2PrK+ZMtQULFxXvDtO0YUJSZPkXFaeJnfJZaUTQMHsiKK0Ra1dWvnqkSFCYC0p"
-        "CQY6NzgXRJBe3L9/WordXQMWO8ZKQV1U7NJ4m79xSKdVb8g//xgs24yjWHHtHibZ9LeLTp+kFowuH4N86R/7HCv2MpsGN6Jy"
-        "vP7dak7kYG/twbD8ixK3T45ki08w95mvfzgGmYiUBwvjccGeGHwn49hZA6vgG0V6TJC1d9RbOZLvHTeRZIKWX8B1IJ8ajuRm"
-        "GxGyhhGzAp7PRbiG/ugRxq1sYTjlcgkOCF+1zu/fdk7psPAQ4U9kNSne/9QPy7z9gPFxQHQR2bSkrebJ3pUxhXNSqlRu1o1z"
-        "RI2toOVnhId46HMcVc7i5i+Kt/4iu6R7XIBespmL/ykbFl+k82W6Yo6QcKwgWwDD9dJ19V8WT/3k6NGLp2evjl6ih8aDn94e"
-        "7fxHsvOvs1P50dk5ONs5/dhp9eObLx6oW8fLo3+eeYHY490++1dIShINkUfG2GO8UB3xtbOGP0BrR1YtsdW48eZCi8pJskTV"
-        "BplurlxvE+z30dHJ42/Zm4S7BNENQ3QJCGW3kiNkzSgGwRWqVoxVu+1YVia4TD6cUdSIMA5eZo9quz979O8nT9/gIDjFNg/k"
-        "KbuV5Hht5iaaMmSGqVEm4CErSsykRbo2lFFAmME4wwONxSTkxkRbQiOhy7FYGnP9Yi2aoannNXJy/O9nj18/oTGqcPoW7SAm"
-        "7xq06zFoDf5KPywzIJSNUxNU/sfj5ydPz15/X6pKJkRYg0ON4y/e2lSVHcdU1mYDiwI9a2CGgN/zHFW9UbtjXBPOF0TZsnWL"
-        "CiJDWolyFxowwpmU5ihw4t03oGLD+vUwYy7byPWqkHhyvBrWCYDBXWgkHlEyqwMdh1p0nRWQjuPj+ySbI5337JTIOpY9+XDs"
-        "ZVVdG+AIrEC2viYs4RhBaDSVwC6AlrPzjMx/Ctj2cCJQ7EdS3JA3EY9IjZzG19QxjB0k3IrNADX9DBZ1ln8AtF6usvcYtnuM"
-        "mn7UakmUXTU5iqLddvDDgkyZuX5Ajg6pDSp1Jab2FjKwWRYZb91sNd3BkIPXGq1BXJzs+0mev0OV6lgtznNuEuFEsajgOCWn"
-        "wrUkYkMgj9kGGzU1/7YBWRfXEo0BxXDZusMMyBMhhwNeNNTkkGUstyUusTGJZo8atJl2PRUB8CZ/gIkcs6JogWK8SD4iaKdG"
-        "jgtqNIKggC8354hDxUV+1VKPiWXhIkcm0c1hv5FZh4PWr16ffY8I/ebkKfpPPz0+fn3sbz0PcXDfVc1E4KW7hPhchVrJjehU"
-        "ozq+Xor7M59Mg2CEPAPd2RRATFG55pBoJM5kjQebvdtpDvFeB4PTjNjhB+8MyNunADyYXKTFUEMEEhQu3VyAT54+O/rhxQnO"
-        "9iOl71oVawx6eZJdpsCpDchhsIMGgzigASanR1dsU7orpRis6W9wBKRODR7UgB0CWuw4trp+mS0GwS5/wS+SDwOYhlTCwbMJ"
-        "Zuuzm+FnlqqdFSnpmshAkAkGWuSVA0ahDRV8SNGtkQZoLKJkjmzWdUCh0kxyQSeYGnn4SbKM2YqywADf/E7GYnpxzEPVVZeN"
-        "xJTjZXwsx4ajwbgh5DDoBG5WOjOZFE9L8WKzgmMOHVG7xvXe9evHcLFkgMtF7Qu6GSoeovj+sB02JtIjftdw/fQ1zizVd8PM"
-        "fvklvdT4ssNGEzhbDTq7zl8AFV49Zl8DStdlA9FVYvkCw/iAQy49oFhxX6sznEbzvdLTyhjdobVxTdBcxMgfVvNws5rb/ApU"
-        "QuKHNTzjdxoh6PgF1aiGA7CfGZZTIZqgrZSUP5QfbQxUQRZIFHzr9Sxs8Iwo+O5O5MTOAMigYTEqwdbB10EH2mg0gkGlIY43"
-        "kaybbeID4PeD/3xw/4sHQB8aTigMhRjab0nTUlVHoFK1ie4sY//11+DzBz9drNfL4uHgiwdtjLgS6igwF8wkn1PEtM9NH/Cg"
-        "v2Gik/lmigFbYZKfirQLQAbCNnLi7ALovSi7OI7BgwcXebEeoC1xFSGqIXehVTLf4EwxyEy2GUkxXDWnsKHl1eQ1XhhePs0N"
-        "3PmxJRHAti1HB46ONcYjEVC3LPxvSm6yxfcYf4TJheTQcX1jOZePXkfrpoINxwW041heox33OUfJyAqOZ8Xt2TDucC6kSxua"
-        "gBlrySPEunpxLKVAAtgE+6rhMfovsghXspZfPuULUzweNObBvbMzwoizs3vk54Y8EUgA8A5kovW1vx+5yccwFnfaiHl2ahp9"
-        "xZvz586cmx6cnADnOMXDoA4asJE4WRDe69hBcKKdQc0MQ3klN8TSjFwLsW4JJIFLvhuSF87ksKx56oU89A8HHKtdIz0G1lcY"
-        "kii9HogQdBO8z9KrwhpJkBBiHEf1B7pF033KmLicDHi7NbAb4urIzGa2ooUvHRLYHkvrRchsZYsFHye1FL83QDfeexIxiDV8"
-        "Mjt84hS9hqS4ykZcRfdLabp0yWq7cNSilAeIM/R4CSmlOTi4X18tzBxQKVptToL80zeoZuVATDRcfoTNVKIUzsdN+rpUbivX"
-        "9OfQFNZjOHGArBCjPptwpIFAMFDWlE8L+iLkZJ8LdoYlfheR4Xyej0EQR6MBjvucYJQtiYeJFUcUIYFdMoT8liUkI5JgHJUV"
-        "t0BOrvA6mYtOZ0QCLDkQJmvmUEjygs7DjzJ8tVsVCfhGSG9i7uKPvn9eYlB0mM+4hdDw5Ip6VUiUFFg2bLMOolKlZWVyIiw3"
-        "w7pgQE4LDNUT1Cvd3ki9nXm1QQ8uA7bQ1uglNw6Lmoh2gZQFkq1AXdjXckduXfWQRxgX5mrTQBU51GvS4ZiLEGrWQpUe2/mS"
-        "zxFRCxhYcimKX8Pa70V50LRm3jTCsleZ/Y0Bs4CX08HAT9sFg0FaMlX+yoyJoptjD22O8Y/0k5xaKAKyDfDB0tJfEWMJNU02"
-        "0g5HMlgnc5KhZeG5cxZGNWaPfGjMiNjagkPiw3dE+jniicmS1tLIfMs8Q+fhUbocAS7mawqWLGoISUfQEnkX6AFQ2lmBMfU5"
-        "ZirFQkUdUEsc29mn0ETXRUEM9QNhr9MDTo6agG5GrKSixHBTyuhOeStaNvooq8gWa5MMToQgVhy0KuIZhYHVKIQwevmp0SVe"
-        "wimaT62DOMvuAx1wiPcYsyydTxEuLITijCRub5PimS3gNEmnoWTFJA8mEFbCAsPCIghE6Sc6GOORpcFaWqygIBu1IMSA0yyn"
-        "YEAcUsHM5tn5BX7HamyhHaFYQgCJEJ6Mwi74oB7RxyOO8l/W1QG/9Z7M/cPRBbLOIyDXNOCQYdq0KfVkKeliAbHAJG36zHow"
-        "cWyOfDHkRXsCgA8n5G5zaaBlvJBEr2C0cS5WckAHwk0Kyc0FhlxhiLtC/NGH5tYHvR1Y/8rA0KRvZNkoSiUbWlfU7eWACR8D"
-        "4O8tE94KfDbeZdRpUIrtihp41Ueg9G4moE30k1q5kQ0cOctEbHECIrBq8FD6d5OF00BQYqQfTokjCepPNyYD53fhYTvvafzo"
-        "eId/3e9lQoc6NaeMZogxYPGv8x6px6v8SqVc5/L2wQMJm0lRGot4cqMaW42LIMkY3abE5L4aFQJEk2oX2o+7tVATimCQzOd2"
-        "Q5LWyZkQvtzaHRM2tsqudKf6MSKBOwGxQPwEaF/YRmiL+zExnCTgWIi6mlWOga6MOttoKTBEKRGB8nXXo+sqKDDOHVJwtoij"
-        "zWB2KEX/ol0iV2JlM1ZvPQB+GM+ynAl4yDE17J41W5O2tzj/870n8eyVKBGCKbeHitCPyvEiHNwomTX5WBPynWu9G7nZD6KW"
-        "cvYIsiw6I8yC5N6mSlKegfNYNmyRWJ9Othi6VK/kYirFdbabRxpAV7XbM93c1EcmkJbsPfqnomVs22y3Rcxw6vj+AHj/I6ce"
-        "HzYcoAoJ02YxR9frxNx2AnkHrEzG86y4MBjjHKiVMOHLrRhTwRJ3T5fQpLTd7btPAWornbgNUm4lD1TPiFMoPHZrUGEP+EbN"
-        "IVsCJsNnfKwjjL6ZiUzOsS7h03H4W/11fYdbOWI98zvUmYfeedQie5NB0KBRNOAsfT+o3uvdtLxz57dE1UAvzfWmoI0L3GR9"
-        "kBXKVqN6Q+ApjOLQHMQJKv30vL4JQswVgO2hFz0NvTny9qxxnfX7jzQ+hmWCGptFsgE2c5X9C/3Og0G9yy1OiEHazt+VIoKU"
-        "IoU7n4o/MTJaTLr0clfhUB6MKfdsOZ3bYzJur7be9MZg44p/bsZcC/maYT58GJAWVy8RMCCG95Wy6/ghY76Iwg1nm0sVs36V"
-        "/OF1H3i8l0sWPoExrh2QjyfEpUsPX3ws9Xkz8siCs0+Id2p73HbFRFq15gGGkZRjGwdCtQaEmw5xkBiWIkrxxZxIUygwTdmu"
-        "iWNNcDhzuuAT7kZvq0DiXhH1bfoimA2jlUi2ZNYhBSQkk4vbjK54VcTgkJ1jCicFfdAF69Dc9H/Eey5Set1Io6Id8sylbhHC"
-        "lG5XZbI/GJLAWSPnJHIDEbi087eRxHTZEuM7ONx5QkT4qnLl7yd/bvCAr4Oub51ZPSV+Y5iAP4vWqfYdiVZgiZ4JmF6lGp4h"
-        "2R8jdmVaR9StArcyRORMd1ff82s5ko3ikAqbFp5CCg40yAoawLjZ5EtcNGpLC8rZFbBCwd1zVoSWLaaaFKYPqBHBTQdbbuhE"
-        "pdO2W463hFgpoOJwTpfXbMLQomsazvqmxpN+xjgRLUjtBECXLesL/SXnKrM1q0uHF5YWCHSbriUDLvF0BVMHYnpGR83GdjH0"
-        "s22IT2xlhf3/3GP/my613qbWGJaDbdlDxNsNfg2DON+/fnNS0NLa1IucgoISlfFOUCKbmMZFwSM7ciQJ+3htCS6qGLOmZnGn"
-        "AwcEoAbGcR1VlDHWCmeFEU7Fv4ZbHLkHtnbmKVm89IB8MnDVH2mchraRM7Cno6PQNWa4Mz/xnZt4LuP7BnH5quj0JAlXskKp"
-        "SbPbaRnrgKwCkhPCIawBMmi9gVGdaabeSH2Fl2HOZSQgxGdiBebaiRj7DtSfWU9OAXMqnmsCBAxBqoOsy7OoGRVNAjrSqKrb"
-        "W+Gad2WkTNSMVpMNXednaAGlPUj0R/lC6YParHCjWVFabXHR49NQCJTkxbMGq0yMKPGg6Dvpfp3MvVznLFQyjOTEw3ColIaY"
-        "K1h85FyCyNkkU7uelHJLhm7jVq4wJBOu6AyPDjVj0hCsCATRWTPBK9ljY/5VNwlp7Wns0TK5vXQOeNZxuN5CqKA+Qi7jSbJO"
-        "24v8yi8mS9PKvaDceegwBgFlmaJE0aE0eN/VSDWN0KmKB8lFJ2lDzSCrGVjpgpXTsOIvJxcrDk1affDAmFlThrPkPSIBWrRS"
-        "1iWbK/aKotiSNR+l2GDrPBFf9Vhq18X0enTtHdz60vN+M2oxUZ6VlGUKWXLAg6Ujb+F0LeZkIsfbRlgRh8piX9J0lHTkwWBr"
-        "OO1Tsg/7yJR3WElajWW6eerZRCeRq4NHpIMNXQXwfU/pe1/WyOXoLun+Ag5KPEUaLadELLPwLq3hUtQGnqpAwx5QQpsGMKBO"
-        "JVx+ScXpvi6y80UyH7hw5FetmhAkQaBMojUTc0FlBMfQYSbhaEIOzHLx8LDNHA0lUcn6W8rLxsA0vZJlyiPKF+aEEtnOUzuo"
-        "uFnQGYgWv6Eb3c8X12UYhzUiB2Ewur4pJhJyuhqE34+sLjtq0QcPJAaYAVVLbvQkWxWjj4FxK6hgufGwDEQRZl2Hts/F3Tvi"
-        "+VFp2OoLZNE/50UvB0vBLKkbcjL0GKmK2OFzVsgposUXiurE+3zxkWvc8Cn0xUec+o1V4Eg3RpwJfARlRJCPtin2kglamocM"
-        "YQatzUfl51YiKkvpj2QlOG1QSw6KFtl6VMN2MJ+t8jHTU2IRcGQU+4Go8BVQ53CRrq9yzCROC9HSLJgTCtw/UzekKlqXdayW"
-        "MLtzraPMVxd4iKmIlgBvbvU7VUWOIwYifbQSwUi0KUzybqpc6ACWD/q6GZlj6eTFmwDAS9IWpeFESraDCKA8FgIIpShOhoXB"
-        "+BGGWE+MD1K11H8FI9Z2yZqNjLvRU+XeM4YydEGUGW1I2aIeyOpQVRYY88PjjDQMYEHhb33g8hy9sHJkMDlokPz5+YOnj1+/"
-        "enX89NkPb54++fXpq9cnz17/8Ap+HT0/O/rb0fNXv9LqPsjYunLEgAH4OFEFAcvtplIw3wc4s74HDSVZa0Qd49gc3rRYpsm7"
-        "ggFKX1BmWzGSZM5UtPgckBQDnC8IrqPgvqFNoxw5QVzDiwxBSh9gEtXrFtorBd6KW3tUNh4doEkqmW82mjekW0NGezSseH5v"
-        "IRUNkW8aZQFN9zyhqmKun+PQbnjHwTCZ1tlXs7cQRg4gO3HYYD9q9ipGF8QW7IhjwANHxC2QsVSg2bhD4pTkuKJ8wefp+phO"
-        "bqQVLGQhq7oDYgjnbqJ6CbY4TXe4JxCam45kz5kX6TuRU8qsNcsg5LWAptMkwQxU99fiGKVoTVDSxv2R88V3cdSktnIf6mW6"
-        "dTk6ltKM37OGdHxHnBNf75Fzb42Xq7IIHD1KNbIgXlp+Ac4RKjWIO2BLUGYZ2lnxjyy90g4elpkNei/pSFuBPEGnr8UQxr6R"
-        "HIbBoLaJOkd8ZqwxerUApe1kz6065ksCQ3v8+NmlK8ePlybc58q8jIZl7WG9Nbajxx8pwfniI/VxU5di2z2Sg2k2tcJuSTqv"
-        "lX05D5RNUOZdy9y4gVvJYMpJ6L4iPRkpsJalK/Yh4zxtXrxkI4kHPYuRzoWJZjSxbZMmjgLzAudHORfRQMokVlHDvEv0PzIh"
-        "rJvt0roZdfE2huJnzrxI5oCyFyggrLNm+JYzirkKbLMJ3dsFh79z9xNs+jR7z/aBvKeWem/q7KqyBOOwn0t7u/mnMdjeCIt8"
-        "s5p4fidI3aqSl6PS4yoPLT0tXexXN5FktjmUqramG7zCh4Ls2eGwEgRBJHKxmac4ulYgV4CH3CVx7mGzFAcB54L1Sld/3i0F"
-        "EEJju18bE2HrSgQyXTgNgSLM5YM2fa6X335E+ppgwU7YeBvjTtbKeiDwi7dvri/H+bxNGPYcDzPgj04/uSgmvsZtrbgLVLsg"
-        "d1wOiROBGr7SctyyGLcsxc227NxOnQpG1MqutdKnPRs4WXLzThT6VmrMjmxlreHIuz5x6dCf1aO9qSh1uQ2Dq0LyEMkyWU/6"
-        "2kqJbjjL0aG3ED8VK2SA5AUc5vSzLUjuiX2q1y0F+FfdslDz0OTjNVEg1PXVO+049h+H8TcJpuj2ltk4Nag1SmcyojG5Tlly"
-        "5Wmhfi0YsTA5Ems3oypV1a+k+eHEvD9vkEVStTGp8LC6yYFIStdkrsEGx2Q9tkHGHzfYaJFfjZQ53HZqqWyLx+jTZdX6xL+g"
-        "ceiqKfazK5vLQdKbkj0VcSslTKm04qQksEYLvj+V2rtaFyK9gFzyhZA6K6L7miny5Dj1z7vdqKCyNcy9xyeYIsqZYYzyCNb5"
-        "yiTWC95H5mj0TQ78E75WJ43weLXBEAPA8T7LFugHIHOEr5wJoeTtXsclbIDNto8Yd5A9Rcbp+iqlqA9ElSRiGw4AUyxp5AIy"
-        "d7IN1+NZEvyyyaBxHg5vBcVMLsf71WAJm6DtMf9sh3moinjXL86BxY6Wf03JQgHDrKLdftYMHgRxMHDeeIovYx5qYaaGoGWs"
-        "451AR6N3UXl4KE5K9prSIFnZ7rZtDZ492dXeSxvK9GSFHum+BaixJCVtwDWJvChNOuwYYZZxaeDMHMIeyI635uofy5HuHHW9"
-        "3quyZrBZR7J9QZtNwT9ly84ODtMVe9vj4Myc1ILQNZP/WGsy61B4O0aaks3W/Vf5k6iLgfXKaDlX7eLqkDp3a7iREPsvkwUF"
-        "SSz+IgeTN3IZp6YBvHH52p99/3NKLJqt9Xg1ebnR5OCcrqrUsSJAg3feJuSMGxZN1x/3rThqn1Ycc12Nk3XLFTVKtua2+a4e"
-        "254Wi6j99bts+k3764IMY7EJtplQg4qQ07mtWLxpsoimM+OMfGsJ/eHy8HilOa3cTYqiDFVo1hKBomMAPQxRO40HpNgwjJrc"
-        "qKZLsR5seEDVePSFGpGmzqdMDdk5usiwNF7nH3kq8SS9aCcDkxZekhs2FvkZxiHKgAcC6DeErWiWmqa4gErzXEdEk4GWvjCD"
-        "v6fmle7CDmkNtw+arusxvonoDC7YP5UVruKPml8tymNjFRj9qwMeFZfrEM+t+RYW5zt4gNi4F9pKvFuuJxyV/SksrVOJjNqa"
-        "A/doEp09eeOJY9Z2KCC/ABAD7KLD31r9sV6CA2I5Ke8ZHTn5/O0IIZyf6kPQrUcijE0po6X6CgtDslmss/n2FuWinW7f6bqc"
-        "bufHm+KaiRcn33V9v7BDrrW9VVH3Ujz9hTvGdvB6NsObfIXzOGU9bsKKZdh021t9/OQVrwEr6wpjhhguzrMFB8yBNs64mHJx"
-        "IjuzvcFJvgIihrFdsGKGxgnoUL1K2RwD2JvpPMWIPnDssZZI3bG3t2kChyAtZeiXNbatYLPErSywF4Td3iQeosBwUdg8JN7i"
-        "youtkizhOQ5qRjbchrfMnLSp6DQqCcrCaSZKYxB1EJpMWkoARWHmFuwkPfc/d45AlJjvPNJKZEfA19jAehC/blYObdQCvPC6"
-        "dTOlGV3FXCXXpW/UihThXpRu2ByDKXcTmx1OIWgojQEWbu+caxk6wYGk2JaCNNj+KnJSbRPVZnuzdhwYwQaG33Stk+To5tMS"
-        "sAXvpNalxjQqTsuEwwnUZjAY4xlecNQe2xVGz+GIORXqW4rfE3j1aIhN9ThingGOdjEVxsBcHJxffVHr/52ndCeBJzrRwPdZ"
-        "gVpZQA4JuCXR4a9TtH8i2q7unOLota1lPKKGxkSFs5C78pgTf59ty/AswyMCzUSv2eGz/h8Z8S3esJBOzAJel4YSEEqvqBAp"
-        "JDqU4bi3tynXU7TVGqrgQKmUqtLVa4MmfIbzOhMcbxje5RY4MAVYY57fkq3XeEPRk1nOFNEDL7uc5Mi3LJ0AzwWsEI42/B8k"
-        "0YRjsAMJlvMNTd0p/R2u4faG7YmIc0Wvyyuy98ItORDbL9jAtE4SWNxoO8q0ADNelPYW3ccLufwxHQcvQMQF8vtolSfTSVKs"
-        "cdSLlPDWckO3YAM6yxIjkOL6SSbxQo855XGAaM7QtCrn6IUa2OZ2LDMsWDrHiCzspG7Df9ilZNGbqJvqjW45iJn9pxBYzHox"
-        "i0Fajc35Bd2L4O3nPezQwZdbV81IMPdgNaB/QCTil5wI8Fa0yBcaEPAzFFGAowa5wTL1lpyE5LQrDrk2MeHHGy9CjihiHhOB"
-        "rKvCsVXYQdh8WHERvr0v36rYGhSXgl35hTXq7226I9YAtcz292eP4Tao2UvW7rEOkI5fTx4qyz+NipGON0g3XFdzmyOjCS28"
-        "1WPahjZSd0g3ytbwj/hLnzkrgVaUGmSOHC207MZxEQy9am06M745DDpGN+MXfX2IYe/qlucYqRcv0MirgqFMK6IFHSod3J/d"
-        "DptjqI9PAwNXXZIBL4efchu7qdPpqee2fsjPDx9WhJ+H7TGIHqF93azYv3Pdqul7FQlBXqSPEQcXYhgD0jnStQFxkNv25Ufp"
-        "5KbZcNf6TH1B1TOanv6wI/6gtIqOf76uoXhRGd2vJhA+85yy1MDR2P4PgpL1v624NeyBp5FGgyYnX/GZE8DARDn2rXpZNWDi"
-        "wdD+2RoJx4Mtx+I5lnqH2gJdlSA/YgX5CUkpcieC31BGIs7DzIw+J/+qto7BAzRcJv1jQ4lykOfQTEPXhFQGgK8joyxAowF1"
-        "nGt5QCrSNfNSgBnEQw3MIPAt2fGhWR1HJjIhE5ufqV0HZZQj3YeOR8HM7fj5kUqhC/wsTjcatmvgyFOGE02EfVYtnguwyUV6"
-        "mVSDPt7w3dVHYlMGFM1L/d1uTGdBJQaZIB1lT/AydtowAMT37HxD7zEa1s43muFl4MdBZr40wfDLZL7uxmI4M7ko354Oy/EP"
-        "hCtAxLlOLYdIkdbJZgPmszUWPGZKdPIvnyWSzrs8FezoHrXwnx1o4R7Ow1kUMjLJNysevBenna0w1jlxfaYfcupY1QAN+sEQ"
-        "9di8+HO0JNW3CVjBcdMLtXlwWp2TEq2mXXcl3qAt4ozYXPKNdOpP0zlIbasqBNz6OAQ/3BvySLZrAsF5vvb2KW6RF6XRcQyK"
-        "ymd0gsoO82SMG+9b2K1bGnS+Yp81CchewptwlTaNf6Xj9U4XxMYDBhfKpzjkdHLoxmeTonmaLm+Z3RVI3G9Ij171Czu73KzJ"
-        "yqwmqID9iv1juXn5MAxLWOIbzFDb8sWx1JbHYekbrGw/wSc/+YEdQcVEgw1Xg80iH9N2nhrDSOICEYyTVVKgtIa2roi4EziY"
-        "PvvMudKzkpR7LUFCRFEKmI4huNiITEIm+4nvwkTb5URdFPjZyNLcD62xSoMcHRejUYvCiyJiO4I+cESsJHCtdNGL0gj6FE98"
-        "HVzmUIX1ZhWtxGVRUUK0S/hcj1empS0rv33Fnzk1vVX31tR2gIwDKgW8G1r1ADGMTHlmblNEEetC40hEGLOI/KFS+4s0WU2D"
-        "UEI8LcnWjOmmKNuaHruGbfxD4og7fUkfxmddQ417dybZ1MSGD8J7Ubtzz1hGUCGFKyxteHZ2LM1K+Bc38DzTBrH24OtDOZx4"
-        "Q5GWxCVPWfFCM2lXlt3k2LaPPj3RbNF19lKyYovXC1lPl5NBQmQuGgOXWU+m06fvYSpKWDGccr4QU2a/TZ/OwlQv68ITkQdX"
-        "DjuikASexUW2LFhxmZMFJGpIkhUAkI0qU9Im2zlKdEiFj49PeGMP4rqlEY4SIEzmV6jzKnJj2YNSv7u0E9Gg1IUvqqhZRFFt"
-        "M5RKJDG+I/KWZfIOM3pVmhX0VF2Op4KhuRg1CpIXNJJHhT4mqSWFhh12crlMsvOFpIq0fVTDOJmmoWFkGMQcgqwlRNf8mUs1"
-        "ANxFWgsP4zGq0ZnmdNc41+gx1OR57u+cpHTDHuyU/sFWH8+zCUbZrJbhnTDfy5e53wHq2gAjVt5JkahKKZ36tEaumOhOKDTe"
-        "oNImDZ45zl/0KOC3wisLFWnyzadQ94w1kkK0SZnIrT4jDnkYiEfBtKVOoJJdEmgPFYidwLnJixqWQnG6MoFnpFDPow8Uneak"
-        "IFNLHVL146FNV9oOIcQp84inaTFZZWMG2mUQjrhJtuGSewnm/RxffvyEWD4Ay8cbR/svAQPo7FS/cYaJqu3wxPgt4OFlqAcP"
-        "l/m2cBRw0eQ6HNHQRzR9n2k1cYgNeSAdI8ooND2sUnGctjmaLpuizIRTEY5jzPsstF7CiFOyB74pKiny1QwuD4Cm5YFo4tvB"
-        "CQY1dQKokvcQLt4OWoZ7jhCSUJjTewpkHD+8M8JSc/yX7HT4E4zR7OSU9ry+xEMJ4WfSaCsg85X1NGwHP5KeHMYptyjIN5dH"
-        "GlrJ6+5jZQ9WjtLqyZlOsnUyrXZSyTlGQMw9qP2PyI9+VngO6MqojfpF/vXllxJMFhFBzKKadiRbA9XW2GryByULI3XRR+0A"
-        "KTXUdiWlOACFGDMKDaO2h8I+FGoyobow42sDRHtEjm8jk5pZiZ9ahI7SD4ClBQc4/ZlkHvydcU6PEakpNX6lRXsHu4WKXpCn"
-        "NUYbyMk2BYfeBkFxmioit9iaM7OmOQx9bjXMHJuTJodQlcREZQOXrJDW2aSKQv6GZSm+li4Q2EKbPKhSyScZqApeZwkQdwoT"
-        "PBBBgYLjsHuZ0Cux9jKOG07ud676m4ZnMhptH574slY3UF17khfJbc+f6OME7URGKvlTGvKRtbNjpy3eBqFHLJsWVV25rEwe"
-        "VTgL9Wbel8+46rByj9oqm5gIfaRbNT4fGPG3XKY1xXjZjb0q2Bpy9Wzh5mlGywi593KiypQvJzaLYjPmo1EpmntdqGuiwKy5"
-        "fNGiW7TaJvsP8tm3ND6wjdmLFdtiOfKgVQRRdCHJAl1WErULS5uNxsIPIsEQ4EQ9GM5S8tZ7GMQV3E/ZKtkRa5CDPFvk62x2"
-        "rTYeGQXFUG7KvXut02c5RJ9iI7i91cuykuCxkk/w8+0tPyRgeU2TtbUroPsp1Y0T1XxuTqnSuVrq12jYahbGljkLYyG8FcZu"
-        "9mSvJW8ublOlhJZhje+iq0rcDjITlEzLHqr7fc0KCSCcbzHPdHX2LtHTAd9Kx8RiEFhW2FZhkePCsfWDTw004K+RElXtPGDS"
-        "8LFO6/hroCIw/VSziV/VaqJFZg8PzV3LQ7Fpeb542NJEnrCeD4FjX6JxlZP4VVl5kpBv2Cno5sYhSQuXCpn9LqIGxucTjSkl"
-        "N8D9BTTXTeyXqB6VZ4aB+IXTbvmTzCRq0xIzGkIrTZ7VoGKdaaZ50xIdHJ3a5eR2UzX3lJB/Yiqo2enQeGq5tlnq1OjO0Fm5"
-        "aSkTV2QKxSbW05jUUytBCw+3tbKXcbyER0PX+69Wgb2NBqEErshG4dbZDYHYOoluOCYhaO3J0tz6gBSl66tMhMmqLngrTZNp"
-        "mZvj8nArdK15K6FwG7mNYtR3to0AbN2+HzVpsegnbmAnE/uAOxn4dGULLfaw6kvOfUEx5/Cv0e7i2YWyllol6zIsclmvQakL"
-        "2zLlt0N8HtsVEyNIHvioqSmJWOqQ/KKI9O5rvZgSPtjw+bmJKwfciDbJEfg4YUpKfupqfT4MRgInw+wvyHVGXba0fxFHQ/ka"
-        "lgwprwivnyYyZiuiUPYncjl+e3dibH7btl+u8nM0g/0NG99Uqdv67kXT7cyHaGTvvEu9ln/XHtWBG77tRi+tP962Y72OP7lf"
-        "USPg4RSQ/vkU7VSJ2xoEb7ffr96cCiJZLKwRYFhA5DxVtyfuxkmEmtVFBJ7gYU0+cc4kPgg+kQfcjxxu8mfWOr+Q8w6Xq6oW"
-        "s4S6mw3N5j1pQy6uS1Kv2obSfaO9DxqKDkoudr1rA4qqCzRi5HkYeUmlvBvKpnN/EfoGNNwQms84lxfofikFzToLDjeB9VZ1"
-        "rkNCb1Hn4p2Hhh/0BEO2Zagmyg1rk5Uij8IBFQTUC4ehYMehJWU8yNTc01FLyX2Kw1fw5t3i0F9jy+KFjSuVGbZY73BcfZcC"
-        "1L3RucXHuFgbnkqcxlhbVWdeA9JKLaiIuDgBejyG3L/YRoFn5c/Qc7jfihR1Vjm1Ji/ep9aoxgvdVm9c4zjm1/Kmn5UcGQbB"
-        "aCtjGoR+yKKBDWGkHG5TQuRaA2whCP4B64YdCoIGGtr63K2YlnI6JHQYAAKKNs2aIanYrN7T4Z7IjbWZiQ1/cHdMMvRA7weJ"
-        "oSij1MfAv1Np6d0BWnZ5Nf0FM0ZK5ayxfnPOyEuGR066Qenx4UN7WN2U9biSpFBEplNkb/SUpdpNXzeMgrNXwzLmkiFeAMma"
-        "KXv3qDaA55LioCVUHB2+0IaoXWeMJCNxTy/MvHjNpxSZgdIzGhkBEuDPNnqlJ+/xlrjC3ut5VHM7bLkWu2N1YcWAJFm9e0Mq"
-        "irB6et9uTDEgbS1i4oojTS2mjvh/ngvh9Loox2yrVY+ULBvsJOqtFEoDp1xR1jnDM7gYVI8PWY2WSv6+q0bpaop1i3S5JVYb"
-        "d7HXIHvZRcVHw6pBaxw1WuVwCeqJ0cSou0p1jbsrXxgldSdW+Z6k5irFPcPKS0ORBXwOwV0r0fqkMxPXvsYuZKfWc58qfRM4"
-        "gRRNJFRfTYYmEXcxYqmNTGnsnLC75rBCIRkOZlNhOLe3pXm0aASnpsrWgJI3vweCQGNes3aIRT+1xlwTD2OyGwDLIlGeJNQb"
-        "ZaNh5xeKxi4eMCYA7u2OMHgR/z4tDIZRFhFXt8NJp4q8XZ6Tc7JKUkVHIVRSJXBURZbwqu49peQ2t53qbieV87ym6bozfZE7"
-        "u1ijVnim3CaSI3LOQMi1eJsJ0w25jG0rBSG1dMaXqNLd/bUqhKlpDQowsHFROfq9AP/+Dba93q41pTX3Oj67ouZuTLUebTL0"
-        "NRKPmgQtPmla1dzCNl9AQpfkxYYNuNxMylmh+j4vmzInxEbHm1zyxk+tf5SkRy7YbovysMt542jSvdB9rG1X+9Qtd8N/+Er4"
-        "c70SruZhMBFNKnfCMDQag7lCbvr3w9xNXfbRJk5LZXFbXatR9Cb8onBbVzan7va5Jju0XgDY62h0nR5hIDPnGlAd5nLJwYuO"
-        "5KRR4wDbqlCjSKULtHXmAo3ts16jkkPv3eAAJQIF363yohCWimi13qqdpR8m800BHHBIob+9tV5tFuY8IhtZ1q44McJ9+1n4"
-        "vt4iTu/kN4saXSQZARmOB1CEAgGI1Qtd+U44fHUwzdh9m/a6ppq59myeUbfHcKHdAjVhv1+Soq1sLCK6R+OTz41h+uMiTTXW"
-        "iVychcrwVgKe8DgRsb0v6m5y3gJLGm6/zkFe/O1p8xRI4BzDYIb6EcFSH/Tqacu1jsmLXb9t7nBX5ub3Ll8O2cHyhVa1mzte"
-        "pjkA1KGTdKHTKKvftMC7R/PNCIwqU9KqULoMYwKNTIPj/8jBVVXZpGutvWlTrcDJOO8rJoz20o35dpsiIZ+nnM4mbKi/C+5t"
-        "Z9Sr9KrRCtxYiDcVjpw1uK6AkK4HItaRmRXq2Jmok2WHxNC4poXnG7hLna1VX/pawbJwyaLOwJNBzXXB4P/p7sqa4ji29Lt+"
-        "RRHhCLqsVl+ksBUzjbkEliVLYctSCGY8HpmgS3QDNUAXphotl9v//ebZMs/JzKpuJM08jB+sppbcKpezfp81IjJp+zLSgmay"
-        "zpP2ew4c1m35q7CW53kHADlpapekkcO1Cc7YV8nJmcra0nm/GsJoJGeXnqGwhjP1HHZPWGPexiFRIpp4yfSuy6EVO0YGzGZq"
-        "6FtBtuSwXWnRlVOw3FeEs30MaZzwiptnXMiyjFnulVBqpFQnlPIDnsNHi6cAX81/E+I2XOAXwgV+gvO07IdZPeLW19Uz5sp7"
-        "1mkuFYmMFUSecT2W0ycA1teGyLChZCu05Ctjj1HsKBt6qAwJtKmc4Hl1I6Gw9cJGakX+2lEStkYoaMfnITKtmUf0aRyUlDO+"
-        "Z4wHVp9SphHExosi8dPk0SCxGZi8g70ff3169Nvey6cEVi7hFreWTyuqzRrLOUCOQCSpHswavIRt1o3I270H/109+MfRIf/Y"
-        "evDvRw8Ob7eGjx8tJZE2YlmhZgBIekfOM4jXSWfgovvX/SNb3N+Ll3v/dfTL0z+Ofn36288Hz7+gY1A4BxHMH5CmImnbJ95E"
-        "8s2trW8J4gsEDPBplukqiLBxR2l9oTUMU70ynptx8e7xdzdP57CsB9duNjaXPwLu9ODho7LUWdQNgyOyJ8hK8xHCIk698q5j"
-        "A2nQyzSsb0yRbt5nKXpMxzjgO2EgYhBfp+YjYue8+aDVLDzYabXX1zNBDCULAtELoMME1anGr2FyVwWcZ7I7YnN3NHBlrolr"
-        "MJR81fFj9EhoijfAe/v7JMacTQkwgo10VzKQ5qjuiiF23OmazT2uDsionK+yY3n2pmcYP79jbONv6TvhSB3ugnYXprn6hO4I"
-        "8wUkfKP+jpsK4R27KsL1t/L4IZZEN1SM6Wd8bSh29M2tFIzcpMliyLWgXKJ1C+Yv70Udr9kdJaAR0w5Q5MpONx/RUtdIpTTp"
-        "uqhLUBWYO3xbRK/EJnyWSRE5n2aSvsuKnfnymQd0WDw9ih6EInICQmzCK6yPq+LZXk+NcZVKqOH1emp1ppChujsa5KIXe+U6"
-        "6utmsFwN/e6hqndb3W9uxU9vrmlLcLsdKkeERwmgVBAZWiHi6hRNl4haVBU/vXr59COEzGD4g9Mn0JE5Mh3g4QZU6uPZwFxD"
-        "tIJXJzw0w+Jh5KDq+RbdXyPK5kbl1E+PcleWiwWXt6+wxSe8td2JA51OgV5TB0/yxBlE5wOaCWdX44B05BkDKNSJrIaY79H6"
-        "7C+K+7B+Cbi774rKaUJGJ4sZbtfxA6SZ01H68rLsmsMRxayW8xMu5KOTC1iiUThI1O04sKqZz3h4nOhfXRBvz+QdfJJJydhF"
-        "8AlarfPyoHF93FWIG2QhC0SsH/cOnjzX2kH1DjxS/tbRj38cPN0H0YwO0bkBORwEW3BIhKZACmZkat4zTetl9fEIrgyLR8XL"
-        "+kcFbliSi5qTKCvM92sJ2omsj5aRLuZHmZHF0W9RsjBxXW4NQ1dKb2oST6mZAVT4/R0jxJhTb7d4/J0AcueOmFKk5fvuwYhI"
-        "tyYIeRCrqaIfduJBtkvP+piqi4sBdzR2/qo1aiPqL2+Yo2On+L+NdNJZVa37wK2VLqAPPFBQ4cM0XiDijHYdkL5IAW+3wo7J"
-        "lYDJ0UQssH8mpdUu5Zi2RAURSUlfWZu48jbhVJaWteNCfyC5XKpdw1LeOxlqsIHEOKO6ZUI/uskdwowAe0nGTWSoMJRlSjyy"
-        "iqYA+wAr2wnDpqyl7AcQqOWdf2i095zv3KBd/wpfmCTSUvg8mvnaFlPYwaNDxlC5LEPQ88PRlso5AyMFqSnzhiJDxjG2ei00"
-        "OCkOgNOCRmrJ0MUdjTCwnezfwYcQYfYsLmYyP4fS7SGVWSpDgnxLAF0d8F9Y0Ab95skR83bzTUUSXvbD70s9AMXbUU9JxY0I"
-        "wWlTn8mYJodo0JtZCzS6ZjRpM+XAcv8nY/oyi8YAf7PdptUZfXiI1BJSnCQBTuu2cuqPUyO92+gyuD89YbeVEno/hTE/Lpob"
-        "YN1LgVToNnKnIBRQMNohUxchENTFD9E6dNfu3493NDFAyOZVH8buPWggCRzQUvUACjh3nheJowLDmmlAragSJiQXv+HBiV60"
-        "+4vqYsa3/UTWpDVSohZlh0G7k6EfsRdyl0gtDi0Hl2djeDFfzE5nMnGdAvSXD0xGrCRUiSa0W3Flyz+35G9XH+Bo3comIOOC"
-        "q97VjM3HqDF/D/Lwl8mGlQt7oymlVZ4RKGU0AGaD50thVyDv0sCdZ9HTX6JH0KzFEHE1Gv4+TFvSBN+yrCMfkdpwaHZVo5Vw"
-        "0Wq/wsJErO5ST6IHQ1AHI1/EcRuRnZ70h02/VsfUBTwMurrAkW+XIeANFeXmfFxshCXDPib/zfH0YWoVvXRkckr5oF4X3bGC"
-        "pk0YK0iESXbhk+blD5S87nZHZQ13BHoqXedmOZdcvw/787yr3s3vH0htLem+AkMUyxH2KcWAurnQ5CkcD+sRxcq8z2/G+WQc"
-        "FZ9PZqrx1PexJ6hNupYTqkuwafowPJ/wgTlPML2Nw+HFokVADuCtaxEJnfzjSJFXEyorbykC90PlPhw9lAg7wHYeTPApRDBI"
-        "c3HKbcmoD+KLk8JwUyKuUgUVEgkpPiuJZdNjsEaIVIMijuvFXPkVBfRoWFSajh5dM4h8vmDr7V84xECn9GLuqVypCQPz/SQD"
-        "lL01HN8o3wgGlrxeBErNLhvipf8gGYJaEEDepeK0QQwLzsynQk9vXJdnUw8J79qMDdpsuQqf1Lst5KxmvtCQufVIAH3YJT20"
-        "bS3p5Wo0hxx6QTWgo+sd6HdMenF9szgTX1PnwagtEn1HmsrzlbBaT8gapRsJxBX7asyJpmFq3Y5m7o2pSUrt8q/oiunpMgcD"
-        "g0fj33fUQZmB9aBSQRehQfd7frjhRWjvCubjUOuOHFiUmnQ40ipNX1Yh2CqpHCEEjaDtY5+I3rMjfkv22hAEhXtj19MtAYGY"
-        "gKjeNBWcmz2uVgqNAhPZhPlX0BDDTCwAke3xp8Aq6g5H8q1WHvuO7ZgtEQ9gXBAASM/d6VFXF0NOT8E0Rnm1vTk+ZmZjXIY+"
-        "DjjY7bxvVpA9v0Vo78WHhoMr2iTRpbkaQD8iGZsQuwJ8VzAQcAeUUYc6HGUYhalFZcFEdj/KDrpOkuBaNBQqrsSkrj7fUzZd"
-        "RbVhw7ch4kiUalKWUnobPtSrkxOqcegfz/ifcFLx0EJUXDYOW0wTHl5yoBOEeQO/hKxvwjyqit/3f34BoXUcoy8Rd04zOXEn"
-        "HiHjud2WCBvIuAiRKR7Q/p4nhT2eCaAdIqVTRD/MkOocgKmYatl14VysvlfIYhLqALzoSemzl5FdRivk2NEdg7C5W2y5De5l"
-        "5bbky3qegbYeGvA+QA0CeeTF/ATI3j4Z9e7d7LSaZ0ji2HVTEwS3SUdxM/E22BnizZT1i3grhTyV+Op7cS7ThzKckRwfDJsC"
-        "XJ6UY7KhCmkKIuxLcGTLWQLAFAfaV4UCRMCPhKySel5dyyfczvNjA1yZ57mBt24WJeOtNVfM+4N7kv4+XMBOhNvIlwHgCLHG"
-        "rcV2PRMbMo8PpQawRuL3IMoLuS7Yx2iTVPeLpQQ341/fIjdHAi/p+UdUNYMU6RqDbl/DAvT3xiqaNhw40jG3NQh5pg360R0O"
-        "pRpDl9p3cP6+bojIbyNYzDi6iC9wXOeu0rwGtGzE4KwANh/wlP9BxuX7LY30bj4IYMymTaGhzInvABKh0uE9ebUoBSk39tig"
-        "4M0RFdOeKMkgaSHB2xOz4O3CKdivv9intP6CXWHNxYK4C9KvktdURI3nMoyltDICLtUPxnOIPnOZZNy8gct2wlC49kr7JI4k"
-        "Qf60UkAETZ+AjgdAzrtueBHsa2ovyGeS5WCEBzGClgQyUyfGFndFdkV2VIEMoPlmaQ+H+Mo2M9Gi4dFzLWuo55aQSJ/I/PyQ"
-        "mLFWmuQ3K4MmIViB0l30/v21aU+o92Eeud+7u+ZD7Lpr5mlJjOQ3JClSJ0qaWyGmJaAf0nlFQecYOXRWn55hVuNfoubVHgrO"
-        "KoASwy53UXluTu55xNIKI1ZI9cRUSNAsceN4/ebVwasnr34dXYKnk1KUvitHGV3JLL9kQNRiE8ZtGl3/Il/wvsK3QVM5zGAX"
-        "CYi7NlOekpkyGCjRNFlGHsGNAb3r9mt6LewY9MvfQF2sUNPJegq7DNnSEzKicZgBbgg6ayVn7ZzNWyeSHuAcGEBEqhQJvzlg"
-        "GihcBzQtSvTWcQMOy0PTrjWyeMeqbyajN2uJrd7PZJ1i2quEaNOUHcssX4ohr01DnN+m2iea8Px6jo23GW1Vb1fWmMmlbBJm"
-        "eBxJLv9SM30jow3Tj5pOjI7Sm/WazKVoZD5U+ZW0az4Hm2vITnN65yAXa6QtyWr7xpMN2FOg16eIIOXNPZPL5pqAJfFsFbA9"
-        "kXQXjANFEIk+EcizKYHiKJGz1Tv0YHlPkeCcurKJzizFaKDDFTPmNFrDFdN+wPUYMDRiP+hnoTAlKjUUP972dm9EKbwykkTz"
-        "/HlzRY6K9U8bsaedBrxdD2drDpuCWhw02sxaggSUQzXt2NdlGx4r2Bt8w0xCudYz/7QC0lwz2Qu9lQLG2ebGaz5qLnTDtYGK"
-        "zZp6tKtIWKARdXwnlwcHO6YgCuidmAcM92N9BVM4DkM/gbKgujjHhC3NX8nRbMi6hJkDmA0MgJeYFYzGaw+kKfGvoruFwaMs"
-        "6a4sXQGj2w0/bVptJ8JGwRQ1vNhvixiPjsaMcOjGxQbOElj8TpWzARPhVmRpoS4grM16miQriGN288CbtA2N4CfpjWOnMUX1"
-        "w80uHQPvrdAw9DNav1CrL9IydMWsB6y1oFsQJwzez5XXu7CcIeQNyolja6NWerstDgv96fYavAlSiL+FhmwdutuxGQYfAhwW"
-        "rvIJlDWhiDXxKRSkUGETfZHRHhnW3JXgvXxcdEXY9WhAtMdDGQG3I5xQWhnIPali6MjaGjlNvJ+jnVdX7VkDucYQVyo5lxRc"
-        "Vy9GiUQCnkuU9g5D2nBFWUOoFSoJ0X4f6yFnS7Z3F0aCvxL0sYQMLIoSIuz3jJuMqSmurevIhrI54w0nICrDbQeYCu7jGHaL"
-        "jtlo/19mx+8WlZBlOoL6XIVHftCzOJ86qsV+DF9GD73bTP7cCgsnSs5eEzpcXBwZ8Wul4NWX1L2GX0M8G2v5NGwce6pfhFQ1"
-        "Lo++LikD+sph9+QRGTEZEvz0ZTo94gFZS33JtmYd9WSsFhqrKjJxyKRLf63WWGgzWaGvsNLdrVngDrkZqQp+qdKPL9EivkCs"
-        "l1xBrhI8seiohfR8+F9T4OmO3l23E4o3VdeVZpvzqg7Dv2px9/k5QZ/mxR9bq/r30GWffy/lgw20r50+PzD4CwvuKcNxnUFE"
-        "Np0Pbf2xeH5w8PpvEGEQCmd8H6/tbLaBr5tKJYcOSlR08gLBDoILMP0NeH2IoR2wRPhUGhX7TULSy+S894JlBrOrXUMNdUzl"
-        "aXsVIS/R7wSUB08pDOQrKKJ+onLrhfgVmHwXAhnAX+gTqIm+N2CGJFw5aFMC+l7SEalcMX2w/NkOVRQro0qCs0PyZtl/Aoc+"
-        "jRtsTiRt19ccssANFpy1IfspA+ZbALzCcAHyd11cAPISU8VAWAaFhHDcA1VBJXPuumA4+nKHNIzcXFAtIRbIe2Z5qJGD5QIB"
-        "55DDGIIjKiqYnyB8CESVBLsEbHKo5QEXUN0eU8xFTLEzDJIkzCHXe1ACeE5U5xiFMcTE3zZO6aU8Dvo6rTulAlVigLrkEF4I"
-        "GkcCQx7kikNLfY6ImA2hh9yds2rqI4NQz/cKzwgLoZJI38YXnBZegcOhuM1aaTrtMsvin/4V2n6Xoez4v/BoJqDt7S2Hp3FE"
-        "mlSxPFyvRJvKrttFXXS3LtAB6HtCD3YXXkBeCXxIhgPBsaIPhDEIaKR1U6oiDrMylASzwY0oVawGlfOylmCG0QDFpWot+X6X"
-        "bKkRLaBcgdjJpiCJf7iQhBh0ZeLWA5rEZcM9ga0sCgomiqgMuEUXqllXbEC3u0SjtI8LBfmICh/LAwHXfFxMVAq94aQF2EgA"
-        "7kuAIicp3CGgrtq0rzT/qDOb1CCy4R69o1na5tX7+rRaQAvwrtEqaMuKfb94iihMLwLoFKpbd7zEXLnc6EAWjjXtiv5OpgiP"
-        "06yeU+1MzgX7kiKtoFbHXxPm1aBn/FbxfWOSijE/6JGaE0ebp/4NGGIsIiIsKNBgE5bYN7dUvvshFSwn23k6OScPx50fKNxV"
-        "8/yomYsFYsdNa5AOMoyOee25mTuB+iW9Ta9SzlMpiYEh/7IHAEaqZ0xMT3GHYTC4X1IxOXRszXbn/ukWk2mHiS3qTGVnwmOY"
-        "bBhWX4XaDRoXzmezq5aYZmEmjlFG8xsk7BefAH3mnEO0EI8CJowB7pw/w0M2P9Aoq+IYQpN5suLzCMBAtwRvVuErz65+aj74"
-        "LiwtAaPTMW4u71DhNT7fV2E8ZsuExXHaHLsy5ovdLJ8jd2kYjcl6ZJDwKc7q6Tqv97eC+zmMBmr9VrRnzYf860H/kRAnmSXb"
-        "QY6qISjVbe3o1hQEpMCpLNhCJYuUnPgsGlL4Bl3AACEwTSgs/QXF35jb8OU2zJks4aPbXCKaR6945w4JOiO84dUuWzLAns6r"
-        "i7GveEQXApS83o2FzjzdYKwTQZ+ziNCBTUYj6WbZvRmJmPDnJn2maAcKSb/SjJPaNfXiUwS3b2By9ei5lsjfZTedpkkttmB5"
-        "HeDwPjKat6NaiMNgXxJEKUUTS2f2t5LM3DKODwWtJ6SakVdsVk0HKxEpttNYz/v342jPmGQ1IPTSi5gofAfWYeEPzZINq0+S"
-        "pJ/EaChPUMi7uSJFy8coYPw9Kw8kiUocCQEHaKWGtcpRl2+qC0j7CdNx2nwofg3iuNgNFey+mWgGWO3eXfVX5ilyCd4qUNHV"
-        "tnICB3+Jkqnxui2zMa3V1El/nB21Bq5L95okXQTnQiwipCuzJ6HIqERj8iZHjp1sLK9l3LL+JLJVxXgMhvY9SarCiGg9sBTH"
-        "G1F5RM8ElANjVYRRMbvEz7Wg8Xq5BNnEvVDjjs8pRNVCyOKYNgMf0dkOk8XPGwUoW6CG8Fod8osC3E0c5CPgdoRzcAIVTeSY"
-        "nFCwL8WJ8gkWxJbgPvmdC2OTwpighdGcEDCJuCNoemgZ5tMt5ylnEkGrR3myYicIwBkwyEqA8e6bAx1JocVjeuiIkVp843bK"
-        "YCsU/3WWFLsbEMXsdXKZMilwuvtw1FSpNbvf7ggeF+Fd3vpMFEewzonBIFBU549PmzI8nfqEYLYU4W6rCmHUC81gwqcf5z8A"
-        "5ytOTjC3RRF8eg8y+Qcr92G7czF0ElIxBW9Hyh4TQzCAYU5hHzhpMiYRUqbt28JpkT0gCmCHpXZbCzc2Cz0kWF2H90oSjr8a"
-        "pkM2ZxUTTGPqgX7SAY+gPo3JBoKdAu/FCjo7H+Rr8IGX/Q7sTbsDok668pYdtAaB9UVopQHIRFmrwP4NezCbfH26DfvfKSRa"
-        "UPzd5D+ZIdrxWT0HSq6DsDRCTUD0Exmz7PFsJvva7B2f49YzfBiRPy3yRplHt/8fMIX0ZEnnZ5jFslXWeoh7HfqoNoCr9fNl"
-        "G7e7D3z++UnUUrBBKMNOB2ObiQ6FPO2ODS6TV+y5l8FY1TsRv6QMCmz9LVeLhuiFzhdCxptyHaluQ0lgww7gXuE7NFiyyxWW"
-        "0rRVPmYmazWmDyVRqfH52tNZ8ijkC7VrPBI6aWYoTqeeSsQXEW+pVMg+3fXvCfjMOgWTS6LbMi6vWHrHviL5C3eNyDHIwPFk"
-        "QvlNioKZkSfOFWhnwhOixw1wg8/vGhi3cY/apfIdutSudb/oikHr/PA2tlY7+/hAYkdMoGeHDWaKGw8hL7vdCJmhGk3vwe8I"
-        "UysZqj4EoZ2NJ1TTJTCyQ+ycfxONEnAU+vBb498cBqrWeRMmKNFSoDsa3TqV9IcBYIZBDgRAYaKFYKgisKlx5iu6b9FLSqqK"
-        "94qiVrLd5Xz0MDbeby1JDAy1f1qxFZg4NYA2RLyZFTm+FQabDFp8bpsZbA7uy3o+i0HMDGCZEnHqDCCnhY9AFrZYLKWVUis4"
-        "j9SA44VlkQcGq6TmcqU4LJIJOHOwn5mObbBIZxu+ZseUYE2iL3qRIIxbQVDm+hHjWGpBpV1EqCd9GJRGWAzTluLWk5QlH2WA"
-        "oLo1RbSIjOna1kyZoNBjLfDGCN766baPJ3Rv1uhgF184RtOLlKW47o0hC3jsWdfHrXgQ/DJuyjIbX0x55RG+I3BBc/Td9jvT"
-        "AWru1sBtXcf5tVFsFjLg7tCDbirAvypPJg7vwduMXKD2Zn/nvX5LcqOIL5Wr4kfhX9y60jrhcqZGf8tExv6v5JyslHp9kNla"
-        "Ai/HaW73qVurUolW6lrq0JexXl/qWd7rOgBzqw5CQzyeJdlnxxzKI2HKESqZnCpudYHOTy97TlX4SGDu5aMr5k3lwysEtGmh"
-        "yiP5rQU5ZswD+WARMgxExVrgqRjRtA+CyiJJ0U0NrWjzHKpFej7Np2ipyW7/uChi6CJXiFudW6adqg26+LfV4nAU53LkULOq"
-        "hQbHWq4LwbQSfOlOsEtfire0Io3gSxCWPk959VKlil8TdseqlatTL6aBSxOTumufEoPYBH5xwYnBMhqdVuKSGkaskKdN6ZNX"
-        "rmfEFsC7tllmETtkFlXni9KN83gubN11PTprmvO2D9plj0Kn7E7kj0WFShkHxQnUVPEenPLNHDNhpyI409mMG4ZKfttWiR+Q"
-        "SOyNpTC69tjGVmXynKP03+5Twz74NZPgNeLAf3LnPQQSP371PsY/CjecaPZwtLWZFvY7YYn4vLlngAcyk57AGKG4qf7GnSoU"
-        "jpcU8kNaBSIkdFYBgbq6CvgbsDFcDR7ORN0aFo+3IAN7a81Id518oT9cmQUvEMur0h6ZhmPRnAs8iNlcyIM0xPAY7wAgYyWB"
-        "u1DR+LqsU/wDOD0HBDEaeyzWDKXbvJlXN4uz5rr+B/oYQgDdN7cSGbcdkw8KOXLSuEkUGpThLY/qM9UELRcts1ItVSMU54T1"
-        "piuNCOD3fISlxPqpEa9JoUVnGDrq0feFQCzAc7Wo3cRBfA6iTTkxJPBwPJzS0v+Qp4T1SYKcH4hRBq5glsw81BlvWtkIgCRX"
-        "kDIQ/QKPnFwdr27oNMOAGelNMdrEt04E5pcDViSW/9l8etXUyJg75dgKcJe6/qJFH4N+Zu2CuZWa5qIV7DyieXYiJaGyS2wF"
-        "hN4fKQx7g6kmnsPZlZ8tLT9/VQVc+/jhAjKaFgFpDeugJvbXQ8/Yuvi9yzZfG90GTb7tPSoF2WqIc9m9RZ7kXiQ0xClrNWet"
-        "QMPAbAeM7QBrRhqa69X1p5dgkmr4d/WRguZpQfxPvQD5T7zKmJxBi9Tp0g1DF+LAsJEe9XIKV40OzS7krrvEx7yjqJUO+KrQ"
-        "gdx118lvi0eFG6eBxzJ74ARfi1g8u6g+SQ3XTgybDrBO99LW6PviPt9AoiM3Nf5WPLLvL9ytFr4C4BUrkdQscjB+isDKG4tb"
-        "rIQlzX/Dyv5u62HH9e96zyQeS2nJWgufW2aCr6XO3WJytlhcHQnrD0fGTwrzoj9UDDXQkGbVi/mYh3aZqrQz9g36EGc5SD4z"
-        "aHxkDss7NuhLw9Tlrq99H8WCQaqAkKe/uz338pBS+JTmB8SrYbfh5bgyEkz0u3OMeY2C8jr5ttXQQL1K24OS1EPebe31SutP"
-        "yPCGQwlu4GKjva8IFFxVi7IchuMyzYLDHlpqQC7wsMSbOi5EZQOsty1Z36BegxGxlOwHSfjn9QzwlJLIWX8US9zsK7zQF9qy"
-        "diSPhLVgQlMqYvhIYT8hssHCHQ3vj1pep+urQpfv1p7++OV129MdxGxtBB5PEodWB/N8ZvASKCWkWaeF8Rp7JizoGUvYWzSE"
-        "kd1EJX+ypSbeYHsMONb0kkYpufXjLYnVJ3AEvZtdNB9UOO0Q8w6m4v8SFR3S+sCsmJUF7yFHMzGzP6jnHr2jcqXPj8/AIlGi"
-        "Pd/Jb9cLcfJzqt/e6xcogYDQc73gfecIma7nwKKwg71vz6pH3z8eFvvP9/Df55fV8T5e+wVsx2f+T/17D0Qad+F8evL04wKY"
-        "FeWPK9dS+g2q3vFxdf7s4eOtrWHxy9MnT/Z+OXrzxFV15j44ltjKL9cQxZ4IUjYAz8L/97Em0HLo//Q3EgMegGY0dOcGQFce"
-        "XFcnJ/Wxa3QLpb27qS+mbyiU/Nk1BpDD22/YJGYu6Yf4Pf2UK43wGI8O/nj9lFuBQIQv5UzFt6Jr9Oc+5P27EYdSbhYn/wbn"
-        "5vy4WnA/F83z2UdKIsQfgU2Sfv80o9+ujdUFvXOvoN7DQPzHtRulfVpzw+IlRvxwXtQwyZQa3nNn0L8AwBoTKw=="
+        "eNrcvWt321ayIPo9vwLxZEIwpmgCpCiJjOIl23LHHdvKkZRO9/FRRJAEJUQUwSZIy2pFZ9376f6lO39i5i/deu4HCMrOa2ad"
+        "66wVEdjYr9q1a1fVrseTrz4LvgrGxex8NM3S2bL5c9ELlpdpMFzkN0W6CJLZOHibj9OAy4N8gl9vFbezUSMo5mlylc0ugpts"
+        "kQbzRb7MR/kUW3yfLoosnwVRM2pQG1GzBV8tL+EhyKdjaBlah6+C8Pvjo9Oj50evm9fjIJtR59pDsEjneZEt88VtP8iWRXA1"
+        "y29m0ERxA+0HCXSazbi7EXxUPNEhnL+PYCb5rN6EUvwA/2XX83yxDO6CUT6bQYUXJ2+D+2CyyK+DWvOJB4NaXyvBt8VSJ7/v"
+        "VA1rl8vlvPfkSRTvNFvwX9Rrt1qtJzjuJ19nUCuZjdJvao1gmV+ls7ptkTvJZy+SZfL8MpldpGFtBdAo4NswmU7rwf43MPMZ"
+        "AIkebdXkJsl0MM3RIk2WTlX6cd5qdeD3XTBLrtNeUDsYJ7XgnlrARl4tg6s0nQPogutsscgXuJ4I8WUynKYF/8ThBtfJLYwh"
+        "GTeCSToOhrdQY5rPLrbm+XQKv/J5EOJyYqMOTFaLqcwXx1AsoYVrwKfFKoVBNLAZfgdNzlfTKeBaPkuDfJ7qogajZLHIYCQJ"
+        "tlykyRQ+vU6LIrkABMNyAliwmi2zKaHEAGEyCBarWRHkq2UfKqU0j3y+BAysM/olhCZQPsw/4JxvFtmS5pssCY2S+RygOoax"
+        "U10BDhTmsIhBiG1dZ8UyG8GC3NapyQIxgtEvX8BaNYI0GV0KksM8EaLB9WqZ4DCCDCDJg6bdlYwARjCs0SidwySgr0U6gQWk"
+        "Jbhu0loBTMw2dAcF9Wh+PJlp9h53AXw+Tj+k4xfPYLQA0zEg1zApGGi81bBRxcsGA374MywcjDVf8Ic0aABZkdPiF7oqCohk"
+        "ssQnKJzmiBvp+5QAQJPGQcmmHsM2ZcALoK8TICH5ZDLNoFsEOEEv/ZCMltNbbvvmErAA0HuRLleLWUEwOEIYTLIFbMH3GRCC"
+        "RnCRLg8AA7Fp+BnQhpjkDCD+kAhHyKtfNOndCbw6za5TABlRhOBNMrvFyRaICwgJWP+guMSB4ZNgNDTACApfBlOCR/hjOgxe"
+        "56OrAqBEqwD/WxTY5gR2Rn6DM8jfE5CeLQBGo6RY4iafpVOlRT8isIrVsBgtMh5lEMqelrfDNMT92wjmySK51q6AuAE1BCRV"
+        "iglApEEGO3Vs18GRSyCxMLcZwBbfrmb4lWx1xCj6AXOuFaWBFOkU2mwEsxxgC62k1DARhx5MaZbeeBUCRIOC9iE1i3gAQIZt"
+        "tBpd4sFAHaYFtDiaAiWHN4ScMJNCh0wVZzlDkkfeMEhewBrjb9pa8CUM+Dq9HgLIL7M5IxIi79hgILbKQCAshjdAc1aL97hL"
+        "GGsLalBxEbA+y8eMbT/CAFJnI2XQWVbQqEM8A2UdBMZQegWbF/ceDAmOqKY0kCFiA7EoguFqie2arZ0zqQuBPMAYYPfCwAl3"
+        "s8V4C9Z6eQvHES/8InsP1J33PwyggfsAKGYwzoqreqO03GtDga5yBmI+OwEKtIKVTW4LhEhOu19p9x2QgyU8j2B6cFzM8vM5"
+        "ntzFMoXP4CAR0nvfw62+uF3Sot7ki6uCcIQeBbyFoQsG0QkcOE45P5H24OrihgVsvgDMACAlC14SGPMU8RFWOmEMBWo1p5O9"
+        "5xzjevytFgU0EwR3wCOMLmG103/C/97DUC9hG04Sj2heQou8QdOxQ6hqhbZa/ifnzCRNx/1ghpDXI4faQiKDi0enA+GeQZsG"
+        "n11V/xg8QKcACjwKRl6ZC7abw6aS2dvFxVrpuF6CQDGCoyJBCNAG7QV3V+ktADdLYQvd32szQpKnQIiCccrkBTgtOCnv7oNh"
+        "CmuRrrEmSDDDUJeIGJJms1mHT8yy7Qd3PGxAVjjKABHuzS8olK1Y9W+2wg2M5Oifq3SV6hnRD/BwVaAiIGi7zeTQIfwjrmFT"
+        "u3pW8VHekBrUuJSlYyYmTgEPob95xegwQnIR1gUJnwHe4+GzVB4Uj8otJLY9pjcyEOAs/wXD50MWsP7mMhtdutsBuNtpMkoJ"
+        "BxcJkT9gSGaCe0WDt2vKe5v41DRZQFU40AEVp7ylb5CFAawskowwe6a77xg5IqAIwkLAIZMQ35ePV1PY8ckUWqdGkxmT3nyR"
+        "XWQz2ekwOAANoEyGlZ4fHZ9gm48KYKKnqRY+Yk4IOiERIdp7zIQyiHaZIG9tpR+Qwl7DdJPp1sU0H8Kfm3Q4WtzOl3mDz03g"
+        "6uixCUA9hgbz678lU2i/3gQGAI91HC+cEOMU8QsoU5YS+RGOvtAZv05uYZ6NAI/hKcxiyhwBvMiugA7dpOlyloymPeBDkSfB"
+        "oS+ouxkgdF/OWODzlkjNGoQgS+ZvCE5Qni2YhiWLccHHCwDfWVECKpFHZGcANWRicGYuAWwIyyFyPtgmnAJz5GphwwMaAAxF"
+        "nlD24fXB23ovOPn2YCve7gbhy1ffnwBcW1sdOIa+fXPwfAuKqOT45fMgjlodPha+/e7FS69oe7e7B1W+S0ej5Gpr8i7qtlpn"
+        "NHn46rtD23jciusMhXQGwIOjCr/i6cOhVPiimvAeRRBttaWaECwiavA1H0UNSxnlMzgKUTYkGBB3hfICHOyCVMBoAB0D+MNa"
+        "z/NsxrzD6KoRXKZAwBu4JxeEASxLFNIsLwG1agfTcFhl5nmx9i1LMMRUGOYxFerAQ5wRRy/P2CgxRsJGOTwiHifAHSbXIBwB"
+        "lzu7JQbzyWefPfnqq+BQdhIc/wnzrJMkm67oUETmgrYiCbmAxf1g0MRjeIBoIvweCbMAmpQAi6U0v8Ei/Zn6HjSCQTZ7n0wz"
+        "+slsB/wiYo3SHTL5Ewc80BZK0OFgNUtWwKstsn9hK9jqADk0bnKYjM9pVfABeALeJVoCizuHhU/xGWjMao7Dh4qwXQ887pBP"
+        "VzN93Bsq3g1wS0ADyDlm4yZCDCgFiucjOKiKAITJQ5pz+gG2IGw2frr7TCTyxQrZghAhYpiUOhUHMAQgOaEKjb/8QnBDERj+"
+        "IdybyFvDEVXTTmpOGX5Lcv44xbf3n93jUgb7f+A/OkMqKBC+/+N6ISRk7cUSgHg4wyktYGrIw5/aNyFAxn72Ii1/Jm/C2mo5"
+        "2dol3cIEZMupEev7n302Wc14b8A3uyG2w2vBp6fbfzOlv/xNH4Fr6sIgRsmSABMC/iI7XHAzUxACpunsAg6U/aCFy4KbNuRR"
+        "43eI4/K9fPd4n140+bGvaIOUQOb2A1CW3YPFIrkN+SPCEOwKznoUOz7aFWMbtNiEz0N82ZC6gmzS0PpY7i1sUGXhgWEVdcOZ"
+        "Bz470mY+CWfBN998E+zC+Rd8GcTb2yUortrxJ1SPO41AfkbdOjdk3uyaF9VdLPNv0w8hnaF2fRiwtZoBGb7MCIjw52s+chUE"
+        "Qfb4cZ2qAGy4pXfZGXwVdYOnQa1VC0AWqdWDx4GWNZf5CVD92UUI4+0/AD48qXF4l+kHHlw2CfBBug7+exAjSXjy7qfW1l6y"
+        "NTnYenn2pAmdLKlKHagA8EuM/bfzlOhDOEBxGIp7wRd3fz05etssaCzZ5JaaLqbZKA1bjaDTqtfvB/WPoJszmidBXN8EMUSs"
+        "MrwQSoRNRfpqtuTOgeAuF2GMyp0GNNcIqiHEA3rW7fxwfvD6+28Pnh2e4oIdPHv+4vDlX7599dfvXr95e/T9vx2fnP7wtx//"
+        "/o9/T4ajcTq5uMx+vppez/L5P4GVWr2/+XD7r1YUtzvb3Z3dva3zWt9t+W8Hr384PJEpwwijLk85infrTeDjpuFWBIOrmm63"
+        "I9N0GnrnDbcJfPHiOVCPg2WY1REQWZ/PWVR0dTurxdQoIObJmAQR4oA63c6u0ZVso0bQP2BVSXWViXLgGn7QmWTQagjNMwn7"
+        "nYiPGN9W2sGQmwXeJviatuQvQajvYBtEZ8HTp0GrjqW7VGjLYinrO00ipFBEewNSRfM6m4Ww3+n3KM2mobSsSLgVZHXAHmj3"
+        "SdCtSztmKiOeygimQq3CT2fzegv0TghICOz/VtBF1XAdaUm3fbaB6uHi4b4eLXsBquSwh2SE4h58UWRj1h4k0/llMkyRvCJj"
+        "LMMm3huEAJxLwBsSRXPRjZBWKbF7eH05+WBzTiukFPhkSUUHz+MgqiYKNSQKBvN6JIwAY4taX26g9jFCQCsyAVZ0EXodfwXL"
+        "AGuxWzdH0hD5JDmQ8Pk9ykfui9w7rkoo6LQte8xFP+F46CNvh7kI9V54IqTR8S4QaXeXYsEZkOytiKsgIN/Dl60HqKkDuDWa"
+        "ikOBrVC/R73zF3eZkNTATDsM+RfsBtoq7xHLWh8m9I8/JYgBgnbtkOjVN/uI6Dx/+WoLXvXlBdLY/PFjJC7SByI0fiaHIn94"
+        "vxmdn1+uZlekV+5uN7bbXSYAfKmGyuPnJBEGB9+/MnrB65wuslisSKZTwlWG+/HB2xdHb86ff/vD2+9gTN1taFGI3mA2EEFW"
+        "pVOUI5eAANfA5T8/+f747V/6uhOU1UWsFXYezlelltAxbZthOkpgRKjoJSWMqAdU7ZcmV7Azb/LVdBwMQfS68oRFf4dxH8zN"
+        "CT8i6EbzP+Kbh/2AVQKnxHpTSV924ufeh3BkLwGBAKru67LCIPgctmtNx1DTdbZIWAWGRlAz940zEAKLDdoI2lqILwQbo6MG"
+        "YU3BTprBGa5iLXgsCFVThUgPr6g+TSuCZA4ZxzXYALxQSM4Wafhohhpbfv2o3jSV60x17h+mPLONXMdMzigX8eoPAj0kDng1"
+        "TKjlrGEPnVkD2/KbqlfxJojOB4IyIA7SwPiyYQFEejGuoX77thfEcfDD8eutIpmk9qgoYGeb8x8QJJItZ/Q21cvZIEJGO7th"
+        "VDksJAMGJHgDepWSJsLcFch2wYaT4kqvN1i/2gx+XFf78Ix++OHVC+8uYYPih24Sje4HayChTJBzQZUBLCedVc3g9FP2dCIk"
+        "wJWtze4E0L4ah56Y4HA47t6NiCP4c4TgKt3WnyAEP3kSnAjz12nGzbjnXBa2Yz4DREkyQZSCD5MpC3lGebIa4kVVbt5go9xC"
+        "t0NKQ2CnhGSz7u0cyTVwwO3YiF4A69aHTrybxJM9kN9aH3ai9k6nsxfh7+H2qDUZjib4O90bbo+HyTb+bu9td0fx9hB/b+9N"
+        "oiia0Pd7cXuyGycd/J0Mo9F2Ot5uUA/j3dZOknAPgOLt7WGLasSddrS7PUyppe3WaGc8atMo4mG6Pd6hlnZb43QYTeibveF4"
+        "1OomO/h7FO0NJxF8Qz2knb1hd29EraaTYdrZ2e3i79YEvhuPutxba5REoxH9Hqd78ahLc+skO53dTpLQKEbDVgIVaBRdAMru"
+        "OOEe9nbb6Xa0HdPsdtvRqNsdE5RarXa8M6K5DSfbezuTEY+vm7ZawwnNZ7yd7OxFHXrf6o6SbnubRhp14r14r7vDPcQ7w51W"
+        "skswjtNoGEdtarUzhpGOJzSm7XYbABJRq93tVrLT3u7wWLtJKxnSmuxGo3i0FzPE4p04Hu3KOiTxcJLuJhHPIUq63Q7VGMWd"
+        "4S50Tr93uqPtKOFxR9DMbrRHv7t7e61uTL1NOq20vc0jjWBBkhbUpR6ivaQziiKCd5S2oa0WzSEGEO/sdGgO7c6wNRwNBZei"
+        "UWs0pN466Xg3STq8DsO90Sjp0Pp0d+O0OwFIUg/QEGBZSrPb2U22u21exd3OaHdnN2KcGY12WjH3vNcapsCCUatJZxvAn9Kc"
+        "4e1e0p7IWu1EO7sTFHzdrbndbDfbv2FrFv9c0R1M5ebcrd6b37aqNycs617a7dIwh8PuTpIy2NuAX5P2DqPjdmcy2W4z4KJW"
+        "uh3vTHi7tLa7u7sE9Giy2x7vJbxph2lrBGuL0/UG8ez10XPi6ToMiFNUWovSEq/2SDcME1LBtYu0q8FWCmSRw/c03FovGIzy"
+        "6znezA3wwmRKgiw2y3Yc2VIZTORz4PyY5auCmE06/ECMWt7kAXGjeARNk7nYzSBPcwlnT0GMD3DA3S08XbFlqJyPEtWJ01Kh"
+        "ahnvJujwLKhNNCtRBW1pGX60igJZibDbqQt7+2o2WqTMIelBAZPEz7l2WG+u5mO0gErMr2G9Oc4uUJdTHzATTcpkuQ0pK48t"
+        "ewgM1rcwFoMdotFxdcbD1WRi9KIOJ+Uu5vr3sFAil8lrX40Jx2oQEPMzg+XR6y2Fj1rDFaiupnv6Ht/2IZs5TPFmdFjkC7zN"
+        "xau8ZCH3S/QKu/xKLvuNAcUon98GFzku8sxIDbB5aM2YyULLLECYOoEvoBqhLy8ub7KZwEFXQiYIBc1vSRnKIHXfMzxsIT+v"
+        "f0EQ8yDofGKg58CSi1XTDF8ZwApSoCWUzsAyu2tLAjwvfum1ShoBdyxWchRYII/oqFm8rb3lz6Phtl9XgdP5hIBD3xhuGg4J"
+        "7IIMT9xhVNQGwMEU8GstxIl6z+XZALvvoa+BInzk9aCkxa3eMCqnjRh/bzVJJFX4lO9rH+Asdvjj8TvHr0GiWN9lFYDL6nZ8"
+        "5dE5vaLuy0cgmbrZmfZ4ipqRVSsmQYSnUyP4V7rIC75l7Ha24JWh4dID3sCzkGHukwMyxBNTwyHebQYKUzJ4wNdEdlkD8S3q"
+        "K+k0vNhC+wqQTVh/R0eG2PBlBbdbzOkeGk0mbvCWWvaxkkVvJxua5kCob/bJrHoj8tO7GStJkGW0e2UWfBOUtoCrbOHFIjUw"
+        "IPasXo1j6+g1K6NUuaXGeq/uYAk/8GLEUbi5W/8J8kwt/levf2pjXhNff41aXdQVtdYb6NS9C8YN83xAXG/HZa0sX0/Bn6+D"
+        "XfhjdXrazg2IzbqA375bnrkKrg5qSHH16CO+D+rbEtY3O6VR1y+NvdJdv7Cthe6CufJ+xebqsliG7AluIlTo8raAw27At2gD"
+        "5DEGhPcDczYpJPGtuXvzUPxHe6z/6IL5WwObzYDFaVdA9mf4Qm/2Apq1wvbHdwRV0c3/TLr8uOOo639m0FoVv30dnxndvn3Z"
+        "PlsjpDpGGpxcm1Qtf7QNH8GAAP2ibbP6UhibsrhUVGQX10mLVKzYBK7vDo0Un3A62/V68JNTGu26xVGHi7W0Xa9oPuLmY64v"
+        "zcdU3bQuhXtuYVvaljJLHxTu0vpjmdvOGfyUCem7qHuGTXrUBEGaQP1v37XOGsGQfkXwa0S/Yvg1pl9t+JXSrw78mtCvbfh1"
+        "Qb+68OuSfu2cbcapDct1YuHCGmdGD9Jwx10BCpdEkVMUeUWwOKZop14C/XMcHJR9GUyozn/iz4vSR6c0hks8qhWWzy/twf0d"
+        "AppA6ULRmwTjTsLjoeEkRBxbMlIugbU0RbDIblHs1II1Lg3wTYLbD0q/DIZUC3+N6NeQfpXmg5genigOQG1v3AiSiz4t4KRP"
+        "K5r2aYlDYKYAGN7HiASjPmHFsE9okvQJb8JThNNpvIZYiFBYTn8fBwl/QNjFryN8PTSvY3kd4+uRed2W1218PXZ6QUTkog4W"
+        "pabGtrzextcT87orr7v4+sK83pHXtF8uTfv33r06iJ3I6ltmWkh6lUBGHxlJ7M/SHlbbwJGwU20D92eoFr/yx7FCszGx2bxl"
+        "66Y5WZyroIYCWTPQ0RrZHn6tLhBcKKn31LpbDziya9BLDbSTK1bTJclwhoEsgu9gD2TQGQEAH3J8QEX2kC1IPT8NGp6RC5Vl"
+        "Je4TJE1Ur6h4iP47IMartgU9PtyBkZodChOY0DYf3WQtCONcJhfWkB/BUHNUBsCYvkmTYoUsudqPxi1mpEmDkE9Izw70QJrF"
+        "l9lsDvzRDbK4NL5us4VW9TH8WRVB2AYWfVXYWRLsyfWEXIeg956a86FTgk7qApXwIDsPGGUHNOiBsg0DM2pg/NXmHdsjwIt/"
+        "Edr1o9H0BmjwaKNWcxuH220CpgAAvkvTOSELtgYrwncQMJAVenkkOKy+MT9Uk8wxiu/h4DoZoWF/ejQZ1B1Vx7f4nrbqd9Be"
+        "WeMBfZQkAOKyPkWpQV8S7wuNKNdb4vafKpWgfsiMs8y3OjdNblW5lqZO0AjiJ5Qs2l2Hbc5mM6N+KdMbXojf1RPsF9RHOx0C"
+        "r/pJHTJgWBSpe9wtonH4XSNgCwPgDMJQ92UdLzTlOdNn+g7lRNLJDPBRbUFZtmMLuXRmdG4D0oQO4MQGaZE3ElmUg0iEykHU"
+        "3mTpWHU5gBqhZ7rGOKCQtWBustbHAWil/Rt/KyDBd/U1UZqhKO3pp1xPjwf3oDD2lj5V1UuYTdNnqjsAdBs0XP1mAwHy1xPc"
+        "aLdEp2hfsc8GHhE1mMRFTtfDq4vLAMHu2z+TSgz2KFt+D7zNNfDvuy9NWUi01bdgdA5LrxHaKU27ML4tG1uNs8GAiO5PngQH"
+        "ZEFuDGT820Hy0qo2K/ds/S9z1F5dolskton0bUrvULe4fu88XJGpjWfN3rTzWqvwVL5xLM/4Ba6EbKof0+TqTTIPVeGLygye"
+        "K5IuRDskct/RorKhvy6ekktWffjrwN18yzVDfmoE/GiNtrD2vjMkvBwO5SNjgOBQS/f7Jg8Gm68tkpuatu543ZI6tUE6HHgS"
+        "7XUtuAepIZkWMJ53NZBLZmh6ANs0m9zWzmTvOEMqzJAahpI6Nifwql+1WRSbfc+Dm5JnWoi76H0asAE1nuqLZBos8a5ET5xi"
+        "jhbxsvf+esK25LNgmiwuzEUFqrVSmFEwsPgPG+M4LfLpe/Z4Q8UVa6tgmRKysqjYNAdYwDvHspgu4hjw63boM+Y6JjVqTgMs"
+        "T3o9X94yH4FwsgwXHuU3yGQ1dZWleaC/zsGG/F3L6EPLe5tG2Pe3tXN6spe2IAuuc6gI4ZaUURSXWJquW2MiYLQSdKbAqwBY"
+        "HOYQ+KJA/DuFC+SBF0r54S0vOVsIjTNSXXk7Jf3nKpnyJX/SQClEbeCMchStaYaqsNbJEgar2Rm3i76CD9mfJb7xmVPpFxCi"
+        "6BQOhvDHAanb8D41fV+6Pnt9+PYvp6jGacdCQJTRN1w1KZW+P8ZLNtoh38J+DItkumwEr757U+9bTMGX4p1IM8AvX7PrDyp4"
+        "BYqhuY0hZi2nVuulc+BqPDn8sMTLSukqu7r2DgEHm/ADBfZTHkRvAy/G061zcwY/Kqbc7gWnYVb35gwwaODbrYgYjWw2yekv"
+        "NHf03Rv21uMbU3IE4RGpdRlQgNOQK56GMf2Fw62PurlrPDHi7W2UxhhiCqlj9GAj65RK+MwB0uF8cdWgsTQCxTFFwc/fko9g"
+        "MytewbF2kS7URh97V5Vr0HKevpFx+OBaMwCz4woHrpQIpylKFtcrZIrToNVsfnFX0eB9ILpGtMz54o77FvNEx+Tq6vqjTgan"
+        "61+01o2yoobrjaC/vw6c/dRw3AwqJ489OThHUD9VwPvOAZmqW2AGdP6celdR5Wsu7kdXL9hSDWzd84Nw7SSvrn0OB7EhBIxu"
+        "BLJX1rBBN41Fm+odVqr7ZykdPs2L7s8xYjq9lGtgFAribTiJZ7w9ux26YmrQmyD80AgwRMWSrpQ/BB+Cx8H2rUSnIFfShG7m"
+        "scl2TFdWlwmd1iGc8mzCCFSeTJuoNOMtWNR75FkJH0+w9TgDDidDvtm8QPV2E9tl9yZgUyWCzDRN3rMtNw96mi3h0NPbLAM4"
+        "Q8aeNaN6kyZ9nAN3z/sqmbGFx//8H9bidTEKQbZ6/fLkGEtMOwfTi3yRLS+vg+1ecPz8XbY441vzbImNxj/9jLpgMrJExmEU"
+        "orZ9J8gWdXZORyUj0IAuig4MsBCmzvOtA38NpFJtGb47fP784Lvz4+ek+CRXacu7LFBbiCOUt3IJi14oQFx8LiOyV2/HdLPW"
+        "ivrI4ZARzPE7GM7OmbJjic6vjyVn6jGI7u0FWYuvy8IRncVA6rlzzxA8gB6//npfh6CjP97F0R9bpyBTfoxyMxT/AsW7qKnl"
+        "Ww7+ve387tZtlS/3yUa74l7oWNu+txbzdsnXjEQ6uyVKuRBeYxF8TVdZ2cLOzXz1M3/0MwKhC3/XtfCI7DDhCAf+cx0xxL06"
+        "N1jyFeJJ3Q7wHfneLKAMTczRwhx43qeAXj1Y3TPkcahFKvzvgbnLK9mQm+aAdNVDMY4qkRtSbCE6mN0PfOF2i8W34H2yyDiM"
+        "j3FjXWKsH9JHLXAfYZNyC00XjUQvhrf0F2+TAY0Eky5zFPehN0E4o34K2eqInS44PE++wHZRAwYPZF2iMki2FPXY33Y5QA9y"
+        "v56sgXSG3N6h35vklv3f0U+dTJdyigdAvrpiGItG4OOATiR0MF5TIPaCqLUdvHn2hKZtSDMf72S0hFo15Fp2+Ct1/yW2joBU"
+        "SL/1nkOwYGlusZtFeoHBMSRiBcGCRyphfsYZx9dht3ldU76pNx/x4Qj9vENSfUYxBAzpOqW4QbH4NKPHLy4aSuUA30WCQrCl"
+        "fgygcTrJZhk1Te748O0qWYxLVmIMCY6UpcZhUF4OmdW0p/MVYd9LxL3Q8XhKWq0pimN0XQYPl/QQ0UPEJTE/cEmbHmIu6fAD"
+        "l2zTQ5tLuvzAJTv00OGSXX7gkr2zvhnHNpdHPJBtGQiPpCtlPJSulPFYdqSMB7MjZTyaXSnj4exKGY9nT8p4QHtS5owoEsjE"
+        "NKJIQBPTiCKFTcxPUkYjigQ6cYefpIxGFAl84i4/SRmNKBIIxbv8JGXuiARGbR6RwKjNIxIYtXlEAqM2j0hg1OYRCYzaPCKB"
+        "UZtHJDBq84gERm0ekcCo7YwoFhh1aESxwKhDI4oFRp2Yn6SMRhQrBnX4ScpoRLHAqNPlJymjEcUCo84uP0kZj6hKXO3sijFS"
+        "rAcE7JT/+f/2gufvPuBV2QFs2xbKrCAGwf/xsXPWD15wKXy0FWHp8dFpCA+PcWLIzTgeVwQB2kY/MRb/xKjzE6/XTwQkz5+P"
+        "oER77SfG9J8YvX7iNaUal16NiPuIuI8uN85PET8BsP0a3EfEfXS5cX6K+AkWxKsRcx8x97HDjfNTxE+waH4N7iPmPna4cX6K"
+        "+AkW1qvR5j7a3McuN85PET/B4vs1uI8297HLjfNTxE+AIF6NDvfR4T72uHF+ivgJkMivwX10uI89bpyfIn4CRHNrjGnNR9Ro"
+        "iIuD19vAJyHUyVIiQu0PLfOI2gmxxHw01Y+8NmmNRy1uM7Ztxm6btKyjFrcZ2zbj6jZpTUcRt9m2bbbdNmkZRxG32bZttqvb"
+        "pDUcxdxmx7bZcdukZRvF3GbHttmpbpPWbNTmNlu2zZbbJi3TqM1ttmybrVKbsMH/1/9Nh+f/+r84OBZs+FoRvMCgUWPiMHrB"
+        "s3cgRcUfHrdvcZ/j9satf4t7Hfd+g87z2zPZ6hS0ACQG4erthgdM6AfOdh77G3fIpytUHfLRCmI+jm/xrtUgc4KW0yAtE6CB"
+        "NkgrMvZ36ZAPJQMhhU8DS6gDLVGgaIcRdxg5HdIaAo5oh7RcY3/LDpnCs1Fcy7QbN7DkUodCJTyWWDuMucNu7PRIKwwYpD3S"
+        "Yo7bJZhtmynGu6bdDsJw20yRSngsHe2xzT3Gu06PtEcBv7RH2o7jTgmoTo87psdtBKrT447pcVt77EiPO06P2yW82K7CCz6t"
+        "qd2OBeou9tg1UO1YoO5avCF7k3bX6bFbQpxuFeIwN8foEdsuWwjWyHRJRdJny6IO9dnpOH3ulHBnpwp3mEuihru23S7OMjJw"
+        "7drBdC3uUI/uJHdLqLNbhTqxnWTcNu3uIbLaOVIJj2XPog51uL3t9LhXQp29KtRh1pTbtZsgwv3BfOqlKZpKkUUe6jN2aEBU"
+        "IipRNVHZMX3aqcQ4S2Z/L7VEwLpnkYesktpOhyWiE1UTHdth5Ox0nGRke4wc8hBb3KEuI3eSJboTVdIdljG4YUvPYqR0LHFM"
+        "TZEMJ7LYQ3123HmWKE9USXmYc+fF3DYN7+A0Y7uW22Y0OxZ9qMfYQZ+oRHmiSsoT21la8hIj5YntJC1Jih3Kw0u55/RYojxR"
+        "JeVh7pp63LM9trHHtulxz/bYtshDtmsd5wSJSpQnqqY8u3YlLVZGhK+7diUtKkd7Fnu4TxeuJcoTVVOeXYuxdiUjWspdi7F2"
+        "KaMdiz3UZ+T2WSI+USXxYdmXsceiZUQY27boY5E5iiz+UJ+xC9sS+YkqyU9k+7RHJboaDiPbpT0q447FH+rROSrjEu2JK2kP"
+        "C6kMWNtjRD12LGBtl1HHIhBZOEZunyXyE1eSn9j2aY+nNp5cse3Snmlt5+CiHh0OJC7Rnria9uzZY8RuEtwjrCeYmhIZi8Ud"
+        "6rDrrGNcojxxNeVxerQMAfEDTo+WIdi1mEM9bjtHZVyiPHEl5Wk5C2nbjbDLlrOQdjDRrsUdXsiOYbf/n14g7PM+cNbCR4f/"
+        "+QwlZnz4Et8+ji1DLWqnIXPR4X8Se/IlUX28ymVmecg8NZVecqn6WolyashMM34Rc/0214+4fqT1Y67ftvVjrh9r/TbX73D9"
+        "mOvHWr/N9Tu2fpvrt7V+h+u3uH6b67e1fofrt2z9DtfvaP0W14+4fofrd7R+i+tHtv4219/W+l2uv8P1t7n+ttbvcv0dW7/L"
+        "9btaf4fr73L9Ltfvav0drr9r6+9w/R2tv8v197j+Dtff0fq7XH/P1t/l+rtaf4/rb3P9Xa6/q/X3uP62rb/H9fe0/jbX73L9"
+        "Pa6/p/W3uX7X1Gc5ahgp/kWMfxHjH8tSw0jxL2L8iyz+MWs7jBT/Isa/iPGP2dthpPgXMf5FFv+Y1RhGin8R41/E+MfsxjBS"
+        "/IsY/yKLf0z4h5HiX8T4FzH+MfEfRop/EeNfZPGP6fgwUvyLGP8ixj8m5cNI8S9i/Iss/rHINIwU/yLGv4jxj8WmYaT4FzH+"
+        "RRb/WAAaRop/EeNfxPjHQtAwUvyLGP8ii3/Mkg4jxb+I8S9i/GOudBgp/kWMf5HFP2YQhpHiX8T4FzH+MY8wjBT/Isa/yOIf"
+        "E+xhpPgXMf5FjH9MtIeR4l/E+BdZ/GOxehgr/sWMfzHjH4vWw1jxL2b8iy3+saQzjBX/Ysa/mPGPpZ1hrPgXM/7FFv+Y8RzG"
+        "in8x41/M+MfM5zBW/IsZ/2KLf8xGDmPFv5jxL2b8Y1ZyGCv+xYx/scU/PtOHseJfzPgXM/7xuT6MFf9ixr/Y4B8qcf+HPUl+"
+        "2rdXt2h7JOoY7y25a6kNQ8HeHFi5T/cdosLp032HqGP6dN8hupg+3XeI3qRP9x2iNOnTfYfoN/p03yHKjT7dd4geok/3HaKE"
+        "6NMYIhnENg9CRrFN9SIZRpfLZBxdLpOB7HCZjGSHy2Qou1wmY9nlMhnMHpfJaPZkNDGPJmKQxJE8MUx4NBEDJW7LE5fxaCIG"
+        "S7wtT1zGo4kYMPGOPHEZjyZi0MR78iSjactoGDZtGQ3Dpi2jYdi0ZTQMm7aMhmHTltEwbNoyGoZNW0bDsGnLaBg2bRmNwqbD"
+        "o4kZNp1InhgreDQxw6bTlicu49HEDJvOtjxxGY8mZth0duSJy3g0McOmsydPl8ZYjO4g0XzEvRnNZhqgDK/50CMw+AqjPJDZ"
+        "gROITCucHx+cHiInZ+KQmaYovDiGBr5Ie8FAjL3rA3F+KcS5eVD8c5Wm/8KSJ/r77xiNYUChKtT6VAyyOMRzEHIMeI6grj4Y"
+        "FDZNHFzUwcb1hTi5TK7SjwZ+KBxDLDUw2PZcx+d5UQoZwMPmQPfGHnJTzAHjdm9quWHxJIKTjrWnLdQl7L2pVPPU34Ua7Bf9"
+        "UiTJtSAGqIjmKehs+lWxEAC20zQIKQaYNYzAwVNlNFUJvvwSutiCWt/s+whhKzhXajd8pXbDHhgO9jxB/esNmq7RNVvHrY07"
+        "54bcMnAiaBv6SxDyT+M8yy6n5mXsetSat211v+2btu/NL/9m236BVvTZbGVCJmiN4h0CAaVhZ2joAY92HQSgL9H/m7zAXZuR"
+        "x48VeBvBtWkoHtbpSO7LWGlWc1P8gnkyjlpfRXynQYOoFcE4v0bPgGI1mWQfggj+VdhgddF69g2aWOIHvHvZD0XarJuUBvlF"
+        "Sl4FiaT7IOuQ1ofoJflU0L0KBgrQgCaUigK/EccUtF4oLkvBCcoYXrwz0zbrgJF2eAlMWXkdinehj3xbGM/TaQGGRS1UfVZu"
+        "rGqtPoFEYKBsb1F+5HizA3JnY/tnJnTwe8ChIQZMAAewI8nnDfNxAZ3DTCSSoI2T32AtDPwfSCYFiRw8N8GDJY7P+D2apWjW"
+        "EawlwHdIMPXUkOou+fp8nX5lmFqJl+3T6JI3qD+YMv0xm+s3UTt0yOFMSewJ1uPACMNb+tsw24HskcgEk4yuyGbSs4Js/mEE"
+        "1EZsRVLad0pwfrTIfoVAFoejSztI+b5f+ZUGiJAv+fEnjPnKloIba8V+rdipFXU3V2v71dpONY++w0KyN8rmyX1kRjKDhyeg"
+        "A354vDo+b3gVRxGjore+Hz+PRCGHZHbfO5wo/PKGA2ltkYOn7mJTa5wbxRxhjx/rT2hSHz56CHFHhuIpw+eadftegg4NQgLX"
+        "2GA773sIKsgkLtC47lkA03mHLvu7hpl8Ta2U3MWE75JG3A/X3dz125Kju87Pq/xnGaCfesaYFQlZAjyXKXmH2IEuEjjlRxzJ"
+        "NDR+IpwsRhO76Ot2/U9LQvHd4T+szw7GvOPXb4/ePj+0BbirJHTDwV98Hx+RQw4PXp8f/e3w+NvDgxdQ4tV/7NQyFU6PDw/e"
+        "nL8+eHb4Gr6nDBUm4O+T95GchjWTBuP48N9+ODw5faDGIv3nf8zcCiffH709OXywRuHWeHl88ObwHCZx8urordp6u6kwLtPR"
+        "lcROpnRwFAiqwk1GYlRrVkfYAHbXbMpl8MUdtnlvfF0Sp446tkikX7INRZNbk36hiU703KtmOsCBOA5j6IwLnEE6xvOTPnTd"
+        "yXQGnzQy42Dje924jdIYhCBQPGncksHfj44teXi0vtiPkKtNZyP8Q9GcS05KuFfow7+z03yDv3J9Ex+kCy7OmZfoXuh607Tj"
+        "uinjQRBddIkhE6USMXSjyJUchq+T0ffoRxwmmJxTxjzyk7G8w9hVUK5NAH/ofXzm6QugReZVyIhcgzOh+1sowZgaZOc8v0Vh"
+        "IC9cF160Jnf9dom2kIEypm31nakbkiF03b2351Mw5HpBaMEwhWg3jnROmxWfd0qeZn3hMSmRuBo3vJRd5EpDbBk1PMspwS20"
+        "QF7iF7kbL+O6gUkFqf1rSh3K9HWUX7N0c5E7qhINzVDh6OyulIRvsEEZkOVj/5592wZ5Jl+5bsn0SSmMwy33RihGoSvbcSPo"
+        "Km+kjd7pPkJ3sF6FN7qktrjnanYMEvahwS2VvbropcEadArgjwmvyAedIyBsfSNh5TElE4d0xwgh5KMfJAB8WKsBfUFhD5AN"
+        "pnzPvL6UUg/ztBR9cSfKOFoaZZfuwlGWFpcaQ1wSvAGu4GKWjnwY4InxNvYHKfsA46w7MbDdM6YursmWQtegnVqDI6rYQ45z"
+        "PzhfUcM1s9G8Nh2vlyUvYzX5scDse44jJm+S2cWNMoY1cc0p0sAmIuG4HR/A/lQwDRo2ngo5VLsx1au9y6tcvTehxX8piGvQ"
+        "TxTq2Ze77MFehrpsuFJuq4eW4GPrCr3bhUKnGweqIIEOaZ854IVdROlLbzSyJH6E+6u4xJDwktMA50SRZeCIpRS6yXJ02ZfU"
+        "4Bf4OUEWCCMIkMavhZx46pJE1CaKgK/HKWFIee9pmJy1MX/6ClMmD6hjIi/6LKFxp8NJ2zVTJKOa7in8EFb4H7tf8rBtEFHL"
+        "dq7hid/Ig9WIvDtu+UQef8M+XoOBDRlRjeWjpb/3dZncvY+zURwY3pZCgXAUi0+hA5UY+yv298dCQjgxHQwYNmHd/8/Ryc23"
+        "8h0FMHko/kQl5bIg9aNa8HqbuBamjwYf6Z9M7n4fqp7Mp0i7kMGPml9fZeNvml9jGgsUhaGdbx7ZKLtQiFLujMKgs0scyb51"
+        "4yuJrtAY2BxjryF3J40EIbOVWLeOGb5RczsHvhK4C3JNBqCElKuEUoRwxCWJtQPsyuI6myXTOoXn/Yryns+RJq5l8DAZN2sl"
+        "UYRyvZ1iSUjlbmQUjoO/r5lxeNgoddc4l1IteMovm/B4DeJJgQALa80aRud6Z1yyZKb7ZhFID4qNu/FQ2ijQ0Vu6CMduEPA1"
+        "+zo6Mzdri1ujhDOtO0m3+Pv4zOim1soiLbsPRngWrTeng7WetLz3uRy4S/7lSp/t+KGUQHYNGkEtCUxSIIbrNM+vCs4k7CGc"
+        "wbWQFh2aQ1KDbDs3FtY1RAsninES9Aiu3yF29gwMRXtzQu32dL73TgSU0+ODly9fPT8/OXh9WqluEImppqGVvj/+7hxBRhEv"
+        "NHbCo4oaj6Tzc+613g9GMauRinhE/LSIgCbTMAdlEMWZhN6j+CKPoOYjqvoI6j7ysXoM9ON9esqdYrSj0Jnz+nngbsiaB5+G"
+        "+lPLjlhgNDs3QoQLK6+my2rd4TR7a7FJGLBQVKt7B1EDobHpcygqfS5rhwuhSbVZ5YNIiuk+p3gkZuM6RTdBSkXIC/wydN0I"
+        "Hq2pnkh9gd7ZjQA9dinjcHAsmcolV4YIpuQlLJ3OJFu9SUOuiXyRYRsSMVvm9apDe7jKpuNjbuYlts0jg6E2ZBzSx18LzNr+"
+        "qRw9LRk08kzEVwIgAsI56dnF3BxdBiruEeNp7GQdcFgYiIQenNHVZXj+8hPAel6jfmQUT2OHzcKy6citJkXfNGTc2pmHAQJz"
+        "iwI0KUCbtaUuZKll+OdyBPKauwuO64859AKf5ac0WsqUc+QoYfGJJQJUWGDWaiBKGMmzwRIBBcC4SOmgJlHgh9OXW7v1Tbzc"
+        "scyH0YJmIcN9y6OVY1ZVlvRomS2MnOurdGG+9A0eMkizfchXs2NG3DGIQmwmjcZHFFdT64+0LkO1zFXkiWO2DzjvxnRU/QC4"
+        "dbR4C0MJXTnRUZ89x6h8s+UWKjlZhcZcDaqvoFqtUMUGDO3gxZvD4NGJW148qmM8vxGmFEwpE/swH99iQxp/TcK6rNrxkC5Y"
+        "GL5MSXg6jgkPayVP//E9GvDUkjlwAxyM9cmHLcI81oTLofFGgsIOKIzMIED2NmqgGx9nF1+bTU/ojsFsiiL3q5CbKCLNhTqt"
+        "G2RHYHI4m2ym4XGToshHGUVEIK3vdQrARD2ehrMV2yDhunC588WYkkDAxliksGaY7mQ1A0TPRum4xwFnL5K5pq+BTma44tog"
+        "Zm/HgDGIXd4GrNh9mzYML7AAt2rD0DT/6+ybBqWc5uX6U/YQs02wVVAP3TNroWi5joc2TIqAa75IJ9kHuvDavFEoKzBAgAKY"
+        "jDGTESlLYL9tPBE/dSmV5v+G07Hq/Ps9yyPHoR1P1Xnoto21Edl4IPaoe/h4lOPPxqlLYbOm1xSchpZgixva4qWBGSpBU9GJ"
+        "CB0ZBKIiP0tHmkP129PT73ElRybPqi4/8ad4uGFsakQaUlRMUpAeGhjm5EOG6n4Q5fLRVYrhsoocg6Vi22Rec5lPicZyPKsS"
+        "8pi4NZbyUpJKeQT09K2axASRBkZyKhrzPWiIuCnDlGeLSMG5S6ZG6Wy8nlBqPC40XUZf1tXhDZFM3lAYb5D/CFEDIo1BSMcJ"
+        "3+g4Wb00hPB8VVy6CbAd60YcxWMv23XwjZekx7/+VwS/TKcmTwk2seXM07Wko+9+Vfvaw8UCN3N18uXr5EPYae11G2T2WtVJ"
+        "ve4YmFBT5RxWltjZkTfMhOpuIpvySlN7xrajbLvi9oHr8WOGnBzlhKrqqGwjUoUvHsbgbNcsOpwkN6K7LnVgF3vfz23u3EcJ"
+        "ju2LjsFcU1WlGhLrrkoEQMurThljrImZiyNcZhKEheHwXeElYHlXrCVfoVdu4hV60T6TRD5rebN4eAVm9DExGOucCVm/5Zk3"
+        "eZ/IXRw22gECQuliHgeuMcvaOvkfuatjzYj50327aep+G2WiYOg6D86jEyx6Ed6LgEAUlHLfJmLXpifuLWrDpulkKcG4lhIZ"
+        "bIxXtCuKzW1ijV+gaR8ats0uwiqLn6qtfr/x1OegfHT5x1Jtnk8LHjAFbUX6xTmDuVqP+Bg0R5ej0Ni6sEbwjiRXR5y6/yjb"
+        "ti79suD7MJvW/k1sGYzutUFkru0YPvMLTtxT2eVjp4HHn6TORp3D/jpDVuLl2g2/8bojp9Ol0n6Z+/M//yjf+asEe6PBl6xM"
+        "sIpoivbJHKbBR665zwpF1cCY56f8p8daOkGanqjhaXuXtf6MUY7IX8HEIn/E6CnaACM/MII6JVaKq1bKfET8/j/Je/4WfvPT"
+        "+UpHmVhaZodBsYpopT4AY1Y0L5pcMbQ3Hb6uubRViDz9WSZ91xnqoGsYaDBfJOhAAyTtOr3OF7dEmuDpFfLw6fjFsz8nuuyz"
+        "fHlpsh1wOMTl5SLF/wMRF+Z7tFoUaJ18l85z5KqL9J/wv/d47YO8/X1PrgAlCS/PSgNrZ64avFaIpQ4w6Cibm5CVo8v0Oqk3"
+        "REGJ2d/ZdFpDLVJPQZgUTmPMe9P1DhvraBJ0/CSfL7PrrAARn2JfUsx67Q2+GeYfsFmK7c3ldALiYce6GRyd8seiieA08QSt"
+        "wmGWk+mUeWZUUuD0af24s3Q6VeN7WmDO5CrGSn2SYfg9BXXHWLVABugY5syt9CE2Ol4tCAJk1b/Mr7MRRtzFkleU/aAYLbI5"
+        "2xhhSExjImrsQ3cabGZFKpT5nPpCqz5MI8vVQUIm40GYO7ZLoSwn+WpBN8GADLw4Xl8YSTe8w2uMO7ZYnCdAkYp7OFglOwd+"
+        "PhAcYOAsedKpLLbgFhDGHNDvthDnEg5AyvEuBZ9QUMMcONhkL3iXjYszNEMrsNlBkWGKJe5NLl5uMuqE8xnjvU/G+wwjiYKU"
+        "9I7RDFYZG+o5mKd4QlAYm5TTxC6501deJJ1SKk4ABcpNsPzDdFFcZvM67WGvowa26Wyj+7OB6GuDZIRmT7AeaMZGKMnNIxW2"
+        "AUtx2yCOAKhw07H/zYy2SGllcFCk2qjEBfZFIX0ybzaUouk4Yvs7TSlAwVORLhdiRpdSXigYzjXiDyrRUNmGOy3B2xocJ6Eu"
+        "JRxp8lH4I1EHQ8lwIaACLNlFz7j1FavF++y9qN9AbAfJH9WcuP/5AxKTCAccSfsN7bUT2UQPCtqo0juijf9qHEjQY2KI+YCd"
+        "5sm4zLPeCXb2ArZPZ3LHJnRk2tcQUoLXqo2AEZMYh/tS68CWrhYpBXktsBenqEjep89pn1eVwEmfLiven0BfpdfJeMzzq2S9"
+        "3emzSb/bYoouKbY2FY2meZHyk7mDfHN4enB+cnp0TLrk/4a7uabmzUc/nD47+rtTyrCBcsSB15RABFU0S0Y22YpoV8Q6nbBI"
+        "HSSRNW0aINQdnfbzb394+53TE7dgRiLFr/6dXFZbrRYP4YC7J0U6Wi7pOUPRh5cSBrk8LCLS10goOcObkIjhrfwqj+rwxTkw"
+        "R4enFK9Le7ZnPWmnk+kNUrphymoqzfpFO4zMsoBRKzjvfUE6quIq4wN6MgURE/Y/mRVkxRUfYEJD4bAD1Bvl19fYCJ8SMPBb"
+        "a80jM673nWOQOoBd6Ezk+PD1wd8PX5DtKB082TRb3vaC2iKdJrA6NcRvy4ll46HISXrltmYs/f0CBgPYhEwh5ohBjhHJjBMi"
+        "Xao2YQSrEe5+FIOoXOpo403OhGfSTmm1lOBrK2H7pg4VMrdX4iNh9KcW3i+gndCB/2+ZiVMdhqXqtrXpqGbF+7pyEu4ndiLl"
+        "qskwJ0XAw1XJ+B0NII7eHH4YpXRahDXns4DagUVuBLUD/El2ErW6CzzE6SPYDHgBM0wKNt4Wpky9EvqcOojzVNOuYtttpIEN"
+        "SplE5zAbmcE7ROlQtyRzD5yAi+yAkK3L0Xduhmf6HLZBMCDyM3C3ANv1DITyDKjJ2n+r4b7Gg4rSAPHmZn4SR2EOtluTPm06"
+        "zcYp3a9jCweS/IiJB10USPxyQyQ4ifGAPDdxkkIkRjmqLuy5B5BdUVqB69XoEpt2vhVQyBMSIiQ6Qfj8EhFudQ3SI5qd71DK"
+        "QzxhG8FOwHwBULgG5rBm1bakOXToHNE3nzgpnH2WSOjoAFM4LDK2kre0lBvmeuEdmmo19PleFuydru4ZZeawMgWe9QBvF82I"
+        "uRlN02RBRlJsnbU0TC4Nq3BYRJrdLKfbAehKzLPSQhX3xSyZF5dIx3DBYHn4uoCEDY+uG4yrkZKbS9Sp+QbQlxVd1LM5AsYp"
+        "7WH2hv6KTdEBYnjYD5hnRnswILlDaI5wlDhS24pQZ2Zi7Uo36VTCGRGyIhcCPLi5h+QBOAniGUACHB3ndTM4IWzR/VgIKqM+"
+        "jhDCLi3vRMrOkedXuOxsx9tzTzf1xcAEmWQmzNCiug73VT6s1xiwSYJ/bnm7owDyDJ1lQZR3GTP5iIIq0C9H4zzjm2X84yZp"
+        "1HbQwVh/O+XMp2kWx3QZukrs8dCzIuMG5+mMnbZLBcQDjd14D1Jwk8yWz5lv0ULrGpx4FCMpriz/LuvAoHRVsqcks8Iq6xqK"
+        "Ea5IS8xY0x4h7whek2ZwJCNX0TdRuw72Db8wLDVsogUlEJzBSLOJohByYsKLNwgDpDrekM8vFuidk+ClEgu53Chj3IHkFISB"
+        "EAthPl/abX8NJAv6DP/GjdJJIjdo0g+RAW6WN8g0wbS2KiP2GPMZVZFHEkWzAilcu5AaD422U47qph64Wt4vebjL6tsbhxJO"
+        "mEe8ijkhuIV19INH5spJ/lJZ2SIUn55rWVDc70tsebnPcm6TZLnERGbsL97XRzfDiQELI3K90gKSy/C8X1otB+aekIJSdu0Z"
+        "iKC0J95ZaaDhcf9kK+LsRHoOy/vmafDO4ePPyDa1bhzXKc/c0KghDZQElULjcNiQAXkROPhVkzZMGDIu4TKNh03mSAikb+nW"
+        "Br2tMTuIfGaNk6nPZJzPl6HBGuNnL+i7j03qw2ObOgbeivxkLnwc49jgwakZy6zSxIKHB6ZqzJBZRKczhAi9fMoEFW8kau6e"
+        "rCFXqNiEAZ0VUajWejASwtHKITNZKQmgn8g3m/RJxlzSQNnzMH3qnRsEutCcFmjj/EBxQ9s0YLMChFAwg9/lnS0h6HHlfFGk"
+        "7wdxED06ke18UgKJXRH+AKfm7p1yjAYiU5+CtoRywEos0yP7aSjMzR0e598nS0xMiobOyWqZv5rB50if6SIvNdTJu5f+9O79"
+        "YW8eTP3h0Aj3WowhNpwjhhknYGQxMv/CYAbbZB2t6COhWKgAHMgHzAAOGrZRYvYzzNBeIKMEgjywOOl0Iql3mPotUvRgJfUZ"
+        "2pfRbXVzDWGGhgthVPGZk6fNsALJfpVw+xvEWz1lrE2IA8QbyqxFfgsODNmRgTkKOHEZhsmS9cXqO5stRYriw1qmzurVRcqG"
+        "pXT0J4Y4GhN4sqZbFRr4x1Auz5uV7E+Xa9tunZA6Rz3tHmyoirMTTELknXnYgBwbdeZ8wJP2C9YOz81j+h3H6n2JNR0Pvdt7"
+        "fjSreYz5tAZoJuVpKUjFjuybK2GReDBg8jPoc60B3zQAxwd4w0spOITZgXNW2/LBVBiZKF9Nx3QgkwTi9MC6JhBHF9Nbe78i"
+        "4aKY4ItusbCeiG4DdAtBjajToPI+zldMN2A415S2GKfRoPsdVI85B8Nv4I8cku4cxpa7dLkRZ0TVZ7o7MeILNs9BRv8JZzdQ"
+        "rOcshLCIvSKSZfhnvU1zs3zD4Hu6J3EPNzcyAuTO82r2PplmY3IDE27gyy8t7DhbYfnw+pQNWB3MxiX6G5kMszKI0/sf09H1"
+        "S+wDUlD0PCrvEv2OlxrbtmSWNpt7nN8/cD/waWijDnxAVt+qZRQwwhWn6RlIE9NlughDZmGA/n0+I5sKtJIpUAZAPZZaDzlc"
+        "Bi0jXlCZXuquDAxc4pjb9PIYsWU5I+nmk93hzr3qCAqq/TvvR3hbjVSK9q3GkHgtsrER4yWUgl0+nqWzwz4ijhgAsTSiMKiW"
+        "Qhqo64ZzCmglEHBfIewcTo7m29PFOjyPHVSdgjrUGGSwlk0UbcNQNZceq8kgbopif181/E+fVsqTv20guBx2GPhUPQgsYafb"
+        "4ncNwONycQgH02lo+heVY/UQ5KZiXxWTFf0DTZIlXbcFFU472DSydUTHf6o+wNA375z5sRaMx09ObGiXtKEcys50hu9YZUpx"
+        "bIqz0kQDuw/ws+Y1oDt7wGb0JVamzItc/V12duaGuFwzA/0Iifi1EHJIyJ8IGtEmr8PGEAOyUGU5rlxnMzTuP41sCq4J4bQd"
+        "Geqz3ozqu0m8soMJ7illL6+or4z53O8F+J+Q+e6q/lWbXhqAOejQmXi/VO9C65mPq5IdEo456cTr1JhGfEH0MpOB3x6n6k6/"
+        "ciVo7mbFyrzWxkF7KPZpY/Y1HHa8xo5PpsXKe52Zgykk4n7CzP1ArMIs8BQ87pwVdcGAGxioEQw0TAw68+IDuilglXrduVsI"
+        "ecRytZCIrlVvFMTEStzC+FbY3Ch4Fwoc3xOTzo6C+WrJBh4uVW7oJRzRF65WisL6EXLgIpgFPemVeBK80aH3UI1fNJhRYPUK"
+        "buufzIi4bTPXUWqZi+2S+9Lwqb33TvRSqEE6BRRBs0Wx7LGNlmGliwBo1wq/Uh3+lG+goMyTWBAfSgYYiMF6l2YZnE38i3tA"
+        "/oEcyMPnboLL5ZFbO+CkQnVd96RT5zz2QCy3bca4CxF4o/mgscJG5cNlihG7MH5DyuFrcB3MvYNaURgzSc1cLR1SNKnSmjyn"
+        "QXhrYvgqy8x8nKn838kU8nTK+kcdtUx2AzNWWiKu9ZA90szlCSSYGV8JydVbUSGeuEIGnmJU4l6tSBPGQYeHs/Ekls8/QXr5"
+        "mNiFvWvneGfujvpBMsNTqP8BqqfgofHdu5vlyNfZiL2tBLNTdkLtVtUOl8NBk0+GIWKsfrEbZc1O84bD8LM9ZkE3gzMbGg9N"
+        "z3GzYFRuuaDmrcYtph9gfNNbvdyTgaB5OBxWvuLGtWfTm3ueUMEiYJXKxjl2ivLNEkhreo8r7TB3zMwXM4vCQz1MYFUFQ7uY"
+        "LCwf2sYVbJ5zXgqDR8Opr1utffq56wkwIgp+CtnA80/Ba8iH2xiB2gvN+ekNY11oliVEwdqGmoWtH6hruKYEv8IyuL6GLGTK"
+        "yOLnXXn5XGTi014VCf4o1raRa07C3ExodpGw5WR7ko5Fgw0UbupYpDPa64YzZuqfsqlghm+qzW5U38q7+iLHYwwVoI79I6uK"
+        "0bgC1aIcfagELzYJ1bXXG9ZNO4s0l/kymVq/MAezHVN7IbksX5IlONV6vK8fNYvsX2m1Gok//cafraXG+uGXX8q5YW+BS5fu"
+        "nlmFBtD/NYraj99X+cykeyNbpva/ht678sGv0Q7C0Wnm+5uUcTNHs+gcnWefripD+mr1YnZAD2rGPko+yXtX26p/kuqlSTsy"
+        "9IVAn0uY/SHqCxYRSr1Z9TFvif1gk3AqWKbGtBUabiqvUEf5p0r5ODENPiQ9fVyp7mzO4lcrvZBcUGBcK67oa6YMFQUz19P4"
+        "E6fowoQEe/KdLU+Tu+Sy0nmpYHa0ArRFrb1i+UqaIUJgLelrejo3OOREpzF7/PislJqgAix2jGsFVUH/S+Ot/8ohna07e/8X"
+        "YRTKDgooNt66J1Q2/vWi8UdJEOPgXZDPfc6L42tfZ+PgXlTKt79ZjY0SyoM9GJFuVpLmyPl29hHhLfP1S8cg85JyaGa81MRV"
+        "iC4AHaN+4Fh8C1yPD7XGtS5L4rrWed5I4UDMKBDLK3hhK8D7zIrrVYJetNzKBp5fbjLh1PHvbvj9u9YZnUAeIvyB3D7lSBl/"
+        "6jbwcUB0TVmJmZfJfqpsAIevVFkz4zCeOBWGqZZJEsbkqc/GrLMr939SjorX2TUZDQD0ktVUfPbZiv0ync7ThfGkK9KCDE8M"
+        "R062EX9aDorTg2evD8/fHrxBd6AnP7072Pr3ZOtf52fyo7W1d751dtdqdOP7L56oD9Gbg7+fe8kr4u0uO/NIGicNK0qW/0O8"
+        "vR+wOKAhY9C0llWH7KJgPGDRfHeUzFFgIDvhhevahP0+Ozh9/i27LnGXIAJhWEMBoexW8tarGEUvuEHVmXGhsB3LygTXyYdz"
+        "irQTxsGb7Fll9+fP/nF6eIKDoHAaMpBD9mHK8V7WTc5nyAxTo0zAQya7mH2QdKkoD4GghbHZexq/TsiNiVCHFmnoP8nen1S/"
+        "WIo6Yuy5KJ0e/+P8+dELGqPqB96h0c3oqka7HgN94a/0wzwDQlk7M4k4fjx+dXp4fvR9qSrZq2ENTs+Av3hrU1V2ZFQFCFvz"
+        "kMMqzBDwe5qjKj9qtowfzMWMKFu2bFBBZEgrUe5Cg+w4k1JHTSdHSA0q1qwTGXP7so1cFx6JwcmrYT1OGNyFRi+TSwR1Oubw"
+        "tK5nDNJxfHyfZFOk855RHJlis/czObqWVLFNgCPwF9nylrCE46qhhV4CuwBazi4ysjUrYNvDiUDxckkxR65rPCK1qBveUscw"
+        "9kUzWDNQoaZfwqJO8g+A1vNF9h5THQzxJge1lhKZXO3bomi7GfwwI7t5rh+QV01qA/HdiF+HhQxsllnGWzdbjLcwTOutRrgR"
+        "fzr7fpTnV6gyH6p7Q85NIpwofh8cp+TkupTkleI2i2uC6rN/W4EAjWuJlqdiJW99r3rk9pLDAS83EOT9Z9wEJJa7sb9n9y00"
+        "0Hc9ZwHwJueKiba1oAirYilLDkloFEleMmqhxH7gw9UFeR1f5jcNdc+ZFy5yZJIRAvYb2RA5aP326Px7ROiT00OMOXF4fHx0"
+        "7G89D3Fw363bJMFLdwnxeR1qJZ+1M42EezSXkBF8MvWCAfIMdCdXADFFjadDopE4k+knbPZ2q97HezsM6DVg7zK8EyLXsgLw"
+        "YHSZFn0Nq0pQuHbzp744fHnww+tTnO0dpTxcFEsMFHyaXafAqfXIO7WF1qk4oB4cMvh7aUq3pRQD3P0FjoDUqcGD6rH3SYO9"
+        "FBe3b7JZL9jmL/hF8qEH05BKOHi29+UPCCOl5TZ9c2+iB5e9xns2so4QIgDQdV4w88UpUjz/+NK5cvLDsxPJAkU90AFGe4m1"
+        "dcxhwaYkSasgNLYaaoqQL2pEUrTJGwqfgld25K6Oab8WcvDdBsgh05G0xL0486MRwzbMZ+ghiwFKJLmRiejDsUiygqOGcaFx"
+        "DBi803REqIj22qk3f86zWVhr1Or3ZwMN1sP5mvR6FPVgErybC8gMT2ZfMp0f3Jm0TAgVGUkTgRPWWQ9ubjcGX9whSJscBhwj"
+        "tVPRfe+Lu4q5klR5humcnCHfD0pRqksNcvc2a4C33rByqPCNY+TZHX4Fo3xjns0tzJZEmpxHGAXUjEkWtU4OjBzmE9dbNbi0"
+        "6/hp7Y6CeA7g2/Vqlp0NnTGJQvdGPKYxAJl4QRXq6Kl+Vsh9j0jLFP+0FbXjUv4Yp9FX49BVans+wjjZwxlFmCkoQ0hIwXA0"
+        "y9V/zMqLIW3AOoCoaGILxbGFMnEd50VKemqyFucDHUdbDoKJBrXwIWXsoGAUEl8xmaIYdBtQ+FeTMNkJEEvu3oJpkwVltgO5"
+        "9kpohenF8RXQ0A4Sg0KP0qyoiHdLg3HD4grsUsIRZpXGpRj4WcFxFA+oXRNOyI1VhLuIvDG4qHlJN/PFU9TZPW2GtZH0iN/V"
+        "3NhDGjuf6ruh82Vrasz8fq0OkqcG0l/mr4FLWjxnxzNKQWqD667lJwCB7gmHkXxC8W+/Vs9ozVBwo9ykscBG15OKRAB4Yvyw"
+        "mIarxdTmjKISUg9YK2R+p1EPj19TjfUQR/YzIxIqRBM0nJXyp/KjicG3yByVAooeTcIaz4gSCmxFTjwwgAx6maDmexl8HbSg"
+        "jVot6K01xHieLOtN4tPh95P/ePL4iydwftec8F4KMTTmlaalqo5AVWkmY4WM/Zdfgs+f/HS5XM6Lp70vnjQxilyoo8D8drD5"
+        "KQrs56YPeNDfMNHRdDXGIPQwyY9lDwAgA+MxcHIHAOi9zAE4jt6TJ5dwVvbQsWQdIdbTCECrZD7H2e9KdJjT8tHyakI+L7UA"
+        "c9sG7vzYkKimm5YDyA6sSMOAumHhf1+KmVB8jzHVmFy4R6cM4Fecd3QpVHXaOofMGONTmXBLzDdIbkSXc+BQP9gEOy4jm/sv"
+        "cg9SspZfH7LBCp4GGsfp0fk5YcT5+SNyekaZBSR0eDdPgbn39yM3+RzGUuYY7NQ0opw358+9M96Fk5O0Bae4H1RBAzaS5Tjs"
+        "IDh5YK9ihqG8EgsdZRz45pxPL5DUr/n6XF44k8Oy+pkXxtk/HHCs7hHFxwDGBsLQAD1RUtwH77P0prBGanRAmygC+gNjZNBd"
+        "7JCkEDiUZ0sQB8TvnYXBbEELXzoksD0JYRSy2NdgxYSTLpPfG6AbV26JgshqfZfJ4gaUpLg3DLiK7pfSdMnIxXbh3IVQbkPO"
+        "Ougl2Zbm4OA+upmZOeBNyHpzkriIvsG7FQ4uScPlR9hMJUrhfFynr0vltnJFfw5NYT2jE9vQKhnUgR+ONBDYeyo68mlBX4jF"
+        "yowjI5A8ishwMc2HwP6h0RbnskgwcqjE+MaKAwqXw/55Qn7LGgyjMsDYcAtugSIewOtkKjrXASmYyJs8WTKHQpoR6Dy8k+Gr"
+        "E4NoqO6F9CbGFurg+1clBkWH+ZJbCI3MrKi3DomSgtmmotBBrFVpWJ2ZdZ1YC3DotMBQPUW978ONVDsdrTfowaXH7joa4cpl"
+        "URPR/pEyTzIwaTyTpTDt1m8beYRhYSwcDFSRQ70lHau5/aRmLVTpsZnP+RwRtZ2BJZeieqRf+b0o9+rW54dGWHYxtr8xCCjw"
+        "cjoY+Gm7YDBIS6bKn5kFWnTnHK6D8xYh/SQPR8rqYKM9sTbjz4gbiZpgG5mNw9oskynpuGThuXMWvzTGm3xobMvY2o3T/JDx"
+        "2lca/spkfm1otOE5yKjLIByk8wHgYr6kBBCiJpQUSxJQEOkBUNpJgXmCOA48xXdHHW1DopywEsNkDEBFCervwk6rA5wcNQHd"
+        "DFiJTMluxxiUnnNxNWxEdVZhz5Ymwa0IQazYa6yJZxTaXiMrw+jlp4YaegOnaD620UJYt9bTAYd4zzjJ0ukY4cJKIpyR5CLA"
+        "mDMXmHeMYrXO4FRJx6Fk/Ca3VhBaQgwcSKAQ5bzoSo2brkbwarAikWyFgxCTabC8glHSSFU6mWYXl/gdXzcJDQnFmgpIhfBm"
+        "FIvHB/mAPh5wBqOyTh34rvfk9xUOLpGFHgDZpgGHDNu6TRcsS0oXgIgNJiHlZ9atlQM25bM+L94LWIBwRD6YAvt6w7qmiv7P"
+        "aM1d7JTImIijlG6ECwzZwvC9hQQp6ZvbWXSB43sSBoYmtCULc1H+2rQBci1WjqJzFwCfb5nxRuCz8y7DToNSrFcUwSt5AqV3"
+        "gwhtor3Ywg1348hbJoyXEyWHVfj70r9TwgNByZF+OCWORKg/3UA9nLuOh+28p/GjNzb+db+XCe3r1JwymiHGt8e/znukIm+B"
+        "cRBp17HcwFCcFN2ZIlAX8eheb1Y0WI4kmnabEten9VBBIKKsd6H9uFsLbywQDAEzRXZDknbYmRC+3NgdEzj2jlnrTvXYRAq3"
+        "AmKF+AnQvrCN0Bb3AyXZRkiRjjqbRY7RD821k9FWYPh1IgLla+lnt+ugwBi+SMmJeVBtnuxQCglJu0SurssGpt56oII4kyCt"
+        "zknR50BLds+arUnbWyLCsH0C8e5roYMEUx6OH6QflYMIObhRsmn0sSZk24jq2CJmP4h6ytkjyLrojDDDo2v1IAkHe85j2apN"
+        "4pg7mfDI+GUtz2QpZ4XdPNIA+i8/nMXvvjpcjbRk7V0+FkJp02Z7KIySU8f3y8J7Wjn1+LDhqIVImFazKcbjSIxVApB3wMpk"
+        "OM2KS4MxzoG6lgJlvhFj1rDE3dMlNCltd/vuY4DaSCcegpRbyQPVS+IUCo/t6q2xB3zz7ZAtAZPhM+6qCKNvDiaTc6zA+HTs"
+        "/9ogDn4UBjliPdtb1J2H3nnUILuwXlCjUdTgLH3fW79/v294586vCbWErvvLVUEbF7jK6shblIlP9YfAUxgFojmIE1T+6Xl9"
+        "H4SYBwnbw9AqNPT6wNuzJp6C33+kQZMsE1RbzZIVsJuL7F8YjCToVcdhwAkxSJv5VSlMVCkLivOpBJlARotJlxphKBzKgzHl"
+        "niG3Y+VBTkbrrde9MdicKZ+bMVdCvmKYT58GpM3VywSMkuR9pWw7fsiYLyJxzdnmUsWsnyfvU1yNig883sslCx/BGNdez8cT"
+        "4tKlhy/uSn3eDzyy4OwT4p2aHre95mah2nOKHi/HtoRHn+Y9wk2HOEhgYxGp+AJdpCoUnMRhiQMQcaoWuogX7kZvrUDyXhD1"
+        "rfuimI2tmEDttLgUXVJAwjK5Gk/IFENFDI7jPKQYg9AHGUL0jUXOHd53kfLrXhoVLZFn1viAMKZ0e102c10zVE77nbFrnHVz"
+        "Tic3Yo1LT38dmUznDTGchQOfJ0nEcLPM+dtJoxtt5uug7Zttr58gvzKuzB9FB1VDjwQtsATRJIpZpyieMejvI4RlOkiUbw1u"
+        "ZYjIee9iged7eCCbyCEjcAZNgcCQd/MVhnKRqFxoxKaGGBUcNmpUC8pVGrCywd2PVryW7afaFqYdqDXBDQnbse+EMdW2G443"
+        "llgaoXJxShfcbIbUoKscznarBtB+plwRO0g1BUCX7ewrBEoOsGbbri8dXmpaINCNu5b0uMTTI4wdiOn5HdVrm0XUzzYhPrGc"
+        "a6LB555oUHcp+SaVR78cndEeMN5u8GsYxPn+6OS0oKW1Kac59RZlF+GdoAQ4MY2L8kd2pCa+4LUluKjyzJqLxq0WHB6AGhj4"
+        "e7CmqLGWdAsMiS3+e9ziwD3MbZYNRwHjpUXmU4Or/kjjNDSOAjZ4ejxytjXDnfgJf92EuxnfSXCz63o/ST6aLFCi0qy+Wsb6"
+        "Iauk5ES4CGuAzJjSgMhMvZH6yjDDuMtIQMDPxJLTtSUxNiCoW3OciBnMqTG3ISBgzGodZFV+ac0kbRLvktZVYCCXKTK8jBSN"
+        "mslztKIrf7TJMSk2JVywfKH0Qe1auNGsKK22uFHzqSgESvIBW6NzJkaUcFl0oXQHTyab1vmTU/8M5OTD+NkYkUsqWHzkHMrI"
+        "9SRju56UalSGbgMdLzCGHyV1waNDTRE1ZjcCQfTaTPDQklOtOjHRDR63A5qO58HBclmCG065EQ7cF9qmMIa3l8AG1bSIDzl1"
+        "mxDxD+b5dKo4kDjxq/FifLUck+bdJOSwzh7AO3hZ4R9kFzxiK1ewDifCChrXzxG17AfIDr2A/puz/MYvJnP2tctNubjR4fQC"
+        "Sv+5wKT3oTT42FWn1Y3ErFoTSRIs+dzNICULm5MckG6JSZFIv0hZwuDAoUmrT54YXw5KPZu8RyxFs3lKh2muFShM5DAlk2HK"
+        "fcYmwLrGcm42q6JUPrv1OAt96fntGp2eaP5Kmj6FLLkOwxJSyIl0KTarooSwjbAWETXdvpjsaBjJTcrWcOQlRoenTcHvekW7"
+        "bmwX/Xo8PnwP6/c6K4Duwohr9C06+Gwc3F3AOfy8WLc4RUoEZx/5dNIEG5ZlxjIlMNUstUne56Ey6bBDV4H+2FOaPxY0cbne"
+        "a7oHAmYCT9pawykRCze8k6y5p04NOQ+g808o2WENmHWnEmKgpGl3XzM0ey60+FWjIpRWECgjbc3tXFAZwTt0GG44vpFLtVIQ"
+        "PGwy60NJntKSruXsZWCaXsnC5xnlknVCYm2WO5zdsJoRn4CeDaEbMtdXd8gw9ivEM9pE6Desm4H2h6uB+e37xWXZLfrgoc0A"
+        "M6BqyM2oZDJl9HFI7NpGM+7pgSgSrYvk5rm421c83NYatvoWWfTPedHLQb8mSTZdkYe2x2yuiWY+94ncNFrOoaqD+MMv7rjG"
+        "PZ/UX9zh1O+tAky6MSJf4CMoI4J8tEkxmozQoyZkCDNoba5SP+8mEXpKjSkrwSklG3JWNYjUrEfLYFlE9QtM0umgxZFRDCNO"
+        "XwcHRDhLlzf54kouYxuaIX1E2XAmegKvo3VZR23PBneuVYfDzSWeoyrGJsAgWP3YuiLMEZWRPlqpaSDaKCZ59+uceg+WD/pi"
+        "g3M6GU9fnwQAXpJIKUU7UrItRADlQxFABbM4kuEGYYj1xIgjVY+ktzBibZesAsmJBT3yHr1kKEMXRJnRFpc9h4Cs9lXlg7Gr"
+        "PO5RY+sWFFPeBy7P0YvVSoanvRrJ6J8/OXx+9Pbt8eHLH04OX/xy+Pbo9OXRD2/h18Gr84O/HLx6+wut7pOMrVQHDBiAjxOq"
+        "F83DzaZSMD8GODN7hwanrHWjjnFsDv9ezNMEeDgCKH2BaRPV2JS5d7kF4SjfFMaE4DoIHhvaNMiRW8Y1vMwopyJ+MF/kH24b"
+        "xEd6K27tetkIt4emvWQGW6vfk24ShZFBfy1sxgZSURMZsFYWYnXPE6oq5vr5r+2Gdxypk3GVnTp7RWIgFrK3hw32o2Y2ZXRB"
+        "bMGOOLEKMGXcAhmdUVx0aoCYNTmu8A0a9B7TyY20ggVR5Jq3QFTjvJ5UL8EWx+kW93SZFHVH+8FZuek7keXK4gfLaeSdhSbo"
+        "JOX1VHfa4MDfaI1R0mb+nvPFd+XGXpeGq+RWT+Sly1SyJGuCRmic5CvinPh6lCIjVHjzK4vAURBVow0iuOUX4ByhUoO4Pbao"
+        "ZZahmRV/y9Ib7eBpmdmg95KqvhHIE3R6JAZF9o3ktw56lU1URTFh3h5TQghQJGM8HRvrUU0kubU9fhiisg7rxw+BVXOT+1yZ"
+        "l+26rGGttmp37kEGSnC+uKM+7tkO2zdtco/kYJyNrUKgpMGo1A9wckWbGNS71rp3o6GT4ZkhgSOUtcVUJ52XTBT6jPO0efGS"
+        "koQujKBAaVETTRNm2yZtJQnNwPlRPm40NDPZytTA8Rr9LE1eiHqztG5Gtb6JofiZs3KTWaXsBYqy7qwZvuU0na6y32xC93bG"
+        "4e/c/QSbPgUiNbZ7aq73zs6uKkswDvs5t7fDfxiD7Y2wyFeLkee/g9RtXfJy1J5c5amlpyXDiPVNJOni9qWqrelG/vGhIHu2"
+        "31+LICNKAfE9oOD0ViegAA+5S+LcHQHFzgXrla5OvRsdIITGB6IyoMzGlQhkunAaAkWYygdN+lyNB/w0LxUR+J1cLDZWq6yV"
+        "9eTgF+9Obq+H+bRJGPYKDzPgj84+uigmONFDrbgLVLkgn7gcEmQHtaCl5XhgMR5YihJ07j6rqLOGEZWya6X0ac8GOM4lIubH"
+        "KfSD1JgdAsua1YF3xeTSoT+qR3ubU+pyEwZXKH+QLJP1qa/RlSi9kxwDFxTi72OFDJC8gMMcf7YByT2xT3Xfpaw5qn8Xah6S"
+        "1xGqWEy0G3Xx9047jmHLuXFM1ka6/WY2Tg2TjWKejJBMgEGWXHlaqOILBixMDsRa0KiTVT0uufNISxj8vEIWSVXrpEXE6iax"
+        "MCmmk6kGzR2S9d0KGX/cYINZfjNQ5nDTqaWyLR6jh/N16x3/Esuhq6bY40XsBSqpbskejbiVEqasteLk+bFGH75fmtoLW1cs"
+        "vaSd86WZOn2iG6Ap8uQ49XN82ChjbWuYu6GPMEXkN2+MGgnW+cJkqw3eR+Zo9E02/BO+Ui2O8Hi7wlAqwPG+zGboTyFzhK+c"
+        "CaHk7V5ZJmzIzrajGD+XPW6G6fImpeg2RJUkaiYOAPMWaoQWMhezDVfjWRL8c5VB4zwc3gqKmVxuriGaHvPPdqz7ehfg+hc6"
+        "sNjS8q8pAzdgmNX128/qwZMgDnrOG0/xZcxrLczUkLaMdbwT6Gj0LnP398XZy17lGiQr2y03rcG4J7vau3tDmV7QxY9vQWss"
+        "cUkbcEsiL0qTDjtGmGVcQzjdlbAHsuOtuf9dOUyoc2Ogd8+sGdykr3cEbTal/5gvADuK6KUWDs7MSS0wXTeDu0qTY4fC2zHS"
+        "lIyz0p/ml6OuGta7peGYI4jLSOrcP+JGQuynsBkYluNPctQ5kQtLNZ/gjcumERzjJKds3dlSj9dCA8ehWcYF3Zapg0qADgO8"
+        "TcipOSzqrl/zO3F4P1tzcHY1Tta9WdQo2ZLbZnsGbHtczKLm11fZ+Jvm1wUZFmMTbFeiRich50hdsHhTZxFNZ8ZpbpcS4sjl"
+        "4fHad7x2fyuKMlShWWsNigIE9DBE7TQekGLnMahzo5qDzHoC4gFV4RkZauStKt88dQTgKEr90nidf+TxxZP0ojppVZMxuDbL"
+        "zzHeGt2OjdKasBX1UtMUikNpnuvQadK60xdm8I/UPNVd2D6t4eZBk0kDxnESncEl+/mywlX8evObWXlsrAKjf1XAo+JyHeK5"
+        "NW/Q7GILDxAb30dbibfL9YSjsj+FpXUqkVFgveceTaKzJ69GcXDbDAXkFwBigF10+FurSdZLcOC/hkMbCB1J21A8jBDC+ak+"
+        "BN2iJJLimNJEq8+1MCSr2TKbbm5RjBHIQoFu7smCYbgqbpl4cUZ714cOO+Ram1sVdS/lhZm5Y2wGR5MJWjsonIcp63ETViwH"
+        "+WJzq89fvOU1YGVdYcw4w9lFNuPAYNDGORdTgmtkZzY3OMoXQMQwhhVWzNCAAx3TFymbrAB7M56mGLkMjj3WEqlb++Y2TQAW"
+        "pKUM/bLGthGs5riVBfaCsJubxEMUGC4KD4rEW1yisVWSJTwHTE1zitvwgZmTNhWdbyXrZzjORGkMog5Ck0lLCaAozDyAnaTn"
+        "/vvWAYgS061nWolMGfgaG1gP4tfNyqEdX4AXXg9upjSjq5ib5Lb0jdq9INyL0g2bY1TmbmKzwynUFqXjwcLNnXMtQyc4YB6b"
+        "c5AG21/FYD4Fcc5E79rcrB0HRuoKMKiQY8ElRzefloAteCe1LDWm0b8aJuxXoHaVwRDP8IKjk9muMEoYRwZbo76lOGWBV4+G"
+        "WFePLeYZ4GgXU2sMQMhJZtSnt/rfRUp3EniiEw18nxWolQXkkMCCkuXkNkUbMaLt6hYrjnKbWsYjqm+sZDgSmCuPOXlk2P4O"
+        "zzI8ItCU9pYdZqv/kaHj7ISFdGIW8Lo0lMB3ekWFSCFR8AzHvblNuZ6irVZTBQdKpVSVrl5rNOFznNe54HjN8C4PwIEpwBIE"
+        "jLI93HBFoedZzhTRAy+7mH9gyD9A1Bh4LmCFcDTh/yCJJpyzAUiwnG/oKkA5ZXENNzdsT0ScK3qt3pBNHG7JntjHwQamdZLk"
+        "DkbbUaYFmLmptLfoPl7I5Y/pMHgNIi6Q32eLPBmPkmKJo56lhLeWG3oAG9DZmBiBFNeP+EbsVY455XGAaE7QuivnKK0aIOhh"
+        "LDMsWDrFyDbs7G/DqNilZNGbqJvqjR44iJn9p1BizHoxi0FajdXFJd2L4O3nI+zQwZcHV81IMI9gNaB/QCTil5wsHFa0INJF"
+        "gU8/QxEFOGqQGyxTb8lJSE7P4tBss/3e3XuRhkQR85wIZFUVjlHDDtbmwzUX64f78i2vrdF1KWiYX1ih/t6kO2INUMNsf3/2"
+        "GLaEmr1m7R7rAOn49eShsvxTWzPS8Qbphj2rb3IENSHUN3qc2xBR6k7qRivr/x5/83NnJdCQU4NpklOKlt07LpahV61JZ8Y3"
+        "+0HL6Gb8oq/3Mbxn1fIcI/XiBRp4VTBk85poQYdKC/dnu8XmGOojVcMAYNdk5MxhvNzG7qt0eur5rh/y89Ona8LP0+YQRI/Q"
+        "vq6v+Qhw3XX3gHUkBHmRPkYcnIlhDEjnSNd6xEFu2pd30sl9veau9bn60qpnOT397kAGvdIqOvENdA3FC83ofjE3FNXxnNrU"
+        "wNH4R/SCkoeErbgxbISnkUaDptCp5QSAMNHcfcNiVg2YuDq0fzZGFPJgyzGNjqXevrZAVyXIj1hBfkRSityJ4DeUWW+REs0l"
+        "Rp+TWK63jsEXNCww/WNDiXIw+9BMQ9eEVAaArwOjLECjAXU8bHhAKtIl81KAGcRD9cwg8C3Z8aFZHUd4Mqa79c/UroMyo5Lu"
+        "Q8ejYOZ2/Dx/pdAPfjbCew1/1nPkKcOJJsI+qxbPBdjoMr1O1oNn3vPd1R2xKT2Kiqb+gvems2AtlpsgHaWe8VJf2zAKxPds"
+        "fUPvMaoY/JTkKD0/3jvzpQmGmScLejeWxbnJqfzurF+OHyFcASLObWo5RMooQTYbMJ+NOS8w4++901EyujIxKd2pYEePqIX/"
+        "aEELj3AezqKQkUm+WvDgvXwUbIWxzInrM/2Q48uiAmjQD6biwObF5wV3HS6WCfjB+SEKtXlwWp2Kiflau+5KnKAt4oTYXPIt"
+        "deqP0ylIbYt1CLj1cQh+2DzkkWzXBIKLfOntU9wir0uj4xgea5/RCSo7zJMx7r1vYbduaND5iv36JPFECW/CRVo3vqhO1AC6"
+        "IDZeQrhQPsUhx5x9N86dFE3TdP7A7G5A4j4hPfq679z59WpJVmYVQRnsV+xfzM3Lh2FYwhLfYIbali+OpbY89kvfYGX7CT75"
+        "SV7sCNZMNNhwNVjN8iFt57ExjCQuEME4WiQFSmto64qIO4KD6bPPnCs9K0m51xIkRBSlxBAYyoyNyCQ0vJ/ANUy0XY7ATAHu"
+        "jSzN/dAaqzTIUYYx6r4ovCjyvyPoA0fESgLXShc9TY2gT3kTJL44683WtBLXxZoSolnC52q8Mi1tWPnNK/7SqemturemtgNk"
+        "HFAp4N3QqgeIYWTKM3ObIopYFVpIIuqYReQPldpfpsliHIQSImtOtmZMN0XZVvfYNWzjb5IvwelL+jA+/5pSwbszycYmB0YQ"
+        "PoqarUfGMoIKKexjacOzQ2hpVsK/uAk2mDaItQdfH8rhxBuKtCQuecqK18TSVC37VEvso09PJCt5pb2UrNjsaCbr6XIySIjM"
+        "RWPgMutlVyUMS53PxJTZb9OnszDV66rwTuRElsOOKCQRdXGZzQtWXOZkAYkakmQBAGSjypS0yXaOEmVT4ePjE97Yg7huaYSj"
+        "BAiT6U1CkfmNZQ9K/e7SjkSDUhX+aU3NIopqm2lbIrHxHZG3LKMrTIe41qygp+pyPBUMzcWoUZC8oJE8KvQx2fqEM9vqsJPr"
+        "eZJdzCTlse1jPQyWaRoaRoZBzCHIWkJ0zZ+5VAPAXaSV8DBetRrdakp3jVONvkNNXuR1Q9NPPNfNcD1BQz8g3Y3n4ml0Mu4G"
+        "XA3fcCCDKhSwSbZ5HKsZNo4mf37/knfYb7eKZ2VTEGbAvGSwyq4undtxdTataB4ozLgqVhk3j7pYtBsgp/O14y4pnNhuhW2f"
+        "LcfcXjj/UDUbWcV6v4Ouz+o90XzTGH1AFazCQ2PiG6cfoKlDti1eZwwfYot75D1APDUJ8rmflRa1uqNpkl2z6tydGJOtT12d"
+        "BlMZVr0DQO57Lt5Ln0N0ZUV39Gla+OLLSSUuQFdMtHp222vnFcmCJeCEEiS/hx8TVpX4XTzQQ+VOTl2Og3IneNtXsKSMdU4v"
+        "8oW/5nZVBEKAgWM47dcWRXo4FbfBMg/LZ+xJKbdvX45KjrnNBy+dtLT1H7Gg7KIatEqTrzhwNwCFuLmKAH8I+FcIDyfPxQLW"
+        "P79+hl4M4V69LH6UTIKCrdI/6Go4zUYYXnm9DI1Y2JCoLK738HIA6NfC2+uJ6sDTsc8cyZ040ZjQuPhLm0RtWUT+p/Ku/FaE"
+        "e2F76myqIexoxlcowmXS7Qe3+pJE+n4gLlDQlHj2S1p3ACsViGETcr1MlMJSDGZXieFZVVUrFXp6/k1Jo6+mhXQ3iVIG2eA4"
+        "nBtOmUc8ThlVx5x2LRxwk2x0KhepTPucAC34CcmoAJa7e+e6UqLAELOvwUAYJnrPgCzurwEPL0M1eLjMN96lSLsms/WAhj6g"
+        "6ftStglAb/gZuhRByk7Twypr0TBs8szruty+wK4H+WEJWCzMqeSPoCxcfLVdunlUu908gBM4D+TqsBmcYjRrJ3I2nVy4eFvo"
+        "yuJ5brH8FNLkKlKnnxOWGnmlZFjIn2BwfmlgzU1VXCoRfgAPypVlAJkvLDFqBj/SxR6MU659UdAvjzS0qqJPHyu73HN4bk8x"
+        "1jQt1skXxEkc7FgtsrijBoui8Kp7biUcyZtRGy9E+NeXX0oUcUQEseOs25FsjFBeYVzOH5RMIjXuCqozSQurxnYpBXcpxPpa"
+        "aBi13Rd5p1AbL1XeG+dAYH0G5Kk7UMbNED81YR+kHwBLC45s/TMpafB3xsnWBnSvogGLLdo72C1U9JKiU2AImZyM6XDoTTiD"
+        "x6kicoPNzzNrS8jQ51bDzDGSq3PsbMkYWbbIywppnW1AKdZ7WFY7VtIFAltoszquVfJJBvIcyywB4k7x4Xui2aDIZ+wPK/RK"
+        "zFONpxmur/phU9VfNTyTanLz8MT5fn0DVbUnCSvd9vyJPk/QsG2gqkqQ6ab1gTUMZi9T3gahRyzrFlVdzrpMHlWbFKopka9Q"
+        "4qr9NcOPRtkmTugjmQHw+cCIv+H2vy7eFm6wbcHWkKtnM3s2sSmXXNQ7ocLKt6mrmeHilKK59g26JgrMittiLXrgGs6kZUTF"
+        "wAON92xj9ibYtlgONWs11xQyjqllvazVbhaWNhsW1w+840oXGL8YHUgxoIWLQVzB/ZTdKBw9DDKb57N8mU1u1Sgto0hHyk25"
+        "xiJVCniH6FM8Gbe3auWbZN5eS/T8+eaWnxKwvKbJPcTVKGoQhb7nnICWIPvV52qpX3MlULEwtsxZGAvhjTC2aaBLFw9hKRue"
+        "aaqUaTyscLZ27z42g8xEnNSypxovpGKFBBDOt0X2r3R99i7R0wE/SMfExBlYVthWYZHjwrG5lk8NVAtg1Fp6T9Zj0nBXdU3y"
+        "S6A6O/qpdl6/qJlXg+y0nprL4adihPdq9rSh8blgPZ8Cxz5Ha1DNnI5xfISVJ2H7nr0Y7+8dkjRzqZDZ7yJqYEBWueKhrDa4"
+        "v4DmuhmXE7344ZlhBhbhtBv+JDMJxTfH1I3QSp1n1VszJzfTvG/IpQGd2uWsw2O1T5cYr2LbbJVLV8Dj2PTBaiVs6KxcDZeJ"
+        "KzKFYsTvqXirqZWghYfbWtndM2U86rvuypU3bptoEMrUimyUX4P9poitk3C2QxKClp7yj1vv0c3O8iYTYXL98mojTZNpGVOX"
+        "8nDX6Fr9QULhNvIQxajubBMB2Lh971jKbahC9R52MrEPuJOBT1e20GIP6+rl3BcUcw7/iusoPLtQ1lI3Cl2GWS7r1VvXfkrL"
+        "lHgY8XloV0ystnngg7rmomOpQxK/29Sl7t2LBkr9/8r7tu42jmvNd/2K5lleC+gYQiRP4jUDhuaSbTrWxLI8ojKZjMIlNIkm"
+        "1UcgmkGDonQ4+O9T+1a1d1V1A5Sd83LyEIvo7rpf9uXb3x57Ob/1ZKFOGpEiiVaVMmXVSKwh4TKHxZzHyQv7K4z1kxhTqZ/V"
+        "0TG/7aYMTl5WXncfMn4rglL2G0o5try9BJuHbfubdXsFuP0HbHz/SW7ra8/4sPDBLqS9d6kp+bP2qDTcy21bQdncD+1YU/HO"
+        "/QoWAbOm3NG/XACwHqWtWfGmHxCyPeOFFFZhRoEhBZESFBL1dLYwdwpBJ8aSzosVnuK4SD/C1zF/11BxtqOnXuAX/xQr5hF3"
+        "ZjEHUzVrTnMyWCNRLMaJc0LKwPlpCwpwVwgV70oTlFexQV0w1TPFTKtjYc/PAVfAHKHB2jyCTPEjgObBP9ztjW+O5PT+naIq"
+        "wCcEQGDHAybDQtbedS2aO52H4Vv6inksFZYHv3NnKRNl6bEiFwg6LD/UcaFC1+4BC8pwfnO7SbLM64KvwY2V8YS50/hS2nzV"
+        "tkQWDTYG0kK9ukvNKM3Bj3okeY08fQz2zZuNc/6dCdsO0Vs2ETjDM3C7X9UbFkWDdoeeOtYxgzin4BKq09SujnVzmC7UfckU"
+        "hlZNcsxOo+HkZeS6fQ+oLOvcwVmX5F2lEzjnzWJOEY9rpI1BvX3F9M4sGfK3nfVuXOBdToncMSU7ZtceN6vgT26Z1RlZpe4Q"
+        "uIx3dSXSMaFK0PNLKHlz0JFvDWmv0J+qqK8I7OB7StHAPJxz7OQ8MB17C0aUtjy/5IMNg+jUPrGUIam0AfRfT6+msqrI0hGc"
+        "72LYUAZeol+2pjwqNZBkx6a8uVvJ581iUa/mGIQq5rowBmI6VHnL0oUKQhSPIi4w5kOehD3PPE0hDBG9JZw/TUzkzLgMBpc5"
+        "yAw3N0jcmnJze7hXc32zrK9RxtX7Bq3Ic5qvuVgxuQieT5MFL8yuZJzRVLrntVzv1+SFALJi75Kh4p9J/njK/Cu+Z0ndh2Mw"
+        "9ttLZgzYrjM+vuhsB7UudFnvjo1k2oMBBCM6u/wwIGxuAqv+G8ZVNZ3fFLTW2SEgp+MFAL0ub5cUSSJms0ri5EPdesP3RTPg"
+        "Bk/IMODXHC4+CHHzfDXuJMUSgxy3alePyWJHFfQktMYaI0R8htKDaykf2CYeA9+qFV/QPY3h73xzUPZsbzLUVJyxWXGX5Iva"
+        "wXvzq3oDNc6ELVLIObPBBQ0Iv3oRP19w2ZzNWTpLLn/LJvZAnCQVgcDT6DURrYNwuh8AUjL2DgMgPRUpoR0C9AEtVs1CTymd"
+        "Jhl1gs+fBNMtknx0m8505mwcSrlfPc1uC+FQcfouzAyCjYhNikVonFZWCu8uC4sDGnONLhca8kAqNTHD7OlKBXCraJdydVFp"
+        "U5qzcYTcK6McIzRgyeaFdlmHm5oPMPxBeM6LZ//n7elfvz21HMvZ3ts22RgWvhaRf4dho1/cS9nbSGbzcc4Z0XHG7CgYw0f+"
+        "BRltzm/7xb1QsibMzXogAq8XL8b7aNXAUmGYzax44pE2s2CJD9n09MDhQqZZN7scn2JxQh2Iv3CxqLeaNYLsNf4b1KeelgrL"
+        "RaJqhJF0tW+W9Y+E+Ym8yqH3QZ/acJ6CPPsJDjU9F6zetPhfxngBvAnGe8ORC5EXUYKDEXAeAMGHLJczst/gRr34YShmTHb2"
+        "aMeEP6PVRwVB/JSSWO4qEVlGZS6ExytRQ/AYJY8OwGMA9Co5OoyjjYJZYtusEzp+fvn2F0hzd/r65OfvTt6evHr18tUp2HyJ"
+        "UZOHeqUMtKSk3mDK0EbifZWbnwG1yk5LxpAeRsdMMJNJXRA9824GAfFq/IAMqIb0DpDMdRtvo2bWIPL+5+KrnDyUHSo01iiG"
+        "ZuPgsJENIFKtbQ8N42LvosiFZWVjnsyrIarKcPfno6sUM2PW1v8oYrKYFfNeQ38xtpzVs8BhLWJJyXmkQgQ+HwjWYKl5p4ti"
+        "BKqZ9RZwbDHlFQfGCKdPQFC7pBrvbtcf0FhasdDvexL4L/dfSf48EIA4GmjjJXVfWIzaRLBYENpnvrQT5qPUImkjKk61PIo8"
+        "U9IH13h8HIx/21xcGYdmASbxFA8M7lpwYvyNZoIHKdZtJcDzivN/TviEBjYfCBCb5iLNeAy0pc8dk+tPZNHDGF/8GyLI3ATD"
+        "P6dAOVh9gBCAxBUitrsM9D+IDWE3yqTxTVqt35+iO3fn9WaMoMNBNDO8w2EBrolhfLVQXtSrls9LU3vM1Z/1MkcRLaF/+eiU"
+        "qOGYYz2QcphAm1l6a/BETcSBaik6IoQfQTQQI8hi1z5xOhgnvUq4OYJCnSHomMQ0mcLAITo6Hrae5oxwd1XuoorhZhlEmr66"
+        "4qlBRkkrGOi5YgNtfenzQWbigR5nGRvxo28KlUDDJ+GxaAMIhdkneCmbkcQrZFBdeZgcjDQOfr8Bjf+bqB8TbMGZ/6Q3kcj2"
+        "c0bQHT8vyfxCHjSJwt2g6OKzgjpJhdm9meIfszgT6QkCx5n5xOdeGiZAIfN051cYWuC1i5yStXftNFGowoVKXgntV488spRN"
+        "gxxlKa1LlBR66DLXlSTXeKbo3FW+atUuFrZSE8LvM3iw+Uoe94WubdGi1ffUKVfR1R6dSvvz9CQHUxlw2ZBTq0tufJP80gKB"
+        "A0o4G0Lt/QVWSpEwRzq1vr1tgGOGmVQqiEnAbvlbvb0+WWHmy5BLs0KscXdLgXv/9vYtRtq9fftv3goItqq7FagvTixzvV42"
+        "72FTfGI3C1TgeXHIqEVhzJsWLHxy3yhAkknZQKAliaDogdj+amTtgSBr0xylnsk2gda6pmEbPBK3tDBbqka+tMma4Ft2aYbP"
+        "5TNk7YY3Ol26QHJyIN50Bj3oLaB6gTJvDgT289i9RJHqXb28BAJBBCZQbjfBJWCGGgzqoQfC6QySiExvs3IXKPnPqot123Us"
+        "beFZLeDEt/XHi+Vt5wTfMWadM3O9vl0FgxjERpOTWqWns3HT7v18JKRAm29XGUgH+mS8xOOWCBJAcvAAujYuKG1ZsWiItg/3"
+        "uqRo/mRi3QEiQeOCu8V96fb7NeIVYsw9Qzg8FyMVdlGB87EWjlvGH7KUnCG63bDpv7Bv5ABxb5y0Ou5HxYEI/uasPHNH4BLS"
+        "n4zlJRxL+UMQfD3ouOmSc4zkt80ekEPgfnxFWLNxjLELjSVcYFrNnphENYDSdBhD340YxSAPDBzRorE9IoRTDqNzxlt+QWhQ"
+        "vFeUVEdsTDLXUpsUNaFEAZ48WJvxBQSiuf6H7AftsqZUz+OR8JzA3latXtd3o0mhc2BsE4mcgDBaQag3YktGvy6YIBlKAM5r"
+        "5k79hBNPQMZr6W1AgVhwRaxTkhY0M6qnR13NLBaDVh/fn0ELqmWfJ+33+aFZpeVZYQXQp7wExuyF3ZJGDteWNwNTIaxoKmtL"
+        "5/1uCKOR3F16hcIeztRz1r9gDUoIh0SJaAI21KcuW5CPjAyYZejQj4JsyeHa0qIbp2C5WYS7fQY+O/jErTMuRNv6qWIllBop"
+        "1Qml/ILPb63FU0hbxn9TpjX4gT8IP/AbzM9jJ2b3iFvI4MCYKxBir5VUJDJWEHnFDRhMv0PkTQiwmQhLRUeQw6rL4g0n3nUQ"
+        "HK8EUxHHuA14iWCv0yT6h9jvL96HAJ92Ja4u2SIU25HDMGWMB1afUlaTAT+OJofzEpvxCL9+9u1PJ29/fvbihJLUCWr93vqB"
+        "otr6PTRcDzmL4Zh1I/Lm2eP/Wz3+j7dn/I8nj//H28dn908mX3+17fHUUjOCJybhugPxOukM/Oj+6/4jR9w36IX6y8nf3/50"
+        "8vOfX//4KzoGhTMW23q+kZrBeKZCfVsQXwB3zbdZpqsgwsYdpf2FhjJ0L2UAcLO+SN2nX5WlZs9rOSkGA+qsNB+54XHplQ8d"
+        "G6C/26bRUTMKGNrXOY/faN+bTd7k1HxE4K3aO61m4cVOu71Z15IphiwIlFYS/SSoTrV+D5OXKuT3IpMkNnfI6U/Dsztx1m86"
+        "fpw1pA8NECfiSgGY3nx6LMwzK1R3xUY760W45l5XF2RUzm9yYvnE4T80xAqhTeJvaJ5wpM6OQbsLy1xNobvCfAEHWoE0T9xS"
+        "CN/YXRF+fyOvn2FJ9ECF6n3GbEOx0y/upeAtTHCyGXItKLdo3YL1y2dRz2f2RAneajoBilzZ6eEjWuoe0BBD04a6BFWBnHEZ"
+        "mIi17rNMihkTaSXpp6zYmZnPvKCji+lVdC4Uke8PXOUvsT6uild7szDGVSoBUTXNwupMgZnseDrOBYENynXU11GwXE386aGq"
+        "d0fdz27HL27XdCS40w6VI8pDAmTkEGBXYaadBZouka26Kr5/+eLkI0QeILjS6RPov5yaDvBwQzayi3psfkOWypeXPDST4mnk"
+        "lxqYi/7ZiFj8UDn1y6M8lu1ikwraT9jiE7467M3/lS6BQVMHL/LEGUT3A5oJ65tZYLj2mSIpYoSshgh47DzrD8HnrV8Cnp66"
+        "onKakNHJwrlCtvp9/AApY15EW7ct+9awYSYpjJy/TTwnl0vYohGqPup2HJ/SrmoeHif6V0vK1zw/hymZl8xZDVPQaZ2XB43r"
+        "465C+BULWSBiffvs9Xc/au2gOgePlH/09tu/vz45BdGMLtGVSW4xDrbgQIBH+AnOxN2ibc7N+nX18S38Mim+Kl4036qkFiV5"
+        "ppk8q0Kep44ovcn66OESktzW5MWtyeLojyjZmLgvn0xCV0pvahInqlkBVPiXR0aIMbfecfH1HyQRW+6KKUVa/tK9GAHAGkod"
+        "CGI1VfSno3iQ7dazPqZquRxzR2O/sNqjNjD5+nYj/En/uQEjmpyicxPcWekC+sADxYiqGCYAhTs9mNkFAB0gfZEC3jw5UxA7"
+        "rARMjgaowP4ZXquoHlKJpVzTNkFllJx2qKwR7jwMIpGWdbNCT5D8XKpTAwaA+V7a9yBDjQ8wIfK06SgxMj/kDmFgtf1Jxk1k"
+        "qDCUZZpwdld6SuwD7GwnDJuytnIeAD7LO//QaP/FvW3Qsf+Ef5gn0lKYntD346hfhR08umRMCt9tiB19On2iqDvASEFqyqol"
+        "QMgszqnXSPrjlP/RaUFTjWvFH480s+Rhcn4HH0LE1bxZ1rI+J9LtCZVZKkOCzCUk2xnzX1jQAf2bF8erk9ev/v72u5ffnxCU"
+        "ih8yXgjU1XI47aLUAymYeuopqbgpMXeP9J2MbCMIzB9lLdDomqGBFSgBOAm5//MZzcymNQnf2G7TaWIUvEQaicxMuFQWTVc5"
+        "9adad95tdB3cn+xZi6WEwakw5sdNe+tUokVKoEuPMWcuUkAHox1maCfmyab4U7QP3W9ffhmfaGKAkMOrOYvde9BAEjigpeoF"
+        "FHAevC4SRwXCuWlAragCDwKHm3oQVirXe+DZqp93p5tqWfNjv8I1PFmq0jLuJKh9MidTdk8eU5bTs0Plw+c2UVGHcQpxGK05"
+        "HVxc/PYfT+RvV8N2bhO8+1Sfz1eb+qqW3eG0rH/6IFIkDUS9q9pMBK02k6bS8eFait1F1Jl/Brxo2yilvKWSdANIPXnz1ZlJ"
+        "zDncMJ3O2R1+KRp7wji0GeH/QgItRBMzjwibUEEOB6ichG2Hcq9gmd+ulnBaVv18icRHQnbgt+iKJgR0p1K8J/SNv8mAqgXR"
+        "u6SChlovXrV34773/DyUZ5mk1UZtsEovnSta752CZs5EnHrjUBVluBrIxTh2Qg0/OvwNlEk6uhC2rvrqn8PZReaANyzwyoal"
+        "Npxl8I/i/6Wi1aWFhYlu1aej4vUccoeFrKt3Ps8C6ExGA4z5OTkUdlZcOJ2g2Uw0/7XlS0esPmbjdmV22q12Axc8L/pcCINs"
+        "mjIGKqlFq1hXPD3ksU7hmoxLADIxy2+MVYp8U6Qzj/z9NKMZQwGob8YYCHod8J9oHGrfz4qDcE2wX9XvJpS4OI20vi7k3JXy"
+        "waRUWFisclPZNp2hTtjq+BXGvkhg05C94oEGCrwFOTQjudvMTVWGGBhCwWJOKwNtGQiSSe9SGKJYdrZvSWZJeHGjE0Uz9Ntn"
+        "Tyjzfu6aqWj4yM7zoDSdHODoncT941pODNbBju+hp54rAulSYDcbJ9vzDV4FxXVdQYC2E0QJE4Lx3A1loOLDWqjNqdyn06eC"
+        "KoVY2fEc30Lyw5TGozwUMr4gsjvNA4/7OYp9imU0Esx9qCvrYxcYccmSPIr1rhcrtemF4H0iAcN8FoA7Up0I0Ot3iJbD76sV"
+        "wcSoCWMzf0IexScPY3pljmBgydNLCfjkuAE3A04Mhthq4RdzzFO4MKZ0XHgM29Wt67IrV25v12ZsEEReYxWeD+xQbmmzXmjI"
+        "3H6kZCTYJT20XSNx3Wo0J8IHXTPB9MqtN7cIOMHv+nbzTvyrvTKftsINCTKKIkxQ5mwXSUILhc6f/ZNGVtApudyJZp7NqEnK"
+        "1OA/0RXT22WOQRaFjm+OlAiSYQSlUkGAo0H3Z3544NVGv8mBhQrUM+bWEp+5xGoc5mkbONy8K5hx+11zAyQEHQeDj71halZ4"
+        "yipEelOEUMVrjQLIonIkpjtceDzVQVbR1h2h8QQWcQMkTKywDI5Midv4QUSnh7zURjf2cEW4mOIbNIFeypWh8YuGptxQ1/W+"
+        "HIaBX3GqRVAqUJ0o+427fW3riHg1Qk5CN3EcLSRTF6vGU7qRDqg8GRjRvpEILXMN2R1dh+fMAFSEoJ1g4p9zKD8akjmDOKR2"
+        "9DwX4NVxgg6TW/icLeyH6ShhLq5uSHy4cpJAUy0nHFWHbFbyKcf5+yPVxzEEv4PhaeB7EbgP7lreiV0Sn9fejKEfkY2AMk2E"
+        "tBPBwMkdUEZp6nAUGBmOCSoLDiX3D7W8jY+elI8OHR1BRUnrGvKdZ6PsVBsOfBvOnbDxPq1GQmRjbQgm6uXlJdU48a9n/Oe4"
+        "qHhoQYbOxpGIadWnRVLKxGl8JoaECDjnRKni6cwo/mWOt91ciylutkNcDqW7UkFKuRjn4HOAczmJciGlvsyRZgZGemMQobtN"
+        "kroYy6xiCQHDrJJBqo2EE9yul9udjCFI3M5091EUwRJ3l6a/Pyyyod3Et1ssuhVC/qY3nyR9awuUJcQrAPBKReEx0os06AsY"
+        "1O0x8BhHjSgTIOIyYHlSGNybOhq7jOR069jcvyIT4Y1ROHpPZYJNt4pIVMccBmy7wui5d85YYyMnveEU2ZLC1vMotWxH/Cle"
+        "UvATj/ltP9UcwEFeQOFlRjnOw+8OhZWIeSIoIQZJ5xKCd6lAwU7UvIOblzR11NKdZq50+UtKS770hWYJrIAdh+NXWf4W2BIo"
+        "6SuSw5uN55PnpkiZu3V1mnE89Nx3f71hwg70puR0eAgWg5PPzhkYgtzqOGMbPMMWDkIaFbxv3c+ltmzwrrwGMgDi4a+Kv53+"
+        "+TnEKUgaFQ5fcOvk0qlSlF7KjS1lPSdPLcB8fVZoKR0hk5wVCtMNU3jkmgfukA+wVUgAAzPvNExVB0zUvPSMmtCSTo8anrpH"
+        "Jk2dGxk1lsdurGZOgnCSv9s2mWyxE5N2A3jtQe19vnIyTLP5ZCzn5/VVtTJZvQwfYUNZbU2Ar5vD++DCiWV2NhDGEjtE/sa/"
+        "ftC4ParKld3hmYx/Tnlzh1XxLqB3aK4lgT2ZmlrmtKOf5+6gJIEaVX+aJx+s0nHU5hp4wiYU30FpEngvun3WrKq1rIJDRQ2F"
+        "xVPmIzzMad0Ua/jqdlNy3qP2hiaXZCw9xVzAUZQ/jX8G3n7M+Ws96OxnxRyIDfHVwlt6DHHo6D0ZO3sxUg3hHd8OH4gbjgwi"
+        "RQPmukqdMARE9Kt7hUiINV7247cgQa8unGSFF6vuccV5W8aZVC7umo3St3jReOlj6VL2hf1cwFDTSFzKPGS/K54+efIkSV8H"
+        "ryKd1UT5N3CAjotxmlEXLeu/gMDEz7zjupgFlWFCXXen3NWqWu6IyUDXs3qdDJkkmB4MBJrmsEGuMa6EZY6tQo2+Ey+xjrIv"
+        "x06ER5ZBd9+dvn518uzFyfe2KXoywgjRZ36AEkkND6pfWvK1HASvMyP0+QeOjTpWllyyLnvQhkpO+JjPtj/JnP/xic6SbRYN"
+        "5OdMm0LLJGcOBEuBYuZFqQt8M2JkBIi0PZtmJiHPCvMcTYFEDZcp2wrYboZLtgtLlvjuNsHKdIX8Lzd1FeGu0vHm8o0FwPv3"
+        "Sw3Bi8QasYuefyJKe2H6HGPOFOQRBsSukO+JChcOvVAy65ocbyAihRv8rBjxin3P3ldF9gbsxvFUhAg2O3FX2MTrHkbp4O+z"
+        "qlEeGUA9HusiU2KkWPrM+PNtm/qM0/YtbZzGdcXDP8r4fiRxrTLJqUABKTcxxJVRHk794mG0vcPO479ZeI00qZhn4Bd6K1l8"
+        "9oBgOE9c246yX9Xon9yn5NwOz0+59o1KTvXMiGfye4fclw8VhKIMq6l3bpjXQ2fsHSfnqCR6I5nazZ86D785srnavocYwn22"
+        "BdI3vuKSx2WccEYCVmn8ZjZNgUhbDEgEW8lEEcOy7tF+qNFPkGH7RBMrymaEzmBaJ2GzHWlz6QSZXfA1OWVcpczF4Z2PaOG9"
+        "ZXrQNB93ZLMHmlc06y9CzrBMM9H1zuG618wPPKglped2tA71iZ2Fn/G4k9E+serzS4Kb2Ak0G1WGal76KpOLmNZ/jqxy8CEc"
+        "I+7fx8dmrbvj+IN5W1h++Ath+NGsP+ZRiNQIqdHopqJQaoyHeddcIUuz21fsyGl8nijr4pHIbHmKdqf28pHPF1phHAY5l5D7"
+        "B1R5vMplHqfXCz+VfzDSbe5QTQdEnbUB6KMQd/yDx7++Cbb9s0xaE0lIr1ExYDzeaRQvDsb0LRzw+Fm4Luhf/gH6Wgq1mA77"
+        "yBjF1hZ6xU5jt5Je+C3KkItu4r2AcdF9eC8ZHLLiMBofjylN7pDDg9Sr7nZdv8ZFhUYhKRL+zXYjNDTQOisR1MoNOCvPTLv2"
+        "4LiaqT4ZvitR/RggY4FHx0Wmg6lbhy1V+mmMp+n50nXEbSiupH+wAKAsJ5Eu+TvK7CiB1n6oDKpGoxD6OgAbyh9d95/t3okh"
+        "O329Tm9zC+/gpowoY3wcT267O/GL297hflFoVrSI20yfYTmihsw6LH8jhx2Lje0aOGou3nfjXMSRhhLFSQRiw75A+VHLsdc/"
+        "mFV6p55zCKFzFHFDDDvNJBuGSAphTxXflD+6N2u3SBGYyrZPcaNTPnEy31XBv7pC0YNNn1ctUpZEzSR4zZuzs0OSTijhuJMk"
+        "GE7gZowMRIm8wO55uoGC5x4CKroZIfbIKBvD9bjJHrM3IWjg2Ph7MTADFwIU5L7ysdTDxyp687VzDC7zo4ecMfau4ZzVVhCB"
+        "/eUOLvcff2WxiTZjoXWHz5uz6B6K3MgoyeBHrN8f90wSlJVrvLIO2kN3hXp4uEzcaCRjQN3OHDmZww1wkovb+iy4M/yMWT0G"
+        "K8YxgPh617+x+yx33cLPdNmSyJZnStHNBblhg1jEzXj0jyfBuxNxEe2ZcDSQa4e7O+ecl6+IGEa+hQFFDGOOyAjnFVYJT6v7"
+        "M4yCh2I8eLZxqWZojiArr1VRUMGcseHkCpOKeRjPHIj2MUEBKtSSf1GsxBtODUZZMz2pESk5nF9SWACqc0Tje9S7pL51ZWMA"
+        "fYlYprx6I5kpIC2p52REthjK7hjlQABWdcjVRLah8xocTcykFPQhJvTyqXsrhNVh96gmDBzxhORjoj1eHGbN12XKkUs6OfNm"
+        "RpamJRuqwFABL8SZcKOk6j1J6RmREdjQc0nte751+xw9yu6QmmSRO8F3DG6YTGr0OMNG51MkdAjNktwsvrPK54+nxeHhIP0A"
+        "fMLQ+j417oYAzfsrccFE6HU4n0La6HAFtTjAB3wGKgxwyNvbqDmRmc1tXP/7LAlOcL+WOMKSbypHtyT7Gxb8mRKHWNKwIxXD"
+        "Jw74gRGO5LcBuSgjk8tXaVZI21x1DuWaC91wbRBbTBZf5FuPAxQf90I8n4EV7QEoik/z9BzPdgs2TiSKck90fAMtZB5uuAlK"
+        "lAB8L+P0q5JroPNXR7ISUlw/a1soz/V793m6zuxdjovI6EnwC5rEzkKj3P5+XS3fMxV+QHNw/DnLlZI+BTL9Io8nQm99/h1h"
+        "rBDvXlhQxGvax6spWTiPwz8tEWYvFTYVPZEr7b6IE3HSmFECzllxgDsHc8lsoxDH8CjCFuW9jTO+kAHYT1fpFP5JHrVZ8SRQ"
+        "/CcG+9glyQ+nwTXp5TSIGniIQ8/2CD7nMKi+Ewxf+S39BaHATBoFZaMPa1s3NXus6zb2+Q/0O9p7oM7/yIegK6a33I2Df3nr"
+        "/l5XTAeWI5Ol4Ma7vBjcctV665atnVrt5T5cRfSntAVkYP9IaTE0qD2SQ4BigZbrKp9DWXMKuBd4eEGOE2yiopBNBYrg/I3l"
+        "Av8kuuzD3N4Iuf3HzWEfQc2AL4Ikqhv0JXNvJ9FShnhvbvWEWrjlWze2zGuxj00XcNoxsSRzXbPA4GZPpUxnBjyCRjDpdaC0"
+        "TtPbQVY6lCX92iCONU5IlyAhUuN3tuO+Cgl6zJDuhLi9g/B6DrYOhmOCrkbRBD4AoFtVN927FohngWRECDiJaaHZTBMtEPBi"
+        "aCZVemBFFHLo3VKmVbvabSQjG7t8HE1kL1f2cSwhQ42vbEmZpayajDxleArutoCKLMQYLB3EHExOBJbTYhPl3IKIpUgo2e6A"
+        "ixqwZ/2xuthw0sK9RHBApVFc5OqTGI4gbAaNRyXDe+B086S2IBrhtIH5Btc7mYjQGGOjzZcq4dQ5MkzoAQwPprAfz/LGEMSz"
+        "ebia921A4YYNou9A8gyR58IWEb0gACDZAvcZMZunS6TsmB3WSo2ZEzEVFlEMA/FKlomRFYVbiceV2WbVgGnJFFdObGAok+E0"
+        "VqXDSDCVqnwMpBFN5an5DH3G2IVM3EE42QsjeNNANosuy0cWHxL3aB7cpseEVg7hlT/pi28vE1Cz+C1NQGRwzpiadxqZh2is"
+        "9woHwWnYNzgjqE6yJZ38kK88F4b4+XrVUJDGeF+jWWC4Qd1Pr2n4ocyk4AmuEW9PtZHbzWKSeFE4U1yGajF1rwWIJc8B7Wfy"
+        "helfzvpvFfEhJMsId3aZ3hvx+O7lvcu2Zh/v3EzdwOypk81G6FT664OhxgnuOqx2+KgNDA3x0fkZhzBh43eew4ktAlX2zCm8"
+        "uAXJ1K6OOaeAS/1rQyaE7EGtP6Smh50BVbt3lOGWzecz8+NZ9thVVhQaOSo9e/D2eTRJvNzpzyQPQuzVzLkNUWoeRX7AkJVo"
+        "j7ViDoswwD0Bb3rm7CssnQQ5YvsrPJMPdhXuk01PsMXKIG+CIXqyFwZBjy3gsA9sPmUx5XMsmsJOSnQRRRq5j+YMmBSGJJQH"
+        "SU0sxea/WFAOsDhbuBhSr9sPDPHh8ZzmbOtk+e8w+kPoFM5Ba1o1HZy50GJJCiC29wmnHCRyPaXPivaK/GzY8BAFDjem0rDY"
+        "g9CnZmmAXt5krw3AlJrY/fvwM6z5/xIDOMbFkQ0HmnjQY7fZE+pk1l/OWo4XBJrMb89HCVnWf3XT9XZ/O+IDTHre0ugNhBTm"
+        "APt3ZqyGQ2bIXpPgfxELYGZtJ5ZAMH73GM1m1lImwfCQgCOKJYOjqcOTCaLYPoWiJaWPoPDI0ISFrUVGQ4UbAJaYRKGA07xr"
+        "GYIYomWyNssDbbQMhkM+FFCkzg2+tz/GJkZfRN5U03vC9Vr79gQey2nsWjwpjOmrHLhADdS/v4RAI/qdRtEguMRbT/xt4+Gu"
+        "NBuQ613byAjo780iOoxWrBo47D502egz8LOy9B5EVA/HluvByPMeS2iY3XoO3qjrD5OSPxtSGc45DkbqQ1aqIYjglX4hhvDz"
+        "VFUXb1vew6ey+DxE/2STSrPwWwdPWyXMC2KICKoMPgM7fNxLq+DrnBVZGX+7h1b6G4I+PaDzMDXtpUowPKChKD8bK2mhhFrq"
+        "Fj3jkR3jfx3y83PxmQ9DWfYoJHvrTw/TL4I6IQlQ+GqBc4wh+6uaQILoAEX6HnfLC4ROqzlpCi023AVrwS773RCRDca1kn0v"
+        "jgcZ9gVsh0g/IshkRovqpQP5fXHC+czEyQ43A2To034dUkrcaNZre/e7A2M8xxD+eUlUHq6kRwFIj/whDKUnh3kQsN2bbmW5"
+        "qjrPEhHSqktcqSsdtbYJFcr6OCk7tysERl76JjecodZb81G5o/sLeohQ/4bC8jsqcHwv9G6ultHWhwhP2A3mWkXpDSH0tUPB"
+        "xeuP0BkO9XcjtL52Z+aNu+MfBcwQyeTuPaIDQLonSFEMPWReFMrmDP2UmB0YSRtAy0RPVDAPCOmn1YZGAbDmMBmkujbaAyfx"
+        "dmPSD1Oyv4YLvpBYGEvb57ZGx+KCkifLQ64Rga2caHSOe34+URRcwDAO4DU3RDQPCcbXA3IpWEYzcPlAm+4969u8ClBcBeok"
+        "mFWJ5P9bfV781F681ytChJ0CcjB1DGhza9I1BBnbO/Yb+fXaQl41Yv5yo3i1rpA6QLxQXq+HepuO/UsTIL29IEowzOtKsZCP"
+        "FA9ihcsdHIpmq0IcOsdV4YChtPv739OXEmkVb2+9qhjWHG1WPf3CJSazDC2XPLI4FCW2gu45aCwwGTAYHREvE8FH8vrEwOg5"
+        "ZEWF3GdUKJ+yBLfGVQONQMqfegGEVxzphQBpV9iS8tTKVlCjMC1OWwyswlKvxCEn3eskiFTyp4Lm8b6ub2iJ4lIL6SRlc+mA"
+        "LSzXMnCsaCtjTaKFQEwiLdh1216XgdIDKhPif/IW+QQKPrLMJJ+eJb5LPOqQWSIQfPXhEn9XjKlTnbWQwkKzdlRvFjwrgzlq"
+        "AEvpyeLSnOmSUdB41o8Ka7PhtDmI6zm073dJDtYQ3RKZGXQpiAzPiRAiltl09YKDyEqyOV9rhmQrVeZSe2vGvXoQxTqxfiaZ"
+        "hJTVd2+PfOwNMGXFnJ0DqugO73FOGWrvsppQJuLQvaIh6eFGlrSAXerSR0ZLua1HXQziUaal9k6nCbB+Vv/G07MINwk/fuWz"
+        "7VlnWOLWoDK+OksMWH1Qhh6WuvAe/5LDn4d1YNNkyhEBxxudXYzAae9mCi+OSnn/uWCPg7FnH/QjMIkOiPsgwm7dACCQhgJT"
+        "PJngLg1CkwlO2JGUczbmgicUZCdhDeQBC5DhgU1GH+ehEtBEH225b9AClxv5pjy0KvZP8YOzNHkO7QRJSHqHCdgUoIWyfRPz"
+        "qKh/yOvYO8V9MVHzQIoz54kMd5x3Seg5zXq5oixjE9GCw9lrgo8jJtAwWZEB2ntZM0HwMQ+QZwDi7CTdTNq27Q0sFZN0oARS"
+        "4T6S4AjfsQmtfaJK3GHA1wvZnDF+g/QbieDqYfWCCHCUNRX3ptZFU3JNyUDXm0kUdUvQns4sH1rkLDGcaBjRH/hZbWxVDHJ4"
+        "CG0b8S8HhEMvEVuU2pgHj2ThGYpSwHN1SXTHl8Uc1UPgP10yASQIh+eAWBRykQDQkrEFkj0RaWWQJoVQSoeRNq2UFOn0VjnE"
+        "HD2i5noCPz3nX9xjqXhzpLnm8BmxwpVbRDsyyoyvQC+HgmF1XiYB0vg9IzLQ2kYTHvOJPn6ML6JSDgRQ9g1VVGwpCJIPmaQW"
+        "kZXkNXN7YnYBMa0uZlo18sqn05gqt4aWyxbDLX2iZHrP7wNdV/8uCFbhLHVRb4rgPp+LUpDHZSn5zkJaud681h4Bm4IKgR0T"
+        "V4Vx4xAkKccJD0YDPLpmwfz5fCGeqjBL39eXcEJs+6fC6oVdcQ+U8feag3C7lQFXJeZzY+e4D/GY+VXch+a2I+OLN9h079DH"
+        "7fROOHNmnkF2RBYZOmZJoQJVnB75GFbUssfW/0w/Kgk20hziwc3YNvGK8AerqxLWiuKazPkHoP9Owsm5RFFJSSRkaqccwWDg"
+        "i3LL1pel8jq6P/FksZFTua/kkCl5KDy8C0ocyH5KbycTxntbcYajxa0NhBhgkMOvAYNY8ytoQXSzeNFeA4NpOQtUKmKeQC4X"
+        "0Wnx6Nu0V0iTTwYXOUA61scPDY9cZIhCJviNRCeacxmR5WDgsoCG6CRIDyA+T3acP9Gqk0wHK0Vxq9ZJswgLSwx3hHeL1kO4"
+        "qY0yGn3ag/0mcx4JOVyuMGFG+m6uDpMYiQi6DIeiYdaMy0uX9UHUZFsNkTXh7ARStgOu1qNw0wFHQMsRzysnVCFGy+qjpAM8"
+        "/eu3p8VjJQiyFPS4iMov+yaKouct5IqEjxM4mVBWx71lcl+b5NbQiG18Tkvu9OsWrxMwvN7cjDraSnk4E0oLKCUhgmaeT4Bd"
+        "Y4bto8IqQYcWn5O1s3R9Y4BDXBY0fHyU0Ek/kxOGxZKpPv6Th3Ir9NXDc8I15Rf2oL8tWYw5Mw54LmSYEvWJlCwTyHLVRk6D"
+        "iIlBCgUbvcRpT4uXcIrdNV1twrAx4o83lF0QS4ohqK/FBu7+lpKX9SUR6RIPxZhyc+/m+C1d26ef7QzXXtnsjcf4fYXdj684"
+        "WY4RmLTfISwB+zGINIps3WY92A9lHFCBqJYd2PICZ+qnWnFajnLkFT0BBkGdoi2aA2YP4wT0yEH1ig9Bio04EHB2pP8TbHNC"
+        "h5AO+zZlsPPG3ED0Gqnv/3on9L/Qkc7dEId6j0Ac04CDvBekX/xLX2th/cdTbdTi/xSnekLm+xv52vcFWuwG+2LEm5IDhrNy"
+        "aSyw4rvMMV1Q6kvku5ixf04O4dpf4hOvfwfILnLq6NwSlI0AJErPQQouE7i/kK5/5cXjhngxqqXkTYhFTwT+GfJefxUeFb7F"
+        "h71wKZYFE+BfyPOZg/zR011koQNiTlR8EHqSkueZHFmRtaRZ+ONth1Sr93wktpvFcCKsKuSUAwGkA7oopGfZgOcNf6dFwK2a"
+        "IbUR3c7Nmh33KlUpYxhGbPsjo5DXJfLDRHlWPePz/UMVTOo/vuaOlrOhrUkzBxs+qjbar66sV/RypoV91gXBb4A1DkbRD5ke"
+        "i442ybICMyFKqePg93yn8DKDTTC7ADM9HBWp4UttiNT8NWDcGsjLkY5EETYgXvDJMf3wTBZ9RlFFCA0Mo2JcAs1zpl3COfe/"
+        "9ueTq50d4zLe5/VVs2I0QDCSQOWvm+varXpL+go/rrP7UUnciQaY++B7dPAo6tiYKF1DApIzznDQ5mZYtxfutHoj/Rkb5jEn"
+        "O79EcoyZwAQwD3QknEs0OqYZurxd0n1yB2CDcSDENmzS1jzgQZe9NB02vuAhVLkPsE7Sx9CgdR4AkrdRemlvMjBHZewRyZWf"
+        "w5QIVAOuRjdHEWTDXolR31N7zL4LY2Hlq30vD2Xsgi8kP4GHgY0IGkRQH+FUJ5gT43sIrYMAICBP8c641X5InmDWdHP+ujoH"
+        "wS5lLHA//g1ekJAPbSqCtv2M8fM5C9UGKWaz2RKiKDSqgONHJvQpv3O1dELsEu4Ip+1/aK4qN+JTqLfz4RhzTmbkm7PFYUHV"
+        "BlzpEKYByQlmVDCnKoAVaPdvps+s1pEDhJqV5DEwH/BFAN8kb5wqO4N+4T/PoxD2bCXeINeQfySrJL91t5mqDKCUYjvQaozh"
+        "TjjteOuNyv5G3XGimAJp6eK6NTti4PnctDdd+BBhTrJtGMYJQ4k7ww3fCvbkJ4kduFg2mOIKyigtttZtgiy2ltayFqBotoME"
+        "RSvLpPGN3jVnhF0T5tE+F2YvwhZZSJmVycm80IVrIJjAcenH1j6DlLB3TnrG4QJd4l1LOVBuIafOx+LH169/+T0kaQ2Fsxjm"
+        "iQVHXTCWU6kEeERaJxLO3UxsCMOLpCaY34gSQ7mxD9LbaRvM/BxK6VTZS7csFAKye4fJcZDR6hyuWgL14eH+11c/FQjWLBj0"
+        "uZBgRChX8Jdd8eyX58iT9YnKbTYSjQg0PJAsBzLaKncirjHMogT5c11t367banFRdZvvKDMz+ShcOUzHyNhdT3aKmm0nJNKe"
+        "wZ2UQbrOy0NO8wOSQIhkoihPYEuUOE9osGT6nDCA9Dkk9a4X33+rOBkx4yrdLcslYFHFzQFmO7TpcepYqoKRqzC6i4JyhRdj"
+        "X+4kZA/tCLMH6ZRDNg0aaq/8tDiMmF+WMY38Bk4hnkAdEBlD1Dvy/YGu7DGqy3rDblxAy161k4D4xWvP3Y3NStYEghpBgQbP"
+        "DU8Xtd7PJs8OSK8yAUHfJtUR6PkbqHlBHL0AjMWp7HxicUmIjMBK7s47d9ZIcmWk1PSsaxooSyGo+MHjb2A2ZkVxn6V17iVy"
+        "3hb/z39CZpJtKDv+X3g1kxP8zT1n+OaDVqrYnu1XIi7W0YRXrW4XddE9WmKeKt8TerG/8AJIlGOtxEOPhEoZEO6Ymazcp5kD"
+        "+uoWwplzKWRUwbDM3FRRj9Rs0coaYRG0KhClDW40/w6lT9sy26oERu/V6uCuJw/9ljNIp+JvwJU7TaOU6/EnvwUMwpfDxiVX"
+        "6hJTfLtNh9KkUN6Ii4jOXyszYx/8/WhSW0XZT+rFcN6o/jwl+OKI5mpWaJECDEBsgB35WZyR4YehTyaAvb2pMYnxF/c26HQ7"
+        "VzG3wdEaZYJM0/EmmU9zUi9Kpk7qzYmtxyS3Gms2nbNxXjW8+pSeRxjMZgXQvAvwzvsD+ZSecaOD+x5rOhYRmbRDyYk0Uu+p"
+        "diaXmf1I6c3U6ng2YV2NB8aPenzvVlxz1awACF5fNh8nBdzev1TuVtkGoB8FXMeM2O75XORGyWDqbfICg6Lit1/cU/nuH1LB"
+        "du5dcsrmFHQsNE7bSIxZPhIDsya28DvgGNz2eaQYeJVK5jR6Ua6cpPkjlM/oK3kRQ32chEaij9IfQW36xV0FTeekf8I4KnE7"
+        "UYBWWu0JCB9Qf6ySU2A3x2ngt6mQVcToy8LaDVyvMI4f/1DusqDpDygMaTt6FQQeq3+oycprCaHuTL4P2bOxc126cjwd78zF"
+        "fSE7A0cr3jDEM3OYvj9tV2IkPXJHIYjBZiyGtL125dr2gr6mT6cg8j5I7au8jRapvpWNoU/T050QrRp67f7TbxymGy/ONVFd"
+        "31RO4R7rjKdEEYjR9RVG0N4EjDnIlri8Z6iM+A2IOtwEkVsUW4M3NszTVFXXrn5AaTI/0Kil4hhCk/mAw/dHYNWgRzdOxm+6"
+        "DRKB8dKpb753K2+cG50WLJ631w+ocI3vD1UYj9k2MYUs2otbgDkdAzXxCZTyE5Swqt0lM5YuTaIxSS0quY9hKt41i30+H24F"
+        "93MSDdT+rejetXf5z4M3TuIvZZUcBoWh6ehER9kJcktDhvERBh7AIVc48YCMLXTks+1FDAJhDlIOzzjxeQLcko+x+AxNAD8O"
+        "6UXVBzsSjO5hD7PbVtu/pJrEBKZv8JLX7tDZ/SvMPSJa/mO04ySXZnBa0PE404bM6LmWyN9lkR1dRfge2ZVe3a5UOrWgGq7g"
+        "+iefx/62pUOyx64Vnn9VjMmQG6u2cbICnIi+hZdbUpt6DWlxv/ySL3/3pznDeYWmeArGtUW3PzY5c0eJX+NIutV33fLNp65b"
+        "pS0QzQcqBrc3ZFHw4M5l1W1E4GKQBJu0IXc4XA5Be2fzybSPYigH3QDthGEaUYAWfwY5WtmsP8j/Abvdsw79M/MWZUHQ0tNe"
+        "yQtd+16gNmPIk7ZZmh90d7xEZTT0pk/nGpKwSOnGtRCLCOnOtIxvRgQwuv+MWca2GUs3rlccM/ePvE1dWJfINDuOVDbJKhrW"
+        "8/aRZgrq82PilSBb2WC/g4VvBNu0ZZODFu2lf16eEqNiA+5YnA1G1WH8fXBoUeRxpyUV6y09fLTvAvkVxn+o6yHxBHtNl9w2"
+        "ToPWDQVLauStTd6Bg/XUCVcRnyYyNOlj+c+NxEN5QRDMKkGKdPLKAjLTg0d9Rqevp5nrJslpyyczWETAVsCH44Q/1BBHANzM"
+        "SZCZQ0VzkUvmRP2geeuUnBjIjP7GhbGxcsbsAWCo7JgYwXeEFccVmNQRClEvfKunGZHalXucczn0XXcp1Dw7k/6qUGxUmmeR"
+        "nCTGj+EWheRlsXsXW/cMVoJ+eueO8uyPp3jTBk3MXDryMy4LOnciMIe+Y8w1dDyF10WLstiLvuOy/7B0ak7G65T3WxlhdQFW"
+        "uVbbpvHaU4WQGRFWSzDl09lER1WI7werX8RLry8DS5G460K0VwjjbSFldoLEoHYT7A7zzeF2xn9NrwP+dFmHoAC1jJRL7b5Y"
+        "uVPyhuMpGU0Imu0ELfBb8PxIuILWprBZ6Iu+zkYSemS6WwtHrgLSucjrOsJkBHGlVN0s80Q1x14+PAoIjL0HxmGsD4zMM+gW"
+        "wEPdv1ieCiGL6iaUwYmvL49KjA0VEf6RJY/sPFgIZH/i5qGdt42RCmxh9S4nTjBGGdctiQyezRKMF/hjkMSC8s4LUsEt/ku3"
+        "m4pzp3GuFszMw1sj1NRtqk9dgt5QcpJZ7GR+Hljs4x2JW4eYpQ3bQUTpHHPqBgnNslaEw9jQRMTcCZrKCYKQJfIYzaTmSzub"
+        "e2R8NVleE35dlb8hk7phux//VV+a8CFeLE86IOK/m/aJz2znlllYVod4Kt7x9enXWvfexz2Y0E9eNcaWFt0dWfU+on+VT3YG"
+        "hOoDiz9SBiD2HpW7RXmfeD4thIxt5T5S+IGSmCc+7t+C1Mk7NzPIMrVEBhqCzirlUfBvVOc7YgflzSRe0aIjABakCvWuH03p"
+        "og8zBjOpT9RLO8BZWr/Je4DSAfCJg7LeMFqcEiwQix4D40ru3Xyh9viLFCPaDf6YG6xEHMPxbUOFnNJT/x07j/cqmPzD/R4/"
+        "P4mMethnQBg1HpcZYL7yEUbi87+N03dqJ6A3Cn1HU3iDlRr6+QwvED66QEpBMrEcBu8TJEIDKbLgCYUrcdSliE9E8RL4sLed"
+        "6ZJ22kN8jnAOCeoGHAqxxi1XDl8eW+R3x9d1EfwULCSGLHDAQhKINHotJPsu7B1rp3f92+gNDUBhkYV9+KOQE9rdLYtGsQVV"
+        "nzB8rxUCOYzao2+YxZxtyndB3RMPH9F1uUoL4Hv2X3oXoc++ajA3nHqaY+/8PoXwZid4AESKI4+5P+6WrKt1Nwmaws3tBqnN"
+        "3rGVrADzN1N1IaQIkTvBmYlIHdRnD/sAMTw+XcBSCWfyhgq+EmY8AjkDBHcSmOUoqzV0hLMisXycREmrFdwP02cZXGLhYiGY"
+        "KWJDTl/vThdYPOgQieISeEz6Q4ETkPp4l15V7lSYRHYFXz2h99OOHaiA5lDAnh1TqhcpRwgSADJ9P155kdlpI9wNaokWX7tN"
+        "HDxl5BAWdFI6iVotW0pbHKVlnwXkG9ITNQS9DBRFbbsIzEW0+PhQBgTZ4tBnQ2suOfxG8FmYgUFkb1ZPtNBJk9tsSrYS4TUw"
+        "Di5Ut2Q7ctVF8BqohOVys6KtBHA/DPByY2WWPDbWnptRApk1OByO6EW3FOC/isQ5JnXFx8jifKTPZv/kg/6q+3BoaJWwKn4V"
+        "/otHV1on/Jyp0T8yWRL/xdGIO7Uip9TJpbeHQsT55g6HVPM9QxP7NSUlesio7y8Gbh/1XYW5/QfARb4exKkyY6CpcPeZ/CIT"
+        "bTRH4lL8mO2pFNeGnKZ0iXFRfNB3fPovAuhaS5kiXZr1n6rnZcaUlIcykhEpKpYlGXwh1TnCsoJ1QS8pDYMag+mA6aEmArSp"
+        "gKtNelOtFmjVy14EuD2uG5swzBXi9ukT007VBl38m2pzNo3zaJj6mbSi2kyKpz2N5kCzo+hCAfeLbpp9yhENcdsPhAQrl9AM"
+        "0khEhF5gCbP65gAt1o5UE5ksE5nw0CDFlb/OuOF2lpcvFbpaEkRWnfy68AIb4BCQ17DxWaOrTm8uuDuEWJWDH8mPPPFC5hpJ"
+        "q6/a0ud3XtcUCWyp9cIxkMY4WbI8E9dYrd9DF4Mk7YMRoB2voFHj4WgEGnP0BEBwZ9u+7w9CIIo2MGrYk8hfkPBvulQSyLY7"
+        "XzbtRbssPgCSpl3B5c/B9b+DmAC4pfHA8MEKy/owoo/2hnUYXXuBY6vG1Co9hPSLpz7tvzXsi8pqRBYTfhwu0JDdhV2B9MS8"
+        "aI1qMBD/mzt/VNhybz5YO8yxeuCEtKfTJ6O0sFOK3+c3KZr/SJur9cvg5HIv+1xIPzQrt6uk2zCgKKWqv/FYCy3Bn2ZBWE+r"
+        "+AUomHqrgJgTXQUSNn2DNRBHT7PSr06Kr58Ai++TPdMx6IyzepatezP2SCulk4bend3v61WRnkTkspwgAM57lsgKToyrVDR+"
+        "Lpsa//gecCLZuOZ9Adaj21V1u3nXrpv/QOdVgFV/cS946UNxS4mksAas3s0mbdw8DgIHXLXlM4zqM9UE5RhN/lItVcPQGlQ9"
+        "baVJHmlRSwUBrka8IT0Yva8IxUFnKyZ8bjrm/O6WPA/t5WVQL9yEwF1yRefEnYocIWMpInkpANefx4QjAgJ2EuM8lzWfcFmM"
+        "TxLUS/zm/jSIvKc9nx6oeOCgIgYLjjYK74PL56ImQpqa5oxg6tQ4X0Sx7XMp1avFTdusNn4kL5ZEi3+JriKE9dXdhtEZbbvk"
+        "0D6+UnxKhmtBT0EU2VuAE1i6QeuSrm/8aun4/Ztq8y7eOPIyJDJ0j/03WAc1cbgeesfWxd9dd/na6DEYALrBe5U5ProJrmX3"
+        "FUEXhu7WV26K1oyC4M8ZV4WrvZsV9UcnPbk1CozzqNi5Xq0/vQBLVsv/rj5S/BdtiH9vNiAsCozhmhJZwyZ1KniLdykPjHBJ"
+        "gzpPQQzRDQvdeHl5OWbxXfr3IATcOeHS/HkfR5dLB3K/u07+rviqcOM0lrqLx05KttR09bL6JDWsncy2GGOd7qMn0z8WX/ID"
+        "t1jba7c0fl98Zb/fuEcdzIIwrrD8ajY52ExFuuWDxW1W5oegv2Fn/+HJ057f/zB4J/FYSkv22vjcMhOSI3UeF/N3m83NW46x"
+        "4Z+388J86C8Vw9oyoVX1fDXjod2m+m/NTmcf+CIXyWeGEllvwAMb9GuDl+Spr/0UxYJxqq0QhKS/PanYApt4jG8pjAz9Gk6b"
+        "fKRHivUUZfA9otoj2K2NT1YcHmpooF5DdPy+NgEnEYXz1rohNinRBpTgBi626viKQBtWtSiDY7guc2Hd72vJCW8LPCvxoQYc"
+        "qRix/Y4l603OyM7uyQkzxGC5CcB7XUOajwQb769iQcYT68gQZmo3dMwGRVmH1VUrYb8hth6Mt8uOY6CQLds7MiQY/OJ9Oe3j"
+        "OPUSSeLjehBz8f02kjj7IGq5OJ8IIsZUQrFU5cMf/B7IRkD0zNVwKMY+s70rHuNh7RkOyti3Pf2RGRGNHws2NLQaGPeZQEDQ"
+        "w8jykBbGx8oP4HrS5lRtYUZDIdmVFOukJ1S639fA1c+8tI3rRKeVYc0fZnZ+ONnTbg58d4J5w2/1CTx45/WyvVMhCxOM7VqI"
+        "41IsKkzt2WWl8UeUEhrzRTyG7BCoYjnFyJW+ungHBqQSHTGYycgnZiXegGe/PEcZEMTO9YZP/rcNUBiu3MEC+RlAan5XffXH"
+        "ryfF6Y/P8L8/XlcXp/jbX8De/87/qf/9DIRK98P7xeXJRyfrXGzkjxvXUvo3KNsXF9X7H55+/eTJpPjLyXffPfvL21ffuare"
+        "ufWHJXbyL9cQEuu+/YRsDV0NGbDh/0+xJtAz6f/pb9ddd9SAbgosjevmQ/16XV1eNheu0R2Udn7bLBevKFznhzUlNnVfv2IL"
+        "pvlJv8Tf6bdcaaevX508e/H29d9/OeFWbNZ1df1CpBr8KvqN/jy9WaIQD6Xcbi7/O0guq4tqw/3ctD/WH4mRAP9x/vUfbk9W"
+        "JELBv7+v6d+ujdWSvnlUUO9hIP66dqN0SkfApHiBYD6OV54kEcyu6mrVrpqLavk/O8yuq64gd+A/ckLC/wevsA3T"
     ),
     "dsn_inspect.html": (
         "eNrNfdt220iS4Lu/Is1xD4EyCZHUxRJ18birXNM1Xa6aU/Zs7YxKa4EkKKIFAmwA1KVkntOP+7y73zC/sO/7Kf0lG7dMZAKg"

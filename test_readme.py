@@ -446,6 +446,7 @@ READER = {
     "orders": "def stock(sku):\n    return 3\n",
     "issue_token": "",
     "can_read": "",
+    "subscription": "",
     "flask": "import types as _types\ncurrent_user = _types.SimpleNamespace(id='user_123')\n",
 }
 
@@ -498,6 +499,32 @@ assert sorted(_c.get_all('messages')) == ['m1'], _c.get_all('messages')
 _c.close()
 sync.stop()
 print('can_read: bob sees only his message')
+""",
+    "subscription": """
+sync.sync('rooms', 'lobby', {'title': 'Lobby'})
+sync.sync('messages', 'm1', {'room': 'lobby', 'author': 'ada', 'text': 'hi'})
+sync.sync('messages', 'm2', {'room': 'dev', 'author': 'bob', 'text': 'hello'})
+sync.sync('messages', 'm3', {'room': 'staff-only', 'author': 'eve', 'text': 'psst'})
+sync.start()
+_c = _dsn.connect(sync.get_url(), sync.issue_token(sub='bob'))
+assert _c.wait_ready(10)
+_lobby = _c.subscribe('room', {'room': 'lobby'})
+assert _lobby.wait_ready(10)
+assert _c.get_all('messages') == {'m1': {'room': 'lobby', 'author': 'ada', 'text': 'hi'}}, _c.get_all('messages')
+assert _c.get_all('rooms') == {'lobby': {'title': 'Lobby'}}, _c.get_all('rooms')
+for _params, _code in (({'room': 'staff-only'}, 'forbidden'), ({'room': 7}, 'invalid')):
+    try:
+        _c.subscribe('room', _params).wait_ready(10)
+        raise AssertionError('subscribed to %r' % (_params,))
+    except _dsn.DSNError as e:
+        assert e.code == _code, (e.code, str(e))
+sync.sync('messages', 'm2', {'room': 'lobby'})
+assert _wait_until(lambda: sorted(_c.get_all('messages')) == ['m1', 'm2'], 10), _c.get_all('messages')
+_lobby.close()
+assert _c.get_all('messages') == {}, _c.get_all('messages')
+_c.close()
+sync.stop()
+print('subscription: bob mirrors the lobby only; staff rooms refused')
 """,
     "flask": """
 sync.start()
@@ -616,6 +643,8 @@ EXCERPT_RUNS = {
     "examples/flask_app.py": _PYTEST + ["flask or gunicorn_sync_worker"],
     "examples/react_app.jsx": ["node", "--test", "--test-name-pattern", "React recipe", "test/recipes_browser.test.mjs"],
     "examples/vue_app.html": ["node", "--test", "--test-name-pattern", "Vue recipe", "test/recipes_browser.test.mjs"],
+    "examples/chat_rooms/index.html": ["node", "--test", "--test-name-pattern", "switching rooms subscribes and closes",
+                                       "test/chat_rooms_browser.test.mjs"],
 }
 
 

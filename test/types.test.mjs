@@ -63,6 +63,7 @@ const MISTAKES = {
   'wrong-error-code': ['TS2367', /types 'DSNErrorCode' and '"rejcted"' have no overlap/],
   'wrong-state': ['TS2367', /types 'DSNState' and '"onlin"' have no overlap/],
   'misspelt-option': [['TS2561', 'TS2353'], /'firstSyncTimout' does not exist in type 'DSNOptions'/],
+  'subscribe-params-not-object': ['TS2345', /'string' is not assignable to parameter of type 'DSNSubscriptionParams'/],
 };
 
 test('tsc --strict refuses each deliberate mistake, with the expected error, and nothing else', { timeout: 120000 }, async () => {

@@ -50,3 +50,10 @@ client.onStatus((status) => {
 connectDSN('http://127.0.0.1:3000/sync/0123456789abcdef', 'dsn1.kid.secret', { firstSyncTimout: 5000 }); // mistake: misspelt-option
 
 console.log(_internals);
+
+const lobby = client.subscribe('room', { room: 'lobby' });
+await lobby.ready;
+const room: string = lobby.params.room;
+lobby.close();
+client.subscribe('room', 'lobby'); // mistake: subscribe-params-not-object
+console.log(room, lobby.id.length);
