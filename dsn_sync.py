@@ -5364,7 +5364,7 @@ class _ASGILanes:
       and PostgreSQL frames always go to a worker);
     - it is short: a body of at most ``small`` bytes, a batch of at most
       ``max_batch`` writes, and a pull that is neither a reset page nor more
-      than ``max_lag`` changes behind;
+      than ``max_lag`` changes behind nor a subscription pull;
     - the store's lock is free at that moment (a backend's ``sync.batch()``
       holds it for as long as it runs);
     - every handler it may call (``@on_<op>`` of its tables) has earned the
@@ -5422,7 +5422,9 @@ class _ASGILanes:
         keys = ()
         if op == "pull":
             since = request.get("since")
-            if (request.get("next") is not None or store.needs_reset(since)
+            # A subscription pull (docs/sec7.md) may call the app's subscription functions and page
+            # a new subscription's rows: a worker's, until its costs are known.
+            if (request.get("subs") is not None or request.get("next") is not None or store.needs_reset(since)
                     or store.seq - since["seq"] > self.max_lag):
                 return False, ()
         elif op == "batch" or op in _WRITE_OPS:
@@ -5434,7 +5436,7 @@ class _ASGILanes:
             handlers = engine.handlers
             keys = tuple({k for k in ((m.get("table"), m.get("op")) for m in writes if isinstance(m, dict))
                           if type(k[0]) is str and type(k[1]) is str and k in handlers})
-            # Every write takes the engine's mid and key locks, which a frame in a worker holds
+            # Every write takes the store's mid and key holds, which a frame in a worker keeps
             # while its handler runs: none goes on the loop while such a frame is out there.
             if self.held or (keys and (not handlers_inline or
                                        any(self.trusted.get(k) is not handlers[k] for k in keys))):

@@ -885,6 +885,10 @@ def test_asgi_short_frames_run_on_the_loop(asgi_door):
     assert lanes.inline == inline + 1 and lanes.offloaded == offloaded
     assert raw.ok("pull", since=None, wait=0)["reset"] is True  # a reset page: in a worker
     assert lanes.offloaded == offloaded + 1
+    asgi_door.sync.subscription("every_item")(lambda ctx, params: {"items": True})
+    # A subscription pull calls the app's subscription function: in a worker too.
+    answer = raw.ok("pull", subs={"s": {"name": "every_item", "params": {}}}, since=None, wait=0)
+    assert answer["reset"] is True and lanes.offloaded == offloaded + 2
     status, answer = raw.call("create", table="bare", key="x", data={}, mid="b1")
     assert answer["error"]["code"] == "no_handler"
 
