@@ -304,8 +304,8 @@ def run_workloads(a, harness, venv, peers, out_dir, peers_file=None, skip=()):
             ("w1_c%d" % a.subs_large, ["w1", "--subs", str(a.subs_large), "--rate", str(a.rate), "--duration", d]),
             ("w2_w%d" % a.writers, ["w2", "--writers", str(a.writers), "--duration", d]),
             ("w3_n%d" % a.records, ["w3", "--records", str(a.records)])]
+    plan = [p for i, p in enumerate(plan) if i not in skip]  # indices of the full plan, before --workloads picks
     plan = [p for p in plan if p[1][0] in a.workloads.split(",") or p[0].split("_")[0] in a.workloads.split(",")]
-    plan = [p for i, p in enumerate(plan) if i not in skip]
     commands = []
     for tag, args in plan:
         cmd = ["python3", "run.py"] + args + ["--reps", str(a.reps), "--peers", ",".join(peers),
@@ -819,6 +819,91 @@ def profile_asgi_w2(a, harness, py, out_dir):
     print_table(["self %", "cumulative %", "calls", "function"], [[fmt(t), fmt(c), n, "`%s`" % f] for t, c, n, f in rows])
 
 
+def baseline_copy(rev, workdir):
+    """dsn_sync.py as of git revision ``rev`` beside a copy of this tree's bench/ (workdir/base-<commit>),
+    so bench/asgi_server.py there serves that revision's mount; returns (short commit, its bench dir)."""
+    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", rev], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    snap = os.path.join(workdir, "base-" + commit)
+    shutil.rmtree(snap, ignore_errors=True)
+    os.makedirs(snap)
+    archive = subprocess.run(["git", "-C", REPO, "archive", commit, "dsn_sync.py"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", snap], input=archive.stdout, check=True)
+    shutil.copytree(BENCH, os.path.join(snap, "bench"), ignore=shutil.ignore_patterns("results", "__pycache__"))
+    return commit, os.path.join(snap, "bench")
+
+
+DOOR_CHILD = r"""
+import asyncio, json, sys, time
+sys.path.insert(0, sys.argv[1])
+import dsn_sync as d
+assert d.__file__.startswith(sys.argv[1]), "imported %s, not the one in %s" % (d.__file__, sys.argv[1])
+n = int(sys.argv[2])
+sync = d.DSNSync(port=0)
+sync.define_table("w2", {"key": "id", "fields": None})
+sync.on_create("w2")(lambda data: True)  # as bench/dsn_server.py: a handler that accepts
+sync._start_engine()
+engine, door = sync._engine, sync.asgi_app()
+kid, secret = d.parse_token(sync.issue_token(sub="micro", ttl=3600, read="*", write="*"))
+c2s, s2c = (d.SealKey(k) for k in d.traffic_keys(secret))
+ep = [engine.base]
+
+def frame(obj):
+    obj["t"] = int(time.time() * 1000)
+    return d.request_frame(kid, c2s, ep[0], json.dumps(obj).encode())
+
+async def main():
+    out = {}
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            out["body"] = message["body"]
+
+    async def call(body):
+        sent = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            return sent.pop() if sent else {"type": "http.disconnect"}
+        await door({"type": "http", "method": "POST", "path": "/dsn" + ep[0], "root_path": "/dsn",
+                    "headers": [(b"host", b"x"), (b"content-type", b"text/plain"),
+                                (b"content-length", b"%d" % len(body)), (b"origin", b"http://x")]}, receive, send)
+    hello = frame({"op": "hello"})
+    await call(hello)
+    ep[0] = json.loads(d.open_response(s2c, hello[3 + len(kid):][:16], out["body"]))["ep"]
+    writes = [frame({"op": "create", "table": "w2", "key": "k%d" % i, "data": {"i": i, "s": "x" * 40},
+                     "mid": "m%d" % i}) for i in range(n + 100)]
+    for body in writes[:100]:  # warm-up (a handler earns the event loop after 32 quick runs in a worker)
+        await call(body)
+    t0 = time.perf_counter()
+    for body in writes[100:]:
+        await call(body)
+    door_us = (time.perf_counter() - t0) / n * 1e6
+    writes = [frame({"op": "create", "table": "w2", "key": "j%d" % i, "data": {"i": i, "s": "x" * 40},
+                     "mid": "n%d" % i}) for i in range(n)]
+    t0 = time.perf_counter()
+    for body in writes:
+        engine.handle(ep[0], body)
+    engine_us = (time.perf_counter() - t0) / n * 1e6
+    lanes = getattr(door, "lanes", None)
+    print(json.dumps({"door_us": door_us, "engine_us": engine_us, "inline": getattr(lanes, "inline", None),
+                      "offloaded": getattr(lanes, "offloaded", None)}))
+asyncio.run(main())
+sync.stop()
+"""
+
+
+def door_micro(repo, n=5000):
+    """One small write through sync.asgi_app() in this process, one at a time, no HTTP: microseconds
+    per write through the door, and per engine.handle() alone; {} if it failed."""
+    repo = os.path.abspath(repo)
+    out = subprocess.run([sys.executable, "-c", DOOR_CHILD, repo, str(n)], capture_output=True, text=True, timeout=300,
+                         cwd=repo)
+    if out.returncode:
+        print("door micro failed for %s: %s" % (repo, out.stderr[-1500:]), flush=True)
+        return {}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def mounts(a, harness, venv, sio, out_dir):
     py = mount_python(venv)
     rt = asgi_runtime(py, harness)
@@ -832,10 +917,29 @@ def mounts(a, harness, venv, sio, out_dir):
         print("python-socketio %s under uvicorn %s from the same venv (servers/sio_server.py, loop/http auto)\n"
               % (sio_rt[1] if len(sio_rt) > 1 else "?", sio_rt[0] if sio_rt else "?"), flush=True)
     adapter = os.path.join(BENCH, "adapters", "dsnsync_native.mjs")
-    peers_file = write_peers(os.path.join(out_dir, "peers-mounts.json"), {
-        "dsnsync_native": ([sys.executable, os.path.join(BENCH, "dsn_server.py"), "--port", "8703"], adapter, 8703),
-        "dsnsync_asgi": ([py, os.path.join(BENCH, "asgi_server.py"), "--port", "8704"], adapter, 8704)})
-    peers = ["dsnsync_asgi", "dsnsync_native"] + (["socketio_nodeflate", "socketio"] if sio else [])
+    spec = {"dsnsync_native": ([sys.executable, os.path.join(BENCH, "dsn_server.py"), "--port", "8703"], adapter, 8703),
+            "dsnsync_asgi": ([py, os.path.join(BENCH, "asgi_server.py"), "--port", "8704"], adapter, 8704)}
+    peers = ["dsnsync_asgi", "dsnsync_native"]
+    base = None
+    if a.baseline:
+        commit, bench_dir = baseline_copy(a.baseline, a.workdir)
+        base = "dsnsync_asgi_" + commit
+        spec[base] = ([py, os.path.join(bench_dir, "asgi_server.py"), "--port", "8705"], adapter, 8705)
+        peers.insert(1, base)
+        print("Baseline peer %s: the ASGI mount of dsn_sync.py as of %s (%s), same adapter and uvicorn\n"
+              % (base, a.baseline, commit), flush=True)
+    peers_file = write_peers(os.path.join(out_dir, "peers-mounts.json"), spec)
+    repos = [("this tree", REPO)] + ([(a.baseline, os.path.dirname(os.path.dirname(spec[base][0][1])))] if base else [])
+    print("### One small write through the mount, in process (no HTTP, no load generator; one at a time)\n")
+    print_table(["dsn_sync.py", "us per write through the ASGI door", "of which engine.handle()", "door's own",
+                 "frames on the loop / in a worker"],
+                [[name, fmt(m.get("door_us")), fmt(m.get("engine_us")),
+                  fmt(m["door_us"] - m["engine_us"]) if m else "-",
+                  "%s / %s" % (m.get("inline"), m.get("offloaded")) if m.get("inline") is not None else "all in a worker"]
+                 for name, m in ((name, door_micro(repo)) for name, repo in repos)])
+    print("(`python3 -c <bench_dsn_sync.DOOR_CHILD> REPO 5000`: awaited one after another, so a frame in a "
+          "worker pays the threads' wake-up latency too.)\n", flush=True)
+    peers += ["socketio_nodeflate", "socketio"] if sio else []
     print("## Mounts: W1 C=%d, W2, W3 (peers alternating: %s; %d rep(s); results in %s)\n"
           % (a.subs_large, ", ".join(peers), a.reps, out_dir), flush=True)
     plan, commands = run_workloads(a, harness, venv, peers, out_dir, peers_file=peers_file, skip=(0,))
@@ -852,6 +956,22 @@ def mounts(a, harness, venv, sio, out_dir):
                  "%s vs %s %s = %sx" % (fmt(acks), best[0], fmt(best[1]), fmt(ratio(acks, best[1]))),
                  "met" if acks and best[1] and acks > best[1] else "MISSED" if best[1] else "no socketio run"))
     rows.append(("W2 acks/s, ASGI mount vs standalone server", "%s vs %s = %sx" % (fmt(acks), fmt(std), fmt(ratio(acks, std))), "-"))
+    if base:
+        was = med(w2.get(base, []), "acks_per_s")
+        rows.append(("W2 acks/s, ASGI mount vs the mount as of %s" % a.baseline,
+                     "%s vs %s = %sx" % (fmt(acks), fmt(was), fmt(ratio(acks, was))), "-"))
+        if was and best[1]:
+            rows.append(("W2 acks/s, the mount as of %s vs python-socketio" % a.baseline,
+                         "%s vs %s = %sx" % (fmt(was), fmt(best[1]), fmt(ratio(was, best[1]))), "-"))
+
+    def per_ack(peer, path):  # CPU microseconds per ack: % of a core / acks per second
+        pct, n = med(w2.get(peer, []), path), med(w2.get(peer, []), "acks_per_s")
+        return 1e4 * pct / n if pct is not None and n else None
+    shown = [p for p in ("dsnsync_asgi", base, best[0]) if p and p in w2]
+    if shown:
+        rows.append(("W2 CPU per ack, server + load generator (2 cores shared: what one side spends, the other lacks)",
+                     "; ".join("%s %s + %s us" % (p, fmt(per_ack(p, "server.cpu_pct_of_core")),
+                                                   fmt(per_ack(p, "generator.cpu_pct_of_core"))) for p in shown), "-"))
     big = data.get("w1_c%d" % a.subs_large, {}).get("dsnsync_asgi", [])
     if big:
         prod, p50 = med(big, "produced_per_s"), med(big, "final_value_latency_ms.p50")
@@ -859,9 +979,13 @@ def mounts(a, harness, venv, sio, out_dir):
                      "met" if prod and prod >= 190 * a.rate / 200 else "MISSED"))
         rows.append(("W1 C=%d through the ASGI mount: last-value p50 <= 50 ms" % a.subs_large, "%s ms" % fmt(p50),
                      "met" if p50 is not None and p50 <= 50 else "MISSED"))
+        old = data.get("w1_c%d" % a.subs_large, {}).get(base, []) if base else []
+        if old:
+            rows.append(("W1 C=%d last-value p50, the mount as of %s" % (a.subs_large, a.baseline),
+                         "%s ms" % fmt(med(old, "final_value_latency_ms.p50")), "-"))
     w3 = data.get("w3_n%d" % a.records, {})
     t = med(w3.get("dsnsync_asgi", []), "time_to_all_s")
-    tv = [(p, med(w3[p], "time_to_all_s")) for p in ("dsnsync_native", "socketio", "socketio_nodeflate") if p in w3]
+    tv = [(p, med(w3[p], "time_to_all_s")) for p in ("dsnsync_native", base, "socketio", "socketio_nodeflate") if p in w3]
     rows.append(("W3 time to all, ASGI mount vs the others", "%s s; %s" % (fmt(t), ", ".join("%s %s s" % (p, fmt(v)) for p, v in tv)), "-"))
     print("## Targets of issue 12 (ratios within this run)\n")
     print_table(["target", "measured", ""], rows)
@@ -943,6 +1067,9 @@ def main(argv=None):
     ap.add_argument("--postgres", action="store_true",
                     help="issue 11: on a throwaway PostgreSQL cluster (test/pg_cluster.py), changes/s reaching every node, "
                          "W2 on 1 and 2 nodes beside memory, cross-node wake-up p50/p99, W3 from PostgreSQL (bench/pg_bench.py)")
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="with --mounts: also run the ASGI mount of dsn_sync.py as of this git revision, as peer "
+                         "dsnsync_asgi_<commit> in the same runs (before/after ratios within one run)")
     ap.add_argument("--no-mount-profile", dest="mount_profile", action="store_false",
                     help="with --mounts: skip the cProfile of the ASGI server under W2")
     ap.add_argument("--at", default=None, metavar="REV", help="measure dsn_sync.py/dsn_client.js as of this git revision")

@@ -5275,71 +5275,323 @@ class _WSGIDoor(Transport):
         wait.conn.put(("close", None))
 
 
+class _LoopPost:
+    """The feed thread's hand-offs to one event loop, in batches.
+
+    ``call_soon_threadsafe`` wakes the loop (a write to its wake-up pipe) and
+    queues one callback; a feed pass answering a thousand pulls made a
+    thousand of each.  Here the first hand-off of a burst schedules one
+    ``_drain`` and the rest join its list, so a pass costs the loop a few
+    wake-ups, whatever its size.
+    """
+
+    __slots__ = ("loop", "items", "lock", "scheduled")
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.items = []
+        self.lock = threading.Lock()
+        self.scheduled = False
+
+    def post(self, handle, item):
+        """Queue ``item`` for ``handle`` (any thread); False if the loop is closed (the server went away)."""
+        with self.lock:
+            self.items.append((handle, item))
+            if self.scheduled:
+                return True
+            self.scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed; `scheduled` stays set: nothing will drain again
+            return False
+        return True
+
+    def _drain(self):
+        with self.lock:
+            items, self.items = self.items, []
+            self.scheduled = False
+        for handle, item in items:
+            handle.take(item)
+
+
 class _ASGIHandle:
-    """One waiting ASGI request: the loop it lives on and a queue the feed thread fills."""
+    """One waiting ASGI request: the feed thread's words for it, queued on its loop.
 
-    __slots__ = ("loop", "queue", "gone")
+    The feed thread calls ``put``; the request's coroutine awaits ``get``.
+    ``put_n`` is written by the feed thread only and ``taken`` by the loop
+    only, so their difference (messages not yet sent) needs no lock.
+    """
 
-    def __init__(self, loop, q):
-        self.loop, self.queue, self.gone = loop, q, False
+    __slots__ = ("post", "items", "waiter", "gone", "put_n", "taken")
+
+    def __init__(self, post):
+        self.post = post
+        self.items = collections.deque()
+        self.waiter = None
+        self.gone = False
+        self.put_n = self.taken = 0
 
     def put(self, item):
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: the server went away
+        self.put_n += 1
+        if not self.post.post(self, item):
             self.gone = True
+
+    def take(self, item):
+        """On the loop: queue ``item`` and wake the coroutine waiting in ``get``."""
+        self.items.append(item)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self):
+        items = self.items
+        while not items:
+            self.waiter = self.post.loop.create_future()
+            await self.waiter
+        self.taken += 1
+        return items.popleft()
+
+
+class _ASGILanes:
+    """Which frames the ASGI door answers on the event loop, and which in a worker thread.
+
+    A worker thread costs every frame two hand-offs between threads (about as
+    much as answering a small frame); the loop costs none, but whatever runs
+    there holds up every request of the app until it returns.  So a frame is
+    answered on the loop only when all of this holds:
+
+    - the store keeps everything in memory (no disk or network wait: SQLite
+      and PostgreSQL frames always go to a worker);
+    - it is short: a body of at most ``small`` bytes, a batch of at most
+      ``max_batch`` writes, and a pull that is neither a reset page nor more
+      than ``max_lag`` changes behind nor a subscription pull;
+    - the store's lock is free at that moment (a backend's ``sync.batch()``
+      holds it for as long as it runs);
+    - every handler it may call (``@on_<op>`` of its tables) has earned the
+      loop: its last ``trust_after`` runs in a worker each took under ``fast``
+      seconds, and no frame with a handler is in a worker right now (an
+      inline write could otherwise wait on the locks such a frame holds).
+
+    A handler whose frame then takes over ``slow`` seconds on the loop goes
+    back to the workers, with a warning, until it has been quick there
+    ``trust_after`` times in a row again; each ``forgive_after`` quick runs
+    on the loop take one such strike back, and at ``max_strikes`` it stays in
+    the workers for good.  A handler that starts to block stalls the loop
+    once; one that blocks now and then, at most ``max_strikes`` times in a
+    row.  ``slow`` is well above a frame's usual 0.1 ms because the OS and
+    the garbage collector pause a busy process for tens of milliseconds, and
+    those pauses are not the handler's; a handler that is slower than ``fast``
+    on every call never earns the loop at all.  ``sync.asgi_app()`` with
+    ``inline_handlers = False`` set on it keeps every frame with a handler in
+    the workers.  Row rules are not judged: they already run under the
+    store's lock in the feed thread, so they must be quick wherever they run.
+    """
+
+    small = 16384
+    max_batch = 16
+    max_lag = 64
+    trust_after = 32
+    fast = 0.002
+    slow = 0.1
+    max_strikes = 5
+    forgive_after = 1000
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.runs = {}  # handler key (table, op) -> (handler, fast runs in a row in a worker)
+        self.trusted = {}  # handler key -> the handler that earned the loop
+        self.strikes = {}  # handler key -> times it was slow on the loop, less those forgiven
+        self.quick = {}  # handler key -> quick runs on the loop since its last strike was forgiven
+        self.banned = set()  # handler keys slow on the loop max_strikes times: workers only, for good
+        self.held = 0  # frames with a handler in workers now (counted on the loop)
+        self.inline = self.offloaded = 0  # frames answered each way (for tests and the benchmark)
+        self._lock = threading.Lock()
+
+    def route(self, path, body, handlers_inline):
+        """(on the loop?, the handler keys the frame may call)."""
+        engine = self.engine
+        store = engine.store
+        if store.durable or store.shared or len(body) > self.small:
+            return False, ()
+        try:
+            state, _, plain = engine._open_frame(path, body)
+            request = engine._parse(state, plain)
+        except (_HTTPFault, DSNError):
+            return True, ()  # handle() refuses it at once, by the same checks
+        op = request.get("op")
+        keys = ()
+        if op == "pull":
+            since = request.get("since")
+            # A subscription pull (docs/sec7.md) may call the app's subscription functions and page
+            # a new subscription's rows: a worker's, until its costs are known.
+            if (request.get("subs") is not None or request.get("next") is not None or store.needs_reset(since)
+                    or store.seq - since["seq"] > self.max_lag):
+                return False, ()
+        elif op == "batch" or op in _WRITE_OPS:
+            writes = request.get("mutations") if op == "batch" else (request,)
+            if not isinstance(writes, (list, tuple)):
+                writes = ()  # handle() answers the error
+            if len(writes) > self.max_batch:
+                return False, ()
+            handlers = engine.handlers
+            keys = tuple({k for k in ((m.get("table"), m.get("op")) for m in writes if isinstance(m, dict))
+                          if type(k[0]) is str and type(k[1]) is str and k in handlers})
+            # Every write takes the store's mid and key holds, which a frame in a worker keeps
+            # while its handler runs: none goes on the loop while such a frame is out there.
+            if self.held or (keys and (not handlers_inline or
+                                       any(self.trusted.get(k) is not handlers[k] for k in keys))):
+                return False, keys
+        if not store.lock.acquire(blocking=False):
+            return False, keys
+        store.lock.release()
+        return True, keys
+
+    def run(self, path, body, keys):
+        """In a worker thread: answer the frame and learn how long its handlers took."""
+        t0 = time.perf_counter()
+        try:
+            return self.engine.handle(path, body)
+        finally:
+            if keys:
+                self._learn(keys, time.perf_counter() - t0)
+
+    def _learn(self, keys, elapsed):
+        handlers = self.engine.handlers
+        with self._lock:
+            for k in keys:
+                handler = handlers.get(k)
+                if handler is None or k in self.banned:
+                    continue
+                seen, n = self.runs.get(k, (None, 0))
+                n = n + 1 if seen is handler and elapsed < self.fast else int(elapsed < self.fast)
+                self.runs[k] = (handler, n)
+                if n >= self.trust_after:
+                    self.trusted[k] = handler
+
+    def ran_inline(self, keys, elapsed):
+        """After a frame with handlers on the loop: over ``slow`` seconds sends its handlers back to
+        the workers; ``forgive_after`` quick runs on the loop take one strike back."""
+        if elapsed <= self.slow:
+            quick = self.quick
+            for k in keys:
+                n = quick[k] = quick.get(k, 0) + 1
+                if n >= self.forgive_after:
+                    quick[k] = 0
+                    if self.strikes.get(k):
+                        self.strikes[k] -= 1
+            return
+        with self._lock:
+            for k in keys:
+                if self.trusted.pop(k, None) is None:
+                    continue
+                self.runs.pop(k, None)
+                self.quick.pop(k, None)
+                strikes = self.strikes[k] = self.strikes.get(k, 0) + 1
+                if strikes >= self.max_strikes:
+                    self.banned.add(k)
+                log.warning("the @on_%s('%s') handler held the event loop for %.0f ms; it runs in a worker "
+                            "thread %s", k[1], k[0], elapsed * 1000, "from now on" if strikes >= self.max_strikes
+                            else "until it is quick again (%d of %d strikes)" % (strikes, self.max_strikes))
 
 
 class _ASGIDoor(Transport):
     """``sync.asgi_app()``: the protocol as an ASGI 3 application (uvicorn, hypercorn, Daphne).
 
     No thread is held while a pull waits: the request's coroutine awaits a
-    queue that the feed thread fills through ``call_soon_threadsafe``, and a
-    streamed pull's messages go out as ``more_body`` chunks.  Frames are
-    opened, and handlers run, in the loop's default executor, so a slow
-    handler never blocks the event loop.  ``lifespan`` starts and stops the
-    engine; without it (a mounted sub-app) the first request starts it.
+    handle that the feed thread fills in batches (``_LoopPost``), and a
+    streamed pull's messages go out as ``more_body`` chunks.  Short frames
+    (hello, pulls that answer or park at once, small writes whose handlers
+    have shown they are quick) are answered on the event loop; the rest,
+    and every handler not yet known to be quick, run in the loop's default
+    executor, so a slow handler never blocks the loop twice (``_ASGILanes``).
+    ``lifespan`` starts and stops the engine; without it (a mounted sub-app)
+    the first request starts it.
     """
 
     max_queued = 8  # stream messages waiting for a slow client before the feed holds back
+    inline_handlers = True  # False: frames that call a handler always run in a worker thread
 
     def __init__(self, sync):
         self.sync = sync
+        self.lanes = None  # _ASGILanes, made with the engine on the first request
+        self._post = None  # _LoopPost of the loop this door last served
+        self._cors_for = (None, ())  # (origins it was made for, the CORS header pairs for "*")
 
     async def __call__(self, scope, receive, send):
         kind = scope["type"]
-        if kind == "lifespan":
-            return await self._lifespan(receive, send)
         if kind != "http":
+            if kind == "lifespan":
+                return await self._lifespan(receive, send)
             return None  # websocket and others: not ours; the server closes them
         import asyncio  # deferred: WSGI and standalone users never load it
-        loop = asyncio.get_running_loop()
         sync = self.sync
         if not sync.running:
-            await loop.run_in_executor(None, sync._start_engine)
+            await asyncio.get_running_loop().run_in_executor(None, sync._start_engine)
         method = scope["method"]
         path = _mount_path(scope.get("path") or "/", scope.get("root_path", ""))
         headers = {}
-        for name, value in scope.get("headers", ()):
-            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if method == "POST":  # the hot path: only what _refusal and CORS read
+            for name, value in scope.get("headers", ()):
+                name = name.lower()
+                if name in _ASGI_POST_HEADERS:
+                    headers[name.decode("latin-1")] = value.decode("latin-1")
+        else:
+            for name, value in scope.get("headers", ()):
+                headers[name.decode("latin-1").lower()] = value.decode("latin-1")
         origin = headers.get("origin")
-        refusal = _refusal(sync._engine, sync._static, sync._max_body, method, path, headers)
+        engine = sync._engine
+        refusal = _refusal(engine, sync._static, sync._max_body, method, path, headers)
         if refusal is not None:
             status, body, extra, content_type = refusal
             return await self._respond(send, status, body, extra, content_type, origin, head_only=method == "HEAD")
         body = await self._read(receive, _content_length(headers))
         if body is None:
             return None  # the client left
+        lanes = self.lanes
+        if lanes is None or lanes.engine is not engine:
+            lanes = self.lanes = _ASGILanes(engine)
         try:
-            reply = await loop.run_in_executor(None, sync._engine.handle, path, body)
+            inline, keys = lanes.route(path, body, self.inline_handlers)
+            if inline:
+                lanes.inline += 1
+                if keys:
+                    t0 = time.perf_counter()
+                    try:
+                        reply = engine.handle(path, body)
+                    finally:
+                        lanes.ran_inline(keys, time.perf_counter() - t0)
+                else:
+                    reply = engine.handle(path, body)
+            else:
+                lanes.offloaded += 1
+                lanes.held += bool(keys)
+                try:
+                    reply = await asyncio.get_running_loop().run_in_executor(None, lanes.run, path, body, keys)
+                finally:
+                    lanes.held -= bool(keys)
             if isinstance(reply, _Wait):
-                return await self._wait(loop, reply, receive, send, origin)
+                return await self._wait(reply, receive, send, origin)
         except _HTTPFault as fault:
             return await self._respond(send, fault.status, b"", "", None, origin)
         except Exception:
             log.exception("unexpected error answering %s", path)
             return await self._respond(send, 500, b"", "", None, origin)
-        return await self._respond(send, 200, reply, "", _FRAME_TYPE, origin)
+        headers = [(b"content-length", b"%d" % len(reply)), (b"content-type", b"application/octet-stream"),
+                   (b"cache-control", b"no-store")]
+        headers += self._cors(origin)
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": reply})
+
+    def _cors(self, origin):
+        """The CORS header pairs (bytes) for an answer; the same list for every request under "*"."""
+        origins = self.sync._origins
+        if origins is None:
+            made_for, pairs = self._cors_for
+            if made_for is not origins or not pairs:
+                pairs = [(n.lower().encode(), v.encode("latin-1")) for n, v in _cors(None, origin)]
+                self._cors_for = (origins, pairs)
+            return pairs
+        return [(n.lower().encode(), v.encode("latin-1")) for n, v in _cors(origins, origin)]
 
     async def _lifespan(self, receive, send):
         while True:
@@ -5358,22 +5610,28 @@ class _ASGIDoor(Transport):
 
     @staticmethod
     async def _read(receive, length):
-        parts, size = [], 0
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body = message.get("body", b"")
+        if not message.get("more_body"):  # the usual case: the whole body in one message, kept as it is
+            return body if len(body) <= length else b""
+        parts, size = [body], len(body)
         while True:
+            if size > length:
+                return b""  # more than it said: not a frame (400 from the engine)
             message = await receive()
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > length:
-                return b""  # more than it said: not a frame (400 from the engine)
             parts.append(chunk)
             if not message.get("more_body"):
-                return b"".join(parts)
+                return b"".join(parts) if size <= length else b""
 
     async def _respond(self, send, status, body, extra, content_type, origin, head_only=False):
-        headers = [(b"content-length", str(len(body)).encode())]
-        headers += [(n.lower().encode(), v.encode("latin-1")) for n, v in _cors(self.sync._origins, origin)]
+        headers = [(b"content-length", b"%d" % len(body))]
+        headers += self._cors(origin)
         if content_type:
             headers.append((b"content-type", content_type.encode()))
         if status not in (200, 304) or content_type == _FRAME_TYPE:
@@ -5385,9 +5643,16 @@ class _ASGIDoor(Transport):
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head_only else body})
 
-    async def _wait(self, loop, wait, receive, send, origin):
+    def _loop_post(self, loop):
+        post = self._post
+        if post is None or post.loop is not loop:
+            post = self._post = _LoopPost(loop)
+        return post
+
+    async def _wait(self, wait, receive, send, origin):
         import asyncio
-        handle = wait.conn = _ASGIHandle(loop, asyncio.Queue())
+        loop = asyncio.get_running_loop()
+        handle = wait.conn = _ASGIHandle(self._loop_post(loop))
         wait.transport = self
         if not self.sync._feed.park(wait):
             return await self._respond(send, 200, self.sync._engine.answer_wait(wait), "", _FRAME_TYPE, origin)
@@ -5396,20 +5661,27 @@ class _ASGIDoor(Transport):
             while (await receive())["type"] != "http.disconnect":
                 pass
             handle.gone = True
-            handle.queue.put_nowait(("gone", None))
-        watcher = asyncio.ensure_future(watch())
+            handle.take(("gone", None))
+        watcher = loop.create_task(watch())
         try:
-            kind, data = await handle.queue.get()
+            kind, data = await handle.get()
             if kind == "body":
                 return await self._respond(send, 200, data, "", _FRAME_TYPE, origin)
             if kind != "chunk":
                 return None
             headers = [(b"content-type", STREAM_TYPE.encode()), (b"cache-control", b"no-store")]
-            headers += [(n.lower().encode(), v.encode("latin-1")) for n, v in _cors(self.sync._origins, origin)]
+            headers += self._cors(origin)
             await send({"type": "http.response.start", "status": 200, "headers": headers})
+            items = handle.items
             while kind == "chunk":
+                if items and items[0][0] == "chunk":  # several messages already here: one write
+                    parts = [data]
+                    while items and items[0][0] == "chunk":
+                        parts.append(items.popleft()[1])
+                        handle.taken += 1
+                    data = b"".join(parts)
                 await send({"type": "http.response.body", "body": data, "more_body": True})
-                kind, data = await handle.queue.get()
+                kind, data = await handle.get()
             if kind == "end":
                 await send({"type": "http.response.body", "body": b""})
         finally:
@@ -5424,7 +5696,7 @@ class _ASGIDoor(Transport):
         handle = wait.conn
         if handle.gone:
             return False
-        if handle.queue.qsize() >= self.max_queued:
+        if handle.put_n - handle.taken >= self.max_queued:
             return False  # the client is behind: the feed offers the latest state later
         handle.put(("chunk", struct.pack(">I", len(body)) + body))
         return True
@@ -5437,6 +5709,9 @@ class _ASGIDoor(Transport):
 
     def close_wait(self, wait):
         wait.conn.put(("close", None))
+
+
+_ASGI_POST_HEADERS = frozenset((b"content-length", b"origin", b"transfer-encoding"))
 
 
 _CLAIMS = {}  # lock path -> [descriptor, holders in this process, pid]

@@ -131,7 +131,8 @@ def start_asgi(**options):
     from starlette import routing
     from starlette.applications import Starlette
     sync = _new_sync(**options)
-    app = Starlette(routes=[routing.Mount("/dsn", app=sync.asgi_app())])
+    mount = sync.asgi_app()
+    app = Starlette(routes=[routing.Mount("/dsn", app=mount)])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -144,7 +145,9 @@ def start_asgi(**options):
         server.should_exit = True
         thread.join(10)
         sync.stop()
-    return Door("asgi", sync, server.servers[0].sockets[0].getsockname()[1], "/dsn", stop)
+    door = Door("asgi", sync, server.servers[0].sockets[0].getsockname()[1], "/dsn", stop)
+    door.mount = mount  # the _ASGIDoor: tests of which frames run on the event loop read its lanes
+    return door
 
 
 STARTERS = {"standalone": start_standalone, "wsgi": start_wsgi, "asgi": start_asgi}
@@ -817,3 +820,150 @@ def test_wsgi_pull_held_at_stop_is_answered(wsgi_door):
     _wait_for(lambda: wsgi_door.sync.stats()["waiting"] >= 1, what="the pull to park")
     threading.Thread(target=wsgi_door.sync.stop, daemon=True).start()
     held(timeout=8)  # any answer (503, or an empty pull) frees the thread; today it never comes
+
+
+# -----------------------------------------------------------------------------
+# ASGI: short frames on the event loop, handlers that block in worker threads
+# -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def asgi_door():
+    running = start_asgi()
+    yield running
+    running.stop()
+
+
+def _blocking_table(sync):
+    """Table "slow": its create handler returns at once, or, while ``gate`` is shut, waits for it."""
+    sync.define_table("slow", {"key": "id", "fields": None})
+    gate, entered = threading.Event(), threading.Event()
+    gate.set()
+
+    def on_create(data, ctx):
+        if not gate.is_set():
+            entered.set()
+            gate.wait(60)
+        return True
+    sync.on_create("slow")(on_create)
+    return gate, entered
+
+
+def _loop_answers(door):
+    """The event loop answers while a handler blocks: a hello, a write to another table, the client file.
+
+    Each within 10 s, where the blocked handler waits up to 60 s: a stalled loop fails here.
+    """
+    raw = door.raw(door.sync.issue_token(sub="bob", write=["items"]))
+    for obj in ({"op": "hello"}, {"op": "create", "table": "items", "key": "other", "data": {}, "mid": "o1"}):
+        path = door.base if obj["op"] == "hello" else raw.ep
+        frame, nonce = raw.frame(dict(obj, t=_now_ms()), path)
+        status, _, body = raw.post(frame, path, timeout=10)
+        answer = json.loads(dsn_sync.open_response(raw.s2c, nonce, body))
+        assert status == 200 and answer["ok"], answer
+        raw.ep = answer["ep"]
+    status, _, body = door.http("GET", "/dsn_client.js", timeout=10)
+    assert status == 200 and body
+
+
+def test_asgi_short_frames_run_on_the_loop(asgi_door):
+    lanes_before = asgi_door.mount.lanes
+    raw = asgi_door.raw(asgi_door.sync.issue_token(sub="ann", write=["items", "bare"]))
+    cursor = raw.cursor()
+    lanes = asgi_door.mount.lanes
+    assert lanes_before is None and lanes is not None and lanes.inline >= 1  # hello: on the loop
+    trust_after = lanes.trust_after
+    for i in range(trust_after + 3):
+        made = raw.ok("create", table="items", key="k%d" % i, data={"i": i}, mid="m%d" % i)
+        assert made["record"] == {"i": i}
+    # The handler ran in a worker until it had been quick trust_after times, then on the loop.
+    assert lanes.trusted.get(("items", "create")) is asgi_door.sync._engine.handlers[("items", "create")]
+    assert lanes.offloaded >= trust_after and lanes.inline >= 3
+    inline, offloaded = lanes.inline, lanes.offloaded
+    changes = raw.ok("pull", since=cursor, wait=0)["changes"]
+    assert changes == [["items", "k%d" % i, {"i": i}] for i in range(PAGE_SIZE)]
+    assert lanes.inline == inline + 1 and lanes.offloaded == offloaded
+    assert raw.ok("pull", since=None, wait=0)["reset"] is True  # a reset page: in a worker
+    assert lanes.offloaded == offloaded + 1
+    asgi_door.sync.subscription("every_item")(lambda ctx, params: {"items": True})
+    # A subscription pull calls the app's subscription function: in a worker too.
+    answer = raw.ok("pull", subs={"s": {"name": "every_item", "params": {}}}, since=None, wait=0)
+    assert answer["reset"] is True and lanes.offloaded == offloaded + 2
+    status, answer = raw.call("create", table="bare", key="x", data={}, mid="b1")
+    assert answer["error"]["code"] == "no_handler"
+
+
+def test_asgi_a_blocking_handler_never_holds_the_loop(asgi_door):
+    sync = asgi_door.sync
+    gate, entered = _blocking_table(sync)
+    writer = asgi_door.raw(sync.issue_token(sub="ann", write=["slow"]))
+    writer.ok("hello")
+    gate.clear()
+    try:
+        blocked = _in_thread(writer.call, "create", table="slow", key="a", data={}, mid="a")
+        assert entered.wait(10), "the handler never ran"
+        _loop_answers(asgi_door)  # its frame is in a worker: the loop goes on
+    finally:
+        gate.set()
+    status, answer = blocked(10)
+    assert status == 200 and answer["ok"]
+
+
+def test_asgi_a_trusted_handler_that_starts_to_block_goes_back_to_a_worker(asgi_door):
+    sync = asgi_door.sync
+    gate, entered = _blocking_table(sync)
+    writer = asgi_door.raw(sync.issue_token(sub="ann", write=["slow"]))
+    writer.ok("hello")
+    lanes = asgi_door.mount.lanes
+    lanes.trust_after, lanes.slow = 3, 0.05
+    for i in range(3):
+        writer.ok("create", table="slow", key="q%d" % i, data={}, mid="q%d" % i)
+    assert ("slow", "create") in lanes.trusted
+    # Trusted, it runs on the loop: when it blocks this once, the loop waits with it (a timer opens the gate).
+    gate.clear()
+    opener = threading.Timer(0.2, gate.set)
+    opener.start()
+    try:
+        assert writer.ok("create", table="slow", key="b", data={}, mid="b")["record"] == {}
+    finally:
+        opener.join()
+    assert ("slow", "create") not in lanes.trusted and lanes.strikes[("slow", "create")] == 1
+    # From now on it runs in a worker: the next time it blocks, the loop answers others.
+    entered.clear()
+    gate.clear()
+    try:
+        blocked = _in_thread(writer.call, "create", table="slow", key="c", data={}, mid="c")
+        assert entered.wait(10), "the handler never ran"
+        _loop_answers(asgi_door)
+    finally:
+        gate.set()
+    status, answer = blocked(10)
+    assert status == 200 and answer["ok"]
+
+
+def test_asgi_a_backend_batch_never_holds_the_loop(asgi_door):
+    """``sync.batch()`` holds the store's lock while it runs: frames that need it wait in a worker."""
+    sync = asgi_door.sync
+    raw = asgi_door.raw()
+    raw.ok("hello")
+    opened, finish = threading.Event(), threading.Event()
+
+    def backend():
+        with sync.batch():
+            sync.sync("items", "x", {"v": 1})
+            opened.set()
+            finish.wait(30)
+    batch = _in_thread(backend)
+    try:
+        assert opened.wait(10)
+        engine = sync._engine
+        before = engine.requests
+        pending = _in_thread(raw.call, "hello")  # its answer needs the store's lock
+        _wait_for(lambda: engine.requests > before, what="the hello to reach the engine")
+        status, _, body = asgi_door.http("GET", "/dsn_client.js", timeout=10)  # the loop is free
+        assert status == 200 and body
+    finally:
+        finish.set()
+    batch(10)
+    status, answer = pending(10)
+    assert status == 200 and answer["seq"] == sync.stats()["seq"]
