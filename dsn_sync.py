@@ -5381,9 +5381,9 @@ class _ASGILanes:
     row.  ``slow`` is well above a frame's usual 0.1 ms because the OS and
     the garbage collector pause a busy process for tens of milliseconds, and
     those pauses are not the handler's; a handler that is slower than ``fast``
-    on every call never earns the loop at all.  ``sync.asgi_app()`` with
-    ``inline_handlers = False`` set on it keeps every frame with a handler in
-    the workers.  Row rules are not judged: they already run under the
+    on every call never earns the loop at all.  All this only with
+    ``sync.asgi_app(inline_handlers=True)``; by default every frame with a
+    handler runs in the workers.  Row rules are not judged: they already run under the
     store's lock in the feed thread, so they must be quick wherever they run.
     """
 
@@ -5509,10 +5509,9 @@ class _ASGIDoor(Transport):
     """
 
     max_queued = 8  # stream messages waiting for a slow client before the feed holds back
-    inline_handlers = True  # False: frames that call a handler always run in a worker thread
-
-    def __init__(self, sync):
+    def __init__(self, sync, inline_handlers=False):
         self.sync = sync
+        self.inline_handlers = inline_handlers  # True: a handler that has proved quick may run on the loop
         self.lanes = None  # _ASGILanes, made with the engine on the first request
         self._post = None  # _LoopPost of the loop this door last served
         self._cors_for = (None, ())  # (origins it was made for, the CORS header pairs for "*")
@@ -6132,15 +6131,19 @@ class DSNSync:
     _pid = None
 
     # -- mounting in an app ---------------------------------------------------
-    def asgi_app(self):
+    def asgi_app(self, inline_handlers=False):
         """An ASGI 3 application speaking the whole protocol: mount it under any prefix.
 
         ``app.mount('/dsn', sync.asgi_app())`` (FastAPI, Starlette); clients then
         use ``get_url('https://example.com/dsn')``.  Long-polls and streamed
         pulls hold no thread.  The engine starts with the ASGI lifespan, or
-        on the first request.
+        on the first request.  Short frames are answered on the event loop;
+        a frame that calls an ``@on_<op>`` handler runs in a worker thread, as
+        Starlette runs a plain ``def`` endpoint, unless ``inline_handlers=True``:
+        then a handler that has proved quick may run on the loop too (see
+        ``_ASGILanes``; for handlers that never block: no I/O, no locks).
         """
-        return _ASGIDoor(self)
+        return _ASGIDoor(self, inline_handlers)
 
     def wsgi_app(self, max_wait=10, poll=2.0, max_held=8):
         """A WSGI callable speaking the whole protocol (Flask, Django, gunicorn, waitress).

@@ -125,13 +125,13 @@ def start_wsgi(max_wait=WSGI_MAX_WAIT, poll=WSGI_POLL, max_held=WSGI_MAX_HELD, t
     return Door("wsgi", sync, server.socket.getsockname()[1], "/dsn", stop)
 
 
-def start_asgi(**options):
+def start_asgi(inline_handlers=False, **options):
     needs("uvicorn", "starlette")
     import uvicorn
     from starlette import routing
     from starlette.applications import Starlette
     sync = _new_sync(**options)
-    mount = sync.asgi_app()
+    mount = sync.asgi_app(inline_handlers=inline_handlers)
     app = Starlette(routes=[routing.Mount("/dsn", app=mount)])
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
@@ -829,9 +829,26 @@ def test_wsgi_pull_held_at_stop_is_answered(wsgi_door):
 
 @pytest.fixture
 def asgi_door():
-    running = start_asgi()
+    """The mount with inline_handlers=True: handlers may earn the loop (the mode these tests guard)."""
+    running = start_asgi(inline_handlers=True)
     yield running
     running.stop()
+
+
+def test_asgi_by_default_a_handler_never_runs_on_the_loop():
+    door = start_asgi()
+    try:
+        raw = door.raw(door.sync.issue_token(sub="ann", write=["items"]))
+        raw.cursor()
+        lanes = door.mount.lanes
+        inline, offloaded = lanes.inline, lanes.offloaded
+        assert inline >= 1  # the hello, on the loop
+        for i in range(lanes.trust_after + 5):
+            raw.ok("create", table="items", key="d%d" % i, data={"i": i}, mid="d%d" % i)
+        assert lanes.inline == inline, "a write with a handler ran on the event loop without inline_handlers=True"
+        assert lanes.offloaded - offloaded == lanes.trust_after + 5
+    finally:
+        door.stop()
 
 
 def _blocking_table(sync):

@@ -52,7 +52,9 @@ RUNTIME = {}
 
 
 def make_app(bench):
-    door = bench.sync.asgi_app()
+    # W2's handler is `lambda data: True`, one that never blocks: the case inline_handlers is for
+    # (by default a frame with a handler takes a worker thread; docs/PERFORMANCE.md has both).
+    door = bench.sync.asgi_app(inline_handlers=os.environ.get("DSN_INLINE_HANDLERS", "1") == "1")
 
     async def control(scope, receive, send):
         body = b""
