@@ -5422,7 +5422,7 @@ class _ASGILanes:
         keys = ()
         if op == "pull":
             since = request.get("since")
-            # A subscription pull (docs/sec7.md) may call the app's subscription functions and page
+            # A subscription pull (README, protocol section 7) may call the app's subscription functions and page
             # a new subscription's rows: a worker's, until its costs are known.
             if (request.get("subs") is not None or request.get("next") is not None or store.needs_reset(since)
                     or store.seq - since["seq"] > self.max_lag):

@@ -1,4 +1,4 @@
-"""Subscriptions, server side (docs/sec7.md, the proposed protocol section 7), over every store.
+"""Subscriptions, server side (README: the proposed protocol section 7), over every store.
 
 One suite, parametrised over the memory store, SQLite and PostgreSQL (a throwaway
 cluster from test/pg_cluster.py; without its binaries or psycopg those cases skip
@@ -1011,14 +1011,20 @@ def test_an_old_epoch_cursor_brings_a_full_reset_of_the_set(server, make_raw):
     assert set(answer["records"]["messages"]) == {"m0"}
 
 
-def test_a_cursor_older_than_a_rows_previous_change_may_get_a_departure_it_never_held(server, make_raw):
-    """sec7: the server knows a row's previous state only; a client further behind learns the key changed."""
+def test_a_row_changed_within_its_kept_history_sends_nothing_and_only_a_cursor_older_may_learn_the_key(
+        server, make_raw):
+    """Section 7: the server keeps a row's last four states; a client whose cursor is within
+    them is judged exactly, one older may learn that the key changed (a departure)."""
     sync = server()
     fill(sync, ["lobby", "dev"])
     dev = Mirror(make_raw(sync), {"d": room_sub("dev")})
     dev.reset()
     sync.sync("messages", "m0", {"text": "lobby 1"})
     sync.sync("messages", "m0", {"text": "lobby 2"})
+    sync.remove("messages", "m0")
+    assert dev.pull()["changes"] == []
+    for i in range(6):
+        sync.sync("messages", "m0", {"room": "lobby", "text": "again %d" % i})
     sync.remove("messages", "m0")
     changes = dev.pull()["changes"]
     assert changes in ([], [["messages", "m0", None, []]]), changes

@@ -13,7 +13,7 @@ protocol clients (one keep-alive socket and one user token each, sealed with dsn
 ``sync.sync()`` at ``--rate``, round-robin over the rooms, stamping each record with the
 wall clock; a client records the delay to each change it receives.
 
-  subs:  each client pulls in subscription mode (docs/sec7.md) with one subscription,
+  subs:  each client pulls in subscription mode (README, protocol section 7) with one subscription,
          ``room`` = its own room: a change concerns one client.
   whole: each client pulls whole tables (protocol section 4), like W1: a change concerns all.
 
