@@ -1067,6 +1067,9 @@ def main(argv=None):
     ap.add_argument("--postgres", action="store_true",
                     help="issue 11: on a throwaway PostgreSQL cluster (test/pg_cluster.py), changes/s reaching every node, "
                          "W2 on 1 and 2 nodes beside memory, cross-node wake-up p50/p99, W3 from PostgreSQL (bench/pg_bench.py)")
+    ap.add_argument("--subs", action="store_true",
+                    help="issue 16: per-change server cost with 1,000 clients each subscribed to its own room of one "
+                         "table, beside the same clients mirroring the whole table as in W1 (bench/subs_bench.py)")
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help="with --mounts: also run the ASGI mount of dsn_sync.py as of this git revision, as peer "
                          "dsnsync_asgi_<commit> in the same runs (before/after ratios within one run)")
@@ -1133,7 +1136,11 @@ def main(argv=None):
         print("## PostgreSQL, several nodes (issue 11; results in %s)\n\n$ %s\n" % (out_dir, shlex.join(cmd)), flush=True)
         subprocess.run(cmd, timeout=a.reps * 1800)
         print("loadavg at the end: %s" % loadavg())
-    if a.mounts or a.postgres:
+    if a.subs:
+        cmd = [sys.executable, os.path.join(BENCH, "subs_bench.py")]
+        print("## Subscriptions: 1,000 clients, one room each, beside W1 (issue 16)\n\n$ %s\n" % shlex.join(cmd), flush=True)
+        subprocess.run(cmd, timeout=900)
+    if a.mounts or a.postgres or a.subs:
         return 0
 
     peers = ["ref_http", "dsnsync_native"] + ([] if a.no_js_crypto_peer else ["dsnsync"])
