@@ -3859,7 +3859,7 @@ class _Engine:
                 if tspec is None:
                     raise TypeError("there is no table %r" % (table,))
                 filters[table] = _Filter(table, spec, tspec["key"])
-            except TypeError as e:
+            except (TypeError, ValueError) as e:  # ValueError: NaN or infinity, which JSON cannot say
                 log.error("%s returned a bad filter: %s", where, e)
                 raise _SubRefused(sid, "subscription %r failed on the server" % name, "invalid")
             self.store.track(table, filters[table].fields)

@@ -109,3 +109,17 @@ def test_a_new_subscription_interrupts_a_waiting_pull(chat, make_client):
     lobby = c.subscribe("room", {"room": "lobby"})
     assert lobby.wait_ready(5)  # not after the 25 s long-poll
     assert c.status == "online"
+
+
+def test_a_filter_the_app_got_wrong_is_invalid_for_the_client_and_logged(chat, make_raw, caplog):
+    @chat.subscription("broken")
+    def broken(ctx, params):
+        return {"messages": {"room": float("nan")} if params.get("nan") else {"room": {"nested": 1}}}
+
+    raw = make_raw(chat)
+    for params in ({"nan": True}, {}):
+        answer = raw.err("pull", "invalid", since=None, subs={"b": {"name": "broken", "params": params}})
+        assert answer["error"]["sub"] == "b" and "failed on the server" in answer["error"]["message"]
+        assert "nan" not in answer["error"]["message"].lower() and "nested" not in answer["error"]["message"]
+    assert "returned a bad filter" in caplog.text
+    assert raw.ok("hello")["subs"] is True  # the server goes on
