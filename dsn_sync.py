@@ -5494,6 +5494,24 @@ class _ASGILanes:
                             else "until it is quick again (%d of %d strikes)" % (strikes, self.max_strikes))
 
 
+_ASGI_POST_HEADERS = frozenset((b"content-length", b"origin", b"transfer-encoding"))
+
+
+def _asgi_headers(scope, method):
+    """An ASGI request's headers as {lower-case name: value}; for a POST (the hot path) only
+    what _refusal and CORS read."""
+    headers = {}
+    if method == "POST":
+        for name, value in scope.get("headers", ()):
+            name = name.lower()
+            if name in _ASGI_POST_HEADERS:
+                headers[name.decode("latin-1")] = value.decode("latin-1")
+    else:
+        for name, value in scope.get("headers", ()):
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+    return headers
+
+
 class _ASGIDoor(Transport):
     """``sync.asgi_app()``: the protocol as an ASGI 3 application (uvicorn, hypercorn, Daphne).
 
@@ -5528,15 +5546,7 @@ class _ASGIDoor(Transport):
             await asyncio.get_running_loop().run_in_executor(None, sync._start_engine)
         method = scope["method"]
         path = _mount_path(scope.get("path") or "/", scope.get("root_path", ""))
-        headers = {}
-        if method == "POST":  # the hot path: only what _refusal and CORS read
-            for name, value in scope.get("headers", ()):
-                name = name.lower()
-                if name in _ASGI_POST_HEADERS:
-                    headers[name.decode("latin-1")] = value.decode("latin-1")
-        else:
-            for name, value in scope.get("headers", ()):
-                headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        headers = _asgi_headers(scope, method)
         origin = headers.get("origin")
         engine = sync._engine
         refusal = _refusal(engine, sync._static, sync._max_body, method, path, headers)
@@ -5546,28 +5556,8 @@ class _ASGIDoor(Transport):
         body = await self._read(receive, _content_length(headers))
         if body is None:
             return None  # the client left
-        lanes = self.lanes
-        if lanes is None or lanes.engine is not engine:
-            lanes = self.lanes = _ASGILanes(engine)
         try:
-            inline, keys = lanes.route(path, body, self.inline_handlers)
-            if inline:
-                lanes.inline += 1
-                if keys:
-                    t0 = time.perf_counter()
-                    try:
-                        reply = engine.handle(path, body)
-                    finally:
-                        lanes.ran_inline(keys, time.perf_counter() - t0)
-                else:
-                    reply = engine.handle(path, body)
-            else:
-                lanes.offloaded += 1
-                lanes.held += bool(keys)
-                try:
-                    reply = await asyncio.get_running_loop().run_in_executor(None, lanes.run, path, body, keys)
-                finally:
-                    lanes.held -= bool(keys)
+            reply = await self._handle(engine, path, body)
             if isinstance(reply, _Wait):
                 return await self._wait(reply, receive, send, origin)
         except _HTTPFault as fault:
@@ -5580,6 +5570,29 @@ class _ASGIDoor(Transport):
         headers += self._cors(origin)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": reply})
+
+    async def _handle(self, engine, path, body):
+        """``engine.handle()`` on the event loop or in a worker thread, as _ASGILanes decides."""
+        lanes = self.lanes
+        if lanes is None or lanes.engine is not engine:
+            lanes = self.lanes = _ASGILanes(engine)
+        inline, keys = lanes.route(path, body, self.inline_handlers)
+        if not inline:
+            import asyncio
+            lanes.offloaded += 1
+            lanes.held += bool(keys)
+            try:
+                return await asyncio.get_running_loop().run_in_executor(None, lanes.run, path, body, keys)
+            finally:
+                lanes.held -= bool(keys)
+        lanes.inline += 1
+        if not keys:
+            return engine.handle(path, body)
+        t0 = time.perf_counter()
+        try:
+            return engine.handle(path, body)
+        finally:
+            lanes.ran_inline(keys, time.perf_counter() - t0)
 
     def _cors(self, origin):
         """The CORS header pairs (bytes) for an answer; the same list for every request under "*"."""
@@ -5708,9 +5721,6 @@ class _ASGIDoor(Transport):
 
     def close_wait(self, wait):
         wait.conn.put(("close", None))
-
-
-_ASGI_POST_HEADERS = frozenset((b"content-length", b"origin", b"transfer-encoding"))
 
 
 _CLAIMS = {}  # lock path -> [descriptor, holders in this process, pid]
