@@ -6849,16 +6849,7 @@ class Client:
                     wait = min(self.wait, hello.get("wait", self.wait))
                     poll = hello.get("poll") or 0.0
                     need_hello = False
-                if pages is not None:
-                    fields = {"since": pages.get("since"), "next": pages["next"], "wait": 0}
-                else:
-                    # A pending ack (subscription mode) asks once without waiting: the answer's
-                    # cursor passes it, and the row leaves if no subscription placed it.
-                    waits = self._ready.is_set() and not self._pending
-                    fields = {"since": self._since(), "wait": wait if waits else 0}
-                with self._lock:
-                    if self._subs is not None:
-                        fields["subs"] = dict(self._subs)
+                fields = self._pull_fields(pages, wait)
                 began = time.monotonic()
                 answer = self._exchange(self._pull_conn, "pull", fields)
                 if not answer.get("ok") and (answer.get("error") or {}).get("sub") is not None:
@@ -6898,6 +6889,20 @@ class Client:
                 self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
         _abort(self._pull_conn)
+
+    def _pull_fields(self, pages, wait):
+        """The next pull: a reset's next page, or the cursor (with the subscription set, if any)."""
+        if pages is not None:
+            fields = {"since": pages.get("since"), "next": pages["next"], "wait": 0}
+        else:
+            # A pending ack (subscription mode) asks once without waiting: the answer's
+            # cursor passes it, and the row leaves if no subscription placed it.
+            waits = self._ready.is_set() and not self._pending
+            fields = {"since": self._since(), "wait": wait if waits else 0}
+        with self._lock:
+            if self._subs is not None:
+                fields["subs"] = dict(self._subs)
+        return fields
 
     def _pause(self, seconds):
         """Back off with jitter, unless a write proves the server is back (or the client closes)."""
