@@ -16,6 +16,9 @@ client, a started-server factory, and the ``slow`` marker.
   ``certificate`` ((certfile, keyfile) for 127.0.0.1, self-signed by openssl, one per session).
 - ``private(sync, part)``: the one place the tests reach into the engine's private
   names, for what no public call shows; a rewrite of the engine fixes it here.
+- ``store_server(**options)``: a started ``DSNSync`` on memory, SQLite and PostgreSQL in turn
+  (a parametrised fixture), for API tests that must hold on every store.
+- ``tail_seqs(url, stop, gaps, seen)``: the reader a ``bigserial`` change feed fails.
 - ``cluster``: one throwaway PostgreSQL cluster for the session (test/pg_cluster.py: initdb
   in a temp folder, 127.0.0.1, a free port), started when a test first asks for it;
   without psycopg or PostgreSQL's binaries those tests skip loudly, and fail when CI is set.
@@ -618,6 +621,45 @@ def cluster():
     found.start()
     yield found
     found.stop()
+
+
+def tail_seqs(url, stop, gaps, seen):
+    """Tail dsn_records as a ``bigserial`` change feed is read (``SELECT seq > last ORDER BY
+    seq``) until ``stop`` is set: each seq read goes to ``seen``, each skipped one to ``gaps``
+    as (last, seq).  Commit order (README) says ``gaps`` stays empty."""
+    import psycopg
+    last = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            done = stop.is_set()
+            for (seq,) in conn.execute("SELECT seq FROM dsn_records WHERE seq > %s ORDER BY seq", (last,)):
+                if seq != last + 1:
+                    gaps.append((last, seq))
+                last = seq
+                seen.append(seq)
+            if done:
+                return
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def store_server(request, tmp_path):
+    """store_server(**options) -> a started DSNSync on memory, SQLite and PostgreSQL in turn (a fresh
+    one per test; the PostgreSQL case takes the session's ``cluster``, and skips loudly without it)."""
+    made = []
+
+    def make(**options):
+        if request.param == "sqlite":
+            options["db_connection_string"] = "sqlite:///%s" % (tmp_path / ("api%d.db" % len(made)))
+        elif request.param == "postgresql":
+            options["db_connection_string"] = request.getfixturevalue("cluster").create_database()
+        sync = dsn_sync.DSNSync(port=0, **options)
+        made.append(sync)
+        sync.start()
+        return sync
+
+    yield make
+    for sync in made:
+        sync.stop()
 
 
 # =============================================================================

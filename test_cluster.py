@@ -47,7 +47,7 @@ from pathlib import Path
 import pytest
 
 import dsn_sync
-from conftest import ChildServer, Raw, now_ms, wait_until
+from conftest import ChildServer, Raw, now_ms, tail_seqs, wait_until
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "test"))
@@ -754,25 +754,11 @@ def test_cross_node_wake_up_latency(spawn, clients):
 def test_commit_order_with_writers_on_three_processes(spawn, db):
     """Backend writers on three node processes at once; a reader tailing dsn_records by seq
     (the reader a bigserial feed fails) never meets a gap, and every node's feed holds it all."""
-    import psycopg
     nodes = three_nodes(spawn)
     gaps, seen, stop = [], [], threading.Event()
 
-    def tail():
-        last = 0
-        with psycopg.connect(db, autocommit=True) as conn:
-            while True:
-                done = stop.is_set()
-                for (seq,) in conn.execute("SELECT seq FROM dsn_records WHERE seq > %s ORDER BY seq", (last,)):
-                    if seq != last + 1:
-                        gaps.append((last, seq))
-                    last = seq
-                    seen.append(seq)
-                if done:
-                    return
-
     start = nodes[0].cmd(cmd="state")["seq"]
-    reader = threading.Thread(target=tail)
+    reader = threading.Thread(target=tail_seqs, args=(db, stop, gaps, seen))
     reader.start()
     per_node = 300
     results = {}
@@ -931,28 +917,8 @@ def test_quick_server_workers_share_the_port_and_stop_together(db, tmp_path, cli
 
 
 # =============================================================================
-# The API suite over the three stores (representative tests of test_dsn_sync.py)
+# The API suite over the three stores (``store_server`` in conftest.py; test_dsn_sync.py uses it too)
 # =============================================================================
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def api_server(request, tmp_path):
-    """api_server(**options) -> a started DSNSync on the param's store (a fresh one per test)."""
-    made = []
-
-    def make(**options):
-        if request.param == "sqlite":
-            options["db_connection_string"] = "sqlite:///%s" % (tmp_path / ("api%d.db" % len(made)))
-        elif request.param == "postgresql":
-            options["db_connection_string"] = request.getfixturevalue("cluster").create_database()
-        sync = dsn_sync.DSNSync(port=0, **options)
-        made.append(sync)
-        sync.start()
-        return sync
-
-    yield make
-    for sync in made:
-        sync.stop()
 
 
 def users_table(sync):
@@ -967,8 +933,8 @@ def users_table(sync):
     return state
 
 
-def test_api_define_sync_get_get_all_remove(api_server):
-    sync = api_server()
+def test_api_define_sync_get_get_all_remove(store_server):
+    sync = store_server()
     sync.define_table("users", {"key": "user_id", "fields": ["name"]})
     assert sync.tables["users"] == {"key": "user_id", "fields": ["name"]}
     assert sync.get("users", "nobody") is None and sync.get_all("users") == {}
@@ -993,8 +959,8 @@ def test_api_define_sync_get_get_all_remove(api_server):
         raw.close()
 
 
-def test_api_handlers(api_server):
-    sync = api_server()
+def test_api_handlers(store_server):
+    sync = store_server()
     users = users_table(sync)
     raw = Raw(sync)
     try:
@@ -1022,8 +988,8 @@ def test_api_handlers(api_server):
         raw.close()
 
 
-def test_api_batch(api_server):
-    sync = api_server()
+def test_api_batch(store_server):
+    sync = store_server()
     users = users_table(sync)
     sync.sync("users", "u1", {"name": "Ann"})
     mutations = [
@@ -1051,8 +1017,8 @@ def test_api_batch(api_server):
     assert len(sync.get_all("bulk")) == 50
 
 
-def test_api_paged_reset(api_server):
-    sync = api_server(page_size=3)
+def test_api_paged_reset(store_server):
+    sync = store_server(page_size=3)
     keys = ["k%02d" % i for i in range(10)]
     for i, k in enumerate(keys):
         sync.sync("t", k, {"n": i})
@@ -1088,32 +1054,8 @@ def test_api_paged_reset(api_server):
         raw.close()
 
 
-def test_api_long_poll_wakes_on_a_change(api_server):
-    sync = api_server()
-    sync.sync("t", "a", {"v": 1})
-    waiter = Raw(sync)
-    try:
-        _, cursor, _ = waiter.reset()
-        result = {}
-
-        def pull():
-            started = time.monotonic()
-            result["answer"] = waiter.ok("pull", since=cursor, wait=5)
-            result["elapsed"] = time.monotonic() - started
-
-        thread = threading.Thread(target=pull)
-        thread.start()
-        wait_until(lambda: sync.stats()["waiting"] == 1, what="the pull to be held")
-        sync.sync("t", "b", {"v": 2})
-        thread.join(10)
-        assert result["answer"]["changes"] == [["t", "b", {"v": 2}]]
-        assert result["elapsed"] < 4.5, "answered by the wait's expiry, not by the change"
-    finally:
-        waiter.close()
-
-
-def test_api_revoke(api_server):
-    sync = api_server()
+def test_api_revoke(store_server):
+    sync = store_server()
     token = sync.issue_token(sub="ann", write=["t"])
     raw, other = Raw(sync, token), Raw(sync)
     try:

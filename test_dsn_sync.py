@@ -1060,7 +1060,8 @@ def test_default_reset_page_size(server, raw):
     assert len(records["many"]) == 6000 and len(pages) == 2
 
 
-def test_long_poll_wakes_on_a_change(server, make_raw):
+def test_long_poll_wakes_on_a_change(store_server, make_raw):
+    server = store_server()
     server.sync("t", "a", {"v": 1})
     waiter = make_raw(server)
     _, cursor, _ = waiter.reset()

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tes
 
 import dsn_sync  # noqa: E402
 from dsn_sync import DSNError, DSNSync, PostgresStore, StoreError  # noqa: E402
-from conftest import wait_until  # noqa: E402
+from conftest import tail_seqs, wait_until  # noqa: E402
 
 SPEC = {"key": "id", "fields": None}
 
@@ -129,21 +129,6 @@ def test_commit_order_with_concurrent_writers_on_three_nodes(nodes, url):
         except Exception as e:  # reported below: a thread's exception would vanish otherwise
             errors.append(e)
 
-    def tail_database():
-        """The reader a bigserial feed fails: SELECT seq > last ORDER BY seq, and no gap ever."""
-        import psycopg
-        last = 0
-        with psycopg.connect(url, autocommit=True) as conn:
-            while True:
-                done = stop.is_set()
-                for (seq,) in conn.execute("SELECT seq FROM dsn_records WHERE seq > %s ORDER BY seq", (last,)):
-                    if seq != last + 1:
-                        gaps.append((last, seq))
-                    last = seq
-                    db_seen.append(seq)
-                if done:
-                    return
-
     def tail_memory(store):
         """A node's log is always 1..n: it never holds a seq whose predecessor it lacks."""
         while not stop.is_set():
@@ -166,7 +151,7 @@ def test_commit_order_with_concurrent_writers_on_three_nodes(nodes, url):
                     store.changed.wait(0.2)
 
     feed = []
-    readers = [threading.Thread(target=tail_database), threading.Thread(target=tail_memory, args=(stores[2],)),
+    readers = [threading.Thread(target=tail_seqs, args=(url, stop, gaps, db_seen)), threading.Thread(target=tail_memory, args=(stores[2],)),
                threading.Thread(target=tail_feed, args=(stores[1], feed))]
     writers = [threading.Thread(target=write, args=(s, n * threads_per_node + k))
                for n, s in enumerate(stores) for k in range(threads_per_node)]
