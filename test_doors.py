@@ -319,6 +319,33 @@ def test_an_empty_long_poll_ends_at_its_wait(door):
     assert answer["changes"] == [] and answer["seq"] == cursor["seq"]
 
 
+def test_subscriptions_on_every_door(door):
+    """Protocol section 7 through each door: a full reset of the set, a partial reset of a
+    new subscription, and a long-poll that a change it does not select leaves waiting."""
+    sync = door.sync
+    sync.subscription("mine")(lambda ctx, params: {"items": {"owner": params["owner"]}})
+    for i in range(3):
+        sync.sync("items", "s%d" % i, {"owner": "ann" if i % 2 else "bob"})
+    raw = door.raw()
+    assert raw.ok("hello")["subs"] is True
+    subs = {"a": {"name": "mine", "params": {"owner": "ann"}}}
+    first = raw.ok("pull", since=None, subs=subs, wait=0)
+    assert first["reset"] is True and first["sub"] == "a" and first["records"] == {"items": {"s1": {"owner": "ann"}}}
+    cursor = {"epoch": first["epoch"], "seq": first["seq"], "sv": first["sv"], "subs": ["a"]}
+    subs["b"] = {"name": "mine", "params": {"owner": "bob"}}
+    partial = raw.ok("pull", since=cursor, subs=subs, wait=0)
+    assert partial["partial"] is True and partial["sub"] == "b" and set(partial["records"]["items"]) == {"s0", "s2"}
+    cursor["subs"] = ["a", "b"]
+    pending = _in_thread(raw.ok, "pull", since=cursor, subs=subs, wait=25)
+    _wait_for(lambda: sync.stats()["waiting"] == 1, what="the pull to park")
+    sync.sync("items", "other", {"owner": "carol"})  # selected by neither: the pull waits on
+    time.sleep(0.3)
+    assert sync.stats()["waiting"] == 1, "a change no subscription selects answered the pull"
+    sync.sync("items", "s1", {"owner": "bob"})  # moves from ann's subscription to bob's
+    answer = pending(timeout=8)
+    assert answer["changes"] == [["items", "s1", {"owner": "bob"}, ["b"]]]
+
+
 def test_wsgi_caps_the_wait_and_the_held_threads(wsgi_door):
     """max_wait=1: a pull asking 25 s is held 1 s; max_held=1: a second pull is answered at once."""
     first, second = wsgi_door.raw(), wsgi_door.raw(wsgi_door.sync.issue_token(sub="other"))
