@@ -661,6 +661,22 @@ def _value_key(value):
     return _UNINDEXED
 
 
+def _vals_of_data(data, fields):
+    """``{field: value key}`` of a record (UTF-8 JSON) for ``fields``; _ABSENT where it has none."""
+    record = _loads(data)
+    return {f: (_value_key(record[f]) if f in record else _ABSENT) for f in fields}
+
+
+def _index_rows(rows, fields):
+    """``{field: {value key: {keys}}}`` of ``rows`` ([(key, JSON)]): a secondary index built in one pass."""
+    built = {f: {} for f in fields}
+    for key, data in rows:
+        for field, value in _vals_of_data(data, fields).items():
+            if isinstance(value, str):  # _ABSENT and _UNINDEXED are in no index
+                built[field].setdefault(value, set()).add(key)
+    return built
+
+
 class _Filter:
     """One table's part of a subscription: every row, field equality (the indexed path), or a predicate.
 
@@ -722,7 +738,7 @@ class _Filter:
             if vals is None:
                 vals = store._vals_of(entry)
             for field, wanted in self.fields.items():
-                value = vals.get(field) if field in vals else store._value_of(data, field)
+                value = vals[field] if field in vals else _vals_of_data(data, (field,))[field]
                 if value not in wanted:
                     return False
         return True
@@ -763,6 +779,23 @@ def _touched(routes, since, seq):
             if vals:
                 touched.update((table, f, v) for f, v in vals.items() if isinstance(v, str))
     return touched
+
+
+def _concerns(w, seq, sv, touched, routed_to):
+    """Has the store moved, since parked pull ``w``'s cursor, in a way that concerns it?
+
+    A subscription pull whose routes no change since its cursor touched
+    (``touched``: the routes of the changes after ``routed_to``; None when
+    unknown) is not concerned: its cursor moves to ``seq`` instead.
+    """
+    if w.seq == seq and w.sv == sv:
+        return False
+    if w.subs is None or w.sv != sv or touched is None or w.seq < routed_to:
+        return True
+    if touched.isdisjoint(w.subs.routes):
+        w.seq = seq  # it waits on from here
+        return False
+    return True
 
 
 class SubscriptionContext:
@@ -1242,21 +1275,15 @@ class MemoryStore:
                 self._building[(table, field)] = set()  # keys written while we build
             generation = self._generation
             rows = [(k, e.data) for k, e in self._data.get(table, {}).items() if e.data is not None]
-        built = {field: {} for field in missing}
+        built = None
         try:
-            for key, data in rows:
-                record = _loads(data)
-                for field in missing:
-                    if field in record:
-                        value = _value_key(record[field])
-                        if isinstance(value, str):
-                            built[field].setdefault(value, set()).add(key)
+            built = _index_rows(rows, missing)
         finally:
             with self.lock:
                 for field in missing:
                     written = self._building.pop((table, field), ())
-                    if generation != self._generation or (table, field) in self._indexes:
-                        continue  # memory was reloaded meanwhile, or _index() built it: _index() rebuilds if needed
+                    if built is None or generation != self._generation or (table, field) in self._indexes:
+                        continue  # failed, memory was reloaded meanwhile, or _index() built it: _index() builds on use
                     index = built[field]
                     if written:
                         for value in list(index):
@@ -1272,21 +1299,12 @@ class MemoryStore:
                                     index.setdefault(value, set()).add(key)
                     self._indexes[(table, field)] = index
 
-    def _value_of(self, data, field):
-        record = _loads(data)
-        return _value_key(record[field]) if field in record else _ABSENT
-
     def _vals_of(self, entry):
         """``entry``'s value keys of its table's tracked fields ({} for a tombstone), cached on it."""
         vals = entry.vals
         fields = self._tracked.get(entry.table, ())
         if vals is None or any(f not in vals for f in fields):
-            if entry.data is None:
-                vals = {}
-            else:
-                record = _loads(entry.data)
-                vals = {f: (_value_key(record[f]) if f in record else _ABSENT) for f in fields}
-            entry.vals = vals
+            vals = entry.vals = _vals_of_data(entry.data, fields) if entry.data is not None else {}
         return vals
 
     def _reindex(self, entry, record, fields, seq):
@@ -1297,7 +1315,7 @@ class MemoryStore:
         # older ones (up to _HISTORY) only their value keys, enough for equality filters.
         older = [(s, _DROPPED if d is not None else None, v) for s, d, v in (entry.prev or ())[:_HISTORY - 1]]
         entry.prev = [(entry.seq, entry.data, old)] + older
-        new = self._vals_of_data(record, fields) if record is not None else None
+        new = _vals_of_data(record, fields) if record is not None else None
         entry.vals = new
         self.routes.append((seq, entry.table, entry.key, old, new))
         for field in fields:
@@ -1320,22 +1338,12 @@ class MemoryStore:
             if isinstance(after, str):
                 index.setdefault(after, set()).add(entry.key)
 
-    @staticmethod
-    def _vals_of_data(data, fields):
-        record = _loads(data)
-        return {f: (_value_key(record[f]) if f in record else _ABSENT) for f in fields}
-
     def _index(self, table, field):
         """``{value key: {keys}}`` of ``table``'s live rows by ``field`` (tracked), built now if missing."""
         index = self._indexes.get((table, field))
         if index is None:
-            index = {}
-            for key, entry in self._data.get(table, {}).items():
-                if entry.data is not None:
-                    value = self._vals_of(entry).get(field)
-                    if isinstance(value, str):
-                        index.setdefault(value, set()).add(key)
-            self._indexes[(table, field)] = index
+            rows = [(k, e.data) for k, e in self._data.get(table, {}).items() if e.data is not None]
+            index = self._indexes[(table, field)] = _index_rows(rows, (field,))[field]
         return index
 
     def _candidates(self, filters, after, snap):
@@ -1537,12 +1545,9 @@ class MemoryStore:
                     tomb += e.data is None
             assert tomb == self._tombstones, "tombstone count %d != %d" % (tomb, self._tombstones)
             for (table, field), index in self._indexes.items():
-                built = {}
-                for key, e in self._data.get(table, {}).items():
-                    value = self._vals_of_data(e.data, (field,))[field] if e.data is not None else None
-                    if isinstance(value, str):
-                        built.setdefault(value, set()).add(key)
-                assert index == built, "the index of %s.%s differs from its rows" % (table, field)
+                rows = [(k, e.data) for k, e in self._data.get(table, {}).items() if e.data is not None]
+                assert index == _index_rows(rows, (field,))[field], "the index of %s.%s differs from its rows" % (
+                    table, field)
             return True
 
 
@@ -3586,6 +3591,7 @@ class _Engine:
         self.handlers = {}
         self.read_rules = {}
         self.subscriptions = {}  # name -> fn(ctx, params), from @sync.subscription
+        self._held_sets = {}  # see _held()
         self.any_table = False  # the quick server's development mode: writes to any table, no handler needed
         # A shared store keeps a live set that every node's revocations reach.
         self.revoked = store.revoked_ids if store.shared else set(store.revoked())
@@ -3879,13 +3885,29 @@ class _Engine:
             new = sorted(set(subs) - set(held))
             if new:
                 return self._sub_page(state, nonce, ep, subs, nxt, new)
-        held = _Subscriptions([(h, subs[h]) for h in sorted(set(held))])
+        held = self._held(subs, held)
         found = store.changes_since(seq, self.page_size, self.view(state), held)
         if found[0] is None:  # too far behind to be told change by change: its subscriptions again
             return self._sub_page(state, nonce, ep, subs, None, None)
         if not found[0] and wait > 0 and sv == store.sv and found[1] == store.seq:
             return _Wait(state, nonce, ep, found[1], sv, time.monotonic() + wait, request.get("stream") is True, held)
         return self._changes_answer(state, nonce, ep, seq, sv, found)
+
+    def _held(self, subs, held):
+        """The _Subscriptions of ``held``, one object per distinct set of resolved filters.
+
+        Built once, not per pull (an ``in`` filter of a thousand values is a
+        thousand routes), and shared: the feed answers waits with the same
+        set, cursor and view with one changes_since().  The cache holds its
+        filters, so their ids, its key, are not reused while it lives.
+        """
+        key = tuple((h, id(subs[h])) for h in sorted(set(held)))
+        found = self._held_sets.get(key)
+        if found is None:
+            if len(self._held_sets) >= 4096:
+                self._held_sets.clear()
+            found = self._held_sets[key] = _Subscriptions([(h, subs[h]) for h, _ in key])
+        return found
 
     def _sub_page(self, state, nonce, ep, subs, nxt, new):
         """A page of a full reset of the set (``new`` None) or of the partial reset of ``new[0]``.
@@ -4268,12 +4290,8 @@ class _Feed:
             ready, keep = [], []
             next_due = None
             for w in self._parked:
-                if w.subs is not None and touched is not None and w.sv == sv and routed_to <= w.seq < seq \
-                        and touched.isdisjoint(w.subs.routes):
-                    w.seq = seq  # no change since its cursor concerns it: it waits on from here
-                if w.deadline <= now or ((w.seq != seq or w.sv != sv) and w.due <= now and (
-                        w.subs is None or w.sv != sv or touched is None or w.seq < routed_to
-                        or not touched.isdisjoint(w.subs.routes))):
+                moved = _concerns(w, seq, sv, touched, routed_to)
+                if w.deadline <= now or (moved and w.due <= now):
                     ready.append(w)
                 else:
                     keep.append(w)
