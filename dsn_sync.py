@@ -202,6 +202,9 @@ def hkdf_expand(prk, info, length):
     return okm[:length]
 
 
+_U32 = struct.Struct(">I").pack
+
+
 def _xor(data, stream):
     # One big-integer XOR runs at memory speed (about 1 GB/s here), versus about
     # 30 MB/s for a per-byte generator; this keeps seal/open bound by SHAKE256.
@@ -217,7 +220,7 @@ class SealKey:
     frame (copying is several microseconds cheaper than starting over).
     """
 
-    __slots__ = ("enc", "mac", "_sponge", "_hmac")
+    __slots__ = ("enc", "mac", "_sponge", "_inner", "_outer")
 
     def __init__(self, key):
         if not isinstance(key, (bytes, bytearray)) or len(key) != 64:
@@ -225,7 +228,11 @@ class SealKey:
         key = bytes(key)
         self.enc, self.mac = key[:32], key[32:]
         self._sponge = hashlib.shake_256(_STREAM_LABEL + self.enc)
-        self._hmac = hmac.new(self.mac, digestmod=hashlib.sha256)
+        # HMAC-SHA256 (RFC 2104) as its two hashes with the padded key absorbed: copying
+        # these is C, where hmac.HMAC.copy() is a Python-level object per frame.
+        block = self.mac.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def stream(self, nonce, length):
         sponge = self._sponge.copy()
@@ -233,11 +240,14 @@ class SealKey:
         return sponge.digest(length)
 
     def tag(self, aad, nonce, ct):
-        mac = self._hmac.copy()
-        # One update of the joined message: each update() is a Python-level call
-        # in hmac.HMAC, and joining a small frame costs less than three of them.
-        mac.update(b"".join((struct.pack(">I", len(aad)), aad, nonce, ct)))
-        return mac.digest()
+        inner = self._inner.copy()
+        inner.update(_U32(len(aad)))
+        inner.update(aad)
+        inner.update(nonce)
+        inner.update(ct)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def _as_key(key):
@@ -3607,22 +3617,34 @@ class _Engine:
     def known_path(self, path):
         return self.endpoints.known(path)
 
-    def handle(self, path, body, max_wait=None, poll=None):
-        """One POST body -> sealed answer bytes or a _Wait.  Raises _HTTPFault; never raises for bad input.
+    def open(self, path, body):
+        """(token state, request nonce, request object, refusal) of one POST body.
 
-        A transport that cannot hold requests long (WSGI) passes ``max_wait``
-        (seconds a pull may wait here) and ``poll`` (seconds a client should
-        pause after a pull that came back empty at once); hello tells clients.
+        Raises _HTTPFault when the frame is not authentic (nothing of it is
+        parsed then); a request that opens but is not a valid request object
+        comes back as ``({}, ProtocolError)``, which ``handle`` answers sealed.
+        A transport that must look at a request before choosing where to run
+        it (the ASGI door) opens it here once and hands the result to
+        ``handle(..., opened=...)``.
         """
         with self._count_lock:
             self.requests += 1
         state, nonce, plain = self._open_frame(path, body)
         try:
-            request = self._parse(state, plain)
+            return state, nonce, self._parse(state, plain), None
         except ProtocolError as e:
-            request, refused = {}, e
-        else:
-            refused = None
+            return state, nonce, {}, e
+
+    def handle(self, path, body, max_wait=None, poll=None, opened=None):
+        """One POST body -> sealed answer bytes or a _Wait.  Raises _HTTPFault; never raises for bad input.
+
+        A transport that cannot hold requests long (WSGI) passes ``max_wait``
+        (seconds a pull may wait here) and ``poll`` (seconds a client should
+        pause after a pull that came back empty at once); hello tells clients.
+        ``opened`` is what ``open(path, body)`` gave for this body, if the
+        transport opened it already.
+        """
+        state, nonce, request, refused = opened or self.open(path, body)
         op = request.get("op")
         if refused is not None:
             # Answered at the token's endpoint when it came to one, so its next request finds
@@ -3689,7 +3711,9 @@ class _Engine:
             raise ProtocolError("the request is not JSON")
         if not isinstance(request, dict):
             raise ProtocolError("the request is not a JSON object")
-        if _too_deep(request, MAX_DEPTH + 3):  # request -> mutations -> mutation -> data: 3 levels of wrapping
+        # request -> mutations -> mutation -> data: 3 levels of wrapping.  A text with no more
+        # brackets than that cannot nest deeper (the count is C; the walk is Python).
+        if plain.count(b"[") + plain.count(b"{") > MAX_DEPTH + 3 and _too_deep(request, MAX_DEPTH + 3):
             raise ProtocolError("the request nests deeper than %d levels" % MAX_DEPTH)
         return request
 
@@ -3982,15 +4006,19 @@ class _Engine:
         for field in data:
             if not isinstance(field, str):
                 raise Invalid("field names are strings; %s/%s has %r" % (table, key, field))
-        if _too_deep(data):
-            raise Invalid("record %s/%s nests deeper than %d levels" % (table, key, MAX_DEPTH))
         try:
             # A lone surrogate cannot be UTF-8: refused here.
             encoded = encode(data).encode("utf-8")
+        except RecursionError:  # the C encoder stops a thousand levels down (or at a cycle), unharmed
+            raise Invalid("record %s/%s nests deeper than %d levels" % (table, key, MAX_DEPTH))
         except (TypeError, ValueError) as e:
             raise Invalid("record %s/%s is not JSON-serialisable: %s. Convert the value first (str() a "
                           "datetime, list() a set), or pass DSNSync(json_default=dsn_sync.json_default)"
                           % (table, key, e))
+        # Nesting deeper than MAX_DEPTH takes more brackets than that: the walk (Python) runs only
+        # when the text (counted in C) has them.
+        if encoded.count(b"[") + encoded.count(b"{") > MAX_DEPTH and _too_deep(data):
+            raise Invalid("record %s/%s nests deeper than %d levels" % (table, key, MAX_DEPTH))
         if encode is not _json_dumps:
             data = _loads(encoded)  # the record as clients will see it, converted values included
         if len(encoded) > self.max_record:
@@ -5426,16 +5454,23 @@ class _ASGILanes:
         self._lock = threading.Lock()
 
     def route(self, path, body, handlers_inline):
-        """(on the loop?, the handler keys the frame may call)."""
+        """(on the loop?, the handler keys the frame may call, the frame as ``engine.open`` gave it or None).
+
+        A frame is opened here, on the loop, only when it is small and the
+        store keeps everything in memory; ``handle`` then takes it as opened,
+        wherever it runs, so no frame is opened twice.
+        """
         engine = self.engine
         store = engine.store
         if store.durable or store.shared or len(body) > self.small:
-            return False, ()
+            return False, (), None
         try:
-            state, _, plain = engine._open_frame(path, body)
-            request = engine._parse(state, plain)
-        except (_HTTPFault, DSNError):
-            return True, ()  # handle() refuses it at once, by the same checks
+            opened = engine.open(path, body)
+        except _HTTPFault:
+            return True, (), None  # handle() refuses it at once, by the same checks
+        request = opened[2]
+        if opened[3] is not None:
+            return True, (), opened  # answered with its refusal
         op = request.get("op")
         keys = ()
         if op == "pull":
@@ -5444,13 +5479,13 @@ class _ASGILanes:
             # a new subscription's rows: a worker's, until its costs are known.
             if (request.get("subs") is not None or request.get("next") is not None or store.needs_reset(since)
                     or store.seq - since["seq"] > self.max_lag):
-                return False, ()
+                return False, (), opened
         elif op == "batch" or op in _WRITE_OPS:
             writes = request.get("mutations") if op == "batch" else (request,)
             if not isinstance(writes, (list, tuple)):
                 writes = ()  # handle() answers the error
             if len(writes) > self.max_batch:
-                return False, ()
+                return False, (), opened
             handlers = engine.handlers
             keys = tuple({k for k in ((m.get("table"), m.get("op")) for m in writes if isinstance(m, dict))
                           if type(k[0]) is str and type(k[1]) is str and k in handlers})
@@ -5458,17 +5493,17 @@ class _ASGILanes:
             # while its handler runs: none goes on the loop while such a frame is out there.
             if self.held or (keys and (not handlers_inline or
                                        any(self.trusted.get(k) is not handlers[k] for k in keys))):
-                return False, keys
+                return False, keys, opened
         if not store.lock.acquire(blocking=False):
-            return False, keys
+            return False, keys, opened
         store.lock.release()
-        return True, keys
+        return True, keys, opened
 
-    def run(self, path, body, keys):
+    def run(self, path, body, keys, opened):
         """In a worker thread: answer the frame and learn how long its handlers took."""
         t0 = time.perf_counter()
         try:
-            return self.engine.handle(path, body)
+            return self.engine.handle(path, body, opened=opened)
         finally:
             if keys:
                 self._learn(keys, time.perf_counter() - t0)
@@ -5594,21 +5629,21 @@ class _ASGIDoor(Transport):
         lanes = self.lanes
         if lanes is None or lanes.engine is not engine:
             lanes = self.lanes = _ASGILanes(engine)
-        inline, keys = lanes.route(path, body, self.inline_handlers)
+        inline, keys, opened = lanes.route(path, body, self.inline_handlers)
         if not inline:
             import asyncio
             lanes.offloaded += 1
             lanes.held += bool(keys)
             try:
-                return await asyncio.get_running_loop().run_in_executor(None, lanes.run, path, body, keys)
+                return await asyncio.get_running_loop().run_in_executor(None, lanes.run, path, body, keys, opened)
             finally:
                 lanes.held -= bool(keys)
         lanes.inline += 1
         if not keys:
-            return engine.handle(path, body)
+            return engine.handle(path, body, opened=opened)
         t0 = time.perf_counter()
         try:
-            return engine.handle(path, body)
+            return engine.handle(path, body, opened=opened)
         finally:
             lanes.ran_inline(keys, time.perf_counter() - t0)
 

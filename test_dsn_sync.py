@@ -434,6 +434,32 @@ def test_sync_non_json_data_raises_at_the_call(value):
     assert sync.stats()["seq"] == 0, "nothing may reach the feed"
 
 
+def _nest(levels, leaf=1):
+    value = leaf
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_record_nesting_limit_by_depth_not_by_brackets():
+    # The record is one level; MAX_DEPTH levels in all are allowed, one more is not, and neither a
+    # structure deep enough to exhaust the encoder's recursion nor a cycle gets past as anything but
+    # a ValueError that says which. Brackets inside strings are not nesting.
+    sync = dsn_sync.DSNSync(port=0)
+    sync.sync("deep", "ok", {"v": _nest(dsn_sync.MAX_DEPTH - 1)})
+    assert sync.get("deep", "ok")["v"] == _nest(dsn_sync.MAX_DEPTH - 1)
+    sync.sync("deep", "brackets", {"v": "[{" * 500, "w": [["[" * 100]]})
+    for levels in (dsn_sync.MAX_DEPTH, 5000):
+        with pytest.raises(ValueError, match="nests deeper than %d levels" % dsn_sync.MAX_DEPTH):
+            sync.sync("deep", "no", {"v": _nest(levels)})
+    loop = {"v": []}
+    loop["v"].append(loop)
+    with pytest.raises(ValueError, match="Circular reference"):
+        sync.sync("deep", "loop", loop)
+    assert sync.get("deep", "no") is None and sync.get("deep", "loop") is None
+    assert sync.stats()["seq"] == 2, "only the two good records reach the feed"
+
+
 def test_sync_stores_what_clients_receive():
     sync = dsn_sync.DSNSync(port=0)
     for data in ({1: "int key"}, {"t": (1, 2)}, {"n": {2: "x"}}):
