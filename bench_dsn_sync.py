@@ -843,7 +843,8 @@ sync = d.DSNSync(port=0)
 sync.define_table("w2", {"key": "id", "fields": None})
 sync.on_create("w2")(lambda data: True)  # as bench/dsn_server.py: a handler that accepts
 sync._start_engine()
-engine, door = sync._engine, sync.asgi_app()
+# inline_handlers=True as bench/asgi_server.py: the W2 peer's path (the default sends handler frames to a worker)
+engine, door = sync._engine, sync.asgi_app(inline_handlers=True) if "inline_handlers" in d._ASGIDoor.__init__.__code__.co_varnames else sync.asgi_app()
 kid, secret = d.parse_token(sync.issue_token(sub="micro", ttl=3600, read="*", write="*"))
 c2s, s2c = (d.SealKey(k) for k in d.traffic_keys(secret))
 ep = [engine.base]
