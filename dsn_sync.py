@@ -4107,17 +4107,17 @@ class _Engine:
 
     def _call_handler(self, handler, data, ctx):
         fn, wants_ctx = handler
-        where = "the @on_%s('%s') handler" % (ctx.op, ctx.table)
         try:
             result = fn(data, ctx) if wants_ctx else fn(data)
         except DSNError as e:
             if e.code in _HANDLER_CODES:
                 raise ProtocolError(e.message, e.code)
-            log.error("%s raised DSNError with code %r for key %r; a handler may use only %s, so the "
-                      "client gets handler_error", where, e.code, ctx.key, ", ".join(sorted(_HANDLER_CODES)))
+            log.error("the @on_%s('%s') handler raised DSNError with code %r for key %r; a handler may use only "
+                      "%s, so the client gets handler_error", ctx.op, ctx.table, e.code, ctx.key,
+                      ", ".join(sorted(_HANDLER_CODES)))
             raise ProtocolError("the backend's handler failed", "handler_error")
         except Exception:
-            log.exception("%s raised for key %r", where, ctx.key)
+            log.exception("the @on_%s('%s') handler raised for key %r", ctx.op, ctx.table, ctx.key)
             raise ProtocolError("the backend's handler failed", "handler_error")
         if result is False:
             raise ProtocolError("the backend refused this %s of %s/%s" % (ctx.op, ctx.table, ctx.key), "rejected")
@@ -5487,8 +5487,12 @@ class _ASGILanes:
             if len(writes) > self.max_batch:
                 return False, (), opened
             handlers = engine.handlers
-            keys = tuple({k for k in ((m.get("table"), m.get("op")) for m in writes if isinstance(m, dict))
-                          if type(k[0]) is str and type(k[1]) is str and k in handlers})
+            if op != "batch":
+                k = (request.get("table"), op)
+                keys = (k,) if type(k[0]) is str and k in handlers else ()
+            else:
+                keys = tuple({k for k in ((m.get("table"), m.get("op")) for m in writes if isinstance(m, dict))
+                              if type(k[0]) is str and type(k[1]) is str and k in handlers})
             # Every write takes the store's mid and key holds, which a frame in a worker keeps
             # while its handler runs: none goes on the loop while such a frame is out there.
             if self.held or (keys and (not handlers_inline or

@@ -85,7 +85,7 @@ def test_node_adapter_speaks_v1(bench_server):
       reader.close(); writer.close();
       setTimeout(() => process.exit(0), 50);
     """
-    for adapter in ("dsnsync.mjs", "dsnsync_native.mjs"):
+    for adapter in ("dsnsync.mjs", "dsnsync_native.mjs", "dsnsync_lean.mjs"):  # JS crypto, node:crypto, raw HTTP
         path = os.path.join(HERE, "bench", "adapters", adapter)
         out = subprocess.run(["node", "--input-type=module", "-e", script, path, bench_server],
                              capture_output=True, text=True, timeout=60)
@@ -118,17 +118,21 @@ def test_asgi_bench_server_mounts_dsn_sync_under_a_prefix(make_client):
             script = """
               const { connect } = await import(process.argv[1]);
               const c = await connect(process.argv[2], { since: 0 });
-              let n = 0; await c.onChange((r) => { if (r.table === 'items') n++; });
-              const ack = await c.write('w2', 'k', { v: 1 });
-              const end = Date.now() + 10000;
+              let n = 0, v = null;
+              await c.onChange((r) => { if (r.table === 'items') n++; if (r.table === 'w2' && r.key === process.argv[3]) v = r.data.v; });
+              let end = Date.now() + 10000;
               while (n < 20 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-              console.log(JSON.stringify({ n, ok: ack.ok })); c.close(); setTimeout(() => process.exit(0), 50);
+              const ack = await c.write('w2', process.argv[3], { v: 1 });
+              end = Date.now() + 10000;  // the write comes back on the streamed pull, uvicorn's chunks
+              while (v !== 1 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+              console.log(JSON.stringify({ n, ok: ack.ok, v })); c.close(); setTimeout(() => process.exit(0), 50);
             """
-            out = subprocess.run(["node", "--input-type=module", "-e", script,
-                                  os.path.join(HERE, "bench", "adapters", "dsnsync_native.mjs"), base],
-                                 capture_output=True, text=True, timeout=60)
-            assert out.returncode == 0, out.stderr[-3000:]
-            assert json.loads(out.stdout.strip().splitlines()[-1]) == {"n": 20, "ok": True}
+            for adapter in ("dsnsync_native.mjs", "dsnsync_lean.mjs"):  # node:http, and the raw HTTP/1.1 client
+                out = subprocess.run(["node", "--input-type=module", "-e", script,
+                                      os.path.join(HERE, "bench", "adapters", adapter), base, adapter],
+                                     capture_output=True, text=True, timeout=60)
+                assert out.returncode == 0, out.stderr[-3000:]
+                assert json.loads(out.stdout.strip().splitlines()[-1]) == {"n": 20, "ok": True, "v": 1}, adapter
     finally:
         proc.terminate()
         try:

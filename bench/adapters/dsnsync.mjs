@@ -23,8 +23,8 @@
 // request line and three headers written with the body in one write, the answer read by its
 // Content-Length (or chunked). node:http spends about 45 us of CPU per request more on this
 // machine (measured against a trivial uvicorn app: 69 against 26 us), which in W2, where the
-// generator shares two cores with the server, is CPU the server lacks. Streamed pulls keep
-// node:http's parser.
+// generator shares two cores with the server, is CPU the server lacks. Streamed pulls are read
+// by the same client, chunk by chunk (RawConn).
 import http from 'node:http';
 import net from 'node:net';
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
@@ -95,17 +95,22 @@ class Splitter {
 }
 
 // One keep-alive HTTP/1.1 connection that carries one request at a time (RawPool hands them
-// out). Answers are read by Content-Length or chunked coding; anything else, or a socket error,
-// fails the call and drops the connection.
+// out). An answer is read by its Content-Length or its chunked coding, incrementally; with
+// `onFrame` and Content-Type application/x-dsn-stream (a streamed pull), each chunk's bytes go
+// through a Splitter and every whole message to onFrame as it arrives, in order (a promise it
+// returns is awaited before the next), and the call resolves {status, streamed: n} at the
+// last chunk. Anything else, or a socket error, fails the call and drops the connection.
 class RawConn {
   constructor(host, port, pool) {
     this.pool = pool;
     this.sock = net.connect(port, host);
     this.sock.setNoDelay(true);
     this.buf = null;
-    this.pending = null;  // {resolve, reject} of the call in flight
+    this.call = null;  // the request in flight: {resolve, reject, onFrame, ...parser state}
     this.dead = false;
-    this.sock.on('data', (c) => this.onData(c));
+    this.sock.on('data', (c) => {
+      try { this.onData(c); } catch (e) { this.fail(e); }
+    });
     const fail = (e) => this.fail(e || new Error('connection closed'));
     this.sock.on('error', fail);
     this.sock.on('close', () => fail(null));
@@ -115,63 +120,92 @@ class RawConn {
     this.dead = true;
     this.pool.drop(this);
     this.sock.destroy();
-    const p = this.pending;
-    this.pending = null;
-    if (p) p.reject(error);
+    const c = this.call;
+    this.call = null;
+    if (c && !c.settled) { c.settled = true; c.reject(error || new Error('connection closed')); }
   }
-  request(head, body) {
+  request(head, body, onFrame) {
     return new Promise((resolve, reject) => {
-      this.pending = { resolve, reject };
+      this.call = { resolve, reject, onFrame, status: 0, length: -1, chunked: false, parts: null, splitter: null,
+                    index: 0, chain: null, close: false, settled: false };
       this.sock.write(body ? Buffer.concat([head, body]) : head);
     });
   }
   onData(chunk) {
-    this.buf = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
-    const buf = this.buf;
-    const end = buf.indexOf('\r\n\r\n');
-    if (end < 0) return;
-    const head = buf.latin1Slice(0, end).toLowerCase();
-    const status = +head.slice(9, 12);
-    let at = head.indexOf('\r\ncontent-length:');
-    let body, rest;
-    if (at >= 0) {
-      const len = parseInt(head.slice(at + 17), 10);
-      if (buf.length < end + 4 + len) return;
-      body = buf.subarray(end + 4, end + 4 + len);
-      rest = end + 4 + len;
-    } else if (head.includes('\r\ntransfer-encoding: chunked')) {
-      const parts = [];
+    const c = this.call;
+    if (!c) throw new Error('raw HTTP: bytes with no request in flight');
+    let buf = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
+    let at = 0;
+    if (!c.status) {
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) { this.buf = buf; return; }
+      const head = buf.latin1Slice(0, end).toLowerCase();
+      c.status = +head.slice(9, 12);
+      c.close = head.includes('\r\nconnection: close');
+      const cl = head.indexOf('\r\ncontent-length:');
+      if (cl >= 0) c.length = parseInt(head.slice(cl + 17), 10);
+      else if (head.includes('\r\ntransfer-encoding: chunked')) c.chunked = true;
+      else throw new Error('raw HTTP: an answer without Content-Length or chunked coding');
+      if (c.onFrame && c.status === 200 && c.chunked && head.includes('\r\ncontent-type: ' + STREAM_TYPE)) c.splitter = new Splitter();
+      else if (c.chunked) c.parts = [];
       at = end + 4;
-      for (;;) {
-        const eol = buf.indexOf('\r\n', at);
-        if (eol < 0) return;
-        const size = parseInt(buf.latin1Slice(at, eol), 16);
-        if (buf.length < eol + 2 + size + 2) return;
-        if (size === 0) { rest = eol + 4; break; }
-        parts.push(buf.subarray(eol + 2, eol + 2 + size));
-        at = eol + 2 + size + 2;
-      }
-      body = Buffer.concat(parts);
-    } else {
-      this.fail(new Error('raw HTTP: an answer without Content-Length or chunked coding'));
+    }
+    if (!c.chunked) {
+      if (buf.length - at < c.length) { this.buf = buf.subarray(at); return; }
+      if (buf.length - at > c.length) throw new Error('raw HTTP: bytes after the answer');
+      this.buf = null;
+      this.finish(c, { status: c.status, body: buf.subarray(at) });
       return;
     }
-    if (rest < buf.length) { this.fail(new Error('raw HTTP: bytes after the answer')); return; }
-    this.buf = null;
-    const p = this.pending;
-    this.pending = null;
-    if (head.includes('\r\nconnection: close')) this.fail(null); else this.pool.release(this);
-    if (p) p.resolve({ status, body });
+    for (;;) {
+      const eol = buf.indexOf('\r\n', at);
+      if (eol < 0) break;
+      const size = parseInt(buf.latin1Slice(at, eol), 16);
+      if (!(size >= 0)) throw new Error('raw HTTP: a bad chunk size');
+      if (buf.length < eol + 2 + size + 2) break;
+      at = eol + 2 + size + 2;
+      if (size === 0) {
+        if (at !== buf.length) throw new Error('raw HTTP: bytes after the answer');
+        this.buf = null;
+        if (!c.splitter) { this.finish(c, { status: c.status, body: Buffer.concat(c.parts) }); return; }
+        const done = () => {
+          if (c.settled) return;
+          if (c.splitter.pending) this.fail(new Error('pull: the stream ended inside a message'));
+          else this.finish(c, { status: 200, streamed: c.index });
+        };
+        if (c.chain) c.chain.then(done); else done();
+        return;
+      }
+      const payload = buf.subarray(eol + 2, eol + 2 + size);
+      if (c.splitter) this.frames(c, payload); else c.parts.push(payload);
+    }
+    this.buf = at < buf.length ? buf.subarray(at) : null;
+  }
+  // A streamed pull's messages, handled in order: synchronously while nothing is pending.
+  frames(c, payload) {
+    for (const frame of c.splitter.push(payload)) {
+      const index = c.index++;
+      const take = () => (c.settled ? null : c.onFrame(frame, index));
+      if (c.chain) { c.chain = c.chain.then(take).catch((e) => this.fail(e)); continue; }
+      const out = take();
+      if (out && typeof out.then === 'function') c.chain = out.catch((e) => this.fail(e));
+    }
+  }
+  finish(c, result) {
+    this.call = null;
+    c.settled = true;
+    if (c.close) this.fail(null); else this.pool.release(this);
+    c.resolve(result);
   }
 }
 
 class RawPool {
   constructor(host, port) { this.host = host; this.port = port; this.free = []; this.all = new Set(); }
-  call(method, path, body, contentType) {
+  call(method, path, body, contentType, onFrame = null) {
     const conn = this.free.pop() || this.open();
     const head = Buffer.from(`${method} ${path} HTTP/1.1\r\nhost: ${this.host}:${this.port}\r\ncontent-type: ${contentType}\r\n`
                              + `content-length: ${body ? body.length : 0}\r\n\r\n`, 'latin1');
-    return conn.request(head, body);
+    return conn.request(head, body, onFrame);
   }
   open() { const c = new RawConn(this.host, this.port, this); this.all.add(c); return c; }
   release(conn) { if (!conn.dead) this.free.push(conn); }
@@ -338,7 +372,7 @@ export function makeAdapter({ crypto = process.env.DSN_BENCH_CRYPTO || 'js', str
             return opened && typeof opened.then === 'function' ? opened.then(use) : use(opened);
           };
         }
-        const res = raw && !onFrame ? await raw.call('POST', prefix + path, frame, 'text/plain')
+        const res = raw ? await raw.call('POST', prefix + path, frame, 'text/plain', onFrame)
           : await httpCall(host, port, 'POST', prefix + path, frame, inflight, 'text/plain', onFrame);
         const t1 = TRACE ? performance.now() : 0;
         if (res.streamed !== undefined) {
