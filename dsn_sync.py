@@ -1855,8 +1855,25 @@ class SQLiteStore(MemoryStore):
         disk (recall() and revoked() read them); their rows are checked here
         by one query each.
         """
+        counters, epoch, secret, tables = self._read_header(db)
+        floor = counters["floor"]
+        data_by_table, seqs, entries, tombstones = self._read_records(db, tables, floor)
+        self._check_rows(db)
+        self._reset_memory()
+        self.epoch = epoch
+        self.sv = counters["sv"]
+        self.floor = floor
+        self.secret = bytes.fromhex(secret) if secret is not None else None
+        self.tables = tables
+        self._data = data_by_table
+        self._log_seq, self._log_entry = seqs, entries
+        self._tombstones = tombstones
+        self.seq = max(counters["seq"], seqs[-1] if seqs else 0)
+
+    def _read_header(self, db):
+        """The file's integrity, counters, epoch, secret and table specs, checked: (counters, epoch, secret, tables)."""
         damaged = self._damaged
-        # Pages and indexes first: a corrupt index would feed the ORDER BY below
+        # Pages and indexes first: a corrupt index would feed the ORDER BY of the records
         # seqs the table does not hold.  About 1 s per million records here.
         problems = db.execute("PRAGMA integrity_check(3)").fetchall()
         if problems != [("ok",)]:
@@ -1881,8 +1898,12 @@ class SQLiteStore(MemoryStore):
             tables[name] = spec = self._json(spec, "the spec of table %r" % name)
             if not _valid_spec(spec):
                 raise damaged("the spec of table %r is %r" % (name, spec))
+        return counters, epoch, secret, tables
+
+    def _read_records(self, db, tables, floor):
+        """Every record row in seq order, checked: ({table: {key: _Entry}}, seqs, entries, tombstones)."""
+        damaged = self._damaged
         data_by_table = {name: {} for name in tables}
-        floor = counters["floor"]
         seqs, entries = [], []
         tombstones = last = 0
         decode = _DECODER.decode
@@ -1916,17 +1937,7 @@ class SQLiteStore(MemoryStore):
                 entry.shape = _shape(record)
             seqs.append(s)
             entries.append(entry)
-        self._check_rows(db)
-        self._reset_memory()
-        self.epoch = epoch
-        self.sv = counters["sv"]
-        self.floor = floor
-        self.secret = bytes.fromhex(secret) if secret is not None else None
-        self.tables = tables
-        self._data = data_by_table
-        self._log_seq, self._log_entry = seqs, entries
-        self._tombstones = tombstones
-        self.seq = max(counters["seq"], seqs[-1] if seqs else 0)
+        return data_by_table, seqs, entries, tombstones
 
     def _check_rows(self, db):
         """Check the ledger's and the revocations' rows by type, one query each (they stay on disk)."""
@@ -8297,22 +8308,45 @@ def _parser():
     return parser
 
 
+def _file_command(args):
+    """``--embed`` or ``--write-client``: a file written, then the exit status."""
+    try:
+        if args.embed:
+            for name, (size, blob) in _embed().items():
+                print("embedded %s: %d bytes as %d characters" % (name, size, blob))
+        else:
+            print("wrote %s" % _write_client(args.write_client))
+    except OSError as e:
+        print("dsn-sync: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print_banner(sync, demo, open_writes):
+    """What the quick server prints once it serves: its URL, token, inspector and a page's snippet."""
+    url, token = sync.get_url(), sync.get_token()
+    origin = url[:url.index("/sync/")]
+    print("dsn-sync %s serving%s (Ctrl-C to stop)\n" % (__version__, " the demo tables" if demo else ""))
+    print("  URL:        %s" % url)
+    print("  Token:      %s" % token)
+    print("              (full access: keep it to trusted code; mint per-user tokens for browsers)")
+    print("  Inspector:  %s   (paste the token there)" % sync.inspector_url())
+    if open_writes:
+        print("  Writes:     open: browsers may create, update and delete in any table (development;")
+        print("              --no-open-writes turns it off; real apps define handlers)")
+    print()
+    print("In a page:\n")
+    print((_SNIPPET if open_writes else _SNIPPET_READ).format(origin=origin, url=url, token=token))
+    print(flush=True)
+
+
 def _main(argv=None):
     import signal  # deferred: only the command line needs it
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.embed or args.write_client:
-        try:
-            if args.embed:
-                for name, (size, blob) in _embed().items():
-                    print("embedded %s: %d bytes as %d characters" % (name, size, blob))
-            else:
-                print("wrote %s" % _write_client(args.write_client))
-        except OSError as e:
-            print("dsn-sync: %s" % e, file=sys.stderr)
-            return 2
-        return 0
+        return _file_command(args)
     open_writes = args.open_writes if args.open_writes is not None else args.host in ("127.0.0.1", "::1", "localhost")
     if args.workers != 1:
         problem = _workers_problem(args)
@@ -8341,20 +8375,7 @@ def _main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     if args.demo:
         _feed_demo(sync)
-    url, token = sync.get_url(), sync.get_token()
-    origin = url[:url.index("/sync/")]
-    print("dsn-sync %s serving%s (Ctrl-C to stop)\n" % (__version__, " the demo tables" if args.demo else ""))
-    print("  URL:        %s" % url)
-    print("  Token:      %s" % token)
-    print("              (full access: keep it to trusted code; mint per-user tokens for browsers)")
-    print("  Inspector:  %s   (paste the token there)" % sync.inspector_url())
-    if open_writes:
-        print("  Writes:     open: browsers may create, update and delete in any table (development;")
-        print("              --no-open-writes turns it off; real apps define handlers)")
-    print()
-    print("In a page:\n")
-    print((_SNIPPET if open_writes else _SNIPPET_READ).format(origin=origin, url=url, token=token))
-    print(flush=True)
+    _print_banner(sync, args.demo, open_writes)
     status = _StatusLine(sync, sys.stdout)
     while not done.wait(1.0):
         status.update()
