@@ -817,6 +817,57 @@ class SubscriptionContext:
         self.name, self.sub, self.claims = name, state.sub, state.claims
 
 
+class _NameLocks:
+    """Locks by name for MemoryStore.hold: one per name, alive while someone holds or waits for it."""
+
+    __slots__ = ("mutex", "locks")
+
+    def __init__(self):
+        self.mutex = threading.Lock()
+        self.locks = {}  # name -> [threading.Lock, holders and waiters]
+
+
+class _NameLock:
+    """The lock of one name in a _NameLocks: ``acquire``/``release`` (as threading.Lock), or ``with``."""
+
+    __slots__ = ("names", "name", "entry")
+
+    def __init__(self, names, name):
+        self.names, self.name, self.entry = names, name, None
+
+    def acquire(self, blocking=True, timeout=-1):
+        names = self.names
+        with names.mutex:
+            entry = names.locks.get(self.name)
+            if entry is None:
+                entry = names.locks[self.name] = [threading.Lock(), 0]
+            entry[1] += 1
+        if entry[0].acquire(blocking, timeout):
+            self.entry = entry
+            return True
+        self._forget(entry)
+        return False
+
+    def release(self):
+        entry, self.entry = self.entry, None
+        entry[0].release()
+        self._forget(entry)
+
+    def _forget(self, entry):
+        with self.names.mutex:
+            entry[1] -= 1
+            if not entry[1]:
+                del self.names.locks[self.name]
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.release()
+        return False
+
+
 class MemoryStore:
     """The default store: dicts in memory, with a by-sequence change index.
 
@@ -1507,22 +1558,21 @@ class MemoryStore:
             self._persist_answer(jti, mid, answer)
 
     def hold(self, name):
-        """One writer at a time for ``name`` (a tuple whose first item is its kind): a striped in-process lock.
+        """One writer at a time for ``name`` (a tuple whose first item is its kind): an in-process lock of that name.
 
         One process is the whole server here, so a lock of this process is
-        enough; 64 locks per kind (two names may share one, which only makes
-        them wait for each other; kinds never share, so mid-then-key cannot
-        deadlock).
+        enough.  Each name has a lock of its own while anyone holds or waits
+        for it, so a handler that blocks holding its mid and key makes only
+        writes of that mid or key wait, never a write of another that happens
+        to hash alike (64 shared stripes did that: one write in 64 stalled
+        behind any slow handler).  Mid holds are taken before key holds, so
+        the two never deadlock.
         """
-        stripes = self.__dict__.get("_hold_stripes")
-        if stripes is None:
+        names = self.__dict__.get("_hold_names")
+        if names is None:
             with self.lock:
-                stripes = self.__dict__.setdefault("_hold_stripes", {})
-        locks = stripes.get(name[0])
-        if locks is None:
-            with self.lock:
-                locks = stripes.setdefault(name[0], [threading.Lock() for _ in range(64)])
-        return locks[hash(name) & 63]
+                names = self.__dict__.setdefault("_hold_names", _NameLocks())
+        return _NameLock(names, name)
 
     # -- revocation -----------------------------------------------------------
     def revoked(self):

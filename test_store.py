@@ -260,6 +260,32 @@ def test_a_closed_sqlite_store_raises_store_error(tmp_path):
             call()
 
 
+def test_a_held_name_makes_only_that_name_wait(store):
+    # A handler that blocks holds its write's mid and key; other writes must not queue behind it
+    # because their names hash alike (64 shared stripes made one write in 64 wait).
+    import threading
+    with store.hold(("mid", "jti-a", "m1")), store.hold(("key", "notes", "a1")):
+        got = []
+
+        def other_writes():
+            for i in range(400):
+                for name in (("key", "notes", "b%d" % i), ("mid", "jti-b", "m%d" % i)):
+                    lock = store.hold(name)
+                    got.append(lock.acquire(timeout=0.05) and (lock.release() or True))
+            got.append(store.hold(("key", "notes", "a1")).acquire(timeout=0.05))  # the held name itself
+        t = threading.Thread(target=other_writes)
+        t.start()
+        t.join(120)
+        assert got[:-1] == [True] * 800, "%d of 800 free names waited for a held one" % got[:-1].count(False)
+        assert got[-1] is False, "a held name must make its own writers wait"
+    # Released: the name is free again, and no lock is kept for names nobody holds.
+    lock = store.hold(("key", "notes", "a1"))
+    assert lock.acquire(timeout=1)
+    assert len(store._hold_names.locks) == 1  # the one just acquired
+    lock.release()
+    assert not store._hold_names.locks
+
+
 # =============================================================================
 # 2. File modes: the file holds the server secret
 # =============================================================================
