@@ -817,54 +817,63 @@ class SubscriptionContext:
         self.name, self.sub, self.claims = name, state.sub, state.claims
 
 
-class _NameLocks:
-    """Locks by name for MemoryStore.hold: one per name, alive while someone holds or waits for it."""
-
-    __slots__ = ("mutex", "locks")
-
-    def __init__(self):
-        self.mutex = threading.Lock()
-        self.locks = {}  # name -> [threading.Lock, holders and waiters]
+_allocate_lock = threading.Lock  # a plain lock, made per held name
 
 
 class _NameLock:
-    """The lock of one name in a _NameLocks: ``acquire``/``release`` (as threading.Lock), or ``with``."""
+    """MemoryStore.hold(name): ``acquire``/``release`` (as threading.Lock), or ``with``.
 
-    __slots__ = ("names", "name", "entry")
+    ``held`` maps each name someone holds to its lock.  The holder puts a
+    lock it already holds there (dict.setdefault, one step under the GIL)
+    and takes it out before releasing it; a writer that finds another's
+    lock there waits on it, then tries again.  So a name's lock exists only
+    while it is held, and two names never wait for each other.
+    """
 
-    def __init__(self, names, name):
-        self.names, self.name, self.entry = names, name, None
+    __slots__ = ("held", "name", "lock")
+
+    def __init__(self, held, name):
+        self.held, self.name, self.lock = held, name, None
 
     def acquire(self, blocking=True, timeout=-1):
-        names = self.names
-        with names.mutex:
-            entry = names.locks.get(self.name)
-            if entry is None:
-                entry = names.locks[self.name] = [threading.Lock(), 0]
-            entry[1] += 1
-        if entry[0].acquire(blocking, timeout):
-            self.entry = entry
+        mine = _allocate_lock()
+        mine.acquire()
+        if self.held.setdefault(self.name, mine) is mine:  # the usual case: nobody holds the name
+            self.lock = mine
             return True
-        self._forget(entry)
-        return False
+        return blocking and self._wait(mine, None if timeout < 0 else time.monotonic() + timeout)
+
+    def _wait(self, mine, deadline):
+        held, name = self.held, self.name
+        while True:
+            other = held.setdefault(name, mine)
+            if other is mine:
+                self.lock = mine
+                return True
+            if deadline is None:
+                other.acquire()
+            elif not other.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return False
+            other.release()  # its holder took it out of ``held`` before letting go: try again
 
     def release(self):
-        entry, self.entry = self.entry, None
-        entry[0].release()
-        self._forget(entry)
-
-    def _forget(self, entry):
-        with self.names.mutex:
-            entry[1] -= 1
-            if not entry[1]:
-                del self.names.locks[self.name]
+        del self.held[self.name]
+        self.lock.release()
+        self.lock = None
 
     def __enter__(self):
-        self.acquire()
+        mine = _allocate_lock()
+        mine.acquire()
+        if self.held.setdefault(self.name, mine) is mine:
+            self.lock = mine
+        else:
+            self._wait(mine, None)
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self.release()
+        del self.held[self.name]
+        self.lock.release()
+        self.lock = None
         return False
 
 
@@ -1568,11 +1577,11 @@ class MemoryStore:
         behind any slow handler).  Mid holds are taken before key holds, so
         the two never deadlock.
         """
-        names = self.__dict__.get("_hold_names")
-        if names is None:
+        held = self.__dict__.get("_held_names")
+        if held is None:
             with self.lock:
-                names = self.__dict__.setdefault("_hold_names", _NameLocks())
-        return _NameLock(names, name)
+                held = self.__dict__.setdefault("_held_names", {})
+        return _NameLock(held, name)
 
     # -- revocation -----------------------------------------------------------
     def revoked(self):

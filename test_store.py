@@ -281,9 +281,34 @@ def test_a_held_name_makes_only_that_name_wait(store):
     # Released: the name is free again, and no lock is kept for names nobody holds.
     lock = store.hold(("key", "notes", "a1"))
     assert lock.acquire(timeout=1)
-    assert len(store._hold_names.locks) == 1  # the one just acquired
+    assert list(store._held_names) == [("key", "notes", "a1")]  # the one just acquired
     lock.release()
-    assert not store._hold_names.locks
+    assert not store._held_names
+
+
+def test_holds_of_one_name_exclude_each_other_under_contention(store):
+    # Eight threads on three names, each a read-yield-write of that name's counter under its hold:
+    # a lost update means two threads were inside one name's hold at once.
+    import threading
+    counts = {n: 0 for n in ("x", "y", "z")}
+    done = []
+
+    def worker(seed):
+        names = ["x", "y", "z"]
+        for i in range(1500):
+            name = names[(seed + i) % 3]
+            with store.hold(("key", "notes", name)):
+                value = counts[name]
+                time.sleep(0) if i % 7 == 0 else None
+                counts[name] = value + 1
+        done.append(seed)
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(done) == 8 and sum(counts.values()) == 8 * 1500, counts
+    assert not store._held_names, "every hold was given back"
 
 
 # =============================================================================
