@@ -35,8 +35,8 @@ worker, and is cut at its deadline.  TLS handshakes run in the workers,
 non-blocking.  Long-polls hold no thread either: one feed thread answers
 every parked pull in one pass when the store changes, sharing each changes
 list between pulls at the same cursor.  ``@every`` tasks have a thread each.
-The store has one lock; client writes to the same key are serialised by
-striped locks held around the handler call.
+The store has one lock; client writes to the same key (and retries of the
+same mid) are serialised by a lock per name held around the handler call.
 
 The wire protocol (envelope, tokens, frames, messages, endpoint rotation,
 the 1.1 additions) is specified in PROTOCOL.md (version 1.1); this module
