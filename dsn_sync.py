@@ -5534,10 +5534,7 @@ class _ASGILanes:
         store = engine.store
         if store.durable or store.shared or len(body) > self.small:
             return False, (), None
-        try:
-            opened = engine.open(path, body)
-        except _HTTPFault:
-            return True, (), None  # handle() refuses it at once, by the same checks
+        opened = engine.open(path, body)  # _HTTPFault (not a frame, unknown token, bad tag): the door answers it
         request = opened[2]
         if opened[3] is not None:
             return True, (), opened  # answered with its refusal
