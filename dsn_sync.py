@@ -862,18 +862,11 @@ class _NameLock:
         self.lock = None
 
     def __enter__(self):
-        mine = _allocate_lock()
-        mine.acquire()
-        if self.held.setdefault(self.name, mine) is mine:
-            self.lock = mine
-        else:
-            self._wait(mine, None)
+        self.acquire()
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        del self.held[self.name]
-        self.lock.release()
-        self.lock = None
+        self.release()
         return False
 
 
