@@ -48,20 +48,26 @@ calls = []
 PAGE_SIZE = 5000  # main() takes another from the command line
 
 
+def recording_handlers(sync, table, calls):
+    """Create, update and delete handlers for ``table`` that accept every write and note
+    ``[op, table, key, mid]`` in ``calls`` (what the ``calls`` command answers)."""
+    def recorder(op):
+        def handler(data, ctx):
+            calls.append([op, ctx.table, ctx.key, ctx.mid])
+        return handler
+
+    for op in ("create", "update", "delete"):
+        getattr(sync, "on_" + op)(table)(recorder(op))
+
+
 def build(port):
     sync = dsn_sync.DSNSync(port=port, secret=SECRET, page_size=PAGE_SIZE)
     sync.define_table("users", {"key": "user_id", "fields": ["name", "email", "cart", "status"]})
     for name in ("guarded", "boom", "readonly", "stamped", "messages", "metrics"):
         sync.define_table(name, {"key": "id", "fields": None})
 
-    def record_call(op):
-        def handler(data, ctx):
-            calls.append([op, ctx.table, ctx.key, ctx.mid])
-        return handler
-
-    for op in ("create", "update", "delete"):
-        getattr(sync, "on_" + op)("users")(record_call(op))
-        getattr(sync, "on_" + op)("messages")(record_call(op))
+    recording_handlers(sync, "users", calls)
+    recording_handlers(sync, "messages", calls)
 
     @sync.on_create("guarded")
     def guarded_create(data, ctx):

@@ -39,13 +39,7 @@ def build(port):
     def author(ctx, params):
         return {"messages": {"author": params["author"]}}
 
-    def record_call(op):
-        def handler(data, ctx):
-            calls.append([op, ctx.table, ctx.key, ctx.mid])
-        return handler
-
-    for op in ("create", "update", "delete"):
-        getattr(sync, "on_" + op)("messages")(record_call(op))
+    fixture_server.recording_handlers(sync, "messages", calls)
 
     return sync
 
