@@ -143,6 +143,14 @@ def fill(sync, rooms):
             sync.sync("messages", "m%d" % i, {"room": room, "n": i, "text": "message %d" % i})
 
 
+def lobby_mirror(sync, make_raw):
+    """Messages in rooms lobby and dev (``fill``), and a client subscribed to the lobby, reset."""
+    fill(sync, ["lobby", "dev"])
+    m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
+    m.reset()
+    return m
+
+
 def selected(sync, table, test):
     """``{(table, key): record}`` of the rows of ``table`` for which ``test(key, record)`` holds."""
     return {(table, k): r for k, r in sync.get_all(table).items() if test(k, r)}
@@ -163,8 +171,9 @@ class Mirror:
     ``reset()`` walks a full reset of the set; ``pull(wait)`` sends one pull and applies
     its answer (a partial reset is walked to its last page; changes are applied entry by
     entry); ``settle()`` pulls until the cursor reaches the server's seq with nothing new
-    to add; ``close(id)`` drops a subscription as the client does, without asking.
-    ``answers`` keeps every answer in order.
+    to add; ``close(id)`` drops a subscription as the client does, without asking;
+    ``long_poll(wait)`` sends a pull from the cursor in another thread (``started_pull``),
+    applying nothing. ``answers`` keeps every answer in order.
     """
 
     def __init__(self, raw, subs):
@@ -178,6 +187,9 @@ class Mirror:
         answer = self.raw.ok("pull", subs=self.subs, **fields)
         self.answers.append(answer)
         return answer
+
+    def long_poll(self, wait):
+        return started_pull(self.raw, since=self.cursor, subs=self.subs, wait=wait)
 
     def reset(self):
         """The full reset of the set: its pages (each checked against sec7's rules)."""
@@ -530,7 +542,7 @@ def test_a_long_poll_of_another_room_is_not_answered_by_a_deletion(server, make_
     fill(sync, ["lobby", "dev"])
     dev = Mirror(make_raw(sync), {"d": room_sub("dev")})
     dev.reset()
-    result = started_pull(dev.raw, since=dev.cursor, subs=dev.subs, wait=20)
+    result = dev.long_poll(20)
     parked(sync)
     sync.remove("messages", "m0")  # lobby's
     sync.sync("messages", "m1", {"text": "dev news"})
@@ -807,10 +819,8 @@ def test_sixty_four_subscriptions_are_fine(server, make_raw):
 
 def test_a_subscription_pull_parks_and_a_change_it_selects_wakes_it(server, make_raw):
     sync = server()
-    fill(sync, ["lobby", "dev"])
-    m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
-    m.reset()
-    result = started_pull(m.raw, since=m.cursor, subs=m.subs, wait=25)
+    m = lobby_mirror(sync, make_raw)
+    result = m.long_poll(25)
     parked(sync)
     began = time.monotonic()
     sync.sync("messages", "m0", {"text": "wake up"})
@@ -832,7 +842,7 @@ def test_each_kind_of_filter_wakes_its_long_poll_with_its_own_change_only(server
     fill(sync, ["lobby", "dev", "ops", "lobby"])
     m = Mirror(make_raw(sync), {"s": sub})
     m.reset()
-    result = started_pull(m.raw, since=m.cursor, subs=m.subs, wait=25)
+    result = m.long_poll(25)
     parked(sync)
     sync.sync("messages", *unselected)
     time.sleep(0.3)
@@ -844,11 +854,9 @@ def test_each_kind_of_filter_wakes_its_long_poll_with_its_own_change_only(server
 
 def test_a_subscription_pull_keeps_waiting_through_changes_it_does_not_select(server, make_raw):
     sync = server()
-    fill(sync, ["lobby", "dev"])
-    m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
-    m.reset()
+    m = lobby_mirror(sync, make_raw)
     before = m.cursor["seq"]
-    result = started_pull(m.raw, since=m.cursor, subs=m.subs, wait=25)
+    result = m.long_poll(25)
     parked(sync)
     for i in range(5):
         sync.sync("messages", "m1" if i == 0 else "dev%d" % i, {"text": "dev chatter %d" % i, "room": "dev"})
@@ -867,10 +875,8 @@ def test_a_subscription_pull_keeps_waiting_through_changes_it_does_not_select(se
 
 def test_a_subscription_pull_with_nothing_selected_ends_at_its_wait_with_the_cursor_past_the_skipped(server, make_raw):
     sync = server()
-    fill(sync, ["lobby", "dev"])
-    m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
-    m.reset()
-    result = started_pull(m.raw, since=m.cursor, subs=m.subs, wait=1)
+    m = lobby_mirror(sync, make_raw)
+    result = m.long_poll(1)
     parked(sync)
     sync.sync("messages", "m1", {"text": "dev only"})
     answer, took = result()
@@ -881,11 +887,9 @@ def test_a_subscription_pull_with_nothing_selected_ends_at_its_wait_with_the_cur
 
 def test_a_pull_with_unselected_changes_already_there_parks_at_the_newer_cursor(server, make_raw):
     sync = server()
-    fill(sync, ["lobby", "dev"])
-    m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
-    m.reset()
+    m = lobby_mirror(sync, make_raw)
     sync.sync("messages", "m1", {"text": "dev only, before the pull"})
-    result = started_pull(m.raw, since=m.cursor, subs=m.subs, wait=25)
+    result = m.long_poll(25)
     parked(sync)
     sync.sync("messages", "m0", {"text": "lobby"})
     answer, _ = result()
@@ -899,7 +903,7 @@ def test_every_long_poll_gets_only_its_room(server, make_raw):
     mirrors = [Mirror(make_raw(sync), {"s": room_sub(r)}) for r in rooms]
     for m in mirrors:
         m.reset()
-    results = [started_pull(m.raw, since=m.cursor, subs=m.subs, wait=25) for m in mirrors]
+    results = [m.long_poll(25) for m in mirrors]
     parked(sync, len(rooms))
     sync.sync("messages", "m3", {"text": "for r3"})
     answer, _ = results[3]()
@@ -918,9 +922,7 @@ def test_every_long_poll_gets_only_its_room(server, make_raw):
 
 def test_a_streamed_pull_in_subscription_mode_carries_only_what_it_selects(server, make_raw):
     sync = server()
-    fill(sync, ["lobby", "dev"])
-    m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
-    m.reset()
+    m = lobby_mirror(sync, make_raw)
     raw = m.raw
     raw.start("pull", since=m.cursor, subs=m.subs, wait=1.5, stream=True)
     parked(sync)
@@ -951,9 +953,7 @@ def test_a_streamed_subscription_pull_too_far_behind_ends_and_the_next_pull_rese
     """sec7: a changes answer in subscription mode is never cut.  A burst of more than a page
     ends the stream (or answers it plainly); the next pull is a reset of the set, holding the burst."""
     sync = server(page_size=2)
-    fill(sync, ["lobby", "dev"])
-    m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
-    m.reset()
+    m = lobby_mirror(sync, make_raw)
     raw = m.raw
     raw.start("pull", since=m.cursor, subs=m.subs, wait=2, stream=True)
     parked(sync)
@@ -1002,9 +1002,7 @@ def test_a_client_without_subs_sees_whole_readable_tables_as_before(server, make
 
 def test_an_old_epoch_cursor_brings_a_full_reset_of_the_set(server, make_raw):
     sync = server()
-    fill(sync, ["lobby", "dev"])
-    m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
-    m.reset()
+    m = lobby_mirror(sync, make_raw)
     stale = dict(m.cursor, epoch="not-this-one")
     answer = m.ask(since=stale, wait=0)
     assert answer["reset"] is True and "partial" not in answer and answer["sub"] == "l"
@@ -1048,10 +1046,8 @@ def test_a_departure_is_not_lost_when_a_changes_answer_is_cut(server, make_raw):
 
 def test_a_row_of_another_room_edited_twice_during_a_long_poll_is_not_sent(server, make_raw):
     sync = server()
-    fill(sync, ["lobby", "dev"])
-    m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
-    m.reset()
-    result = started_pull(m.raw, since=m.cursor, subs=m.subs, wait=25)
+    m = lobby_mirror(sync, make_raw)
+    result = m.long_poll(25)
     parked(sync)
     with sync.batch():  # one wake-up of the feed for the three, so the outcome does not hang on timing
         sync.sync("messages", "m1", {"text": "dev, edit 1"})
@@ -1189,7 +1185,7 @@ def test_a_change_on_another_postgres_node_reaches_a_subscription(cluster, make_
     m = Mirror(make_raw(one), {"l": room_sub("lobby")})
     wait_until(lambda: one.stats()["seq"] == two.stats()["seq"] == 4, 10, "both nodes level")
     m.reset()
-    result = started_pull(m.raw, since=m.cursor, subs=m.subs, wait=25)
+    result = m.long_poll(25)
     parked(one)
     two.sync("messages", "m1", {"text": "dev, on node two"})
     time.sleep(0.5)
