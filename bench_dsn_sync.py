@@ -924,8 +924,12 @@ def mounts(a, harness, venv, sio, out_dir):
     # result is the generator's: on two shared cores, CPU it spends is CPU the server lacks.
     spec = {"dsnsync_native": ([sys.executable, os.path.join(BENCH, "dsn_server.py"), "--port", "8703"], adapter, 8703),
             "dsnsync_asgi": ([py, os.path.join(BENCH, "asgi_server.py"), "--port", "8704"], adapter, 8704),
-            "dsnsync_asgi_lean": ([py, os.path.join(BENCH, "asgi_server.py"), "--port", "8706"], lean, 8706)}
-    peers = ["dsnsync_asgi_lean", "dsnsync_asgi", "dsnsync_native"]
+            "dsnsync_asgi_lean": ([py, os.path.join(BENCH, "asgi_server.py"), "--port", "8706"], lean, 8706),
+            # ref_asgi: the harness's reference protocol as a bare ASGI app under the same uvicorn (no
+            # crypto, no validation, no handlers), driven by the harness's node:http adapter: what one
+            # HTTP request per write costs on this stack, the ceiling of the mount's architecture.
+            "ref_asgi": ([py, os.path.join(BENCH, "asgi_ref.py"), "--port", "8707"], "ref_http", 8707)}
+    peers = ["dsnsync_asgi_lean", "dsnsync_asgi", "dsnsync_native", "ref_asgi"]
     base = None
     if a.baseline:
         commit, bench_dir = baseline_copy(a.baseline, a.workdir)
@@ -965,6 +969,11 @@ def mounts(a, harness, venv, sio, out_dir):
                      "%s vs %s %s = %sx" % (fmt(acks), best[0], fmt(best[1]), fmt(ratio(acks, best[1]))),
                      "met" if acks and best[1] and acks > best[1] else "MISSED" if best[1] else "no socketio run"))
     acks = med(w2.get("dsnsync_asgi", []), "acks_per_s")
+    ceiling = med(w2.get("ref_asgi", []), "acks_per_s")
+    if ceiling:
+        rows.append(("W2 acks/s against the ceiling: a bare ASGI app, no dsn-sync in it, same uvicorn (ref_asgi)",
+                     "mount %sx, %s %sx of its %s" % (fmt(ratio(acks, ceiling)), best[0], fmt(ratio(best[1], ceiling)),
+                                                     fmt(ceiling)), "-"))
     rows.append(("W2 acks/s, ASGI mount vs standalone server (node:http)", "%s vs %s = %sx" % (fmt(acks), fmt(std), fmt(ratio(acks, std))), "-"))
     if base:
         was, now = med(w2.get(base, []), "acks_per_s"), med(w2.get("dsnsync_asgi_lean", []), "acks_per_s")
@@ -977,7 +986,7 @@ def mounts(a, harness, venv, sio, out_dir):
     def per_ack(peer, path):  # CPU microseconds per ack: % of a core / acks per second
         pct, n = med(w2.get(peer, []), path), med(w2.get(peer, []), "acks_per_s")
         return 1e4 * pct / n if pct is not None and n else None
-    shown = [p for p in ("dsnsync_asgi", "dsnsync_asgi_lean", base, best[0]) if p and p in w2]
+    shown = [p for p in ("dsnsync_asgi", "dsnsync_asgi_lean", base, best[0], "ref_asgi") if p and p in w2]
     if shown:
         rows.append(("W2 CPU per ack, server + load generator (2 cores shared: what one side spends, the other lacks)",
                      "; ".join("%s %s + %s us" % (p, fmt(per_ack(p, "server.cpu_pct_of_core")),
@@ -1077,7 +1086,8 @@ def main(argv=None):
     ap.add_argument("--spy-rate", type=int, default=100, help="py-spy samples per second (--profile)")
     ap.add_argument("--mounts", action="store_true",
                     help="issue 12: W1 C=large, W2, W3 through sync.asgi_app() under uvicorn beside the standalone server "
-                         "and python-socketio under the same uvicorn (instead of the default workloads)")
+                         "and python-socketio under the same uvicorn, with a bare ASGI app (bench/asgi_ref.py, no "
+                         "dsn-sync in it) as the stack's ceiling (instead of the default workloads)")
     ap.add_argument("--postgres", action="store_true",
                     help="issue 11: on a throwaway PostgreSQL cluster (test/pg_cluster.py), changes/s reaching every node, "
                          "W2 on 1 and 2 nodes beside memory, cross-node wake-up p50/p99, W3 from PostgreSQL (bench/pg_bench.py)")
