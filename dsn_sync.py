@@ -5478,8 +5478,9 @@ class _ASGILanes:
       holds it for as long as it runs);
     - every handler it may call (``@on_<op>`` of its tables) has earned the
       loop: its last ``trust_after`` runs in a worker each took under ``fast``
-      seconds, and no frame with a handler is in a worker right now (an
-      inline write could otherwise wait on the locks such a frame holds).
+      seconds, and no frame with a handler, or too big to open on the loop,
+      is in a worker right now (an inline write could otherwise wait on the
+      locks such a frame holds).
 
     A handler whose frame then takes over ``slow`` seconds on the loop goes
     back to the workers, with a warning, until it has been quick there
@@ -5512,7 +5513,7 @@ class _ASGILanes:
         self.strikes = {}  # handler key -> times it was slow on the loop, less those forgiven
         self.quick = {}  # handler key -> quick runs on the loop since its last strike was forgiven
         self.banned = set()  # handler keys slow on the loop max_strikes times: workers only, for good
-        self.held = 0  # frames with a handler in workers now (counted on the loop)
+        self.held = 0  # frames with a handler, or not opened, in workers now (counted on the loop)
         self.inline = self.offloaded = 0  # frames answered each way (for tests and the benchmark)
         self._lock = threading.Lock()
 
@@ -5697,11 +5698,14 @@ class _ASGIDoor(Transport):
         if not inline:
             import asyncio
             lanes.offloaded += 1
-            lanes.held += bool(keys)
+            # A frame sent out unopened (too big for the loop) may call a handler as well: while it
+            # is out there, writes stay off the loop as for one known to (they may need its holds).
+            holds = bool(keys) or opened is None
+            lanes.held += holds
             try:
                 return await asyncio.get_running_loop().run_in_executor(None, lanes.run, path, body, keys, opened)
             finally:
-                lanes.held -= bool(keys)
+                lanes.held -= holds
         lanes.inline += 1
         if not keys:
             return engine.handle(path, body, opened=opened)

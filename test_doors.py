@@ -953,6 +953,32 @@ def test_asgi_a_blocking_handler_never_holds_the_loop(asgi_door):
     assert status == 200 and answer["ok"]
 
 
+def test_asgi_a_write_waiting_on_a_big_frames_handler_never_holds_the_loop(asgi_door):
+    """A frame too big to open on the loop goes to a worker unopened, so the loop cannot tell
+    whether it calls a handler: while it is out there, a small write of the same token and
+    mid (which must wait for it) goes to a worker too, never waits on the loop."""
+    sync = asgi_door.sync
+    gate, entered = _blocking_table(sync)
+    writer = asgi_door.raw(sync.issue_token(sub="ann", write=["slow", "plain"]))
+    writer.ok("hello")
+    gate.clear()
+    try:
+        padded = {"pad": "x" * (dsn_sync._ASGILanes.small + 1000)}  # over the loop's size: never opened there
+        big = _in_thread(writer.call, "create", table="slow", key="a", data=padded, mid="m")
+        assert entered.wait(10), "the handler never ran"
+        # No handler for "plain": small, with nothing to judge, it would run on the loop and
+        # wait there for mid "m", which the big frame's worker holds until the gate opens.
+        twin = _in_thread(writer.call, "create", table="plain", key="b", data={}, mid="m")
+        time.sleep(0.2)
+        _loop_answers(asgi_door)
+    finally:
+        gate.set()
+    status, answer = big(10)
+    assert status == 200 and answer["ok"]
+    status, again = twin(10)
+    assert status == 200 and again == dict(answer, now=again["now"], ep=again["ep"])  # mid m's one answer
+
+
 def test_asgi_a_trusted_handler_that_starts_to_block_goes_back_to_a_worker(asgi_door):
     sync = asgi_door.sync
     gate, entered = _blocking_table(sync)
