@@ -4094,6 +4094,11 @@ class _Engine:
         mid = m.get("mid")
         if not isinstance(mid, str) or not 0 < len(mid) <= MAX_MID_LENGTH:
             raise ProtocolError("every write needs `mid`, a string of 1 to %d characters" % MAX_MID_LENGTH)
+        if not mid.isascii():
+            try:
+                mid.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate, which no store can file
+                raise ProtocolError("`mid` is not valid Unicode (it holds a lone surrogate)")
         store = self.store
         view = self.view(state)
         try:
@@ -4104,7 +4109,16 @@ class _Engine:
                 answer = store.recall(state.jti, mid, view)  # its record as this token may read it now
                 if answer is None:
                     try:
-                        answer = self._apply_write(state, m, mid)
+                        checked = self._check_write(state, m)
+                    except DSNError as e:
+                        if isinstance(e, StoreError):
+                            raise
+                        # Refused on the request alone (rights, table, key, data): a retry gets the same
+                        # answer without a ledger entry, so a token that may write nothing writes nothing,
+                        # not even there (it could otherwise push others' answers out of the ledger).
+                        return _error_answer(e)
+                    try:
+                        answer = self._apply_write(state, mid, *checked)
                     except DSNError as e:
                         if isinstance(e, StoreError):
                             raise
@@ -4117,7 +4131,8 @@ class _Engine:
             raise _HTTPFault(503, "store failure")
         return answer
 
-    def _apply_write(self, state, m, mid):
+    def _check_write(self, state, m):
+        """A client write's checks on the request alone: (op, table, key, spec, handler, data, its JSON)."""
         op, table, key = m.get("op"), m.get("table"), m.get("key")
         if op not in _WRITE_OPS:
             raise ProtocolError("unknown write op %r" % (op,))
@@ -4140,6 +4155,10 @@ class _Engine:
         except ValueError as e:
             raise Invalid(str(e))
         data, encoded = self.clean(table, key, m.get("data"), spec) if op != "delete" else (None, None)
+        return op, table, key, spec, handler, data, encoded
+
+    def _apply_write(self, state, mid, op, table, key, spec, handler, data, encoded):
+        """A checked write, under its key's hold: the handler, then the store; its answer dict."""
         with self.store.hold(("key", table, key)):  # after the mid's hold, never before: no deadlock
             present = self.store.exists(table, key)
             if op == "create" and present:

@@ -14,6 +14,7 @@ import logging
 import re
 import select
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -507,6 +508,45 @@ def test_a_write_tokens_huge_hello_is_refused_cheaply(make_server, make_raw):
           % (len(frame) / 1048576.0, answer and (answer.get("error") or "ok"), grown_mib))
     assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "bad_request", answer
     assert grown_mib < 12 * len(frame) / 1048576.0, "RSS grew %.0f MiB for one refused hello" % grown_mib
+
+
+@pytest.mark.parametrize("db", ["memory", "sqlite"])
+def test_writes_refused_on_the_request_alone_leave_the_mid_ledger_alone(make_server, make_raw, tmp_path, db):
+    """A token that may write nothing cannot push honest answers out of the ledger (whose
+    oldest entries go first), nor grow it on disk: its writes are refused on the request
+    alone, and such a refusal is not remembered (a retry is refused the same way anyway).
+
+    Before: every refused write took a ledger entry (on SQLite a committed row), so 101
+    batches of 1,000 deletes from a read-only token made an honest retry apply twice."""
+    sync = make_server(db_connection_string=None if db == "memory" else "sqlite:///%s" % (tmp_path / "d.db"))
+    sync.define_table("notes", {"key": "id", "fields": None})
+
+    @sync.on_update("notes")
+    def accept(data):
+        return True
+    sync.sync("notes", "n1", {"v": 0})
+    sync._store.mid_capacity = 50  # the memory store's bound (100,000 by default), small for the test
+    honest = make_raw(sync, sync.issue_token("ann", write=["notes"]))
+    assert honest.call("hello")[1]["ok"]
+    first = honest.call("update", table="notes", key="n1", data={"v": 1}, mid="h1")[1]
+    assert first["ok"]
+    attacker = make_raw(sync, sync.issue_token("eve", read="*", write=()))
+    assert attacker.call("hello")[1]["ok"]
+    for i in range(3):
+        mutations = [{"op": "delete", "table": "notes", "key": "n1", "mid": "e%d-%d" % (i, j)} for j in range(60)]
+        status, answer = attacker.call("batch", mutations=mutations)
+        assert status == 200 and {r["error"]["code"] for r in answer["results"]} == {"forbidden"}, answer
+    if db == "sqlite":
+        with sqlite3.connect(str(tmp_path / "d.db")) as con:
+            assert con.execute("SELECT count(*) FROM dsn_mids").fetchone()[0] == 1
+    again = honest.call("update", table="notes", key="n1", data={"v": 1}, mid="h1")[1]
+    assert again["ok"] and again["seq"] == first["seq"], (first, again)  # its first answer, not applied twice
+    assert sync.get("notes", "n1") == {"v": 1}
+    # A refusal still answers its retry the same way.
+    assert attacker.call("delete", table="notes", key="n1", mid="e0-0")[1]["error"]["code"] == "forbidden"
+    # A mid no store can file (a lone surrogate) is the request's fault: bad_request, not 503.
+    status, answer = honest.call("update", table="notes", key="n1", data={"v": 2}, mid="h\ud800")
+    assert status == 200 and answer["error"]["code"] == "bad_request" and "mid" in answer["error"]["message"], answer
 
 
 def test_a_record_with_too_many_fields_is_invalid(make_server, make_raw):
