@@ -3475,8 +3475,8 @@ class _SharedEndpoints:
     def known(self, path):
         if path == self.base:
             return True
-        if not path.startswith(self.base + "/") or len(path) != len(self.base) + 15:
-            return False
+        if not path.startswith(self.base + "/") or len(path) != len(self.base) + 15 or not path.isascii():
+            return False  # (a non-ASCII path would pass the tag and then fail to encode: a 500)
         tag = path[len(self.base) + 1:len(self.base) + 3]
         return any(self._tag(w) == tag for w in self._windows())
 
