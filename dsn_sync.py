@@ -5442,6 +5442,52 @@ class _LoopPost:
             handle.take(item)
 
 
+class _Deadlines:
+    """Deadlines for the ASGI door's reads and long sends, checked by one timer of the loop.
+
+    An ASGI server gives the app no socket to time out, and uvicorn closes
+    no connection whose body trickles in, or that stops reading an answer.
+    A request task that reads its body or sends a large answer registers
+    here (a dict entry, not a timer per request); once a second the timer
+    cancels the tasks past their deadline, and ``late(task)`` tells the
+    door that the CancelledError it caught was this, not a shutdown.
+    """
+
+    __slots__ = ("loop", "due", "expired", "timer")
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.due = {}  # task -> loop time it must be done by
+        self.expired = set()
+        self.timer = None
+
+    def start(self, task, seconds):
+        self.due[task] = self.loop.time() + seconds
+        if self.timer is None:
+            self.timer = self.loop.call_later(1.0, self._check)
+
+    def stop(self, task):
+        self.due.pop(task, None)
+        self.expired.discard(task)
+
+    def late(self, task):
+        """True once if ``task`` was cancelled here; its cancellation is then taken back."""
+        if task not in self.expired:
+            return False
+        self.expired.discard(task)
+        if hasattr(task, "uncancel"):  # 3.11+: so the server's own timeouts still work on it
+            task.uncancel()
+        return True
+
+    def _check(self):
+        now = self.loop.time()
+        for task in [t for t, due in self.due.items() if due <= now]:
+            del self.due[task]
+            self.expired.add(task)
+            task.cancel()
+        self.timer = self.loop.call_later(1.0, self._check) if self.due else None
+
+
 class _ASGIHandle:
     """One waiting ASGI request: the feed thread's words for it, queued on its loop.
 
@@ -5664,12 +5710,18 @@ class _ASGIDoor(Transport):
     """
 
     max_queued = 8  # stream messages waiting for a slow client before the feed holds back
+    max_buffered = _Server.max_buffered  # bytes of request bodies being received, across the door's requests
+    max_unsent = _Server.max_unsent  # bytes of large answers being sent, across the door's requests
+    piece = 65536  # a larger answer goes out in pieces of this size, so the server's flow control applies
+
     def __init__(self, sync, inline_handlers=False):
         self.sync = sync
         self.inline_handlers = inline_handlers  # True: a handler that has proved quick may run on the loop
         self.lanes = None  # _ASGILanes, made with the engine on the first request
         self._post = None  # _LoopPost of the loop this door last served
+        self._deadlines = None  # _Deadlines of that loop
         self._cors_for = (None, ())  # (origins it was made for, the CORS header pairs for "*")
+        self.buffered = self.unsent = 0  # bytes counted against max_buffered and max_unsent (on the loop)
 
     async def __call__(self, scope, receive, send):
         kind = scope["type"]
@@ -5693,6 +5745,8 @@ class _ASGIDoor(Transport):
         body = await self._read(receive, _content_length(headers))
         if body is None:
             return None  # the client left
+        if body.__class__ is int:  # 408: not all of it within body_timeout; 503: max_buffered is full
+            return await self._respond(send, body, b"", "Connection: close\r\n", None, origin)
         try:
             reply = await self._handle(engine, path, body)
             if isinstance(reply, _Wait):
@@ -5706,7 +5760,9 @@ class _ASGIDoor(Transport):
                    (b"cache-control", b"no-store")]
         headers += self._cors(origin)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": reply})
+        if len(reply) <= self.piece:
+            return await send({"type": "http.response.body", "body": reply})
+        await self._send_large(send, reply)
 
     async def _handle(self, engine, path, body):
         """``engine.handle()`` on the event loop or in a worker thread, as _ASGILanes decides."""
@@ -5760,26 +5816,74 @@ class _ASGIDoor(Transport):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    @staticmethod
-    async def _read(receive, length):
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        body = message.get("body", b"")
-        if not message.get("more_body"):  # the usual case: the whole body in one message, kept as it is
-            return body if len(body) <= length else b""
-        parts, size = [body], len(body)
-        while True:
-            if size > length:
-                return b""  # more than it said: not a frame (400 from the engine)
+    def _deadline_book(self):
+        import asyncio
+        loop = asyncio.get_running_loop()
+        book = self._deadlines
+        if book is None or book.loop is not loop:
+            book = self._deadlines = _Deadlines(loop)
+        return book, asyncio.current_task()
+
+    async def _read(self, receive, length):
+        """The body (at most ``length`` bytes, else b"": not a frame), None if the client left, or a
+        status: 408 when it is not all here within ``body_timeout``, 503 when ``max_buffered`` is full."""
+        import asyncio
+        book, task = self._deadline_book()
+        book.start(task, self.sync._server_options["body_timeout"])
+        counted = 0
+        try:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            parts.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(parts) if size <= length else b""
+            body = message.get("body", b"")
+            if not message.get("more_body"):  # the usual case: the whole body in one message, kept as it is
+                return body if len(body) <= length else b""
+            parts, size = [body], len(body)
+            while True:
+                if size > length:
+                    return b""  # more than it said: not a frame (400 from the engine)
+                if self.buffered + size - counted > self.max_buffered:
+                    return 503
+                self.buffered += size - counted
+                counted = size
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                parts.append(chunk)
+                if not message.get("more_body"):
+                    return b"".join(parts) if size <= length else b""
+        except asyncio.CancelledError:
+            if book.late(task):
+                return 408
+            raise
+        finally:
+            book.stop(task)
+            self.buffered -= counted
+
+    async def _send_large(self, send, body):
+        """A body over ``piece`` bytes, in pieces: the server's flow control holds each until the
+        client reads, ``body_timeout`` bounds the whole, and ``max_unsent`` the bytes so held."""
+        import asyncio
+        size = len(body)
+        if self.unsent + size > self.max_unsent:
+            return None  # dropped, as the standalone server does: left incomplete, the server closes the connection
+        book, task = self._deadline_book()
+        book.start(task, self.sync._server_options["body_timeout"])
+        self.unsent += size
+        view = memoryview(body)
+        try:
+            for at in range(0, size, self.piece):
+                await send({"type": "http.response.body", "body": bytes(view[at:at + self.piece]),
+                            "more_body": at + self.piece < size})
+        except asyncio.CancelledError:
+            if not book.late(task):
+                raise
+            # Not read within body_timeout: left incomplete, so the server closes the connection.
+        finally:
+            book.stop(task)
+            self.unsent -= size
 
     async def _respond(self, send, status, body, extra, content_type, origin, head_only=False):
         headers = [(b"content-length", b"%d" % len(body))]
@@ -5793,7 +5897,9 @@ class _ASGIDoor(Transport):
                 name, _, value = line.partition(": ")
                 headers.append((name.lower().encode(), value.encode("latin-1")))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if head_only else body})
+        if head_only or len(body) <= self.piece:
+            return await send({"type": "http.response.body", "body": b"" if head_only else body})
+        await self._send_large(send, body)
 
     def _loop_post(self, loop):
         post = self._post
@@ -5823,19 +5929,29 @@ class _ASGIDoor(Transport):
                 return None
             headers = [(b"content-type", STREAM_TYPE.encode()), (b"cache-control", b"no-store")]
             headers += self._cors(origin)
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            items = handle.items
-            while kind == "chunk":
-                if items and items[0][0] == "chunk":  # several messages already here: one write
-                    parts = [data]
-                    while items and items[0][0] == "chunk":
-                        parts.append(items.popleft()[1])
-                        handle.taken += 1
-                    data = b"".join(parts)
-                await send({"type": "http.response.body", "body": data, "more_body": True})
-                kind, data = await handle.get()
-            if kind == "end":
-                await send({"type": "http.response.body", "body": b""})
+            # The stream ends with its wait; a client that stops reading is cut body_timeout after that
+            # (its send waits on the server's flow control meanwhile), the response left incomplete.
+            book, task = self._deadline_book()
+            book.start(task, wait.deadline - time.monotonic() + self.sync._server_options["body_timeout"])
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                items = handle.items
+                while kind == "chunk":
+                    if items and items[0][0] == "chunk":  # several messages already here: one write
+                        parts = [data]
+                        while items and items[0][0] == "chunk":
+                            parts.append(items.popleft()[1])
+                            handle.taken += 1
+                        data = b"".join(parts)
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    kind, data = await handle.get()
+                if kind == "end":
+                    await send({"type": "http.response.body", "body": b""})
+            except asyncio.CancelledError:
+                if not book.late(task):
+                    raise
+            finally:
+                book.stop(task)
         finally:
             handle.gone = True
             watcher.cancel()

@@ -953,6 +953,123 @@ def test_asgi_a_blocking_handler_never_holds_the_loop(asgi_door):
     assert status == 200 and answer["ok"]
 
 
+def _read_until_closed(sock, timeout):
+    """Everything the server sends until it closes (b"" then), within ``timeout`` seconds."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_asgi_a_body_that_trickles_is_cut_at_body_timeout():
+    """uvicorn closes no connection whose body stops coming; the mount answers 408 and closes
+    it body_timeout after the request began (checked once a second), and serves others meanwhile."""
+    door = start_asgi(body_timeout=1.5)
+    try:
+        sock = door.socket()
+        path = door.prefix + door.base
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n%s" % (path.encode(), b"x" * 100))
+        time.sleep(0.3)
+        assert door.raw().call("hello")[0] == 200  # another client, while this one trickles
+        t0 = time.monotonic()
+        answer = _read_until_closed(sock, 10)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert time.monotonic() - t0 < 4
+        assert door.mount.buffered == 0
+    finally:
+        door.stop()
+
+
+def test_asgi_bodies_being_received_are_bounded_across_requests():
+    """Unfinished bodies count against max_buffered as they arrive: past it a request gets 503
+    and its connection is closed, and the bytes are given back when a request ends."""
+    door = start_asgi()
+    door.mount.max_buffered = 150000
+    try:
+        path = (door.prefix + door.base).encode()
+        first, second = door.socket(), door.socket()
+        for sock in (first, second):
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n" % path)
+            sock.sendall(b"x" * 90000)
+            time.sleep(0.3)
+        answer = _read_until_closed(second, 10)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+        assert 0 < door.mount.buffered <= 150000  # the first one's bytes, still being received
+        assert door.raw().call("hello")[0] == 200  # a small body comes in one piece: never counted
+        first.close()
+        wait_until = time.monotonic() + 5
+        while door.mount.buffered and time.monotonic() < wait_until:
+            time.sleep(0.05)
+        assert door.mount.buffered == 0
+    finally:
+        door.stop()
+
+
+def test_asgi_a_client_that_stops_reading_a_large_answer_is_cut():
+    """A large answer goes out in pieces under the server's flow control; a client that stops
+    reading is cut body_timeout later (a truncated body, then the close), and while such
+    answers hold max_unsent, another large one is dropped at once instead of queued."""
+    door = start_asgi(body_timeout=1.5)
+    try:
+        for i in range(PAGE_SIZE):  # a reset page of about 3 MB: more than the kernel's buffers take
+            door.sync.sync("items", "big%d" % i, {"blob": "y" * 1000000})
+        raw = door.raw()
+        raw.cursor()
+        door.mount.max_unsent = 3500000  # room for one such page
+
+        def reset_pull(rcvbuf):
+            frame, _ = raw.frame({"op": "pull", "since": None, "wait": 0, "t": _now_ms()}, raw.ep)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.connect(("127.0.0.1", door.port))
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                         % ((door.prefix + raw.ep).encode(), len(frame), frame))
+            return sock
+        stalled = reset_pull(4096)
+        time.sleep(0.5)
+        size = door.mount.unsent
+        assert size > 3000000
+        dropped = reset_pull(1 << 20)
+        head, _, body = _read_until_closed(dropped, 5).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"", (head[:100], len(body))  # never queued
+        assert raw.call("hello")[0] == 200  # small answers are not held back
+        time.sleep(2.5)  # past body_timeout (1.5 s), plus the once-a-second check
+        head, _, body = _read_until_closed(stalled, 10).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and len(body) < size, (head[:100], len(body), size)
+        assert door.mount.unsent == 0
+        assert raw.ok("pull", since=None, wait=0)["reset"] is True  # served whole again
+    finally:
+        door.stop()
+
+
+def test_asgi_a_stream_whose_client_stops_reading_is_cut():
+    """A streamed pull whose client stops reading holds its send on the server's flow control;
+    it is cut body_timeout after its wait ends, the stream left without its last chunk."""
+    door = start_asgi(body_timeout=1.5)
+    try:
+        raw = door.raw()
+        cursor = raw.cursor()
+        frame, _ = raw.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 1, "stream": True}, raw.ep)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", door.port))
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                     % ((door.prefix + raw.ep).encode(), len(frame), frame))
+        time.sleep(0.3)
+        for i in range(12):  # about 11 MB of stream messages: more than the kernel's buffers take
+            door.sync.sync("items", "s%d" % i, {"blob": "z" * 900000})
+            time.sleep(0.05)
+        time.sleep(1 + 1.5 + 1.5)  # its wait, body_timeout, the once-a-second check
+        data = _read_until_closed(sock, 10)
+        assert data.startswith(b"HTTP/1.1 200 ") and not data.endswith(b"0\r\n\r\n"), data[-20:]
+        assert raw.call("hello")[0] == 200
+    finally:
+        door.stop()
+
+
 def test_asgi_a_write_waiting_on_a_big_frames_handler_never_holds_the_loop(asgi_door):
     """A frame too big to open on the loop goes to a worker unopened, so the loop cannot tell
     whether it calls a handler: while it is out there, a small write of the same token and
