@@ -3553,6 +3553,7 @@ def _refuse_constant(name):
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # built once, like _json_dumps (4.8 -> 2.9 us)
 _LARGE_OP = re.compile(rb'"op"\s*:\s*"(?:create|update|delete|batch)"')  # what may exceed max_read_request
+_LARGE_OPS = frozenset(("create", "update", "delete", "batch"))
 MAX_DEPTH = 64  # nesting of arrays and objects in any request or record; deeper is `invalid`/`bad_request`
 
 
@@ -3646,6 +3647,7 @@ class _Engine:
     max_read_request = 65536  # bytes of request JSON from a token that may write nothing (hello, pull)
     max_fields = 1000  # fields in one record
     max_subscriptions = 64  # subscriptions one pull may hold
+    max_cached_params = 1024  # characters of (name, params) above which a subscription is not cached per token
 
     def __init__(self, keyring, store, rotate_every=100, page_size=5000, max_batch=1000, max_record=1 << 20,
                  max_nonces=1000000):
@@ -3774,6 +3776,10 @@ class _Engine:
             raise ProtocolError("the request is not JSON")
         if not isinstance(request, dict):
             raise ProtocolError("the request is not a JSON object")
+        if len(plain) > self.max_read_request and request.get("op") not in _LARGE_OPS:
+            # The search above only saw the words somewhere in the text (a nested "op": "batch").
+            raise ProtocolError("a request over %d bytes must be a write (create, update, delete or batch)"
+                                % self.max_read_request)
         # request -> mutations -> mutation -> data: 3 levels of wrapping.  A text with no more
         # brackets than that cannot nest deeper (the count is C; the walk is Python).
         if plain.count(b"[") + plain.count(b"{") > MAX_DEPTH + 3 and _too_deep(request, MAX_DEPTH + 3):
@@ -3914,9 +3920,10 @@ class _Engine:
             filters = cache.get(ck)
             if filters is None:
                 filters = self._compile_sub(state, sid, name, params)
-                if len(cache) >= 256:
-                    cache.clear()
-                cache[ck] = filters
+                if len(ck) <= self.max_cached_params:  # a token's cache is kept small, whatever its clients send
+                    if len(cache) >= 256:
+                        cache.clear()
+                    cache[ck] = filters
             resolved[sid] = filters
         return resolved
 

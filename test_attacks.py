@@ -549,6 +549,30 @@ def test_writes_refused_on_the_request_alone_leave_the_mid_ledger_alone(make_ser
     assert status == 200 and answer["error"]["code"] == "bad_request" and "mid" in answer["error"]["message"], answer
 
 
+def test_a_large_request_must_be_a_write_where_it_says_so(make_server, make_raw):
+    """Over 64 KiB a request must be a write, judged by its op, not by the words "op":"batch"
+    anywhere in it; and a subscription's params are cached per token only while short, so a
+    client's junk in them is not kept (250 pulls with 1.9 MiB each kept 600 MB before)."""
+    sync = make_server()
+    sync.define_table("notes", {"key": "id", "fields": None})
+
+    @sync.subscription("all")
+    def everything(ctx, params):  # ignores params it does not know, as apps do
+        return {"notes": True}
+    token = sync.issue_token("writer", read="*", write=["notes"])
+    raw = make_raw(sync, token)
+    assert raw.call("hello")[1]["ok"]
+    junk = {"pad": "x" * 70000, "nested": {"op": "batch"}}
+    status, answer = raw.call("pull", since=None, wait=0, subs={"a": {"name": "all", "params": junk}})
+    assert status == 200 and answer["error"]["code"] == "bad_request" and "must be a write" in answer["error"]["message"]
+    state = sync._engine.keyring.resolve(dsn_sync.parse_token(token)[0])
+    for i in range(5):
+        params = {"pad": "%d" % i + "y" * 5000}
+        assert raw.call("pull", since=None, wait=0, subs={"a": {"name": "all", "params": params}})[1]["ok"]
+    assert raw.call("pull", since=None, wait=0, subs={"a": {"name": "all", "params": {"n": 1}}})[1]["ok"]
+    assert [k.split("\n")[1] for k in state.subs] == ['{"n":1}']
+
+
 def test_a_record_with_too_many_fields_is_invalid(make_server, make_raw):
     sync = make_server()
     sync.define_table("wide", {"key": "id", "fields": None})
