@@ -72,6 +72,7 @@ import base64
 import binascii
 import bisect
 import collections
+import errno
 import hashlib
 import hmac
 import inspect
@@ -4648,6 +4649,36 @@ class _Conn:
         self.reserved = 0  # bytes of the unread body counted against the server's body budget
 
 
+def _within_descriptors(max_connections, reserve=64):
+    """``max_connections``, within what the process's descriptor limit (ulimit -n) leaves room for.
+
+    A connection over that limit could not even be accepted to be told 503:
+    its client would hang.  The soft limit is raised toward the hard one as far
+    as ``max_connections`` needs (as Go's runtime does at start); if that is
+    not enough, fewer connections are served, with a warning.  ``reserve``
+    descriptors stay for files, the store and pipes.
+    """
+    try:
+        import resource  # Unix only
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return max_connections
+    if soft != resource.RLIM_INFINITY and soft < max_connections + reserve:
+        want = max_connections + reserve if hard == resource.RLIM_INFINITY else min(hard, max_connections + reserve)
+        if want > soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                soft = want
+            except (OSError, ValueError):
+                pass
+    if soft == resource.RLIM_INFINITY or max_connections <= soft - reserve:
+        return max_connections
+    room = max(1, soft - reserve)
+    log.warning("max_connections=%d is more than this process's descriptor limit (ulimit -n %d) allows; serving at "
+                "most %d connections (raise the hard limit for more)", max_connections, soft, room)
+    return room
+
+
 class _Server(socketserver.TCPServer, Transport):
     """HTTP/1.1 keep-alive on socketserver; no thread is held by an idle, slow or waiting client.
 
@@ -4689,7 +4720,7 @@ class _Server(socketserver.TCPServer, Transport):
         self.feed = feed
         self.static = static  # callable(path, method, headers) -> (status, body, extra, type) or None
         self.ssl_context = ssl_context
-        self.max_connections = max_connections
+        self.max_connections = _within_descriptors(max_connections)
         self.max_body = max_body
         self.idle_timeout = idle_timeout
         self.header_timeout = header_timeout
@@ -4717,6 +4748,16 @@ class _Server(socketserver.TCPServer, Transport):
         super().server_bind()
 
     # -- the accept thread ----------------------------------------------------
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                # Out of descriptors (the process's other files count too): the listening socket
+                # stays readable, so retrying at once would spin; the next try comes shortly.
+                time.sleep(0.1)
+            raise  # socketserver skips this accept
+
     def process_request(self, request, client_address):
         """Called by the accept loop: file the connection for a worker; never blocks on the peer."""
         try:

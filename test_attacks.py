@@ -11,11 +11,14 @@ import http.client
 import inspect
 import json
 import logging
+import os
 import re
 import select
 import socket
 import sqlite3
 import ssl
+import subprocess
+import sys
 import threading
 import time
 
@@ -571,6 +574,57 @@ def test_a_large_request_must_be_a_write_where_it_says_so(make_server, make_raw)
         assert raw.call("pull", since=None, wait=0, subs={"a": {"name": "all", "params": params}})[1]["ok"]
     assert raw.call("pull", since=None, wait=0, subs={"a": {"name": "all", "params": {"n": 1}}})[1]["ok"]
     assert [k.split("\n")[1] for k in state.subs] == ['{"n":1}']
+
+
+_FD_SERVER = """
+import resource, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+import dsn_sync
+sync = dsn_sync.DSNSync(port=0)
+sync.start()
+print(sync.port, sync._server.max_connections, flush=True)
+time.sleep(60)
+"""
+
+
+def test_connections_past_the_descriptor_limit_are_told_503_not_left_hanging():
+    """With ulimit -n 200 and the default max_connections (10,000), accepts failed with EMFILE:
+    the accept loop spun at 100 % CPU and clients over the limit hung without an answer. Now
+    max_connections is capped to what the limit leaves room for, and those clients get 503."""
+    proc = subprocess.Popen([sys.executable, "-c", _FD_SERVER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=os.path.dirname(os.path.abspath(dsn_sync.__file__)))
+    socks = []
+    try:
+        line = proc.stdout.readline().split()
+        assert len(line) == 2, proc.stderr.read() if proc.poll() is not None else line
+        port, cap = int(line[0]), int(line[1])
+        assert cap == 200 - 64
+        for _ in range(cap + 20):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        time.sleep(0.5)
+        with open("/proc/%d/stat" % proc.pid) as f:
+            before = sum(map(int, f.read().rsplit(")", 1)[1].split()[11:13]))
+        refused = 0
+        for sock in socks[cap:]:
+            sock.settimeout(5)
+            refused += sock.recv(100).startswith(b"HTTP/1.1 503 ")
+        assert refused == 20
+        time.sleep(1.0)
+        with open("/proc/%d/stat" % proc.pid) as f:
+            after = sum(map(int, f.read().rsplit(")", 1)[1].split()[11:13]))
+        assert (after - before) / os.sysconf("SC_CLK_TCK") < 0.5, "the server spun while full"
+        for sock in socks:
+            sock.close()
+        socks = []
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.kill()
+        proc.wait()
 
 
 def test_a_record_with_too_many_fields_is_invalid(make_server, make_raw):
