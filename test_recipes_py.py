@@ -2,7 +2,7 @@
 
 Each test starts one file of examples/ (fastapi_app.py, django_app.py, flask_app.py)
 in a subprocess under uvicorn, gunicorn or waitress, exactly as its docstring says
-(the repository root on PYTHONPATH stands in for ``pip install dsn-sync``), then:
+(from examples/, with nothing installed: a recipe finds dsn_sync.py one folder up), then:
 logs in through the app's own toy login, gets the token and sync URL, checks the
 page imports /dsn/dsn_client.js from the same origin, and syncs with
 dsn_sync.connect(): a read (a row rule hides the other user's notes) and a write
@@ -32,9 +32,9 @@ class App:
     """A recipe served in a subprocess; its output is collected for the assertions and for failures."""
 
     def __init__(self, argv, port):
-        env = dict(os.environ, PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                   PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("DSN_SYNC_SECRET", None)
+        env.pop("PYTHONPATH", None)  # as a newcomer runs it: nothing installed, no path set
         self.port, self.argv = port, argv
         self.proc = subprocess.Popen([sys.executable, "-m"] + argv, cwd=EXAMPLES, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)

@@ -10,6 +10,7 @@ under /dsn go to dsn-sync, the rest to Django: in a full project, wrap the
 
 import json
 import os
+import sys
 
 import django
 from django.conf import settings
@@ -23,6 +24,7 @@ from django.http import FileResponse, HttpResponse, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a fresh clone: dsn_sync.py is one folder up
 import dsn_sync  # noqa: E402
 
 sync = dsn_sync.DSNSync()

@@ -7,12 +7,15 @@ that speaks for that user; each user reads and writes only their own notes.
 """
 
 import contextlib
+import os
 import pathlib
+import sys
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
 
-import dsn_sync
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a fresh clone: dsn_sync.py is one folder up
+import dsn_sync  # noqa: E402
 
 sync = dsn_sync.DSNSync()
 sync.define_table("notes", {"key": "id", "fields": ["owner", "text"]})

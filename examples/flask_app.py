@@ -9,11 +9,13 @@ are never held: clients then poll every few seconds.)
 """
 
 import os
+import sys
 
 from flask import Flask, abort, request, send_file
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-import dsn_sync
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a fresh clone: dsn_sync.py is one folder up
+import dsn_sync  # noqa: E402
 
 sync = dsn_sync.DSNSync()
 sync.define_table("notes", {"key": "id", "fields": ["owner", "text"]})
