@@ -4083,6 +4083,9 @@ class _Engine:
         except RecursionError:  # the C encoder stops a thousand levels down (or at a cycle), unharmed
             raise Invalid("record %s/%s nests deeper than %d levels" % (table, key, MAX_DEPTH))
         except (TypeError, ValueError) as e:
+            if isinstance(e, ValueError) and "Out of range float" in str(e):
+                raise Invalid("record %s/%s holds NaN or Infinity, which JSON (and JSON.parse in the browser) "
+                              "has no value for: store None or a string instead" % (table, key))
             raise Invalid("record %s/%s is not JSON-serialisable: %s. Convert the value first (str() a "
                           "datetime, list() a set), or pass DSNSync(json_default=dsn_sync.json_default)"
                           % (table, key, e))
@@ -4517,7 +4520,8 @@ _HOME = """<!doctype html><meta charset="utf-8"><title>dsn-sync</title>
 <body style="font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em">
 <h1>dsn-sync %s</h1>
 <p>This is a dsn-sync server: browsers mirror its tables into IndexedDB through
-<a href="/dsn_client.js"><code>/dsn_client.js</code></a>, over sealed POSTs to its sync URL.</p>
+<a href="dsn_client.js"><code>dsn_client.js</code></a> (beside this page, under any mount prefix), over
+sealed POSTs to its sync URL.</p>
 <p>The live inspector is at <code>&lt;sync URL&gt;/inspect</code>; the server printed both when it started.</p>
 </body>"""
 
@@ -6314,7 +6318,8 @@ class DSNSync:
                 server = _Server((self.host, self.port), self._engine, self._feed, self._static,
                                  self._ssl_context, ipv6=":" in self.host, **self._server_options)
             except OSError as e:
-                raise OSError(e.errno, "dsn-sync cannot listen on %s:%s: %s (another server there? port=0 picks a free one)"
+                raise OSError(e.errno, "dsn-sync cannot listen on %s:%s: %s (another server there? port=0, or --port 0 "
+                              "on the command line, picks a free one)"
                               % (self.host, self.port, e.strerror or e))
             self._server = server
             self.port = server.server_address[1]
@@ -6341,12 +6346,18 @@ class DSNSync:
                 self._running, self._threads, self._process_lock = False, _Threads(), None
             if self._running:
                 return True
-            if not self._store.durable and self._process_lock is None:
-                self._process_lock = _claim_one_process(self._app_file)
+            self._claim_process()
             self._store.open()
             self._start_common()
         log.info("dsn-sync engine running, mounted in the app (no port of its own)")
         return True
+
+    def _claim_process(self):
+        """On a store only one process can serve, claim this process's right to it (_claim_one_process),
+        once per process: a claim made before a fork (gunicorn --preload) is the parent's."""
+        if not self._store.durable and (self._process_lock is None or self._claimed_in != os.getpid()):
+            self._process_lock = _claim_one_process(self._app_file)
+            self._claimed_in = os.getpid()
 
     def _start_common(self):
         self._running = True
@@ -6442,6 +6453,7 @@ class DSNSync:
 
     _running = False
     _process_lock = None
+    _claimed_in = None  # the pid that made _process_lock
     _pid = None
 
     # -- mounting in an app ---------------------------------------------------
@@ -6472,6 +6484,10 @@ class DSNSync:
         _positive("max_wait", max_wait)
         _positive("poll", poll)
         _positive("max_held", max_held, int, zero=True)
+        # Claimed now, not at the first request: a second worker process of this app then fails
+        # as it loads (gunicorn stops with "Worker failed to boot"), instead of answering 500.
+        with self._lock:
+            self._claim_process()
         return _WSGIDoor(self, max_wait, poll, max_held)
 
     # -- addresses and tokens -------------------------------------------------

@@ -19,12 +19,14 @@ Test-only packages: uvicorn, starlette, waitress, werkzeug (with flask), gunicor
 import http.client
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -808,6 +810,19 @@ def test_client_file_is_served_cached(door):
     status, head, body = door.http("HEAD", "/dsn_client.js")
     assert status == 200 and body == b""
     assert head["content-length"] == headers["content-length"] and head["etag"] == etag
+
+
+def test_home_page_links_the_client_beside_it_under_any_prefix(door):
+    """The page at the mount's root links the client relative to itself: under /dsn/ that is
+    /dsn/dsn_client.js (an absolute /dsn_client.js was the app's 404)."""
+    status, _, page = door.http("GET", "/")
+    assert status == 200
+    link = re.search(rb'<a href="([^"]+)"', page).group(1).decode()
+    resolved = urllib.parse.urljoin(door.prefix + "/", link)
+    assert resolved == door.prefix + "/dsn_client.js", resolved
+    status, _, body = door.http("GET", resolved[len(door.prefix):])
+    with open(os.path.join(HERE, "dsn_client.js"), "rb") as f:
+        assert status == 200 and body == f.read()
 
 
 def test_inspector_page(door):

@@ -1369,7 +1369,7 @@ def test_methods_other_than_post(server):
     # GET / is a short page naming the server and where the client and inspector are (issue 14)
     status, headers, body = http_request(server.port, "GET", "/")
     assert status == 200 and headers["content-type"].startswith("text/html")
-    assert b"dsn-sync" in body and b"/dsn_client.js" in body and b"inspect" in body
+    assert b"dsn-sync" in body and b"dsn_client.js" in body and b"inspect" in body
     status, headers, body = http_request(server.port, "OPTIONS", base,
                                          headers={"Origin": "https://app.example",
                                                   "Access-Control-Request-Method": "POST"})

@@ -307,6 +307,15 @@ def test_sync_of_a_type_json_lacks_names_json_default(value):
     assert sync.get("t", "k") is None
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["NaN", "Infinity", "-Infinity"])
+def test_sync_of_nan_says_json_has_no_such_value_not_json_default(value):
+    sync = DSNSync(port=0)
+    with pytest.raises(ValueError) as error:
+        sync.sync("t", "k", {"v": value})
+    assert "NaN or Infinity" in str(error.value) and "json_default" not in str(error.value), error.value
+    assert sync.get("t", "k") is None
+
+
 def test_json_default_stores_them_as_documented():
     sync = DSNSync(port=0, json_default=dsn_sync.json_default)
     sync.sync("t", "k", {"when": WHEN, "day": WHEN.date(), "price": decimal.Decimal("9.99"), "uid": ID,

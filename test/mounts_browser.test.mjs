@@ -46,10 +46,11 @@ function freePort() {
 }
 
 /** uvicorn serving examples/fastapi_app.py as its docstring says; resolves once it answers. */
-async function startApp() {
-  const port = await freePort();
-  const env = { ...process.env, PYTHONPATH: [root, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter) };
+async function startApp(port) {
+  port ??= await freePort();
+  const env = { ...process.env };  // as the README runs it: nothing installed, no secret set
   delete env.DSN_SYNC_SECRET;
+  delete env.PYTHONPATH;
   const child = spawn(PYTHON, ['-m', 'uvicorn', '--port', String(port), 'fastapi_app:app'],
     { cwd: path.join(root, 'examples'), env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
@@ -137,6 +138,18 @@ test('a FastAPI app with dsn-sync mounted: first sync, a write, an offline reope
   }, 'the notes from the IndexedDB mirror, offline');
   await waitFor(async () => ['offline', 'connecting'].includes(await page.getAttribute('#status', 'data-state')),
     'the client to say it is not online');
-  assert.deepEqual(console_.unexpected(), [], 'the pages logged errors');
   assert.doesNotMatch(app.log(), /Traceback/);
+
+  // 4. The app comes back on the same origin without a secret set: a new sync URL, so the saved
+  // session is stale. The page says so, shows the login again, and a new login syncs.
+  const again = await startApp(Number(new URL(app.origin).port));
+  t.after(() => again.stop());
+  await page.goto(again.origin + '/');
+  await waitFor(async () => (await page.getAttribute('#login', 'hidden')) === null, 'the login form again');
+  assert.match(await page.textContent('#error'), /wrong_url: please log in again/);
+  await logIn(page, again.origin, 'alice', 'wonderland');
+  await waitFor(async () => (await noteTexts(page)).includes('Welcome, Alice'), 'the fresh sync after a new login');
+  assert.equal(await page.textContent('#error'), '');
+  assert.deepEqual(console_.unexpected(), [], 'the pages logged errors');
+  assert.doesNotMatch(again.log(), /Traceback/);
 });
