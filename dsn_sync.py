@@ -5333,7 +5333,11 @@ class _WSGIDoor(Transport):
     def __init__(self, sync, max_wait, poll, max_held):
         self.sync = sync
         self.max_wait, self.poll, self.max_held = max_wait, poll, max_held
+        # One user's tokens (a user token: one with a sub) may hold a quarter of the slots, so
+        # one user's devices, or one user looping pulls, cannot take every other user's.
+        self.max_held_per_user = max(1, max_held // 4)
         self._held = 0
+        self._by_user = collections.Counter()
         self._lock = threading.Lock()
 
     def __call__(self, environ, start_response):
@@ -5392,11 +5396,16 @@ class _WSGIDoor(Transport):
 
     def _wait(self, wait, start_response, origin, threaded):
         engine, feed = self.sync._engine, self.sync._feed
+        user = wait.state.jti if wait.state.sub is not None else None
         with self._lock:
             # A server with one thread per worker (gunicorn's sync workers) is never held:
             # the app's own pages would wait behind a long-poll.  hello's `poll` paces clients.
-            hold = threaded and self._held < self.max_held
-            self._held += hold
+            hold = threaded and self._held < self.max_held and (
+                user is None or self._by_user[user] < self.max_held_per_user)
+            if hold:
+                self._held += 1
+                if user is not None:
+                    self._by_user[user] += 1
         if not hold:
             return self._respond(start_response, 200, engine.answer_wait(wait), "", _FRAME_TYPE, origin)
         streaming = False
@@ -5412,14 +5421,18 @@ class _WSGIDoor(Transport):
             headers = [("Content-Type", STREAM_TYPE), ("Cache-Control", "no-store")]
             start_response("200 OK", headers + list(_cors(self.sync._origins, origin)))
             streaming = True
-            return self._stream(wait.conn, first[1])
+            return self._stream(wait.conn, first[1], user)
         finally:
             if not streaming:  # a stream gives its slot back when it ends (in _stream)
-                self._release()
+                self._release(user)
 
-    def _release(self):
+    def _release(self, user):
         with self._lock:
             self._held -= 1
+            if user is not None:
+                self._by_user[user] -= 1
+                if not self._by_user[user]:
+                    del self._by_user[user]
 
     def _next(self, q):
         """The feed's next word on a held request; ("close",) if none comes well past max_wait."""
@@ -5428,14 +5441,14 @@ class _WSGIDoor(Transport):
         except queue.Empty:
             return ("close", None)
 
-    def _stream(self, q, first):
+    def _stream(self, q, first, user):
         try:
             item = ("chunk", first)
             while item[0] == "chunk":
                 yield item[1]
                 item = self._next(q)
         finally:
-            self._release()
+            self._release(user)
 
     # -- Transport: the feed thread's calls -----------------------------------
     def deliver(self, wait, body):
