@@ -4430,11 +4430,18 @@ class _Feed:
     def _answer(self, ready, seen, spacing, now):
         """Answer each ready pull; returns the streams to park again."""
         engine, store = self.engine, self.store
+        now_s = time.time()
         shared = {}
         again = []
+        revoked = engine.revoked
         for w in ready:
             transport = w.transport
             try:
+                exp = w.state.exp
+                if w.state.jti in revoked or (exp is not None and now_s >= exp):
+                    # Revoked or expired while it waited: it is told nothing more (its next request gets 401).
+                    transport.close_wait(w)
+                    continue
                 if w.stream and w.deadline <= now and w.sent:
                     transport.end(w)
                     continue
@@ -5990,6 +5997,8 @@ class _ASGIDoor(Transport):
             kind, data = await handle.get()
             if kind == "body":
                 return await self._respond(send, 200, data, "", _FRAME_TYPE, origin)
+            if kind == "close":  # stop(), or its token was revoked: as WSGI answers it (the client asks again)
+                return await self._respond(send, 503, b"", "", None, origin)
             if kind != "chunk":
                 return None
             headers = [(b"content-type", STREAM_TYPE.encode()), (b"cache-control", b"no-store")]

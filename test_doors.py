@@ -422,6 +422,24 @@ def test_long_polls_over_a_users_cap_get_503(door_with):
     assert held(timeout=8)["changes"] == [["items", "wake", {}]]
 
 
+def test_a_long_poll_of_a_token_revoked_while_it_waits_is_told_nothing_more(door):
+    """Revoked while its pull waits: the next change is not sent to it. The pull is refused
+    (503, or its connection closed by the standalone server) and its next request is 401."""
+    token = door.sync.issue_token(sub="ann")
+    raw = door.raw(token)
+    cursor = raw.cursor()
+    held = _in_thread(raw.call, "pull", since=cursor, wait=10)
+    _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the pull to park")
+    door.sync.revoke(token)
+    door.sync.sync("items", "secret", {"v": 1})
+    try:
+        status, answer = held(timeout=8)
+    except (ConnectionError, http.client.HTTPException) as e:  # the standalone server closes the connection
+        status, answer = type(e).__name__, None
+    assert answer is None and status != 200, (status, answer)
+    assert raw.call("pull", since=cursor, wait=0)[0] == 401
+
+
 def test_a_departed_clients_long_poll_gives_back_its_slot(door):
     """The client closes its connection while its pull waits: the slot comes back (WSGI: at max_wait)."""
     raw = door.raw()
