@@ -6819,7 +6819,9 @@ class DSNSync:
         if name is None:
             text = ("dsn-sync: %s is not a page. Sync URLs take POST frames from dsn_client.js; "
                     "GET /dsn_client.js is the client, <sync URL>/inspect the inspector.\n" % path)
-            return 405, text.encode("utf-8"), "Allow: POST, OPTIONS\r\n", "text/plain; charset=utf-8"
+            # The path is the caller's: nosniff keeps a browser from reading it as anything but text.
+            return 405, text.encode("utf-8"), "Allow: POST, OPTIONS\r\nX-Content-Type-Options: nosniff\r\n", \
+                "text/plain; charset=utf-8"
         found = self._static_file(name)
         if found is None:
             return 404, b"", "", None

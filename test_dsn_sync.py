@@ -1366,6 +1366,8 @@ def test_methods_other_than_post(server):
         assert headers.get("access-control-allow-origin")
         # an unknown GET says what this server is in a line of text (issue 14); HEAD has no body
         assert (b"POST frames" in body) if method == "GET" else not body, (method, body)
+        if method == "GET":  # it echoes the path: text, and only text, to a browser
+            assert headers.get("x-content-type-options") == "nosniff", headers
     # GET / is a short page naming the server and where the client and inspector are (issue 14)
     status, headers, body = http_request(server.port, "GET", "/")
     assert status == 200 and headers["content-type"].startswith("text/html")
