@@ -6,6 +6,7 @@ bench server entry starts and hands sync traffic to DSNSync, and the Node adapte
 protocol v1 through dsn_client.js.
 """
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -100,15 +101,36 @@ def _has_uvicorn():
     return subprocess.run([sys.executable, "-c", "import uvicorn"], capture_output=True).returncode == 0
 
 
-@pytest.mark.skipif(not _has_uvicorn(), reason="uvicorn is not installed (pip install uvicorn): bench/asgi_server.py needs it")
-def test_asgi_bench_server_mounts_dsn_sync_under_a_prefix(make_client):
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bench", "asgi_server.py"), "--port", "0", "--preload", "20"],
+@contextlib.contextmanager
+def uvicorn_bench_server(script, preload):
+    """bench/<script> under uvicorn on a free port, with ``preload`` records: yields its base URL
+    once it answers /_bench/health, and stops it after."""
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bench", script), "--port", "0", "--preload", str(preload)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
         assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
         base = "http://127.0.0.1:%s" % m.group(1)
+        for _ in range(100):  # uvicorn may start serving a moment after the socket is bound
+            try:
+                get_json(base + "/_bench/health")
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.skipif(not _has_uvicorn(), reason="uvicorn is not installed (pip install uvicorn): bench/asgi_server.py needs it")
+def test_asgi_bench_server_mounts_dsn_sync_under_a_prefix(make_client):
+    with uvicorn_bench_server("asgi_server.py", 20) as base:
         health = get_json(base + "/_bench/health")
         assert health["ok"] and health["records"] == 20 and health["url"].startswith(base + "/dsn/sync/")
         grant = get_json(base + "/_bench/token")
@@ -135,32 +157,14 @@ def test_asgi_bench_server_mounts_dsn_sync_under_a_prefix(make_client):
                                      capture_output=True, text=True, timeout=60)
                 assert out.returncode == 0, out.stderr[-3000:]
                 assert json.loads(out.stdout.strip().splitlines()[-1]) == {"n": 20, "ok": True, "v": 1}, adapter
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.skipif(not _has_uvicorn(), reason="uvicorn is not installed (pip install uvicorn): bench/asgi_ref.py needs it")
 def test_asgi_ceiling_server_speaks_the_harness_reference_protocol():
     """bench/asgi_ref.py (the ref_asgi peer): a write is acked with its seq, a pull from an older seq
     answers at once, and a waiting pull is answered by the next write, not by its timeout."""
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bench", "asgi_ref.py"), "--port", "0", "--preload", "5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        m = re.search(r"listening on 127\.0\.0\.1:(\d+) records=5", line)
-        assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
-        base = "http://127.0.0.1:%s" % m.group(1)
-        for _ in range(100):  # uvicorn starts serving a moment after the socket is bound
-            try:
-                health = get_json(base + "/_bench/health")
-                break
-            except OSError:
-                time.sleep(0.05)
+    with uvicorn_bench_server("asgi_ref.py", 5) as base:
+        health = get_json(base + "/_bench/health")
         assert health["ok"] and health["records"] == 5 and health["seq"] == 5
         assert get_json(base + "/write", {"table": "w2", "key": "a", "data": {"v": 1}}) == {"ok": True, "seq": 6}
         got = get_json(base + "/pull", {"since": 5})
@@ -175,10 +179,3 @@ def test_asgi_ceiling_server_speaks_the_harness_reference_protocol():
         got = waiting.result(timeout=10)
         assert time.monotonic() - t0 < 5 and got["seq"] == 7 and [c["key"] for c in got["changes"]] == ["b"]
         pool.shutdown()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
