@@ -976,6 +976,7 @@ class MemoryStore:
     max_tombstones = 100000  # tombstones kept before the oldest are compacted
     mid_capacity = 100000  # newest (token, mid) answers remembered for idempotent retries
     page_bytes = 4 << 20  # a reset page or changes answer stops past this much record JSON, whatever page_size says
+    page_scan = 20000  # log entries one reset page may walk under the lock, rows its reader may not see included
     max_walk = 20000  # log slots one subscription-mode changes answer walks under the lock (a few ms); past it the client pulls again
 
     def __init__(self):
@@ -1281,6 +1282,10 @@ class MemoryStore:
         Walks the log in seq order from ``after`` up to ``snap_seq``; a record
         changed since the snapshot (its seq is past ``snap_seq``) is skipped
         here and reaches the client through the changes after ``snap_seq``.
+        At most ``page_scan`` entries are walked per page: where a row rule
+        hides most rows from this reader, a page may then hold few records or
+        none and still say ``more`` (PROTOCOL.md allows it), so no reader holds
+        the lock for a walk of the whole table.
         """
         with self.lock:
             seqs, entries = self._log_seq, self._log_entry
@@ -1290,7 +1295,11 @@ class MemoryStore:
             last = after
             i = bisect.bisect_right(seqs, after)
             end = bisect.bisect_right(seqs, snap_seq)
+            budget = i + self.page_scan
             while i < end:
+                if i >= budget:
+                    last = seqs[i - 1]  # walked this far: the next page goes on from here
+                    break
                 entry = entries[i]
                 s = seqs[i]
                 i += 1
@@ -1304,9 +1313,14 @@ class MemoryStore:
                 size += len(entry.data)
                 if n >= limit or size >= self.page_bytes:
                     break
-            more = False
-            if n >= limit or size >= self.page_bytes:  # peek for one more record, so the last page is never empty
+            more = i < end and i >= budget
+            if not more and (n >= limit or size >= self.page_bytes):
+                # Peek for one more record, so the last page is rarely empty (within the same budget:
+                # past it, say more and let the next page look).
                 for j in range(i, end):
+                    if j >= budget:
+                        more = True
+                        break
                     entry = entries[j]
                     if (entry.seq == seqs[j] and entry.data is not None and entry.table in records
                             and (not rules or view.row_visible(entry))):
