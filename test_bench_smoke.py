@@ -33,15 +33,24 @@ def test_micro_quick_prints_its_table():
     assert "Command: `python3 bench_dsn_sync.py --micro-only --quick`" in text
 
 
-@pytest.fixture
-def bench_server():
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bench", "dsn_server.py"), "--port", "0", "--preload", "50"],
+@contextlib.contextmanager
+def bench_process(script, preload):
+    """bench/<script> (a bench server: dsn_server.py, or one under uvicorn) on a free port with
+    ``preload`` records: yields its base URL once it answers /_bench/health, and stops it after."""
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bench", script), "--port", "0", "--preload", str(preload)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
         assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
-        yield "http://127.0.0.1:%s" % m.group(1)
+        base = "http://127.0.0.1:%s" % m.group(1)
+        for _ in range(100):  # uvicorn may start serving a moment after the socket is bound
+            try:
+                get_json(base + "/_bench/health")
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield base
     finally:
         proc.terminate()
         try:
@@ -49,6 +58,12 @@ def bench_server():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def bench_server():
+    with bench_process("dsn_server.py", 50) as base:
+        yield base
 
 
 def get_json(url, body=None):
@@ -101,36 +116,9 @@ def _has_uvicorn():
     return subprocess.run([sys.executable, "-c", "import uvicorn"], capture_output=True).returncode == 0
 
 
-@contextlib.contextmanager
-def uvicorn_bench_server(script, preload):
-    """bench/<script> under uvicorn on a free port, with ``preload`` records: yields its base URL
-    once it answers /_bench/health, and stops it after."""
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bench", script), "--port", "0", "--preload", str(preload)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-        assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
-        base = "http://127.0.0.1:%s" % m.group(1)
-        for _ in range(100):  # uvicorn may start serving a moment after the socket is bound
-            try:
-                get_json(base + "/_bench/health")
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.mark.skipif(not _has_uvicorn(), reason="uvicorn is not installed (pip install uvicorn): bench/asgi_server.py needs it")
 def test_asgi_bench_server_mounts_dsn_sync_under_a_prefix(make_client):
-    with uvicorn_bench_server("asgi_server.py", 20) as base:
+    with bench_process("asgi_server.py", 20) as base:
         health = get_json(base + "/_bench/health")
         assert health["ok"] and health["records"] == 20 and health["url"].startswith(base + "/dsn/sync/")
         grant = get_json(base + "/_bench/token")
@@ -163,7 +151,7 @@ def test_asgi_bench_server_mounts_dsn_sync_under_a_prefix(make_client):
 def test_asgi_ceiling_server_speaks_the_harness_reference_protocol():
     """bench/asgi_ref.py (the ref_asgi peer): a write is acked with its seq, a pull from an older seq
     answers at once, and a waiting pull is answered by the next write, not by its timeout."""
-    with uvicorn_bench_server("asgi_ref.py", 5) as base:
+    with bench_process("asgi_ref.py", 5) as base:
         health = get_json(base + "/_bench/health")
         assert health["ok"] and health["records"] == 5 and health["seq"] == 5
         assert get_json(base + "/write", {"table": "w2", "key": "a", "data": {"v": 1}}) == {"ok": True, "seq": 6}
