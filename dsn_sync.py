@@ -3567,8 +3567,8 @@ def _refuse_constant(name):
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # built once, like _json_dumps (4.8 -> 2.9 us)
-_LARGE_OP = re.compile(rb'"op"\s*:\s*"(?:create|update|delete|batch)"')  # what may exceed max_read_request
-_LARGE_OPS = frozenset(("create", "update", "delete", "batch"))
+_LARGE_OPS = frozenset(_WRITE_OPS + ("batch",))  # the ops a request over max_read_request may have
+_LARGE_OP = re.compile(rb'"op"\s*:\s*"(?:%s)"' % "|".join(sorted(_LARGE_OPS)).encode())  # found before parsing
 MAX_DEPTH = 64  # nesting of arrays and objects in any request or record; deeper is `invalid`/`bad_request`
 
 
@@ -5534,9 +5534,10 @@ class _Deadlines:
     An ASGI server gives the app no socket to time out, and uvicorn closes
     no connection whose body trickles in, or that stops reading an answer.
     A request task that reads its body or sends a large answer registers
-    here (a dict entry, not a timer per request); once a second the timer
-    cancels the tasks past their deadline, and ``late(task)`` tells the
-    door that the CancelledError it caught was this, not a shutdown.
+    here for the span of a ``with book.bound(task, seconds):`` block (a dict
+    entry, not a timer per request); once a second the timer cancels the
+    tasks past their deadline.  Such a cancellation ends its block quietly
+    (the code after it handles the cut); any other, a shutdown's, goes on.
     """
 
     __slots__ = ("loop", "due", "expired", "timer")
@@ -5547,23 +5548,11 @@ class _Deadlines:
         self.expired = set()
         self.timer = None
 
-    def start(self, task, seconds):
+    def bound(self, task, seconds):
         self.due[task] = self.loop.time() + seconds
         if self.timer is None:
             self.timer = self.loop.call_later(1.0, self._check)
-
-    def stop(self, task):
-        self.due.pop(task, None)
-        self.expired.discard(task)
-
-    def late(self, task):
-        """True once if ``task`` was cancelled here; its cancellation is then taken back."""
-        if task not in self.expired:
-            return False
-        self.expired.discard(task)
-        if hasattr(task, "uncancel"):  # 3.11+: so the server's own timeouts still work on it
-            task.uncancel()
-        return True
+        return _Bound(self, task)
 
     def _check(self):
         now = self.loop.time()
@@ -5572,6 +5561,31 @@ class _Deadlines:
             self.expired.add(task)
             task.cancel()
         self.timer = self.loop.call_later(1.0, self._check) if self.due else None
+
+
+class _Bound:
+    """``_Deadlines.bound()``: the span of one deadline; swallows only the cancellation it caused."""
+
+    __slots__ = ("book", "task")
+
+    def __init__(self, book, task):
+        self.book, self.task = book, task
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        book, task = self.book, self.task
+        book.due.pop(task, None)
+        if task not in book.expired:
+            return False
+        book.expired.discard(task)
+        import asyncio
+        if kind is None or not issubclass(kind, asyncio.CancelledError):
+            return False
+        if hasattr(task, "uncancel"):  # 3.11+: so the server's own timeouts still work on the task
+            task.uncancel()
+        return True
 
 
 class _ASGIHandle:
@@ -5902,73 +5916,62 @@ class _ASGIDoor(Transport):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _deadline_book(self):
+    def _bounded(self, seconds):
+        """``with self._bounded(s):`` this request's task is cut after ``s`` seconds, ending the block."""
         import asyncio
         loop = asyncio.get_running_loop()
         book = self._deadlines
         if book is None or book.loop is not loop:
             book = self._deadlines = _Deadlines(loop)
-        return book, asyncio.current_task()
+        return book.bound(asyncio.current_task(), seconds)
 
     async def _read(self, receive, length):
         """The body (at most ``length`` bytes, else b"": not a frame), None if the client left, or a
         status: 408 when it is not all here within ``body_timeout``, 503 when ``max_buffered`` is full."""
-        import asyncio
-        book, task = self._deadline_book()
-        book.start(task, self.sync._server_options["body_timeout"])
         counted = 0
         try:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body = message.get("body", b"")
-            if not message.get("more_body"):  # the usual case: the whole body in one message, kept as it is
-                return body if len(body) <= length else b""
-            parts, size = [body], len(body)
-            while True:
-                if size > length:
-                    return b""  # more than it said: not a frame (400 from the engine)
-                if self.buffered + size - counted > self.max_buffered:
-                    return 503
-                self.buffered += size - counted
-                counted = size
+            with self._bounded(self.sync._server_options["body_timeout"]):
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return None
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                parts.append(chunk)
-                if not message.get("more_body"):
-                    return b"".join(parts) if size <= length else b""
-        except asyncio.CancelledError:
-            if book.late(task):
-                return 408
-            raise
+                body = message.get("body", b"")
+                if not message.get("more_body"):  # the usual case: the whole body in one message, kept as it is
+                    return body if len(body) <= length else b""
+                parts, size = [body], len(body)
+                while True:
+                    if size > length:
+                        return b""  # more than it said: not a frame (400 from the engine)
+                    if self.buffered + size - counted > self.max_buffered:
+                        return 503
+                    self.buffered += size - counted
+                    counted = size
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    parts.append(chunk)
+                    if not message.get("more_body"):
+                        return b"".join(parts) if size <= length else b""
+            return 408  # the block returns unless body_timeout cut it
         finally:
-            book.stop(task)
             self.buffered -= counted
 
     async def _send_large(self, send, body):
         """A body over ``piece`` bytes, in pieces: the server's flow control holds each until the
-        client reads, ``body_timeout`` bounds the whole, and ``max_unsent`` the bytes so held."""
-        import asyncio
+        client reads, ``body_timeout`` bounds the whole, and ``max_unsent`` the bytes so held.
+        Dropped or cut, the response is left incomplete and the server closes the connection."""
         size = len(body)
         if self.unsent + size > self.max_unsent:
-            return None  # dropped, as the standalone server does: left incomplete, the server closes the connection
-        book, task = self._deadline_book()
-        book.start(task, self.sync._server_options["body_timeout"])
+            return  # dropped at once, as the standalone server does
         self.unsent += size
         view = memoryview(body)
         try:
-            for at in range(0, size, self.piece):
-                await send({"type": "http.response.body", "body": bytes(view[at:at + self.piece]),
-                            "more_body": at + self.piece < size})
-        except asyncio.CancelledError:
-            if not book.late(task):
-                raise
-            # Not read within body_timeout: left incomplete, so the server closes the connection.
+            with self._bounded(self.sync._server_options["body_timeout"]):
+                for at in range(0, size, self.piece):
+                    await send({"type": "http.response.body", "body": bytes(view[at:at + self.piece]),
+                                "more_body": at + self.piece < size})
         finally:
-            book.stop(task)
             self.unsent -= size
 
     async def _respond(self, send, status, body, extra, content_type, origin, head_only=False):
@@ -6019,9 +6022,7 @@ class _ASGIDoor(Transport):
             headers += self._cors(origin)
             # The stream ends with its wait; a client that stops reading is cut body_timeout after that
             # (its send waits on the server's flow control meanwhile), the response left incomplete.
-            book, task = self._deadline_book()
-            book.start(task, wait.deadline - time.monotonic() + self.sync._server_options["body_timeout"])
-            try:
+            with self._bounded(wait.deadline - time.monotonic() + self.sync._server_options["body_timeout"]):
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 items = handle.items
                 while kind == "chunk":
@@ -6035,11 +6036,6 @@ class _ASGIDoor(Transport):
                     kind, data = await handle.get()
                 if kind == "end":
                     await send({"type": "http.response.body", "body": b""})
-            except asyncio.CancelledError:
-                if not book.late(task):
-                    raise
-            finally:
-                book.stop(task)
         finally:
             handle.gone = True
             watcher.cancel()
