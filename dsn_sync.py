@@ -977,7 +977,7 @@ class MemoryStore:
     mid_capacity = 100000  # newest (token, mid) answers remembered for idempotent retries
     page_bytes = 4 << 20  # a reset page or changes answer stops past this much record JSON, whatever page_size says
     page_scan = 20000  # log entries one reset page may walk under the lock, rows its reader may not see included
-    max_walk = 20000  # log slots one subscription-mode changes answer walks under the lock (a few ms); past it the client pulls again
+    max_walk = 20000  # log slots one changes answer walks under the lock (a few ms); past it the client pulls again
 
     def __init__(self):
         self.lock = threading.RLock()
@@ -1246,8 +1246,10 @@ class MemoryStore:
     def changes_since(self, seq, limit, view=EVERYTHING, subs=None):
         """(changes as UTF-8 JSON fragments, new cursor seq) for changes after ``seq``.
 
-        O(log n + changes since seq).  At most ``limit`` changes; the cursor
-        then stops at the last one carried, and the client pulls again.  A row
+        O(log n + changes since seq).  At most ``limit`` changes, from a walk
+        of at most ``max_walk`` log slots (changes to tables the view may not
+        read are walked too); the cursor then stops where the answer ends,
+        and the client pulls again.  A row
         the view's rules hide is carried as a deletion (it may have been
         visible before this change).  With ``subs`` (a client's held
         _Subscriptions) only the changes those select, tagged (_changes_for).
@@ -1260,7 +1262,12 @@ class MemoryStore:
             size = 0
             cursor = self.seq
             tables, rules = view.tables, view.rules
-            for i in range(bisect.bisect_right(seqs, seq), len(seqs)):
+            start = bisect.bisect_right(seqs, seq)
+            end = len(seqs)
+            if end - start > self.max_walk:  # rows of tables it may not read are walked too: stop, it pulls again
+                end = start + self.max_walk
+                cursor = seqs[end - 1]
+            for i in range(start, end):
                 entry = entries[i]
                 if entry.seq != seqs[i]:
                     continue
@@ -1425,31 +1432,39 @@ class MemoryStore:
         return index
 
     def _candidates(self, filters, after, snap):
-        """The live entries that ``filters`` may select with ``after < seq <= snap``, in seq order.
+        """(the live entries ``filters`` may select with ``after < seq <= snap``, in seq order; the seq searched to).
 
-        From the indexes when every filter names its keys or an indexed field;
-        otherwise from a walk of the log (a predicate or a whole table).
+        From the indexes when every filter names its keys or an indexed field
+        and they select at most ``page_scan`` rows: then the search reaches
+        ``snap``.  Otherwise (a predicate, a whole table, a value most rows
+        share) from a walk of at most ``page_scan`` log slots, so one page never
+        holds the lock for a walk of the whole log; the next page goes on from
+        the seq returned.
         """
         if all(f.kind == "eq" for f in filters.values()):
-            found = []
+            sources, total = [], 0
             for table, f in filters.items():
-                rows = self._data.get(table, {})
                 if f.keys is not None:
-                    keys = f.keys
+                    sets = [f.keys]
                 else:
                     index = self._index(table, f.by)
-                    keys = set()
-                    for value in f.fields[f.by]:
-                        keys.update(index.get(value, ()))
-                for key in keys:
-                    entry = rows.get(key)
-                    if entry is not None and entry.data is not None and after < entry.seq <= snap:
-                        found.append(entry)
-            found.sort(key=lambda e: e.seq)
-            return found
+                    sets = [index[v] for v in f.fields[f.by] if v in index]
+                total += sum(map(len, sets))
+                sources.append((self._data.get(table, {}), sets))
+            if total <= self.page_scan:
+                found = []
+                for rows, sets in sources:
+                    for key in set().union(*sets):
+                        entry = rows.get(key)
+                        if entry is not None and entry.data is not None and after < entry.seq <= snap:
+                            found.append(entry)
+                found.sort(key=lambda e: e.seq)
+                return found, snap
         seqs, entries = self._log_seq, self._log_entry
         lo, hi = bisect.bisect_right(seqs, after), bisect.bisect_right(seqs, snap)
-        return [e for s, e in zip(seqs[lo:hi], entries[lo:hi]) if e.seq == s and e.data is not None and e.table in filters]
+        stop = min(hi, lo + self.page_scan)
+        found = [e for s, e in zip(seqs[lo:stop], entries[lo:stop]) if e.seq == s and e.data is not None and e.table in filters]
+        return found, (snap if stop == hi else seqs[stop - 1])
 
     def subscription_page(self, filters, snap, after, limit, view=EVERYTHING):
         """One page of a subscription's rows: (``{table: {key: record}}`` as UTF-8 JSON, last seq, more).
@@ -1457,24 +1472,29 @@ class MemoryStore:
         ``filters`` is one subscription's ``{table: _Filter}``.  Like
         snapshot_page(): rows in seq order from ``after`` up to ``snap``, a row
         changed since ``snap`` left to the changes after it.  An equality
-        filter is served from its index: O(rows selected), whatever the table's size.
+        filter is served from its index: O(rows selected), whatever the table's
+        size.  Otherwise a page walks at most ``page_scan`` log slots, and may
+        then hold few rows, or none, and say ``more``.
         """
         with self.lock:
             filters = {t: f for t, f in filters.items() if t in self._data and view.may_see_table(t)}
             records = {t: [] for t in filters}
             rules = view.rules
             n = size = 0
-            last, more = after, False
-            for entry in self._candidates(filters, after, snap):
+            found, searched = self._candidates(filters, after, snap)
+            last, more = searched, searched < snap
+            for entry in found:
                 if not filters[entry.table].matches(self, entry) or (rules and not view.row_visible(entry)):
                     continue
                 if n >= limit or size >= self.page_bytes:
-                    more = True  # one more row exists: the last page is never empty
+                    more = True  # one more row exists: the last page is rarely empty
                     break
                 records[entry.table].append(b"".join((_key_json(entry.key), b":", entry.data)))
                 last = entry.seq
                 n += 1
                 size += len(entry.data)
+            else:
+                last = searched
         blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
         return blob, (last if more else snap), more
 

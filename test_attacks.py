@@ -660,6 +660,44 @@ def test_a_reset_page_walks_a_bounded_part_of_the_log_whatever_rules_hide(make_s
     assert sorted(client.get_all("docs")) == ["d0999", "d1999", "d2999"]
 
 
+def test_a_changes_answer_walks_a_bounded_part_of_the_log_whatever_tables_it_skips(make_server, make_raw, make_client):
+    """A reader of one small table, its cursor behind a large batch to another table, made
+    one changes answer walk every change it may not read under the store's lock.  An answer
+    now walks at most max_walk log slots: its cursor stops there, with no changes or few,
+    and the next pull goes on; every change the reader may read still arrives, once."""
+    sync = make_server()
+    sync.define_table("big", {"key": "id", "fields": None})
+    sync.define_table("small", {"key": "id", "fields": None})
+    token = sync.issue_token("ann", read=["small"])
+    raw = make_raw(sync, token)
+    assert raw.call("hello")[1]["ok"]
+    page = raw.call("pull", since=None, wait=0)[1]
+    assert page["ok"] and not page["more"], page
+    cursor = {"epoch": page["epoch"], "seq": page["seq"], "sv": page["sv"]}
+    with sync.batch():
+        for i in range(3000):
+            sync.sync("big", "b%04d" % i, {"i": i})
+            if i % 1000 == 999:
+                sync.sync("small", "s%d" % i, {"i": i})
+    sync._store.max_walk = 500
+    answers, got = 0, []
+    while True:
+        answer = raw.call("pull", since=cursor, wait=0)[1]
+        assert answer["ok"] and not answer.get("reset"), answer
+        answers += 1
+        got += [(t, k) for t, k, _ in answer["changes"]]
+        if answer["seq"] == cursor["seq"]:
+            break
+        assert answer["seq"] > cursor["seq"]
+        cursor["seq"] = answer["seq"]
+    assert got == [("small", "s999"), ("small", "s1999"), ("small", "s2999")]
+    assert cursor["seq"] == sync.stats()["seq"]
+    assert answers >= 3003 // 500, "one answer walked the whole batch before: %d answers" % answers
+    client = make_client(sync.get_url(), token)
+    assert client.wait_ready(20)
+    assert sorted(client.get_all("small")) == ["s1999", "s2999", "s999"]
+
+
 def test_a_record_with_too_many_fields_is_invalid(make_server, make_raw):
     sync = make_server()
     sync.define_table("wide", {"key": "id", "fields": None})

@@ -355,6 +355,50 @@ def test_a_full_reset_pages_every_subscription_in_id_order_and_a_shared_row_come
     assert m.pull()["changes"] == []
 
 
+def test_a_subscription_page_walks_a_bounded_part_of_the_log(server, make_raw):
+    """A predicate, or a value most rows share, made every page of a reset collect the whole
+    table's log under the store's lock (a rare predicate: one page holding the lock for all
+    of it; a common value: the same set rebuilt for each page).  A page now walks at most
+    page_scan log slots; it may hold few rows, or none, and say more, and the reset still
+    brings every row selected."""
+    sync = server(page_size=400)
+    calls = []
+
+    @sync.subscription("rare")
+    def rare(ctx, params):
+        def pred(record):
+            calls.append(record["n"])
+            return record["n"] % 1000 == 999
+        return {"messages": pred}
+    fill(sync, ["lobby", "dev", "dev"] * 1000)
+    private(sync, "store").page_scan = 500
+    m = Mirror(make_raw(sync), {"l": room_sub("lobby"), "r": {"name": "rare", "params": {}}})
+    walked, ask = [], m.ask
+
+    def counted(**fields):
+        before = len(calls)
+        answer = ask(**fields)
+        walked.append(len(calls) - before)
+        return answer
+    m.ask = counted
+    pages = m.walk_full(m.ask(since=None, wait=0))
+    assert max(walked) <= 500, "messages judged per page: %r" % walked
+    by_sub = {}
+    for page in pages:
+        by_sub.setdefault(page["sub"], []).append(page)
+    assert len(by_sub["r"]) >= 3000 // 500, "a page walked the whole log before: %d pages" % len(by_sub["r"])
+    assert len(by_sub["l"]) >= 3000 // 500, "the 1,000 lobby rows are more than page_scan: walked too"
+    assert m.table("messages") == selected(sync, "messages", lambda k, r: r["room"] == "lobby" or r["n"] % 1000 == 999)
+    assert {k for (t, k), ids in m.member.items() if "r" in ids} == {"m999", "m1999", "m2999"}
+    assert len(calls) <= 3000 + len(sync.get_all("rooms")), "each message is judged once in the reset"
+    # a value few rows share is still served from its index, in pages of page_size
+    sync.sync("rooms", "ops", {"title": "Ops"})
+    sync.sync("messages", "ops1", {"room": "ops", "n": 1})
+    ops = Mirror(make_raw(sync), {"o": room_sub("ops")})
+    assert len(ops.reset()) == 1 and set(ops.rows) == {("rooms", "ops"), ("messages", "ops1")}
+    assert ops.pull()["changes"] == []
+
+
 def test_a_full_reset_with_no_subscriptions_is_one_empty_page(server, make_raw):
     sync = server()
     fill(sync, ["lobby", "dev"])
