@@ -4677,9 +4677,9 @@ class _Conn:
     """
 
     __slots__ = ("sock", "raw", "tls", "buf", "deadline", "head", "started", "bytes_in", "served",
-                 "lock", "out", "then", "reserved")
+                 "lock", "out", "then", "reserved", "peer")
 
-    def __init__(self, sock, tls):
+    def __init__(self, sock, tls, peer=None):
         self.sock = self.raw = sock
         self.tls = tls  # True until the TLS handshake is done (False without TLS)
         self.buf = bytearray()
@@ -4692,6 +4692,18 @@ class _Conn:
         self.out = None
         self.then = None
         self.reserved = 0  # bytes of the unread body counted against the server's body budget
+        self.peer = peer  # the client's address (an IPv6 one by its /64): its share of that budget
+
+
+def _peer(client_address):
+    """The part of a client's address that one client may be assumed to own: an IPv4 address, an IPv6 /64."""
+    host = client_address[0] if isinstance(client_address, tuple) and client_address else ""
+    if ":" in host and not host.startswith("::ffff:"):
+        try:
+            return socket.inet_pton(socket.AF_INET6, host.split("%")[0])[:8]
+        except (OSError, ValueError):
+            pass
+    return host
 
 
 def _within_descriptors(max_connections, reserve=64):
@@ -4755,6 +4767,7 @@ class _Server(socketserver.TCPServer, Transport):
     linger = 0.002  # seconds a worker waits for a keep-alive client's next request before handing it on
     max_pipeline = 16  # requests answered per worker turn; then the connection queues again behind others
     max_buffered = 64 << 20  # bytes of request bodies being received, across every connection
+    max_buffered_per_address = 16 << 20  # of which one client address may hold (a proxy in front is one address)
     max_unsent = 256 << 20  # bytes of answers waiting for slow readers, across every connection
 
     def __init__(self, address, engine, feed, static, ssl_context, max_connections, max_body, allow_origins,
@@ -4773,6 +4786,7 @@ class _Server(socketserver.TCPServer, Transport):
         self.workers = workers
         self.bytes_in = self.bytes_out = 0
         self._buffered = self._unsent = 0
+        self._buffered_by = {}  # {peer: bytes of max_buffered it holds}
         self._conns = set()
         self._lock = threading.Lock()
         self._work = queue.SimpleQueue()
@@ -4813,7 +4827,7 @@ class _Server(socketserver.TCPServer, Transport):
         with self._lock:
             full = len(self._conns) >= self.max_connections
             if not full:
-                conn = _Conn(request, self.ssl_context is not None)
+                conn = _Conn(request, self.ssl_context is not None, _peer(client_address))
                 self._conns.add(conn)
         if full:
             try:
@@ -5089,8 +5103,7 @@ class _Server(socketserver.TCPServer, Transport):
             return self._dispatch(conn, path, body, keep_alive, origin)
         finally:
             if reserved:
-                with self._lock:
-                    self._buffered -= reserved
+                self._unreserve(conn.peer, reserved)
 
     def _read_head(self, conn):
         """Parse the head once it is complete; False while it is not.  _HTTPFault(431/400) on a bad one."""
@@ -5162,18 +5175,27 @@ class _Server(socketserver.TCPServer, Transport):
         more = len(conn.buf) - conn.reserved
         if more <= 0:
             return True
+        peer = conn.peer
         with self._lock:
-            if self._buffered + more > self.max_buffered:
+            held = self._buffered_by.get(peer, 0) + more
+            if self._buffered + more > self.max_buffered or held > self.max_buffered_per_address:
                 return False
             self._buffered += more
+            self._buffered_by[peer] = held
         conn.reserved += more
         return True
 
     def _release_reservation(self, conn):
         if conn.reserved:
-            with self._lock:
-                self._buffered -= conn.reserved
+            self._unreserve(conn.peer, conn.reserved)
             conn.reserved = 0
+
+    def _unreserve(self, peer, size):
+        with self._lock:
+            self._buffered -= size
+            left = self._buffered_by.pop(peer) - size
+            if left:
+                self._buffered_by[peer] = left
 
     # -- Transport: the feed's calls ------------------------------------------
     def deliver(self, wait, body):
