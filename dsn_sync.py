@@ -4769,6 +4769,7 @@ class _Server(socketserver.TCPServer, Transport):
     max_buffered = 64 << 20  # bytes of request bodies being received, across every connection
     max_buffered_per_address = 16 << 20  # of which one client address may hold (a proxy in front is one address)
     max_unsent = 256 << 20  # bytes of answers waiting for slow readers, across every connection
+    max_unsent_per_address = 64 << 20  # of which one client address may hold
 
     def __init__(self, address, engine, feed, static, ssl_context, max_connections, max_body, allow_origins,
                  idle_timeout, header_timeout, body_timeout, workers=32, ipv6=False, reuse_port=False):
@@ -4787,6 +4788,7 @@ class _Server(socketserver.TCPServer, Transport):
         self.bytes_in = self.bytes_out = 0
         self._buffered = self._unsent = 0
         self._buffered_by = {}  # {peer: bytes of max_buffered it holds}
+        self._unsent_by = {}  # {peer: bytes of max_unsent it holds}
         self._conns = set()
         self._lock = threading.Lock()
         self._work = queue.SimpleQueue()
@@ -4943,7 +4945,7 @@ class _Server(socketserver.TCPServer, Transport):
                     break
                 with self._lock:
                     self.bytes_out += sent
-                    self._unsent -= sent
+                    self._count_unsent(conn.peer, -sent)
                 if sent == len(out[0]):
                     out.popleft()
                 else:
@@ -4951,7 +4953,7 @@ class _Server(socketserver.TCPServer, Transport):
             if out:
                 left = sum(map(len, out))
                 with self._lock:
-                    self._unsent -= left
+                    self._count_unsent(conn.peer, -left)
             then, conn.out, conn.then = conn.then, None, None
             return ok, then
 
@@ -5190,6 +5192,15 @@ class _Server(socketserver.TCPServer, Transport):
             self._unreserve(conn.peer, conn.reserved)
             conn.reserved = 0
 
+    def _count_unsent(self, peer, size):
+        """Add ``size`` (negative: sent or dropped) to the unsent bytes, the peer's share too; under _lock."""
+        self._unsent += size
+        left = self._unsent_by.get(peer, 0) + size
+        if left:
+            self._unsent_by[peer] = left
+        else:
+            self._unsent_by.pop(peer, None)
+
     def _unreserve(self, peer, size):
         with self._lock:
             self._buffered -= size
@@ -5278,7 +5289,7 @@ class _Server(socketserver.TCPServer, Transport):
             if conn.out is not None:  # the reactor is still sending earlier parts: queue behind them
                 pending = sum(map(len, parts))
                 with self._lock:
-                    self._unsent += pending
+                    self._count_unsent(conn.peer, pending)
                 conn.out.extend(parts)
                 conn.then = then
                 return False
@@ -5299,9 +5310,10 @@ class _Server(socketserver.TCPServer, Transport):
             if parts:
                 pending = sum(map(len, parts))
                 with self._lock:
-                    over = self._unsent + pending > self.max_unsent
+                    over = (self._unsent + pending > self.max_unsent
+                            or self._unsent_by.get(conn.peer, 0) + pending > self.max_unsent_per_address)
                     if not over:
-                        self._unsent += pending
+                        self._count_unsent(conn.peer, pending)
                 if over:  # answers nobody reads may not pile up: this one is dropped, and it pulls again
                     parts = None
                 else:
@@ -5338,7 +5350,7 @@ class _Server(socketserver.TCPServer, Transport):
         if out:
             left = sum(map(len, out))
             with self._lock:
-                self._unsent -= left
+                self._count_unsent(conn.peer, -left)
         try:
             conn.sock.close()
         except OSError:

@@ -61,6 +61,15 @@ def slow_socket(port, rcvbuf=4096):
     return s
 
 
+def slow_socket_from(source, port, rcvbuf=4096):
+    """slow_socket() from another loopback address (127.0.0.2...): a client on another host."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
 # -----------------------------------------------------------------------------
 # 1. Slow readers
 # -----------------------------------------------------------------------------
@@ -113,6 +122,46 @@ def test_slow_readers_are_cut_after_body_timeout(make_server, slow_readers):
     wait_until(lambda: sync.stats()["connections"] == 0, timeout=10,
                what=lambda: "slow readers still connected 10 s after body_timeout=1: %r" % sync.stats())
     print("32 slow readers cut %.1f s after they filled their buffers" % (time.monotonic() - started))
+
+
+def test_one_address_holds_at_most_its_share_of_the_unsent_answers(make_server, monkeypatch):
+    """Connections from one host that ask and never read filled max_unsent, and every other
+    client's answer that the kernel would not take at once was dropped (connection closed).
+    One address now holds at most max_unsent_per_address; another address is still answered."""
+    monkeypatch.setattr(dsn_sync._Server, "max_unsent", 2 << 20)
+    monkeypatch.setattr(dsn_sync._Server, "max_unsent_per_address", 1 << 20, raising=False)
+    sync = make_server(body_timeout=30.0)
+    held = []
+    try:
+        for _ in range(40):
+            s = slow_socket(sync.port)
+            held.append(s)
+            s.sendall(PIPELINED_GETS)
+        time.sleep(1.0)  # the answers the kernel would not take are queued or dropped by now
+        with open(os.path.join(os.path.dirname(dsn_sync.__file__), "dsn_client.js"), "rb") as f:
+            size = len(f.read())
+        # Another host on a slow link asks for more than the kernel holds (its first megabytes),
+        # then reads: the rest must queue in the server, which had no room left for it.
+        other = slow_socket_from("127.0.0.2", sync.port)
+        held.append(other)
+        other.sendall(b"GET /dsn_client.js HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
+        time.sleep(1.0)  # a pause in its reading: the kernel's buffers fill, the rest waits in the server
+        got = bytearray()
+        other.settimeout(10)
+        while len(got) < 20 * size:
+            try:
+                chunk = other.recv(1 << 16)
+            except OSError:
+                break
+            if not chunk:
+                break
+            got += chunk
+        answers = got.count(b"HTTP/1.1 200 OK")
+        assert answers == 20 and len(got) > 20 * size, "another address got %d of 20 answers (%d bytes), " \
+            "then the connection closed" % (answers, len(got))
+    finally:
+        for s in held:
+            s.close()
 
 
 def test_pipelined_requests_are_capped_per_worker_turn(make_server, make_raw):
