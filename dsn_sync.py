@@ -183,7 +183,35 @@ def b64u_decode(text):
 # Compact UTF-8 JSON; NaN and infinities are refused because JSON.parse refuses
 # them.  One encoder built once: json.dumps() with options builds a new encoder
 # per call (2.6 us versus 1.4 us for a small answer here).
-_json_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_json_checked = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _fast_json():
+    """_json_checked's output from the C encoder, built once rather than per call (0.7 us against
+    1.9 us for a small answer here: two per write).  Without the cycle check; a cycle, like too
+    deep a nesting, ends in RecursionError, and then _json_checked tells which it was.  None where
+    the interpreter has no C encoder (or one called otherwise): _json_checked is used."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        encode = make(None, _json_checked.__self__.default, json.encoder.encode_basestring, None, ":", ",",
+                      False, False, False)
+        if "".join(encode({"a": [1, 2.5, None, True, "\u00e9"]}, 0)) != '{"a":[1,2.5,null,true,"\u00e9"]}':
+            return None
+    except Exception:
+        return None
+    join = "".join
+
+    def dumps(obj):
+        try:
+            return join(encode(obj, 0))
+        except RecursionError:
+            return _json_checked(obj)
+    return dumps
+
+
+_json_dumps = _fast_json() or _json_checked
 
 
 def hkdf_extract(salt, ikm):

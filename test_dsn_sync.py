@@ -460,6 +460,37 @@ def test_record_nesting_limit_by_depth_not_by_brackets():
     assert sync.stats()["seq"] == 2, "only the two good records reach the feed"
 
 
+def test_the_fast_json_encoder_writes_what_the_checked_one_writes():
+    """_json_dumps runs the C encoder built once (two calls a write); _json_checked is the stdlib's
+    own path. Their text must be the same for every value, and their refusals too."""
+    assert dsn_sync._json_dumps is not dsn_sync._json_checked, "the fast encoder was not built here"
+    rng = random.Random(7)
+    texts = ["", "plain", "\u00e9\u4e2d\U0001f600", "quote\" back\\ slash", "\x00\x1f\x7f ctrl", "\u2028\u2029", "</script>"]
+    scalars = [0, -1, 2 ** 70, -2 ** 70, 0.1, -0.0, 1e300, 5e-324, 1.0, True, False, None] + texts
+
+    def value(depth):
+        kind = rng.random()
+        if depth > 4 or kind < 0.5:
+            return rng.choice(scalars)
+        if kind < 0.75:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        keys = texts + [1, -5, 2.5, True, None]
+        return {rng.choice(keys): value(depth + 1) for _ in range(rng.randrange(4))}
+    for _ in range(2000):
+        v = value(0)
+        assert dsn_sync._json_dumps(v) == dsn_sync._json_checked(v) == json.dumps(
+            v, separators=(",", ":"), ensure_ascii=False), v
+    loop = []
+    loop.append(loop)
+    for bad, error in ((float("nan"), ValueError), ({"a": float("inf")}, ValueError), ({"s": {1}}, TypeError),
+                       ({(1, 2): 3}, TypeError), (loop, ValueError), (_nest(5000), RecursionError)):
+        with pytest.raises(error) as fast:
+            dsn_sync._json_dumps(bad)
+        with pytest.raises(error) as checked:
+            dsn_sync._json_checked(bad)
+        assert str(fast.value) == str(checked.value)
+
+
 def test_sync_stores_what_clients_receive():
     sync = dsn_sync.DSNSync(port=0)
     for data in ({1: "int key"}, {"t": (1, 2)}, {"n": {2: "x"}}):
