@@ -634,6 +634,11 @@ class View:
     """
 
     __slots__ = ("tables", "rules", "sub", "claims", "rules_key")
+    # Answers kept per entry, the oldest dropped first: with a token per user every user is
+    # a claim set of its own, and a cache without a bound grew by rows x users (each
+    # user's reset walks every row).  A change fanned out to many tabs of few users still
+    # costs one evaluation each.
+    max_answers = 8
 
     def __init__(self, tables=None, rules=None, sub=None, claims=None):
         self.tables = tables
@@ -662,6 +667,8 @@ class View:
             except Exception:
                 log.exception("the @can_read('%s') rule raised for key %r; the row stays hidden", entry.table, entry.key)
                 answer = False
+            if len(seen) >= self.max_answers:
+                del seen[next(iter(seen))]
             seen[self.rules_key] = answer
         return answer
 

@@ -798,6 +798,41 @@ def test_a_changes_answer_walks_a_bounded_part_of_the_log_whatever_tables_it_ski
     assert sorted(client.get_all("small")) == ["s1999", "s2999", "s999"]
 
 
+def test_row_rule_answers_kept_per_row_are_bounded_whatever_the_number_of_users(make_server, make_raw):
+    """Each row kept its @can_read answer for every claim set that ever read it: with a token
+    per user, rows x users answers (each user's reset walks every row). A row now keeps
+    View.max_answers of them, the oldest dropped; every user still sees exactly their rows,
+    and a second token of a recent user costs no rule call."""
+    sync = make_server()
+    sync.define_table("docs", {"key": "id", "fields": None})
+    calls = []
+
+    @sync.can_read("docs")
+    def mine(record, ctx):
+        calls.append(ctx.sub)
+        return record.get("owner") == ctx.sub
+    users = ["u%02d" % i for i in range(20)]
+    with sync.batch():
+        for i in range(100):
+            sync.sync("docs", "d%03d" % i, {"owner": users[i % 20]})
+
+    def reset_as(user):
+        raw = make_raw(sync, sync.issue_token(user))
+        assert raw.call("hello")[1]["ok"]
+        page = raw.call("pull", since=None, wait=0)[1]
+        assert page["ok"] and not page["more"], page
+        return sorted(page["records"]["docs"])
+    for user in users:
+        assert reset_as(user) == ["d%03d" % i for i in range(100) if users[i % 20] == user]
+    kept = max(len(e.seen or ()) for e in sync._store._data["docs"].values())
+    assert kept <= getattr(dsn_sync.View, "max_answers", 8) < len(users), "a row kept %d answers for %d users" % (kept, len(users))
+    before = len(calls)
+    assert reset_as(users[-1]) == ["d%03d" % i for i in range(100) if i % 20 == 19]
+    assert len(calls) == before, "a recent user's second token re-ran the rule"
+    assert reset_as(users[0]) == ["d%03d" % i for i in range(100) if i % 20 == 0]
+    assert len(calls) == before + 100, "the oldest answers were dropped: the rule runs again for every row"
+
+
 def test_a_record_with_too_many_fields_is_invalid(make_server, make_raw):
     sync = make_server()
     sync.define_table("wide", {"key": "id", "fields": None})
