@@ -121,9 +121,12 @@ def start_wsgi(max_wait=WSGI_MAX_WAIT, poll=WSGI_POLL, max_held=WSGI_MAX_HELD, t
 
     def stop():
         sync.stop()
-        server.close()
+        # Closed from its own loop thread: server.close() from here closed sockets under a
+        # select() running there (EBADF in that thread, now and then); an empty map ends the loop.
+        server.trigger.pull_trigger(lambda: waitress.wasyncore.close_all(server._map))
         server.task_dispatcher.shutdown(timeout=2)
         thread.join(5)
+        assert not thread.is_alive(), "waitress's loop did not end"
     return Door("wsgi", sync, server.socket.getsockname()[1], "/dsn", stop)
 
 
