@@ -2396,7 +2396,10 @@ class DSNClient {
     }
     if (answer === STREAMED) return;
     await this._applyPull(answer, fields);
-    if (this._serverPoll && !answer.reset && !answer.changes?.length && (wait === 0 || Date.now() - began < wait * 500)) {
+    // Answered at once with nothing, its cursor where it was: the server asks for pacing. (A
+    // cursor that moved is catching up past changes this token may not read: pull on.)
+    const moved = Boolean(since) && answer.seq !== since.seq;
+    if (this._serverPoll && !answer.reset && !answer.changes?.length && !moved && (wait === 0 || Date.now() - began < wait * 500)) {
       await this._sleep(this._serverPoll * 1000);
     }
   }

@@ -164,6 +164,40 @@ def test_one_address_holds_at_most_its_share_of_the_unsent_answers(make_server, 
             s.close()
 
 
+def test_one_answer_larger_than_an_address_share_still_goes_out(make_server, monkeypatch):
+    """An address holding nothing may queue one answer, however large: else a record bigger
+    than the share could never reach a slow reader, which would pull it again for ever."""
+    monkeypatch.setattr(dsn_sync._Server, "max_unsent_per_address", 16 << 10, raising=False)
+    sync = make_server(body_timeout=30.0)
+    with open(os.path.join(os.path.dirname(dsn_sync.__file__), "dsn_client.js"), "rb") as f:
+        size = len(f.read())
+    s = slow_socket(sync.port)
+    try:
+        # more than the kernel's buffers hold, and a pause in reading: the answers then queue one by one
+        s.sendall(b"GET /dsn_client.js HTTP/1.1\r\nHost: x\r\n\r\n" * 19
+                  + b"GET /dsn_client.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        time.sleep(1.0)
+        got = read_to_end(s, 10)
+        assert got.count(b"HTTP/1.1 200 OK") == 20 and len(got) > 20 * size, \
+            "%d answers, %d bytes, then the connection closed" % (got.count(b"HTTP/1.1 200 OK"), len(got))
+    finally:
+        s.close()
+
+
+def read_to_end(s, timeout):
+    """Everything ``s`` receives until its peer closes (or ``timeout`` seconds pass quietly)."""
+    got = bytearray()
+    s.settimeout(timeout)
+    while True:
+        try:
+            chunk = s.recv(1 << 16)
+        except OSError:
+            return bytes(got)
+        if not chunk:
+            return bytes(got)
+        got += chunk
+
+
 def test_pipelined_requests_are_capped_per_worker_turn(make_server, make_raw):
     """One worker; a connection pipelining 5000 requests does not keep it from another client's hello."""
     sync = make_server(workers=1)
@@ -429,6 +463,22 @@ def test_one_address_holds_at_most_its_share_of_the_body_budget(make_server, mon
         for s in attackers + [other]:
             if s is not None:
                 s.close()
+
+
+def test_a_body_of_max_body_is_read_whatever_the_budgets_say(make_server, monkeypatch):
+    """max_body may be set above the per-address share (or the whole budget): one such body,
+    alone on the server, must still be read and judged, not refused with 503 for ever."""
+    body_size = 2 << 20
+    monkeypatch.setattr(dsn_sync._Server, "max_buffered", 1 << 20)
+    monkeypatch.setattr(dsn_sync._Server, "max_buffered_per_address", 512 << 10, raising=False)
+    sync = make_server(max_body=body_size, body_timeout=10.0)
+    s = socket.create_connection(("127.0.0.1", sync.port), timeout=10)
+    try:
+        s.sendall(("POST /sync/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                   % (sync.instance, body_size)).encode() + b"\x01" + bytes(body_size - 1))
+        assert s.recv(100)[:12] == b"HTTP/1.1 400", "a whole body of max_body bytes was not read"
+    finally:
+        s.close()
 
 
 def test_an_ipv6_client_is_one_address_by_its_64_bit_prefix():
@@ -831,6 +881,46 @@ def test_row_rule_answers_kept_per_row_are_bounded_whatever_the_number_of_users(
     assert len(calls) == before, "a recent user's second token re-ran the rule"
     assert reset_as(users[0]) == ["d%03d" % i for i in range(100) if i % 20 == 0]
     assert len(calls) == before + 100, "the oldest answers were dropped: the rule runs again for every row"
+
+
+def test_a_change_runs_a_row_rule_once_per_user_however_many_tokens_wait(make_server, make_raw):
+    """The feed shared one changes walk only among pulls of one token, so each token judged
+    the row again, and past View.max_answers users the cached answer was gone by the time a
+    user's second token came: 12 users with 2 tokens each made 16 rule calls for one change.
+    Pulls of the same claims (every token of one user) now share one walk: 12 calls."""
+    sync = make_server()
+    sync.define_table("docs", {"key": "id", "fields": None})
+    calls = []
+
+    @sync.can_read("docs")
+    def mine(record, ctx):
+        calls.append(ctx.sub)
+        return record.get("owner") == ctx.sub
+    users = ["u%02d" % i for i in range(12)]
+    raws = [make_raw(sync, sync.issue_token(u)) for _ in range(2) for u in users]  # u00..u11, then again
+    cursors = []
+    for raw in raws:
+        assert raw.call("hello")[1]["ok"]
+        page = raw.call("pull", since=None, wait=0)[1]
+        cursors.append({"epoch": page["epoch"], "seq": page["seq"], "sv": page["sv"]})
+    answers = [None] * len(raws)
+
+    def pull(i):
+        answers[i] = raws[i].call("pull", since=cursors[i], wait=20)[1]
+    threads = []
+    for i in range(len(raws)):  # parked in this order: each user's first token, then each one's second
+        threads.append(threading.Thread(target=pull, args=(i,), daemon=True))
+        threads[-1].start()
+        wait_until(lambda: sync.stats()["waiting"] == i + 1, 10, "pull %d parked" % i)
+    del calls[:]
+    sync.sync("docs", "d1", {"owner": "u03"})
+    for t in threads:
+        t.join(20)
+    assert all(a and a["ok"] for a in answers), answers
+    for raw_user, answer in zip(users * 2, answers):
+        want = [["docs", "d1", {"owner": "u03"}]] if raw_user == "u03" else [["docs", "d1", None]]
+        assert answer["changes"] == want, (raw_user, answer)
+    assert sorted(calls) == users, "rule calls for one change: %r" % sorted(calls)
 
 
 def test_a_record_with_too_many_fields_is_invalid(make_server, make_raw):

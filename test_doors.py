@@ -477,6 +477,29 @@ def test_wsgi_clients_poll_at_the_pace_hello_gives():
         door.stop()
 
 
+def test_wsgi_clients_do_not_pause_while_their_cursor_is_catching_up():
+    """A changes answer may end short of the store (max_walk slots walked) with nothing the
+    token may read: its cursor moved, so the client pulls again at once. It used to take
+    such an answer for "nothing new" and pause hello's `poll` each time (here 30 s)."""
+    door = start_wsgi(max_wait=5, poll=30.0)
+    try:
+        door.sync.define_table("big", {"key": "id", "fields": None})
+        door.sync.define_table("small", {"key": "id", "fields": None})
+        token = door.sync.issue_token("ann", read=["small"])
+        with dsn_sync.connect(door.url, token, wait=25) as client:
+            assert client.wait_ready(10), client.status
+            _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the client's pull to be held")
+            door.sync._store.max_walk = 500
+            with door.sync.batch():
+                for i in range(3000):
+                    door.sync.sync("big", "b%d" % i, {"i": i})
+                door.sync.sync("small", "s", {"v": 1})
+            _wait_for(lambda: client.get("small", "s") == {"v": 1}, timeout=10,
+                      what="the change after 3,000 it may not read (six answers of 500 slots)")
+    finally:
+        door.stop()
+
+
 # -----------------------------------------------------------------------------
 # Streamed pulls (PROTOCOL.md 6)
 # -----------------------------------------------------------------------------

@@ -402,3 +402,24 @@ test('stream: over a real socket with the platform fetch, chunks that cut messag
   await waitFor(() => server.parked.length === 1, 'the next long poll, once the stream ended');
   assert.deepEqual(server.requests.at(-1).since, { epoch: 'e1', seq: 12, sv: 1 });
 });
+
+test('a server asking for pacing: an empty answer whose cursor moved is pulled on at once, not paced', async (t) => {
+  // A changes answer may stop after max_walk log slots with nothing this token may read; its
+  // cursor moved, so the client is catching up, not idle. Pacing it (30 s here) stalled it.
+  const server = fakeServer((request) => {
+    if (request.op === 'hello') return { ...hello, poll: 30 };
+    if (request.op === 'pull' && request.since === null) return emptyReset;
+    if (request.op === 'pull' && request.since.seq < 1000) return { epoch: 'e1', seq: request.since.seq + 500, changes: [] };
+    if (request.op === 'pull' && request.since.seq === 1000) return { epoch: 'e1', seq: 1001, changes: [['t', 'k', { v: 1 }]] };
+    if (request.op === 'pull' && request.since.seq === 1001) return { epoch: 'e1', seq: 1001, changes: [] };
+    return undefined;
+  });
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, fetch: server.fetch });
+  t.after(() => client.close());
+  await client.ready;
+  await waitFor(async () => (await client.get('t', 'k'))?.v === 1, 'the change after two empty answers that moved the cursor', 5000);
+  // ...while an empty answer that left the cursor where it was is still paced
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const at1001 = server.requests.filter((r) => r.op === 'pull' && r.since?.seq === 1001).length;
+  assert.equal(at1001, 1, 'pulled again at once after an answer that did not move the cursor');
+});
