@@ -1039,6 +1039,7 @@ class MemoryStore:
         self._stale = 0
         self._tombstones = 0
         self._mids = collections.OrderedDict()
+        self._mids_of = {}  # {jti: deque of its mids in _mids, oldest first}
         self._indexes = {}  # {(table, field): {value key: {keys}}}, built when first needed
         self._building = {}  # {(table, field): keys written meanwhile} of indexes track() is building
         self._generation = getattr(self, "_generation", 0) + 1  # a build across a reload is dropped
@@ -1060,9 +1061,29 @@ class MemoryStore:
             jti, mid, answer = ledger
             # An ok answer is kept as (table, key, seq, epoch), 88 bytes, never
             # with its record: recall() reads the key's current state instead.
-            self._mids[(jti, mid)] = answer if table is None else (table, key, answer["seq"], answer["epoch"])
-            if len(self._mids) > self.mid_capacity:
-                self._mids.popitem(last=False)
+            self._remember_mid(jti, mid, answer if table is None else (table, key, answer["seq"], answer["epoch"]))
+
+    def _remember_mid(self, jti, mid, value):
+        """File one ledger entry.  One token keeps at most a quarter of ``mid_capacity``, its own
+        oldest dropped first: else one token's real writes could push every other token's
+        answers out, and an honest retry would be applied twice."""
+        mids, key = self._mids, (jti, mid)
+        if key in mids:
+            mids[key] = value
+            return
+        mids[key] = value
+        own = self._mids_of.get(jti)
+        if own is None:
+            own = self._mids_of[jti] = collections.deque()
+        own.append(mid)
+        if len(own) > max(1, self.mid_capacity // 4):
+            del mids[(jti, own.popleft())]
+        elif len(mids) > self.mid_capacity:
+            (oldest, old_mid), _ = mids.popitem(last=False)
+            theirs = self._mids_of[oldest]
+            theirs.popleft()  # the ledger's oldest entry is its token's oldest
+            if not theirs:
+                del self._mids_of[oldest]
 
     def _persist_table(self, name, spec, sv):
         pass
@@ -1682,6 +1703,10 @@ class MemoryStore:
                 rows = [(k, e.data) for k, e in self._data.get(table, {}).items() if e.data is not None]
                 assert index == _index_rows(rows, (field,))[field], "the index of %s.%s differs from its rows" % (
                     table, field)
+            by_token = {}
+            for jti, mid in self._mids:
+                by_token.setdefault(jti, []).append(mid)
+            assert by_token == {j: list(q) for j, q in self._mids_of.items()}, "the ledger's per-token order differs"
             return True
 
 

@@ -702,6 +702,45 @@ def test_writes_refused_on_the_request_alone_leave_the_mid_ledger_alone(make_ser
     assert status == 200 and answer["error"]["code"] == "bad_request" and "mid" in answer["error"]["message"], answer
 
 
+def test_one_tokens_accepted_writes_cannot_push_another_tokens_answers_out_of_the_ledger(make_server, make_raw):
+    """The memory store's ledger keeps mid_capacity answers, oldest out first: a token that may
+    write made enough real writes to push an honest token's answer out, and the honest retry
+    was applied twice. One token now keeps at most a quarter of it, its own oldest going
+    first; the honest answer stays, and each token's newest answers still answer retries."""
+    sync = make_server()
+    sync.define_table("notes", {"key": "id", "fields": None})
+
+    @sync.on_create("notes")
+    def accept(data):
+        return True
+
+    @sync.on_update("notes")
+    def accept_update(data):
+        return True
+    sync.sync("notes", "n1", {"v": 0})
+    sync._store.mid_capacity = 40  # 100,000 by default; small for the test
+    honest = make_raw(sync, sync.issue_token("ann", write=["notes"]))
+    assert honest.call("hello")[1]["ok"]
+    first = honest.call("update", table="notes", key="n1", data={"v": 1}, mid="h1")[1]
+    assert first["ok"]
+    eve = make_raw(sync, sync.issue_token("eve", write=["notes"]))
+    assert eve.call("hello")[1]["ok"]
+    for i in range(3):
+        mutations = [{"op": "create", "table": "notes", "key": "e%d-%d" % (i, j), "data": {"j": j},
+                      "mid": "e%d-%d" % (i, j)} for j in range(30)]
+        answer = eve.call("batch", mutations=mutations)[1]
+        assert all(r["ok"] for r in answer["results"]), answer
+    sync.sync("notes", "n1", {"v": 5})  # the backend moves on
+    again = honest.call("update", table="notes", key="n1", data={"v": 1}, mid="h1")[1]
+    assert again["ok"] and again["seq"] == first["seq"], "the honest retry was applied again: %r" % again
+    assert sync.get("notes", "n1") == {"v": 5}
+    retry = eve.call("create", table="notes", key="e2-29", data={"j": 29}, mid="e2-29")[1]
+    assert retry["ok"], "a token's newest answer must still answer its retry: %r" % retry
+    assert eve.call("create", table="notes", key="e0-0", data={"j": 0}, mid="e0-0")[1]["error"]["code"] == "exists", \
+        "its oldest were dropped: that retry is a new write, refused as one"
+    assert sync._store.check()
+
+
 def test_a_large_request_must_be_a_write_where_it_says_so(make_server, make_raw):
     """Over 64 KiB a request must be a write, judged by its op, not by the words "op":"batch"
     anywhere in it; and a subscription's params are cached per token only while short, so a
