@@ -887,12 +887,8 @@ def test_a_changes_answer_walks_a_bounded_part_of_the_log_whatever_tables_it_ski
     assert sorted(client.get_all("small")) == ["s1999", "s2999", "s999"]
 
 
-def test_row_rule_answers_kept_per_row_are_bounded_whatever_the_number_of_users(make_server, make_raw):
-    """Each row kept its @can_read answer for every claim set that ever read it: with a token
-    per user, rows x users answers (each user's reset walks every row). A row now keeps
-    View.max_answers of them, the oldest dropped; every user still sees exactly their rows,
-    and a second token of a recent user costs no rule call."""
-    sync = make_server()
+def owners_docs(sync):
+    """Table "docs", each row readable by its ``owner`` only; returns the rule's calls (each caller's sub)."""
     sync.define_table("docs", {"key": "id", "fields": None})
     calls = []
 
@@ -900,6 +896,16 @@ def test_row_rule_answers_kept_per_row_are_bounded_whatever_the_number_of_users(
     def mine(record, ctx):
         calls.append(ctx.sub)
         return record.get("owner") == ctx.sub
+    return calls
+
+
+def test_row_rule_answers_kept_per_row_are_bounded_whatever_the_number_of_users(make_server, make_raw):
+    """Each row kept its @can_read answer for every claim set that ever read it: with a token
+    per user, rows x users answers (each user's reset walks every row). A row now keeps
+    View.max_answers of them, the oldest dropped; every user still sees exactly their rows,
+    and a second token of a recent user costs no rule call."""
+    sync = make_server()
+    calls = owners_docs(sync)
     users = ["u%02d" % i for i in range(20)]
     with sync.batch():
         for i in range(100):
@@ -925,16 +931,10 @@ def test_row_rule_answers_kept_per_row_are_bounded_whatever_the_number_of_users(
 def test_a_change_runs_a_row_rule_once_per_user_however_many_tokens_wait(make_server, make_raw):
     """The feed shared one changes walk only among pulls of one token, so each token judged
     the row again, and past View.max_answers users the cached answer was gone by the time a
-    user's second token came: 12 users with 2 tokens each made 16 rule calls for one change.
+    user's second token came: 12 users with 2 tokens each made 24 rule calls for one change.
     Pulls of the same claims (every token of one user) now share one walk: 12 calls."""
     sync = make_server()
-    sync.define_table("docs", {"key": "id", "fields": None})
-    calls = []
-
-    @sync.can_read("docs")
-    def mine(record, ctx):
-        calls.append(ctx.sub)
-        return record.get("owner") == ctx.sub
+    calls = owners_docs(sync)
     users = ["u%02d" % i for i in range(12)]
     raws = [make_raw(sync, sync.issue_token(u)) for _ in range(2) for u in users]  # u00..u11, then again
     cursors = []
