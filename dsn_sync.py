@@ -5536,7 +5536,7 @@ class _WSGIDoor(Transport):
 
     def _wait(self, wait, start_response, origin, threaded):
         engine, feed = self.sync._engine, self.sync._feed
-        user = wait.state.jti if wait.state.sub is not None else None
+        user = wait.state.sub  # every token of one user counts together (None: the app's own tokens)
         with self._lock:
             # A server with one thread per worker (gunicorn's sync workers) is never held:
             # the app's own pages would wait behind a long-poll.  hello's `poll` paces clients.

@@ -383,6 +383,11 @@ def test_wsgi_one_user_holds_at_most_a_quarter_of_the_threads():
         began = time.monotonic()
         assert second.ok("pull", since=cursor, wait=25)["changes"] == []
         assert time.monotonic() - began < 1, "ann's second pull was held past her share"
+        again = door.raw(door.sync.issue_token(sub="ann"))  # another login of hers: a token of its own
+        again.ok("hello")
+        began = time.monotonic()
+        assert again.ok("pull", since=cursor, wait=25)["changes"] == []
+        assert time.monotonic() - began < 1, "a second token of ann's was held past her share"
         other = _in_thread(bob.ok, "pull", since=cursor, wait=25)
         _wait_for(lambda: door.sync.stats()["waiting"] == 2, what="bob's pull to park beside ann's")
         door.sync.sync("items", "wake", {})
