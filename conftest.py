@@ -224,7 +224,8 @@ def private(sync, part):
 
     ``"store"``: the store (compaction, paging limits, the invariant check, seq/sv/epoch
     read directly); ``"endpoints"``: endpoint rotation (its ``grace``); ``"feed"``: the
-    long-poll feed (its ``stream_spacing``).
+    long-poll feed (its ``stream_spacing``); ``"selections"``: the large subscription
+    selections the store keeps in seq order between reset pages.
     """
     if part == "store":
         return sync._store
@@ -232,7 +233,10 @@ def private(sync, part):
         return sync._engine.endpoints
     if part == "feed":
         return sync._feed
-    raise KeyError("private(sync, part): part is one of 'store', 'endpoints', 'feed', not %r" % (part,))
+    if part == "selections":  # the store's kept large selections: {name: (seqs, entries)}
+        return sync._store._selections
+    raise KeyError("private(sync, part): part is one of 'store', 'endpoints', 'feed', 'selections', not %r"
+                   % (part,))
 
 
 # =============================================================================

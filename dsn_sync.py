@@ -1015,6 +1015,7 @@ class MemoryStore:
     page_bytes = 4 << 20  # a reset page or changes answer stops past this much record JSON, whatever page_size says
     page_scan = 20000  # log entries one reset page may walk under the lock, rows its reader may not see included
     max_walk = 20000  # log slots one changes answer walks under the lock (a few ms); past it the client pulls again
+    max_selected = 1000000  # rows of large subscriptions kept in seq order for their next pages (see _selection)
 
     def __init__(self):
         self.lock = threading.RLock()
@@ -1042,6 +1043,8 @@ class MemoryStore:
         self._mids_of = {}  # {jti: deque of its mids in _mids, oldest first}
         self._indexes = {}  # {(table, field): {value key: {keys}}}, built when first needed
         self._building = {}  # {(table, field): keys written meanwhile} of indexes track() is building
+        self._selections = collections.OrderedDict()  # see _selection(): {(generation, snap, filters): (seqs, entries)}
+        self._selected = 0  # slots in _selections, at most max_selected
         self._generation = getattr(self, "_generation", 0) + 1  # a build across a reload is dropped
 
     # -- lifecycle (a durable store opens files here) -------------------------
@@ -1524,6 +1527,69 @@ class MemoryStore:
         found = [e for s, e in zip(seqs[lo:stop], entries[lo:stop]) if e.seq == s and e.data is not None and e.table in filters]
         return found, (snap if stop == hi else seqs[stop - 1])
 
+    def _selection(self, filters, snap, limit):
+        """The rows an equality subscription selects as of ``snap``, in seq order: (name, seqs, entries), or None.
+
+        For a selection of more than one page (over ``limit`` rows) and at most
+        a quarter of its tables' rows, which neither _candidates() path pages
+        well: sorting the whole selection for every page holds the lock for
+        O(n log n) each time, and a walk of the log finds few of its rows per
+        ``page_scan`` slots (a page then holds few rows, and a reset takes as
+        many pages as the log has slots over ``page_scan``).  Built once per
+        (filters, snap): the index's key sets are copied under the lock, the
+        rows looked up and sorted outside it; a page then bisects to its
+        cursor.  A row changed since the build has a seq past ``snap`` and is
+        skipped by the page (its new state reaches the client through the
+        changes after ``snap``), so the list never needs updating.  Kept under
+        ``name`` until its last page is served, or max_selected rows of newer
+        lists push it out (a later page then builds it again, alike).  None
+        for anything else, and when memory was reloaded or rolled back meanwhile.
+        """
+        if not filters or any(f.kind != "eq" for f in filters.values()):
+            return None
+        name = tuple((t, f.keys, frozenset(f.fields.items())) for t, f in sorted(filters.items(), key=lambda i: i[0]))
+        with self.lock:
+            generation = self._generation
+            name = (generation, snap, name)
+            found = self._selections.get(name)
+            if found is not None:
+                self._selections.move_to_end(name)
+                return (name,) + found
+            sources, total, rows_total = [], 0, 0
+            for table, f in filters.items():
+                rows = self._data.get(table)
+                if rows is None:
+                    continue
+                if f.keys is not None:
+                    sets = [f.keys]
+                else:
+                    index = self._index(table, f.by)
+                    sets = [set(index[v]) for v in f.fields[f.by] if v in index]  # copies: writers change these
+                total += sum(map(len, sets))
+                rows_total += len(rows)
+                sources.append((rows, sets))
+            if total <= limit or total * 4 > rows_total:
+                return None
+        picked = []
+        for rows, sets in sources:
+            get = rows.get  # one step under the GIL; a row changed meanwhile is skipped by its page
+            for key in sets[0] if len(sets) == 1 else set().union(*sets):
+                entry = get(key)
+                if entry is not None:
+                    seq = entry.seq
+                    if 0 < seq <= snap:
+                        picked.append((seq, entry))
+        picked.sort(key=lambda p: p[0])
+        found = ([p[0] for p in picked], [p[1] for p in picked])
+        with self.lock:
+            if generation != self._generation:
+                return None
+            self._selections[name] = found
+            self._selected += len(picked)
+            while self._selected > self.max_selected and len(self._selections) > 1:
+                self._selected -= len(self._selections.popitem(last=False)[1][0])
+        return (name,) + found
+
     def subscription_page(self, filters, snap, after, limit, view=EVERYTHING):
         """One page of a subscription's rows: (``{table: {key: record}}`` as UTF-8 JSON, last seq, more).
 
@@ -1531,15 +1597,27 @@ class MemoryStore:
         snapshot_page(): rows in seq order from ``after`` up to ``snap``, a row
         changed since ``snap`` left to the changes after it.  An equality
         filter is served from its index: O(rows selected), whatever the table's
-        size.  Otherwise a page walks at most ``page_scan`` log slots, and may
-        then hold few rows, or none, and say ``more``.
+        size, and a selection of several pages from its rows in seq order
+        (_selection), O(rows on the page) each.  Otherwise a page walks at
+        most ``page_scan`` log slots, and may then hold few rows, or none, and
+        say ``more``.
         """
+        filters = {t: f for t, f in filters.items() if view.may_see_table(t)}
+        selection = self._selection(filters, snap, limit)
         with self.lock:
-            filters = {t: f for t, f in filters.items() if t in self._data and view.may_see_table(t)}
+            filters = {t: f for t, f in filters.items() if t in self._data}
             records = {t: [] for t in filters}
             rules = view.rules
             n = size = 0
-            found, searched = self._candidates(filters, after, snap)
+            if selection is None:
+                found, searched = self._candidates(filters, after, snap)
+            else:
+                name, seqs, entries = selection
+                lo = bisect.bisect_right(seqs, after)
+                stop = min(len(seqs), lo + self.page_scan)
+                found = (e for s, e in zip(seqs[lo:stop], entries[lo:stop])
+                         if e.seq == s and e.data is not None and e.table in filters)
+                searched = snap if stop == len(seqs) else seqs[stop - 1]
             last, more = searched, searched < snap
             for entry in found:
                 if not filters[entry.table].matches(self, entry) or (rules and not view.row_visible(entry)):
@@ -1553,6 +1631,8 @@ class MemoryStore:
                 size += len(entry.data)
             else:
                 last = searched
+            if selection is not None and not more and self._selections.pop(name, None) is not None:
+                self._selected -= len(seqs)  # its last page: the list would only pin old rows
         blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
         return blob, (last if more else snap), more
 
@@ -1707,6 +1787,11 @@ class MemoryStore:
             for jti, mid in self._mids:
                 by_token.setdefault(jti, []).append(mid)
             assert by_token == {j: list(q) for j, q in self._mids_of.items()}, "the ledger's per-token order differs"
+            kept = sum(len(seqs) for seqs, _ in self._selections.values())
+            assert kept == self._selected, "the kept selections hold %d rows, counted %d" % (kept, self._selected)
+            assert kept <= self.max_selected or len(self._selections) == 1, "the kept selections pass max_selected"
+            for seqs, _ in self._selections.values():
+                assert all(a < b for a, b in zip(seqs, seqs[1:])), "a kept selection is out of seq order"
             return True
 
 

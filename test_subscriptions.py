@@ -399,6 +399,53 @@ def test_a_subscription_page_walks_a_bounded_part_of_the_log(server, make_raw):
     assert ops.pull()["changes"] == []
 
 
+def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server, make_raw):
+    """A value more rows hold than page_scan, but a small share of the table (1,000 lobby
+    messages of 8,000), was paged by walking the log: a page per page_scan slots, each
+    holding the few lobby rows among them.  Its rows are now kept in seq order for the
+    walk (the store's _selection), so every page but the last is full; a row changed
+    between pages is left to the changes after the snapshot; a list is dropped with its
+    last page, and the kept lists stay within max_selected rows."""
+    sync = server(page_size=100)
+    fill(sync, (["lobby", "ops"] + ["dev"] * 6) * 1000)
+    store = private(sync, "store")
+    store.page_scan = 500
+    m = Mirror(make_raw(sync), {"l": room_sub("lobby")})
+    first = m.ask(since=None, wait=0)
+    paged = first_key(first)
+    sync.remove("messages", paged)  # paged already: the changes remove it
+    assert "m7992" not in first["records"]["messages"] and first["more"]
+    sync.sync("messages", "m7992", {"text": "changed while paging"})  # a lobby row not paged yet
+    sync.sync("messages", "m7984", {"room": "dev"})  # another leaves the lobby
+    sync.sync("messages", "m1", {"room": "lobby"})  # enters it
+    pages = m.walk_full(first)
+    sizes = [sum(map(len, p["records"].values())) for p in pages]
+    assert sizes[:-1] == [100] * (len(pages) - 1) and 0 < sizes[-1] <= 100, \
+        "pages of a large selection are full: %r" % sizes
+    assert sum(sizes) == 1000 + 1 - 2, "the lobby row and its messages, m7992 and m7984 left to the changes"
+    assert ("messages", "m7992") not in m.rows and ("messages", "m7984") not in m.rows
+    m.settle(sync)
+    assert m.table("messages") == selected(sync, "messages", in_room("lobby"))
+    assert m.rows[("messages", "m7992")]["text"] == "changed while paging"
+    kept = private(sync, "selections")
+    assert not kept, "the last page dropped the list"
+    # two at once: past max_selected the least recently used list goes, and is built again
+    store.max_selected = 1500
+    lobby = Mirror(make_raw(sync), {"l": room_sub("lobby")})
+    first_lobby = lobby.ask(since=None, wait=0)
+    assert [len(seqs) for seqs, _ in kept.values()] == [1000], "999 lobby messages and the lobby's rooms row"
+    lobby_list = list(kept)
+    ops = Mirror(make_raw(sync), {"o": room_sub("ops")})
+    first_ops = ops.ask(since=None, wait=0)
+    assert len(kept) == 1 and list(kept) != lobby_list, "the lobby's list dropped for the ops list"
+    for mirror, first in ((lobby, first_lobby), (ops, first_ops)):
+        sizes = [sum(map(len, p["records"].values())) for p in mirror.walk_full(first)]
+        assert sizes[:-1] == [100] * (len(sizes) - 1) and sum(sizes) == 1000, sizes
+    assert not kept and store.check()
+    assert lobby.table("messages") == selected(sync, "messages", in_room("lobby"))
+    assert ops.table("messages") == selected(sync, "messages", in_room("ops"))
+
+
 def test_a_full_reset_with_no_subscriptions_is_one_empty_page(server, make_raw):
     sync = server()
     fill(sync, ["lobby", "dev"])
@@ -1374,6 +1421,27 @@ def _big_table(make_server, make_raw, count):
         latency = time.monotonic() - began
         assert [c[1] for c in answer["changes"]] == ["m%07d" % (7 + 5 * (count // per_room))]
         lines.append("  a change to a subscribed row: answered %.1f ms after sync()" % (latency * 1000))
+
+        # a large selection: every 20th message moves to one room, at the end of the log
+        with sync.batch():
+            for i in range(0, count, 20):
+                sync.sync("messages", "m%07d" % i, {"room": "big"})
+        big = Mirror(make_raw(sync), {"b": {"name": "value", "params": {"room": "big"}}})
+        times = []
+        ask = big.ask
+
+        def timed(**fields):
+            began = time.monotonic()
+            answer = ask(**fields)
+            times.append(time.monotonic() - began)
+            return answer
+        big.ask = timed
+        pages = big.reset()
+        assert len(big.table("messages")) == count // 20
+        full = -(-(count // 20) // 5000)  # pages of page_size (5,000) rows
+        lines.append("  a selection of %d rows (5 %%): %d pages (%d full ones would do), %.3f s, the longest page %.0f ms"
+                     % (count // 20, len(pages), full, sum(times), 1000 * max(times)))
+        assert len(pages) == full, "a large selection comes in full pages, not one per page_scan log slots"
     finally:
         raw.close()
     assert private(sync, "store").check() if count <= 100000 else True
