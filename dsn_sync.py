@@ -1570,17 +1570,19 @@ class MemoryStore:
                 sources.append((rows, sets))
             if total <= limit or total * 4 > rows_total:
                 return None
-        picked = []
+        seqs, entries = [], []
         for rows, sets in sources:
             get = rows.get  # one step under the GIL; a row changed meanwhile is skipped by its page
             for key in sets[0] if len(sets) == 1 else set().union(*sets):
                 entry = get(key)
                 if entry is not None:
-                    seq = entry.seq
+                    seq = entry.seq  # read once: a writer changes it in place
                     if 0 < seq <= snap:
-                        picked.append((seq, entry))
-        picked.sort(key=lambda p: p[0])
-        found = ([p[0] for p in picked], [p[1] for p in picked])
+                        seqs.append(seq)
+                        entries.append(entry)
+        order = sorted(range(len(seqs)), key=seqs.__getitem__)  # no tuple per row: fewer objects for the GC
+        found = ([seqs[i] for i in order], [entries[i] for i in order])
+        picked = found[0]
         with self.lock:
             if generation != self._generation:
                 return None
