@@ -1527,7 +1527,7 @@ class MemoryStore:
         found = [e for s, e in zip(seqs[lo:stop], entries[lo:stop]) if e.seq == s and e.data is not None and e.table in filters]
         return found, (snap if stop == hi else seqs[stop - 1])
 
-    def _selection(self, filters, snap, limit):
+    def _selection(self, filters, snap, after, limit):
         """The rows an equality subscription selects as of ``snap``, in seq order: (name, seqs, entries), or None.
 
         For a selection of more than one page (over ``limit`` rows) and at most
@@ -1542,8 +1542,11 @@ class MemoryStore:
         skipped by the page (its new state reaches the client through the
         changes after ``snap``), so the list never needs updating.  Kept under
         ``name`` until its last page is served, or max_selected rows of newer
-        lists push it out (a later page then builds it again, alike).  None
-        for anything else, and when memory was reloaded or rolled back meanwhile.
+        lists push it out.  Only a reset's first page at the store's current
+        seq builds one: a later page whose list is gone, or a cursor naming
+        an older snapshot (which a client may forge), walks the log instead,
+        at the bounded cost of a page_scan walk.  None for anything else, and
+        when memory was reloaded or rolled back meanwhile.
         """
         if not filters or any(f.kind != "eq" for f in filters.values()):
             return None
@@ -1555,6 +1558,8 @@ class MemoryStore:
             if found is not None:
                 self._selections.move_to_end(name)
                 return (name,) + found
+            if after or snap != self.seq:
+                return None
             sources, total, rows_total = [], 0, 0
             for table, f in filters.items():
                 rows = self._data.get(table)
@@ -1605,7 +1610,7 @@ class MemoryStore:
         say ``more``.
         """
         filters = {t: f for t, f in filters.items() if view.may_see_table(t)}
-        selection = self._selection(filters, snap, limit)
+        selection = self._selection(filters, snap, after, limit)
         with self.lock:
             filters = {t: f for t, f in filters.items() if t in self._data}
             records = {t: [] for t in filters}

@@ -405,7 +405,9 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
     holding the few lobby rows among them.  Its rows are now kept in seq order for the
     walk (the store's _selection), so every page but the last is full; a row changed
     between pages is left to the changes after the snapshot; a list is dropped with its
-    last page, and the kept lists stay within max_selected rows."""
+    last page, the kept lists stay within max_selected rows, and only a reset's first page
+    at the current seq builds one (a forged cursor cannot make the server sort a list per
+    snapshot it names)."""
     sync = server(page_size=100)
     fill(sync, (["lobby", "ops"] + ["dev"] * 6) * 1000)
     store = private(sync, "store")
@@ -429,7 +431,7 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
     assert m.rows[("messages", "m7992")]["text"] == "changed while paging"
     kept = private(sync, "selections")
     assert not kept, "the last page dropped the list"
-    # two at once: past max_selected the least recently used list goes, and is built again
+    # two at once: past max_selected the least recently used list goes; its later pages walk the log
     store.max_selected = 1500
     lobby = Mirror(make_raw(sync), {"l": room_sub("lobby")})
     first_lobby = lobby.ask(since=None, wait=0)
@@ -438,12 +440,21 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
     ops = Mirror(make_raw(sync), {"o": room_sub("ops")})
     first_ops = ops.ask(since=None, wait=0)
     assert len(kept) == 1 and list(kept) != lobby_list, "the lobby's list dropped for the ops list"
-    for mirror, first in ((lobby, first_lobby), (ops, first_ops)):
-        sizes = [sum(map(len, p["records"].values())) for p in mirror.walk_full(first)]
-        assert sizes[:-1] == [100] * (len(sizes) - 1) and sum(sizes) == 1000, sizes
+    lobby_sizes = [sum(map(len, p["records"].values())) for p in lobby.walk_full(first_lobby)]
+    assert sum(lobby_sizes) == 1000 and len(lobby_sizes) > 10, "walked, in thin pages: %r" % lobby_sizes
+    assert len(kept) == 1, "a later page does not build a list again"
+    ops_sizes = [sum(map(len, p["records"].values())) for p in ops.walk_full(first_ops)]
+    assert ops_sizes[:-1] == [100] * (len(ops_sizes) - 1) and sum(ops_sizes) == 1000, ops_sizes
     assert not kept and store.check()
     assert lobby.table("messages") == selected(sync, "messages", in_room("lobby"))
     assert ops.table("messages") == selected(sync, "messages", in_room("ops"))
+    # a forged cursor at an older snapshot walks the log too: no list per snapshot a client names
+    forged = Mirror(make_raw(sync), {"l": room_sub("lobby")})
+    epoch, snap, _, sid = first_lobby["next"].split(".")
+    for old in range(int(snap) - 5, int(snap)):
+        page = forged.ask(since=None, wait=0, next="%s.%d.0.%s" % (epoch, old, sid))
+        assert page["seq"] == old and page["more"]
+    assert not kept
 
 
 def test_a_full_reset_with_no_subscriptions_is_one_empty_page(server, make_raw):
