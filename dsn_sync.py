@@ -1639,7 +1639,7 @@ class MemoryStore:
             else:
                 last = searched
             if selection is not None and not more and self._selections.pop(name, None) is not None:
-                self._selected -= len(seqs)  # its last page: the list would only pin old rows
+                self._selected -= len(seqs)  # its last page: no later page reads the list
         blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
         return blob, (last if more else snap), more
 
