@@ -951,7 +951,7 @@ class MemoryStore:
         needs_reset(since)          is a client cursor unusable?
         changes_since(seq, limit, view)      a changes page (UTF-8 JSON fragments)
         snapshot_page(snap, after, limit, view)   a reset page
-        recall(jti, mid, view) / remember(jti, mid, answer)   the mid ledger
+        recall(jti, mid, view) / remember(jti, mid, answer, user=None)   the mid ledger
         hold(name)                  a context manager: one writer at a time per
                                     ``name``, a tuple (kind, ...), on every node
                                     sharing the store; ("mid", jti, mid) and
@@ -971,10 +971,10 @@ class MemoryStore:
 
         _persist_change(table, key, seq, record, ledger)
                         a record's new state (UTF-8 JSON bytes, None = tombstone)
-                        as ``seq``; ``ledger`` is None or (jti, mid, answer), the
-                        write's answer to remember *without its record*: it is
-                        re-read from (table, key) by recall()
-        _persist_answer(jti, mid, answer)   an answer with no change (an error)
+                        as ``seq``; ``ledger`` is None or (jti, mid, answer[, user]),
+                        the write's answer to remember *without its record*: it
+                        is re-read from (table, key) by recall()
+        _persist_answer(jti, mid, answer, user=None)   an answer with no change (an error)
         _persist_table(name, spec, sv)      a schema change
         _persist_floor()                    compaction dropped tombstones <= floor
         open, close, save_secret, recall, revoked, revoke, begin_batch,
@@ -1040,7 +1040,8 @@ class MemoryStore:
         self._stale = 0
         self._tombstones = 0
         self._mids = collections.OrderedDict()
-        self._mids_of = {}  # {jti: deque of its mids in _mids, oldest first}
+        self._mids_of = {}  # {share: deque of its (jti, mid) keys in _mids, oldest first}; see _remember_mid
+        self._share_of = {}  # {jti: [its share, its entries in _mids]}
         self._indexes = {}  # {(table, field): {value key: {keys}}}, built when first needed
         self._building = {}  # {(table, field): keys written meanwhile} of indexes track() is building
         self._selections = collections.OrderedDict()  # see _selection(): {(generation, snap, filters): (seqs, entries)}
@@ -1061,38 +1062,52 @@ class MemoryStore:
     # -- persistence hooks (no-ops in memory, but for the mid ledger) ----------
     def _persist_change(self, table, key, seq, record, ledger):
         if ledger is not None:
-            jti, mid, answer = ledger
+            jti, mid, answer = ledger[:3]
             # An ok answer is kept as (table, key, seq, epoch), 88 bytes, never
             # with its record: recall() reads the key's current state instead.
-            self._remember_mid(jti, mid, answer if table is None else (table, key, answer["seq"], answer["epoch"]))
+            self._remember_mid(jti, mid, answer if table is None else (table, key, answer["seq"], answer["epoch"]),
+                               ledger[3] if len(ledger) > 3 else None)
 
-    def _remember_mid(self, jti, mid, value):
-        """File one ledger entry.  One token keeps at most a quarter of ``mid_capacity``, its own
-        oldest dropped first: else one token's real writes could push every other token's
-        answers out, and an honest retry would be applied twice."""
+    def _remember_mid(self, jti, mid, value, user=None):
+        """File one ledger entry.  One user's tokens keep at most a quarter of ``mid_capacity``
+        together (a token with no user: that token), their oldest dropped first: else one
+        user's real writes, through one token or a token per login, could push everyone
+        else's answers out, and an honest retry would be applied twice."""
         mids, key = self._mids, (jti, mid)
         if key in mids:
             mids[key] = value
             return
         mids[key] = value
-        own = self._mids_of.get(jti)
+        share = self._share_of.get(jti)
+        if share is None:  # a token's user never changes: its share is fixed with its first entry
+            share = self._share_of[jti] = [("user", user) if user is not None else ("token", jti), 0]
+        share[1] += 1
+        own = self._mids_of.get(share[0])
         if own is None:
-            own = self._mids_of[jti] = collections.deque()
-        own.append(mid)
+            own = self._mids_of[share[0]] = collections.deque()
+        own.append(key)
         if len(own) > max(1, self.mid_capacity // 4):
-            del mids[(jti, own.popleft())]
+            self._forget_mid(own.popleft(), own)
         elif len(mids) > self.mid_capacity:
-            (oldest, old_mid), _ = mids.popitem(last=False)
-            theirs = self._mids_of[oldest]
-            theirs.popleft()  # the ledger's oldest entry is its token's oldest
-            if not theirs:
-                del self._mids_of[oldest]
+            oldest = next(iter(mids))  # the ledger's oldest entry is its share's oldest
+            theirs = self._mids_of[self._share_of[oldest[0]][0]]
+            self._forget_mid(theirs.popleft(), theirs)
+
+    def _forget_mid(self, key, own):
+        """Drop ledger entry ``key``, just taken from the front of its share's deque ``own``."""
+        del self._mids[key]
+        share = self._share_of[key[0]]
+        share[1] -= 1
+        if not share[1]:
+            del self._share_of[key[0]]
+        if not own:
+            del self._mids_of[share[0]]
 
     def _persist_table(self, name, spec, sv):
         pass
 
-    def _persist_answer(self, jti, mid, answer):
-        self._persist_change(None, None, None, None, (jti, mid, answer))
+    def _persist_answer(self, jti, mid, answer, user=None):
+        self._persist_change(None, None, None, None, (jti, mid, answer, user))
 
     def _persist_floor(self):
         pass
@@ -1171,9 +1186,10 @@ class MemoryStore:
         ``op``: ``create`` (Exists if present), ``update`` (NotFound if absent;
         shallow merge), ``upsert`` (merge or create), ``replace`` (whole record),
         ``delete`` (NotFound if absent).  ``data`` must already be validated.
-        ``ledger``: a client write's ``(jti, mid)``, remembered with its answer
-        (``ok``, ``seq``, ``epoch``; not the record) in the same step, so a
-        retry can never apply it twice.  ``encoded``:
+        ``ledger``: a client write's ``(jti, mid)`` or ``(jti, mid, user)``,
+        remembered with its answer (``ok``, ``seq``, ``epoch``; not the record)
+        in the same step, so a retry can never apply it twice; ``user`` (the
+        token's, or None) is whose share of a bounded ledger it counts in.  ``encoded``:
         ``data`` as UTF-8 JSON when the caller has it already.  The record
         returned is a dict the caller may keep.
         """
@@ -1181,7 +1197,7 @@ class MemoryStore:
             rows, entry, stored, shape, record = self._plan(table, key, op, data, encoded)
             seq = self.seq + 1
             if ledger is not None:  # PROTOCOL.md 6: a remembered answer keeps the epoch it was first given
-                ledger = (ledger[0], ledger[1], {"ok": True, "seq": seq, "epoch": self.epoch})
+                ledger = (ledger[0], ledger[1], {"ok": True, "seq": seq, "epoch": self.epoch}) + tuple(ledger[2:3])
             self._persist_change(table, key, seq, stored, ledger)
             self._put(rows, table, key, entry, stored, seq, shape)
             self._notify()
@@ -1730,14 +1746,15 @@ class MemoryStore:
             table, key, seq, epoch = found
             return {"ok": True, "seq": seq, "epoch": epoch, "record": self.read_visible(table, key, view)}
 
-    def remember(self, jti, mid, answer):
+    def remember(self, jti, mid, answer, user=None):
         """Remember ``answer`` (a JSON-able dict with no record: an error) for token ``jti``'s write ``mid``.
 
         An ok answer is remembered by apply() itself, in the same step as its
-        change; this is for writes refused before any change.
+        change; this is for writes refused before any change.  ``user``: the
+        token's user, whose tokens share a bounded ledger's room (_remember_mid).
         """
         with self.lock:
-            self._persist_answer(jti, mid, answer)
+            self._persist_answer(jti, mid, answer, user)
 
     def hold(self, name):
         """One writer at a time for ``name`` (a tuple whose first item is its kind): an in-process lock of that name.
@@ -1790,10 +1807,12 @@ class MemoryStore:
                 rows = [(k, e.data) for k, e in self._data.get(table, {}).items() if e.data is not None]
                 assert index == _index_rows(rows, (field,))[field], "the index of %s.%s differs from its rows" % (
                     table, field)
-            by_token = {}
-            for jti, mid in self._mids:
-                by_token.setdefault(jti, []).append(mid)
-            assert by_token == {j: list(q) for j, q in self._mids_of.items()}, "the ledger's per-token order differs"
+            by_share, counts = {}, {}
+            for key in self._mids:
+                by_share.setdefault(self._share_of[key[0]][0], []).append(key)
+                counts[key[0]] = counts.get(key[0], 0) + 1
+            assert by_share == {s: list(q) for s, q in self._mids_of.items()}, "the ledger's per-user order differs"
+            assert counts == {j: n for j, (_, n) in self._share_of.items()}, "the ledger's per-token counts differ"
             kept = sum(len(seqs) for seqs, _ in self._selections.values())
             assert kept == self._selected, "the kept selections hold %d rows, counted %d" % (kept, self._selected)
             assert kept <= self.max_selected or len(self._selections) == 1, "the kept selections pass max_selected"
@@ -3410,8 +3429,11 @@ class PostgresStore(MemoryStore):
             answer["record"] = self.read_visible(of[0], of[1], view)
         return answer
 
-    def remember(self, jti, mid, answer):
-        """Keep a write's (error) answer for retries on any node; a first answer is never replaced."""
+    def remember(self, jti, mid, answer, user=None):
+        """Keep a write's (error) answer for retries on any node; a first answer is never replaced.
+
+        ``user`` is not needed: the database keeps every answer for ``mid_ttl``.
+        """
         self._require_open()
         with self._pool.lease() as conn:
             conn.execute("INSERT INTO dsn_mids VALUES (%s, %s, %s, %s) ON CONFLICT (jti, mid) DO NOTHING",
@@ -4334,7 +4356,7 @@ class _Engine:
                         if isinstance(e, StoreError):
                             raise
                         answer = _error_answer(e)
-                        store.remember(state.jti, mid, answer)
+                        store.remember(state.jti, mid, answer, state.sub)
         except StoreError:
             # Not the write's answer: nothing was applied, nothing is remembered, and a retry
             # with the same mid may succeed.  The details (paths, SQLite's words) stay here.
@@ -4387,7 +4409,7 @@ class _Engine:
                     except Invalid as e:
                         log.error("the @on_%s('%s') handler returned a bad record: %s", op, table, e)
                         raise ProtocolError("the backend's handler failed", "handler_error")
-            seq, record = self.store.apply(table, key, op, data, ledger=(state.jti, mid), encoded=encoded)
+            seq, record = self.store.apply(table, key, op, data, ledger=(state.jti, mid, state.sub), encoded=encoded)
         # The stored record goes back only as a pull would carry it: a token that may not read
         # the row (its read rights, a @can_read rule) gets `record: null`, still ok.  Without a
         # rule the record apply() returned is that already (no second decode on the hot path).

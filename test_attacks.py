@@ -702,11 +702,12 @@ def test_writes_refused_on_the_request_alone_leave_the_mid_ledger_alone(make_ser
     assert status == 200 and answer["error"]["code"] == "bad_request" and "mid" in answer["error"]["message"], answer
 
 
-def test_one_tokens_accepted_writes_cannot_push_another_tokens_answers_out_of_the_ledger(make_server, make_raw):
+def test_one_users_accepted_writes_cannot_push_another_users_answers_out_of_the_ledger(make_server, make_raw):
     """The memory store's ledger keeps mid_capacity answers, oldest out first: a token that may
     write made enough real writes to push an honest token's answer out, and the honest retry
-    was applied twice. One token now keeps at most a quarter of it, its own oldest going
-    first; the honest answer stays, and each token's newest answers still answer retries."""
+    was applied twice. One user's tokens now keep at most a quarter of it together, their
+    oldest going first; the honest answer stays, and each token's newest answers still
+    answer retries, through one token or a new one per login."""
     sync = make_server()
     sync.define_table("notes", {"key": "id", "fields": None})
 
@@ -738,6 +739,26 @@ def test_one_tokens_accepted_writes_cannot_push_another_tokens_answers_out_of_th
     assert retry["ok"], "a token's newest answer must still answer its retry: %r" % retry
     assert eve.call("create", table="notes", key="e0-0", data={"j": 0}, mid="e0-0")[1]["error"]["code"] == "exists", \
         "its oldest were dropped: that retry is a new write, refused as one"
+    assert sync._store.check()
+
+    # A token per login: the share was per token, so four of eve's tokens filled the whole
+    # ledger and pushed ann's answer out. It is one user's share now, whatever her tokens.
+    second = honest.call("update", table="notes", key="n1", data={"v": 2}, mid="h2")[1]
+    assert second["ok"]
+    for login in range(4):
+        again_eve = make_raw(sync, sync.issue_token("eve", write=["notes"]))
+        assert again_eve.call("hello")[1]["ok"]
+        mutations = [{"op": "create", "table": "notes", "key": "l%d-%d" % (login, j), "data": {"j": j},
+                      "mid": "l%d-%d" % (login, j)} for j in range(12)]
+        answer = again_eve.call("batch", mutations=mutations)[1]
+        assert all(r["ok"] for r in answer["results"]), answer
+    sixth = make_raw(sync, sync.issue_token("eve", write=["notes"]))
+    assert sixth.call("hello")[1]["ok"]
+    assert sixth.call("update", table="notes", key="n1", data={"v": 9}, mid="r1")[1]["ok"]
+    sync.sync("notes", "n1", {"v": 6})
+    again = honest.call("update", table="notes", key="n1", data={"v": 2}, mid="h2")[1]
+    assert again["ok"] and again["seq"] == second["seq"], "eve's logins pushed ann's answer out: %r" % again
+    assert sync.get("notes", "n1") == {"v": 6}
     assert sync._store.check()
 
 
