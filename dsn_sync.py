@@ -1016,6 +1016,7 @@ class MemoryStore:
     page_scan = 20000  # log entries one reset page may walk under the lock, rows its reader may not see included
     max_walk = 20000  # log slots one changes answer walks under the lock (a few ms); past it the client pulls again
     max_selected = 1000000  # rows of large subscriptions kept in seq order for their next pages (see _selection)
+    selection_idle = 60.0  # seconds a kept selection no page reads stays
 
     def __init__(self):
         self.lock = threading.RLock()
@@ -1044,7 +1045,7 @@ class MemoryStore:
         self._share_of = {}  # {jti: [its share, its entries in _mids]}
         self._indexes = {}  # {(table, field): {value key: {keys}}}, built when first needed
         self._building = {}  # {(table, field): keys written meanwhile} of indexes track() is building
-        self._selections = collections.OrderedDict()  # see _selection(): {(generation, snap, filters): (seqs, entries)}
+        self._selections = collections.OrderedDict()  # see _selection(): {name: [seqs, entries, last used]}, LRU first
         self._selected = 0  # slots in _selections, at most max_selected
         self._generation = getattr(self, "_generation", 0) + 1  # a build across a reload is dropped
 
@@ -1544,7 +1545,7 @@ class MemoryStore:
         return found, (snap if stop == hi else seqs[stop - 1])
 
     def _selection(self, filters, snap, after, limit):
-        """The rows an equality subscription selects as of ``snap``, in seq order: (name, seqs, entries), or None.
+        """The rows an equality subscription selects as of ``snap``, in seq order: (seqs, entries), or None.
 
         For a selection of more than one page (over ``limit`` rows) and at most
         a quarter of its tables' rows, which neither _candidates() path pages
@@ -1556,9 +1557,11 @@ class MemoryStore:
         rows looked up and sorted outside it; a page then bisects to its
         cursor.  A row changed since the build has a seq past ``snap`` and is
         skipped by the page (its new state reaches the client through the
-        changes after ``snap``), so the list never needs updating.  Kept under
-        ``name`` until its last page is served, or max_selected rows of newer
-        lists push it out.  Only a reset's first page at the store's current
+        changes after ``snap``), so the list never needs updating.  Kept for
+        every client that resets at that snapshot (a crowd reconnecting to a
+        quiet table shares one) until no page has read it for
+        ``selection_idle`` seconds, or max_selected rows of lists used since
+        push it out.  Only a reset's first page at the store's current
         seq builds one: a later page whose list is gone, or a cursor naming
         an older snapshot (which a client may forge), walks the log instead,
         at the bounded cost of a page_scan walk.  None for anything else, and
@@ -1568,12 +1571,15 @@ class MemoryStore:
             return None
         name = tuple((t, f.keys, frozenset(f.fields.items())) for t, f in sorted(filters.items(), key=lambda i: i[0]))
         with self.lock:
-            generation = self._generation
+            generation, now, kept = self._generation, time.monotonic(), self._selections
+            while kept and next(iter(kept.values()))[2] < now - self.selection_idle:
+                self._selected -= len(kept.popitem(last=False)[1][0])
             name = (generation, snap, name)
-            found = self._selections.get(name)
+            found = kept.get(name)
             if found is not None:
-                self._selections.move_to_end(name)
-                return (name,) + found
+                kept.move_to_end(name)
+                found[2] = now
+                return found[0], found[1]
             if after or snap != self.seq:
                 return None
             sources, total, rows_total = [], 0, 0
@@ -1602,16 +1608,20 @@ class MemoryStore:
                         seqs.append(seq)
                         entries.append(entry)
         order = sorted(range(len(seqs)), key=seqs.__getitem__)  # no tuple per row: fewer objects for the GC
-        found = ([seqs[i] for i in order], [entries[i] for i in order])
-        picked = found[0]
+        found = [[seqs[i] for i in order], [entries[i] for i in order], now]
         with self.lock:
             if generation != self._generation:
                 return None
-            self._selections[name] = found
-            self._selected += len(picked)
-            while self._selected > self.max_selected and len(self._selections) > 1:
-                self._selected -= len(self._selections.popitem(last=False)[1][0])
-        return (name,) + found
+            kept = self._selections
+            if name in kept:  # another client's first page built the same list meanwhile
+                found = kept[name]
+            else:
+                found[2] = time.monotonic()
+                kept[name] = found
+                self._selected += len(order)
+                while self._selected > self.max_selected and len(kept) > 1:
+                    self._selected -= len(kept.popitem(last=False)[1][0])
+        return found[0], found[1]
 
     def subscription_page(self, filters, snap, after, limit, view=EVERYTHING):
         """One page of a subscription's rows: (``{table: {key: record}}`` as UTF-8 JSON, last seq, more).
@@ -1635,7 +1645,7 @@ class MemoryStore:
             if selection is None:
                 found, searched = self._candidates(filters, after, snap)
             else:
-                name, seqs, entries = selection
+                seqs, entries = selection
                 lo = bisect.bisect_right(seqs, after)
                 stop = min(len(seqs), lo + self.page_scan)
                 found = (e for s, e in zip(seqs[lo:stop], entries[lo:stop])
@@ -1654,8 +1664,6 @@ class MemoryStore:
                 size += len(entry.data)
             else:
                 last = searched
-            if selection is not None and not more and self._selections.pop(name, None) is not None:
-                self._selected -= len(seqs)  # its last page: no later page reads the list
         blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
         return blob, (last if more else snap), more
 
@@ -1813,10 +1821,10 @@ class MemoryStore:
                 counts[key[0]] = counts.get(key[0], 0) + 1
             assert by_share == {s: list(q) for s, q in self._mids_of.items()}, "the ledger's per-user order differs"
             assert counts == {j: n for j, (_, n) in self._share_of.items()}, "the ledger's per-token counts differ"
-            kept = sum(len(seqs) for seqs, _ in self._selections.values())
+            kept = sum(len(seqs) for seqs, _, _ in self._selections.values())
             assert kept == self._selected, "the kept selections hold %d rows, counted %d" % (kept, self._selected)
             assert kept <= self.max_selected or len(self._selections) == 1, "the kept selections pass max_selected"
-            for seqs, _ in self._selections.values():
+            for seqs, _, _ in self._selections.values():
                 assert all(a < b for a, b in zip(seqs, seqs[1:])), "a kept selection is out of seq order"
             return True
 

@@ -404,8 +404,8 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
     messages of 8,000), was paged by walking the log: a page per page_scan slots, each
     holding the few lobby rows among them.  Its rows are now kept in seq order for the
     walk (the store's _selection), so every page but the last is full; a row changed
-    between pages is left to the changes after the snapshot; a list is dropped with its
-    last page, the kept lists stay within max_selected rows, and only a reset's first page
+    between pages is left to the changes after the snapshot; a list stays until unused for
+    selection_idle seconds, the kept lists stay within max_selected rows, and only a reset's first page
     at the current seq builds one (a forged cursor cannot make the server sort a list per
     snapshot it names)."""
     sync = server(page_size=100)
@@ -430,12 +430,12 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
     assert m.table("messages") == selected(sync, "messages", in_room("lobby"))
     assert m.rows[("messages", "m7992")]["text"] == "changed while paging"
     kept = private(sync, "selections")
-    assert not kept, "the last page dropped the list"
+    assert [len(v[0]) for v in kept.values()] == [1001], "kept for other clients at that snapshot"
     # two at once: past max_selected the least recently used list goes; its later pages walk the log
     store.max_selected = 1500
     lobby = Mirror(make_raw(sync), {"l": room_sub("lobby")})
     first_lobby = lobby.ask(since=None, wait=0)
-    assert [len(seqs) for seqs, _ in kept.values()] == [1000], "999 lobby messages and the lobby's rooms row"
+    assert [len(v[0]) for v in kept.values()] == [1000], "999 lobby messages and its rooms row; the old list out"
     lobby_list = list(kept)
     ops = Mirror(make_raw(sync), {"o": room_sub("ops")})
     first_ops = ops.ask(since=None, wait=0)
@@ -445,16 +445,46 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
     assert len(kept) == 1, "a later page does not build a list again"
     ops_sizes = [sum(map(len, p["records"].values())) for p in ops.walk_full(first_ops)]
     assert ops_sizes[:-1] == [100] * (len(ops_sizes) - 1) and sum(ops_sizes) == 1000, ops_sizes
-    assert not kept and store.check()
+    assert len(kept) == 1 and store.check()
     assert lobby.table("messages") == selected(sync, "messages", in_room("lobby"))
     assert ops.table("messages") == selected(sync, "messages", in_room("ops"))
-    # a forged cursor at an older snapshot walks the log too: no list per snapshot a client names
+    # a forged cursor at an older snapshot walks the log too: no list per snapshot a client names;
+    # and a list no page has read for selection_idle seconds goes at the next such page
+    store.selection_idle = 0
     forged = Mirror(make_raw(sync), {"l": room_sub("lobby")})
     epoch, snap, _, sid = first_lobby["next"].split(".")
     for old in range(int(snap) - 5, int(snap)):
         page = forged.ask(since=None, wait=0, next="%s.%d.0.%s" % (epoch, old, sid))
         assert page["seq"] == old and page["more"]
     assert not kept
+
+
+def test_first_pages_that_build_one_selection_at_once_keep_one_list(server, make_raw):
+    """Eight clients ask for the first page of one large selection at the same snapshot: each
+    may build the list outside the lock, and the ones that finish last find it kept. They
+    use the one already kept, not a second copy counted twice against max_selected, and
+    every client's pages come from it, full, until the last."""
+    sync = server(page_size=100)
+    fill(sync, (["lobby", "ops"] + ["dev"] * 6) * 5000)
+    private(sync, "store").page_scan = 500
+    mirrors = [Mirror(make_raw(sync), {"l": room_sub("lobby")}) for _ in range(8)]
+    start, firsts = threading.Barrier(len(mirrors)), [None] * len(mirrors)
+
+    def first(i):
+        start.wait()
+        firsts[i] = mirrors[i].ask(since=None, wait=0)
+    threads = [threading.Thread(target=first, args=(i,)) for i in range(len(mirrors))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    kept = private(sync, "selections")
+    assert [len(v[0]) for v in kept.values()] == [5001], "one list, counted once"
+    assert private(sync, "store").check()
+    for mirror, page in zip(mirrors, firsts):
+        sizes = [sum(map(len, p["records"].values())) for p in mirror.walk_full(page)]
+        assert sizes[:-1] == [100] * (len(sizes) - 1) and sum(sizes) == 5001, sizes
+    assert len(kept) == 1 and private(sync, "store").check()
 
 
 def test_a_full_reset_with_no_subscriptions_is_one_empty_page(server, make_raw):
