@@ -1045,7 +1045,7 @@ class MemoryStore:
         self._share_of = {}  # {jti: [its share, its entries in _mids]}
         self._indexes = {}  # {(table, field): {value key: {keys}}}, built when first needed
         self._building = {}  # {(table, field): keys written meanwhile} of indexes track() is building
-        self._selections = collections.OrderedDict()  # see _selection(): {name: [seqs, entries, last used]}, LRU first
+        self._selections = collections.OrderedDict()  # see _selection(): {name: [seqs, entries, last used, built]}
         self._selected = 0  # slots in _selections, at most max_selected
         self._generation = getattr(self, "_generation", 0) + 1  # a build across a reload is dropped
 
@@ -1538,6 +1538,10 @@ class MemoryStore:
                             found.append(entry)
                 found.sort(key=lambda e: e.seq)
                 return found, snap
+        return self._walk(filters, after, snap)
+
+    def _walk(self, filters, after, snap):
+        """_candidates() from the log: the live entries of ``filters``' tables in at most ``page_scan`` slots past ``after``."""
         seqs, entries = self._log_seq, self._log_entry
         lo, hi = bisect.bisect_right(seqs, after), bisect.bisect_right(seqs, snap)
         stop = min(hi, lo + self.page_scan)
@@ -1545,27 +1549,33 @@ class MemoryStore:
         return found, (snap if stop == hi else seqs[stop - 1])
 
     def _selection(self, filters, snap, after, limit):
-        """The rows an equality subscription selects as of ``snap``, in seq order: (seqs, entries), or None.
+        """The rows an equality subscription selects, in seq order, for a page at ``snap``: (seqs, entries, built), or None.
 
         For a selection of more than one page (over ``limit`` rows) and at most
         a quarter of its tables' rows, which neither _candidates() path pages
         well: sorting the whole selection for every page holds the lock for
         O(n log n) each time, and a walk of the log finds few of its rows per
         ``page_scan`` slots (a page then holds few rows, and a reset takes as
-        many pages as the log has slots over ``page_scan``).  Built once per
-        (filters, snap): the index's key sets are copied under the lock, the
-        rows looked up and sorted outside it; a page then bisects to its
-        cursor.  A row changed since the build has a seq past ``snap`` and is
-        skipped by the page (its new state reaches the client through the
-        changes after ``snap``), so the list never needs updating.  Kept for
-        every client that resets at that snapshot (a crowd reconnecting to a
-        quiet table shares one) until no page has read it for
+        many pages as the log has slots over ``page_scan``).  The index's key
+        sets are copied under the lock, the rows looked up and sorted outside
+        it, as of the seq ``built`` then; a page bisects to its cursor.
+
+        One list per set of filters serves a page at any snapshot.  Its rows
+        are those selected at ``built``: a row changed since has a new seq and
+        is skipped (the entry is the row's, changed in place), rows past
+        ``snap`` are left out, and for ``snap > built`` the page walks the log
+        from ``built`` for rows that joined since.  What a page so leaves out
+        changed after ``snap`` and reaches the client through the changes
+        after it, so the list never needs updating.
+
+        Built by a reset's first page at the store's current seq, when there is
+        no list yet or that walk would pass ``page_scan`` log slots; any other
+        page without a list walks the log (bounded).  So a client cannot make
+        the server sort a list for every snapshot its cursor names, nor more
+        than once per ``page_scan`` writes.  Kept until no page has read it for
         ``selection_idle`` seconds, or max_selected rows of lists used since
-        push it out.  Only a reset's first page at the store's current
-        seq builds one: a later page whose list is gone, or a cursor naming
-        an older snapshot (which a client may forge), walks the log instead,
-        at the bounded cost of a page_scan walk.  None for anything else, and
-        when memory was reloaded or rolled back meanwhile.
+        push it out.  None for anything else, and when memory was reloaded or
+        rolled back meanwhile.
         """
         if not filters or any(f.kind != "eq" for f in filters.values()):
             return None
@@ -1574,13 +1584,14 @@ class MemoryStore:
             generation, now, kept = self._generation, time.monotonic(), self._selections
             while kept and next(iter(kept.values()))[2] < now - self.selection_idle:
                 self._selected -= len(kept.popitem(last=False)[1][0])
-            name = (generation, snap, name)
+            name = (generation, name)
             found = kept.get(name)
             if found is not None:
                 kept.move_to_end(name)
                 found[2] = now
-                return found[0], found[1]
-            if after or snap != self.seq:
+                if after or snap != self.seq or snap - found[3] <= self.page_scan:
+                    return found[0], found[1], found[3]
+            elif after or snap != self.seq:
                 return None
             sources, total, rows_total = [], 0, 0
             for table, f in filters.items():
@@ -1608,20 +1619,24 @@ class MemoryStore:
                         seqs.append(seq)
                         entries.append(entry)
         order = sorted(range(len(seqs)), key=seqs.__getitem__)  # no tuple per row: fewer objects for the GC
-        found = [[seqs[i] for i in order], [entries[i] for i in order], now]
+        found = [[seqs[i] for i in order], [entries[i] for i in order], now, snap]
         with self.lock:
             if generation != self._generation:
                 return None
             kept = self._selections
-            if name in kept:  # another client's first page built the same list meanwhile
-                found = kept[name]
+            old = kept.get(name)
+            if old is not None and old[3] >= snap:  # another first page built it as late meanwhile
+                found = old
             else:
+                if old is not None:
+                    self._selected -= len(old[0])
                 found[2] = time.monotonic()
                 kept[name] = found
+                kept.move_to_end(name)
                 self._selected += len(order)
                 while self._selected > self.max_selected and len(kept) > 1:
                     self._selected -= len(kept.popitem(last=False)[1][0])
-        return found[0], found[1]
+        return found[0], found[1], found[3]
 
     def subscription_page(self, filters, snap, after, limit, view=EVERYTHING):
         """One page of a subscription's rows: (``{table: {key: record}}`` as UTF-8 JSON, last seq, more).
@@ -1630,8 +1645,8 @@ class MemoryStore:
         snapshot_page(): rows in seq order from ``after`` up to ``snap``, a row
         changed since ``snap`` left to the changes after it.  An equality
         filter is served from its index: O(rows selected), whatever the table's
-        size, and a selection of several pages from its rows in seq order
-        (_selection), O(rows on the page) each.  Otherwise a page walks at
+        size, and a selection of several pages from its rows kept in seq
+        order (_selection), O(rows on the page) each.  Otherwise a page walks at
         most ``page_scan`` log slots, and may then hold few rows, or none, and
         say ``more``.
         """
@@ -1645,12 +1660,18 @@ class MemoryStore:
             if selection is None:
                 found, searched = self._candidates(filters, after, snap)
             else:
-                seqs, entries = selection
-                lo = bisect.bisect_right(seqs, after)
-                stop = min(len(seqs), lo + self.page_scan)
+                seqs, entries, built = selection
+                lo, hi = bisect.bisect_right(seqs, after), bisect.bisect_right(seqs, snap)
+                stop = min(hi, lo + self.page_scan)
                 found = (e for s, e in zip(seqs[lo:stop], entries[lo:stop])
                          if e.seq == s and e.data is not None and e.table in filters)
-                searched = snap if stop == len(seqs) else seqs[stop - 1]
+                if stop < hi:
+                    searched = seqs[stop - 1]
+                elif snap > built:  # the rows that joined since the list was built, from the log
+                    joined, searched = self._walk(filters, max(after, built), snap)
+                    found = list(found) + joined
+                else:
+                    searched = snap
             last, more = searched, searched < snap
             for entry in found:
                 if not filters[entry.table].matches(self, entry) or (rules and not view.row_visible(entry)):
@@ -1821,11 +1842,12 @@ class MemoryStore:
                 counts[key[0]] = counts.get(key[0], 0) + 1
             assert by_share == {s: list(q) for s, q in self._mids_of.items()}, "the ledger's per-user order differs"
             assert counts == {j: n for j, (_, n) in self._share_of.items()}, "the ledger's per-token counts differ"
-            kept = sum(len(seqs) for seqs, _, _ in self._selections.values())
+            kept = sum(len(v[0]) for v in self._selections.values())
             assert kept == self._selected, "the kept selections hold %d rows, counted %d" % (kept, self._selected)
             assert kept <= self.max_selected or len(self._selections) == 1, "the kept selections pass max_selected"
-            for seqs, _, _ in self._selections.values():
+            for seqs, _, _, built in self._selections.values():
                 assert all(a < b for a, b in zip(seqs, seqs[1:])), "a kept selection is out of seq order"
+                assert not seqs or seqs[-1] <= built, "a kept selection holds a seq past the one it was built at"
             return True
 
 

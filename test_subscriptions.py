@@ -198,11 +198,20 @@ class Mirror:
     def walk_full(self, first):
         """The pages of the full reset that ``first`` begins; the mirror becomes their union."""
         pages = [first]
-        self.resets = getattr(self, "resets", 0) + 1
         while pages[-1]["more"]:
-            assert isinstance(pages[-1]["next"], str), pages[-1]
-            pages.append(self.ask(since=None, next=pages[-1]["next"], wait=0))
-        assert pages[-1]["next"] is None
+            pages.append(self.next_page(pages[-1]))
+        return self.adopt(pages)
+
+    def next_page(self, page):
+        """The page after ``page`` of a full reset."""
+        assert isinstance(page["next"], str), page
+        return self.ask(since=None, next=page["next"], wait=0)
+
+    def adopt(self, pages):
+        """The mirror becomes the union of a full reset's ``pages``, checked."""
+        first = pages[0]
+        self.resets = getattr(self, "resets", 0) + 1
+        assert pages[-1]["next"] is None and not pages[-1]["more"]
         rows, member = {}, {}
         for page in pages:
             assert page["reset"] is True and "partial" not in page, page
@@ -404,10 +413,11 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
     messages of 8,000), was paged by walking the log: a page per page_scan slots, each
     holding the few lobby rows among them.  Its rows are now kept in seq order for the
     walk (the store's _selection), so every page but the last is full; a row changed
-    between pages is left to the changes after the snapshot; a list stays until unused for
-    selection_idle seconds, the kept lists stay within max_selected rows, and only a reset's first page
-    at the current seq builds one (a forged cursor cannot make the server sort a list per
-    snapshot it names)."""
+    between pages is left to the changes after the snapshot.  One list serves later resets
+    (with the log since it was built) until that walk would pass page_scan slots; it stays
+    until unused for selection_idle seconds, the kept lists stay within max_selected rows,
+    and only a reset's first page at the current seq builds one (a forged cursor cannot make
+    the server sort a list per snapshot it names)."""
     sync = server(page_size=100)
     fill(sync, (["lobby", "ops"] + ["dev"] * 6) * 1000)
     store = private(sync, "store")
@@ -430,24 +440,41 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
     assert m.table("messages") == selected(sync, "messages", in_room("lobby"))
     assert m.rows[("messages", "m7992")]["text"] == "changed while paging"
     kept = private(sync, "selections")
-    assert [len(v[0]) for v in kept.values()] == [1001], "kept for other clients at that snapshot"
-    # two at once: past max_selected the least recently used list goes; its later pages walk the log
+    [(name, (_, _, _, built))] = kept.items()
+    assert built == first["seq"], "one list, built at the first page's snapshot"
+
+    # a later reset uses that list, and the log from where it was built for rows that joined since
+    later = Mirror(make_raw(sync), {"l": room_sub("lobby")})
+    sizes = [sum(map(len, p["records"].values())) for p in later.reset()]
+    assert sizes[:-1] == [100] * (len(sizes) - 1) and sum(sizes) == 1000, sizes
+    assert later.table("messages") == selected(sync, "messages", in_room("lobby")), "m1 joined after the build"
+    assert list(kept) == [name] and kept[name][3] == built, "the same list, not one per snapshot"
+
+    # a first page whose walk from the list's seq would pass page_scan slots builds it again
+    with sync.batch():
+        for i in range(2, 8000, 8):  # 1,000 ops messages rewritten: 1,000 log slots past the build
+            sync.sync("messages", "m%d" % i, {"n": -i})
+    fresh = Mirror(make_raw(sync), {"l": room_sub("lobby")})
+    sizes = [sum(map(len, p["records"].values())) for p in fresh.reset()]
+    assert sizes[:-1] == [100] * (len(sizes) - 1) and sum(sizes) == 1000, sizes
+    assert list(kept) == [name] and kept[name][3] == store.seq > built, "built again at the new seq"
+
+    # past max_selected the least recently used list goes; a reset reading it walks the log on
     store.max_selected = 1500
     lobby = Mirror(make_raw(sync), {"l": room_sub("lobby")})
     first_lobby = lobby.ask(since=None, wait=0)
-    assert [len(v[0]) for v in kept.values()] == [1000], "999 lobby messages and its rooms row; the old list out"
-    lobby_list = list(kept)
     ops = Mirror(make_raw(sync), {"o": room_sub("ops")})
     first_ops = ops.ask(since=None, wait=0)
-    assert len(kept) == 1 and list(kept) != lobby_list, "the lobby's list dropped for the ops list"
+    assert len(kept) == 1 and name not in kept, "the lobby's list dropped for the ops list"
     lobby_sizes = [sum(map(len, p["records"].values())) for p in lobby.walk_full(first_lobby)]
     assert sum(lobby_sizes) == 1000 and len(lobby_sizes) > 10, "walked, in thin pages: %r" % lobby_sizes
     assert len(kept) == 1, "a later page does not build a list again"
     ops_sizes = [sum(map(len, p["records"].values())) for p in ops.walk_full(first_ops)]
     assert ops_sizes[:-1] == [100] * (len(ops_sizes) - 1) and sum(ops_sizes) == 1000, ops_sizes
-    assert len(kept) == 1 and store.check()
+    assert store.check()
     assert lobby.table("messages") == selected(sync, "messages", in_room("lobby"))
     assert ops.table("messages") == selected(sync, "messages", in_room("ops"))
+
     # a forged cursor at an older snapshot walks the log too: no list per snapshot a client names;
     # and a list no page has read for selection_idle seconds goes at the next such page
     store.selection_idle = 0
@@ -480,6 +507,7 @@ def test_first_pages_that_build_one_selection_at_once_keep_one_list(server, make
         t.join(60)
     kept = private(sync, "selections")
     assert [len(v[0]) for v in kept.values()] == [5001], "one list, counted once"
+    assert {page["seq"] for page in firsts} == {next(iter(kept.values()))[3]}
     assert private(sync, "store").check()
     for mirror, page in zip(mirrors, firsts):
         sizes = [sum(map(len, p["records"].values())) for p in mirror.walk_full(page)]
@@ -1298,6 +1326,57 @@ def test_random_changes_keep_every_mirror_equal_to_what_it_selects(server, make_
         assert m.table("messages") == selected(sync, "messages", want), m.subs
     if page_size < 300:
         assert any(m.resets > 1 for m, _ in mirrors), "no client fell a page behind: the case did not run"
+
+
+def test_random_changes_between_the_pages_of_large_selections(server, make_raw):
+    """Resets of large selections (the store's kept lists) paged a step at a time while rows
+    move between rooms, change and go: lists built, shared by later resets with the log
+    since, built again, pushed out by max_selected and dropped when idle.  Every mirror
+    ends equal to what it selects, and the store's invariants hold throughout."""
+    import random
+    rng = random.Random(7)
+    sync = server(page_size=7)
+    rooms = ["r%d" % i for i in range(12)]
+    fill(sync, [rooms[i % 12] for i in range(480)])
+    store = private(sync, "store")
+    store.page_scan, store.max_selected = 20, 150
+    walking, done = [], []
+    for step in range(600):
+        key = "m%d" % rng.randrange(500)
+        roll = rng.random()
+        if roll < 0.1:
+            sync.remove("messages", key)
+        elif roll < 0.6:
+            sync.sync("messages", key, {"room": rng.choice(rooms)})
+        else:
+            sync.sync("messages", key, {"n": rng.randrange(60)})
+        if step % 9 == 0:
+            room = rng.choice(rooms[:4])
+            m = Mirror(make_raw(sync), {"r": room_sub(room)})
+            walking.append((m, [m.ask(since=None, wait=0)], room))
+        if step % 101 == 0:
+            store.selection_idle = 0 if step % 202 == 0 else 60.0
+        for m, pages, room in list(walking):
+            if rng.random() < 0.3:
+                if pages[-1]["more"]:
+                    pages.append(m.next_page(pages[-1]))
+                else:
+                    m.adopt(pages)
+                    walking.remove((m, pages, room))
+                    done.append((m, room))
+        if step % 50 == 0:
+            assert store.check()
+    for m, pages, room in walking:
+        while pages[-1]["more"]:
+            pages.append(m.next_page(pages[-1]))
+        m.adopt(pages)
+        done.append((m, room))
+    assert len(done) > 60
+    for m, room in done:
+        m.expect_reset = True
+        m.settle(sync)
+        assert m.table("messages") == selected(sync, "messages", in_room(room)), room
+    assert store.check()
 
 
 # =============================================================================
