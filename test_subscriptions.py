@@ -1292,6 +1292,19 @@ def test_a_mirror_carries_on_across_a_server_restart(connection, make_server, ma
 # =============================================================================
 
 
+def random_change(sync, rng, keys, rooms, removals):
+    """One change to one of messages m0..m<keys-1>: removed (a ``removals`` share of the
+    time), moved to a room of ``rooms`` (the next 45 %), or given a new ``n``."""
+    key = "m%d" % rng.randrange(keys)
+    roll = rng.random()
+    if roll < removals:
+        sync.remove("messages", key)
+    elif roll < removals + 0.45:
+        sync.sync("messages", key, {"room": rng.choice(rooms)})
+    else:
+        sync.sync("messages", key, {"n": rng.randrange(60)})
+
+
 @pytest.mark.parametrize("page_size", [5000, 7])  # 7: clients fall more than a page behind and get resets
 def test_random_changes_keep_every_mirror_equal_to_what_it_selects(server, make_raw, page_size):
     import random
@@ -1310,14 +1323,7 @@ def test_random_changes_keep_every_mirror_equal_to_what_it_selects(server, make_
         m.reset()
         m.expect_reset = page_size < 300
     for step in range(300):
-        key = "m%d" % rng.randrange(60)
-        roll = rng.random()
-        if roll < 0.15:
-            sync.remove("messages", key)
-        elif roll < 0.6:
-            sync.sync("messages", key, {"room": rng.choice(rooms + ["e"])})
-        else:
-            sync.sync("messages", key, {"n": rng.randrange(60)})
+        random_change(sync, rng, 60, rooms + ["e"], removals=0.15)
         if step % 37 == 0:
             m, _ = mirrors[step % len(mirrors)]
             m.pull()
@@ -1342,14 +1348,7 @@ def test_random_changes_between_the_pages_of_large_selections(server, make_raw):
     store.page_scan, store.max_selected = 20, 150
     walking, done = [], []
     for step in range(600):
-        key = "m%d" % rng.randrange(500)
-        roll = rng.random()
-        if roll < 0.1:
-            sync.remove("messages", key)
-        elif roll < 0.6:
-            sync.sync("messages", key, {"room": rng.choice(rooms)})
-        else:
-            sync.sync("messages", key, {"n": rng.randrange(60)})
+        random_change(sync, rng, 500, rooms, removals=0.1)
         if step % 9 == 0:
             room = rng.choice(rooms[:4])
             m = Mirror(make_raw(sync), {"r": room_sub(room)})
