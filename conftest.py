@@ -233,7 +233,7 @@ def private(sync, part):
         return sync._engine.endpoints
     if part == "feed":
         return sync._feed
-    if part == "selections":  # the store's kept large selections: {name: [seqs, entries, last used]}
+    if part == "selections":  # the store's kept large selections: {name: [seqs, entries, last used, seq built at]}
         return sync._store._selections
     raise KeyError("private(sync, part): part is one of 'store', 'endpoints', 'feed', 'selections', not %r"
                    % (part,))

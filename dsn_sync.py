@@ -971,7 +971,7 @@ class MemoryStore:
 
         _persist_change(table, key, seq, record, ledger)
                         a record's new state (UTF-8 JSON bytes, None = tombstone)
-                        as ``seq``; ``ledger`` is None or (jti, mid, answer[, user]),
+                        as ``seq``; ``ledger`` is None or (jti, mid, answer, user),
                         the write's answer to remember *without its record*: it
                         is re-read from (table, key) by recall()
         _persist_answer(jti, mid, answer, user=None)   an answer with no change (an error)
@@ -1063,11 +1063,10 @@ class MemoryStore:
     # -- persistence hooks (no-ops in memory, but for the mid ledger) ----------
     def _persist_change(self, table, key, seq, record, ledger):
         if ledger is not None:
-            jti, mid, answer = ledger[:3]
+            jti, mid, answer, user = ledger
             # An ok answer is kept as (table, key, seq, epoch), 88 bytes, never
             # with its record: recall() reads the key's current state instead.
-            self._remember_mid(jti, mid, answer if table is None else (table, key, answer["seq"], answer["epoch"]),
-                               ledger[3] if len(ledger) > 3 else None)
+            self._remember_mid(jti, mid, answer if table is None else (table, key, answer["seq"], answer["epoch"]), user)
 
     def _remember_mid(self, jti, mid, value, user=None):
         """File one ledger entry.  One user's tokens keep at most a quarter of ``mid_capacity``
@@ -1198,7 +1197,8 @@ class MemoryStore:
             rows, entry, stored, shape, record = self._plan(table, key, op, data, encoded)
             seq = self.seq + 1
             if ledger is not None:  # PROTOCOL.md 6: a remembered answer keeps the epoch it was first given
-                ledger = (ledger[0], ledger[1], {"ok": True, "seq": seq, "epoch": self.epoch}) + tuple(ledger[2:3])
+                answer = {"ok": True, "seq": seq, "epoch": self.epoch}
+                ledger = (ledger[0], ledger[1], answer, ledger[2] if len(ledger) > 2 else None)
             self._persist_change(table, key, seq, stored, ledger)
             self._put(rows, table, key, entry, stored, seq, shape)
             self._notify()
@@ -1520,15 +1520,7 @@ class MemoryStore:
         the seq returned.
         """
         if all(f.kind == "eq" for f in filters.values()):
-            sources, total = [], 0
-            for table, f in filters.items():
-                if f.keys is not None:
-                    sets = [f.keys]
-                else:
-                    index = self._index(table, f.by)
-                    sets = [index[v] for v in f.fields[f.by] if v in index]
-                total += sum(map(len, sets))
-                sources.append((self._data.get(table, {}), sets))
+            sources, total = self._index_sources(filters)
             if total <= self.page_scan:
                 found = []
                 for rows, sets in sources:
@@ -1539,6 +1531,23 @@ class MemoryStore:
                 found.sort(key=lambda e: e.seq)
                 return found, snap
         return self._walk(filters, after, snap)
+
+    def _index_sources(self, filters):
+        """For equality ``filters``: ([(their table's rows, [key sets to unite])], the sets' sizes summed).
+
+        The sets are the filters' own keys or the index's live sets, which
+        writers change: use them under the lock, or copy them.
+        """
+        sources, total = [], 0
+        for table, f in filters.items():
+            if f.keys is not None:
+                sets = [f.keys]
+            else:
+                index = self._index(table, f.by)
+                sets = [index[v] for v in f.fields[f.by] if v in index]
+            total += sum(map(len, sets))
+            sources.append((self._data.get(table, {}), sets))
+        return sources, total
 
     def _walk(self, filters, after, snap):
         """_candidates() from the log: the live entries of ``filters``' tables in at most ``page_scan`` slots past ``after``."""
@@ -1593,25 +1602,14 @@ class MemoryStore:
                     return found[0], found[1], found[3]
             elif after or snap != self.seq:
                 return None
-            sources, total, rows_total = [], 0, 0
-            for table, f in filters.items():
-                rows = self._data.get(table)
-                if rows is None:
-                    continue
-                if f.keys is not None:
-                    sets = [f.keys]
-                else:
-                    index = self._index(table, f.by)
-                    sets = [set(index[v]) for v in f.fields[f.by] if v in index]  # copies: writers change these
-                total += sum(map(len, sets))
-                rows_total += len(rows)
-                sources.append((rows, sets))
-            if total <= limit or total * 4 > rows_total:
+            sources, total = self._index_sources(filters)
+            if total <= limit or total * 4 > sum(len(rows) for rows, _ in sources):
                 return None
+            sources = [(rows, set().union(*sets)) for rows, sets in sources]  # a copy: writers change the index
         seqs, entries = [], []
-        for rows, sets in sources:
+        for rows, keys in sources:
             get = rows.get  # one step under the GIL; a row changed meanwhile is skipped by its page
-            for key in sets[0] if len(sets) == 1 else set().union(*sets):
+            for key in keys:
                 entry = get(key)
                 if entry is not None:
                     seq = entry.seq  # read once: a writer changes it in place

@@ -431,7 +431,7 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
     sync.sync("messages", "m7984", {"room": "dev"})  # another leaves the lobby
     sync.sync("messages", "m1", {"room": "lobby"})  # enters it
     pages = m.walk_full(first)
-    sizes = [sum(map(len, p["records"].values())) for p in pages]
+    sizes = page_sizes(pages)
     assert sizes[:-1] == [100] * (len(pages) - 1) and 0 < sizes[-1] <= 100, \
         "pages of a large selection are full: %r" % sizes
     assert sum(sizes) == 1000 + 1 - 2, "the lobby row and its messages, m7992 and m7984 left to the changes"
@@ -445,7 +445,7 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
 
     # a later reset uses that list, and the log from where it was built for rows that joined since
     later = Mirror(make_raw(sync), {"l": room_sub("lobby")})
-    sizes = [sum(map(len, p["records"].values())) for p in later.reset()]
+    sizes = page_sizes(later.reset())
     assert sizes[:-1] == [100] * (len(sizes) - 1) and sum(sizes) == 1000, sizes
     assert later.table("messages") == selected(sync, "messages", in_room("lobby")), "m1 joined after the build"
     assert list(kept) == [name] and kept[name][3] == built, "the same list, not one per snapshot"
@@ -455,7 +455,7 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
         for i in range(2, 8000, 8):  # 1,000 ops messages rewritten: 1,000 log slots past the build
             sync.sync("messages", "m%d" % i, {"n": -i})
     fresh = Mirror(make_raw(sync), {"l": room_sub("lobby")})
-    sizes = [sum(map(len, p["records"].values())) for p in fresh.reset()]
+    sizes = page_sizes(fresh.reset())
     assert sizes[:-1] == [100] * (len(sizes) - 1) and sum(sizes) == 1000, sizes
     assert list(kept) == [name] and kept[name][3] == store.seq > built, "built again at the new seq"
 
@@ -466,10 +466,10 @@ def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server,
     ops = Mirror(make_raw(sync), {"o": room_sub("ops")})
     first_ops = ops.ask(since=None, wait=0)
     assert len(kept) == 1 and name not in kept, "the lobby's list dropped for the ops list"
-    lobby_sizes = [sum(map(len, p["records"].values())) for p in lobby.walk_full(first_lobby)]
+    lobby_sizes = page_sizes(lobby.walk_full(first_lobby))
     assert sum(lobby_sizes) == 1000 and len(lobby_sizes) > 10, "walked, in thin pages: %r" % lobby_sizes
     assert len(kept) == 1, "a later page does not build a list again"
-    ops_sizes = [sum(map(len, p["records"].values())) for p in ops.walk_full(first_ops)]
+    ops_sizes = page_sizes(ops.walk_full(first_ops))
     assert ops_sizes[:-1] == [100] * (len(ops_sizes) - 1) and sum(ops_sizes) == 1000, ops_sizes
     assert store.check()
     assert lobby.table("messages") == selected(sync, "messages", in_room("lobby"))
@@ -510,7 +510,7 @@ def test_first_pages_that_build_one_selection_at_once_keep_one_list(server, make
     assert {page["seq"] for page in firsts} == {next(iter(kept.values()))[3]}
     assert private(sync, "store").check()
     for mirror, page in zip(mirrors, firsts):
-        sizes = [sum(map(len, p["records"].values())) for p in mirror.walk_full(page)]
+        sizes = page_sizes(mirror.walk_full(page))
         assert sizes[:-1] == [100] * (len(sizes) - 1) and sum(sizes) == 5001, sizes
     assert len(kept) == 1 and private(sync, "store").check()
 
@@ -637,6 +637,11 @@ def test_changes_between_reset_pages_still_reach_the_mirror(server, make_raw):
     m.walk_partial(p1)
     m.settle(sync)
     assert m.table("messages") == selected(sync, "messages", in_room("lobby", "dev"))
+
+
+def page_sizes(pages):
+    """The rows each page of a reset carries, all tables together."""
+    return [sum(map(len, page["records"].values())) for page in pages]
 
 
 def first_key(page):
