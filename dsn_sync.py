@@ -3862,7 +3862,8 @@ class _Wait:
     inside it.  Several transports can share one feed.
     """
 
-    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "transport", "conn", "stream", "sent", "due", "subs")
+    __slots__ = ("state", "nonce", "ep", "seq", "sv", "deadline", "transport", "conn", "stream", "sent", "due", "phase",
+                 "subs")
 
     def __init__(self, state, nonce, ep, seq, sv, deadline, stream=False, subs=None):
         self.state, self.nonce, self.ep, self.seq, self.sv, self.deadline = state, nonce, ep, seq, sv, deadline
@@ -3871,6 +3872,7 @@ class _Wait:
         self.stream = stream  # a streamed pull (PROTOCOL.md 6): many answers down one response
         self.sent = 0  # stream messages sent so far; the next one's index
         self.due = 0.0  # a stream's next message waits until then (monotonic seconds)
+        self.phase = 0.0  # where in each round of the feed's stream spacing its messages go (0..1)
 
 
 class _Engine:
@@ -4547,8 +4549,9 @@ class _Feed:
 
     # Seconds between two messages of one streamed pull, per parked pull: about what
     # one message costs the feed thread here (seal, send: 30-50 us), so a thousand
-    # streams are answered at most every 50 ms each, coalesced to their latest state,
-    # and a hundred every 5 ms.  0 sends every change to every stream.
+    # streams are answered about every 50 ms each (a round), coalesced to their latest
+    # state, and a hundred every 5 ms; each stream at its own phase of the round, so
+    # they go a few at a time all through it.  0 sends every change to every stream.
     stream_spacing = 0.00005
     sweep_every = 0.25  # how late an expired long-poll may be answered, at most
     liveness_every = 2.0  # how often departed clients give their slot back
@@ -4564,6 +4567,7 @@ class _Feed:
         self._by_jti = collections.Counter()
         self._have_parked = threading.Condition(self.store.lock)
         self._routed_to = 0  # the store seq up to which the routes log has been read
+        self._streams = 0  # streamed pulls parked so far (their phases)
 
     # -- for transports -------------------------------------------------------
     def park(self, wait):
@@ -4579,6 +4583,10 @@ class _Feed:
                 if self._by_jti[jti] >= self.max_waiting_per_user:
                     raise _HTTPFault(503, "too many long-polls held for one user token")
                 self._by_jti[jti] += 1
+            if wait.stream:
+                # Phases by the golden ratio spread any number of streams evenly over a round.
+                self._streams += 1
+                wait.phase = self._streams * 0.6180339887498949 % 1.0
             self._parked.append(wait)
             if len(self._parked) == 1:
                 self._have_parked.notify()
@@ -4616,12 +4624,15 @@ class _Feed:
         now = time.monotonic()
         next_sweep, next_liveness = now + self.sweep_every, now + self.sweep_every + self.liveness_every
         next_due = None  # when the earliest stream held back by its spacing may send again
+        not_before = now  # the spacing wakes the feed at most once per spacing / 8 (a write may sooner)
         with self.store.lock:
             seen = (self.store.seq, self.store.sv)
         while True:
-            if not self._wait_for_work(seen, min(next_sweep, next_due or next_sweep)):
+            wake = next_sweep if next_due is None else min(next_sweep, max(next_due, not_before))
+            if not self._wait_for_work(seen, wake):
                 return
             ready, next_due, seen, spacing, now = self._take_ready()
+            not_before = now + spacing / 8
             if now >= next_sweep:
                 next_sweep = now + self.sweep_every
                 if now >= next_liveness:
@@ -4720,7 +4731,14 @@ class _Feed:
                 if transport.chunk(w, engine.answer_wait(w, found, w.sent)):
                     w.sent += 1
                     w.seq, w.sv = found[1], seen[1]
-                    w.due = now + spacing
+                    # Its next turn: the first point of its phase, on a grid of `spacing`, at least
+                    # half a round from now. The streams that one write made ready all at once
+                    # then spread evenly over the next round, in passes of a few, instead of
+                    # staying one burst whose last message waits for all the others.
+                    if spacing:
+                        w.due = (math.ceil((time.monotonic() + spacing / 2) / spacing - w.phase) + w.phase) * spacing
+                    else:
+                        w.due = now
                 elif transport.alive(w):
                     w.due = now + self.retry_busy  # the client is behind: the latest state, later
                 else:

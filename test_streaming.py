@@ -1,5 +1,6 @@
 """Streamed pulls (README "Streamed pulls"): many sealed answers down one chunked response."""
 
+import threading
 import time
 
 import pytest
@@ -108,3 +109,43 @@ def test_stream_messages_are_spaced_and_coalesced_to_the_latest_state(server, mo
             last = record
     assert last == {"n": 39}, "the stream ends on the latest state"
     assert messages <= 8, "40 changes spaced at 0.1 s come as a few coalesced messages, got %d" % messages
+
+
+def test_streams_that_one_write_made_ready_together_spread_over_the_next_round(server, monkeypatch, make_raw):
+    # Ten streams at 20 ms per parked pull: a round of 0.2 s. The first write readies all ten in
+    # one pass; after that each stream keeps its own phase of the round, so messages go out a
+    # few at a time all through it instead of ten at once every 0.2 s (the last one waiting for
+    # the other nine, and every new value waiting up to a round for the next burst).
+    monkeypatch.setattr(private(server, "feed"), "stream_spacing", 0.02)
+    clients = [make_raw(server) for _ in range(10)]
+    arrivals = {}
+
+    def read(c):
+        c.head()
+        index = 0
+        while c.message(index) is not None:
+            arrivals.setdefault(id(c), []).append(time.monotonic())
+            index += 1
+
+    for c in clients:
+        hello = c.hello()
+        c.start("pull", since={"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}, wait=2, stream=True)
+    time.sleep(0.2)
+    readers = [threading.Thread(target=read, args=(c,)) for c in clients]
+    for t in readers:
+        t.start()
+    t0 = time.monotonic()
+    n = 0
+    while time.monotonic() < t0 + 1.4:  # a change every 10 ms: every stream always has news
+        server.sync("t", "hot", {"n": n})
+        n += 1
+        time.sleep(0.01)
+    for t in readers:
+        t.join(5)
+    steady = sorted(a for times in arrivals.values() for a in times if t0 + 0.5 <= a <= t0 + 1.3)
+    gaps = [b - a for a, b in zip(steady, steady[1:])]
+    assert len(arrivals) == 10 and steady
+    assert max(gaps) < 0.1, "messages bunch up: %.0f ms without one in a round of 200 ms" % (1000 * max(gaps))
+    for times in arrivals.values():
+        mine = [a for a in times if t0 + 0.5 <= a <= t0 + 1.3]
+        assert 2 <= len(mine) <= 6, "about one message per 0.2 s round in 0.8 s, got %d" % len(mine)
