@@ -4623,7 +4623,7 @@ class _Feed:
     def _loop(self):
         now = time.monotonic()
         next_sweep, next_liveness = now + self.sweep_every, now + self.sweep_every + self.liveness_every
-        next_due = None  # when the earliest stream held back by its spacing may send again
+        next_due = None  # when the earliest stream with news, held back by its spacing, may send again
         not_before = now  # the spacing wakes the feed at most once per spacing / 8 (a write may sooner)
         with self.store.lock:
             seen = (self.store.seq, self.store.sv)
@@ -4640,8 +4640,9 @@ class _Feed:
                     self.drop_departed()
             again = self._answer(ready, seen, spacing, now)
             if again:
-                due = self._repark(again)
-                next_due = due if next_due is None else min(next_due, due)
+                due = self._repark(again)  # None once stopping
+                if due is not None:
+                    next_due = due if next_due is None else min(next_due, due)
 
     def _wait_for_work(self, seen, wake):
         """Sleep until the store moves past ``seen`` or ``wake`` (monotonic) comes; False on stop."""
@@ -4677,8 +4678,8 @@ class _Feed:
                     ready.append(w)
                 else:
                     keep.append(w)
-                    if w.due > now and (next_due is None or w.due < next_due):
-                        next_due = w.due
+                    if moved and w.due > now and (next_due is None or w.due < next_due):
+                        next_due = w.due  # (one with nothing new waits for a write, which wakes the feed)
             self._parked = keep
             # A stream's messages are spaced by stream_spacing per parked pull: the
             # server answers each pass within its means, and a subscriber gets the
@@ -4731,14 +4732,15 @@ class _Feed:
                 if transport.chunk(w, engine.answer_wait(w, found, w.sent)):
                     w.sent += 1
                     w.seq, w.sv = found[1], seen[1]
-                    # Its next turn: the first point of its phase, on a grid of `spacing`, at least
-                    # half a round from now. The streams that one write made ready all at once
-                    # then spread evenly over the next round, in passes of a few, instead of
-                    # staying one burst whose last message waits for all the others.
-                    if spacing:
-                        w.due = (math.ceil((time.monotonic() + spacing / 2) / spacing - w.phase) + w.phase) * spacing
-                    else:
-                        w.due = now
+                    # Its next turn: a round after its last one while it keeps its place; else (its
+                    # first message, or after a quiet spell or a late pass) at its phase of the
+                    # round after half a round from now. The streams that one write made ready
+                    # all at once then spread over the next round, in passes of a few, instead
+                    # of staying one burst whose last message waits for all the others; a feed
+                    # that falls behind spaces them by about a round plus its delay.
+                    t = time.monotonic()
+                    due = w.due + spacing
+                    w.due = due if due >= t + spacing / 2 else t + spacing * (0.5 + w.phase)
                 elif transport.alive(w):
                     w.due = now + self.retry_busy  # the client is behind: the latest state, later
                 else:

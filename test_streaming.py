@@ -115,37 +115,45 @@ def test_streams_that_one_write_made_ready_together_spread_over_the_next_round(s
     # Ten streams at 20 ms per parked pull: a round of 0.2 s. The first write readies all ten in
     # one pass; after that each stream keeps its own phase of the round, so messages go out a
     # few at a time all through it instead of ten at once every 0.2 s (the last one waiting for
-    # the other nine, and every new value waiting up to a round for the next burst).
+    # the other nine, and every new value waiting up to a round for the next burst). A quiet
+    # spell longer than a round readies them all at once again, and they spread again.
     monkeypatch.setattr(private(server, "feed"), "stream_spacing", 0.02)
     clients = [make_raw(server) for _ in range(10)]
-    arrivals = {}
+    arrivals = {id(c): [] for c in clients}
 
     def read(c):
         c.head()
         index = 0
         while c.message(index) is not None:
-            arrivals.setdefault(id(c), []).append(time.monotonic())
+            arrivals[id(c)].append(time.monotonic())
             index += 1
 
     for c in clients:
         hello = c.hello()
-        c.start("pull", since={"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}, wait=2, stream=True)
+        c.start("pull", since={"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}, wait=3.5, stream=True)
     time.sleep(0.2)
     readers = [threading.Thread(target=read, args=(c,)) for c in clients]
     for t in readers:
         t.start()
     t0 = time.monotonic()
     n = 0
-    while time.monotonic() < t0 + 1.4:  # a change every 10 ms: every stream always has news
-        server.sync("t", "hot", {"n": n})
-        n += 1
-        time.sleep(0.01)
+    for start, end in ((0, 1.2), (1.7, 3.0)):  # a change every 10 ms: every stream always has news
+        while time.monotonic() < t0 + start:
+            time.sleep(0.01)
+        while time.monotonic() < t0 + end:
+            server.sync("t", "hot", {"n": n})
+            n += 1
+            time.sleep(0.01)
     for t in readers:
         t.join(5)
-    steady = sorted(a for times in arrivals.values() for a in times if t0 + 0.5 <= a <= t0 + 1.3)
-    gaps = [b - a for a, b in zip(steady, steady[1:])]
-    assert len(arrivals) == 10 and steady
-    assert max(gaps) < 0.1, "messages bunch up: %.0f ms without one in a round of 200 ms" % (1000 * max(gaps))
-    for times in arrivals.values():
-        mine = [a for a in times if t0 + 0.5 <= a <= t0 + 1.3]
-        assert 2 <= len(mine) <= 6, "about one message per 0.2 s round in 0.8 s, got %d" % len(mine)
+    assert not any(t.is_alive() for t in readers), "every stream ends with its wait"
+    assert all(arrivals.values())
+    for start, end in ((0.4, 1.2), (2.1, 2.9)):  # a round after each first write, to its last
+        steady = sorted(a for times in arrivals.values() for a in times if t0 + start <= a <= t0 + end)
+        gaps = [b - a for a, b in zip(steady, steady[1:])]
+        assert len(steady) > 10
+        assert max(gaps) < 0.1, "messages bunch up: %.0f ms without one in a round of 200 ms" % (
+            1000 * max(gaps))
+        for times in arrivals.values():
+            mine = [a for a in times if t0 + start <= a <= t0 + end]
+            assert 2 <= len(mine) <= 6, "about one message per 0.2 s round in 0.8 s, got %d" % len(mine)
