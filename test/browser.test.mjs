@@ -456,3 +456,69 @@ browserTest('a server restarted without its state (new epoch): the page resets i
   assert.equal(db.cursor.epoch, restarted.epoch);
   assert.deepEqual(db.records, { user_003: { name: 'Chen' } });
 });
+
+browserTest('streamed pulls in real Chromium: changes arrive as messages of one open answer, in every tab of two profiles', async (t) => {
+  const env = await setup(t);
+  const options = { ...FAST, stream: true, wait: 10 };
+  const appUrl = site.url('app.html') + '#' + new URLSearchParams({ url: env.fixture.url, token: env.fixture.token, options: JSON.stringify(options) });
+  // Each page notes the Content-Type of every answer from the sync server, and when it came.
+  const noteAnswers = (syncPrefix) => {
+    window.syncAnswers = [];
+    const fetch_ = window.fetch.bind(window);
+    window.fetch = async (input, init) => {
+      const answer = await fetch_(input, init);
+      if (String(input?.url ?? input).startsWith(syncPrefix)) window.syncAnswers.push(answer.headers.get('content-type'));
+      return answer;
+    };
+  };
+  const syncPrefix = env.syncOrigin + '/sync/';
+  const other = await browser.newContext();
+  t.after(() => other.close());
+  const otherConsole = watchConsole(other);
+  const pages = [];
+  for (const [context, tabs] of [[env.context, 3], [other, 1]]) {
+    await context.addInitScript(noteAnswers, syncPrefix);
+    for (let i = 0; i < tabs; i++) {
+      const page = await context.newPage();
+      await page.goto(appUrl);
+      await started(page);
+      pages.push(page);
+    }
+  }
+  for (const page of pages) {
+    assert.equal(await ready(page), true);
+    await page.evaluate(() => window.watch('messages'));
+  }
+  const leaders = await Promise.all(pages.map((page) => page.evaluate(() => window.dsn._leading === true)));
+  assert.deepEqual(leaders.slice(3), [true], 'the second profile holds its own connection');
+  assert.equal(leaders.slice(0, 3).filter(Boolean).length, 1, 'one tab of the first profile leads');
+  const streaming = pages.filter((_, i) => leaders[i]);
+  const before = await Promise.all(streaming.map((page) => page.evaluate(() => window.syncAnswers.length)));
+
+  // 40 backend changes of one record, 25 ms apart: each leader's stream carries them.
+  for (let n = 0; n < 40; n++) {
+    await env.fixture.cmd({ cmd: 'sync', table: 'messages', key: 'hot', data: { n } });
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  const last = Date.now();
+  for (const page of pages) await waitFor(async () => (await latest(page, 'messages'))?.hot?.n === 39, 'the last change in every tab', 10000);
+  const took = Date.now() - last;
+  t.diagnostic(`the last of 40 changes in all ${pages.length} tabs after ${took} ms`);
+  assert.ok(took <= 2000, `the last change took ${took} ms to reach every tab`);
+  for (const [i, page] of streaming.entries()) {
+    const { answers, seen } = await page.evaluate(() => ({
+      answers: window.syncAnswers,
+      seen: new Set(window.deliveries.messages.map((all) => all.hot?.n)).size,
+    }));
+    const during = answers.length - before[i];
+    assert.ok(answers.includes('application/x-dsn-stream'), `a streamed answer among ${answers.length}: ${[...new Set(answers)]}`);
+    assert.ok(seen >= 5 && during < seen, `${seen} values seen through ${during} answers: more than one change per answer`);
+  }
+
+  // A write from a following tab reaches the other profile through its stream.
+  const follower = pages[leaders.indexOf(false)];
+  await write(follower, 'streamed', 'create', 'messages', 'from-follower', { text: 'through the leader' });
+  assert.deepEqual(await settled(follower, 'streamed'), { state: 'fulfilled', value: true });
+  await waitFor(async () => (await latest(pages[3], 'messages'))?.['from-follower'], 'the write in the other profile');
+  assert.deepEqual(otherConsole.unexpected().map(({ kind, text }) => ({ kind, text })), [], 'the other profile logged errors');
+});
