@@ -4556,6 +4556,10 @@ class _Feed:
     sweep_every = 0.25  # how late an expired long-poll may be answered, at most
     liveness_every = 2.0  # how often departed clients give their slot back
     retry_busy = 0.05  # seconds before a stream whose client is behind is offered the latest state again
+    # Seconds at least between two passes that only the spacing calls for: every pass reads
+    # every parked pull and wakes the transports, so passes of a few streams each are spent
+    # on that; with a hundred streams, a pass every 0.6 ms cost a fifth of a core more.
+    pass_gap = 0.002
 
     def __init__(self, engine, max_waiting=10000, max_waiting_per_user=16):
         self.engine = engine
@@ -4624,7 +4628,7 @@ class _Feed:
         now = time.monotonic()
         next_sweep, next_liveness = now + self.sweep_every, now + self.sweep_every + self.liveness_every
         next_due = None  # when the earliest stream with news, held back by its spacing, may send again
-        not_before = now  # the spacing wakes the feed at most once per spacing / 8 (a write may sooner)
+        not_before = now  # spacing wakes the feed at most once per spacing / 8 or pass_gap (a write may sooner)
         with self.store.lock:
             seen = (self.store.seq, self.store.sv)
         while True:
@@ -4632,7 +4636,7 @@ class _Feed:
             if not self._wait_for_work(seen, wake):
                 return
             ready, next_due, seen, spacing, now = self._take_ready()
-            not_before = now + spacing / 8
+            not_before = now + max(spacing / 8, self.pass_gap)
             if now >= next_sweep:
                 next_sweep = now + self.sweep_every
                 if now >= next_liveness:
