@@ -4558,7 +4558,7 @@ class _Feed:
     retry_busy = 0.05  # seconds before a stream whose client is behind is offered the latest state again
     # Seconds at least between two passes that only the spacing calls for: every pass reads
     # every parked pull and wakes the transports, so passes of a few streams each are spent
-    # on that; with a hundred streams, a pass every 0.6 ms cost a fifth of a core more.
+    # on that; with a hundred streams, a pass every 0.6 ms cost up to a fifth of a core more.
     pass_gap = 0.002
 
     def __init__(self, engine, max_waiting=10000, max_waiting_per_user=16):
