@@ -4682,7 +4682,7 @@ class _Feed:
                     ready.append(w)
                 else:
                     keep.append(w)
-                    if moved and w.due > now and (next_due is None or w.due < next_due):
+                    if moved and (next_due is None or w.due < next_due):  # held by its spacing (due > now)
                         next_due = w.due  # (one with nothing new waits for a write, which wakes the feed)
             self._parked = keep
             # A stream's messages are spaced by stream_spacing per parked pull: the

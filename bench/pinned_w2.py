@@ -22,10 +22,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from bench_dsn_sync import wait_health  # noqa: E402
 
 
 def peers(harness, python):
@@ -45,14 +48,7 @@ def run_one(harness, cmd, adapter, port, duration):
                               cwd=harness, env=dict(os.environ, BENCH_HARNESS=harness))
     url = "http://127.0.0.1:%d" % port
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url + "/_bench/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("%s did not answer /_bench/health" % " ".join(cmd))
+        wait_health(url, server)
         load = subprocess.run(["taskset", "-c", "1", "node", "w2_writes.mjs", "--adapter", adapter, "--url", url,
                                "--server-pid", str(server.pid), "--writers", "16", "--duration", str(duration)],
                               cwd=harness, capture_output=True, text=True, check=True)
