@@ -3919,6 +3919,7 @@ class _Engine:
         self.handlers = {}
         self.read_rules = {}
         self.subscriptions = {}  # name -> fn(ctx, params), from @sync.subscription
+        self._unknown_subs = set()  # unknown subscription names already logged (at most 64)
         self._held_sets = {}  # see _held()
         self.any_table = False  # the quick server's development mode: writes to any table, no handler needed
         # A shared store keeps a live set that every node's revocations reach.
@@ -4184,8 +4185,14 @@ class _Engine:
         """Call the app's subscription function and turn its answer into filters; _SubRefused if it says no."""
         fn = self.subscriptions.get(name)
         if fn is None:
-            raise _SubRefused(sid, "no subscription %r on this server (it has: %s)"
-                              % (name[:64], ", ".join(sorted(self.subscriptions)) or "none"), "invalid")
+            # The names the app defines are for its developers, not for whoever holds a token: the
+            # log lists them (once per unknown name, for the first few), the client hears only no.
+            if name not in self._unknown_subs and len(self._unknown_subs) < 64:
+                self._unknown_subs.add(name)
+                log.warning("a client asked for subscription %r, which this server does not define (it has: %s)",
+                            name[:64], ", ".join(sorted(self.subscriptions)) or "none")
+            raise _SubRefused(sid, "no subscription %r on this server (its log names the ones it has)" % name[:64],
+                              "invalid")
         where = "the @subscription('%s') function" % name
         try:
             tables = fn(SubscriptionContext(name, state), params)

@@ -914,6 +914,21 @@ def test_a_refused_subscription_fails_the_pull_with_its_id(server, make_raw, nam
     assert raw.ok("pull", since=None, subs=subs, wait=0)["sub"] == "fine"
 
 
+def test_an_unknown_subscription_tells_the_log_not_the_client_which_names_exist(server, make_raw, caplog):
+    sync = server()
+    raw = make_raw(sync, sync.issue_token(sub="ann", read=["messages"]))
+    with caplog.at_level("WARNING", logger="dsn_sync"):
+        for _ in range(3):
+            answer = raw.err("pull", "invalid", since=None, subs={"s": {"name": "admin_audit", "params": {}}}, wait=0)
+    message = answer["error"]["message"]
+    assert "no subscription 'admin_audit'" in message and "log" in message, message
+    for defined in sorted(sync._engine.subscriptions):
+        assert repr(defined) not in message and (defined + ",") not in message, "the refusal names %r: %s" % (defined, message)
+    logged = [r.getMessage() for r in caplog.records if "admin_audit" in r.getMessage()]
+    assert len(logged) == 1, "logged once per unknown name, got %r" % logged
+    assert "room" in logged[0] and "audit" in logged[0], logged[0]
+
+
 def test_a_table_the_token_may_not_read_is_forbidden(server, make_raw):
     sync = server()
     fill(sync, ["lobby"])
