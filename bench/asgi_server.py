@@ -11,13 +11,20 @@ control routes, answered by this file as plain ASGI:
                         ``sync.sync()``, in a worker thread as an app's own code would run it)
 
   python3 bench/asgi_server.py --port 8704 [--preload 100000] [--db postgresql://...]
-          [--loop auto|asyncio|uvloop] [--http auto|h11|httptools] [--cprofile OUT.pstats]
+          [--loop auto|asyncio|uvloop] [--http auto|h11|httptools] [--cprofile OUT.pstats] [--join-head]
 
 uvicorn's defaults are used unless told: ``loop=auto`` is uvloop and ``http=auto`` is
 httptools when they are installed (the health answer says which ran).  ``--cprofile``
 records every thread of the process that runs Python (the event loop, and the executor
 threads where the mount opens frames and runs the engine) from start to SIGINT and
 writes one merged pstats file.
+
+``--join-head`` is an experiment, not a way to run anything: it patches uvicorn's
+httptools protocol in this process so that an answer's head is held back and goes out in
+the same ``transport.write`` as its first body message (aiohttp's server does this for
+small answers since its PR 10991). Stock uvicorn writes the two apart: two system calls
+and two TCP segments per answer, where a WebSocket message is one. bench/pinned_w2.py
+``--joined-head`` compares the two.
 """
 import argparse
 import asyncio
@@ -96,6 +103,54 @@ def make_app(bench):
     return app
 
 
+def join_head():
+    """Patch uvicorn's httptools RequestResponseCycle: the head waits for the first body write (--join-head)."""
+    from uvicorn.protocols.http import httptools_impl
+    cycle = getattr(httptools_impl, "RequestResponseCycle", None)
+    if cycle is None or not asyncio.iscoroutinefunction(getattr(cycle, "send", None)):
+        raise SystemExit("--join-head: this uvicorn has no httptools RequestResponseCycle.send to patch")
+    stock = cycle.send
+
+    class Held:
+        """The transport, with writes kept in ``parts`` (the head) or prefixed by ``head``."""
+
+        def __init__(self, real, head=None):
+            self.real, self.head, self.parts = real, head, []
+
+        def write(self, data):
+            if self.head is None:
+                self.parts.append(data)
+            else:
+                self.real.write(self.head + data)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "http.response.start" and not self.response_started:
+            real = self.transport
+            self.transport = held = Held(real)
+            try:
+                await stock(self, message)
+            finally:
+                self.transport = real
+            self._dsn_head = b"".join(held.parts)
+            return
+        head = getattr(self, "_dsn_head", None)
+        if head and kind == "http.response.body":
+            self._dsn_head = None
+            real = self.transport
+            self.transport = Held(real, head)
+            try:
+                return await stock(self, message)
+            finally:
+                self.transport = real
+        return await stock(self, message)
+
+    cycle.send = send
+
+
 class Profiles:
     """One cProfile.Profile per thread that runs Python here (loop + executor threads)."""
 
@@ -134,6 +189,8 @@ def main():
     ap.add_argument("--loop", default="auto", help="uvicorn --loop (default auto: uvloop if installed)")
     ap.add_argument("--http", default="auto", help="uvicorn --http (default auto: httptools if installed)")
     ap.add_argument("--cprofile", default=None, metavar="OUT", help="profile every Python thread; pstats file at exit")
+    ap.add_argument("--join-head", action="store_true",
+                    help="experiment: patch uvicorn (httptools) to write an answer's head with its body")
     args = ap.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("the bench server listens on loopback only")
@@ -153,7 +210,11 @@ def main():
     config.app = make_app(bench)
     config.load()
     http_name = getattr(config.http_protocol_class, "__name__", str(config.http_protocol_class))
-    RUNTIME.update({"http": http_name, "uvicorn": uvicorn.__version__})
+    if args.join_head:
+        if http_name != "HttpToolsProtocol":
+            raise SystemExit("--join-head patches uvicorn's httptools protocol; this run uses %s" % http_name)
+        join_head()
+    RUNTIME.update({"http": http_name, "uvicorn": uvicorn.__version__, "join_head": args.join_head})
     try:
         import uvloop  # noqa: F401
         RUNTIME["uvloop_installed"] = True

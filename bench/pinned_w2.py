@@ -10,12 +10,21 @@ server's cost per acknowledged write. Peers alternate within each repetition:
   through node:http (adapters/dsnsync_native.mjs);
 - ``mount_lean``: the same server, driven through the minimal HTTP client
   (adapters/dsnsync_lean.mjs);
-- ``socketio_nodeflate``: python-socketio under the same uvicorn, permessage-deflate off.
+- ``socketio_nodeflate``: python-socketio under the same uvicorn, permessage-deflate off;
+- with ``--joined-head``, also ``joined_nodehttp`` and ``joined_lean``: the mount with
+  uvicorn patched in process (``asgi_server.py --join-head``, an experiment, never for
+  production) to send an answer's head in the same write as its body.
 
     python3 bench_dsn_sync.py --mounts --no-micro --workloads w2 --reps 1   # once: sets up the harness copy
-    python3 bench/pinned_w2.py [--reps 3] [--duration 5] [--harness /tmp/dsn-bench/harness]
+    python3 bench/pinned_w2.py [--reps 3] [--duration 5] [--joined-head] [--harness /tmp/dsn-bench/harness]
 
-Prints acks/s and server CPU per ack for each run, then the medians.
+Prints, for each run, acks/s and where the server's time per ack goes, measured over the
+middle of the run: CPU in user space and in the kernel (``/proc/PID/stat``), write and
+read system calls (``/proc/PID/io``) and TCP segments sent on the machine
+(``/proc/net/snmp``, both directions of loopback: other traffic counts too), then the
+medians. The segments and the writes are what tell the peers apart: uvicorn writes an
+HTTP answer's head and body in two system calls, two segments, and a WebSocket message
+in one.
 """
 import argparse
 import json
@@ -31,8 +40,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 from bench_dsn_sync import wait_health  # noqa: E402
 
 
-def peers(harness, python):
-    return {
+def peers(harness, python, joined_head=False):
+    spec = {
         "mount_nodehttp": ([python, os.path.join(HERE, "asgi_server.py"), "--port", "8740"],
                            os.path.join(HERE, "adapters", "dsnsync_native.mjs"), 8740),
         "mount_lean": ([python, os.path.join(HERE, "asgi_server.py"), "--port", "8741"],
@@ -40,25 +49,55 @@ def peers(harness, python):
         "socketio_nodeflate": ([python, os.path.join(harness, "servers", "sio_server.py"), "--port", "8742",
                                 "--ws-deflate", "off"], "socketio", 8742),
     }
+    if joined_head:
+        for name, port in (("nodehttp", 8743), ("lean", 8744)):
+            spec["joined_" + name] = ([python, os.path.join(HERE, "asgi_server.py"), "--port", str(port), "--join-head"],
+                                      spec["mount_" + name][1], port)
+    return spec
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def counters(pid):
+    """(user s, kernel s, write calls, read calls, TCP segments sent) of the server and the machine, now."""
+    with open("/proc/%d/stat" % pid) as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    with open("/proc/%d/io" % pid) as f:
+        io = dict(line.split(": ") for line in f.read().splitlines())
+    with open("/proc/net/snmp") as f:
+        tcp = [line.split() for line in f if line.startswith("Tcp:")]
+    segs = int(dict(zip(tcp[0][1:], tcp[1][1:]))["OutSegs"])
+    return (int(fields[11]) / TICK, int(fields[12]) / TICK, int(io["syscw"]), int(io["syscr"]), segs)
 
 
 def run_one(harness, cmd, adapter, port, duration):
-    """One W2 run: (acks/s, server CPU us per ack)."""
+    """One W2 run: {acks, user_us, sys_us, writes, reads, segs}, each cost per acknowledged write."""
     server = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               cwd=harness, env=dict(os.environ, BENCH_HARNESS=harness))
     url = "http://127.0.0.1:%d" % port
     try:
         wait_health(url, server)
-        load = subprocess.run(["taskset", "-c", "1", "node", "w2_writes.mjs", "--adapter", adapter, "--url", url,
-                               "--server-pid", str(server.pid), "--writers", "16", "--duration", str(duration)],
-                              cwd=harness, capture_output=True, text=True, check=True)
+        load = subprocess.Popen(["taskset", "-c", "1", "node", "w2_writes.mjs", "--adapter", adapter, "--url", url,
+                                 "--server-pid", str(server.pid), "--writers", "16", "--duration", str(duration)],
+                                cwd=harness, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The middle of the measured span: after the generator's 1 s warm-up, before its end.
+        time.sleep(1.5)
+        before, t0 = counters(server.pid), time.monotonic()
+        time.sleep(max(duration - 1.0, 0.5))
+        after, window = counters(server.pid), time.monotonic() - t0
+        out, err = load.communicate()
+        if load.returncode:
+            raise SystemExit("w2_writes.mjs failed for %s:\n%s" % (adapter, err))
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(30)
-    result = json.loads(load.stdout.strip().splitlines()[-1])
-    acks = result["acks_per_s"]
-    cpu = (result.get("server") or {}).get("cpu_s")
-    return acks, (1e6 * cpu / (acks * duration) if cpu and acks else None)
+    acks = json.loads(out.strip().splitlines()[-1])["acks_per_s"]
+    n = acks * window  # acks in the window, at the run's steady rate
+    d = [b - a for a, b in zip(before, after)]
+    return {"acks": acks, "user_us": 1e6 * d[0] / n, "sys_us": 1e6 * d[1] / n,
+            "writes": d[2] / n, "reads": d[3] / n, "segs": d[4] / n}
 
 
 def main():
@@ -66,21 +105,30 @@ def main():
     ap.add_argument("--harness", default="/tmp/dsn-bench/harness", help="the harness copy bench_dsn_sync.py made")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5)
+    ap.add_argument("--joined-head", action="store_true",
+                    help="also run the mount with uvicorn patched to write an answer's head with its body (experiment)")
     a = ap.parse_args()
     python = os.path.join(a.harness, ".venv", "bin", "python")
-    spec = peers(a.harness, python)
+    spec = peers(a.harness, python, a.joined_head)
     results = {name: [] for name in spec}
     for rep in range(a.reps):
         for name, (cmd, adapter, port) in spec.items():
-            acks, us = run_one(a.harness, cmd, adapter, port, a.duration)
-            results[name].append((acks, us))
-            print("rep %d %-20s %8.0f acks/s  %s us of server CPU per ack  (loadavg %.2f)"
-                  % (rep + 1, name, acks, "-" if us is None else "%.1f" % us, os.getloadavg()[0]), flush=True)
+            r = run_one(a.harness, cmd, adapter, port, a.duration)
+            results[name].append(r)
+            print("rep %d %-20s %8.0f acks/s | per ack: user %5.1f us, kernel %4.1f us, %.2f writes, %.2f reads, "
+                  "%.2f TCP segments  (loadavg %.2f)" % (rep + 1, name, r["acks"], r["user_us"], r["sys_us"],
+                                                        r["writes"], r["reads"], r["segs"], os.getloadavg()[0]),
+                  flush=True)
             time.sleep(2)
     print()
+    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    base = median([r["acks"] for r in results["socketio_nodeflate"]])
     for name, runs in results.items():
-        acks = sorted(r[0] for r in runs)
-        print("%-20s median %8.0f acks/s  (%s)" % (name, acks[len(acks) // 2], ", ".join("%.0f" % r[0] for r in runs)))
+        acks = median([r["acks"] for r in runs])
+        print("%-20s median %8.0f acks/s (%.2fx python-socketio) | user %5.1f us, kernel %4.1f us, %.2f TCP segments "
+              "per ack  (%s)" % (name, acks, acks / base, median([r["user_us"] for r in runs]),
+                                 median([r["sys_us"] for r in runs]), median([r["segs"] for r in runs]),
+                                 ", ".join("%.0f" % r["acks"] for r in runs)))
 
 
 if __name__ == "__main__":
