@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -34,10 +35,11 @@ def test_micro_quick_prints_its_table():
 
 
 @contextlib.contextmanager
-def bench_process(script, preload):
+def bench_process(script, preload, *extra):
     """bench/<script> (a bench server: dsn_server.py, or one under uvicorn) on a free port with
     ``preload`` records: yields its base URL once it answers /_bench/health, and stops it after."""
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bench", script), "--port", "0", "--preload", str(preload)],
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "bench", script), "--port", "0", "--preload", str(preload)]
+                            + list(extra),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -145,6 +147,51 @@ def test_asgi_bench_server_mounts_dsn_sync_under_a_prefix(make_client):
                                      capture_output=True, text=True, timeout=60)
                 assert out.returncode == 0, out.stderr[-3000:]
                 assert json.loads(out.stdout.strip().splitlines()[-1]) == {"n": 20, "ok": True, "v": 1}, adapter
+
+
+@pytest.mark.skipif(not _has_uvicorn(), reason="uvicorn is not installed (pip install uvicorn): bench/asgi_server.py needs it")
+def test_asgi_bench_server_with_joined_heads_still_speaks_http(make_client, http="h11"):
+    """--join-head (pinned_w2.py --joined-head): uvicorn holds an answer's head for its body's write.
+    Every kind of answer must still arrive whole: a frame, a streamed pull, a HEAD, a 304, a 404.
+    Run on h11, which the test extra installs; the harness's httptools takes the same patch, and
+    pinned_w2.py's one write and two segments per ack show it working there."""
+    with bench_process("asgi_server.py", 20, "--join-head", "--http", http) as base:
+        health = get_json(base + "/_bench/health")
+        assert health["join_head"] is True and health["http"].lower().startswith(http[:2]), health
+        grant = get_json(base + "/_bench/token")
+        client = make_client(grant["url"], grant["token"], wait=1)
+        client.wait_ready(timeout=20)
+        assert len(client.get_all("items")) == 20
+        assert client.create("w2", "joined", {"v": 1})["v"] == 1
+        for _ in range(200):  # and comes back on the streamed pull
+            if (client.get("w2", "joined") or {}).get("v") == 1:
+                break
+            time.sleep(0.05)
+        assert client.get("w2", "joined")["v"] == 1
+        client.close()
+        host, port = base[len("http://"):].split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:  # one keep-alive connection
+            s.sendall(b"HEAD /dsn/dsn_client.js HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = _read_head(s)
+            assert head.startswith(b"HTTP/1.1 200") and b"etag:" in head.lower(), head
+            etag = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"etag:")][0]
+            s.sendall(b"GET /dsn/dsn_client.js HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + etag + b"\r\n\r\n")
+            assert _read_head(s).startswith(b"HTTP/1.1 304"), "a 304 after the HEAD on the same connection"
+            s.sendall(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_head(s).startswith(b"HTTP/1.1 404")
+            s.sendall(b"HEAD /dsn/dsn_client.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert _read_head(s).startswith(b"HTTP/1.1 200"), "a HEAD whose connection then closes"
+
+
+def _read_head(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "the server closed the connection after %r" % data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert not rest, "bytes after a head whose answer has no body: %r" % rest[:200]
+    return head
 
 
 @pytest.mark.skipif(not _has_uvicorn(), reason="uvicorn is not installed (pip install uvicorn): bench/asgi_ref.py needs it")

@@ -20,7 +20,7 @@ threads where the mount opens frames and runs the engine) from start to SIGINT a
 writes one merged pstats file.
 
 ``--join-head`` is an experiment, not a way to run anything: it patches uvicorn's
-httptools protocol in this process so that an answer's head is held back and goes out in
+HTTP protocol (httptools or h11) in this process so that an answer's head is held back and goes out in
 the same ``transport.write`` as its first body message (aiohttp's server does this for
 small answers since its PR 10991). Stock uvicorn writes the two apart: two system calls
 and two TCP segments per answer, where a WebSocket message is one. bench/pinned_w2.py
@@ -103,16 +103,18 @@ def make_app(bench):
     return app
 
 
-def join_head():
-    """Patch uvicorn's httptools RequestResponseCycle: the head waits for the first body write (--join-head)."""
-    from uvicorn.protocols.http import httptools_impl
-    cycle = getattr(httptools_impl, "RequestResponseCycle", None)
+def join_head(protocol_class):
+    """Patch the RequestResponseCycle of uvicorn's HTTP protocol (httptools or h11) so that an
+    answer's head waits for its first body write and goes out with it (--join-head)."""
+    import importlib
+    cycle = getattr(importlib.import_module(protocol_class.__module__), "RequestResponseCycle", None)
     if cycle is None or not asyncio.iscoroutinefunction(getattr(cycle, "send", None)):
-        raise SystemExit("--join-head: this uvicorn has no httptools RequestResponseCycle.send to patch")
+        raise SystemExit("--join-head: %s has no RequestResponseCycle.send to patch" % protocol_class.__module__)
     stock = cycle.send
 
     class Held:
-        """The transport, with writes kept in ``parts`` (the head) or prefixed by ``head``."""
+        """The transport, with the head held: kept by the start message's writes, written in
+        front of the first body write, or alone before a close or after a body with no write."""
 
         def __init__(self, real, head=None):
             self.real, self.head, self.parts = real, head, []
@@ -122,6 +124,16 @@ def join_head():
                 self.parts.append(data)
             else:
                 self.real.write(self.head + data)
+                self.head = b""
+
+        def flush(self):
+            if self.head:
+                self.real.write(self.head)
+                self.head = b""
+
+        def close(self):
+            self.flush()
+            self.real.close()
 
         def __getattr__(self, name):
             return getattr(self.real, name)
@@ -141,11 +153,12 @@ def join_head():
         if head and kind == "http.response.body":
             self._dsn_head = None
             real = self.transport
-            self.transport = Held(real, head)
+            self.transport = held = Held(real, head)
             try:
                 return await stock(self, message)
             finally:
                 self.transport = real
+                held.flush()  # no body write (httptools' HEAD answer): the head alone
         return await stock(self, message)
 
     cycle.send = send
@@ -190,7 +203,7 @@ def main():
     ap.add_argument("--http", default="auto", help="uvicorn --http (default auto: httptools if installed)")
     ap.add_argument("--cprofile", default=None, metavar="OUT", help="profile every Python thread; pstats file at exit")
     ap.add_argument("--join-head", action="store_true",
-                    help="experiment: patch uvicorn (httptools) to write an answer's head with its body")
+                    help="experiment: patch uvicorn's HTTP protocol to write an answer's head with its body")
     args = ap.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("the bench server listens on loopback only")
@@ -211,9 +224,7 @@ def main():
     config.load()
     http_name = getattr(config.http_protocol_class, "__name__", str(config.http_protocol_class))
     if args.join_head:
-        if http_name != "HttpToolsProtocol":
-            raise SystemExit("--join-head patches uvicorn's httptools protocol; this run uses %s" % http_name)
-        join_head()
+        join_head(config.http_protocol_class)
     RUNTIME.update({"http": http_name, "uvicorn": uvicorn.__version__, "join_head": args.join_head})
     try:
         import uvloop  # noqa: F401
