@@ -4187,11 +4187,13 @@ class _Engine:
         if fn is None:
             # The names the app defines are for its developers, not for whoever holds a token: the
             # log lists them (once per unknown name, for the first few), the client hears only no.
-            if name not in self._unknown_subs and len(self._unknown_subs) < 64:
-                self._unknown_subs.add(name)
-                log.warning("a client asked for subscription %r, which this server does not define (it has: %s)",
-                            name[:64], ", ".join(sorted(self.subscriptions)) or "none")
-            raise _SubRefused(sid, "no subscription %r on this server (its log names the ones it has)" % name[:64],
+            shown = name[:64]  # kept and logged cut short: a token holder chooses the name's length
+            if shown not in self._unknown_subs and len(self._unknown_subs) < 64:
+                self._unknown_subs.add(shown)
+                log.warning("a client asked for subscription %r, which this server does not define (it has: %s)%s",
+                            shown, ", ".join(sorted(self.subscriptions)) or "none",
+                            "; further unknown names are not logged" if len(self._unknown_subs) == 64 else "")
+            raise _SubRefused(sid, "no subscription %r on this server (its log names the ones it has)" % shown,
                               "invalid")
         where = "the @subscription('%s') function" % name
         try:
