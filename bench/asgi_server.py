@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import cProfile
+import inspect
 import json
 import os
 import sys
@@ -108,22 +109,30 @@ def join_head(protocol_class):
     answer's head waits for its first body write and goes out with it (--join-head)."""
     import importlib
     cycle = getattr(importlib.import_module(protocol_class.__module__), "RequestResponseCycle", None)
-    if cycle is None or not asyncio.iscoroutinefunction(getattr(cycle, "send", None)):
+    if cycle is None or not inspect.iscoroutinefunction(getattr(cycle, "send", None)):
         raise SystemExit("--join-head: %s has no RequestResponseCycle.send to patch" % protocol_class.__module__)
     stock = cycle.send
 
     class Held:
-        """The transport, with the head held: kept by the start message's writes, written in
-        front of the first body write, or alone before a close or after a body with no write."""
+        """The transport from an answer's start message to the end of its first body message.
 
-        def __init__(self, real, head=None):
-            self.real, self.head, self.parts = real, head, []
+        The start message's writes are kept (the head), then written in front of the first body
+        write; a close before that (an app that fails after starting its answer) and a body
+        message that writes nothing (httptools' answer to HEAD) write the head alone."""
+
+        def __init__(self, real):
+            self.real, self.head, self.parts = real, None, []
 
         def write(self, data):
-            if self.head is None:
+            if self.head is None:  # still in the start message
                 self.parts.append(data)
-            else:
+            elif not self.head:
+                self.real.write(data)
+            elif len(data) < 65536:  # one write, one segment, as aiohttp does for small answers
                 self.real.write(self.head + data)
+                self.head = b""
+            else:  # no copy of a large body
+                self.real.writelines((self.head, data))
                 self.head = b""
 
         def flush(self):
@@ -141,24 +150,19 @@ def join_head(protocol_class):
     async def send(self, message):
         kind = message["type"]
         if kind == "http.response.start" and not self.response_started:
-            real = self.transport
-            self.transport = held = Held(real)
-            try:
-                await stock(self, message)
-            finally:
-                self.transport = real
-            self._dsn_head = b"".join(held.parts)
-            return
-        head = getattr(self, "_dsn_head", None)
-        if head and kind == "http.response.body":
-            self._dsn_head = None
-            real = self.transport
-            self.transport = held = Held(real, head)
+            self.transport = held = Held(self.transport)  # until the first body message ends
             try:
                 return await stock(self, message)
             finally:
-                self.transport = real
-                held.flush()  # no body write (httptools' HEAD answer): the head alone
+                held.head = b"".join(held.parts)
+        held = self.transport
+        if kind == "http.response.body" and isinstance(held, Held):
+            try:
+                return await stock(self, message)
+            finally:
+                self.transport = held.real
+                if not self.disconnected:  # stock send writes nothing to a gone client; neither do we
+                    held.flush()
         return await stock(self, message)
 
     cycle.send = send
