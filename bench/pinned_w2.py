@@ -19,17 +19,22 @@ server's cost per acknowledged write. Peers alternate within each repetition:
     python3 bench/pinned_w2.py [--reps 3] [--duration 5] [--joined-head] [--harness /tmp/dsn-bench/harness]
 
 Prints, for each run, acks/s and where the server's time per ack goes, measured over the
-middle of the run: CPU in user space and in the kernel (``/proc/PID/stat``), write and
-read system calls (``/proc/PID/io``) and TCP segments sent on the machine
-(``/proc/net/snmp``, both directions of loopback: other traffic counts too), then the
-medians. The segments and the writes are what tell the peers apart: uvicorn writes an
-HTTP answer's head and body in two system calls, two segments, and a WebSocket message
-in one.
+middle of the run: CPU in user space and in the kernel (``/proc/PID/stat``); the
+server's write- and read-family system calls (``/proc/PID/io``'s syscw and syscr:
+write, writev, read and the like, which is uvloop's path; send and recv are not
+counted, so under ``--loop asyncio`` these read about 0); TCP segments sent on the
+whole machine (``/proc/net/snmp``: both directions of loopback, the generator's
+requests and ACKs included, other traffic too); and how busy the server's and the
+generator's cores were (w2_writes.mjs's own figures, over its whole run). Then the
+medians of each column, each over its own repetitions. The segments and the writes are
+what tell the peers apart: uvicorn writes an HTTP answer's head and body in two system
+calls, two segments, and a WebSocket message in one.
 """
 import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -93,11 +98,15 @@ def run_one(harness, cmd, adapter, port, duration):
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(30)
-    acks = json.loads(out.strip().splitlines()[-1])["acks_per_s"]
+    result = json.loads(out.strip().splitlines()[-1])
+    acks = result["acks_per_s"]
+    if not acks:
+        raise SystemExit("no write was acknowledged through %s on port %d:\n%s" % (adapter, port, err[-2000:]))
     n = acks * window  # acks in the window, at the run's steady rate
     d = [b - a for a, b in zip(before, after)]
     return {"acks": acks, "user_us": 1e6 * d[0] / n, "sys_us": 1e6 * d[1] / n,
-            "writes": d[2] / n, "reads": d[3] / n, "segs": d[4] / n}
+            "writes": d[2] / n, "reads": d[3] / n, "segs": d[4] / n,
+            "server_pct": result["server"]["cpu_pct_of_core"], "gen_pct": result["generator"]["cpu_pct_of_core"]}
 
 
 def main():
@@ -115,20 +124,20 @@ def main():
         for name, (cmd, adapter, port) in spec.items():
             r = run_one(a.harness, cmd, adapter, port, a.duration)
             results[name].append(r)
-            print("rep %d %-20s %8.0f acks/s | per ack: user %5.1f us, kernel %4.1f us, %.2f writes, %.2f reads, "
-                  "%.2f TCP segments  (loadavg %.2f)" % (rep + 1, name, r["acks"], r["user_us"], r["sys_us"],
-                                                        r["writes"], r["reads"], r["segs"], os.getloadavg()[0]),
-                  flush=True)
+            print("rep %d %-20s %8.0f acks/s | per ack: user %5.1f us, kernel %4.1f us, %.2f write calls, "
+                  "%.2f read calls, %.2f loopback segments | cores busy: server %.0f %%, generator %.0f %%  "
+                  "(loadavg %.2f)" % (rep + 1, name, r["acks"], r["user_us"], r["sys_us"], r["writes"], r["reads"],
+                                      r["segs"], r["server_pct"], r["gen_pct"], os.getloadavg()[0]), flush=True)
             time.sleep(2)
     print()
-    median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    base = median([r["acks"] for r in results["socketio_nodeflate"]])
+    print("medians (each column over its own repetitions); per ack: user and kernel CPU, the server's write and read")
+    print("calls, loopback TCP segments both ways; then the server's and the generator's cores busy")
+    base = statistics.median([r["acks"] for r in results["socketio_nodeflate"]])
     for name, runs in results.items():
-        acks = median([r["acks"] for r in runs])
-        print("%-20s median %8.0f acks/s (%.2fx python-socketio) | user %5.1f us, kernel %4.1f us, %.2f TCP segments "
-              "per ack  (%s)" % (name, acks, acks / base, median([r["user_us"] for r in runs]),
-                                 median([r["sys_us"] for r in runs]), median([r["segs"] for r in runs]),
-                                 ", ".join("%.0f" % r["acks"] for r in runs)))
+        m = {k: statistics.median([r[k] for r in runs]) for k in runs[0]}
+        print("%-20s %8.0f acks/s (%.2fx python-socketio) | %5.1f us, %4.1f us, %.2f, %.2f, %.2f | %.0f %%, %.0f %%  (%s)"
+              % (name, m["acks"], m["acks"] / base, m["user_us"], m["sys_us"], m["writes"], m["reads"], m["segs"],
+                 m["server_pct"], m["gen_pct"], ", ".join("%.0f" % r["acks"] for r in runs)))
 
 
 if __name__ == "__main__":
