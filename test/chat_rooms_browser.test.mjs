@@ -63,15 +63,16 @@ const storedInPage = (page) => page.evaluate(async () => {
     request.onsuccess = () => resolve(request.result);
     request.onerror = () => reject(request.error);
   });
-  const read = (store, get) => new Promise((resolve, reject) => {
-    const request = get(db.transaction(store, 'readonly').objectStore(store));
-    request.onsuccess = () => resolve(request.result);
-    request.onerror = () => reject(request.error);
+  // One transaction over both stores: one consistent state, even while the leader is
+  // removing a released room's rows (two transactions could see keys without their values).
+  const tx = db.transaction(['messages', '#meta'], 'readonly');
+  const messages = tx.objectStore('messages'), meta = tx.objectStore('#meta');
+  const asked = [messages.getAllKeys(), messages.getAll(), meta.get('subs'), meta.get('cursor')];
+  await new Promise((resolve, reject) => {
+    tx.oncomplete = resolve;
+    tx.onerror = tx.onabort = () => reject(tx.error);
   });
-  const keys = await read('messages', (store) => store.getAllKeys());
-  const values = await read('messages', (store) => store.getAll());
-  const subs = await read('#meta', (store) => store.get('subs'));
-  const cursor = await read('#meta', (store) => store.get('cursor'));
+  const [keys, values, subs, cursor] = asked.map((request) => request.result);
   const chunked = db.objectStoreNames.contains('#chunks');
   db.close();
   return { messages: Object.fromEntries(keys.map((key, i) => [key, values[i]])), subs, held: cursor?.subs ?? [], chunked };
