@@ -16,7 +16,7 @@ server's cost per acknowledged write. Peers alternate within each repetition:
   production) to send an answer's head in the same write as its body.
 
     python3 bench_dsn_sync.py --mounts --no-micro --workloads w2 --reps 1   # once: sets up the harness copy
-    python3 bench/pinned_w2.py [--reps 3] [--duration 5] [--joined-head] [--harness /tmp/dsn-bench/harness]
+    python3 bench/pinned_w2.py [--reps 3] [--duration 5] [--joined-head] [--perf DIR] [--harness /tmp/dsn-bench/harness]
 
 Prints, for each run, acks/s and where the server's time per ack goes, measured over the
 middle of the run: CPU in user space and in the kernel (``/proc/PID/stat``); the
@@ -77,7 +77,23 @@ def counters(pid):
     return (int(fields[11]) / TICK, int(fields[12]) / TICK, int(io["syscw"]), int(io["syscr"]), segs)
 
 
-def run_one(harness, cmd, adapter, port, duration):
+def wake_share(perf_out):
+    """Of the server core's (CPU 0) busy kernel samples in ``perf_out``, the share spent with interrupts
+    off at the end of a wake-up (``_raw_spin_unlock_irqrestore``, reached from ``sock_def_readable`` when
+    a send wakes the generator's epoll: on a VM, where a cross-CPU wake-up of a halted vCPU lands)."""
+    out = subprocess.run(["perf", "report", "-i", perf_out, "--cpu", "0", "-n", "--no-children", "--sort", "sym",
+                          "--dsos", "[kernel.kallsyms]", "--stdio", "-g", "none"],
+                         capture_output=True, text=True, check=True).stdout
+    samples = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and not line.startswith("#") and fields[2] == "[k]":
+            samples[fields[3]] = int(fields[1])
+    busy = sum(samples.values()) - samples.get("pv_native_safe_halt", 0)  # the idle loop is not kernel work
+    return samples.get("_raw_spin_unlock_irqrestore", 0) / busy if busy else 0.0
+
+
+def run_one(harness, cmd, adapter, port, duration, perf_out=None):
     """One W2 run: {acks, user_us, sys_us, writes, reads, segs}, each cost per acknowledged write."""
     server = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               cwd=harness, env=dict(os.environ, BENCH_HARNESS=harness))
@@ -90,7 +106,11 @@ def run_one(harness, cmd, adapter, port, duration):
         # The middle of the measured span: after the generator's 1 s warm-up, before its end.
         time.sleep(1.5)
         before, t0 = counters(server.pid), time.monotonic()
-        time.sleep(max(duration - 1.0, 0.5))
+        if perf_out:  # both cores sampled over the same window (perf's own cost counts too)
+            subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-a", "-g", "-o", perf_out, "--",
+                            "sleep", str(max(duration - 1.0, 0.5))], check=True)
+        else:
+            time.sleep(max(duration - 1.0, 0.5))
         after, window = counters(server.pid), time.monotonic() - t0
         out, err = load.communicate()
         if load.returncode:
@@ -104,9 +124,12 @@ def run_one(harness, cmd, adapter, port, duration):
         raise SystemExit("no write was acknowledged through %s on port %d:\n%s" % (adapter, port, err[-2000:]))
     n = acks * window  # acks in the window, at the run's steady rate
     d = [b - a for a, b in zip(before, after)]
-    return {"acks": acks, "user_us": 1e6 * d[0] / n, "sys_us": 1e6 * d[1] / n,
-            "writes": d[2] / n, "reads": d[3] / n, "segs": d[4] / n,
-            "server_pct": result["server"]["cpu_pct_of_core"], "gen_pct": result["generator"]["cpu_pct_of_core"]}
+    r = {"acks": acks, "user_us": 1e6 * d[0] / n, "sys_us": 1e6 * d[1] / n,
+         "writes": d[2] / n, "reads": d[3] / n, "segs": d[4] / n,
+         "server_pct": result["server"]["cpu_pct_of_core"], "gen_pct": result["generator"]["cpu_pct_of_core"]}
+    if perf_out:
+        r["wake_us"] = r["sys_us"] * wake_share(perf_out)
+    return r
 
 
 def main():
@@ -116,18 +139,29 @@ def main():
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--joined-head", action="store_true",
                     help="also run the mount with uvicorn patched to write an answer's head with its body (experiment)")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="record a profile of both cores over each run's window into DIR/<peer>-<rep>.data (Linux "
+                         "perf, cpu-clock at 4 kHz; the server's core: perf report -i F --cpu 0) and print the server's "
+                         "kernel time spent waking the generator; perf slows the window, so every per-ack figure "
+                         "of such a run reads about a tenth low")
     a = ap.parse_args()
+    if a.perf:
+        os.makedirs(a.perf, exist_ok=True)
     python = os.path.join(a.harness, ".venv", "bin", "python")
     spec = peers(a.harness, python, a.joined_head)
     results = {name: [] for name in spec}
     for rep in range(a.reps):
         for name, (cmd, adapter, port) in spec.items():
-            r = run_one(a.harness, cmd, adapter, port, a.duration)
+            perf_out = os.path.join(a.perf, "%s-%d.data" % (name, rep + 1)) if a.perf else None
+            r = run_one(a.harness, cmd, adapter, port, a.duration, perf_out)
             results[name].append(r)
             print("rep %d %-20s %8.0f acks/s | per ack: user %5.1f us, kernel %4.1f us, %.2f write calls, "
                   "%.2f read calls, %.2f loopback segments | cores busy: server %.0f %%, generator %.0f %%  "
                   "(loadavg %.2f)" % (rep + 1, name, r["acks"], r["user_us"], r["sys_us"], r["writes"], r["reads"],
                                       r["segs"], r["server_pct"], r["gen_pct"], os.getloadavg()[0]), flush=True)
+            if perf_out:
+                print("      kernel time waking the generator (perf, %s): %.1f us per ack" % (perf_out, r["wake_us"]),
+                      flush=True)
             time.sleep(2)
     print()
     print("medians (each column over its own repetitions); per ack: user and kernel CPU, the server's write and read")
