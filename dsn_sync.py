@@ -6389,8 +6389,10 @@ def _claim_one_process(app_file):
     Workers of gunicorn or uvicorn are children of one parent: the first to
     start the engine takes a lock named after the parent, the folder and the
     file that made the DSNSync; another finds it taken.  Returns the lock's
-    lock's path for ``_release_claim`` (None where flock does not exist).
-    Several DSNSync of one process share a claim.
+    path for ``_release_claim`` (None where flock does not exist).  Several
+    DSNSync of one process share a claim, also when two threads start them at
+    once: the claim is looked up and taken under one lock (flock is held per
+    open file, so a second descriptor in this process would be refused).
     """
     try:
         import fcntl  # deferred: POSIX only, and only mounted in-memory apps need it
@@ -6399,24 +6401,24 @@ def _claim_one_process(app_file):
     import tempfile
     name = hashlib.sha256(("%d|%s|%s" % (os.getppid(), os.getcwd(), app_file)).encode()).hexdigest()[:16]
     path = os.path.join(tempfile.gettempdir(), "dsn-sync-%s.lock" % name)
-    with _CLAIMS_LOCK:
+    with _CLAIMS_LOCK:  # held across the flock, which does not wait (LOCK_NB)
         claim = _CLAIMS.get(path)
         if claim is not None and claim[2] == os.getpid():
             claim[1] += 1
             return path
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise RuntimeError(
-            "dsn-sync: another worker process of this app already serves it on the in-memory store, which one "
-            "process holds: several workers would each keep their own data.  Run one worker (uvicorn "
-            "--workers 1, gunicorn -w 1 --threads N), or use a store they can share: "
-            "DSNSync(db_connection_string='postgresql://...').")
-    with _CLAIMS_LOCK:
-        _CLAIMS[path] = [fd, 1, os.getpid()]
-    return path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+        else:
+            _CLAIMS[path] = [fd, 1, os.getpid()]
+            return path
+    raise RuntimeError(
+        "dsn-sync: another worker process of this app already serves it on the in-memory store, which one "
+        "process holds: several workers would each keep their own data.  Run one worker (uvicorn "
+        "--workers 1, gunicorn -w 1 --threads N), or use a store they can share: "
+        "DSNSync(db_connection_string='postgresql://...').")
 
 
 # =============================================================================

@@ -935,6 +935,33 @@ def test_a_stopped_mount_gives_back_its_process_claim():
         second.stop()
 
 
+def test_mounts_of_one_process_started_at_once_in_threads_share_its_claim():
+    # Two apps' first requests may start two mounts at the same moment. flock is held per open
+    # file, so each taking its own descriptor of the lock file would refuse the later one as
+    # "another worker process". Rounds, since a race shows only now and then.
+    for _ in range(20):
+        syncs = [dsn_sync.DSNSync(port=0) for _ in range(8)]
+        gate = threading.Barrier(len(syncs))
+        errors = []
+
+        def start(sync):
+            gate.wait()
+            try:
+                sync.wsgi_app()  # a mount claims the process as the app that makes it loads
+                sync.start(listen=False)
+            except Exception as e:  # noqa: BLE001 - any refusal fails the test below
+                errors.append(e)
+        threads = [threading.Thread(target=start, args=(sync,)) for sync in syncs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for sync in syncs:
+            sync.stop()
+        assert not errors, errors
+        assert not dsn_sync._CLAIMS, "every stop gave its share back: %r" % dsn_sync._CLAIMS
+
+
 def test_wsgi_pull_held_at_stop_is_answered(wsgi_door):
     raw = wsgi_door.raw()
     cursor = raw.cursor()
