@@ -939,6 +939,7 @@ def test_mounts_of_one_process_started_at_once_in_threads_share_its_claim():
     # Two apps' first requests may start two mounts at the same moment. flock is held per open
     # file, so each taking its own descriptor of the lock file would refuse the later one as
     # "another worker process". Rounds, since a race shows only now and then.
+    held = {path: claim[1] for path, claim in dsn_sync._CLAIMS.items()}  # other tests' mounts still running
     for _ in range(20):
         syncs = [dsn_sync.DSNSync(port=0) for _ in range(8)]
         gate = threading.Barrier(len(syncs))
@@ -959,7 +960,8 @@ def test_mounts_of_one_process_started_at_once_in_threads_share_its_claim():
         for sync in syncs:
             sync.stop()
         assert not errors, errors
-        assert not dsn_sync._CLAIMS, "every stop gave its share back: %r" % dsn_sync._CLAIMS
+        now = {path: claim[1] for path, claim in dsn_sync._CLAIMS.items()}
+        assert now == held, "every stop gave its share back: %r, before %r" % (now, held)
 
 
 def test_wsgi_pull_held_at_stop_is_answered(wsgi_door):
