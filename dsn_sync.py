@@ -3901,6 +3901,7 @@ class _Engine:
     max_fields = 1000  # fields in one record
     max_subscriptions = 64  # subscriptions one pull may hold
     max_cached_params = 1024  # characters of (name, params) above which a subscription is not cached per token
+    max_held_routes = 200000  # routes of the resolved subscription sets kept for reuse (_held), all tokens together
 
     def __init__(self, keyring, store, rotate_every=100, page_size=5000, max_batch=1000, max_record=1 << 20,
                  max_nonces=1000000):
@@ -3921,6 +3922,8 @@ class _Engine:
         self.subscriptions = {}  # name -> fn(ctx, params), from @sync.subscription
         self._unknown_subs = set()  # unknown subscription names already logged (at most 64)
         self._held_sets = {}  # see _held()
+        self._held_routes = 0  # their routes, counted against max_held_routes
+        self._held_lock = threading.Lock()
         self.any_table = False  # the quick server's development mode: writes to any table, no handler needed
         # A shared store keeps a live set that every node's revocations reach.
         self.revoked = store.revoked_ids if store.shared else set(store.revoked())
@@ -4256,13 +4259,25 @@ class _Engine:
         thousand routes), and shared: the feed answers waits with the same
         set, cursor and view with one changes_since().  The cache holds its
         filters, so their ids, its key, are not reused while it lives.
+
+        Bounded by routes, not only by sets: params too long for a token's
+        cache (max_cached_params) are resolved anew for every pull, so each
+        such pull brings a set of its own, and a few thousand of them, each of
+        thousands of values, would hold gigabytes.  Past ``max_held_routes``
+        in all the cache starts again; a set larger than that is not kept.
         """
         key = tuple((h, id(subs[h])) for h in sorted(set(held)))
         found = self._held_sets.get(key)
         if found is None:
-            if len(self._held_sets) >= 4096:
-                self._held_sets.clear()
-            found = self._held_sets[key] = _Subscriptions([(h, subs[h]) for h, _ in key])
+            found = _Subscriptions([(h, subs[h]) for h, _ in key])
+            size = len(found.routes) + 1
+            if size <= self.max_held_routes:
+                with self._held_lock:
+                    if self._held_routes + size > self.max_held_routes or len(self._held_sets) >= 4096:
+                        self._held_sets.clear()
+                        self._held_routes = 0
+                    self._held_sets[key] = found
+                    self._held_routes += size
         return found
 
     def _sub_page(self, state, nonce, ep, subs, nxt, new):

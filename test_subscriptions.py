@@ -949,6 +949,27 @@ def test_unknown_subscription_names_are_kept_short_and_few(server, make_raw, cap
     assert len(kept) == 64 and max(map(len, kept)) == 64
 
 
+def test_long_params_resolved_for_every_pull_do_not_pile_up_in_the_server(server, make_raw):
+    # Params over max_cached_params are resolved anew for every pull; each pull's set of routes
+    # was kept for reuse (4,096 of them), so a token could make the server hold gigabytes.
+    sync = server()
+    fill(sync, ["lobby", "dev"])
+    engine = sync._engine
+    engine.max_held_routes = 5000
+    rooms = ["lobby"] + ["room-%04d" % i for i in range(299)]  # about 3,600 characters: not cached
+    m = Mirror(make_raw(sync, sync.issue_token(sub="ann", read=["messages", "rooms"])), {"big": room_sub(rooms)})
+    m.reset()
+    for _ in range(40):
+        m.pull(0)
+    kept = sum(len(held.routes) for held in engine._held_sets.values())
+    assert kept <= 5000, "%d routes kept in %d sets" % (kept, len(engine._held_sets))
+    assert engine._held_routes <= 5000
+    assert {key for key, row in m.rows.items() if key[0] == "messages"} == {("messages", "m0")}, m.rows
+    sync.sync("messages", "late", {"room": "room-0007", "n": 99, "text": "late"})
+    m.pull(0)  # the changes still reach the subscriber whatever the cache dropped
+    assert ("messages", "late") in m.rows
+
+
 def test_a_table_the_token_may_not_read_is_forbidden(server, make_raw):
     sync = server()
     fill(sync, ["lobby"])
