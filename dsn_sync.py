@@ -156,7 +156,7 @@ class _HTTPFault(Exception):
 # Encoding and envelope (PROTOCOL.md sections 1 and 2)
 # =============================================================================
 
-_B64U_RE = re.compile(rb"^[A-Za-z0-9_-]*$")
+_B64U_RE = re.compile(rb"[A-Za-z0-9_-]*")  # fullmatch: "$" would let a trailing newline in
 _STREAM_LABEL = b"dsn-sync/v1 stream"
 _REQ_LABEL = b"dsn-sync/v1 req\n"
 _RES_LABEL = b"dsn-sync/v1 res\n"
@@ -175,7 +175,7 @@ def b64u_decode(text):
     """Inverse of b64u_encode; raises ValueError on anything else."""
     if isinstance(text, str):
         text = text.encode("ascii", "strict")
-    if not _B64U_RE.match(text) or len(text) % 4 == 1:
+    if not _B64U_RE.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not base64url")
     return base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
 
@@ -347,14 +347,14 @@ def open(key, aad, blob):  # noqa: A001 - the protocol's own word; builtins.open
 # Tokens (PROTOCOL.md section 2)
 # =============================================================================
 
-_TOKEN_RE = re.compile(r"^dsn1\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})$")
+_TOKEN_RE = re.compile(r"dsn1\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{43})")
 
 
 def parse_token(token):
     """Split ``dsn1.<kid>.<secret>`` into (kid, secret bytes); raises ValueError with the reason."""
     if not isinstance(token, str):
         raise ValueError("a token is a string 'dsn1.<kid>.<secret>', got %s" % type(token).__name__)
-    m = _TOKEN_RE.match(token.strip())
+    m = _TOKEN_RE.fullmatch(token.strip())
     if not m:
         raise ValueError("not a dsn-sync token: expected 'dsn1.<kid>.<secret>' (copy it whole from get_token())")
     secret = b64u_decode(m.group(2))
@@ -493,7 +493,7 @@ class Keyring:
 # Store and change feed
 # =============================================================================
 
-_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
+_TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,62}")  # fullmatch: "$" would pass "x\n"
 MAX_KEY_LENGTH = 256
 MAX_MID_LENGTH = 64
 
@@ -529,7 +529,7 @@ class UnknownTable(DSNError, KeyError):
 
 
 def check_table_name(name):
-    if not isinstance(name, str) or not _TABLE_RE.match(name):
+    if not isinstance(name, str) or not _TABLE_RE.fullmatch(name):
         raise ValueError("table name %r must match [A-Za-z_][A-Za-z0-9_-]{0,62}" % (name,))
     return name
 
@@ -2181,7 +2181,7 @@ class SQLiteStore(MemoryStore):
             raise damaged("dsn_meta secret is not 64 hex digits")
         tables = {}
         for name, spec in db.execute("SELECT name, spec FROM dsn_tables"):
-            if not isinstance(name, str) or not _TABLE_RE.match(name):
+            if not isinstance(name, str) or not _TABLE_RE.fullmatch(name):
                 raise damaged("dsn_tables holds a bad table name %r" % (name,))
             tables[name] = spec = self._json(spec, "the spec of table %r" % name)
             if not _valid_spec(spec):
@@ -3925,6 +3925,7 @@ class _Engine:
         self._held_routes = 0  # their routes, counted against max_held_routes
         self._held_lock = threading.Lock()
         self.any_table = False  # the quick server's development mode: writes to any table, no handler needed
+        self.max_tables = 1000  # DSNSync's max_tables: also for the tables such writes create
         # A shared store keeps a live set that every node's revocations reach.
         self.revoked = store.revoked_ids if store.shared else set(store.revoked())
         # Frames sealed before an in-memory server started may have been accepted by the
@@ -4428,7 +4429,10 @@ class _Engine:
         if state.write is not None and table not in state.write:
             raise ProtocolError("this token may not write to table %r" % table, "forbidden")
         spec = self.store.tables.get(table)
-        if spec is None and self.any_table and _TABLE_RE.match(table):
+        if spec is None and self.any_table and _TABLE_RE.fullmatch(table):
+            if len(self.store.tables) >= self.max_tables:
+                raise Invalid("this server already has %d tables (max_tables): a write cannot add table %r"
+                              % (self.max_tables, table))
             self.store.set_table(table, {"key": "id", "fields": None})
             spec = self.store.tables.get(table)
         if spec is None:
@@ -6629,6 +6633,7 @@ class DSNSync:
         self._engine = _Engine(self._keyring, self._store, rotate_every=rotate_every, page_size=page_size,
                                max_batch=max_batch, max_record=max_record, max_nonces=max_nonces)
         self._engine.any_table = bool(open_writes)
+        self._engine.max_tables = max_tables
         self._feed = _Feed(self._engine, max_waiting=max_waiting, max_waiting_per_user=max_waiting_per_user)
         self.max_tables = max_tables
         self.workers = workers

@@ -533,10 +533,25 @@ def test_sync_rejects_non_dict_data_and_bad_table_names():
     for data in (None, [("a", 1)], "text", 3):
         with pytest.raises((ValueError, TypeError)):
             sync.sync("t", "k", data)
-    for table in ("", "bad name", "9x", "a" * 64):
+    for table in ("", "bad name", "9x", "a" * 64, "t\n", "evil\n"):  # "$" alone would pass a final newline
         with pytest.raises(ValueError):
             sync.sync(table, "k", {"a": 1})
+        with pytest.raises(ValueError):
+            sync.define_table(table, {"key": "id"})
     assert sync.sync("t", "x" * 256, {"a": 1}) is True
+
+
+def test_open_writes_create_tables_only_up_to_max_tables(make_server, make_raw):
+    # The quick server's development mode makes a table for a client's first write to it:
+    # max_tables bounds those too, and a name with a final newline is no table name.
+    sync = make_server(open_writes=True, max_tables=3)
+    raw = make_raw(sync)
+    for table in ("t0", "t1", "t2"):
+        raw.ok("create", table=table, key="k", data={"a": 1}, mid=table)
+    answer = raw.err("create", "invalid", table="t3", key="k", data={"a": 1}, mid="t3")
+    assert "max_tables" in answer["error"]["message"]
+    raw.err("create", "unknown_table", table="evil\n", key="k", data={"a": 1}, mid="evil")
+    assert sorted(sync._store.tables) == ["t0", "t1", "t2"]
 
 
 def test_sync_is_a_shallow_merge():
