@@ -4213,8 +4213,10 @@ class _Engine:
         except Exception:
             log.exception("%s raised", where)
             raise _SubRefused(sid, "subscription %r failed on the server" % name, "invalid")
+        # What is logged here may be built from the client's params: cut short, so a client cannot
+        # write 64 KiB into the log with every pull.
         if not isinstance(tables, dict) or not tables:
-            log.error("%s returned %r; it must return {table: filter}", where, tables)
+            log.error("%s returned %s; it must return {table: filter}", where, repr(tables)[:300])
             raise _SubRefused(sid, "subscription %r failed on the server" % name, "invalid")
         filters = {}
         for table, spec in tables.items():
@@ -4226,7 +4228,7 @@ class _Engine:
                     raise TypeError("there is no table %r" % (table,))
                 filters[table] = _Filter(table, spec, tspec["key"])
             except (TypeError, ValueError) as e:  # ValueError: NaN or infinity, which JSON cannot say
-                log.error("%s returned a bad filter: %s", where, e)
+                log.error("%s returned a bad filter: %s", where, str(e)[:300])
                 raise _SubRefused(sid, "subscription %r failed on the server" % name, "invalid")
             self.store.track(table, filters[table].fields)
         return filters

@@ -970,6 +970,18 @@ def test_long_params_resolved_for_every_pull_do_not_pile_up_in_the_server(server
     assert ("messages", "late") in m.rows
 
 
+def test_a_bad_filter_built_from_params_logs_a_short_line(server, make_raw, caplog):
+    # The app's function puts the client's value into its filter; a value no filter can hold is
+    # the app's bug, logged, and the client chose its size.
+    sync = server()
+    raw = make_raw(sync, sync.issue_token(sub="ann", read=["messages"]))
+    with caplog.at_level("ERROR", logger="dsn_sync"):
+        raw.err("pull", "invalid", since=None, subs={"s": {"name": "value", "params": {"room": {"x": "y" * 50000}}}},
+                wait=0)
+    logged = [r.getMessage() for r in caplog.records if "bad filter" in r.getMessage()]
+    assert len(logged) == 1 and len(logged[0]) < 600, [m[:200] for m in logged]
+
+
 def test_a_table_the_token_may_not_read_is_forbidden(server, make_raw):
     sync = server()
     fill(sync, ["lobby"])
