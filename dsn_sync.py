@@ -4573,8 +4573,9 @@ class _Feed:
     the transport.  A streamed pull stays parked after each message, at its
     new cursor, until its ``wait`` runs out.
 
-    Capped twice: ``max_waiting`` in all, ``max_waiting_per_user`` for a token
-    with a ``sub`` (one user's tabs); over a cap ``park`` raises _HTTPFault(503).
+    Capped twice: ``max_waiting`` in all, ``max_waiting_per_user`` for the tokens
+    of one ``sub`` together (one user's tabs and devices, however many tokens the
+    app has issued them); over a cap ``park`` raises _HTTPFault(503).
     """
 
     # Seconds between two messages of one streamed pull, per parked pull: about what
@@ -4598,7 +4599,7 @@ class _Feed:
         self.max_waiting_per_user = max_waiting_per_user
         self.stopping = False
         self._parked = []
-        self._by_jti = collections.Counter()
+        self._by_user = collections.Counter()  # parked pulls per sub (the app's own tokens, sub None, are not counted)
         self._have_parked = threading.Condition(self.store.lock)
         self._routed_to = 0  # the store seq up to which the routes log has been read
         self._streams = 0  # streamed pulls parked so far (their phases)
@@ -4612,11 +4613,11 @@ class _Feed:
                 return False
             if len(self._parked) >= self.max_waiting:
                 raise _HTTPFault(503, "too many long-polls held")
-            jti = wait.state.jti if wait.state.sub is not None else None
-            if jti is not None:
-                if self._by_jti[jti] >= self.max_waiting_per_user:
-                    raise _HTTPFault(503, "too many long-polls held for one user token")
-                self._by_jti[jti] += 1
+            user = wait.state.sub
+            if user is not None:
+                if self._by_user[user] >= self.max_waiting_per_user:
+                    raise _HTTPFault(503, "too many long-polls held for one user")
+                self._by_user[user] += 1
             if wait.stream:
                 # Phases by the golden ratio spread any number of streams evenly over a round.
                 self._streams += 1
@@ -4635,7 +4636,7 @@ class _Feed:
         with self.store.lock:
             self.stopping = True
             parked, self._parked = self._parked, []
-            self._by_jti.clear()
+            self._by_user.clear()
             self.store.changed.notify_all()
             self._have_parked.notify_all()
         for w in parked:  # a WSGI thread blocked on its wait must be let go
@@ -4791,7 +4792,7 @@ class _Feed:
                 return None
             for w in again:
                 if w.state.sub is not None:
-                    self._by_jti[w.state.jti] += 1
+                    self._by_user[w.state.sub] += 1
             self._parked.extend(again)
         return min(w.due for w in again)
 
@@ -4809,11 +4810,11 @@ class _Feed:
             log.debug("dropped %d long-polls whose clients left", len(gone))
 
     def _uncount(self, w):
-        if w.state.sub is not None:
-            jti = w.state.jti
-            self._by_jti[jti] -= 1
-            if not self._by_jti[jti]:
-                del self._by_jti[jti]
+        user = w.state.sub
+        if user is not None:
+            self._by_user[user] -= 1
+            if not self._by_user[user]:
+                del self._by_user[user]
 
 
 # =============================================================================
@@ -6571,8 +6572,8 @@ class DSNSync:
       without a token makes the server buffer at most this per connection,
       and at most 64 MiB across all of them.
     - ``max_connections`` (10000), ``max_waiting``
-      (10000 long-polls held at once), ``max_waiting_per_user`` (16 held by one
-      user token), ``max_tables`` (1000), ``max_record`` (1 MiB of JSON),
+      (10000 long-polls held at once), ``max_waiting_per_user`` (16 held by the
+      tokens of one user, one ``sub``, together), ``max_tables`` (1000), ``max_record`` (1 MiB of JSON),
       ``max_batch`` (1000 mutations), ``page_size`` (5000 records per reset
       page), ``idle_timeout``/``header_timeout``/``body_timeout`` (75/10/30 s).
     - ``allow_origins`` ('*'): CORS origins allowed to read answers.

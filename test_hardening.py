@@ -154,24 +154,29 @@ def test_row_rules_run_once_per_change_per_user_not_per_request(make_server, mak
     assert calls == ["same-user"], calls
 
 
-def test_long_polls_per_user_token_are_capped(make_server, make_raw):
+def test_long_polls_per_user_are_capped_across_that_users_tokens(make_server, make_raw):
+    # One user, three tokens (an app that issues one per page load): one cap for them all.
     sync = make_server(max_waiting_per_user=2)
-    token = sync.issue_token("tabby")
-    raws = [make_raw(sync, token, keep_alive=False) for _ in range(3)]
+    raws = [make_raw(sync, sync.issue_token("tabby"), keep_alive=False) for _ in range(3)]
+    for raw in raws[1:]:
+        raw.call("hello")
     hello = raws[0].call("hello")[1]
     since = {"epoch": hello["epoch"], "seq": hello["seq"], "sv": hello["sv"]}
     results = []
 
     def hold(raw):
-        results.append(raw.call("pull", path=raws[0].ep, since=since, wait=2)[0])
+        results.append(raw.call("pull", since=since, wait=2)[0])
     threads = [threading.Thread(target=hold, args=(r,)) for r in raws[:2]]
     for t in threads:
         t.start()
     wait_until(lambda: sync.stats()["waiting"] == 2, 10, "two parked pulls")
-    assert raws[2].call("pull", path=raws[0].ep, since=since, wait=2)[0] == 503
+    assert raws[2].call("pull", since=since, wait=2)[0] == 503
     for t in threads:
         t.join()
     assert results == [200, 200]
+    other = make_raw(sync, sync.issue_token("someone else"), keep_alive=False)
+    other.call("hello")
+    assert other.call("pull", since=since, wait=0)[0] == 200  # another user is not held to tabby's cap
 
 
 # -----------------------------------------------------------------------------
