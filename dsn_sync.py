@@ -5677,7 +5677,19 @@ class _WSGIDoor(Transport):
     worker (gunicorn's sync workers: ``wsgi.multithread`` false) is never held:
     hello says ``wait`` 0, and clients poll every ``poll`` seconds.  Threaded
     servers (gthread, waitress) or the ASGI mount deliver changes at once.
+
+    A streamed pull whose client stops reading must not hold its thread for
+    good: the feed queues at most ``max_queued`` messages for it (then offers
+    the latest state later, as the ASGI door does), and an answer ends after
+    ``max_stream_bytes`` (the client pulls again from its cursor), so a server
+    that buffers what the app yields (waitress, up to 16 MiB before it blocks
+    the thread) never blocks on one stream.  A server that writes each chunk
+    to the socket itself (gunicorn) waits as long as the client does not read:
+    there, put a buffering proxy in front (README, "Limits under a mount").
     """
+
+    max_queued = 8  # stream messages waiting for the thread that writes them
+    max_stream_bytes = 8 << 20  # bytes of one streamed answer (plus its last message, at most a 4 MiB page)
 
     def __init__(self, sync, max_wait, poll, max_held):
         self.sync = sync
@@ -5759,7 +5771,7 @@ class _WSGIDoor(Transport):
             return self._respond(start_response, 200, engine.answer_wait(wait), "", _FRAME_TYPE, origin)
         streaming = False
         try:
-            wait.transport, wait.conn = self, queue.SimpleQueue()
+            wait.transport, wait.conn = self, _WSGIHeld()
             if not feed.park(wait):
                 return self._respond(start_response, 200, engine.answer_wait(wait), "", _FRAME_TYPE, origin)
             first = self._next(wait.conn)
@@ -5783,38 +5795,65 @@ class _WSGIDoor(Transport):
                 if not self._by_user[user]:
                     del self._by_user[user]
 
-    def _next(self, q):
+    def _next(self, held):
         """The feed's next word on a held request; ("close",) if none comes well past max_wait."""
         try:
-            return q.get(timeout=self.max_wait + 5)
+            item = held.queue.get(timeout=self.max_wait + 5)
         except queue.Empty:
             return ("close", None)
+        if item[0] == "chunk":
+            with self._lock:
+                held.queued -= 1
+        return item
 
-    def _stream(self, q, first, user):
+    def _stream(self, held, first, user):
+        sent = 0
         try:
             item = ("chunk", first)
             while item[0] == "chunk":
                 yield item[1]
-                item = self._next(q)
+                sent += len(item[1])
+                if sent >= self.max_stream_bytes:
+                    break  # enough for one answer: the client pulls on from its cursor
+                item = self._next(held)
         finally:
+            held.cut = True  # whatever ends the answer (the server closing it too): the feed drops the wait
             self._release(user)
 
     # -- Transport: the feed thread's calls -----------------------------------
     def deliver(self, wait, body):
-        wait.conn.put(("body", body))
+        wait.conn.queue.put(("body", body))
 
     def chunk(self, wait, body):
-        wait.conn.put(("chunk", struct.pack(">I", len(body)) + body))
+        held = wait.conn
+        with self._lock:
+            if held.cut or held.queued >= self.max_queued:
+                return False  # behind (the latest state later), or its answer has ended (alive says so)
+            held.queued += 1
+        held.queue.put(("chunk", struct.pack(">I", len(body)) + body))
         return True
 
     def end(self, wait):
-        wait.conn.put(("end", None))
+        wait.conn.queue.put(("end", None))
 
     def alive(self, wait):
-        return True  # WSGI cannot tell; the wait's deadline (at most max_wait) bounds it
+        # Whether its client still listens WSGI cannot tell; the wait's deadline (at most
+        # max_wait) bounds it.  A streamed answer that has ended is gone.
+        return not wait.conn.cut
 
     def close_wait(self, wait):
-        wait.conn.put(("close", None))
+        wait.conn.queue.put(("close", None))
+
+
+class _WSGIHeld:
+    """The WSGI door's handle on a held pull (``_Wait.conn``): the feed's words for the request's thread."""
+
+    __slots__ = ("queue", "queued", "cut")
+
+    def __init__(self):
+        self.queue = queue.SimpleQueue()
+        self.queued = 0  # stream messages in the queue, counted against _WSGIDoor.max_queued
+        self.cut = False  # its streamed answer has ended: the feed is to drop it
 
 
 class _LoopPost:
@@ -5924,7 +5963,7 @@ class _ASGIHandle:
     only, so their difference (messages not yet sent) needs no lock.
     """
 
-    __slots__ = ("post", "items", "waiter", "gone", "put_n", "taken")
+    __slots__ = ("post", "items", "waiter", "gone", "put_n", "taken", "held_bytes")
 
     def __init__(self, post):
         self.post = post
@@ -5932,6 +5971,7 @@ class _ASGIHandle:
         self.waiter = None
         self.gone = False
         self.put_n = self.taken = 0
+        self.held_bytes = 0  # its stream messages counted against the door's max_unsent (under its stream lock)
 
     def put(self, item):
         self.put_n += 1
@@ -6139,7 +6179,7 @@ class _ASGIDoor(Transport):
 
     max_queued = 8  # stream messages waiting for a slow client before the feed holds back
     max_buffered = _Server.max_buffered  # bytes of request bodies being received, across the door's requests
-    max_unsent = _Server.max_unsent  # bytes of large answers being sent, across the door's requests
+    max_unsent = _Server.max_unsent  # bytes of large answers and stream messages being sent, across the door's requests
     piece = 65536  # a larger answer goes out in pieces of this size, so the server's flow control applies
 
     def __init__(self, sync, inline_handlers=False):
@@ -6150,6 +6190,10 @@ class _ASGIDoor(Transport):
         self._deadlines = None  # _Deadlines of that loop
         self._cors_for = (None, ())  # (origins it was made for, the CORS header pairs for "*")
         self.buffered = self.unsent = 0  # bytes counted against max_buffered and max_unsent (on the loop)
+        # Stream messages queued for, or just handed to, clients: counted against max_unsent too.
+        # The feed thread adds, the loop takes away: under a lock of their own.
+        self.streamed = 0
+        self._stream_lock = threading.Lock()
 
     async def __call__(self, scope, receive, send):
         kind = scope["type"]
@@ -6353,6 +6397,7 @@ class _ASGIDoor(Transport):
             with self._bounded(wait.deadline - time.monotonic() + self.sync._server_options["body_timeout"]):
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 items = handle.items
+                in_flight = 0
                 while kind == "chunk":
                     if items and items[0][0] == "chunk":  # several messages already here: one write
                         parts = [data]
@@ -6361,12 +6406,24 @@ class _ASGIDoor(Transport):
                             handle.taken += 1
                         data = b"".join(parts)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
+                    # The server waits for its buffer to drain before it takes the next chunk: so the
+                    # previous one has left (the one just sent may still be in its buffer).
+                    self._unstream(handle, in_flight)
+                    in_flight = len(data)
                     kind, data = await handle.get()
                 if kind == "end":
                     await send({"type": "http.response.body", "body": b""})
         finally:
-            handle.gone = True
+            with self._stream_lock:
+                handle.gone = True
+                self.streamed -= handle.held_bytes  # what is still queued or unsent goes with the request
+                handle.held_bytes = 0
             watcher.cancel()
+
+    def _unstream(self, handle, size):
+        with self._stream_lock:
+            handle.held_bytes -= size
+            self.streamed -= size
 
     # -- Transport: the feed thread's calls -----------------------------------
     def deliver(self, wait, body):
@@ -6374,11 +6431,16 @@ class _ASGIDoor(Transport):
 
     def chunk(self, wait, body):
         handle = wait.conn
-        if handle.gone:
-            return False
-        if handle.put_n - handle.taken >= self.max_queued:
-            return False  # the client is behind: the feed offers the latest state later
-        handle.put(("chunk", struct.pack(">I", len(body)) + body))
+        message = struct.pack(">I", len(body)) + body
+        with self._stream_lock:
+            if handle.gone:
+                return False
+            if (handle.put_n - handle.taken >= self.max_queued
+                    or self.streamed + self.unsent + len(message) > self.max_unsent):
+                return False  # the client is behind, or clients that read slowly hold max_unsent: later
+            self.streamed += len(message)
+            handle.held_bytes += len(message)
+        handle.put(("chunk", message))
         return True
 
     def end(self, wait):

@@ -112,8 +112,8 @@ def start_wsgi(max_wait=WSGI_MAX_WAIT, poll=WSGI_POLL, max_held=WSGI_MAX_HELD, t
     import waitress
     from werkzeug.middleware import dispatcher as middleware
     sync = _new_sync(**options)
-    app = middleware.DispatcherMiddleware(_not_found, {"/dsn": sync.wsgi_app(max_wait=max_wait, poll=poll,
-                                                                            max_held=max_held)})
+    mount = sync.wsgi_app(max_wait=max_wait, poll=poll, max_held=max_held)
+    app = middleware.DispatcherMiddleware(_not_found, {"/dsn": mount})
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads,
                                     max_request_body_size=MAX_BODY, clear_untrusted_proxy_headers=True)
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
@@ -133,7 +133,9 @@ def start_wsgi(max_wait=WSGI_MAX_WAIT, poll=WSGI_POLL, max_held=WSGI_MAX_HELD, t
         server.task_dispatcher.shutdown(timeout=2)
         thread.join(5)
         assert not thread.is_alive(), "waitress's loop did not end"
-    return Door("wsgi", sync, server.socket.getsockname()[1], "/dsn", stop)
+    door = Door("wsgi", sync, server.socket.getsockname()[1], "/dsn", stop)
+    door.mount = mount  # the _WSGIDoor
+    return door
 
 
 def start_asgi(inline_handlers=False, **options):
@@ -1191,6 +1193,77 @@ def test_asgi_a_stream_whose_client_stops_reading_is_cut():
         data = _read_until_closed(sock, 10)
         assert data.startswith(b"HTTP/1.1 200 ") and not data.endswith(b"0\r\n\r\n"), data[-20:]
         assert raw.call("hello")[0] == 200
+    finally:
+        door.stop()
+
+
+def test_wsgi_a_stream_whose_client_stops_reading_gives_its_thread_back():
+    """Under waitress a WSGI stream's chunks are buffered by the server until 16 MiB, then the
+    app's thread blocks until the client reads, for good if it never does. A streamed answer
+    ends after max_stream_bytes (the client pulls on from its cursor), long before its wait,
+    and the feed keeps at most max_queued messages for the thread that writes them."""
+    door = start_wsgi()
+    try:
+        door.mount.max_stream_bytes = 256 * 1024
+        raw = door.raw(door.sync.issue_token(sub="ann"))
+        cursor = raw.cursor()
+        frame, _ = raw.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 14, "stream": True}, raw.ep)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", door.port))
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                     % ((door.prefix + raw.ep).encode(), len(frame), frame))  # ... and never reads
+        _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the stream to park")
+        queued = []
+        for i in range(40):  # 40 messages of about 30 kB: over the answer's bytes
+            door.sync.sync("items", "s%d" % i, {"blob": "z" * 30000})
+            queued.append(max((w.conn.queued for w in door.sync._feed._parked), default=0))
+            time.sleep(0.02)
+        assert max(queued) <= door.mount.max_queued, queued
+        started = time.monotonic()
+        _wait_for(lambda: door.mount._held == 0, what="the stream's thread and slot given back", timeout=8)
+        assert time.monotonic() - started < 8  # its wait had 13 s to go
+        _wait_for(lambda: door.sync.stats()["waiting"] == 0, what="the feed to drop the ended stream", timeout=5)
+        again = door.raw(door.sync.issue_token(sub="ann"))  # the same user's next pull is held again
+        now = again.cursor()
+        held = _in_thread(again.ok, "pull", since=now, wait=10)
+        _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the user's next pull to park")
+        door.sync.sync("items", "after", {"v": 1})
+        assert held(timeout=8)["changes"] == [["items", "after", {"v": 1}]]
+        sock.close()
+    finally:
+        door.stop()
+
+
+def test_asgi_streams_whose_clients_stop_reading_hold_at_most_max_unsent():
+    """Each stream queues at most max_queued messages, but of up to a 4 MiB page each: streams of
+    several users that never read held hundreds of MB. Their messages count against max_unsent
+    (then the feed offers the latest state later), and are given back when the streams end."""
+    door = start_asgi(body_timeout=1.5)
+    try:
+        door.mount.max_unsent = 1 << 20
+        socks = []
+        for user in ("ann", "bob", "cy"):
+            raw = door.raw(door.sync.issue_token(sub=user))
+            cursor = raw.cursor()
+            frame, _ = raw.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 2, "stream": True}, raw.ep)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", door.port))
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                         % ((door.prefix + raw.ep).encode(), len(frame), frame))  # ... and never reads
+            socks.append(sock)
+        _wait_for(lambda: door.sync.stats()["waiting"] == 3, what="three streams to park")
+        seen = []
+        for i in range(30):  # 30 changes of 200 kB, each of which every stream is offered
+            door.sync.sync("items", "s%d" % i, {"blob": "z" * 200000})
+            seen.append(door.mount.streamed)
+            time.sleep(0.03)
+        assert 0 < max(seen) <= 1 << 20, seen
+        _wait_for(lambda: door.mount.streamed == 0, what="the cut streams to give their bytes back", timeout=10)
+        assert door.raw().call("hello")[0] == 200
+        for sock in socks:
+            sock.close()
     finally:
         door.stop()
 
