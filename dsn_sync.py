@@ -6179,6 +6179,7 @@ class _ASGIDoor(Transport):
 
     max_queued = 8  # stream messages waiting for a slow client before the feed holds back
     max_buffered = _Server.max_buffered  # bytes of request bodies being received, across the door's requests
+    max_buffered_per_address = _Server.max_buffered_per_address  # of which one client address may hold
     max_unsent = _Server.max_unsent  # bytes of large answers and stream messages being sent, across the door's requests
     piece = 65536  # a larger answer goes out in pieces of this size, so the server's flow control applies
 
@@ -6190,6 +6191,7 @@ class _ASGIDoor(Transport):
         self._deadlines = None  # _Deadlines of that loop
         self._cors_for = (None, ())  # (origins it was made for, the CORS header pairs for "*")
         self.buffered = self.unsent = 0  # bytes counted against max_buffered and max_unsent (on the loop)
+        self._buffered_by = {}  # {client address (an IPv6 one by its /64): its part of buffered} (on the loop)
         # Stream messages queued for, or just handed to, clients: counted against max_unsent too.
         # The feed thread adds, the loop takes away: under a lock of their own.
         self.streamed = 0
@@ -6214,7 +6216,7 @@ class _ASGIDoor(Transport):
         if refusal is not None:
             status, body, extra, content_type = refusal
             return await self._respond(send, status, body, extra, content_type, origin, head_only=method == "HEAD")
-        body = await self._read(receive, _content_length(headers))
+        body = await self._read(receive, _content_length(headers), _peer(tuple(scope.get("client") or ())))
         if body is None:
             return None  # the client left
         if body.__class__ is int:  # 408: not all of it within body_timeout; 503: max_buffered is full
@@ -6297,10 +6299,14 @@ class _ASGIDoor(Transport):
             book = self._deadlines = _Deadlines(loop)
         return book.bound(asyncio.current_task(), seconds)
 
-    async def _read(self, receive, length):
+    async def _read(self, receive, length, peer):
         """The body (at most ``length`` bytes, else b"": not a frame), None if the client left, or a
-        status: 408 when it is not all here within ``body_timeout``, 503 when ``max_buffered`` is full."""
+        status: 408 when it is not all here within ``body_timeout``, 503 when ``max_buffered`` is full
+        or ``peer`` holds its share of it (so one host cannot refuse everyone's large writes; behind
+        a proxy every client is the proxy, which should buffer bodies itself)."""
         counted = 0
+        by = self._buffered_by
+        share = max(self.max_buffered_per_address, self.sync._max_body)
         try:
             with self._bounded(self.sync._server_options["body_timeout"]):
                 message = await receive()
@@ -6313,9 +6319,11 @@ class _ASGIDoor(Transport):
                 while True:
                     if size > length:
                         return b""  # more than it said: not a frame (400 from the engine)
-                    if self.buffered + size - counted > self.max_buffered:
+                    more = size - counted
+                    if self.buffered + more > self.max_buffered or by.get(peer, 0) + more > share:
                         return 503
-                    self.buffered += size - counted
+                    self.buffered += more
+                    by[peer] = by.get(peer, 0) + more
                     counted = size
                     message = await receive()
                     if message["type"] == "http.disconnect":
@@ -6327,7 +6335,11 @@ class _ASGIDoor(Transport):
                         return b"".join(parts) if size <= length else b""
             return 408  # the block returns unless body_timeout cut it
         finally:
-            self.buffered -= counted
+            if counted:
+                self.buffered -= counted
+                left = by.pop(peer) - counted
+                if left:
+                    by[peer] = left
 
     async def _send_large(self, send, body):
         """A body over ``piece`` bytes, in pieces: the server's flow control holds each until the

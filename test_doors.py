@@ -1135,6 +1135,40 @@ def test_asgi_bodies_being_received_are_bounded_across_requests():
         door.stop()
 
 
+def test_asgi_one_address_holds_only_its_share_of_bodies_being_received():
+    """As in the standalone server: one client address may hold max_buffered_per_address of the
+    bodies being received (never less than one max_body), so it cannot refuse everyone's large
+    writes; a client at another address is still served."""
+    door = start_asgi()
+    door.sync._max_body = 200000
+    door.mount.max_buffered, door.mount.max_buffered_per_address = 4 << 20, 100000  # a share of 200,000
+    try:
+        head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 190000\r\n\r\n" % (door.prefix + door.base).encode()
+
+        def start(source, size):
+            sock = socket.socket()
+            sock.settimeout(10)
+            sock.bind((source, 0))
+            sock.connect(("127.0.0.1", door.port))
+            sock.sendall(head + b"x" * size)
+            time.sleep(0.5)
+            return sock
+        first = start("127.0.0.1", 150000)
+        second = start("127.0.0.1", 60000)  # 210,000 from 127.0.0.1: over its share
+        answer = _read_until_closed(second, 10)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+        other = start("127.0.0.2", 150000)
+        held = dict(door.mount._buffered_by)
+        assert sorted(held) == ["127.0.0.1", "127.0.0.2"] and min(held.values()) > 0, held
+        other.sendall(b"x" * 40000)  # the other address is read to the end: not a frame, but answered
+        assert _read_until_closed(other, 10).split(b" ")[1] in (b"400", b"401"), "the other address was refused"
+        for sock in (first, second, other):
+            sock.close()
+        _wait_for(lambda: not door.mount.buffered and not door.mount._buffered_by, what="every byte given back")
+    finally:
+        door.stop()
+
+
 def test_asgi_a_client_that_stops_reading_a_large_answer_is_cut():
     """A large answer goes out in pieces under the server's flow control; a client that stops
     reading is cut body_timeout later (a truncated body, then the close), and while such
