@@ -1153,7 +1153,7 @@ def _change_reaches(make_raw, sync, label):
 
 
 def test_non_reading_long_pollers_do_not_delay_a_good_client(make_server, make_raw):
-    """64 long-polls (four user tokens) that never read delay a good client no more than 64 that do.
+    """64 long-polls (four users, 16 each) that never read delay a good client no more than 64 that do.
 
     Either way the feed seals each of the 64 answers for its own request (about
     40 ms of CPU per 3.6 MiB here), so the good client's wait is compared with
@@ -1164,7 +1164,7 @@ def test_non_reading_long_pollers_do_not_delay_a_good_client(make_server, make_r
     sync.define_table("big", {"key": "id", "fields": None})
     socks = []
     try:
-        socks = _park_pulls(make_raw, sync, [sync.issue_token("alice", read="*") for _ in range(4)], None)
+        socks = _park_pulls(make_raw, sync, [sync.issue_token("alice%d" % i, read="*") for i in range(4)], None)
         wait_until(lambda: sync.stats()["waiting"] >= 64, timeout=10,
                    what=lambda: "64 long-polls parked: %r" % sync.stats())
         stop = threading.Event()
@@ -1175,7 +1175,7 @@ def test_non_reading_long_pollers_do_not_delay_a_good_client(make_server, make_r
         reader.join(5)
         for s in socks:
             s.close()
-        socks = _park_pulls(make_raw, sync, [sync.issue_token("mallory", read="*") for _ in range(4)], 4096)
+        socks = _park_pulls(make_raw, sync, [sync.issue_token("mallory%d" % i, read="*") for i in range(4)], 4096)
         wait_until(lambda: sync.stats()["waiting"] >= 64, timeout=10,
                    what=lambda: "64 long-polls parked: %r" % sync.stats())
         behind_stuck = _change_reaches(make_raw, sync, "s")
