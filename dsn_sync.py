@@ -792,6 +792,16 @@ class _Filter:
         return True
 
 
+class _Resolved(dict):
+    """A pull's ``{id: {table: _Filter}}``; ``fresh``: the ids resolved for this pull alone (params too long to cache)."""
+
+    __slots__ = ("fresh",)
+
+    def __init__(self):
+        super().__init__()
+        self.fresh = set()
+
+
 class _Subscriptions:
     """A client's held subscriptions, resolved: ``[(id, {table: _Filter})]`` and the same by table."""
 
@@ -4166,7 +4176,7 @@ class _Engine:
         cache = state.subs
         if cache is None:
             cache = state.subs = {}
-        resolved = {}
+        resolved = _Resolved()
         for sid, asked in wanted.items():
             if not _SUB_ID.fullmatch(sid):
                 raise ProtocolError("a subscription id is 1 to 40 of A-Z, a-z, 0-9, _ and -, got %r" % (sid[:60],))
@@ -4182,6 +4192,8 @@ class _Engine:
                     if len(cache) >= 256:
                         cache.clear()
                     cache[ck] = filters
+                else:
+                    resolved.fresh.add(sid)
             resolved[sid] = filters
         return resolved
 
@@ -4263,17 +4275,22 @@ class _Engine:
         set, cursor and view with one changes_since().  The cache holds its
         filters, so their ids, its key, are not reused while it lives.
 
-        Bounded by routes, not only by sets: params too long for a token's
-        cache (max_cached_params) are resolved anew for every pull, so each
-        such pull brings a set of its own, and a few thousand of them, each of
-        thousands of values, would hold gigabytes.  Past ``max_held_routes``
-        in all the cache starts again; a set larger than that is not kept.
+        A set with a subscription whose params were too long for the token's
+        cache (max_cached_params) is not kept: resolved anew for every pull,
+        its filters are new objects each time, and no later pull could find
+        it (a few thousand such sets of thousands of values would hold
+        gigabytes).  The rest are bounded by their filters' values: past
+        ``max_held_routes`` in all the cache starts again, and a set larger
+        than that is not kept.
         """
         key = tuple((h, id(subs[h])) for h in sorted(set(held)))
         found = self._held_sets.get(key)
         if found is None:
             found = _Subscriptions([(h, subs[h]) for h, _ in key])
-            size = len(found.routes) + 1
+            if getattr(subs, "fresh", None) and any(h in subs.fresh for h, _ in key):
+                return found
+            size = 1 + sum(len(f.keys) if f.keys is not None else sum(map(len, f.fields.values()))
+                           for _, filters in found.items for f in filters.values())
             if size <= self.max_held_routes:
                 with self._held_lock:
                     if self._held_routes + size > self.max_held_routes or len(self._held_sets) >= 4096:
@@ -4432,10 +4449,12 @@ class _Engine:
             raise ProtocolError("this token may not write to table %r" % table, "forbidden")
         spec = self.store.tables.get(table)
         if spec is None and self.any_table and _TABLE_RE.fullmatch(table):
-            if len(self.store.tables) >= self.max_tables:
-                raise Invalid("this server already has %d tables (max_tables): a write cannot add table %r"
-                              % (self.max_tables, table))
-            self.store.set_table(table, {"key": "id", "fields": None})
+            with self.store.lock:  # the count and the new table in one step, whatever other writes do
+                if table not in self.store.tables:
+                    if len(self.store.tables) >= self.max_tables:
+                        raise Invalid("this server already has %d tables (max_tables): a write cannot add table %r"
+                                      % (self.max_tables, table))
+                    self.store.set_table(table, {"key": "id", "fields": None})
             spec = self.store.tables.get(table)
         if spec is None:
             raise UnknownTable("no table %r" % table)
@@ -4536,6 +4555,8 @@ class Transport:
       the first call sends the headers.  True if it was taken; False if the
       client cannot take more now (the feed tries again later, with the
       latest state) or is gone (the transport then closes it).
+    - ``room(wait)``: False if ``chunk`` would refuse a message now (the client is
+      behind, or a budget is full): the feed then neither builds nor seals one.
     - ``end(wait)``: finish a streamed pull whose ``wait`` ran out.
     - ``alive(wait)``: False if the client went away (the feed drops the wait).
     - ``close_wait(wait)``: abandon the request after an unexpected error.
@@ -4550,6 +4571,9 @@ class Transport:
 
     def chunk(self, wait, body):
         raise NotImplementedError
+
+    def room(self, wait):
+        return True
 
     def end(self, wait):
         raise NotImplementedError
@@ -4764,7 +4788,7 @@ class _Feed:
                 if not w.stream or w.deadline <= now:
                     transport.deliver(w, engine.answer_wait(w, found))
                     continue
-                if transport.chunk(w, engine.answer_wait(w, found, w.sent)):
+                if transport.room(w) and transport.chunk(w, engine.answer_wait(w, found, w.sent)):
                     w.sent += 1
                     w.seq, w.sv = found[1], seen[1]
                     # Its next turn: a round after its last one while it keeps its place; else (its
@@ -4788,12 +4812,19 @@ class _Feed:
 
     def _repark(self, again):
         with self.store.lock:
-            if self.stopping:
-                return None
+            stopping = self.stopping
+            if not stopping:
+                for w in again:
+                    if w.state.sub is not None:
+                        self._by_user[w.state.sub] += 1
+                self._parked.extend(again)
+        if stopping:  # stop() emptied the list while these were out being answered: closed like the rest
             for w in again:
-                if w.state.sub is not None:
-                    self._by_user[w.state.sub] += 1
-            self._parked.extend(again)
+                try:
+                    w.transport.close_wait(w)
+                except Exception:
+                    log.exception("closing a long-poll at stop")
+            return None
         return min(w.due for w in again)
 
     def drop_departed(self):
@@ -5502,6 +5533,9 @@ class _Server(socketserver.TCPServer, Transport):
         self._write(conn, data, "stream")  # what the socket would not take, the reactor sends
         return conn.sock.fileno() >= 0
 
+    def room(self, wait):
+        return wait.conn[0].out is None
+
     def end(self, wait):
         conn, keep_alive, _ = wait.conn
         self._write(conn, b"0\r\n\r\n", "read" if keep_alive else "close", release=True)
@@ -5782,9 +5816,11 @@ class _WSGIDoor(Transport):
             headers = [("Content-Type", STREAM_TYPE), ("Cache-Control", "no-store")]
             start_response("200 OK", headers + list(_cors(self.sync._origins, origin)))
             streaming = True
-            return self._stream(wait.conn, first[1], user)
+            return _WSGIStream(self, wait.conn, first[1], user)
         finally:
-            if not streaming:  # a stream gives its slot back when it ends (in _stream)
+            if not streaming:  # a stream gives its slot back when it ends (_WSGIStream.close)
+                if wait.conn is not None:
+                    wait.conn.cut = True  # answered otherwise (or timed out): the feed is to drop it
                 self._release(user)
 
     def _release(self, user):
@@ -5804,21 +5840,8 @@ class _WSGIDoor(Transport):
         if item[0] == "chunk":
             with self._lock:
                 held.queued -= 1
+                held.queued_bytes -= len(item[1])
         return item
-
-    def _stream(self, held, first, user):
-        sent = 0
-        try:
-            item = ("chunk", first)
-            while item[0] == "chunk":
-                yield item[1]
-                sent += len(item[1])
-                if sent >= self.max_stream_bytes:
-                    break  # enough for one answer: the client pulls on from its cursor
-                item = self._next(held)
-        finally:
-            held.cut = True  # whatever ends the answer (the server closing it too): the feed drops the wait
-            self._release(user)
 
     # -- Transport: the feed thread's calls -----------------------------------
     def deliver(self, wait, body):
@@ -5826,12 +5849,21 @@ class _WSGIDoor(Transport):
 
     def chunk(self, wait, body):
         held = wait.conn
+        message = struct.pack(">I", len(body)) + body
         with self._lock:
-            if held.cut or held.queued >= self.max_queued:
+            if not self._room(held):
                 return False  # behind (the latest state later), or its answer has ended (alive says so)
             held.queued += 1
-        held.queue.put(("chunk", struct.pack(">I", len(body)) + body))
+            held.queued_bytes += len(message)
+        held.queue.put(("chunk", message))
         return True
+
+    def room(self, wait):
+        return self._room(wait.conn)
+
+    def _room(self, held):
+        # Bytes too: the answer ends at max_stream_bytes anyway, so no more than that is queued.
+        return not held.cut and held.queued < self.max_queued and held.queued_bytes < self.max_stream_bytes
 
     def end(self, wait):
         wait.conn.queue.put(("end", None))
@@ -5848,12 +5880,48 @@ class _WSGIDoor(Transport):
 class _WSGIHeld:
     """The WSGI door's handle on a held pull (``_Wait.conn``): the feed's words for the request's thread."""
 
-    __slots__ = ("queue", "queued", "cut")
+    __slots__ = ("queue", "queued", "queued_bytes", "cut")
 
     def __init__(self):
         self.queue = queue.SimpleQueue()
         self.queued = 0  # stream messages in the queue, counted against _WSGIDoor.max_queued
+        self.queued_bytes = 0  # ... and their bytes, against max_stream_bytes
         self.cut = False  # its streamed answer has ended: the feed is to drop it
+
+
+class _WSGIStream:
+    """The body of a streamed pull under WSGI: its messages as the feed queues them, to the end of
+    its wait or ``max_stream_bytes``.  An iterable with ``close()``, not a generator: a server
+    that closes it before the first item (a client gone at once) still gives the slot back."""
+
+    def __init__(self, door, held, first, user):
+        self.door, self.held, self.first, self.user = door, held, first, user
+        self.sent = 0
+        self.closed = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.closed:
+            raise StopIteration
+        if self.first is not None:
+            item, self.first = ("chunk", self.first), None
+        elif self.sent >= self.door.max_stream_bytes:
+            item = ("end", None)  # enough for one answer: the client pulls on from its cursor
+        else:
+            item = self.door._next(self.held)
+        if item[0] != "chunk":
+            self.close()
+            raise StopIteration
+        self.sent += len(item[1])
+        return item[1]
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.held.cut = True  # whatever ends the answer (the server closing it too): the feed drops the wait
+            self.door._release(self.user)
 
 
 class _LoopPost:
@@ -6346,7 +6414,7 @@ class _ASGIDoor(Transport):
         client reads, ``body_timeout`` bounds the whole, and ``max_unsent`` the bytes so held.
         Dropped or cut, the response is left incomplete and the server closes the connection."""
         size = len(body)
-        if self.unsent + size > self.max_unsent:
+        if self.unsent + self.streamed + size > self.max_unsent:
             return  # dropped at once, as the standalone server does
         self.unsent += size
         view = memoryview(body)
@@ -6409,7 +6477,6 @@ class _ASGIDoor(Transport):
             with self._bounded(wait.deadline - time.monotonic() + self.sync._server_options["body_timeout"]):
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 items = handle.items
-                in_flight = 0
                 while kind == "chunk":
                     if items and items[0][0] == "chunk":  # several messages already here: one write
                         parts = [data]
@@ -6418,10 +6485,10 @@ class _ASGIDoor(Transport):
                             handle.taken += 1
                         data = b"".join(parts)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
-                    # The server waits for its buffer to drain before it takes the next chunk: so the
-                    # previous one has left (the one just sent may still be in its buffer).
-                    self._unstream(handle, in_flight)
-                    in_flight = len(data)
+                    # An empty chunk writes nothing, but the server first waits for its buffer to
+                    # drain (uvicorn does): then these bytes have left it, and are given back.
+                    await send({"type": "http.response.body", "body": b"", "more_body": True})
+                    self._unstream(handle, len(data))
                     kind, data = await handle.get()
                 if kind == "end":
                     await send({"type": "http.response.body", "body": b""})
@@ -6440,6 +6507,11 @@ class _ASGIDoor(Transport):
     # -- Transport: the feed thread's calls -----------------------------------
     def deliver(self, wait, body):
         wait.conn.put(("body", body))
+
+    def room(self, wait):
+        handle = wait.conn
+        return (not handle.gone and handle.put_n - handle.taken < self.max_queued
+                and self.streamed + self.unsent < self.max_unsent)
 
     def chunk(self, wait, body):
         handle = wait.conn
@@ -6814,6 +6886,9 @@ class DSNSync:
             server, self._server = self._server, None
             running, self._running = self._running, False
             if not running:
+                if self._process_lock is not None and self._claimed_in == os.getpid():
+                    _release_claim(self._process_lock)  # a mount made (so claimed) but never started
+                    self._process_lock = None
                 self._store.close()
                 return True
             self._task_stop.set()

@@ -937,6 +937,15 @@ def test_a_stopped_mount_gives_back_its_process_claim():
         second.stop()
 
 
+def test_a_mount_made_but_never_started_gives_back_its_claim_at_stop():
+    held = {path: claim[1] for path, claim in dsn_sync._CLAIMS.items()}
+    sync = dsn_sync.DSNSync(port=0)
+    sync.wsgi_app()  # claims the process as the app loads
+    assert {path: claim[1] for path, claim in dsn_sync._CLAIMS.items()} != held
+    sync.stop()
+    assert {path: claim[1] for path, claim in dsn_sync._CLAIMS.items()} == held
+
+
 def test_mounts_of_one_process_started_at_once_in_threads_share_its_claim():
     # Two apps' first requests may start two mounts at the same moment. flock is held per open
     # file, so each taking its own descriptor of the lock file would refuse the later one as
@@ -1151,13 +1160,14 @@ def test_asgi_one_address_holds_only_its_share_of_bodies_being_received():
             sock.bind((source, 0))
             sock.connect(("127.0.0.1", door.port))
             sock.sendall(head + b"x" * size)
-            time.sleep(0.5)
             return sock
         first = start("127.0.0.1", 150000)
+        _wait_for(lambda: door.mount._buffered_by.get("127.0.0.1") == 150000, what="the first body counted")
         second = start("127.0.0.1", 60000)  # 210,000 from 127.0.0.1: over its share
         answer = _read_until_closed(second, 10)
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
         other = start("127.0.0.2", 150000)
+        _wait_for(lambda: door.mount._buffered_by.get("127.0.0.2") == 150000, what="the other body counted")
         held = dict(door.mount._buffered_by)
         assert sorted(held) == ["127.0.0.1", "127.0.0.2"] and min(held.values()) > 0, held
         other.sendall(b"x" * 40000)  # the other address is read to the end: not a frame, but answered
@@ -1299,6 +1309,52 @@ def test_asgi_streams_whose_clients_stop_reading_hold_at_most_max_unsent():
         for sock in socks:
             sock.close()
     finally:
+        door.stop()
+
+
+def test_wsgi_a_stream_queues_at_most_max_queued_messages_and_max_stream_bytes():
+    """The feed's side of a WSGI stream whose thread does not take its messages (blocked in the
+    server's write): the door takes max_queued of them, then says no room (the feed neither
+    builds nor seals more), and takes one again once the thread has taken one."""
+    sync = _new_sync()
+    door = sync.wsgi_app(max_wait=5, poll=0.5, max_held=4)
+    sync.stop()  # nothing here needs it running
+    wait = dsn_sync._Wait(None, b"n" * 16, "/ep", 0, 0, time.monotonic() + 5, stream=True)
+    wait.transport, wait.conn = door, dsn_sync._WSGIHeld()
+    taken = [door.chunk(wait, b"m") for _ in range(door.max_queued + 1)]
+    assert taken == [True] * door.max_queued + [False] and not door.room(wait)
+    assert door._next(wait.conn)[0] == "chunk" and door.room(wait) and door.chunk(wait, b"m")
+    while wait.conn.queued:
+        door._next(wait.conn)
+    assert door.chunk(wait, b"x" * door.max_stream_bytes)  # one message over the answer's bytes ...
+    assert not door.room(wait) and not door.chunk(wait, b"m")  # ... and nothing more is queued behind it
+    assert door.alive(wait)
+    wait.conn.cut = True
+    assert not door.alive(wait) and not door.room(wait)
+
+
+def test_asgi_a_stream_whose_client_reads_gives_its_bytes_back_at_once():
+    """Counted against max_unsent while they wait in the server's buffer, a stream's messages are
+    given back once they have left it, not when the stream ends: a broadcast to thousands of
+    reading streams would otherwise fill the budget for the rest of their waits."""
+    door = start_asgi()
+    wire = Wire(door)
+    try:
+        raw = door.raw()
+        cursor = raw.cursor()
+        frame, _ = raw.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 20, "stream": True})
+        wire.send("POST", raw.ep, frame, [("Content-Type", "text/plain")])
+        _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the stream to park")
+        door.sync.sync("items", "big", {"blob": "z" * 100000})
+        status, headers = wire.head()
+        assert status == 200 and headers["content-type"] == "application/x-dsn-stream"
+        got = b""
+        while len(got) < 100000:
+            got += wire.chunk()
+        _wait_for(lambda: door.mount.streamed == 0, what="the message's bytes given back", timeout=3)
+        assert door.sync.stats()["waiting"] == 1, "the stream is still open"
+    finally:
+        wire.close()
         door.stop()
 
 

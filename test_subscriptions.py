@@ -970,6 +970,26 @@ def test_long_params_resolved_for_every_pull_do_not_pile_up_in_the_server(server
     assert ("messages", "late") in m.rows
 
 
+def test_kept_subscription_sets_are_bounded_by_all_their_values(server, make_raw):
+    # Only one field of a filter is its route (the one with the fewest values): a set kept for
+    # reuse is counted by every value of every field, or a filter of one room and thousands of
+    # kinds would count as one.
+    sync = server()
+    fill(sync, ["lobby", "dev"])
+    engine = sync._engine
+    engine.max_held_routes = 500
+    kinds = ["k%d" % i for i in range(100)]  # short enough to cache: each token keeps its filters
+    for user in range(10):
+        m = Mirror(make_raw(sync, sync.issue_token(sub="u%d" % user, read=["messages"])),
+                   {"k": {"name": "kind", "params": {"room": "lobby", "kind": kinds}}})
+        m.reset()
+        m.pull(0)
+        m.pull(0)
+    values = sum(sum(len(f.keys) if f.keys is not None else sum(map(len, f.fields.values())) for f in filters.values())
+                 for held in engine._held_sets.values() for _, filters in held.items)
+    assert 0 < values <= 500, "%d filter values kept in %d sets" % (values, len(engine._held_sets))
+
+
 def test_a_bad_filter_built_from_params_logs_a_short_line(server, make_raw, caplog):
     # The app's function puts the client's value into its filter; a value no filter can hold is
     # the app's bug, logged, and the client chose its size.

@@ -1,7 +1,7 @@
 """dsn-sync mounted in a (one-file) Django project, in this folder:
 
     uvicorn django_app:application                  # ASGI
-    gunicorn -k gthread --threads 16 django_app:wsgi  # WSGI (or waitress-serve django_app:wsgi)
+    gunicorn -k gthread --threads 16 django_app:wsgi  # WSGI (or waitress-serve --threads 16 django_app:wsgi)
 
 then open http://127.0.0.1:8000 and log in as alice/wonderland or bob/builder.  Paths
 under /dsn go to dsn-sync, the rest to Django: in a full project, wrap the
