@@ -6485,9 +6485,12 @@ class _ASGIDoor(Transport):
                             handle.taken += 1
                         data = b"".join(parts)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
-                    # An empty chunk writes nothing, but the server first waits for its buffer to
-                    # drain (uvicorn does): then these bytes have left it, and are given back.
-                    await send({"type": "http.response.body", "body": b"", "more_body": True})
+                    if len(data) > self.piece:
+                        # An empty chunk writes nothing, but the server first waits for its buffer to
+                        # drain (uvicorn does): then these bytes have left it, and are given back.  A
+                        # small message is given back at once: the server's buffer holds about that
+                        # much per connection anyway (its high-water mark) before it waits.
+                        await send({"type": "http.response.body", "body": b"", "more_body": True})
                     self._unstream(handle, len(data))
                     kind, data = await handle.get()
                 if kind == "end":
