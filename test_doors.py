@@ -1216,19 +1216,25 @@ def test_asgi_a_client_that_stops_reading_a_large_answer_is_cut():
         door.stop()
 
 
+def _stream_never_read(door, token, wait):
+    """A streamed pull of ``token`` on a socket with a small receive buffer that is never read."""
+    raw = door.raw(token)
+    cursor = raw.cursor()
+    frame, _ = raw.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": wait, "stream": True}, raw.ep)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", door.port))
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                 % ((door.prefix + raw.ep).encode(), len(frame), frame))
+    return sock
+
+
 def test_asgi_a_stream_whose_client_stops_reading_is_cut():
     """A streamed pull whose client stops reading holds its send on the server's flow control;
     it is cut body_timeout after its wait ends, the stream left without its last chunk."""
     door = start_asgi(body_timeout=1.5)
     try:
-        raw = door.raw()
-        cursor = raw.cursor()
-        frame, _ = raw.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 1, "stream": True}, raw.ep)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", door.port))
-        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                     % ((door.prefix + raw.ep).encode(), len(frame), frame))
+        sock = _stream_never_read(door, door.sync.get_token(), 1)
         time.sleep(0.3)
         for i in range(12):  # about 11 MB of stream messages: more than the kernel's buffers take
             door.sync.sync("items", "s%d" % i, {"blob": "z" * 900000})
@@ -1236,7 +1242,7 @@ def test_asgi_a_stream_whose_client_stops_reading_is_cut():
         time.sleep(1 + 1.5 + 1.5)  # its wait, body_timeout, the once-a-second check
         data = _read_until_closed(sock, 10)
         assert data.startswith(b"HTTP/1.1 200 ") and not data.endswith(b"0\r\n\r\n"), data[-20:]
-        assert raw.call("hello")[0] == 200
+        assert door.raw().call("hello")[0] == 200
     finally:
         door.stop()
 
@@ -1249,14 +1255,7 @@ def test_wsgi_a_stream_whose_client_stops_reading_gives_its_thread_back():
     door = start_wsgi()
     try:
         door.mount.max_stream_bytes = 256 * 1024
-        raw = door.raw(door.sync.issue_token(sub="ann"))
-        cursor = raw.cursor()
-        frame, _ = raw.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 14, "stream": True}, raw.ep)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect(("127.0.0.1", door.port))
-        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                     % ((door.prefix + raw.ep).encode(), len(frame), frame))  # ... and never reads
+        sock = _stream_never_read(door, door.sync.issue_token(sub="ann"), 14)
         _wait_for(lambda: door.sync.stats()["waiting"] == 1, what="the stream to park")
         queued = []
         for i in range(40):  # 40 messages of about 30 kB: over the answer's bytes
@@ -1288,15 +1287,7 @@ def test_asgi_streams_whose_clients_stop_reading_hold_at_most_max_unsent():
         door.mount.max_unsent = 1 << 20
         socks = []
         for user in ("ann", "bob", "cy"):
-            raw = door.raw(door.sync.issue_token(sub=user))
-            cursor = raw.cursor()
-            frame, _ = raw.frame({"op": "pull", "t": _now_ms(), "since": cursor, "wait": 2, "stream": True}, raw.ep)
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", door.port))
-            sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
-                         % ((door.prefix + raw.ep).encode(), len(frame), frame))  # ... and never reads
-            socks.append(sock)
+            socks.append(_stream_never_read(door, door.sync.issue_token(sub=user), 2))
         _wait_for(lambda: door.sync.stats()["waiting"] == 3, what="three streams to park")
         seen = []
         for i in range(30):  # 30 changes of 200 kB, each of which every stream is offered
