@@ -6031,7 +6031,7 @@ class _ASGIHandle:
     only, so their difference (messages not yet sent) needs no lock.
     """
 
-    __slots__ = ("post", "items", "waiter", "gone", "put_n", "taken", "held_bytes")
+    __slots__ = ("post", "items", "waiter", "gone", "put_n", "taken", "held_bytes", "peer")
 
     def __init__(self, post):
         self.post = post
@@ -6040,6 +6040,7 @@ class _ASGIHandle:
         self.gone = False
         self.put_n = self.taken = 0
         self.held_bytes = 0  # its stream messages counted against the door's max_unsent (under its stream lock)
+        self.peer = None  # its client's address (_peer): its share of that budget
 
     def put(self, item):
         self.put_n += 1
@@ -6249,6 +6250,7 @@ class _ASGIDoor(Transport):
     max_buffered = _Server.max_buffered  # bytes of request bodies being received, across the door's requests
     max_buffered_per_address = _Server.max_buffered_per_address  # of which one client address may hold
     max_unsent = _Server.max_unsent  # bytes of large answers and stream messages being sent, across the door's requests
+    max_unsent_per_address = _Server.max_unsent_per_address  # of the stream messages, what one client address may hold
     piece = 65536  # a larger answer goes out in pieces of this size, so the server's flow control applies
 
     def __init__(self, sync, inline_handlers=False):
@@ -6263,6 +6265,7 @@ class _ASGIDoor(Transport):
         # Stream messages queued for, or just handed to, clients: counted against max_unsent too.
         # The feed thread adds, the loop takes away: under a lock of their own.
         self.streamed = 0
+        self._streamed_by = {}  # {client address: its part of streamed}, at most max_unsent_per_address
         self._stream_lock = threading.Lock()
 
     async def __call__(self, scope, receive, send):
@@ -6284,7 +6287,8 @@ class _ASGIDoor(Transport):
         if refusal is not None:
             status, body, extra, content_type = refusal
             return await self._respond(send, status, body, extra, content_type, origin, head_only=method == "HEAD")
-        body = await self._read(receive, _content_length(headers), _peer(tuple(scope.get("client") or ())))
+        peer = _peer(tuple(scope.get("client") or ()))
+        body = await self._read(receive, _content_length(headers), peer)
         if body is None:
             return None  # the client left
         if body.__class__ is int:  # 408: not all of it within body_timeout; 503: max_buffered is full
@@ -6292,7 +6296,7 @@ class _ASGIDoor(Transport):
         try:
             reply = await self._handle(engine, path, body)
             if isinstance(reply, _Wait):
-                return await self._wait(reply, receive, send, origin)
+                return await self._wait(reply, receive, send, origin, peer)
         except _HTTPFault as fault:
             return await self._respond(send, fault.status, b"", "", None, origin)
         except Exception:
@@ -6448,10 +6452,11 @@ class _ASGIDoor(Transport):
             post = self._post = _LoopPost(loop)
         return post
 
-    async def _wait(self, wait, receive, send, origin):
+    async def _wait(self, wait, receive, send, origin, peer):
         import asyncio
         loop = asyncio.get_running_loop()
         handle = wait.conn = _ASGIHandle(self._loop_post(loop))
+        handle.peer = peer
         wait.transport = self
         if not self.sync._feed.park(wait):
             return await self._respond(send, 200, self.sync._engine.answer_wait(wait), "", _FRAME_TYPE, origin)
@@ -6498,14 +6503,22 @@ class _ASGIDoor(Transport):
         finally:
             with self._stream_lock:
                 handle.gone = True
-                self.streamed -= handle.held_bytes  # what is still queued or unsent goes with the request
-                handle.held_bytes = 0
+                self._count_streamed(handle, -handle.held_bytes)  # what is still queued or unsent goes with it
             watcher.cancel()
 
     def _unstream(self, handle, size):
         with self._stream_lock:
-            handle.held_bytes -= size
-            self.streamed -= size
+            self._count_streamed(handle, -size)
+
+    def _count_streamed(self, handle, size):
+        """Add ``size`` (negative: given back) to the stream bytes, its handle's and its address's; under _stream_lock."""
+        handle.held_bytes += size
+        self.streamed += size
+        left = self._streamed_by.get(handle.peer, 0) + size
+        if left:
+            self._streamed_by[handle.peer] = left
+        else:
+            self._streamed_by.pop(handle.peer, None)
 
     # -- Transport: the feed thread's calls -----------------------------------
     def deliver(self, wait, body):
@@ -6514,7 +6527,8 @@ class _ASGIDoor(Transport):
     def room(self, wait):
         handle = wait.conn
         return (not handle.gone and handle.put_n - handle.taken < self.max_queued
-                and self.streamed + self.unsent < self.max_unsent)
+                and self.streamed + self.unsent < self.max_unsent
+                and self._streamed_by.get(handle.peer, 0) < self.max_unsent_per_address)
 
     def chunk(self, wait, body):
         handle = wait.conn
@@ -6522,11 +6536,12 @@ class _ASGIDoor(Transport):
         with self._stream_lock:
             if handle.gone:
                 return False
+            held = self._streamed_by.get(handle.peer, 0)
             if (handle.put_n - handle.taken >= self.max_queued
-                    or self.streamed + self.unsent + len(message) > self.max_unsent):
-                return False  # the client is behind, or clients that read slowly hold max_unsent: later
-            self.streamed += len(message)
-            handle.held_bytes += len(message)
+                    or self.streamed + self.unsent + len(message) > self.max_unsent
+                    or (held and held + len(message) > self.max_unsent_per_address)):
+                return False  # the client is behind, or slow readers (of its address) hold the budget: later
+            self._count_streamed(handle, len(message))
         handle.put(("chunk", message))
         return True
 

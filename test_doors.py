@@ -1324,6 +1324,31 @@ def test_wsgi_a_stream_queues_at_most_max_queued_messages_and_max_stream_bytes()
     assert not door.alive(wait) and not door.room(wait)
 
 
+def test_asgi_one_address_holds_only_its_share_of_stream_bytes():
+    """As the standalone server caps one address's unsent answers: the streams of one client
+    address hold at most max_unsent_per_address of max_unsent, so one host's slow readers
+    cannot hold every other client's streams back."""
+    door = start_asgi(body_timeout=1.5)
+    door.mount.max_unsent_per_address = 512 << 10
+    socks = []
+    try:
+        for user in ("ann", "bob", "cy"):
+            socks.append(_stream_never_read(door, door.sync.issue_token(sub=user), 2))
+        _wait_for(lambda: door.sync.stats()["waiting"] == 3, what="three streams to park")
+        seen = []
+        for i in range(20):
+            door.sync.sync("items", "s%d" % i, {"blob": "z" * 200000})
+            seen.append(door.mount._streamed_by.get("127.0.0.1", 0))
+            time.sleep(0.03)
+        assert 0 < max(seen) <= 512 << 10, seen
+        _wait_for(lambda: not door.mount._streamed_by and not door.mount.streamed, what="every byte given back",
+                  timeout=10)
+    finally:
+        for sock in socks:
+            sock.close()
+        door.stop()
+
+
 def test_asgi_a_stream_whose_client_reads_gives_its_bytes_back_at_once():
     """Counted against max_unsent while they wait in the server's buffer, a stream's messages are
     given back once they have left it, not when the stream ends: a broadcast to thousands of
