@@ -14,6 +14,8 @@ Test-only packages: uvicorn, fastapi, django, flask, waitress, gunicorn.
 import http.client
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -22,7 +24,7 @@ import time
 import pytest
 
 import dsn_sync
-from conftest import free_port, needs
+from conftest import Raw, free_port, needs, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(HERE, "examples")
@@ -31,10 +33,11 @@ EXAMPLES = os.path.join(HERE, "examples")
 class App:
     """A recipe served in a subprocess; its output is collected for the assertions and for failures."""
 
-    def __init__(self, argv, port):
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("DSN_SYNC_SECRET", None)
-        env.pop("PYTHONPATH", None)  # as a newcomer runs it: nothing installed, no path set
+    def __init__(self, argv, port, env=None):
+        given, env = env or {}, dict(os.environ, PYTHONUNBUFFERED="1")
+        for name in ("DSN_SYNC_SECRET", "DSN_SYNC_DB", "PYTHONPATH"):  # as a newcomer runs it: nothing set
+            env.pop(name, None)
+        env.update(given)
         self.port, self.argv = port, argv
         self.proc = subprocess.Popen([sys.executable, "-m"] + argv, cwd=EXAMPLES, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
@@ -91,10 +94,10 @@ class App:
 def serve():
     apps = []
 
-    def start(*argv, wait=True):
+    def start(*argv, wait=True, env=None):
         port = free_port()
         argv = [a.replace("{port}", str(port)) for a in argv]
-        app = App(list(argv), port)
+        app = App(list(argv), port, env)
         apps.append(app)
         return app.wait_up() if wait else app
     yield start
@@ -188,6 +191,78 @@ def test_gunicorn_two_workers_on_the_memory_store_are_refused(serve):
     assert "Worker failed to boot" in app.log, app.log
     with pytest.raises(OSError):
         app.request("GET", "/", timeout=5)
+
+
+# -----------------------------------------------------------------------------
+# Several worker processes on PostgreSQL: one server
+# -----------------------------------------------------------------------------
+
+# Keep-alive raised from the servers' defaults (uvicorn 5 s, gunicorn 2 s) so that the connections
+# the test opens stay with the worker that took them while it writes through each.
+SEVERAL = {
+    "fastapi-uvicorn-workers-2": ("fastapi", ["uvicorn", "--workers", "2", "--timeout-keep-alive", "30",
+                                              "--port", "{port}", "fastapi_app:app"]),
+    "flask-gunicorn-w-2": ("flask", ["gunicorn", "-w", "2", "-k", "gthread", "--threads", "8", "--keep-alive", "30",
+                                     "-b", "127.0.0.1:{port}", "flask_app:app"]),
+}
+
+
+def serving_pids(port):
+    """Pids of the processes holding established connections on 127.0.0.1:<port> (from ss)."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", "( sport = :%d )" % port],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10).stdout.decode()
+    return {int(p) for p in re.findall(r"pid=(\d+)", out)}
+
+
+@pytest.mark.parametrize("recipe", sorted(SEVERAL))
+def test_recipe_under_two_worker_processes_on_postgresql_is_one_server(serve, cluster, recipe):
+    """The issue's "several workers": two worker processes of one recipe, DSN_SYNC_DB on a fresh
+    PostgreSQL database, each taking connections of the same clients: one server, nothing lost."""
+    framework, argv = SEVERAL[recipe]
+    needs(framework, argv[0])
+    if shutil.which("ss") is None:
+        pytest.skip("LOUD SKIP: `ss` (iproute2) is missing: which worker holds a connection cannot be shown")
+    app = serve(*argv, env={"DSN_SYNC_DB": cluster.create_database()})
+    status, alice = app.login("alice", "wonderland")
+    assert status == 200, app.log
+    status, bob = app.login("bob", "builder")
+    raws = []
+    try:
+        # Connections until both workers hold some (the kernel hands each to one of them).
+        while len(serving_pids(app.port)) < 2:
+            assert len(raws) < 64, "64 connections, all taken by %r:\n%s" % (serving_pids(app.port), app.log)
+            raws.append(Raw(alice["url"], alice["token"], timeout=20))
+            raws[-1].hello()
+        workers = serving_pids(app.port)
+        children = {int(p) for p in subprocess.run(["ps", "-o", "pid=", "--ppid", str(app.proc.pid)],
+                                                   stdout=subprocess.PIPE).stdout.split()}
+        assert workers <= children, "connections held by %r, the server's children are %r" % (workers, children)
+        hellos = [raw.hello() for raw in raws]
+        assert len({(h["instance"], h["epoch"]) for h in hellos}) == 1, "the workers are two servers: %r" % hellos
+
+        with dsn_sync.connect(alice["url"], alice["token"], wait=5) as a:
+            assert a.wait_ready(20), (a.status, app.log)
+            # Each worker's own writes, through both workers; the client's long-poll sits on one.
+            acks = [raw.ok("create", table="notes", key="k%d" % i, data={"text": "note %d" % i}, mid="m%d" % i)
+                    for i, raw in enumerate(raws)]
+            assert len({ack["seq"] for ack in acks}) == len(raws), "two writes got one seq: %r" % acks
+            # The first write retried (same mid, a new frame) on every connection, so on both
+            # workers: answered from the shared ledger, never applied twice nor refused `exists`.
+            for raw in raws:
+                again = raw.ok("create", table="notes", key="k0", data={"text": "note 0"}, mid="m0")
+                assert again["seq"] == acks[0]["seq"], (again, acks[0])
+            want = {"hello-alice": {"owner": "alice", "text": "Welcome, Alice"}}
+            want.update({"k%d" % i: {"owner": "alice", "text": "note %d" % i} for i in range(len(raws))})
+            wait_until(lambda: a.get_all("notes") == want, 20, "every worker's write in one client")
+            # Both workers answer the same rows, and the row rule on each: Bob sees none of them.
+            for raw in raws:
+                assert raw.ok("pull", since=None, wait=0)["records"]["notes"] == want
+            seen_by_bob = Raw(bob["url"], bob["token"]).ok("pull", since=None, wait=0)["records"]
+            assert seen_by_bob.get("notes", {}) == {}, seen_by_bob
+    finally:
+        for raw in raws:
+            raw.close()
+    assert "Traceback" not in app.log, app.log
 
 
 def _call(port, url_path, token, obj, timeout=10):

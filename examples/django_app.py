@@ -27,9 +27,12 @@ from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a fresh clone: dsn_sync.py is one folder up
 import dsn_sync  # noqa: E402
 
-sync = dsn_sync.DSNSync()
+# In memory by default: one process.  Several worker processes (uvicorn --workers 2, gunicorn -w 2)
+# share one store: DSN_SYNC_DB=postgresql://... (README, "Several workers").
+sync = dsn_sync.DSNSync(db_connection_string=os.environ.get("DSN_SYNC_DB"))
 sync.define_table("notes", {"key": "id", "fields": ["owner", "text"]})
-sync.sync("notes", "hello-alice", {"owner": "alice", "text": "Welcome, Alice"})
+if sync.get("notes", "hello-alice") is None:  # a stored database keeps it (and what Alice made of it)
+    sync.sync("notes", "hello-alice", {"owner": "alice", "text": "Welcome, Alice"})
 USERS = {"alice": "wonderland", "bob": "builder"}  # a toy login: use django.contrib.auth
 
 
