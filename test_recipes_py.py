@@ -254,6 +254,21 @@ def test_recipe_under_two_worker_processes_on_postgresql_is_one_server(serve, cl
             want = {"hello-alice": {"owner": "alice", "text": "Welcome, Alice"}}
             want.update({"k%d" % i: {"owner": "alice", "text": "note %d" % i} for i in range(len(raws))})
             wait_until(lambda: a.get_all("notes") == want, 20, "every worker's write in one client")
+            # A streamed pull on one worker carries the writes made through the others (both workers).
+            streaming = raws[0]
+            streaming.start("pull", since=streaming.cursor(), wait=10, stream=True)
+            for i, raw in enumerate(raws[1:]):
+                raw.ok("create", table="notes", key="s%d" % i, data={"text": "streamed"}, mid="s%d" % i)
+                want["s%d" % i] = {"owner": "alice", "text": "streamed"}
+            status, headers = streaming.head()
+            assert status == 200 and headers["content-type"] == "application/x-dsn-stream", (status, headers)
+            streamed, index = set(), 0
+            while len(streamed) < len(raws) - 1:
+                message = streaming.message(index)
+                assert message is not None, "the stream ended with %r of %d writes" % (sorted(streamed), len(raws) - 1)
+                streamed.update(key for table, key, data in message["changes"] if table == "notes")
+                index += 1
+            streaming.close()  # left mid-stream: its next call connects again, to either worker
             # Both workers answer the same rows, and the row rule on each: Bob sees none of them.
             for raw in raws:
                 assert raw.ok("pull", since=None, wait=0)["records"]["notes"] == want
