@@ -4560,6 +4560,9 @@ class Transport:
     - ``end(wait)``: finish a streamed pull whose ``wait`` ran out.
     - ``alive(wait)``: False if the client went away (the feed drops the wait).
     - ``close_wait(wait)``: abandon the request after an unexpected error.
+    - ``closing()``: True once the server the transport runs in has begun to shut
+      down; its pulls are then answered at once, as if their waits had run out
+      (asked before a pull parks and four times a second while pulls wait).
 
     A transport may rely on: one feed thread; each wait answered exactly once
     (``deliver``, or ``chunk``s then ``end``, or ``close_wait``), or dropped
@@ -4583,6 +4586,29 @@ class Transport:
 
     def close_wait(self, wait):
         raise NotImplementedError
+
+    def closing(self):
+        return False
+
+
+def _server_exiting():
+    """True once the server that runs this process's mount has begun a graceful shutdown.
+
+    Such a server waits for every request to end before it tells the app
+    (the ASGI lifespan's shutdown comes after), so pulls held up to 25 s
+    would hold a Ctrl-C, a reload or a deploy that long.  It is read, never
+    patched, from the SIGTERM handler the server installed: uvicorn's Server
+    sets ``should_exit``, a gunicorn worker clears ``alive``.  Any other
+    server: False (its pulls end when their waits run out).
+    """
+    import signal
+    try:
+        server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    except (ValueError, AttributeError):  # no SIGTERM here
+        return False
+    if server is None:
+        return False
+    return getattr(server, "should_exit", None) is True or getattr(server, "alive", None) is False
 
 
 class _Feed:
@@ -4627,10 +4653,14 @@ class _Feed:
         self._have_parked = threading.Condition(self.store.lock)
         self._routed_to = 0  # the store seq up to which the routes log has been read
         self._streams = 0  # streamed pulls parked so far (their phases)
+        self._transports = set()  # every transport that has parked a pull (asked whether it is closing)
 
     # -- for transports -------------------------------------------------------
     def park(self, wait):
-        """Hold a pull until a change, a schema change, stop() or its deadline; False if already stale."""
+        """Hold a pull until a change, a schema change, stop() or its deadline; False if already stale
+        (or its transport is closing: answered at once, as if its wait had run out)."""
+        if wait.transport.closing():
+            return False
         store = self.store
         with store.lock:
             if self.stopping or store.seq != wait.seq or store.sv != wait.sv:
@@ -4647,6 +4677,7 @@ class _Feed:
                 self._streams += 1
                 wait.phase = self._streams * 0.6180339887498949 % 1.0
             self._parked.append(wait)
+            self._transports.add(wait.transport)
             if len(self._parked) == 1:
                 self._have_parked.notify()
             return True
@@ -4690,6 +4721,8 @@ class _Feed:
             wake = next_sweep if next_due is None else min(next_sweep, max(next_due, not_before))
             if not self._wait_for_work(seen, wake):
                 return
+            if time.monotonic() >= next_sweep:
+                self._expire_closing()
             ready, next_due, seen, spacing, now = self._take_ready()
             not_before = now + max(spacing / 8, self.pass_gap)
             if now >= next_sweep:
@@ -4826,6 +4859,17 @@ class _Feed:
                     log.exception("closing a long-poll at stop")
             return None
         return min(w.due for w in again)
+
+    def _expire_closing(self):
+        """Let the pulls of transports whose server is shutting down go now (``Transport.closing``)."""
+        with self.store.lock:
+            transports = list(self._transports)
+        closing = [transport for transport in transports if transport.closing()]
+        if closing:
+            with self.store.lock:
+                for w in self._parked:
+                    if w.transport in closing:
+                        w.deadline = 0.0  # answered by this pass: a long-poll empty, a stream ended
 
     def drop_departed(self):
         """Give back the slots of parked pulls whose clients left (their transport's ``alive`` says False)."""
@@ -5876,6 +5920,9 @@ class _WSGIDoor(Transport):
     def close_wait(self, wait):
         wait.conn.queue.put(("close", None))
 
+    def closing(self):
+        return _server_exiting()  # gunicorn after SIGTERM: held threads go at once, not after max_wait
+
 
 class _WSGIHeld:
     """The WSGI door's handle on a held pull (``_Wait.conn``): the feed's words for the request's thread."""
@@ -6553,6 +6600,9 @@ class _ASGIDoor(Transport):
 
     def close_wait(self, wait):
         wait.conn.put(("close", None))
+
+    def closing(self):
+        return _server_exiting()  # uvicorn after Ctrl-C, SIGTERM or a reload: pulls end now, not after 25 s
 
 
 _CLAIMS = {}  # lock path -> [descriptor, holders in this process, pid]

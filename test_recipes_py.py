@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -257,6 +258,7 @@ def test_recipe_under_two_worker_processes_on_postgresql_is_one_server(serve, cl
             # A streamed pull on one worker carries the writes made through the others (both workers).
             streaming = raws[0]
             streaming.start("pull", since=streaming.cursor(), wait=10, stream=True)
+            time.sleep(1.0)  # parked: a write that came first would make it a plain answer, not a stream
             for i, raw in enumerate(raws[1:]):
                 raw.ok("create", table="notes", key="s%d" % i, data={"text": "streamed"}, mid="s%d" % i)
                 want["s%d" % i] = {"owner": "alice", "text": "streamed"}
@@ -277,6 +279,52 @@ def test_recipe_under_two_worker_processes_on_postgresql_is_one_server(serve, cl
     finally:
         for raw in raws:
             raw.close()
+    assert "Traceback" not in app.log, app.log
+
+
+# -----------------------------------------------------------------------------
+# Stopping with clients connected
+# -----------------------------------------------------------------------------
+
+# How long a pull may be held there: uvicorn holds one for the 25 s a client asks, gunicorn for
+# the recipe's max_wait (10 s).  Stopping, either server waits for every request to end.
+STOPPING = {
+    "fastapi-uvicorn": ("fastapi", ["uvicorn", "--port", "{port}", "fastapi_app:app"], 25),
+    "flask-gunicorn": ("flask", ["gunicorn", "-k", "gthread", "--threads", "16", "-b", "127.0.0.1:{port}",
+                                 "flask_app:app"], 10),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(STOPPING))
+def test_a_graceful_stop_lets_held_pulls_go_at_once(serve, recipe):
+    """SIGTERM (Ctrl-C, a reload, a deploy): held pulls are answered as the stop begins, not when their
+    waits run out, so the server stops at once with a browser tab open (before: 24 s under uvicorn)."""
+    framework, argv, held = STOPPING[recipe]
+    needs(framework, argv[0])
+    app = serve(*argv)
+    status, alice = app.login("alice", "wonderland")
+    polling, streaming, writer = (Raw(alice["url"], alice["token"], timeout=40) for _ in range(3))
+    cursor = polling.cursor()
+    polling.start("pull", since=cursor, wait=25)
+    streaming.start("pull", since=streaming.cursor(), wait=25, stream=True)
+    time.sleep(1.0)  # both parked: a write that came first would answer them at once, the stream as a plain answer
+    writer.ok("create", table="notes", key="n1", data={"text": "streamed"}, mid="m1")
+    status, headers = streaming.head()
+    assert status == 200 and headers["content-type"] == "application/x-dsn-stream", (status, headers)
+    assert [change[1] for change in streaming.message(0)["changes"]] == ["n1"]
+    answer = polling.whole(polling.head()[1])  # woken by the write; parked again at the new cursor
+    assert [change[1] for change in answer["changes"]] == ["n1"]
+    polling.start("pull", since=dict(cursor, seq=answer["seq"]), wait=25)
+    time.sleep(0.5)  # parked
+
+    began = time.monotonic()
+    app.proc.send_signal(signal.SIGTERM)
+    status, headers = polling.head()
+    assert status == 200 and polling.whole(headers)["changes"] == [], "the held long-poll: answered, empty"
+    assert streaming.message(1) is None, "the stream: ended"
+    took = time.monotonic() - began
+    app.proc.wait(20)
+    assert took < held / 2, "held pulls were answered %.1f s after SIGTERM (held for up to %d s)" % (took, held)
     assert "Traceback" not in app.log, app.log
 
 
