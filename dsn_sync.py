@@ -2096,8 +2096,10 @@ class SQLiteStore(MemoryStore):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise StoreError("the store %s is in use by another dsn-sync server (it holds the file's lock); "
-                             "stop that one, or give this one its own file" % self.path)
+            raise StoreError("the store %s is in use by another dsn-sync server (it holds the file's lock): stop "
+                             "that one, or give this one its own file.  Several worker processes of one app "
+                             "(uvicorn --workers, gunicorn -w) need a store they share: "
+                             "DSNSync(db_connection_string='postgresql://...')" % self.path)
         return fd
 
     def _damaged(self, what):

@@ -926,3 +926,18 @@ def test_a_store_file_in_use_by_another_server_is_refused(tmp_path, children):
     finally:
         reopened.close()
     raise AssertionError("a second server opened a store in use; after both wrote, the file holds %r" % (kept,))
+
+
+def test_a_second_server_on_one_sqlite_file_is_refused_with_what_to_do(tmp_path):
+    """A second worker process of an app on one SQLite file is refused at once (the file's lock),
+    and told what several workers need instead of only "give this one its own file"."""
+    db = "sqlite:///%s" % (tmp_path / "dsn.db")
+    first = dsn_sync.DSNSync(port=0, db_connection_string=db)
+    try:
+        with pytest.raises(dsn_sync.StoreError) as refused:
+            dsn_sync.DSNSync(port=0, db_connection_string=db)
+        message = str(refused.value)
+        assert "is in use by another dsn-sync server" in message and str(tmp_path / "dsn.db") in message
+        assert "uvicorn --workers" in message and "postgresql://" in message, message
+    finally:
+        first.stop()
