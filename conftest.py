@@ -34,6 +34,7 @@ import hmac
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -155,6 +156,13 @@ def wait_until(predicate, timeout=5.0, what="a condition", interval=0.005):
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what() if callable(what) else what))
         time.sleep(interval)
+
+
+def serving_pids(port):
+    """Pids of the processes holding established connections on 127.0.0.1:<port> (from ss)."""
+    out = subprocess.run(["ss", "-tnpH", "state", "established", "( sport = :%d )" % port],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10).stdout.decode()
+    return {int(p) for p in re.findall(r"pid=(\d+)", out)}
 
 
 # =============================================================================

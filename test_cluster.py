@@ -47,7 +47,7 @@ from pathlib import Path
 import pytest
 
 import dsn_sync
-from conftest import ChildServer, Raw, now_ms, tail_seqs, wait_until
+from conftest import ChildServer, Raw, now_ms, serving_pids, tail_seqs, wait_until
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "test"))
@@ -867,13 +867,6 @@ def test_every_runs_once_per_cluster_and_fails_over(spawn):
 # =============================================================================
 # python -m dsn_sync --workers N
 # =============================================================================
-
-
-def serving_pids(port):
-    """Pids of the processes holding established connections on 127.0.0.1:<port> (from ss)."""
-    out = subprocess.run(["ss", "-tnpH", "state", "established", "( sport = :%d )" % port],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10).stdout.decode()
-    return {int(p) for p in re.findall(r"pid=(\d+)", out)}
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

@@ -14,7 +14,6 @@ Test-only packages: uvicorn, fastapi, django, flask, waitress, gunicorn.
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -25,7 +24,7 @@ import time
 import pytest
 
 import dsn_sync
-from conftest import Raw, free_port, needs, wait_until
+from conftest import Raw, free_port, needs, serving_pids, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(HERE, "examples")
@@ -206,13 +205,6 @@ SEVERAL = {
     "flask-gunicorn-w-2": ("flask", ["gunicorn", "-w", "2", "-k", "gthread", "--threads", "8", "--keep-alive", "30",
                                      "-b", "127.0.0.1:{port}", "flask_app:app"]),
 }
-
-
-def serving_pids(port):
-    """Pids of the processes holding established connections on 127.0.0.1:<port> (from ss)."""
-    out = subprocess.run(["ss", "-tnpH", "state", "established", "( sport = :%d )" % port],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10).stdout.decode()
-    return {int(p) for p in re.findall(r"pid=(\d+)", out)}
 
 
 @pytest.mark.parametrize("recipe", sorted(SEVERAL))
