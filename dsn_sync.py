@@ -290,7 +290,10 @@ class _NoncePool:
 
     One urandom call per answer was a system call per response (about 5 % of the
     server's samples under load, nearly all in the kernel).  The lock makes
-    every nonce a distinct slice, so no two seals ever share one.
+    every nonce a distinct slice, so no two seals ever share one.  A forked
+    child drops what it inherited: else parent and child (gunicorn's and
+    ``--workers`` processes, a ``--preload``ed app's restarted workers) would
+    seal with the same nonces under the same key, the same keystream twice.
     """
 
     def __init__(self, chunk=4096):
@@ -298,6 +301,12 @@ class _NoncePool:
         self._buf = b""
         self._at = 0
         self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self):
+        self._buf, self._at = b"", 0
+        self._lock = threading.Lock()  # another thread may have held it at the fork
 
     def take(self):
         with self._lock:

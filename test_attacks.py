@@ -1209,3 +1209,34 @@ def test_tls12_offers_aead_suites_only(make_server, certificate):
     assert version == "TLSv1.2" and ("GCM" in cipher or "CHACHA20" in cipher), (version, cipher)
     with pytest.raises((ssl.SSLError, ConnectionResetError)):
         print("a CBC-only TLS 1.2 client got", handshake(CBC_ONLY))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_process_never_seals_with_its_parents_nonces():
+    """gunicorn, ``--workers`` and ``--preload`` fork a process that has sealed already: the
+    nonces it had drawn but not used must not be used again in the child, or the two seal
+    with one keystream under one key (an eavesdropper XORs the ciphertexts)."""
+    key = os.urandom(64)
+    dsn_sync.seal(key, b"aad", b"x")  # the parent draws a pool of nonces and uses one
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            os.write(write, b"".join(dsn_sync.seal(key, b"aad", b"x")[:16] for _ in range(64)))
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = b""
+    while True:
+        part = os.read(read, 4096)
+        if not part:
+            break
+        child += part
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = [dsn_sync.seal(key, b"aad", b"x")[:16] for _ in range(64)]
+    theirs = {child[i:i + 16] for i in range(0, len(child), 16)}
+    assert len(theirs) == 64, "the child sealed %d messages" % len(theirs)
+    assert not theirs & set(parent), "the child sealed with %d of the parent's nonces" % len(theirs & set(parent))
+
