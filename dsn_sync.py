@@ -3753,31 +3753,51 @@ class _ReplayMemory:
 
     Nonces are filed in one-second buckets by expiry, so forgetting is a dict
     pop per second.  Full means 503: PROTOCOL.md forbids forgetting early.
+
+    One owner (a user's tokens together, or one token with no user) holds at
+    most a quarter of the room, as in the mid ledger: a frame may carry a
+    ``t`` up to 60 s ahead, so each is kept up to two minutes, and one token
+    sending hellos as fast as it can would otherwise fill the whole memory
+    (about 15,000 a second measured on two cores) and get everyone a 503 for
+    those two minutes.  Past its share only that owner gets 503.
     """
 
     window_ms = 60000
 
     def __init__(self, capacity):
         self.capacity = capacity
+        self.share = max(1, capacity // 4)
         self._lock = threading.Lock()
         self._seen = set()
-        self._buckets = {}
+        self._buckets = {}  # expiry second -> [(nonce, owner)]
+        self._held = {}  # owner -> nonces it holds now
         self._purged_at = 0
 
-    def add(self, nonce, t, now):
-        """True if new (and now remembered), False if already seen; _HTTPFault(503) if full."""
+    def add(self, nonce, t, now, owner=None):
+        """True if new (and now remembered), False if already seen; _HTTPFault(503) if full, or
+        ``owner`` holds its share."""
         with self._lock:
             second = now // 1000
+            held = self._held
             if second != self._purged_at:
                 self._purged_at = second
+                seen = self._seen
                 for b in [b for b in self._buckets if b < second]:
-                    self._seen.difference_update(self._buckets.pop(b))
+                    for old, by in self._buckets.pop(b):
+                        seen.discard(old)
+                        left = held[by] - 1
+                        if left:
+                            held[by] = left
+                        else:
+                            del held[by]
             if nonce in self._seen:
                 return False
-            if len(self._seen) >= self.capacity:
+            mine = held.get(owner, 0)
+            if len(self._seen) >= self.capacity or mine >= self.share:
                 raise _HTTPFault(503, "replay memory full")
             self._seen.add(nonce)
-            self._buckets.setdefault((int(t) + self.window_ms) // 1000 + 1, []).append(nonce)
+            held[owner] = mine + 1
+            self._buckets.setdefault((int(t) + self.window_ms) // 1000 + 1, []).append((nonce, owner))
             return True
 
     def __len__(self):
@@ -3792,7 +3812,7 @@ class _SharedReplay:
     def __init__(self, store):
         self.store = store
 
-    def add(self, nonce, t, now):
+    def add(self, nonce, t, now, owner=None):
         try:
             return self.store.remember_nonce(nonce, int(t) + self.window_ms + 1000)
         except StoreError:
@@ -4072,7 +4092,8 @@ class _Engine:
         if type(t) not in (int, float) or abs(t - now) > self.clock_window_ms or t < self.started_ms:
             raise ProtocolError("the request's clock is off by more than 60 s, or predates this server's "
                                 "start; adjust to the server's `now`", "clock")
-        if not self.replay.add(nonce, t, now):
+        sub = state.sub
+        if not self.replay.add(nonce, t, now, ("token", state.jti) if sub is None else ("user", sub)):
             raise ProtocolError("this frame was already accepted", "replay")
         exp = state.exp
         if exp is not None and (type(exp) not in (int, float) or now / 1000.0 >= exp):

@@ -1585,12 +1585,30 @@ def test_connection_limit_is_503(make_server, make_raw):
 
 
 def test_full_replay_memory_is_503(make_server, make_raw):
-    sync = make_server(max_nonces=3)
-    raw = make_raw(sync)
-    for _ in range(3):
+    sync = make_server(max_nonces=8)  # a share of 2 for each user (a quarter)
+    users = [make_raw(sync, token=sync.issue_token(sub="u%d" % i)) for i in range(5)]
+    for raw in users[:4]:
         raw.hello()
-    status, _ = raw.call("hello")
+        raw.hello()
+    status, _ = users[4].call("hello")
     assert status == 503
+
+
+def test_one_user_filling_the_replay_memory_gets_503_alone(make_server, make_raw):
+    """Each accepted frame is remembered up to two minutes (its t may be 60 s ahead): one user's
+    tokens, however many, may hold a quarter of the memory, and past it only they get 503."""
+    sync = make_server(max_nonces=8)
+    mallory = [make_raw(sync, token=sync.issue_token(sub="mallory")) for _ in range(2)]
+    mallory[0].hello()
+    mallory[1].hello()
+    assert mallory[0].call("hello")[0] == 503 and mallory[1].call("hello")[0] == 503
+    ann = make_raw(sync, token=sync.issue_token(sub="ann"))
+    ann.hello()
+    app = make_raw(sync)  # the app's own token (no user): a share of its own
+    app.hello()
+    app.hello()
+    assert app.call("hello")[0] == 503
+    assert ann.call("pull", since=None, wait=0)[0] == 200
 
 
 # -- GET /dsn_client.js --------------------------------------------------------
