@@ -5085,6 +5085,13 @@ def _peer(client_address):
     return host
 
 
+def _is_loopback(peer):
+    """Is ``peer`` (as _peer gives it) this host: 127.0.0.0/8, ::1 (its /64), or an IPv4-mapped 127.x?"""
+    if isinstance(peer, bytes):
+        return peer == bytes(8)  # ::1's /64 is all zeros (so is ::/64, never a client's)
+    return peer.startswith("127.") or peer.startswith("::ffff:127.") or peer == "localhost"
+
+
 def _within_descriptors(max_connections, reserve=64):
     """``max_connections``, within what the process's descriptor limit (ulimit -n) leaves room for.
 
@@ -5149,6 +5156,11 @@ class _Server(socketserver.TCPServer, Transport):
     max_buffered_per_address = 16 << 20  # of which one client address may hold (a proxy in front is one address)
     max_unsent = 256 << 20  # bytes of answers waiting for slow readers, across every connection
     max_unsent_per_address = 64 << 20  # of which one client address may hold
+    # Connections one client address may hold: a quarter of max_connections, so one host holding
+    # idle connections cannot take every slot (they close only at header_timeout); a loopback
+    # address (a proxy on this host) is not capped. A proxy on another host is one address: there,
+    # set this to max_connections.
+    max_connections_per_address = None  # None: max_connections // 4
 
     def __init__(self, address, engine, feed, static, ssl_context, max_connections, max_body, allow_origins,
                  idle_timeout, header_timeout, body_timeout, workers=32, ipv6=False, reuse_port=False):
@@ -5159,6 +5171,9 @@ class _Server(socketserver.TCPServer, Transport):
         self.static = static  # callable(path, method, headers) -> (status, body, extra, type) or None
         self.ssl_context = ssl_context
         self.max_connections = _within_descriptors(max_connections)
+        if self.max_connections_per_address is None:
+            self.max_connections_per_address = max(1, self.max_connections // 4)
+        self._conns_by = {}  # {peer: its connections}, loopback peers not counted
         self.max_body = max_body
         self.idle_timeout = idle_timeout
         self.header_timeout = header_timeout
@@ -5205,11 +5220,17 @@ class _Server(socketserver.TCPServer, Transport):
         except OSError:
             pass
         request.setblocking(False)
+        peer = _peer(client_address)
+        counted = not _is_loopback(peer)
         with self._lock:
-            full = len(self._conns) >= self.max_connections
+            by = self._conns_by
+            full = len(self._conns) >= self.max_connections or (
+                counted and by.get(peer, 0) >= self.max_connections_per_address)
             if not full:
-                conn = _Conn(request, self.ssl_context is not None, _peer(client_address))
+                conn = _Conn(request, self.ssl_context is not None, peer)
                 self._conns.add(conn)
+                if counted:
+                    by[peer] = by.get(peer, 0) + 1
         if full:
             try:
                 request.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
@@ -5493,6 +5514,8 @@ class _Server(socketserver.TCPServer, Transport):
         if end < 0:
             if len(buf) > self.max_header:
                 raise _HTTPFault(431)
+            if buf.find(b"\n\n") >= 0:
+                raise _HTTPFault(400)  # a head ended by bare LFs: refused now, not at header_timeout
             return False
         if end > self.max_header:
             raise _HTTPFault(431)
@@ -5725,7 +5748,14 @@ class _Server(socketserver.TCPServer, Transport):
 
     def _close(self, conn):
         with self._lock:
-            self._conns.discard(conn)
+            if conn in self._conns:
+                self._conns.remove(conn)
+                left = self._conns_by.get(conn.peer)
+                if left is not None:
+                    if left > 1:
+                        self._conns_by[conn.peer] = left - 1
+                    else:
+                        del self._conns_by[conn.peer]
             self.bytes_in += conn.bytes_in
         conn.bytes_in = 0
         self._release_reservation(conn)
