@@ -4146,6 +4146,8 @@ class _Engine:
             raise ProtocolError("`wait` is seconds from 0 to %d, got %r" % (self.max_wait, wait))
         if max_wait is not None:
             wait = min(wait, max_wait)
+        if state.exp is not None:  # held no longer than the token lives: then answered `expired` (_Feed._answer)
+            wait = min(wait, max(0.0, state.exp - time.time()))
         if request.get("subs") is not None:
             return self._sub_pull(state, nonce, ep, request, self._resolve_subs(state, request["subs"]), wait)
         if nxt is not None:
@@ -4162,6 +4164,11 @@ class _Engine:
         if found is None:
             found = self.store.changes_since(wait.seq, self.page_size, self.view(wait.state), wait.subs)
         return self._changes_answer(wait.state, wait.nonce, wait.ep, wait.seq, wait.sv, found, index)
+
+    def answer_expired(self, wait):
+        """The sealed ``expired`` answer for a pull whose token expired while it waited."""
+        return self._seal(wait.state, wait.nonce, wait.ep,
+                          _error_answer(AuthError("the token has expired; get a fresh one", "expired")))
 
     def _changes_answer(self, state, nonce, ep, seq, sv, found, index=None):
         """The sealed changes answer for a cursor at ``seq``/``sv``, given changes_since()'s result."""
@@ -4824,9 +4831,18 @@ class _Feed:
             transport = w.transport
             try:
                 exp = w.state.exp
-                if w.state.jti in revoked or (exp is not None and now_s >= exp):
-                    # Revoked or expired while it waited: it is told nothing more (its next request gets 401).
+                if w.state.jti in revoked:
+                    # Revoked while it waited: it is told nothing more (its next request gets 401).
                     transport.close_wait(w)
+                    continue
+                if exp is not None and now_s >= exp:
+                    # Expired while it waited: told so, sealed, as its next request would be (PROTOCOL.md
+                    # 4), not cut off as if the server were down. A stream that has sent messages ends
+                    # (its messages are changes answers); the pull after it gets `expired`.
+                    if w.stream and w.sent:
+                        transport.end(w)
+                    else:
+                        transport.deliver(w, engine.answer_expired(w))
                     continue
                 if w.stream and w.deadline <= now and w.sent:
                     transport.end(w)

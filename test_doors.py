@@ -456,6 +456,21 @@ def test_a_long_poll_of_a_token_revoked_while_it_waits_is_told_nothing_more(door
     assert raw.call("pull", since=cursor, wait=0)[0] == 401
 
 
+def test_a_long_poll_whose_token_expires_while_it_waits_is_answered_expired(door):
+    """The token runs out during a 10 s pull: the pull ends then, with the sealed `expired` any
+    request of it would now get (PROTOCOL.md 4), not a dropped connection that clients would
+    report as the server being down."""
+    token = door.sync.issue_token(sub="ann", ttl=3)
+    raw = door.raw(token)
+    cursor = raw.cursor()
+    started = time.monotonic()
+    status, answer = raw.call("pull", since=cursor, wait=10)
+    assert status == 200 and answer["ok"] is False and answer["error"]["code"] == "expired", (status, answer)
+    assert time.monotonic() - started < 9, "held past the token's life, to the end of its wait"
+    status, answer = raw.call("pull", since=cursor, wait=0)
+    assert status == 200 and answer["error"]["code"] == "expired", (status, answer)
+
+
 def test_a_departed_clients_long_poll_gives_back_its_slot(door):
     """The client closes its connection while its pull waits: the slot comes back (WSGI: at max_wait)."""
     raw = door.raw()
