@@ -1927,6 +1927,16 @@ class _SQLiteFailure:
         return False
 
 
+def _may_be_sqlite(path):
+    """False for a file that cannot be an SQLite database (neither empty nor starting with its header)."""
+    try:
+        with io.open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return True  # unreadable here: let SQLite say what is wrong
+    return not head or head == b"SQLite format 3\0"
+
+
 class SQLiteStore(MemoryStore):
     """A durable store on the standard library's sqlite3, in WAL mode.
 
@@ -2066,6 +2076,8 @@ class SQLiteStore(MemoryStore):
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, self.file_mode)
         except FileExistsError:
+            if not _may_be_sqlite(self.path):
+                return  # not a database at all: open() refuses it, with no advice to chmod someone's file
             for path in (self.path, self.path + "-wal", self.path + "-shm"):
                 try:
                     mode = os.stat(path).st_mode
@@ -4496,7 +4508,8 @@ class _Engine:
                     self.store.set_table(table, {"key": "id", "fields": None})
             spec = self.store.tables.get(table)
         if spec is None:
-            raise UnknownTable("no table %r" % table)
+            raise UnknownTable("no table %r on this server (the backend makes its tables with define_table() "
+                               "or sync())" % table)
         handler = self.handlers.get((table, op))
         if handler is None and not self.any_table:
             raise ProtocolError("table %r accepts no %s from clients: the backend has no @on_%s('%s') handler"
@@ -7017,6 +7030,11 @@ class DSNSync:
             self._claimed_in = os.getpid()
 
     def _start_common(self):
+        tables = self._store.tables
+        for table, op in sorted({k for k in self._engine.handlers if k[0] not in tables}):
+            log.warning("@on_%s('%s') is for a table this server does not have yet: clients' writes to it get "
+                        "unknown_table until define_table('%s', ...) or sync('%s', ...) makes it",
+                        op, table, table, table)
         self._running = True
         self._pid = os.getpid()
         self._stopped.clear()
@@ -8164,7 +8182,7 @@ def connect(url, token, **options):
 # A vendored dsn_sync.py alone still serves GET /dsn_client.js and the inspector:
 # these are zlib-compressed, base64 copies of dsn_client.js and dsn_inspect.html,
 # written by ``python3 dsn_sync.py --embed`` (run it after changing either file;
-# test_packaging.py fails while they differ).  A file beside the module wins.
+# test_dsn_sync.py fails while they differ).  A file beside the module wins.
 
 _EMBED_NAMES = ("dsn_client.js", "dsn_inspect.html")
 # -- embedded: begin
@@ -9216,7 +9234,7 @@ def _parser():
                         help="define example tables (users, notifications, metrics) and feed them live")
     parser.add_argument("--open-writes", dest="open_writes", action="store_const", const=True, default=None,
                         help="accept browser writes to any table with no handler (the default when --host is "
-                             "127.0.0.1 or ::1: a development server)")
+                             "127.0.0.1, ::1 or localhost: a development server)")
     parser.add_argument("--no-open-writes", dest="open_writes", action="store_const", const=False,
                         help="accept browser writes only where the backend has a handler")
     parser.add_argument("--write-client", default=None, metavar="DIR",
@@ -9254,6 +9272,9 @@ def _print_banner(sync, demo, open_writes):
     if open_writes:
         print("  Writes:     open: browsers may create, update and delete in any table (development;")
         print("              --no-open-writes turns it off; real apps define handlers)")
+    else:
+        print("  Writes:     closed: this server has no handlers, so browsers only read (--open-writes")
+        print("              accepts them, behind your own access control; real apps define handlers)")
     print()
     print("In a page:\n")
     print((_SNIPPET if open_writes else _SNIPPET_READ).format(origin=origin, url=url, token=token))
@@ -9285,7 +9306,9 @@ def _main(argv=None):
                        reuse_port=args.workers > 1)
         sync.start()
     except (OSError, ValueError, TypeError, ssl.SSLError, DSNError) as e:
-        print("dsn-sync: %s" % e, file=sys.stderr)
+        # An OSError of ours (cannot listen) says it all in strerror; a file's names its file in str().
+        ours = isinstance(e, OSError) and not isinstance(e, ssl.SSLError) and e.filename is None and e.strerror
+        print("dsn-sync: %s" % (e.strerror if ours else e), file=sys.stderr)
         return 2
     done = threading.Event()
 

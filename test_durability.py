@@ -23,6 +23,7 @@ million``). ``DSN_BIG_COUNT=n`` shrinks it (it says so loudly); by default it is
 
 import collections
 import json
+import logging
 import os
 import queue
 import shutil
@@ -704,6 +705,19 @@ def test_a_file_of_random_bytes_is_refused_and_left_alone(tmp_path):
     message = _store_error("sqlite:///%s" % path)
     assert "not a dsn-sync database" in message and str(path) in message, message
     assert path.read_bytes() == junk, "the refused file was changed"
+
+
+def test_a_source_file_given_as_the_store_gets_no_advice_to_chmod_it(tmp_path, caplog):
+    # The mode warning is for a file that holds the server secret; a mistyped path to the
+    # backend's own source must be refused as not a database, not first called a leaked secret.
+    path = tmp_path / "backend.py"
+    path.write_text("print('hello')\n")
+    os.chmod(str(path), 0o644)
+    with caplog.at_level(logging.WARNING, logger="dsn_sync"):
+        message = _store_error("sqlite:///%s" % path)
+    assert "not a dsn-sync database" in message and str(path) in message, message
+    assert not [r for r in caplog.records if "chmod" in r.getMessage()], [r.getMessage() for r in caplog.records]
+    assert os.stat(str(path)).st_mode & 0o777 == 0o644
 
 
 def test_a_sqlite_file_with_other_tables_is_refused_and_its_data_kept(tmp_path):

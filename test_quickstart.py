@@ -244,13 +244,14 @@ def test_the_quick_server_accepts_writes_to_any_table_on_loopback(vendored, make
 def test_the_quick_server_with_no_open_writes_refuses_them(vendored):
     proc, url, token, banner = start_quick_server(vendored, "--no-open-writes")
     try:
-        assert not re.search(r"Writes:.*open", banner), banner
+        assert not re.search(r"Writes:\s+open", banner) and re.search(r"Writes:\s+closed", banner), banner
         client = dsn_sync.connect(url, token)
         try:
             assert client.wait_ready(10)
             with pytest.raises(DSNError) as refused:
                 client.create("notes", "n1", {"text": "hello"})
             assert refused.value.code in ("unknown_table", "no_handler"), refused.value
+            assert "define_table()" in str(refused.value), refused.value  # what makes a table
         finally:
             client.close()
     finally:
@@ -260,6 +261,28 @@ def test_the_quick_server_with_no_open_writes_refuses_them(vendored):
 # -----------------------------------------------------------------------------
 # Errors that say what to do
 # -----------------------------------------------------------------------------
+
+
+def test_a_handler_for_a_table_that_was_never_defined_is_named_at_start(caplog):
+    sync = DSNSync(port=0)
+    sync.define_table("users", {"key": "id", "fields": None})
+    sync.on_create("users")(lambda data: True)
+    sync.on_create("notes")(lambda data: True)  # define_table('notes') forgotten
+    with caplog.at_level(logging.WARNING, logger="dsn_sync"):
+        sync.start()
+    try:
+        warned = [r.getMessage() for r in caplog.records if "on_create" in r.getMessage()]
+        assert len(warned) == 1 and "@on_create('notes')" in warned[0] and "define_table('notes'" in warned[0], warned
+        client = dsn_sync.connect(sync.get_url(), sync.get_token())
+        try:
+            assert client.wait_ready(10)
+            with pytest.raises(DSNError) as refused:
+                client.create("notes", "n1", {"text": "hello"})
+            assert refused.value.code == "unknown_table" and "define_table()" in str(refused.value), refused.value
+        finally:
+            client.close()
+    finally:
+        sync.stop()
 
 
 def test_a_missing_certificate_file_names_the_file_and_the_option(tmp_path):

@@ -24,12 +24,23 @@ sys.path.insert(0, ROOT)  # `python examples/chat.py` on a fresh clone: dsn_sync
 import dsn_sync  # noqa: E402
 
 
+def _port(text):
+    """A port number from the command line: argparse's usage line for anything else, not a traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("a port is a number from 0 to 65535 (0: any free one), got %r" % text)
+    return port
+
+
 def options(description, port, **extra):
     """Parses ``--port`` (the page; 0 picks a free one), ``--sync-port`` (default: any free
     one) and the example's own ``extra`` options ({name: (default, help)})."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--port", type=int, default=port, help="port of the page (default %d; 0: any free one)" % port)
-    parser.add_argument("--sync-port", type=int, default=0, help="port of the sync server (default: any free one)")
+    parser.add_argument("--port", type=_port, default=port, help="port of the page (default %d; 0: any free one)" % port)
+    parser.add_argument("--sync-port", type=_port, default=0, help="port of the sync server (default: any free one)")
     for name, (default, text) in extra.items():
         parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=text)
     return parser.parse_args()
@@ -66,13 +77,18 @@ def serve(sync, page, token_for, port, users, title):
         def log_message(self, *args):  # quiet: the backend's own prints are the story
             pass
 
+    # One line, not a traceback: the usual cause is another copy of the example still running.
     try:
         web = http.server.ThreadingHTTPServer(("127.0.0.1", port), Page)
+    except OSError as e:
+        sys.exit("%s: cannot serve the page on port %d (%s); stop what uses it, or pass --port 0 for any "
+                 "free port" % (title, port, os.strerror(e.errno) if e.errno else e))
+    try:
         sync.start()
     except OSError as e:
-        # One line, not a traceback: the usual cause is another copy of the example still running.
-        sys.exit("%s: cannot serve the page on port %d (%s); stop what uses it, or pass --port 0 for any "
-                 "free port" % (title, port, e.strerror or e))
+        web.server_close()
+        sys.exit("%s: dsn-sync cannot listen on port %d (%s); stop what uses it, or pass --sync-port 0 for "
+                 "any free port" % (title, sync.port, os.strerror(e.errno) if e.errno else e))
     origin = "http://127.0.0.1:%d" % web.server_address[1]
     print("%s: open %s" % (title, "these, side by side:" if len(users) > 1 else "this:"))
     for user in users:
