@@ -253,9 +253,9 @@ export interface DSNOptions {
   fetch?: DSNFetch;
   /** Long-poll seconds, 0 to 30 (the protocol's limit). Default 25. */
   wait?: number;
-  /** Streamed pulls. Default false: a long poll that finds nothing new stays open after
-   * the first change, and the server writes one sealed message per change down the same
-   * answer until `wait` runs out. Turn it on only where nothing between browser and
+  /** Streamed pulls. Default false. When true, a long poll that finds nothing new stays
+   * open after the first change, and the server writes one sealed message per change down
+   * the same answer until `wait` runs out. Turn it on only where nothing between browser and
    * server buffers answers (direct, or nginx with proxy_buffering off); a buffering
    * proxy would hold the changes back until the stream ends. */
   stream?: boolean;

@@ -4,7 +4,8 @@
 #   ./run_tests.sh
 #
 # 1. Python test packages: the `test` extra in pyproject.toml (the one place they are listed).
-# 2. Node dev packages: `npm ci` (playwright-core, fake-indexeddb; package-lock.json).
+# 2. Node dev packages: `npm ci` (package.json's devDependencies: playwright-core, fake-indexeddb, typescript,
+#    esbuild, react, react-dom, vue, dexie; package-lock.json).
 # 3. Debian's chromium, openssl, postgresql (a throwaway cluster for the PostgreSQL store's tests)
 #    and nginx (the README's balancer block, run in front of three nodes): installed with apt-get when missing and we are root;
 #    otherwise we say what to install (the browser tests then skip, loudly).

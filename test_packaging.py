@@ -167,3 +167,15 @@ def test_protocol_spec_in_the_repo_matches_the_shared_one():
     if not shared.exists():
         pytest.skip("LOUD SKIP: ../shared/PROTOCOL.md not present; cannot compare the copy")
     assert ours.read_bytes() == shared.read_bytes(), "docs/PROTOCOL.md drifted from ../shared/PROTOCOL.md"
+
+
+def test_the_npm_package_carries_the_python_module_s_version():
+    # One release: `npm install <clone>` and `pip install .` must name the same version (a
+    # bug report that quotes one should mean the same files), and the lock file's root with it.
+    import dsn_sync
+    package = json.loads((ROOT / "package.json").read_text(encoding="utf-8"))
+    lock = json.loads((ROOT / "package-lock.json").read_text(encoding="utf-8"))
+    assert package["version"] == dsn_sync.__version__, "package.json says %s, dsn_sync.py %s" % (
+        package["version"], dsn_sync.__version__)
+    assert lock["version"] == lock["packages"][""]["version"] == package["version"]
+    assert "protocol %s" % dsn_sync.PROTOCOL_MINOR in package["description"], package["description"]

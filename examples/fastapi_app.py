@@ -58,5 +58,6 @@ def login(form: dict, request: Request):
 
 @app.get("/")
 def page():
-    # Cached like the client file, so the page opens (from its IndexedDB mirror) while the app is down.
+    # Cached like the client file, so the page opens from the browser cache (with its IndexedDB mirror) while
+    # the app is down: in a new tab, or with the address entered again (a reload asks the app first, and fails).
     return FileResponse(pathlib.Path(__file__).with_name("mounted.html"), headers={"Cache-Control": "max-age=600"})
