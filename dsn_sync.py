@@ -420,7 +420,7 @@ def open_response(s2c, request_nonce, body):
 class _TokenState:
     """What the server keeps per kid after the first successful open: claims and traffic keys."""
 
-    __slots__ = ("kid", "claims", "jti", "c2s", "s2c", "read", "write", "sub", "exp", "view", "subs")
+    __slots__ = ("kid", "claims", "jti", "c2s", "s2c", "read", "write", "sub", "exp", "view", "subs", "owner")
 
     def __init__(self, kid, claims, token_secret):
         self.kid = kid
@@ -429,6 +429,8 @@ class _TokenState:
         c2s, s2c = traffic_keys(token_secret)
         self.c2s, self.s2c = SealKey(c2s), SealKey(s2c)
         self.sub = claims.get("sub")
+        # Whose share of the replay memory its frames count in: its user's, or its own with no user.
+        self.owner = ("token", self.jti) if self.sub is None else ("user", self.sub)
         self.exp = claims.get("exp")
         self.read = _rights(claims.get("read", "*"))
         self.write = _rights(claims.get("write", "*"))
@@ -3781,7 +3783,7 @@ class _ReplayMemory:
         self.share = max(1, capacity // 4)
         self._lock = threading.Lock()
         self._seen = set()
-        self._buckets = {}  # expiry second -> [(nonce, owner)]
+        self._buckets = {}  # expiry second -> {owner: [nonces]}
         self._held = {}  # owner -> nonces it holds now
         self._purged_at = 0
 
@@ -3793,11 +3795,10 @@ class _ReplayMemory:
             held = self._held
             if second != self._purged_at:
                 self._purged_at = second
-                seen = self._seen
                 for b in [b for b in self._buckets if b < second]:
-                    for old, by in self._buckets.pop(b):
-                        seen.discard(old)
-                        left = held[by] - 1
+                    for by, nonces in self._buckets.pop(b).items():
+                        self._seen.difference_update(nonces)
+                        left = held[by] - len(nonces)
                         if left:
                             held[by] = left
                         else:
@@ -3809,7 +3810,7 @@ class _ReplayMemory:
                 raise _HTTPFault(503, "replay memory full")
             self._seen.add(nonce)
             held[owner] = mine + 1
-            self._buckets.setdefault((int(t) + self.window_ms) // 1000 + 1, []).append((nonce, owner))
+            self._buckets.setdefault((int(t) + self.window_ms) // 1000 + 1, {}).setdefault(owner, []).append(nonce)
             return True
 
     def __len__(self):
@@ -4104,8 +4105,7 @@ class _Engine:
         if type(t) not in (int, float) or abs(t - now) > self.clock_window_ms or t < self.started_ms:
             raise ProtocolError("the request's clock is off by more than 60 s, or predates this server's "
                                 "start; adjust to the server's `now`", "clock")
-        sub = state.sub
-        if not self.replay.add(nonce, t, now, ("token", state.jti) if sub is None else ("user", sub)):
+        if not self.replay.add(nonce, t, now, state.owner):
             raise ProtocolError("this frame was already accepted", "replay")
         exp = state.exp
         if exp is not None and (type(exp) not in (int, float) or now / 1000.0 >= exp):
@@ -5118,7 +5118,7 @@ def _is_loopback(peer):
     """Is ``peer`` (as _peer gives it) this host: 127.0.0.0/8, ::1 (its /64), or an IPv4-mapped 127.x?"""
     if isinstance(peer, bytes):
         return peer == bytes(8)  # ::1's /64 is all zeros (so is ::/64, never a client's)
-    return peer.startswith("127.") or peer.startswith("::ffff:127.") or peer == "localhost"
+    return peer.startswith("127.") or peer.startswith("::ffff:127.")
 
 
 def _within_descriptors(max_connections, reserve=64):
