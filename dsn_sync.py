@@ -3671,16 +3671,26 @@ class _Endpoints:
             owner = self._owner.get(path)
             return owner is not None and (owner[1] is None or time.monotonic() - owner[1] < self.grace)
 
-    def admit(self, path, jti, op):
-        """After authentication: may this token use ``path`` for ``op``?  Returns the next ep."""
+    def usable(self, path, jti, op):
+        """After authentication: may this token use ``path`` for ``op``?  Counts nothing."""
         if not self.rotate_every:
-            return self.base if path == self.base else None
+            return path == self.base
+        if path == self.base and op == "hello":
+            return True
+        with self._lock:
+            owner = self._owner.get(path)
+            if owner is None or owner[0] != jti:
+                return False
+            return owner[1] is None or time.monotonic() - owner[1] < self.grace
+
+    def ep(self, jti, admitted=True):
+        """The ep for an answer to this token: its current path, made on its first request.  An
+        admitted request (past the clock and replay checks) counts towards its rotation; a refused
+        one does not, so a replayed frame never moves its token on."""
+        if not self.rotate_every:
+            return self.base
         now = time.monotonic()
         with self._lock:
-            if path != self.base or op != "hello":
-                owner = self._owner.get(path)
-                if owner is None or owner[0] != jti or (owner[1] is not None and now - owner[1] >= self.grace):
-                    return None
             state = self._tokens.get(jti)
             if state is None:
                 state = self._tokens[jti] = [self._fresh(jti), 0]
@@ -3689,7 +3699,7 @@ class _Endpoints:
                     self._retire(old_path, now)
             else:
                 self._tokens.move_to_end(jti)
-            state[1] += 1
+            state[1] += admitted
             if state[1] > self.rotate_every:
                 self._retire(state[0], now)
                 state[0], state[1] = self._fresh(jti), 1
@@ -3754,12 +3764,14 @@ class _SharedEndpoints:
         tag = path[len(self.base) + 1:len(self.base) + 3]
         return any(self._tag(w) == tag for w in self._windows())
 
-    def admit(self, path, jti, op):
-        windows = self._windows()
-        if path != self.base or op != "hello":
-            if not any(hmac.compare_digest(path, self._path(jti, w)) for w in windows if self._tag(w) == path[-14:-12]):
-                return None
-        return self._path(jti, windows[0])
+    def usable(self, path, jti, op):
+        if path == self.base and op == "hello":
+            return True
+        tag = path[-14:-12]
+        return any(hmac.compare_digest(path, self._path(jti, w)) for w in self._windows() if self._tag(w) == tag)
+
+    def ep(self, jti, admitted=True):
+        return self._path(jti, int(time.time() // self.period))
 
 
 class _ReplayMemory:
@@ -3818,7 +3830,12 @@ class _ReplayMemory:
 
 
 class _SharedReplay:
-    """Replay memory kept by a store that every node shares (``store.remember_nonce``)."""
+    """Replay memory kept by a store that every node shares (``store.remember_nonce``).
+
+    It has no capacity to fill, so no owner's share: a token sending as fast
+    as it can grows the table by its rate times about two minutes (the
+    listener purges the rest), and refuses nobody else.
+    """
 
     window_ms = _ReplayMemory.window_ms
 
@@ -4023,18 +4040,17 @@ class _Engine:
         """
         state, nonce, request, refused = opened or self.open(path, body)
         op = request.get("op")
-        if refused is not None:
-            # Answered at the token's endpoint when it came to one, so its next request finds
-            # it; at the base path, where only hello is admitted, with the base path.
-            ep = self.base if path == self.base else self.endpoints.admit(path, state.jti, op)
-        else:
-            ep = self.endpoints.admit(path, state.jti, op)
-        if ep is None:
+        # A request that is not one (refused) at the base path is answered there, whatever its op.
+        if not (refused is not None and path == self.base) and not self.endpoints.usable(path, state.jti, op):
             raise _HTTPFault(404, "not this token's endpoint")
-        if refused is not None:
-            return self._seal(state, nonce, ep, _error_answer(refused))
         try:
+            if refused is not None:
+                raise refused
             self._admit(state, nonce, request)
+        except DSNError as e:  # malformed, clock, replay, expired: not one of the token's requests
+            return self._seal(state, nonce, self.endpoints.ep(state.jti, admitted=False), _error_answer(e))
+        ep = self.endpoints.ep(state.jti)
+        try:
             if op == "pull":
                 return self._pull(state, nonce, ep, request, max_wait)
             if op == "hello":

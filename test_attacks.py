@@ -1049,6 +1049,28 @@ def test_a_refused_requests_answer_keeps_the_tokens_endpoint(make_server, make_r
     assert status == 200, "the next op, sent where `ep` said, answered HTTP %d" % status
 
 
+def test_replayed_frames_do_not_move_their_token_to_a_new_path(make_server, make_raw):
+    """Every 100 requests a token moves to a fresh path (PROTOCOL.md 5). A frame sniffed once and
+    replayed counted as one of them, so an eavesdropper could move its victim on at will."""
+    sync = make_server(rotate_every=3)
+    raw = make_raw(sync)
+    assert raw.call("hello")[1]["ok"]
+    current = raw.ep
+    frame, nonce = raw.frame(current, {"op": "pull", "t": now_ms(), "since": None, "wait": 0})
+    assert raw.send(current, frame, nonce)[1]["ok"]
+    for _ in range(10):
+        status, answer = raw.send(current, frame, nonce)
+        assert status == 200 and answer["error"]["code"] == "replay", answer
+        assert answer["ep"] == current
+    # Its own requests still count: hello and a pull were two, the fourth is answered at a new path.
+    assert raw.call("pull", since=None, wait=0)[1]["ep"] == current
+    assert raw.call("pull", since=None, wait=0)[1]["ep"] != current
+    # Nor do frames refused for their clock: they are not the token's requests either.
+    moved = raw.ep
+    for _ in range(5):
+        assert raw.err("pull", "clock", t=now_ms() - 3600 * 1000, since=None)["ep"] == moved
+
+
 # -----------------------------------------------------------------------------
 # 13. Replay after restart; the app token across restarts
 # -----------------------------------------------------------------------------
