@@ -29,7 +29,7 @@
 export type DSNProtocolErrorCode =
   | 'clock'          // the request's time was more than 60 s from the server's
   | 'replay'         // the request's nonce was seen already
-  | 'expired'        // the token has expired
+  | 'expired'        // the token has expired (with no token function the client stops, as for 'unauthorized')
   | 'forbidden'      // the token may not read or write this table
   | 'unknown_table'  // no such table on the server
   | 'invalid'        // a table name, key or record the server (or the client) refuses
@@ -43,7 +43,7 @@ export type DSNProtocolErrorCode =
 /** The client's own error codes. */
 export type DSNClientErrorCode =
   | 'closed'         // close() was called; queued writes stay in the outbox
-  | 'unauthorized'   // the server refused the token (HTTP 401, or expired with no token function)
+  | 'unauthorized'   // the server refused the token (HTTP 401: revoked, or not this server's)
   | 'offline'        // the server could not be reached (network, refused, timed out)
   | 'http'           // an HTTP status other than 200, 401 and 404; `.status` says which
   | 'wrong_url'      // no dsn-sync instance at the URL (404 on hello), or another instance
@@ -132,8 +132,8 @@ export interface DSNOffline {
 
 /** A failure the client cannot get past by waiting alone (a refused token, a wrong URL,
  * a malformed answer, a storage failure). `retryIn` is there when it tries again;
- * absent after `unauthorized` (final for that token) and when the mirror could not be
- * opened. */
+ * absent after `unauthorized` and `expired` (final for that token) and when the mirror
+ * could not be opened. */
 export interface DSNFailed {
   state: 'error';
   /** A DSNError's code, or for a failure outside the protocol the exception's name: a

@@ -1503,7 +1503,7 @@ class Session {
     this.keysNow = null;
     this.ep = null;
     if (typeof this.token !== 'function') this.hooks.tokenDead(code, message);
-    return new DSNError('unauthorized', message);
+    return new DSNError(code, message);
   }
 
   /** POSTs one frame and opens the answer. Throws a DSNError with `.status` for an
@@ -3205,10 +3205,11 @@ class DSNClient {
     this._fresh = true;
   }
 
-  /** A string token the server refused: stop, keeping the outbox for a fresh token. */
+  /** A string token the server refused (`code`: `unauthorized` for a 401, `expired`): stop,
+   * keeping the outbox for a fresh token. */
   _tokenDead(code, message) {
-    this._setStatus({ state: 'error', code: 'unauthorized', message: `${message}; queued writes are kept for a fresh token` });
-    this._stop(new DSNError('unauthorized', `${message}; the write stays queued for a client with a fresh token`));
+    this._setStatus({ state: 'error', code, message: `${message}; queued writes are kept for a fresh token` });
+    this._stop(new DSNError(code, `${message}; the write stays queued for a client with a fresh token`));
   }
 
   /** An answer opened: the server is back, so whichever loop is still sleeping off the

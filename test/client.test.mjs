@@ -317,9 +317,12 @@ test('expired: a token past its exp is answered `expired`; the token function gi
   t.after(() => client.close());
   await client.ready;
   assert.equal(asked, 2);
+  // Without a token function the client stops and says why, as the Python client does.
   const stuck = connect(shared, {}, old);
   t.after(() => stuck.close());
-  await assert.rejects(stuck.ready, isCode('unauthorized'));
+  await assert.rejects(stuck.ready, isCode('expired'));
+  assert.equal(stuck.statuses.at(-1).code, 'expired');
+  await assert.rejects(stuck.create('messages', 'after_expiry', { ok: 1 }), isCode('expired'));
 });
 
 test('offline: writes made while the server is down are queued, then sent exactly once when it returns', async (t) => {
