@@ -3677,11 +3677,10 @@ class _Endpoints:
             return path == self.base
         if path == self.base and op == "hello":
             return True
-        with self._lock:
-            owner = self._owner.get(path)
-            if owner is None or owner[0] != jti:
-                return False
-            return owner[1] is None or time.monotonic() - owner[1] < self.grace
+        owner = self._owner.get(path)  # one step under the GIL; a path retired meanwhile is still in its grace
+        if owner is None or owner[0] != jti:
+            return False
+        return owner[1] is None or time.monotonic() - owner[1] < self.grace
 
     def ep(self, jti, admitted=True):
         """The ep for an answer to this token: its current path, made on its first request.  An
