@@ -6715,6 +6715,13 @@ _CLAIMS = {}  # lock path -> [descriptor, holders in this process, pid]
 _CLAIMS_LOCK = threading.Lock()
 
 
+def _did_you_mean(name, names):
+    """"; is it 'x'?" for a table name close to ``name`` (a typo in a decorator), else ""."""
+    import difflib  # deferred: only a warning needs it
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return "; is it '%s'?" % close[0] if close else ""
+
+
 def _release_claim(path):
     with _CLAIMS_LOCK:
         claim = _CLAIMS.get(path)
@@ -7048,8 +7055,13 @@ class DSNSync:
         tables = self._store.tables
         for table, op in sorted({k for k in self._engine.handlers if k[0] not in tables}):
             log.warning("@on_%s('%s') is for a table this server does not have yet: clients' writes to it get "
-                        "unknown_table until define_table('%s', ...) or sync('%s', ...) makes it",
-                        op, table, table, table)
+                        "unknown_table until define_table('%s', ...) or sync('%s', ...) makes it%s",
+                        op, table, table, table, _did_you_mean(table, tables))
+        for table in sorted(set(self._engine.read_rules) - set(tables)):
+            # A misspelt rule hides nothing, and the table it was meant for shows every row to every user.
+            log.warning("@can_read('%s') is for a table this server does not have yet: it hides nothing until "
+                        "define_table('%s', ...) or sync('%s', ...) makes it%s",
+                        table, table, table, _did_you_mean(table, tables))
         self._running = True
         self._pid = os.getpid()
         self._stopped.clear()

@@ -285,6 +285,24 @@ def test_a_handler_for_a_table_that_was_never_defined_is_named_at_start(caplog):
         sync.stop()
 
 
+def test_a_read_rule_for_a_misspelt_table_is_named_at_start(caplog):
+    """@can_read('message') for table 'messages' hides nothing: every user sees every message.
+    Nothing said so; start() now does, with the table it was likely meant for."""
+    sync = DSNSync(port=0)
+    sync.define_table("messages", {"key": "id", "fields": None})
+    sync.can_read("message")(lambda record, ctx: record.get("to") == ctx.sub)
+    sync.sync("messages", "m1", {"to": "bob", "text": "for bob"})
+    with caplog.at_level(logging.WARNING, logger="dsn_sync"):
+        sync.start()
+    try:
+        warned = [r.getMessage() for r in caplog.records if "can_read" in r.getMessage()]
+        assert len(warned) == 1, warned
+        assert "@can_read('message')" in warned[0] and "hides nothing" in warned[0], warned
+        assert "is it 'messages'?" in warned[0], warned
+    finally:
+        sync.stop()
+
+
 def test_a_missing_certificate_file_names_the_file_and_the_option(tmp_path):
     key = tmp_path / "key.pem"
     key.write_text("not used")
