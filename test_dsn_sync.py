@@ -2161,8 +2161,9 @@ def test_client_token_of_another_server_reports_an_error(make_server, make_clien
     a, b = make_server(), make_server()
     statuses = queue.Queue()
     client = make_client(a.get_url(), b.get_token(), on_status=lambda status, detail: statuses.put(status))
-    assert client.wait_ready(0.5) is False
-    assert wait_until(lambda: client.status == "error", what="the client to report the refused token")
+    with pytest.raises(dsn_sync.AuthError):
+        client.wait_ready(5)
+    assert client.status == "error"
     with pytest.raises(dsn_sync.DSNError):
         client.create("t", "k", {})
 
@@ -2223,8 +2224,22 @@ def test_client_backs_off_and_reports_a_wrong_url(server, make_client):
     assert client.status in ("error", "offline") and statuses, "the wrong URL was not reported"
 
 
-def test_client_write_to_a_wrong_url_gives_up_within_write_timeout(server, make_client):
-    client = make_client(_wrong_url(server), server.get_token(), write_timeout=0.5)
+def test_client_write_to_a_wrong_url_fails_at_once_with_wrong_url(server, make_client):
+    """404 on hello means no such instance (PROTOCOL.md 5): nothing to wait out for write_timeout."""
+    client = make_client(_wrong_url(server), server.get_token(), write_timeout=30)
+    began = time.monotonic()
+    with pytest.raises(dsn_sync.DSNError) as refused:
+        client.create("t", "k", {})
+    assert refused.value.code == "wrong_url" and "is the URL right?" in str(refused.value), refused.value
+    assert time.monotonic() - began < 10, "create() waited out its write_timeout"
+
+
+def test_client_write_to_a_server_that_does_not_answer_gives_up_within_write_timeout(make_client):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # accepts, never answers
+    url = "http://127.0.0.1:%d/sync/0000000000000000" % listener.getsockname()[1]
+    client = make_client(url, dsn_sync.DSNSync(port=0).get_token(), write_timeout=0.5)
     outcome = []
 
     def write():
@@ -2238,8 +2253,44 @@ def test_client_write_to_a_wrong_url_gives_up_within_write_timeout(server, make_
     hung = thread.is_alive()
     client.close()  # ends the loop either way
     thread.join(5)
+    listener.close()
     assert not hung, "create() was still retrying after 2.5 s with write_timeout=0.5"
-    assert isinstance(outcome[0], dsn_sync.DSNError)
+    assert isinstance(outcome[0], dsn_sync.DSNError) and outcome[0].code == "offline", outcome
+
+
+@pytest.mark.parametrize("dead", ["expired", "revoked"])
+def test_wait_ready_ends_when_the_feed_stops_on_a_dead_token(make_server, make_client, dead):
+    """With no token function a refused token stops the feed for good: wait_ready() raised nothing
+    and blocked for its whole timeout (for ever with none), where the JS client's ready rejects."""
+    sync = make_server()
+    if dead == "expired":
+        token = sync.issue_token(sub="ann", ttl=1)
+        time.sleep(1.1)
+    else:
+        token = sync.issue_token(sub="ann")
+        sync.revoke(token)
+    client = make_client(sync.get_url(), token)
+    began = time.monotonic()
+    with pytest.raises(dsn_sync.DSNError) as stopped:
+        client.wait_ready(30)
+    assert time.monotonic() - began < 10, "wait_ready() waited out its timeout"
+    assert stopped.value.code == ("expired" if dead == "expired" else "unauthorized"), stopped.value
+    with pytest.raises(dsn_sync.DSNError) as again:
+        client.wait_ready()  # no timeout: returns at once all the same
+    assert again.value.code == stopped.value.code
+
+
+def test_wait_ready_after_close_is_false_at_once(make_client):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    client = make_client("http://127.0.0.1:%d/sync/0000000000000000" % listener.getsockname()[1],
+                         dsn_sync.DSNSync(port=0).get_token())
+    client.close()
+    began = time.monotonic()
+    assert client.wait_ready() is False
+    assert time.monotonic() - began < 5
+    listener.close()
 
 
 # =============================================================================
