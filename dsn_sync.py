@@ -3779,37 +3779,51 @@ class _ReplayMemory:
     Nonces are filed in one-second buckets by expiry, so forgetting is a dict
     pop per second.  Full means 503: PROTOCOL.md forbids forgetting early.
 
-    One owner (a user's tokens together, or one token with no user) holds at
-    most a quarter of the room, as in the mid ledger: a frame may carry a
-    ``t`` up to 60 s ahead, so each is kept up to two minutes, and one token
-    sending hellos as fast as it can would otherwise fill the whole memory
-    (about 15,000 a second measured on two cores) and get everyone a 503 for
-    those two minutes.  Past its share only that owner gets 503.
+    A frame may carry a ``t`` up to 60 s ahead, so each nonce is kept up to
+    two minutes, and one token sending hellos flat out (about 15,000 a second
+    measured on two cores) would fill the memory and get everyone a 503 for
+    those two minutes.  So the room is shared out by owner (a user's tokens
+    together, or one token with no user):
+
+    - any owner may hold its first ``light`` nonces (a thousandth of the room:
+      an honest browser sends a few a minute) wherever there is room;
+    - past those, owners together hold at most half the room (``heavy_room``),
+      and one owner at most a quarter (``share``);
+
+    so a few heavy senders, a backend's app token or users with tokens
+    flooding hellos, get 503 among themselves, and it takes some five hundred
+    owners, each at its full light part at once, to fill the half kept for the others.
     """
 
     window_ms = 60000
 
     def __init__(self, capacity):
         self.capacity = capacity
+        self.light = max(1, capacity // 1000)
         self.share = max(1, capacity // 4)
+        self.heavy_room = capacity // 2
         self._lock = threading.Lock()
         self._seen = set()
         self._buckets = {}  # expiry second -> {owner: [nonces]}
         self._held = {}  # owner -> nonces it holds now
+        self._heavy = 0  # nonces held past their owners' first `light`
         self._purged_at = 0
 
     def add(self, nonce, t, now, owner=None):
         """True if new (and now remembered), False if already seen; _HTTPFault(503) if full, or
-        ``owner`` holds its share."""
+        ``owner`` holds its share, or is past its light part with the heavy room full."""
         with self._lock:
             second = now // 1000
-            held = self._held
+            held, light = self._held, self.light
             if second != self._purged_at:
                 self._purged_at = second
                 for b in [b for b in self._buckets if b < second]:
                     for by, nonces in self._buckets.pop(b).items():
                         self._seen.difference_update(nonces)
-                        left = held[by] - len(nonces)
+                        had = held[by]
+                        left = had - len(nonces)
+                        if had > light:
+                            self._heavy -= had - max(left, light)
                         if left:
                             held[by] = left
                         else:
@@ -3817,10 +3831,12 @@ class _ReplayMemory:
             if nonce in self._seen:
                 return False
             mine = held.get(owner, 0)
-            if len(self._seen) >= self.capacity or mine >= self.share:
+            heavy = mine >= light
+            if len(self._seen) >= self.capacity or mine >= self.share or (heavy and self._heavy >= self.heavy_room):
                 raise _HTTPFault(503, "replay memory full")
             self._seen.add(nonce)
             held[owner] = mine + 1
+            self._heavy += heavy
             self._buckets.setdefault((int(t) + self.window_ms) // 1000 + 1, {}).setdefault(owner, []).append(nonce)
             return True
 

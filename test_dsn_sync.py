@@ -1585,7 +1585,7 @@ def test_connection_limit_is_503(make_server, make_raw):
 
 
 def test_full_replay_memory_is_503(make_server, make_raw):
-    sync = make_server(max_nonces=8)  # a share of 2 for each user (a quarter)
+    sync = make_server(max_nonces=8)  # a share of 2 for each user (a quarter), of which 1 light
     users = [make_raw(sync, token=sync.issue_token(sub="u%d" % i)) for i in range(5)]
     for raw in users[:4]:
         raw.hello()
@@ -1609,6 +1609,32 @@ def test_one_user_filling_the_replay_memory_gets_503_alone(make_server, make_raw
     app.hello()
     assert app.call("hello")[0] == 503
     assert ann.call("pull", since=None, wait=0)[0] == 200
+
+
+def test_four_flooding_users_cannot_fill_the_replay_memory_for_the_rest():
+    """With a quarter each as the only bound, four users' tokens flooding hellos with t 59 s ahead
+    filled the memory, and every other user got 503 for two minutes (an attack run). Past its
+    first thousandth, an owner now draws on a half of the room that heavy owners share."""
+    memory = dsn_sync._ReplayMemory(4000)
+    now = 10 ** 12
+    taken = {}
+    for owner in ("m0", "m1", "m2", "m3", "m4"):
+        taken[owner] = 0
+        with pytest.raises(dsn_sync._HTTPFault):
+            for _ in range(2000):
+                memory.add(os.urandom(16), now + 59000, now, owner)
+                taken[owner] += 1
+    assert taken["m0"] == taken["m1"] == memory.share == 1000, taken
+    assert sum(taken.values()) == memory.heavy_room + 5 * memory.light, taken
+    # Everyone else still has room for what honest clients send: their first `light` nonces each.
+    for user in range(400):
+        for _ in range(memory.light):
+            assert memory.add(os.urandom(16), now, now, "u%d" % user)
+    assert len(memory) == 2020 + 400 * memory.light
+    # As the flood's nonces expire, its owners' heavy parts go back to the room.
+    later = now + 59000 + memory.window_ms + 2000
+    assert memory.add(os.urandom(16), later, later, "m0")
+    assert len(memory) == 1 and memory._heavy == 0
 
 
 # -- GET /dsn_client.js --------------------------------------------------------
