@@ -3653,7 +3653,7 @@ class _Endpoints:
     """
 
     grace = 120.0
-    max_tokens = 100000  # tokens whose rotation state is kept (least recently used dropped)
+    max_tokens = 100000  # tokens whose rotation state is kept (least recently used dropped), and retired paths
 
     def __init__(self, base, rotate_every):
         self.base = base
@@ -3694,16 +3694,20 @@ class _Endpoints:
             if state is None:
                 state = self._tokens[jti] = [self._fresh(jti), 0]
                 if len(self._tokens) > self.max_tokens:
+                    # Its path goes at once, not after a grace: fresh tokens by the hundred thousand
+                    # (a login that mints one per call) would otherwise pile up retired paths.  Its
+                    # next request gets 404 and says hello again.
                     _, (old_path, _) = self._tokens.popitem(last=False)
-                    self._retire(old_path, now)
+                    self._owner.pop(old_path, None)
             else:
                 self._tokens.move_to_end(jti)
             state[1] += admitted
             if state[1] > self.rotate_every:
                 self._retire(state[0], now)
                 state[0], state[1] = self._fresh(jti), 1
-            while self._retired and now - self._retired[0][0] >= self.grace:
-                self._owner.pop(self._retired.popleft()[1], None)
+            retired = self._retired
+            while retired and (now - retired[0][0] >= self.grace or len(retired) > self.max_tokens):
+                self._owner.pop(retired.popleft()[1], None)
             return state[0]
 
     def _fresh(self, jti):

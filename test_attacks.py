@@ -1071,6 +1071,27 @@ def test_replayed_frames_do_not_move_their_token_to_a_new_path(make_server, make
         assert raw.err("pull", "clock", t=now_ms() - 3600 * 1000, since=None)["ep"] == moved
 
 
+def test_fresh_tokens_by_the_hundred_thousand_do_not_pile_up_paths():
+    """Each token pushed out of the kept rotation states had its path retired for 120 s: 1.4 M
+    fresh tokens (a login that mints one per call) left 1.4 M paths, about 500 MB (an attack run)."""
+    endpoints = dsn_sync._Endpoints("/sync/inst", rotate_every=2)
+    endpoints.max_tokens = 1000
+    for i in range(20000):
+        endpoints.ep("t%d" % i)
+    assert len(endpoints._tokens) == 1000
+    assert len(endpoints._owner) <= 2 * endpoints.max_tokens + 1, len(endpoints._owner)
+    # Rotations of live tokens retire paths too: at most max_tokens of them are kept.
+    for round_ in range(10):
+        for i in range(19000, 20000):
+            endpoints.ep("t%d" % i)
+    assert len(endpoints._retired) <= endpoints.max_tokens
+    assert len(endpoints._owner) <= 2 * endpoints.max_tokens + 1, len(endpoints._owner)
+    # The newest token's current path is still its own; one pushed out long ago has none.
+    current = endpoints.ep("t19999", admitted=False)
+    assert endpoints.usable(current, "t19999", "pull")
+    assert not any(owner[0] == "t5" for owner in endpoints._owner.values())
+
+
 # -----------------------------------------------------------------------------
 # 13. Replay after restart; the app token across restarts
 # -----------------------------------------------------------------------------
