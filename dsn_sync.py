@@ -4018,10 +4018,12 @@ class _Engine:
         self.max_tables = 1000  # DSNSync's max_tables: also for the tables such writes create
         # A shared store keeps a live set that every node's revocations reach.
         self.revoked = store.revoked_ids if store.shared else set(store.revoked())
-        # Frames sealed before an in-memory server started may have been accepted by the
-        # process before it, whose replay memory and mid ledger are gone: they are refused
-        # as `clock` (PROTOCOL.md 4).  A durable store answers a replayed write from its ledger.
-        self.started_ms = 0 if store.durable else _now_ms()
+        # Frames sealed before this process started may have been accepted by the process
+        # before it, whose replay memory is gone: they are refused as `clock` (PROTOCOL.md 4;
+        # a client seals its request again at once).  A durable store's ledger answers a replayed
+        # write, but not one refused on the request alone (a table that a deploy then adds), nor
+        # a hello or pull.  Only a shared store (PostgreSQL) keeps its replay memory across restarts.
+        self.started_ms = 0 if store.shared else _now_ms()
         self.requests = 0
         self._count_lock = threading.Lock()
         self._fieldsets = {}

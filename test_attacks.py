@@ -1124,6 +1124,29 @@ def test_a_delete_replayed_after_a_restart_is_refused(make_server, make_raw):
     assert raw.call("hello")[1]["ok"]  # a fresh frame is fine
 
 
+def test_a_frame_sent_before_a_restart_on_sqlite_is_not_accepted_again(make_server, make_raw, tmp_path):
+    """The SQLite store kept its data but the replay memory is the process's: a hello or a write
+    refused on the request alone, replayed after a restart, was accepted (an attack run)."""
+    db = str(tmp_path / "app.db")
+    first = make_server(secret=SECRET, rotate_every=0, store=dsn_sync.SQLiteStore(db))
+    raw = make_raw(first)
+    captured, nonce = raw.frame(raw.ep, {"op": "create", "table": "later", "key": "k", "data": {}, "mid": "c1",
+                                         "t": now_ms()})
+    status, answer = raw.send(raw.ep, captured, nonce)
+    assert answer["error"]["code"] == "unknown_table", answer  # refused on the request alone: no ledger entry
+    first.stop()
+    time.sleep(0.01)
+    second = make_server(secret=SECRET, rotate_every=0, store=dsn_sync.SQLiteStore(db))
+    second.define_table("later", {"key": "id", "fields": None})  # a deploy adds the table
+    second.on_create("later")(lambda data: True)
+    raw.close()
+    raw.port = second.port
+    status, answer = raw.send(raw.ep, captured, nonce)
+    assert status == 200 and answer["error"]["code"] == "clock", answer
+    assert second.get("later", "k") is None, "the replayed create was applied"
+    assert raw.call("hello")[1]["ok"]  # a fresh frame is fine
+
+
 def test_the_app_tokens_id_is_stable_across_restarts_with_the_same_secret():
     first = DSNSync(port=0, secret=SECRET)
     second = DSNSync(port=0, secret=SECRET)
