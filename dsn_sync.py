@@ -2513,12 +2513,13 @@ def _psycopg():
     try:
         import psycopg
     except ImportError:
-        raise StoreError('the PostgreSQL store needs psycopg 3.2 or later: pip install "dsn-sync[postgres]" '
-                         '(or pip install "psycopg[binary]>=3.2")')
+        # (The name dsn-sync on PyPI is another project's: the extra installs from a clone.)
+        raise StoreError('the PostgreSQL store needs psycopg 3.2 or later: python3 -m pip install "psycopg[binary]>=3.2" '
+                         '(or, in a clone of dsn-sync, python3 -m pip install ".[postgres]")')
     if tuple(int(p) for p in re.findall(r"\d+", psycopg.__version__)[:2]) < (3, 2):
         # notifies(timeout=, stop_after=), which the listener needs, came in 3.2.
-        raise StoreError('the PostgreSQL store needs psycopg 3.2 or later, this is %s: pip install -U '
-                         '"dsn-sync[postgres]"' % psycopg.__version__)
+        raise StoreError('the PostgreSQL store needs psycopg 3.2 or later, this is %s: python3 -m pip install -U '
+                         '"psycopg[binary]>=3.2"' % psycopg.__version__)
     _psycopg_module = psycopg
     return psycopg
 
@@ -2717,7 +2718,7 @@ class PostgresStore(MemoryStore):
     """A store in a PostgreSQL database that any number of dsn-sync processes share as one server.
 
     ``PostgresStore('postgresql://user:pw@host:5432/app')``; needs psycopg 3
-    (``pip install "dsn-sync[postgres]"``), imported when the store opens.
+    (``python3 -m pip install "psycopg[binary]>=3.2"``), imported when the store opens.
     Every node (process, on any host) opened on the same database shares
     one epoch, one ``seq``, one schema version, the records, the mutation-id
     ledger, revocations, the tombstone horizon (``floor``), the server secret
@@ -6737,6 +6738,19 @@ _CLAIMS = {}  # lock path -> [descriptor, holders in this process, pid]
 _CLAIMS_LOCK = threading.Lock()
 
 
+def _listen_hint(error, host):
+    """What to do about a bind() that failed, by its cause."""
+    if isinstance(error, socket.gaierror):
+        return " (is the host name %r right? 127.0.0.1 is this machine only, 0.0.0.0 every interface)" % host
+    if error.errno == errno.EADDRINUSE:
+        return " (another server there? port=0, or --port 0 on the command line, picks a free one)"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return " (%s is not an address of this machine: 127.0.0.1 is this machine only, 0.0.0.0 every interface)" % host
+    if error.errno == errno.EACCES:
+        return " (ports below 1024 need privileges: use one from 1024 up, or put a proxy in front)"
+    return ""
+
+
 def _did_you_mean(name, names):
     """"; is it 'x'?" for a table name close to ``name`` (a typo in a decorator), else ""."""
     import difflib  # deferred: only a warning needs it
@@ -7032,9 +7046,8 @@ class DSNSync:
                 server = _Server((self.host, self.port), self._engine, self._feed, self._static,
                                  self._ssl_context, ipv6=":" in self.host, **self._server_options)
             except OSError as e:
-                raise OSError(e.errno, "dsn-sync cannot listen on %s:%s: %s (another server there? port=0, or --port 0 "
-                              "on the command line, picks a free one)"
-                              % (self.host, self.port, e.strerror or e))
+                raise OSError(e.errno, "dsn-sync cannot listen on %s:%s: %s%s"
+                              % (self.host, self.port, e.strerror or e, _listen_hint(e, self.host)))
             self._server = server
             self.port = server.server_address[1]
             self._start_common()
@@ -7633,6 +7646,8 @@ class _Gone(Exception):
 
 def _split_url(url):
     from urllib.parse import urlsplit  # deferred: only clients need it
+    if isinstance(url, str) and _TOKEN_RE.fullmatch(url.strip()):  # never echoed: a token is a key
+        raise ValueError("got a token where the sync URL goes: connect(url, token) takes the URL first")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("a sync URL looks like http://host:3000/sync/<instance>, got %r" % (url,))
@@ -9373,7 +9388,8 @@ def _main(argv=None):
     except (OSError, ValueError, TypeError, ssl.SSLError, DSNError) as e:
         # An OSError of ours (cannot listen) says it all in strerror; a file's names its file in str().
         ours = isinstance(e, OSError) and not isinstance(e, ssl.SSLError) and e.filename is None and e.strerror
-        print("dsn-sync: %s" % (e.strerror if ours else e), file=sys.stderr)
+        print(e.strerror if ours and e.strerror.startswith("dsn-sync") else "dsn-sync: %s" % (e.strerror if ours else e),
+              file=sys.stderr)
         return 2
     done = threading.Event()
 

@@ -2306,6 +2306,15 @@ def test_wait_ready_ends_when_the_feed_stops_on_a_dead_token(make_server, make_c
     assert again.value.code == stopped.value.code
 
 
+def test_a_token_given_as_the_url_is_never_echoed():
+    sync = dsn_sync.DSNSync(port=0)
+    token = sync.get_token()
+    with pytest.raises(ValueError) as refused:
+        dsn_sync.connect(token, sync.get_url())  # the two swapped
+    assert "takes the URL first" in str(refused.value)
+    assert token.split(".")[2] not in str(refused.value), "the token's secret half is in the message"
+
+
 def test_wait_ready_after_close_is_false_at_once(make_client):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -671,7 +671,7 @@ def test_without_psycopg_the_module_imports_and_the_error_names_the_extra():
     out = subprocess.run([sys.executable, "-c", script], cwd=os.path.dirname(os.path.abspath(__file__)),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert 'pip install "dsn-sync[postgres]"' in out.stdout
+    assert 'pip install "psycopg[binary]>=3.2"' in out.stdout and 'pip install ".[postgres]"' in out.stdout
 
 
 # -----------------------------------------------------------------------------

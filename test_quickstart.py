@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -315,6 +316,28 @@ def test_a_missing_certificate_file_names_the_file_and_the_option(tmp_path):
                           timeout=30)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert missing in done.stderr and "--tls-cert" in done.stderr, done.stderr
+
+
+def _cli_fails(tmp_path, *args):
+    done = subprocess.run([sys.executable, "-m", "dsn_sync"] + list(args), cwd=str(tmp_path), env=child_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count("dsn-sync") == 1, done.stderr
+    return done.stderr
+
+
+def test_cannot_listen_says_what_to_do_by_its_cause(tmp_path):
+    """Every bind failure said 'another server there?': for a misspelt host, or an address that
+    is not this machine's, that sends the user looking for a server that does not exist."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        said = _cli_fails(tmp_path, "--port", str(taken.getsockname()[1]))
+    assert "another server there?" in said and "--port 0" in said, said
+    said = _cli_fails(tmp_path, "--port", "0", "--host", "192.0.2.77")  # TEST-NET-1: never this machine's
+    assert "not an address of this machine" in said and "another server" not in said, said
+    said = _cli_fails(tmp_path, "--port", "0", "--host", "no-such-host.invalid")
+    assert "is the host name 'no-such-host.invalid' right?" in said and "another server" not in said, said
 
 
 def test_a_key_that_is_not_the_certificates_says_what_to_check(tmp_path, certificate):
