@@ -2158,10 +2158,19 @@ class DSNClient {
 
   /* ---------------- writes and the outbox ---------------- */
 
+  /** What a write made after the client stopped rejects with: the reason it stopped, and
+   * that this write, unlike those queued before, was not kept. */
+  _notQueued() {
+    const error = this._stopError;
+    if (error.code !== 'unauthorized' && error.code !== 'expired') return error;
+    return new DSNError(error.code, `${error.message.split(': the client has stopped')[0]}: the client has stopped, `
+      + 'so this write was not queued; connect again with a fresh token (or give connectDSN a token function)');
+  }
+
   /** Checks the write, then (as soon as the mirror is loaded, at once after that) puts
    * it in the outbox and the mirror. Resolves true on the ack; rejects on refusal. */
   _write(op, table, key, data) {
-    if (this._stopped) return Promise.reject(this._stopError);
+    if (this._stopped) return Promise.reject(this._notQueued());
     if (typeof table !== 'string' || !TABLE_NAME.test(table)) {
       return Promise.reject(new DSNError('invalid', `a table name matches [A-Za-z_][A-Za-z0-9_-]{0,62}, not ${JSON.stringify(table)}`));
     }
@@ -2182,7 +2191,7 @@ class DSNClient {
   }
 
   _enqueue(entry) {
-    if (this._stopped) return Promise.reject(this._stopError);
+    if (this._stopped) return Promise.reject(this._notQueued());
     const keyField = this._schema[entry.table]?.key;
     if (entry.data && keyField !== undefined && keyField in entry.data) {
       if (entry.data[keyField] !== entry.key) {
@@ -3209,7 +3218,8 @@ class DSNClient {
    * keeping the outbox for a fresh token. */
   _tokenDead(code, message) {
     this._setStatus({ state: 'error', code, message: `${message}; queued writes are kept for a fresh token` });
-    this._stop(new DSNError(code, `${message}; the write stays queued for a client with a fresh token`));
+    this._stop(new DSNError(code, `${message}: the client has stopped; writes queued before are kept for a client `
+      + 'with a fresh token (or give connectDSN a token function)'));
   }
 
   /** An answer opened: the server is back, so whichever loop is still sleeping off the
