@@ -8033,8 +8033,12 @@ class Client:
                         continue  # our own write's ack is newer than this state
                     del self._acked[(table, key)]
                 rows = self._tables.setdefault(table, {})
+                # The change our own write's ack put in the mirror already: no news for the callbacks.
                 if record is None:
-                    rows.pop(key, None)
+                    if rows.pop(key, None) is None:
+                        continue
+                elif rows.get(key) == record:
+                    continue
                 else:
                     rows[key] = record
                 touched.add(table)

@@ -2112,6 +2112,30 @@ def test_client_on_data_change(server, make_client):
     assert "e" in calls.get(timeout=5)
 
 
+def test_client_own_write_calls_on_data_change_once(server, make_client):
+    """The ack put the record in the mirror and called back; the feed then carried the same change
+    and called back again with the same records (a newcomer saw two calls per update and delete)."""
+    server.define_table("todos", {"key": "id", "fields": None})
+    server.on_create("todos")(lambda data: True)
+    server.on_update("todos")(lambda data: True)
+    server.on_delete("todos")(lambda data: True)
+    client = make_client(server.get_url(), server.get_token(), wait=5)
+    assert client.wait_ready(5)
+    calls = queue.Queue()
+    client.on_data_change("todos", calls.put)
+    calls.get_nowait()
+    for write in (lambda: client.create("todos", "t1", {"title": "A"}),
+                  lambda: client.update("todos", "t1", {"title": "B"}),
+                  lambda: client.delete("todos", "t1")):
+        write()
+        wait_until(lambda: client.cursor["seq"] == server.stats()["seq"], what="the feed past the write")
+        time.sleep(0.2)
+        got = []
+        while not calls.empty():
+            got.append(calls.get_nowait())
+        assert len(got) == 1, got
+
+
 def test_client_wait_ready_times_out_and_close(make_client):
     with socket.socket() as s:  # a port with nobody listening
         s.bind(("127.0.0.1", 0))
