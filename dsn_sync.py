@@ -4527,6 +4527,13 @@ class _Engine:
             raise _HTTPFault(503, "store failure")
         return answer
 
+    def _closed_hint(self):
+        """For a server with no handlers at all (the quick server with writes closed): how to open them."""
+        if self.handlers or self.any_table:
+            return ""
+        return ("; client writes are closed on this server, which has no handlers (in development, "
+                "python3 -m dsn_sync --open-writes, or DSNSync(open_writes=True), accepts them)")
+
     def _check_write(self, state, m):
         """A client write's checks on the request alone: (op, table, key, spec, handler, data, its JSON)."""
         op, table, key = m.get("op"), m.get("table"), m.get("key")
@@ -4547,11 +4554,11 @@ class _Engine:
             spec = self.store.tables.get(table)
         if spec is None:
             raise UnknownTable("no table %r on this server (the backend makes its tables with define_table() "
-                               "or sync())" % table)
+                               "or sync())%s" % (table, self._closed_hint()))
         handler = self.handlers.get((table, op))
         if handler is None and not self.any_table:
-            raise ProtocolError("table %r accepts no %s from clients: the backend has no @on_%s('%s') handler"
-                                % (table, op, op, table), "no_handler")
+            raise ProtocolError("table %r accepts no %s from clients: the backend has no @on_%s('%s') handler%s"
+                                % (table, op, op, table, self._closed_hint()), "no_handler")
         try:
             check_key(key)
         except ValueError as e:
@@ -9347,18 +9354,25 @@ def _file_command(args):
     return 0
 
 
-def _print_banner(sync, demo, open_writes):
-    """What the quick server prints once it serves: its URL, token, inspector and a page's snippet."""
+def _print_banner(sync, demo, open_writes, beyond=None):
+    """What the quick server prints once it serves: its URL, token, inspector and a page's snippet.
+    ``beyond``: the host it listens on, when writes are closed by default because that is not loopback."""
     url, token = sync.get_url(), sync.get_token()
     origin = url[:url.index("/sync/")]
     print("dsn-sync %s serving%s (Ctrl-C to stop)\n" % (__version__, " the demo tables" if demo else ""))
     print("  URL:        %s" % url)
+    if sync.host in ("0.0.0.0", "::"):
+        print("              (from another machine: this machine's address in place of %s)"
+              % url.split("/")[2].rsplit(":", 1)[0])
     print("  Token:      %s" % token)
     print("              (full access: keep it to trusted code; mint per-user tokens for browsers)")
     print("  Inspector:  %s   (paste the token there)" % sync.inspector_url())
     if open_writes:
         print("  Writes:     open: browsers may create, update and delete in any table (development;")
         print("              --no-open-writes turns it off; real apps define handlers)")
+    elif beyond is not None and beyond not in ("127.0.0.1", "::1", "localhost"):
+        print("  Writes:     closed: it listens beyond this machine (--host %s), and has no handlers, so" % beyond)
+        print("              browsers only read (--open-writes accepts them from anyone who can reach it)")
     else:
         print("  Writes:     closed: this server has no handlers, so browsers only read (--open-writes")
         print("              accepts them, behind your own access control; real apps define handlers)")
@@ -9406,7 +9420,7 @@ def _main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     if args.demo:
         _feed_demo(sync)
-    _print_banner(sync, args.demo, open_writes)
+    _print_banner(sync, args.demo, open_writes, beyond=None if args.open_writes is not None else args.host)
     status = _StatusLine(sync, sys.stdout)
     while not done.wait(1.0):
         status.update()

@@ -253,10 +253,21 @@ def test_the_quick_server_with_no_open_writes_refuses_them(vendored):
                 client.create("notes", "n1", {"text": "hello"})
             assert refused.value.code in ("unknown_table", "no_handler"), refused.value
             assert "define_table()" in str(refused.value), refused.value  # what makes a table
+            assert "--open-writes" in str(refused.value), refused.value  # and why a quick server refuses
         finally:
             client.close()
     finally:
         end(proc)
+
+
+def test_a_backend_with_handlers_is_not_told_to_open_writes(make_server, make_raw):
+    sync = make_server()
+    sync.define_table("notes", {"key": "id", "fields": None})
+    sync.on_create("notes")(lambda data: True)
+    raw = make_raw(sync)
+    for table, op, code in (("other", "create", "unknown_table"), ("notes", "delete", "no_handler")):
+        answer = raw.err(op, code, table=table, key="k", data={}, mid="m-" + table)
+        assert "open-writes" not in answer["error"]["message"], answer
 
 
 # -----------------------------------------------------------------------------
