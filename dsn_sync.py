@@ -6775,23 +6775,73 @@ def _release_claim(path):
                 os.close(claim[0])  # closing the descriptor releases the flock
 
 
+def _listening_addresses():
+    """The addresses of the stream sockets this process holds bound but not connected (listening,
+    or about to: uvicorn's workers call listen() after the app's startup), sorted.
+
+    The workers of a pre-fork server (gunicorn, uvicorn --workers) inherit
+    its sockets, so they share these; two servers never do.  Empty in a
+    server that binds after the app starts (uvicorn, waitress in one
+    process): that process has no sibling workers.
+    """
+    import stat  # deferred: only _claim_one_process needs it
+    folder = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    try:
+        fds = [int(n) for n in os.listdir(folder)]
+    except (OSError, ValueError):
+        return []
+    found = []
+    for fd in fds:
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=fd)
+        except OSError:  # closed meanwhile (the listing's own descriptor), or not a socket Python knows
+            continue
+        try:
+            if sock.type != socket.SOCK_STREAM:
+                continue
+            address = sock.getsockname()
+            if not address or (isinstance(address, tuple) and not address[1]):
+                continue  # not bound
+            try:
+                sock.getpeername()
+                continue  # connected: a client's, not a server's
+            except OSError:
+                pass
+            found.append("%s:%s" % address[:2] if isinstance(address, tuple) else str(address))
+        except OSError:
+            continue
+        finally:
+            sock.detach()  # the descriptor stays the process's
+    return sorted(found)
+
+
 def _claim_one_process(app_file):
     """Refuse a second worker process of one app on a store only one process can serve.
 
-    Workers of gunicorn or uvicorn are children of one parent: the first to
-    start the engine takes a lock named after the parent, the folder and the
-    file that made the DSNSync; another finds it taken.  Returns the lock's
-    path for ``_release_claim`` (None where flock does not exist).  Several
-    DSNSync of one process share a claim, also when two threads start them at
-    once: the claim is looked up and taken under one lock (flock is held per
-    open file, so a second descriptor in this process would be refused).
+    Workers of gunicorn or uvicorn are children of one parent that share its
+    listening sockets: the first to start the engine takes a lock named after
+    the parent, those sockets' addresses, the folder and the file that made
+    the DSNSync; another finds it taken.  A process that holds no listening
+    socket yet (its server binds after the app starts) is no pre-fork worker
+    and claims nothing, so two servers started by one script both run.
+    Returns the lock's path for ``_release_claim`` (None where flock does not
+    exist, or nothing was claimed).  Several DSNSync of one process share a
+    claim, also when two threads start them at once: the claim is looked up
+    and taken under one lock (flock is held per open file, so a second
+    descriptor in this process would be refused).
     """
     try:
         import fcntl  # deferred: POSIX only, and only mounted in-memory apps need it
     except ImportError:
         return None
     import tempfile
-    name = hashlib.sha256(("%d|%s|%s" % (os.getppid(), os.getcwd(), app_file)).encode()).hexdigest()[:16]
+    listening = _listening_addresses()
+    if not listening:
+        return None
+    key = "%d|%s|%s|%s" % (os.getppid(), "|".join(listening), os.getcwd(), app_file)
+    name = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = os.path.join(tempfile.gettempdir(), "dsn-sync-%s.lock" % name)
     with _CLAIMS_LOCK:  # held across the flock, which does not wait (LOCK_NB)
         claim = _CLAIMS.get(path)
@@ -6802,15 +6852,20 @@ def _claim_one_process(app_file):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            os.close(fd)
+            try:
+                holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            finally:
+                os.close(fd)
         else:
+            os.ftruncate(fd, 0)
+            os.write(fd, b"%d\n" % os.getpid())  # named in the refusal of the next one
             _CLAIMS[path] = [fd, 1, os.getpid()]
             return path
     raise RuntimeError(
-        "dsn-sync: another worker process of this app already serves it on the in-memory store, which one "
-        "process holds: several workers would each keep their own data.  Run one worker (uvicorn "
-        "--workers 1, gunicorn -w 1 --threads N), or use a store they can share: "
-        "DSNSync(db_connection_string='postgresql://...').")
+        "dsn-sync: another worker process of this app (pid %s, serving %s; lock %s) already serves it on the "
+        "in-memory store, which one process holds: several workers would each keep their own data.  Run one "
+        "worker (uvicorn --workers 1, gunicorn -w 1 --threads N), or use a store they can share: "
+        "DSNSync(db_connection_string='postgresql://...')." % (holder or "?", ", ".join(listening), path))
 
 
 # =============================================================================

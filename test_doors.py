@@ -952,7 +952,17 @@ def test_a_stopped_mount_gives_back_its_process_claim():
         second.stop()
 
 
-def test_a_mount_made_but_never_started_gives_back_its_claim_at_stop():
+@pytest.fixture
+def a_workers_listener():
+    """A listening socket, as a pre-fork server's worker holds one it inherited: what makes a
+    process claim the in-memory store (_claim_one_process)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        yield listener
+
+
+def test_a_mount_made_but_never_started_gives_back_its_claim_at_stop(a_workers_listener):
     held = {path: claim[1] for path, claim in dsn_sync._CLAIMS.items()}
     sync = dsn_sync.DSNSync(port=0)
     sync.wsgi_app()  # claims the process as the app loads
@@ -961,7 +971,7 @@ def test_a_mount_made_but_never_started_gives_back_its_claim_at_stop():
     assert {path: claim[1] for path, claim in dsn_sync._CLAIMS.items()} == held
 
 
-def test_mounts_of_one_process_started_at_once_in_threads_share_its_claim():
+def test_mounts_of_one_process_started_at_once_in_threads_share_its_claim(a_workers_listener):
     # Two apps' first requests may start two mounts at the same moment. flock is held per open
     # file, so each taking its own descriptor of the lock file would refuse the later one as
     # "another worker process". Rounds, since a race shows only now and then.

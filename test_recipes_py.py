@@ -169,7 +169,8 @@ def test_uvicorn_two_workers_on_the_memory_store_are_refused(serve):
         pytest.fail("uvicorn --workers 2 kept running on the memory store:\n" + app.log)
     app._reader.join(5)
     # (uvicorn 0.55 exits with status 0 even so: a supervisor sees a clean exit)
-    assert "another worker process of this app already serves it on the in-memory store" in app.log, app.log
+    assert "another worker process of this app (pid " in app.log, app.log
+    assert "already serves it on the in-memory store" in app.log, app.log
     assert "db_connection_string='postgresql://...'" in app.log  # ... and how to fix it
     with pytest.raises(OSError):
         app.request("GET", "/", timeout=5)
@@ -187,10 +188,27 @@ def test_gunicorn_two_workers_on_the_memory_store_are_refused(serve):
         pytest.fail("gunicorn -w 2 kept running on the memory store:\n" + app.log)
     app._reader.join(5)
     assert app.proc.returncode != 0
-    assert "another worker process of this app already serves it on the in-memory store" in app.log, app.log
+    assert "another worker process of this app (pid " in app.log, app.log
+    assert "already serves it on the in-memory store" in app.log, app.log
     assert "Worker failed to boot" in app.log, app.log
     with pytest.raises(OSError):
         app.request("GET", "/", timeout=5)
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "waitress"])
+def test_two_single_process_servers_of_one_app_started_by_one_parent_both_run(serve, server):
+    """The one-process claim was keyed on the parent, the folder and the app: two servers of one
+    app, each in one process, started by one script (supervisord, honcho, this test) refused the
+    second as 'another worker process'.  Only workers that share a listening socket are refused."""
+    framework, argv = RECIPES["fastapi-uvicorn" if server == "uvicorn" else "flask-waitress"]
+    needs(framework, argv[0])
+    first, second = serve(*argv), serve(*argv)
+    for app in (first, second):
+        status, alice = app.login("alice", "wonderland")
+        assert status == 200, (status, app.log)
+        with dsn_sync.connect(alice["url"], alice["token"], wait=5) as client:
+            assert client.wait_ready(20), app.log
+    assert "another worker process" not in first.log + second.log
 
 
 # -----------------------------------------------------------------------------
