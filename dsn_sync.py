@@ -7068,6 +7068,7 @@ class DSNSync:
         self._max_body = max_body
         self._origins = _origins(allow_origins)
         self._app_file = sys._getframe(1).f_code.co_filename  # names the app for _claim_one_process
+        self._warned_url = False  # get_url() without base on a mounted server: said once
         self._server_options = dict(max_connections=max_connections, max_body=max_body,
                                     allow_origins=allow_origins, idle_timeout=idle_timeout,
                                     header_timeout=header_timeout, body_timeout=body_timeout, workers=workers,
@@ -7308,6 +7309,11 @@ class DSNSync:
             if not isinstance(base, str) or not base.startswith(("http://", "https://", "/")):
                 raise ValueError("base must be an absolute URL or path such as 'https://example.com/dsn', got %r" % (base,))
             return base.rstrip("/") + self._engine.base
+        if self._running and self._server is None and not self._warned_url:
+            self._warned_url = True  # once: a page may call it per request
+            log.warning("get_url() without base names %s:%s, where this mounted server (no port of its own) does "
+                        "not listen: pass the public address of the mount, get_url('https://example.com/dsn')",
+                        self.host, self.port)
         host = self.host
         if host in ("", "0.0.0.0"):
             host = "127.0.0.1"
@@ -9246,7 +9252,11 @@ def _read_secret_file(path):
             return _parse_secret(f.read())
     except FileNotFoundError:
         secret = os.urandom(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:
+            raise ValueError("--secret-file %s: its folder does not exist (the file itself is made on the first run, "
+                             "mode 0600; create the folder, or give a path in an existing one)" % path)
         with io.open(fd, "w", encoding="ascii") as f:
             f.write(secret.hex() + "\n")
         return secret

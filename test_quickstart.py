@@ -329,6 +329,26 @@ def test_a_missing_certificate_file_names_the_file_and_the_option(tmp_path):
     assert missing in done.stderr and "--tls-cert" in done.stderr, done.stderr
 
 
+def test_a_secret_file_in_a_missing_folder_names_the_folder(tmp_path):
+    said = _cli_fails(tmp_path, "--port", "0", "--secret-file", str(tmp_path / "no-such-folder" / "dsn.secret"))
+    assert "its folder does not exist" in said and "no-such-folder" in said, said
+
+
+def test_get_url_without_base_on_a_mounted_server_says_where_to_look(caplog):
+    """After start(listen=False) get_url() named 127.0.0.1:3000, where nothing listens."""
+    sync = DSNSync()
+    sync.start(listen=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="dsn_sync"):
+            sync.get_url()
+            sync.get_url()
+            assert sync.get_url("https://example.com/dsn").startswith("https://example.com/dsn/sync/")
+        warned = [r.getMessage() for r in caplog.records if "get_url()" in r.getMessage()]
+        assert len(warned) == 1 and "get_url('https://example.com/dsn')" in warned[0], warned
+    finally:
+        sync.stop()
+
+
 def _cli_fails(tmp_path, *args):
     done = subprocess.run([sys.executable, "-m", "dsn_sync"] + list(args), cwd=str(tmp_path), env=child_env(),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
