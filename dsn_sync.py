@@ -7604,7 +7604,12 @@ class DSNSync:
         name, content_type = _STATIC.get("inspect" if path == self._engine.base + "/inspect" else path, (None, None))
         if name is None:
             text = ("dsn-sync: %s is not a page. Sync URLs take POST frames from dsn_client.js; "
-                    "GET /dsn_client.js is the client, <sync URL>/inspect the inspector.\n" % path)
+                    "GET /dsn_client.js (under the mount's prefix, if any) is the client, <sync URL>/inspect "
+                    "the inspector.\n" % path)
+            if path.startswith("/sync/") and not path.startswith(self._engine.base + "/") and path != self._engine.base:
+                # An old bookmark: an in-memory server (or one given a new secret) has a new instance per start.
+                text += ("This URL's instance is not this server's: a URL from before a restart with a new secret "
+                         "(an in-memory server without one makes a new one each start). Get the sync URL again.\n")
             # The path is the caller's: nosniff keeps a browser from reading it as anything but text.
             return 405, text.encode("utf-8"), "Allow: POST, OPTIONS\r\nX-Content-Type-Options: nosniff\r\n", \
                 "text/plain; charset=utf-8"
