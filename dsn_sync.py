@@ -9490,14 +9490,28 @@ def _main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     if args.demo:
         _feed_demo(sync)
-    _print_banner(sync, args.demo, open_writes, beyond=None if args.open_writes is not None else args.host)
+    try:
+        _print_banner(sync, args.demo, open_writes, beyond=None if args.open_writes is not None else args.host)
+    except BrokenPipeError:  # `python3 -m dsn_sync | head`: the reader left; the server serves on
+        _stdout_gone()
     status = _StatusLine(sync, sys.stdout)
     while not done.wait(1.0):
         status.update()
     status.clear()
     sync.stop()
-    print("dsn-sync stopped", flush=True)
+    try:
+        print("dsn-sync stopped", flush=True)
+    except BrokenPipeError:
+        _stdout_gone()
     return 0
+
+
+def _stdout_gone():
+    """Point standard output at the null device: its reader has gone, and what is still to print
+    (and Python's own flush at exit) would raise BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -329,6 +329,34 @@ def test_a_missing_certificate_file_names_the_file_and_the_option(tmp_path):
     assert missing in done.stderr and "--tls-cert" in done.stderr, done.stderr
 
 
+def test_the_quick_server_piped_into_a_reader_that_leaves_serves_on_and_stops_cleanly(tmp_path):
+    """`python3 -m dsn_sync | head`: the reader left after the banner's first lines, and the
+    server's last line, 'dsn-sync stopped', ended in a BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "dsn_sync", "--port", "0"], cwd=str(tmp_path), env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = None
+    for _ in range(10):
+        found = re.search(r"URL:\s+(\S+)", proc.stdout.readline())
+        if found:
+            url = found.group(1)
+            break
+    proc.stdout.close()  # as head does
+    assert url, "no URL line"
+    port = int(url.split("/")[2].rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/")
+    assert conn.getresponse().status == 200, "the server stopped serving when its reader left"
+    conn.close()
+    proc.send_signal(signal.SIGINT)
+    try:
+        err = proc.stderr.read()
+        proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, (proc.returncode, err)
+
+
 def test_a_secret_file_in_a_missing_folder_names_the_folder(tmp_path):
     said = _cli_fails(tmp_path, "--port", "0", "--secret-file", str(tmp_path / "no-such-folder" / "dsn.secret"))
     assert "its folder does not exist" in said and "no-such-folder" in said, said
