@@ -1791,7 +1791,8 @@ class DSNClient {
     this._firstSyncDeadline = Date.now() + this._options.firstSyncTimeout;
     this._epoch = null;            // the server's epoch as last heard (hello, pull, write answers)
     this._serverVersion = null;    // the protocol version the server said in hello ("1.0" when it said none)
-    this._stopError = null;        // why the client stopped: what later writes reject with
+    this._stopError = null;        // why the client stopped: what writes queued before reject with
+    this._writeRefusal = null;     // what writes made after a dead token stopped it reject with (else _stopError)
 
     this._isLoaded = false;
     this._loaded = this._load();
@@ -2158,13 +2159,9 @@ class DSNClient {
 
   /* ---------------- writes and the outbox ---------------- */
 
-  /** What a write made after the client stopped rejects with: the reason it stopped, and
-   * that this write, unlike those queued before, was not kept. */
+  /** What a write made after the client stopped rejects with. */
   _notQueued() {
-    const error = this._stopError;
-    if (error.code !== 'unauthorized' && error.code !== 'expired') return error;
-    return new DSNError(error.code, `${error.message.split(': the client has stopped')[0]}: the client has stopped, `
-      + 'so this write was not queued; connect again with a fresh token (or give connectDSN a token function)');
+    return this._writeRefusal ?? this._stopError;
   }
 
   /** Checks the write, then (as soon as the mirror is loaded, at once after that) puts
@@ -3218,6 +3215,8 @@ class DSNClient {
    * keeping the outbox for a fresh token. */
   _tokenDead(code, message) {
     this._setStatus({ state: 'error', code, message: `${message}; queued writes are kept for a fresh token` });
+    this._writeRefusal = new DSNError(code, `${message}: the client has stopped, so this write was not queued; `
+      + 'connect again with a fresh token (or give connectDSN a token function)');
     this._stop(new DSNError(code, `${message}: the client has stopped; writes queued before are kept for a client `
       + 'with a fresh token (or give connectDSN a token function)'));
   }
