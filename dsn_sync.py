@@ -6776,6 +6776,13 @@ def _release_claim(path):
             claim[1] -= 1
             if not claim[1]:
                 del _CLAIMS[path]
+                # Removed while still locked, so no file is left behind per server run; a process
+                # that opened it meanwhile finds, once it has the lock, that the path is no longer
+                # its file, and claims a new one (_claim_one_process).
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
                 os.close(claim[0])  # closing the descriptor releases the flock
 
 
@@ -6852,15 +6859,26 @@ def _claim_one_process(app_file):
         if claim is not None and claim[2] == os.getpid():
             claim[1] += 1
             return path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        holder = None
+        for _ in range(8):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                holder = os.read(fd, 32).decode("ascii", "replace").strip()
-            finally:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    holder = os.read(fd, 32).decode("ascii", "replace").strip()
+                finally:
+                    os.close(fd)
+                break
+            try:
+                mine = os.fstat(fd)
+                current = os.stat(path)
+                still = (mine.st_dev, mine.st_ino) == (current.st_dev, current.st_ino)
+            except OSError:  # removed by the holder that released it just now
+                still = False
+            if not still:  # a file its holder removed as it let go: try the path again
                 os.close(fd)
-        else:
+                continue
             os.ftruncate(fd, 0)
             os.write(fd, b"%d\n" % os.getpid())  # named in the refusal of the next one
             _CLAIMS[path] = [fd, 1, os.getpid()]

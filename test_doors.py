@@ -976,6 +976,23 @@ def test_a_mount_made_but_never_started_gives_back_its_claim_at_stop(a_workers_l
     assert {path: claim[1] for path, claim in dsn_sync._CLAIMS.items()} == held
 
 
+def test_a_released_claim_leaves_no_lock_file_behind(a_workers_listener):
+    held = set(dsn_sync._CLAIMS)
+    sync = dsn_sync.DSNSync(port=0)
+    sync.wsgi_app()
+    path, = set(dsn_sync._CLAIMS) - held
+    assert open(path).read().strip() == str(os.getpid())  # the holder, named in a refusal
+    sync.stop()
+    assert not os.path.exists(path), "every worker run would leave a dsn-sync-*.lock in the temp folder"
+    again = dsn_sync.DSNSync(port=0)  # the same app started again claims a new file
+    again.wsgi_app()
+    try:
+        assert path in dsn_sync._CLAIMS and os.path.exists(path)
+    finally:
+        again.stop()
+    assert not os.path.exists(path)
+
+
 def test_mounts_of_one_process_started_at_once_in_threads_share_its_claim(a_workers_listener):
     # Two apps' first requests may start two mounts at the same moment. flock is held per open
     # file, so each taking its own descriptor of the lock file would refuse the later one as
