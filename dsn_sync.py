@@ -5915,6 +5915,7 @@ class _WSGIDoor(Transport):
         # One user's tokens (a user token: one with a sub) may hold a quarter of the slots, so
         # one user's devices, or one user looping pulls, cannot take every other user's.
         self.max_held_per_user = max(1, max_held // 4)
+        self._fitted = False  # max_held checked against the server's threads, where it can tell (_fit)
         self._held = 0
         self._by_user = collections.Counter()
         self._lock = threading.Lock()
@@ -5948,6 +5949,24 @@ class _WSGIDoor(Transport):
             return self._respond(start_response, 500, b"", "", None, headers["origin"])
         return self._respond(start_response, 200, reply, "", _FRAME_TYPE, headers["origin"])
 
+    def _fit(self):
+        """Under waitress, whose fixed pool of threads is named ``waitress-N``, hold at most half
+        of them: with its default of 4 threads, the default ``max_held`` of 8 would let waiting
+        pulls take every thread, and the app's own pages would wait up to ``max_wait`` seconds
+        for one.  Says so once.  Under _lock; other servers cannot be told, and are left as set."""
+        self._fitted = True
+        if not threading.current_thread().name.startswith("waitress-"):
+            return
+        threads = sum(1 for t in threading.enumerate() if t.name.startswith("waitress-"))
+        if threads and self.max_held >= threads:
+            fitted = threads // 2
+            log.warning("waitress runs %d threads, and wsgi_app(max_held=%d) would let waiting pulls hold all of "
+                        "them: holding at most %d, so the app's own requests find a thread.  Give waitress more "
+                        "threads (waitress-serve --threads 16, or serve(app, threads=16)) or pass a max_held below "
+                        "its thread count", threads, self.max_held, fitted)
+            self.max_held = fitted
+            self.max_held_per_user = max(1, fitted // 4)
+
     @staticmethod
     def _read(stream, length):
         parts, left = [], length
@@ -5977,6 +5996,8 @@ class _WSGIDoor(Transport):
         engine, feed = self.sync._engine, self.sync._feed
         user = wait.state.sub  # every token of one user counts together (None: the app's own tokens)
         with self._lock:
+            if not self._fitted:
+                self._fit()
             # A server with one thread per worker (gunicorn's sync workers) is never held:
             # the app's own pages would wait behind a long-poll.  hello's `poll` paces clients.
             hold = threaded and self._held < self.max_held and (
@@ -7304,7 +7325,8 @@ class DSNSync:
         past that they are answered at once and clients pause ``poll``
         seconds between pulls (hello tells them both).  Keep ``max_held``
         below the server's thread count so requests of the app itself always
-        find a thread.
+        find a thread (under waitress, whose threads it can count, the mount
+        holds at most half of them, and warns).
         """
         _positive("max_wait", max_wait)
         _positive("poll", poll)

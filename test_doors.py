@@ -1022,6 +1022,35 @@ def test_mounts_of_one_process_started_at_once_in_threads_share_its_claim(a_work
         assert now == held, "every stop gave its share back: %r, before %r" % (now, held)
 
 
+def test_under_waitress_waiting_pulls_never_take_every_thread(caplog):
+    # waitress's default is 4 threads, and wsgi_app()'s default max_held is 8: pulls of four
+    # users would hold all four, and the app's own pages would wait max_wait seconds for one.
+    door = start_wsgi(threads=4, max_held=8)
+    try:
+        held = []
+        for user in ("ann", "bob", "cy", "di"):
+            raw = door.raw(door.sync.issue_token(sub=user, read="*"))
+            cursor = raw.cursor()
+            held.append(_in_thread(lambda raw=raw, cursor=cursor: door.http("POST", raw.ep, raw.frame(
+                {"op": "pull", "t": _now_ms(), "since": cursor, "wait": 12})[0], {"Content-Type": "text/plain"},
+                timeout=60)))
+        _wait_for(lambda: door.sync.stats()["waiting"] >= 2, what="two pulls to park")
+        time.sleep(0.3)  # room for the other two to park too, as they would without the limit
+        assert door.sync.stats()["waiting"] == 2, "half of waitress's 4 threads, no more, hold pulls"
+        assert door.mount.max_held == 2
+        t0 = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", door.port, timeout=20)
+        conn.request("GET", "/elsewhere")  # a page of the app itself, beside the mount
+        assert conn.getresponse().status == 404
+        conn.close()
+        assert time.monotonic() - t0 < 5, "the app's own request waited for a thread"
+        assert any("waitress runs 4 threads, and wsgi_app(max_held=8)" in r.getMessage() for r in caplog.records)
+    finally:
+        door.stop()
+    for answer in held:
+        answer(timeout=30)
+
+
 def test_wsgi_pull_held_at_stop_is_answered(wsgi_door):
     raw = wsgi_door.raw()
     cursor = raw.cursor()
