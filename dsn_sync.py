@@ -2119,10 +2119,16 @@ class SQLiteStore(MemoryStore):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise StoreError("the store %s is in use by another dsn-sync server (it holds the file's lock): stop "
-                             "that one, or give this one its own file.  Several worker processes of one app "
-                             "(uvicorn --workers, gunicorn -w) need a store they share: "
-                             "DSNSync(db_connection_string='postgresql://...')" % self.path)
+            refusal = StoreError("the store %s is in use by another dsn-sync server (it holds the file's lock): "
+                                 "stop that one, or give this one its own file.  Several worker processes of one "
+                                 "app (uvicorn --workers, gunicorn -w) need a store they share: "
+                                 "DSNSync(db_connection_string='postgresql://...')" % self.path)
+            if _in_uvicorn_worker():
+                # uvicorn starts a worker that fails as it loads the app again, for ever (gunicorn
+                # stops); its startup-failure status makes it stop, as on the in-memory store.
+                log.error("%s", refusal)
+                raise SystemExit(3) from refusal
+            raise refusal
         return fd
 
     def _damaged(self, what):
@@ -6847,6 +6853,14 @@ def _listening_addresses():
         finally:
             sock.detach()  # the descriptor stays the process's
     return sorted(found)
+
+
+def _in_uvicorn_worker():
+    """True in a worker process of ``uvicorn --workers N`` (a child of its supervisor)."""
+    if "uvicorn.supervisors.multiprocess" not in sys.modules:
+        return False
+    import multiprocessing  # deferred: only this check needs it
+    return multiprocessing.parent_process() is not None
 
 
 def _claim_one_process(app_file):

@@ -176,6 +176,24 @@ def test_uvicorn_two_workers_on_the_memory_store_are_refused(serve):
         app.request("GET", "/", timeout=5)
 
 
+def test_uvicorn_two_workers_on_one_sqlite_file_stop_instead_of_restarting_for_ever(serve, tmp_path):
+    # The second worker cannot open the file the first holds, and fails as it loads the app:
+    # uvicorn starts such a worker again every second or so, for ever, unless it exits with
+    # uvicorn's startup-failure status, which stops the server as on the in-memory store.
+    needs("fastapi", "uvicorn")
+    app = serve("uvicorn", "--workers", "2", "--port", "{port}", "fastapi_app:app", wait=False,
+                env={"DSN_SYNC_DB": "sqlite:///%s" % tmp_path.joinpath("one.db")})
+    try:
+        app.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("uvicorn --workers 2 kept running on one SQLite file:\n" + app.log)
+    app._reader.join(5)
+    assert app.log.count("is in use by another dsn-sync server") == 1, app.log
+    assert "db_connection_string='postgresql://...'" in app.log
+    assert "failed to start, stopping the parent process" in app.log, app.log
+    assert "Traceback" not in app.log, app.log
+
+
 def test_gunicorn_two_workers_on_the_memory_store_are_refused(serve):
     needs("flask", "gunicorn")
     app = serve("gunicorn", "-w", "2", "-k", "gthread", "--threads", "8", "-b", "127.0.0.1:{port}", "flask_app:app",
