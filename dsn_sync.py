@@ -5889,6 +5889,25 @@ def _mount_path(path, prefix):
     return path or "/"
 
 
+def _server_threads():
+    """(the WSGI server, its threads per process, how to give it more) where this thread can tell:
+    waitress names its fixed pool ``waitress-N``; a gunicorn worker installs its SIGTERM handler
+    (read, as _server_exiting does) on the worker, whose ``cfg.threads`` it runs.  (None, 0, None)
+    for any other server."""
+    if threading.current_thread().name.startswith("waitress-"):
+        return ("waitress", sum(1 for t in threading.enumerate() if t.name.startswith("waitress-")),
+                "waitress-serve --threads 16, or serve(app, threads=16)")
+    import signal
+    try:
+        worker = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    except (ValueError, AttributeError):
+        return None, 0, None
+    threads = getattr(getattr(worker, "cfg", None), "threads", None)
+    if type(worker).__module__.startswith("gunicorn.") and type(threads) is int:
+        return "gunicorn", threads, "gunicorn -k gthread --threads 16"
+    return None, 0, None
+
+
 class _WSGIDoor(Transport):
     """``sync.wsgi_app()``: the protocol as a WSGI callable, on the app's own server.
 
@@ -5956,20 +5975,17 @@ class _WSGIDoor(Transport):
         return self._respond(start_response, 200, reply, "", _FRAME_TYPE, headers["origin"])
 
     def _fit(self):
-        """Under waitress, whose fixed pool of threads is named ``waitress-N``, hold at most half
-        of them: with its default of 4 threads, the default ``max_held`` of 8 would let waiting
-        pulls take every thread, and the app's own pages would wait up to ``max_wait`` seconds
-        for one.  Says so once.  Under _lock; other servers cannot be told, and are left as set."""
+        """Where the server's thread count can be told (_server_threads), hold at most half of its
+        threads when ``max_held`` would let waiting pulls take them all: with waitress's default
+        of 4 threads (or ``gunicorn --threads 4``) and the default ``max_held`` of 8, the app's
+        own pages would wait up to ``max_wait`` seconds for a thread.  Says so once.  Under _lock."""
         self._fitted = True
-        if not threading.current_thread().name.startswith("waitress-"):
-            return
-        threads = sum(1 for t in threading.enumerate() if t.name.startswith("waitress-"))
+        server, threads, advice = _server_threads()
         if threads and self.max_held >= threads:
             fitted = threads // 2
-            log.warning("waitress runs %d threads, and wsgi_app(max_held=%d) would let waiting pulls hold all of "
-                        "them: holding at most %d, so the app's own requests find a thread.  Give waitress more "
-                        "threads (waitress-serve --threads 16, or serve(app, threads=16)) or pass a max_held below "
-                        "its thread count", threads, self.max_held, fitted)
+            log.warning("%s runs %d threads, and wsgi_app(max_held=%d) would let waiting pulls hold all of them: "
+                        "holding at most %d, so the app's own requests find a thread.  Give it more threads (%s) "
+                        "or pass a max_held below its thread count", server, threads, self.max_held, fitted, advice)
             self.max_held = fitted
             self.max_held_per_user = max(1, fitted // 4)
 
@@ -7339,8 +7355,8 @@ class DSNSync:
         past that they are answered at once and clients pause ``poll``
         seconds between pulls (hello tells them both).  Keep ``max_held``
         below the server's thread count so requests of the app itself always
-        find a thread (under waitress, whose threads it can count, the mount
-        holds at most half of them, and warns).
+        find a thread (under waitress and gunicorn, whose thread counts it can
+        read, the mount holds at most half of them, and warns).
         """
         _positive("max_wait", max_wait)
         _positive("poll", poll)

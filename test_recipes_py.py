@@ -396,6 +396,29 @@ def test_gunicorn_sync_worker_is_not_held_by_a_long_poll(serve):
         assert time.monotonic() - began < 3, "the app's own page waited for a sync long-poll (max_wait 10 s)"
 
 
+def test_gunicorn_with_fewer_threads_than_max_held_keeps_threads_for_the_app(serve):
+    # The recipe's wsgi_app(max_held=8) under `gunicorn --threads 4`: four clients of two users
+    # (each user may hold a quarter of max_held, 2) would hold all four threads in long polls,
+    # and the app's own page would wait up to max_wait (10 s) for one.
+    needs("flask", "gunicorn")
+    app = serve("gunicorn", "--threads", "4", "-b", "127.0.0.1:{port}", "flask_app:app")
+    logins = [app.login(user, password)[1] for user, password in [("alice", "wonderland"), ("bob", "builder")] * 2]
+    clients = [dsn_sync.connect(login["url"], login["token"], wait=25) for login in logins]
+    try:
+        for client in clients:
+            assert client.wait_ready(20), client.status
+        time.sleep(1)  # their next pulls are parked now, as many as the mount holds
+        for _ in range(3):
+            began = time.monotonic()
+            assert app.request("GET", "/", timeout=30)[0] == 200
+            assert time.monotonic() - began < 3, "the app's own page waited for a thread held by a long poll"
+    finally:
+        for client in clients:
+            client.close()
+    assert "gunicorn runs 4 threads, and wsgi_app(max_held=8) would let waiting pulls hold all of them: " \
+           "holding at most 2" in app.log, app.log
+
+
 # -----------------------------------------------------------------------------
 # gunicorn --preload: the app is imported once, in the master, then forked
 # -----------------------------------------------------------------------------
