@@ -3851,6 +3851,12 @@ class _ReplayMemory:
             self._buckets.setdefault((int(t) + self.window_ms) // 1000 + 1, {}).setdefault(owner, []).append(nonce)
             return True
 
+    def seen(self, nonce, t, now):
+        """True if ``nonce`` was accepted before; remembers nothing.  For a frame refused anyway
+        (its token expired): storing its nonce would only charge its owner's share, so a
+        leaked expired token could fill its user's share and refuse the user's live ones."""
+        return nonce in self._seen
+
     def __len__(self):
         return len(self._seen)
 
@@ -3873,6 +3879,10 @@ class _SharedReplay:
             return self.store.remember_nonce(nonce, int(t) + self.window_ms + 1000)
         except StoreError:
             raise _HTTPFault(503, "replay memory unavailable")  # never accept a frame it cannot remember
+
+    def seen(self, nonce, t, now):
+        """True if ``nonce`` was accepted before (an expired token's frame: kept too, as no share fills)."""
+        return not self.add(nonce, t, now)
 
     def __len__(self):
         return 0
@@ -4154,11 +4164,15 @@ class _Engine:
         if type(t) not in (int, float) or abs(t - now) > self.clock_window_ms or t < self.started_ms:
             raise ProtocolError("the request's clock is off by more than 60 s, or predates this server's "
                                 "start; adjust to the server's `now`", "clock")
-        if not self.replay.add(nonce, t, now, state.owner):
-            raise ProtocolError("this frame was already accepted", "replay")
         exp = state.exp
         if exp is not None and (type(exp) not in (int, float) or now / 1000.0 >= exp):
+            # Still `replay` for a frame accepted before the token expired; an expired token's own
+            # frames are not remembered (not accepted), so they take no room in its user's share.
+            if self.replay.seen(nonce, t, now):
+                raise ProtocolError("this frame was already accepted", "replay")
             raise _token_expired()
+        if not self.replay.add(nonce, t, now, state.owner):
+            raise ProtocolError("this frame was already accepted", "replay")
 
     def _seal(self, state, nonce, ep, result, tail=None, index=None):
         """Seal an answer: ``result`` is a dict of ok fields, or an answer with its own ``ok``.

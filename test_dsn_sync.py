@@ -1611,6 +1611,24 @@ def test_one_user_filling_the_replay_memory_gets_503_alone(make_server, make_raw
     assert ann.call("pull", since=None, wait=0)[0] == 200
 
 
+def test_an_expired_token_cannot_spend_its_users_share_of_the_replay_memory(make_server, make_raw):
+    """An attack run: a leaked expired token of a user, flooding hellos, filled the user's share of
+    the replay memory (its frames were remembered before the expiry check), and the user's live
+    tokens got 503. An expired token's frames are refused without being remembered."""
+    sync = make_server(max_nonces=16)  # a share of 4 for each user
+    old = make_raw(sync, token=sync.issue_token(sub="ann", ttl=1))
+    old.hello()
+    frame, nonce = old.frame(old.base, {"op": "hello", "t": now_ms()})
+    assert old.send(old.base, frame, nonce)[1]["ok"] is True  # accepted while it lived
+    time.sleep(1.1)
+    for _ in range(6):
+        assert old.err("hello", "expired")
+    assert old.send(old.base, frame, nonce)[1]["error"]["code"] == "replay"  # still a replay, expired or not
+    live = make_raw(sync, token=sync.issue_token(sub="ann"))
+    status, answer = live.call("hello")
+    assert status == 200 and answer["ok"] is True, (status, answer)
+
+
 def test_four_flooding_users_cannot_fill_the_replay_memory_for_the_rest():
     """With a quarter each as the only bound, four users' tokens flooding hellos with t 59 s ahead
     filled the memory, and every other user got 503 for two minutes (an attack run). Past its
