@@ -68,6 +68,10 @@ export declare class DSNError extends Error {
   status?: number;
   /** On a subscription's refusal (`forbidden`, `invalid`): the subscription's id. */
   sub?: string;
+  /** On a write whose client stopped (close(), a dead token) before the backend answered:
+   * true when the write stays in the IndexedDB outbox, which the next connectDSN with the
+   * same database sends; false when the mirror was in memory and the write is gone. */
+  queued?: boolean;
 }
 
 /* ============================================================================

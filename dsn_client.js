@@ -1317,6 +1317,14 @@ function subscriptionId(name, params) {
 /** What _send resolves to once a streamed pull has ended (its messages already applied). */
 const STREAMED = Object.freeze({ ok: true, streamed: true });
 
+// What Node's fetch (undici) says when a connection ends under a request it sent: a kept-alive
+// connection the server had just closed. Browsers send such a request again themselves.
+const DROPPED = new Set(['UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNRESET', 'EPIPE']);
+
+function droppedConnection(error) {
+  return error?.name !== 'AbortError' && DROPPED.has(error?.cause?.code);
+}
+
 /** Whether an answer is a streamed pull's (its Content-Type, parameters ignored). */
 function isStreamAnswer(response) {
   const type = response.headers?.get?.('content-type');
@@ -1522,9 +1530,9 @@ class Session {
    * that asks for an outdated set). */
   async send(path, request, timeout, onMessage, signal) {
     const keys = await this.keys();
-    const sentAt = Date.now();
-    const body = JSON.stringify({ ...request, t: Math.round(sentAt + this.offset) });
-    const { frame, nonce } = await buildRequestFrame(keys.c2s, keys.kid, path, body);
+    let sentAt = Date.now();
+    const seal = () => buildRequestFrame(keys.c2s, keys.kid, path, JSON.stringify({ ...request, t: Math.round(sentAt + this.offset) }));
+    let { frame, nonce } = await seal();
     // close() may have come while the frame was being sealed: no request after it.
     if (this.closedBy) throw this.closedBy;
     const controller = new AbortController();
@@ -1537,12 +1545,25 @@ class Session {
     try {
       let response;
       try {
-        response = await this.fetch(this.origin + this.prefix + path, {
+        const post = () => this.fetch(this.origin + this.prefix + path, {
           method: 'POST',
           headers: { 'Content-Type': 'text/plain' },
           body: frame,
           signal: controller.signal,
         });
+        try {
+          response = await post();
+        } catch (error) {
+          if (!droppedConnection(error) || controller.signal.aborted || this.closedBy) throw error;
+          // A kept-alive connection that the server closed while it was idle (gunicorn closes
+          // them after 2 s, about when a polling client comes back) fails the request that
+          // reused it. Once, at once, as a new frame on a new connection: a write is kept
+          // from applying twice by its mid, and a pull or hello may be asked again.
+          sentAt = Date.now();
+          ({ frame, nonce } = await seal());
+          if (this.closedBy) throw this.closedBy;
+          response = await post();
+        }
         status = response.status;
         if (!(status === 200 && onMessage && isStreamAnswer(response))) bytes = new Uint8Array(await response.arrayBuffer());
       } catch (error) {
@@ -3306,9 +3327,17 @@ class DSNClient {
     this._wakeSender?.();
     this._rejectReady(error);
     this._resolveFirstSync();
+    // The writes still waiting for their answers stay in the outbox: each promise says so,
+    // so a page does not show as failed a write that the next connectDSN will send.
+    const kept = this._storage instanceof MemoryStorage
+      ? 'this write was not answered, and goes with the in-memory outbox'
+      : 'this write stays queued in IndexedDB, and the next connectDSN with this database sends it';
     for (const [mid, waiter] of this._waiters) {
       this._waiters.delete(mid);
-      waiter.reject(error);
+      const failure = new DSNError(error.code, `${error.message}; ${kept}`);
+      if (error.status !== undefined) failure.status = error.status;
+      failure.queued = !(this._storage instanceof MemoryStorage);
+      waiter.reject(failure);
     }
     for (const mine of this._mine.values()) {
       for (const waiter of mine.waiters) waiter.reject(error);

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { startFixture, waitFor } from './helpers.mjs';
+import { fakeIndexedDB, startFixture, waitFor } from './helpers.mjs';
 import { connectDSN, DSNError, _internals } from '../dsn_client.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -417,8 +417,28 @@ test('close(): queued writes reject with `closed`, the feed stops', async (t) =>
   const write = client.create('messages', 'never', { x: 1 });
   await new Promise((resolve) => setTimeout(resolve, 50));
   client.close();
-  await assert.rejects(write, isCode('closed'));
+  await assert.rejects(write, (error) => isCode('closed')(error) && error.queued === false &&
+    /goes with the in-memory outbox/.test(error.message));
   await assert.rejects(client.create('messages', 'after_close', {}), isCode('closed'));
+});
+
+test('close() with IndexedDB: a write not yet answered rejects with `queued`, and the next client on the database has it', async (t) => {
+  const IDBFactory = await fakeIndexedDB();
+  if (!IDBFactory) return t.skip('fake-indexeddb is not installed (npm ci installs it)');
+  const indexedDB = new IDBFactory();
+  const fixture = await startFixture();
+  const client = connect(fixture, { indexedDB, name: 'queued-at-close' });
+  await client.ready;
+  await fixture.cmd({ cmd: 'stop' });
+  await waitFor(() => client.statuses.at(-1).state === 'offline', 'status offline');
+  const write = client.create('messages', 'kept', { x: 1 });
+  await waitFor(() => client.pending().length === 1, 'the write in the outbox');
+  client.close();
+  await assert.rejects(write, (error) => isCode('closed')(error) && error.queued === true &&
+    /stays queued in IndexedDB, and the next connectDSN with this database sends it/.test(error.message));
+  const next = connectDSN(fixture.url, fixture.token, { ...FAST, indexedDB, name: 'queued-at-close' });
+  t.after(() => next.close());
+  await waitFor(() => next.pending().some((w) => w.key === 'kept'), 'the write in the next client\'s outbox');
 });
 
 test('without crypto.subtle (a page on plain http:// over a LAN): the pure-JS HMAC talks to the same server', async (t) => {

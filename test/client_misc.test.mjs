@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -212,4 +213,45 @@ test('1.1: an ack in the cursor\'s epoch at or below the cursor is stale (the fe
   ackNow();
   assert.equal(await write, true);
   assert.deepEqual(await client.get('t', 'k'), { v: 'backend at 3' });
+});
+
+test('a request on a connection the server drops under it (gunicorn closing an idle kept-alive one) is sent again at once, not reported offline', async (t) => {
+  // A real proxy in front of the real server: it passes bytes both ways, except that the
+  // first request whose body holds a write frame is swallowed and its connection closed,
+  // as a server closes an idle connection just as the client reuses it.
+  const [host, port] = new URL(shared.url).host.split(':');
+  let armed = false;
+  let dropped = 0;
+  const proxy = net.createServer((inbound) => {
+    const outbound = net.connect(Number(port), host);
+    inbound.on('data', (chunk) => {
+      if (armed && chunk.length > 200) {  // a write frame, not a hello or pull head alone
+        armed = false;
+        dropped++;
+        inbound.destroy();
+        outbound.destroy();
+        return;
+      }
+      outbound.write(chunk);
+    });
+    outbound.on('data', (chunk) => inbound.write(chunk));
+    inbound.on('error', () => outbound.destroy());
+    outbound.on('error', () => inbound.destroy());
+    inbound.on('close', () => outbound.destroy());
+    outbound.on('close', () => inbound.destroy());
+  });
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  t.after(() => proxy.close());
+  const url = shared.url.replace(`:${port}/`, `:${proxy.address().port}/`);
+  const client = connectDSN(url, shared.token, FAST);
+  t.after(() => client.close());
+  await client.ready;
+  const states = [];
+  client.onStatus((s) => states.push(s.state));
+  armed = true;
+  await client.create('messages', 'dropped-1', { text: 'x'.repeat(300) });
+  assert.equal(dropped, 1, 'the proxy dropped one connection under the write');
+  assert.ok(!states.includes('offline'), `the status went ${states.join(' -> ')}`);
+  const row = await shared.cmd({ cmd: 'get', table: 'messages', key: 'dropped-1' });
+  assert.equal(row.result.text.length, 300);
 });
