@@ -1,6 +1,7 @@
 """dsn-sync mounted in a Flask app: ``waitress-serve --threads 16 flask_app:app`` (or
 ``gunicorn -k gthread --threads 16 flask_app:app``) in this folder, then open
-http://127.0.0.1:8080 and log in as alice/wonderland or bob/builder.
+http://127.0.0.1:8080 (gunicorn: http://127.0.0.1:8000) and log in as alice/wonderland
+or bob/builder.
 
 One origin, one port: Flask's routes, and dsn-sync under /dsn, put in front of
 ``app.wsgi_app`` by werkzeug's dispatcher.  Under WSGI a waiting pull holds a
@@ -52,4 +53,8 @@ def login():
 
 @app.get("/")
 def page():
-    return send_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "mounted.html"))
+    # Cached like the client file, so the page opens from the browser cache (with its IndexedDB mirror) while
+    # the app is down: in a new tab, or with the address entered again (a reload asks the app first, and fails).
+    response = send_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "mounted.html"))
+    response.headers["Cache-Control"] = "max-age=600"
+    return response

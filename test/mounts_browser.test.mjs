@@ -45,13 +45,20 @@ function freePort() {
   });
 }
 
-/** uvicorn serving examples/fastapi_app.py as its docstring says; resolves once it answers. */
-async function startApp(port) {
+// Each recipe under a server its docstring names: ASGI, and WSGI under two servers.
+const RECIPES = {
+  'FastAPI under uvicorn': (port) => ['uvicorn', '--port', port, 'fastapi_app:app'],
+  'Django (WSGI) under gunicorn': (port) => ['gunicorn', '-k', 'gthread', '--threads', '16', '-b', `127.0.0.1:${port}`, 'django_app:wsgi'],
+  'Flask under waitress': (port) => ['waitress', '--threads', '16', '--listen', `127.0.0.1:${port}`, 'flask_app:app'],
+};
+
+/** A recipe of examples/ served as its docstring says; resolves once it answers. */
+async function startApp(recipe, port) {
   port ??= await freePort();
   const env = { ...process.env };  // as the README runs it: nothing installed, no secret set
   delete env.DSN_SYNC_SECRET;
   delete env.PYTHONPATH;
-  const child = spawn(PYTHON, ['-m', 'uvicorn', '--port', String(port), 'fastapi_app:app'],
+  const child = spawn(PYTHON, ['-m', ...RECIPES[recipe](String(port))],
     { cwd: path.join(root, 'examples'), env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   child.stdout.on('data', (d) => { log += d; });
@@ -59,13 +66,13 @@ async function startApp(port) {
   const exited = new Promise((resolve) => child.once('exit', resolve));
   const origin = `http://127.0.0.1:${port}`;
   await waitFor(async () => {
-    if (child.exitCode !== null) throw new Error(`uvicorn fastapi_app:app exited:\n${log}`);
+    if (child.exitCode !== null) throw new Error(`${recipe} exited:\n${log}`);
     try {
       return (await fetch(origin + '/')).ok;
     } catch {
       return false;
     }
-  }, 'the FastAPI app to answer', 30000, 100);
+  }, `${recipe} to answer`, 30000, 100);
   return {
     origin,
     log: () => log,
@@ -89,13 +96,14 @@ async function logIn(page, origin, user, password) {
 
 const noteTexts = (page) => page.$$eval('#notes li', (items) => items.map((li) => li.textContent));
 
-test('a FastAPI app with dsn-sync mounted: first sync, a write, an offline reopen from the cache', { timeout: 90000 }, async (t) => {
+for (const recipe of Object.keys(RECIPES)) {
+test(`${recipe} with dsn-sync mounted: first sync, a write, an offline reopen from the cache, a write made offline kept`, { timeout: 90000 }, async (t) => {
   if (!support.ok) {
     if (process.env.REQUIRE_BROWSER === '1') throw new Error(`REQUIRE_BROWSER=1 but no real browser: ${support.reason}`);
     t.skip(`SKIPPED, no real browser: ${support.reason}`);
     return;
   }
-  const app = await startApp();
+  const app = await startApp(recipe);
   const context = await browser.newContext();
   const console_ = watchConsole(context);
   t.after(async () => {
@@ -139,17 +147,33 @@ test('a FastAPI app with dsn-sync mounted: first sync, a write, an offline reope
   await waitFor(async () => ['offline', 'connecting'].includes(await page.getAttribute('#status', 'data-state')),
     'the client to say it is not online');
   assert.doesNotMatch(app.log(), /Traceback/);
+  // A note written while the app is down waits in the page's IndexedDB outbox.
+  await page.fill('#text', 'written offline');
+  await page.click('#add button');
+  await waitFor(async () => (await noteTexts(page)).includes('written offline'), 'the offline note in the mirror');
 
   // 4. The app comes back on the same origin without a secret set: a new sync URL, so the saved
   // session is stale. The page says so, shows the login again, and a new login syncs.
-  const again = await startApp(Number(new URL(app.origin).port));
+  const again = await startApp(recipe, Number(new URL(app.origin).port));
   t.after(() => again.stop());
-  await page.goto(again.origin + '/');
-  await waitFor(async () => (await page.getAttribute('#login', 'hidden')) === null, 'the login form again');
-  assert.match(await page.textContent('#error'), /wrong_url: please log in again/);
-  await logIn(page, again.origin, 'alice', 'wonderland');
-  await waitFor(async () => (await noteTexts(page)).includes('Welcome, Alice'), 'the fresh sync after a new login');
-  assert.equal(await page.textContent('#error'), '');
+  // The open tab finds the new URL refused, and drops the saved session: a tab opened now asks for the login.
+  await waitFor(async () => (await page.getAttribute('#login', 'hidden')) === null, 'the login form again', 30000);
+  assert.match(await page.textContent('#error'), /wrong_url: please log in again|saved here/);
+  const tab = await context.newPage();
+  await tab.goto(again.origin + '/');
+  await waitFor(async () => (await tab.getAttribute('#login', 'hidden')) === null, 'the login form in a new tab');
+  // Logging in in the new tab starts the first one too, and the note written offline reaches the backend.
+  await logIn(tab, again.origin, 'alice', 'wonderland');
+  await waitFor(async () => (await page.getAttribute('#status', 'data-state')) === 'online', 'the first tab online with the new login');
+  await waitFor(async () => (await noteTexts(tab)).includes('Welcome, Alice'), 'the fresh sync after a new login');
+  const fresh = await browser.newContext();
+  t.after(() => fresh.close());
+  const elsewhere = await fresh.newPage();
+  await logIn(elsewhere, again.origin, 'alice', 'wonderland');
+  await waitFor(async () => (await noteTexts(elsewhere)).includes('written offline'), 'the offline note on the backend');
+  assert.equal((await noteTexts(elsewhere)).filter((text) => text === 'written offline').length, 1);
+  assert.equal(await tab.textContent('#error'), '');
   assert.deepEqual(console_.unexpected(), [], 'the pages logged errors');
   assert.doesNotMatch(again.log(), /Traceback/);
 });
+}
