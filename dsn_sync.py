@@ -5058,12 +5058,16 @@ def _ready(sock, write, timeout):
     return bool(ready[0] or ready[1])
 
 
+_LENGTH = re.compile(r"[0-9]+")
+
+
 def _content_length(headers):
-    """Content-Length as an int; ValueError unless it is plain digits (int() would take '1_0' or '+1')."""
+    """Content-Length as an int; ValueError unless it is plain digits (int() would take '1_0' or '+1').
+    Digits past 19 are a length over any limit (413, PROTOCOL.md 3), not a malformed one."""
     value = headers.get("content-length", "")
-    if not _DIGITS.fullmatch(value):
+    if not _LENGTH.fullmatch(value):
         raise ValueError("bad Content-Length %r" % value)
-    return int(value)
+    return int(value) if len(value) <= 19 else 1 << 63
 
 
 def _parse_head(head):
