@@ -1460,13 +1460,30 @@ class Session {
     this.ep = null;
   }
 
+  /** Why hello found no instance at the URL: whether dsn-sync answers at its prefix at all
+   * (it serves dsn_client.js there) tells a stale URL from a wrong prefix. */
+  async wrongUrl() {
+    const said = `no dsn-sync instance at ${this.url} (HTTP 404 on hello)`;
+    let served;
+    try {
+      served = (await this.fetch(`${this.origin}${this.prefix}/dsn_client.js`, { method: 'HEAD' })).ok;
+    } catch {
+      return `${said}: is the URL right?`;
+    }
+    return served
+      ? `${said}: dsn-sync answers at ${this.origin}${this.prefix}, but this instance is not there: the server has ` +
+        'a new URL (a server without a fixed secret gets one at every start); ask the backend for the current one'
+      : `${said}, and no dsn-sync answers at ${this.origin}${this.prefix || '/'}: if dsn-sync is mounted in an app, ` +
+        'the URL must include the mount\'s prefix, as the backend\'s get_url(\'https://host/prefix\') gives it';
+  }
+
   async hello() {
     let answer;
     for (let attempt = 0; ; attempt++) {
       try {
         answer = await this.send(this.basePath, { op: 'hello', pv: PROTOCOL_VERSION }, this.timeout);
       } catch (error) {
-        if (error.status === 404) throw new DSNError('wrong_url', `no dsn-sync instance at ${this.url} (HTTP 404 on hello)`);
+        if (error.status === 404) throw new DSNError('wrong_url', await this.wrongUrl());
         throw error.status === 401 ? this.tokenDead('unauthorized') : error;
       }
       if (answer.ok || attempt > 2) break;

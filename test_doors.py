@@ -1054,6 +1054,19 @@ def test_under_waitress_waiting_pulls_never_take_every_thread(caplog):
         answer(timeout=30)
 
 
+def test_a_client_given_a_mounts_url_without_its_prefix_is_told_so(wsgi_door):
+    url = wsgi_door.sync.get_url("http://127.0.0.1:%d/dsn" % wsgi_door.port)
+    client = dsn_sync.connect(url.replace("/dsn/sync/", "/sync/"), wsgi_door.sync.get_token(), write_timeout=10)
+    try:
+        with pytest.raises(dsn_sync.DSNError) as refused:
+            client.create("items", "k", {})
+    finally:
+        client.close()
+    assert refused.value.code == "wrong_url"
+    assert ("no dsn-sync answers at http://127.0.0.1:%d/: if dsn-sync is mounted in an app, the URL must include "
+            "the mount's prefix" % wsgi_door.port) in str(refused.value), refused.value
+
+
 def test_wsgi_pull_held_at_stop_is_answered(wsgi_door):
     raw = wsgi_door.raw()
     cursor = raw.cursor()

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -274,6 +275,37 @@ test('wrong URL: a 404 on hello is reported as status error wrong_url', async (t
   t.after(() => client.close());
   const status = await new Promise((resolve) => client.onStatus((s) => s.state === 'error' && resolve(s)));
   assert.equal(status.code, 'wrong_url');
+  // dsn-sync answers at that address: the instance is the stale part
+  assert.match(status.message, /dsn-sync answers at http:\/\/127\.0\.0\.1:\d+, but this instance is not there/);
+});
+
+test('wrong URL: a mount prefix left out (the app answers 404 there) is named as the likely cause', async (t) => {
+  // A real app in front of a real server: it passes /dsn/... on without the prefix, and answers 404 elsewhere.
+  const target = new URL(shared.url);
+  const app = http.createServer(async (request, response) => {
+    if (!request.url.startsWith('/dsn/')) return response.writeHead(404).end('not found');
+    try {
+      const body = [];
+      for await (const chunk of request) body.push(chunk);
+      const answer = await fetch(`${target.origin}${request.url.slice(4)}`, { method: request.method,
+        headers: { 'Content-Type': 'text/plain' }, body: request.method === 'POST' ? Buffer.concat(body) : undefined });
+      response.writeHead(answer.status, { 'Content-Type': answer.headers.get('content-type') ?? 'application/octet-stream' });
+      response.end(Buffer.from(await answer.arrayBuffer()));
+    } catch {
+      response.destroy();  // the client left (its long poll, at the test's end)
+    }
+  });
+  await new Promise((resolve) => app.listen(0, '127.0.0.1', resolve));
+  t.after(() => app.close());
+  const origin = `http://127.0.0.1:${app.address().port}`;
+  const right = connectDSN(`${origin}/dsn${target.pathname}`, shared.token, FAST);
+  t.after(() => right.close());
+  await right.ready;  // through the prefix it works
+  const client = connectDSN(`${origin}${target.pathname}`, shared.token, FAST);  // the prefix left out
+  t.after(() => client.close());
+  const status = await new Promise((resolve) => client.onStatus((s) => s.state === 'error' && resolve(s)));
+  assert.equal(status.code, 'wrong_url');
+  assert.match(status.message, /no dsn-sync answers at http:\/\/127\.0\.0\.1:\d+\/: if dsn-sync is mounted in an app, the URL must include the mount's prefix/);
 });
 
 test('bad arguments fail at once with DSNError', () => {
