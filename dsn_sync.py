@@ -68,6 +68,7 @@ __all__ = [
     "__version__",
 ]
 
+import atexit
 import base64
 import binascii
 import bisect
@@ -92,6 +93,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 import zlib
 
 log = logging.getLogger("dsn_sync")
@@ -6897,6 +6899,15 @@ def _in_uvicorn_worker():
     return multiprocessing.parent_process() is not None
 
 
+def _unserved_url(ref):
+    """At exit: a script that handed out its URL but never served it (no start(), no mount) says so."""
+    sync = ref()
+    if sync is not None and not sync._served:
+        log.warning("this process handed out %s (get_url()) but never served it: nothing listened there.  Call "
+                    "sync.start() to serve in the background, or sync.serve_forever(), before the script ends",
+                    sync._url_given)
+
+
 def _claim_one_process(app_file):
     """Refuse a second worker process of one app on a store only one process can serve.
 
@@ -7160,6 +7171,8 @@ class DSNSync:
         self._origins = _origins(allow_origins)
         self._app_file = sys._getframe(1).f_code.co_filename  # names the app for _claim_one_process
         self._warned_url = False  # get_url() without base on a mounted server: said once
+        self._served = False  # listened on a port, or made a door (asgi_app/wsgi_app): _unserved_url() stays quiet
+        self._url_given = None  # the URL get_url() without base first gave, for _unserved_url() at exit
         self._server_options = dict(max_connections=max_connections, max_body=max_body,
                                     allow_origins=allow_origins, idle_timeout=idle_timeout,
                                     header_timeout=header_timeout, body_timeout=body_timeout, workers=workers,
@@ -7203,6 +7216,7 @@ class DSNSync:
                 raise OSError(e.errno, "dsn-sync cannot listen on %s:%s: %s%s"
                               % (self.host, self.port, e.strerror or e, _listen_hint(e, self.host)))
             self._server = server
+            self._served = True
             self.port = server.server_address[1]
             self._start_common()
             threads = self._threads
@@ -7363,6 +7377,7 @@ class DSNSync:
         then a handler that has proved quick may run on the loop too (see
         ``_ASGILanes``; for handlers that never block: no I/O, no locks).
         """
+        self._served = True
         return _ASGIDoor(self, inline_handlers)
 
     def wsgi_app(self, max_wait=10, poll=2.0, max_held=8):
@@ -7383,6 +7398,7 @@ class DSNSync:
         # as it loads (gunicorn stops with "Worker failed to boot"), instead of answering 500.
         with self._lock:
             self._claim_process()
+        self._served = True
         return _WSGIDoor(self, max_wait, poll, max_held)
 
     # -- addresses and tokens -------------------------------------------------
@@ -7414,7 +7430,11 @@ class DSNSync:
         if ":" in host:
             host = "[%s]" % host
         scheme = "https" if self._ssl_context is not None else "http"
-        return "%s://%s:%d%s" % (scheme, host, self.port, self._engine.base)
+        url = "%s://%s:%d%s" % (scheme, host, self.port, self._engine.base)
+        if self._url_given is None and not self._served:
+            self._url_given = url
+            atexit.register(_unserved_url, weakref.ref(self))  # (one gone before the exit served nobody either)
+        return url
 
     def get_token(self):
         """The app's full-access token (reads and writes every table).

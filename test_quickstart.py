@@ -180,6 +180,22 @@ def vendored(tmp_path):
     return folder
 
 
+@pytest.mark.parametrize("last, warned", [("", True), ("sync.start(); sync.stop()", False),
+                                          ("sync.wsgi_app()", False)], ids=["forgotten", "started", "mounted"])
+def test_a_script_that_hands_out_its_url_but_never_serves_it_says_so_at_exit(tmp_path, last, warned):
+    # A newcomer's quick-start backend without start() or serve_forever(): it printed a URL and
+    # a token, and exited 0 with nothing listening and nothing said.
+    script = tmp_path / "backend.py"
+    script.write_text("from dsn_sync import DSNSync\nsync = DSNSync(port=%d)\nsync.define_table('users', {'key': 'id', "
+                      "'fields': None})\nprint(sync.get_url(), sync.get_token())\n%s\n" % (free_port(), last))
+    done = subprocess.run([sys.executable, str(script)], cwd=str(tmp_path), env=child_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    said = "(get_url()) but never served it: nothing listened there.  Call sync.start() to serve in the background"
+    assert (said in done.stderr) is warned, done.stderr
+    assert done.stdout.split()[1] not in done.stderr  # the token is never logged
+
+
 def test_a_vendored_dsn_sync_py_alone_serves_the_client_and_the_inspector(vendored):
     assert sorted(os.listdir(str(vendored))) == ["dsn_sync.py"]
     proc, url, token, banner = start_quick_server(vendored)
