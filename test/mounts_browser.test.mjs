@@ -1,14 +1,17 @@
-// dsn-sync mounted in an app, in a real browser: examples/fastapi_app.py run as written
-// under uvicorn (dsn-sync at /dsn of the app's own origin), driven by headless Chromium
-// (Debian's `chromium`) through playwright-core. The page (examples/mounted.html) comes
-// from the app and imports /dsn/dsn_client.js from the same origin; it logs in through
-// the app's toy login and syncs. Then the app is stopped and the page opened again: the
-// page and the client come from the HTTP cache (both are served with max-age), and the
-// notes from the IndexedDB mirror.
+// dsn-sync mounted in an app, in a real browser: each recipe of examples/ run as written
+// (FastAPI under uvicorn, Django's WSGI wrapper under gunicorn, Flask under waitress;
+// dsn-sync at /dsn of the app's own origin), driven by headless Chromium (Debian's
+// `chromium`) through playwright-core. The page (examples/mounted.html) comes from the
+// app and imports /dsn/dsn_client.js from the same origin; it logs in through the app's
+// toy login and syncs. Then the app is stopped and the page opened again: the page and
+// the client come from the HTTP cache (both are served with max-age), the notes from the
+// IndexedDB mirror, and a note written then waits in the outbox. The app comes back with
+// a new secret: a login in a new tab starts the first tab too, and the note reaches the
+// backend once.
 //
 // Needs /usr/bin/chromium, `npm install`, and the Python test dependencies (fastapi,
-// uvicorn); without Chromium or playwright-core the test is skipped, loudly (or fails,
-// with REQUIRE_BROWSER=1).
+// uvicorn, django, gunicorn, flask, waitress); without Chromium or playwright-core the
+// test is skipped, loudly (or fails, with REQUIRE_BROWSER=1).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
