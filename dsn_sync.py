@@ -6497,6 +6497,9 @@ class _ASGIDoor(Transport):
     """
 
     max_queued = 8  # stream messages waiting for a slow client before the feed holds back
+    # Frames of one token in the loop's worker threads at once; the rest of its frames wait their
+    # turn, so one token's long batches or slow handlers cannot take every worker from the others.
+    max_offloaded_per_token = max(2, min(32, (os.cpu_count() or 1) + 4) // 3)  # a third of asyncio's default pool
     max_buffered = _Server.max_buffered  # bytes of request bodies being received, across the door's requests
     max_buffered_per_address = _Server.max_buffered_per_address  # of which one client address may hold
     max_unsent = _Server.max_unsent  # bytes of large answers and stream messages being sent, across the door's requests
@@ -6517,6 +6520,7 @@ class _ASGIDoor(Transport):
         self.streamed = 0
         self._streamed_by = {}  # {client address: its part of streamed}, at most max_unsent_per_address
         self._stream_lock = threading.Lock()
+        self._turns = {}  # kid -> [its frames in workers or waiting for one, asyncio.Semaphore] (on the loop)
 
     async def __call__(self, scope, receive, send):
         kind = scope["type"]
@@ -6568,15 +6572,28 @@ class _ASGIDoor(Transport):
         inline, keys, opened = lanes.route(path, body, self.inline_handlers)
         if not inline:
             import asyncio
-            lanes.offloaded += 1
-            # A frame sent out unopened (too big for the loop) may call a handler as well: while it
-            # is out there, writes stay off the loop as for one known to (they may need its holds).
-            holds = bool(keys) or opened is None
-            lanes.held += holds
+            # Turns are per kid, read unauthenticated from the frame: a forged frame waits in the
+            # turn of the kid it names only as long as a worker takes to refuse it (401).
+            kid = bytes(body[3:3 + ((body[1] << 8) | body[2])]) if len(body) >= 3 else b""
+            turn = self._turns.get(kid)
+            if turn is None:
+                turn = self._turns[kid] = [0, asyncio.Semaphore(self.max_offloaded_per_token)]
+            turn[0] += 1
             try:
-                return await asyncio.get_running_loop().run_in_executor(None, lanes.run, path, body, keys, opened)
+                async with turn[1]:
+                    lanes.offloaded += 1
+                    # A frame sent out unopened (too big for the loop) may call a handler as well: while it
+                    # is out there, writes stay off the loop as for one known to (they may need its holds).
+                    holds = bool(keys) or opened is None
+                    lanes.held += holds
+                    try:
+                        return await asyncio.get_running_loop().run_in_executor(None, lanes.run, path, body, keys, opened)
+                    finally:
+                        lanes.held -= holds
             finally:
-                lanes.held -= holds
+                turn[0] -= 1
+                if not turn[0]:
+                    del self._turns[kid]
         lanes.inline += 1
         if not keys:
             return engine.handle(path, body, opened=opened)

@@ -1181,6 +1181,39 @@ def test_asgi_a_blocking_handler_never_holds_the_loop(asgi_door):
     assert status == 200 and answer["ok"]
 
 
+def test_asgi_one_tokens_frames_cannot_take_every_worker_thread(tmp_path):
+    """An attack run: on a durable store every frame runs in the loop's worker threads, and one token
+    holder's slow batches took all of them, so another user's hello waited seconds. A token has at
+    most max_offloaded_per_token frames in workers at once; its others wait their turn."""
+    door = start_asgi(db_connection_string="sqlite:///%s" % tmp_path.joinpath("d.db"))
+    try:
+        sync = door.sync
+        gate, entered = _blocking_table(sync)
+        token = sync.issue_token(sub="mallory", write=["slow"])
+        workers = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default pool: every one of them, and more
+        raws = [door.raw(token) for _ in range(workers + 2)]
+        for raw in raws:
+            raw.ok("hello")
+        gate.clear()
+        try:
+            blocked = [_in_thread(raw.call, "create", table="slow", key="k%d" % i, data={}, mid="m%d" % i)
+                       for i, raw in enumerate(raws)]
+            assert entered.wait(10), "no handler ran"
+            time.sleep(0.5)  # every frame that could take a worker has one now
+            other = door.raw(sync.issue_token(sub="ann"))
+            began = time.monotonic()
+            status, answer = other.call("hello")
+            assert status == 200 and answer["ok"] and time.monotonic() - began < 5, "another user's hello waited"
+            assert door.mount.max_offloaded_per_token < workers
+        finally:
+            gate.set()
+        for answer in blocked:
+            status, reply = answer(30)
+            assert status == 200 and reply["ok"], (status, reply)
+    finally:
+        door.stop()
+
+
 def _read_until_closed(sock, timeout):
     """Everything the server sends until it closes (b"" then), within ``timeout`` seconds."""
     sock.settimeout(timeout)
