@@ -238,7 +238,7 @@ def test_two_single_process_servers_of_one_app_started_by_one_parent_both_run(se
 SEVERAL = {
     "fastapi-uvicorn-workers-2": ("fastapi", ["uvicorn", "--workers", "2", "--timeout-keep-alive", "30",
                                               "--port", "{port}", "fastapi_app:app"]),
-    "flask-gunicorn-w-2": ("flask", ["gunicorn", "-w", "2", "-k", "gthread", "--threads", "8", "--keep-alive", "30",
+    "flask-gunicorn-w-2": ("flask", ["gunicorn", "-w", "2", "-k", "gthread", "--threads", "16", "--keep-alive", "30",
                                      "-b", "127.0.0.1:{port}", "flask_app:app"]),
 }
 
