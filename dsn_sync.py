@@ -6372,15 +6372,19 @@ class _ASGILanes:
     def route(self, path, body, handlers_inline):
         """(on the loop?, the handler keys the frame may call, the frame as ``engine.open`` gave it or None).
 
-        A frame is opened here, on the loop, only when it is small and the
-        store keeps everything in memory; ``handle`` then takes it as opened,
-        wherever it runs, so no frame is opened twice.
+        A frame is opened here, on the loop, when it is small (a forged one is
+        refused here, and the door knows whose frame it sends to a worker);
+        ``handle`` then takes it as opened, wherever it runs, so no frame is
+        opened twice.  Only on a store that keeps everything in memory may it
+        be answered on the loop.
         """
         engine = self.engine
         store = engine.store
-        if store.durable or store.shared or len(body) > self.small:
+        if len(body) > self.small:
             return False, (), None
         opened = engine.open(path, body)  # _HTTPFault (not a frame, unknown token, bad tag): the door answers it
+        if store.durable or store.shared:
+            return False, (), opened
         request = opened[2]
         if opened[3] is not None:
             return True, (), opened  # answered with its refusal
@@ -6482,6 +6486,31 @@ def _asgi_headers(scope, method):
     return headers
 
 
+class _Turn:
+    """One user's (or address's) frames in an ASGI door's worker threads: ``slots`` bounds how many
+    run at once; ``waiting`` counts those running or waiting, so the door forgets it at 0."""
+
+    __slots__ = ("slots", "waiting")
+
+    def __init__(self, size):
+        import asyncio  # deferred, as in the door: made on the loop, by a request's coroutine
+        self.slots = asyncio.Semaphore(size)
+        self.waiting = 0
+
+
+class _NoTurn:
+    """``async with`` that waits for nothing: an app token's frames take no turn."""
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+
+_NO_TURN = _NoTurn()
+
+
 class _ASGIDoor(Transport):
     """``sync.asgi_app()``: the protocol as an ASGI 3 application (uvicorn, hypercorn, Daphne).
 
@@ -6497,9 +6526,10 @@ class _ASGIDoor(Transport):
     """
 
     max_queued = 8  # stream messages waiting for a slow client before the feed holds back
-    # Frames of one token in the loop's worker threads at once; the rest of its frames wait their
-    # turn, so one token's long batches or slow handlers cannot take every worker from the others.
-    max_offloaded_per_token = max(2, min(32, (os.cpu_count() or 1) + 4) // 3)  # a third of asyncio's default pool
+    # Frames of one user in the loop's worker threads at once (a user token's, by its sub: all its
+    # tokens together; or, for a frame too large to open on the loop, its client address's); the
+    # rest wait their turn, so one user's long batches or slow handlers cannot take every worker.
+    max_offloaded_per_user = max(2, min(32, (os.cpu_count() or 1) + 4) // 3)  # a third of asyncio's default pool
     max_buffered = _Server.max_buffered  # bytes of request bodies being received, across the door's requests
     max_buffered_per_address = _Server.max_buffered_per_address  # of which one client address may hold
     max_unsent = _Server.max_unsent  # bytes of large answers and stream messages being sent, across the door's requests
@@ -6520,7 +6550,7 @@ class _ASGIDoor(Transport):
         self.streamed = 0
         self._streamed_by = {}  # {client address: its part of streamed}, at most max_unsent_per_address
         self._stream_lock = threading.Lock()
-        self._turns = {}  # kid -> [its frames in workers or waiting for one, asyncio.Semaphore] (on the loop)
+        self._turns = {}  # user or address -> _Turn (on the loop)
 
     async def __call__(self, scope, receive, send):
         kind = scope["type"]
@@ -6548,7 +6578,7 @@ class _ASGIDoor(Transport):
         if body.__class__ is int:  # 408: not all of it within body_timeout; 503: max_buffered is full
             return await self._respond(send, body, b"", "Connection: close\r\n", None, origin)
         try:
-            reply = await self._handle(engine, path, body)
+            reply = await self._handle(engine, path, body, peer)
             if isinstance(reply, _Wait):
                 return await self._wait(reply, receive, send, origin, peer)
         except _HTTPFault as fault:
@@ -6564,7 +6594,7 @@ class _ASGIDoor(Transport):
             return await send({"type": "http.response.body", "body": reply})
         await self._send_large(send, reply)
 
-    async def _handle(self, engine, path, body):
+    async def _handle(self, engine, path, body, peer):
         """``engine.handle()`` on the event loop or in a worker thread, as _ASGILanes decides."""
         lanes = self.lanes
         if lanes is None or lanes.engine is not engine:
@@ -6572,15 +6602,18 @@ class _ASGIDoor(Transport):
         inline, keys, opened = lanes.route(path, body, self.inline_handlers)
         if not inline:
             import asyncio
-            # Turns are per kid, read unauthenticated from the frame: a forged frame waits in the
-            # turn of the kid it names only as long as a worker takes to refuse it (401).
-            kid = bytes(body[3:3 + ((body[1] << 8) | body[2])]) if len(body) >= 3 else b""
-            turn = self._turns.get(kid)
-            if turn is None:
-                turn = self._turns[kid] = [0, asyncio.Semaphore(self.max_offloaded_per_token)]
-            turn[0] += 1
+            # Whose turn: an opened frame's user (authenticated: a forged frame never got this far); an
+            # app token's frames (no sub: the app's own, or shared by design) take none; a frame too
+            # large to open on the loop, its client address's.
+            who = ("address", peer) if opened is None else opened[0].owner
+            turn = None
+            if who[0] != "token":
+                turn = self._turns.get(who)
+                if turn is None:
+                    turn = self._turns[who] = _Turn(self.max_offloaded_per_user)
+                turn.waiting += 1
             try:
-                async with turn[1]:
+                async with (turn.slots if turn is not None else _NO_TURN):
                     lanes.offloaded += 1
                     # A frame sent out unopened (too big for the loop) may call a handler as well: while it
                     # is out there, writes stay off the loop as for one known to (they may need its holds).
@@ -6591,9 +6624,10 @@ class _ASGIDoor(Transport):
                     finally:
                         lanes.held -= holds
             finally:
-                turn[0] -= 1
-                if not turn[0]:
-                    del self._turns[kid]
+                if turn is not None:
+                    turn.waiting -= 1
+                    if not turn.waiting:
+                        del self._turns[who]
         lanes.inline += 1
         if not keys:
             return engine.handle(path, body, opened=opened)

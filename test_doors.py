@@ -1183,15 +1183,16 @@ def test_asgi_a_blocking_handler_never_holds_the_loop(asgi_door):
 
 def test_asgi_one_tokens_frames_cannot_take_every_worker_thread(tmp_path):
     """An attack run: on a durable store every frame runs in the loop's worker threads, and one token
-    holder's slow batches took all of them, so another user's hello waited seconds. A token has at
-    most max_offloaded_per_token frames in workers at once; its others wait their turn."""
+    holder's slow batches took all of them, so another user's hello waited seconds. A user has at
+    most max_offloaded_per_user frames in workers at once, all its tokens together (a login may
+    mint one per call); the others wait their turn."""
     door = start_asgi(db_connection_string="sqlite:///%s" % tmp_path.joinpath("d.db"))
     try:
         sync = door.sync
         gate, entered = _blocking_table(sync)
-        token = sync.issue_token(sub="mallory", write=["slow"])
+        tokens = [sync.issue_token(sub="mallory", write=["slow"]) for _ in range(2)]
         workers = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default pool: every one of them, and more
-        raws = [door.raw(token) for _ in range(workers + 2)]
+        raws = [door.raw(tokens[i % 2]) for i in range(workers + 2)]
         for raw in raws:
             raw.ok("hello")
         gate.clear()
@@ -1204,12 +1205,43 @@ def test_asgi_one_tokens_frames_cannot_take_every_worker_thread(tmp_path):
             began = time.monotonic()
             status, answer = other.call("hello")
             assert status == 200 and answer["ok"] and time.monotonic() - began < 5, "another user's hello waited"
-            assert door.mount.max_offloaded_per_token < workers
+            assert door.mount.max_offloaded_per_user < workers
         finally:
             gate.set()
         for answer in blocked:
             status, reply = answer(30)
             assert status == 200 and reply["ok"], (status, reply)
+    finally:
+        door.stop()
+
+
+def test_asgi_the_apps_own_token_takes_no_turn(tmp_path):
+    """A token without a sub is the app's (or shared by many clients by design): its frames are not
+    held to one user's share of the workers."""
+    door = start_asgi(db_connection_string="sqlite:///%s" % tmp_path.joinpath("d.db"))
+    try:
+        sync = door.sync
+        sync.define_table("counted", {"key": "id", "fields": None})
+        inside, gate = [], threading.Event()
+
+        def on_create(data, ctx):
+            inside.append(ctx.key)
+            gate.wait(30)
+            return True
+        sync.on_create("counted")(on_create)
+        token = sync.get_token()
+        raws = [door.raw(token) for _ in range(door.mount.max_offloaded_per_user + 1)]
+        for raw in raws:
+            raw.ok("hello")
+        try:
+            running = [_in_thread(raw.call, "create", table="counted", key="k%d" % i, data={}, mid="m%d" % i)
+                       for i, raw in enumerate(raws)]
+            _wait_for(lambda: len(inside) == len(raws), what="every frame of the app token in a worker at once")
+            assert not door.mount._turns
+        finally:
+            gate.set()
+        for answer in running:
+            assert answer(30)[1]["ok"]
     finally:
         door.stop()
 
