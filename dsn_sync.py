@@ -5923,7 +5923,9 @@ def _server_threads():
     except (ValueError, AttributeError):
         return None, 0, None
     threads = getattr(getattr(worker, "cfg", None), "threads", None)
-    if type(worker).__module__.startswith("gunicorn.") and type(threads) is int:
+    # Only gthread's pool is its thread count: the async workers (gevent, eventlet) hold no thread
+    # per request, and a sync worker is never held (wsgi.multithread false).
+    if type(worker).__module__ == "gunicorn.workers.gthread" and type(threads) is int:
         return "gunicorn", threads, "gunicorn -k gthread --threads 16"
     return None, 0, None
 
@@ -6001,7 +6003,7 @@ class _WSGIDoor(Transport):
         own pages would wait up to ``max_wait`` seconds for a thread.  Says so once.  Under _lock."""
         self._fitted = True
         server, threads, advice = _server_threads()
-        if threads and self.max_held >= threads:
+        if threads >= 2 and self.max_held >= threads:
             fitted = threads // 2
             log.warning("%s runs %d threads, and wsgi_app(max_held=%d) would let waiting pulls hold all of them: "
                         "holding at most %d, so the app's own requests find a thread.  Give it more threads (%s) "
@@ -6038,7 +6040,7 @@ class _WSGIDoor(Transport):
         engine, feed = self.sync._engine, self.sync._feed
         user = wait.state.sub  # every token of one user counts together (None: the app's own tokens)
         with self._lock:
-            if not self._fitted:
+            if threaded and not self._fitted:
                 self._fit()
             # A server with one thread per worker (gunicorn's sync workers) is never held:
             # the app's own pages would wait behind a long-poll.  hello's `poll` paces clients.

@@ -394,6 +394,7 @@ def test_gunicorn_sync_worker_is_not_held_by_a_long_poll(serve):
         status, headers, body = app.request("GET", "/", timeout=30)
         assert status == 200
         assert time.monotonic() - began < 3, "the app's own page waited for a sync long-poll (max_wait 10 s)"
+    assert "gunicorn runs" not in app.log, app.log  # one thread, never held: nothing to fit, nothing to say
 
 
 def test_gunicorn_with_fewer_threads_than_max_held_keeps_threads_for_the_app(serve):
