@@ -1465,10 +1465,16 @@ class Session {
   async wrongUrl() {
     const said = `no dsn-sync instance at ${this.url} (HTTP 404 on hello)`;
     let served;
+    const controller = new AbortController();  // bounded as any request is, and cut by close()
+    const timer = setTimeout(() => controller.abort(), this.timeout);
+    this.aborts.add(controller);
     try {
-      served = (await this.fetch(`${this.origin}${this.prefix}/dsn_client.js`, { method: 'HEAD' })).ok;
+      served = (await this.fetch(`${this.origin}${this.prefix}/dsn_client.js`, { method: 'HEAD', signal: controller.signal })).ok;
     } catch {
       return `${said}: is the URL right?`;
+    } finally {
+      clearTimeout(timer);
+      this.aborts.delete(controller);
     }
     return served
       ? `${said}: dsn-sync answers at ${this.origin}${this.prefix}, but this instance is not there: the server has ` +
@@ -2058,7 +2064,11 @@ class DSNClient {
    * outbox (in IndexedDB) for the next connectDSN; their promises reject with `closed`. */
   close() {
     if (!this._stopped) this._stop(new DSNError('closed', 'the client was closed'));
-    this._storage.close();
+    // A write made just before is still being stored: the database closes once it is.
+    const storing = this._outbox.filter((e) => e.id === undefined && e.saved).map((e) => e.saved.catch(() => {}));
+    const storage = this._storage;
+    if (storing.length) Promise.all(storing).then(() => storage.close());
+    else storage.close();
   }
 
   /* ---------------- the mirror ---------------- */
@@ -3345,16 +3355,23 @@ class DSNClient {
     this._rejectReady(error);
     this._resolveFirstSync();
     // The writes still waiting for their answers stay in the outbox: each promise says so,
-    // so a page does not show as failed a write that the next connectDSN will send.
-    const kept = this._storage instanceof MemoryStorage
-      ? 'this write was not answered, and goes with the in-memory outbox'
-      : 'this write stays queued in IndexedDB, and the next connectDSN with this database sends it';
+    // so a page does not show as failed a write that the next connectDSN will send. One still
+    // being stored says so once it is (close() keeps the database open until then).
+    const inMemory = this._storage instanceof MemoryStorage;
     for (const [mid, waiter] of this._waiters) {
       this._waiters.delete(mid);
-      const failure = new DSNError(error.code, `${error.message}; ${kept}`);
-      if (error.status !== undefined) failure.status = error.status;
-      failure.queued = !(this._storage instanceof MemoryStorage);
-      waiter.reject(failure);
+      const say = (queued, why) => {
+        const failure = new DSNError(error.code, `${error.message}; ${why}`);
+        if (error.status !== undefined) failure.status = error.status;
+        failure.queued = queued;
+        waiter.reject(failure);
+      };
+      const kept = () => say(true, 'this write stays queued in IndexedDB, and the next connectDSN with this database sends it');
+      const entry = this._outbox.find((e) => e.mid === mid);
+      if (inMemory) say(false, 'this write was not answered, and goes with the in-memory outbox');
+      else if (entry?.id === undefined && entry?.saved) {
+        entry.saved.then(kept, (e) => say(false, `this write could not be stored (${e?.name}: ${e?.message}), so it is not queued`));
+      } else kept();
     }
     for (const mine of this._mine.values()) {
       for (const waiter of mine.waiters) waiter.reject(error);

@@ -473,6 +473,24 @@ test('close() with IndexedDB: a write not yet answered rejects with `queued`, an
   await waitFor(() => next.pending().some((w) => w.key === 'kept'), 'the write in the next client\'s outbox');
 });
 
+test('close() at once after a write (nothing awaited between): the write is stored, and says it is queued', async (t) => {
+  const IDBFactory = await fakeIndexedDB();
+  if (!IDBFactory) return t.skip('fake-indexeddb is not installed (npm ci installs it)');
+  const indexedDB = new IDBFactory();
+  const fixture = await startFixture();
+  const client = connect(fixture, { indexedDB, name: 'closed-at-once' });
+  await client.ready;
+  await fixture.cmd({ cmd: 'stop' });
+  await waitFor(() => client.statuses.at(-1).state === 'offline', 'status offline');
+  const write = client.create('messages', 'at-once', { x: 1 });
+  client.close();
+  await assert.rejects(write, (error) => isCode('closed')(error) && error.queued === true);
+  const next = connectDSN(fixture.url, fixture.token, { ...FAST, indexedDB, name: 'closed-at-once' });
+  t.after(() => next.close());
+  await next._loaded;
+  assert.deepEqual(next.pending().map((w) => w.key), ['at-once'], 'what the rejection said is in the database');
+});
+
 test('without crypto.subtle (a page on plain http:// over a LAN): the pure-JS HMAC talks to the same server', async (t) => {
   const saved = Object.getOwnPropertyDescriptor(globalThis, 'crypto');
   const webcrypto = globalThis.crypto;
