@@ -3854,9 +3854,11 @@ class _ReplayMemory:
             return True
 
     def seen(self, nonce, t, now):
-        """True if ``nonce`` was accepted before; remembers nothing.  For a frame refused anyway
-        (its token expired): storing its nonce would only charge its owner's share, so a
-        leaked expired token could fill its user's share and refuse the user's live ones."""
+        """True if ``nonce`` was accepted before, for a frame refused anyway (its token expired).
+        Remembers nothing here: storing its nonce would only charge its owner's share, so a
+        leaked expired token could fill its user's share and refuse the user's live ones.
+        (A set's membership test is one step under the GIL; ``t`` and ``now`` are for
+        _SharedReplay.seen.)"""
         return nonce in self._seen
 
     def __len__(self):
@@ -3883,7 +3885,8 @@ class _SharedReplay:
             raise _HTTPFault(503, "replay memory unavailable")  # never accept a frame it cannot remember
 
     def seen(self, nonce, t, now):
-        """True if ``nonce`` was accepted before (an expired token's frame: kept too, as no share fills)."""
+        """True if ``nonce`` was accepted before.  Unlike _ReplayMemory.seen it does remember the
+        nonce (one INSERT is the lookup), which costs nothing here: no owner's share fills."""
         return not self.add(nonce, t, now)
 
     def __len__(self):
@@ -5069,7 +5072,8 @@ def _content_length(headers):
     value = headers.get("content-length", "")
     if not _LENGTH.fullmatch(value):
         raise ValueError("bad Content-Length %r" % value)
-    return int(value) if len(value) <= 19 else 1 << 63
+    digits = value.lstrip("0")  # 1*DIGIT: leading zeros are allowed, and say nothing of the size
+    return int(digits or "0") if len(digits) <= 19 else 1 << 63
 
 
 def _parse_head(head):
@@ -6894,12 +6898,16 @@ def _release_claim(path):
                 del _CLAIMS[path]
                 # Removed while still locked, so no file is left behind per server run; a process
                 # that opened it meanwhile finds, once it has the lock, that the path is no longer
-                # its file, and claims a new one (_claim_one_process).
+                # its file, and claims a new one (_claim_one_process).  Only by the process that
+                # took it, and only while the path is still its file: a forked child holds its
+                # parent's claim (its descriptor is a copy), and the path may be another's by now.
                 try:
-                    os.unlink(path)
+                    mine, current = os.fstat(claim[0]), os.stat(path)
+                    if claim[2] == os.getpid() and (mine.st_dev, mine.st_ino) == (current.st_dev, current.st_ino):
+                        os.unlink(path)
                 except OSError:
                     pass
-                os.close(claim[0])  # closing the descriptor releases the flock
+                os.close(claim[0])  # closing the descriptor releases the flock (a child's copy: not the parent's)
 
 
 def _listening_addresses():
@@ -6945,20 +6953,32 @@ def _listening_addresses():
 
 
 def _in_uvicorn_worker():
-    """True in a worker process of ``uvicorn --workers N`` (a child of its supervisor)."""
+    """True in a worker process of ``uvicorn --workers N`` (N > 1) as it loads the app: uvicorn's
+    Server has installed its SIGTERM handler by then (read, as _server_exiting does)."""
     if "uvicorn.supervisors.multiprocess" not in sys.modules:
         return False
-    import multiprocessing  # deferred: only this check needs it
-    return multiprocessing.parent_process() is not None
+    import signal
+    try:
+        server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    except (ValueError, AttributeError):
+        return False
+    workers = getattr(getattr(server, "config", None), "workers", None)
+    return type(server).__module__ == "uvicorn.server" and type(workers) is int and workers > 1
 
 
-def _unserved_url(ref):
-    """At exit: a script that handed out its URL but never served it (no start(), no mount) says so."""
-    sync = ref()
-    if sync is not None and not sync._served:
-        log.warning("this process handed out %s (get_url()) but never served it: nothing listened there.  Call "
-                    "sync.start() to serve in the background, or sync.serve_forever(), before the script ends",
-                    sync._url_given)
+_UNSERVED = weakref.WeakSet()  # DSNSync objects whose get_url() was handed out before they served
+_UNSERVED_LOCK = threading.Lock()
+
+
+@atexit.register
+def _unserved_urls():
+    """At exit: a script that handed out its URL but never served it (no start(), no mount) says so.
+    An object the script dropped before the end is not named (it is gone from the set)."""
+    for sync in list(_UNSERVED):
+        if not sync._served:
+            log.warning("this process handed out %s (get_url()) but never served it: nothing listened there.  "
+                        "Call sync.start() to serve in the background, or sync.serve_forever(), before the script "
+                        "ends", sync._url_given)
 
 
 def _claim_one_process(app_file):
@@ -7016,6 +7036,9 @@ def _claim_one_process(app_file):
             os.write(fd, b"%d\n" % os.getpid())  # named in the refusal of the next one
             _CLAIMS[path] = [fd, 1, os.getpid()]
             return path
+        else:
+            raise RuntimeError("dsn-sync: the lock file %s was removed under this process 8 times in a row as it "
+                               "claimed it; is something deleting files in %s?" % (path, tempfile.gettempdir()))
     raise RuntimeError(
         "dsn-sync: another worker process of this app (pid %s, serving %s; lock %s) already serves it on the "
         "in-memory store, which one process holds: several workers would each keep their own data.  Run one "
@@ -7224,8 +7247,8 @@ class DSNSync:
         self._origins = _origins(allow_origins)
         self._app_file = sys._getframe(1).f_code.co_filename  # names the app for _claim_one_process
         self._warned_url = False  # get_url() without base on a mounted server: said once
-        self._served = False  # listened on a port, or made a door (asgi_app/wsgi_app): _unserved_url() stays quiet
-        self._url_given = None  # the URL get_url() without base first gave, for _unserved_url() at exit
+        self._served = False  # listened on a port, or made a door (asgi_app/wsgi_app): _unserved_urls() stays quiet
+        self._url_given = None  # the URL get_url() without base first gave, for _unserved_urls() at exit
         self._server_options = dict(max_connections=max_connections, max_body=max_body,
                                     allow_origins=allow_origins, idle_timeout=idle_timeout,
                                     header_timeout=header_timeout, body_timeout=body_timeout, workers=workers,
@@ -7485,8 +7508,10 @@ class DSNSync:
         scheme = "https" if self._ssl_context is not None else "http"
         url = "%s://%s:%d%s" % (scheme, host, self.port, self._engine.base)
         if self._url_given is None and not self._served:
-            self._url_given = url
-            atexit.register(_unserved_url, weakref.ref(self))  # (one gone before the exit served nobody either)
+            with _UNSERVED_LOCK:
+                if self._url_given is None:
+                    self._url_given = url
+                    _UNSERVED.add(self)
         return url
 
     def get_token(self):
