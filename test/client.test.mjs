@@ -454,42 +454,29 @@ test('close(): queued writes reject with `closed`, the feed stops', async (t) =>
   await assert.rejects(client.create('messages', 'after_close', {}), isCode('closed'));
 });
 
-test('close() with IndexedDB: a write not yet answered rejects with `queued`, and the next client on the database has it', async (t) => {
-  const IDBFactory = await fakeIndexedDB();
-  if (!IDBFactory) return t.skip('fake-indexeddb is not installed (npm ci installs it)');
-  const indexedDB = new IDBFactory();
-  const fixture = await startFixture();
-  const client = connect(fixture, { indexedDB, name: 'queued-at-close' });
-  await client.ready;
-  await fixture.cmd({ cmd: 'stop' });
-  await waitFor(() => client.statuses.at(-1).state === 'offline', 'status offline');
-  const write = client.create('messages', 'kept', { x: 1 });
-  await waitFor(() => client.pending().length === 1, 'the write in the outbox');
-  client.close();
-  await assert.rejects(write, (error) => isCode('closed')(error) && error.queued === true &&
-    /stays queued in IndexedDB, and the next connectDSN with this database sends it/.test(error.message));
-  const next = connectDSN(fixture.url, fixture.token, { ...FAST, indexedDB, name: 'queued-at-close' });
-  t.after(() => next.close());
-  await waitFor(() => next.pending().some((w) => w.key === 'kept'), 'the write in the next client\'s outbox');
-});
-
-test('close() at once after a write (nothing awaited between): the write is stored, and says it is queued', async (t) => {
-  const IDBFactory = await fakeIndexedDB();
-  if (!IDBFactory) return t.skip('fake-indexeddb is not installed (npm ci installs it)');
-  const indexedDB = new IDBFactory();
-  const fixture = await startFixture();
-  const client = connect(fixture, { indexedDB, name: 'closed-at-once' });
-  await client.ready;
-  await fixture.cmd({ cmd: 'stop' });
-  await waitFor(() => client.statuses.at(-1).state === 'offline', 'status offline');
-  const write = client.create('messages', 'at-once', { x: 1 });
-  client.close();
-  await assert.rejects(write, (error) => isCode('closed')(error) && error.queued === true);
-  const next = connectDSN(fixture.url, fixture.token, { ...FAST, indexedDB, name: 'closed-at-once' });
-  t.after(() => next.close());
-  await next._loaded;
-  assert.deepEqual(next.pending().map((w) => w.key), ['at-once'], 'what the rejection said is in the database');
-});
+for (const atOnce of [false, true]) {
+  test(`close() with IndexedDB ${atOnce ? 'at once after a write (nothing awaited between)' : 'with a write in the outbox'}: ` +
+       'the write rejects with `queued`, and the next client on the database has it', async (t) => {
+    const IDBFactory = await fakeIndexedDB();
+    if (!IDBFactory) return t.skip('fake-indexeddb is not installed (npm ci installs it)');
+    const indexedDB = new IDBFactory();
+    const fixture = await startFixture();
+    const name = atOnce ? 'closed-at-once' : 'queued-at-close';
+    const client = connect(fixture, { indexedDB, name });
+    await client.ready;
+    await fixture.cmd({ cmd: 'stop' });
+    await waitFor(() => client.statuses.at(-1).state === 'offline', 'status offline');
+    const write = client.create('messages', name, { x: 1 });
+    if (!atOnce) await waitFor(() => client.pending().length === 1, 'the write in the outbox');
+    client.close();
+    await assert.rejects(write, (error) => isCode('closed')(error) && error.queued === true &&
+      /stays queued in IndexedDB, and the next connectDSN with this database sends it/.test(error.message));
+    const next = connectDSN(fixture.url, fixture.token, { ...FAST, indexedDB, name });
+    t.after(() => next.close());
+    await next._loaded;
+    assert.deepEqual(next.pending().map((w) => w.key), [name], 'what the rejection said is in the database');
+  });
+}
 
 test('without crypto.subtle (a page on plain http:// over a LAN): the pure-JS HMAC talks to the same server', async (t) => {
   const saved = Object.getOwnPropertyDescriptor(globalThis, 'crypto');
