@@ -4571,7 +4571,9 @@ class _Engine:
         if not isinstance(table, str):
             raise Invalid("`table` must be a string")
         if state.write is not None and table not in state.write:
-            raise ProtocolError("this token may not write to table %r" % table, "forbidden")
+            raise ProtocolError("this token may not write to table %r (it may write to %s; the backend grants "
+                                "writes when it issues a token: issue_token(sub=..., write=[%r]))"
+                                % (table, ", ".join(map(repr, sorted(state.write))) or "no table", table), "forbidden")
         spec = self.store.tables.get(table)
         if spec is None and self.any_table and _TABLE_RE.fullmatch(table):
             with self.store.lock:  # the count and the new table in one step, whatever other writes do

@@ -1351,7 +1351,11 @@ def test_write_rights_are_enforced(make_server, make_raw):
     sync.on_create("t")(lambda data: True)
     sync.on_create("other")(lambda data: True)
     raw = make_raw(sync, token=mint(secret, write=["other"]))
-    raw.err("create", "forbidden", table="t", key="k", data={}, mid="1")
+    refused = raw.err("create", "forbidden", table="t", key="k", data={}, mid="1")
+    # says what the token may do, and where the backend grants more (a newcomer's question)
+    assert refused["error"]["message"] == ("this token may not write to table 't' (it may write to 'other'; the "
+                                           "backend grants writes when it issues a token: "
+                                           "issue_token(sub=..., write=['t']))"), refused
     raw.ok("create", table="other", key="k", data={}, mid="2")
     assert sync.get("t", "k") is None and sync.get("other", "k") == {}
 
