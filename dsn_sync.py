@@ -4729,14 +4729,21 @@ def _server_exiting():
     sets ``should_exit``, a gunicorn worker clears ``alive``.  Any other
     server: False (its pulls end when their waits run out).
     """
-    import signal
-    try:
-        server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
-    except (ValueError, AttributeError):  # no SIGTERM here
-        return False
+    server = _sigterm_owner()
     if server is None:
         return False
     return getattr(server, "should_exit", None) is True or getattr(server, "alive", None) is False
+
+
+def _sigterm_owner():
+    """The object whose method is this process's SIGTERM handler, or None: the server that runs the
+    app installs one (uvicorn's Server, a gunicorn worker), and what it holds tells the mount about
+    it (_server_exiting, _server_threads, _in_uvicorn_worker).  Read, never patched."""
+    import signal
+    try:
+        return getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    except (ValueError, AttributeError):  # no SIGTERM here
+        return None
 
 
 class _Feed:
@@ -5917,17 +5924,13 @@ def _mount_path(path, prefix):
 
 def _server_threads():
     """(the WSGI server, its threads per process, how to give it more) where this thread can tell:
-    waitress names its fixed pool ``waitress-N``; a gunicorn worker installs its SIGTERM handler
-    (read, as _server_exiting does) on the worker, whose ``cfg.threads`` it runs.  (None, 0, None)
+    waitress names its fixed pool ``waitress-N``; a gunicorn gthread worker (_sigterm_owner) runs
+    ``cfg.threads``.  (None, 0, None)
     for any other server."""
     if threading.current_thread().name.startswith("waitress-"):
         return ("waitress", sum(1 for t in threading.enumerate() if t.name.startswith("waitress-")),
                 "waitress-serve --threads 16, or serve(app, threads=16)")
-    import signal
-    try:
-        worker = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
-    except (ValueError, AttributeError):
-        return None, 0, None
+    worker = _sigterm_owner()
     threads = getattr(getattr(worker, "cfg", None), "threads", None)
     # Only gthread's pool is its thread count: the async workers (gevent, eventlet) hold no thread
     # per request, and a sync worker is never held (wsgi.multithread false).
@@ -6891,6 +6894,15 @@ def _did_you_mean(name, names):
     return "; is it '%s'?" % close[0] if close else ""
 
 
+def _is_file_at(fd, path):
+    """True if ``path`` names the file open as ``fd`` (not removed, nor replaced by another)."""
+    try:
+        mine, current = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (current.st_dev, current.st_ino)
+
+
 def _release_claim(path):
     with _CLAIMS_LOCK:
         claim = _CLAIMS.get(path)
@@ -6903,12 +6915,11 @@ def _release_claim(path):
                 # its file, and claims a new one (_claim_one_process).  Only by the process that
                 # took it, and only while the path is still its file: a forked child holds its
                 # parent's claim (its descriptor is a copy), and the path may be another's by now.
-                try:
-                    mine, current = os.fstat(claim[0]), os.stat(path)
-                    if claim[2] == os.getpid() and (mine.st_dev, mine.st_ino) == (current.st_dev, current.st_ino):
+                if claim[2] == os.getpid() and _is_file_at(claim[0], path):
+                    try:
                         os.unlink(path)
-                except OSError:
-                    pass
+                    except OSError:
+                        pass
                 os.close(claim[0])  # closing the descriptor releases the flock (a child's copy: not the parent's)
 
 
@@ -6956,14 +6967,10 @@ def _listening_addresses():
 
 def _in_uvicorn_worker():
     """True in a worker process of ``uvicorn --workers N`` (N > 1) as it loads the app: uvicorn's
-    Server has installed its SIGTERM handler by then (read, as _server_exiting does)."""
+    Server has installed its SIGTERM handler by then (_sigterm_owner)."""
     if "uvicorn.supervisors.multiprocess" not in sys.modules:
         return False
-    import signal
-    try:
-        server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
-    except (ValueError, AttributeError):
-        return False
+    server = _sigterm_owner()
     workers = getattr(getattr(server, "config", None), "workers", None)
     return type(server).__module__ == "uvicorn.server" and type(workers) is int and workers > 1
 
@@ -7014,7 +7021,6 @@ def _claim_one_process(app_file):
         if claim is not None and claim[2] == os.getpid():
             claim[1] += 1
             return path
-        holder = None
         for _ in range(8):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
@@ -7025,13 +7031,7 @@ def _claim_one_process(app_file):
                 finally:
                     os.close(fd)
                 break
-            try:
-                mine = os.fstat(fd)
-                current = os.stat(path)
-                still = (mine.st_dev, mine.st_ino) == (current.st_dev, current.st_ino)
-            except OSError:  # removed by the holder that released it just now
-                still = False
-            if not still:  # a file its holder removed as it let go: try the path again
+            if not _is_file_at(fd, path):  # a file its holder removed as it let go: try the path again
                 os.close(fd)
                 continue
             os.ftruncate(fd, 0)
