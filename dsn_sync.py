@@ -836,6 +836,14 @@ class _Subscriptions:
         self.routes = routes  # what a change must touch to concern these (_Feed._touched)
 
 
+def _route_fields(held, table, routes):
+    """The fields whose value keys route ``held``'s filters of ``table`` (each an equality filter), or
+    None when one is not routed by values (``all`` or a predicate: every change of the table concerns it)."""
+    if (table,) in routes:
+        return None
+    return frozenset(f.by for _, f in held if f.keys is None)
+
+
 def _touched(routes, since, seq):
     """The routes touched by changes ``since < s <= seq`` in a store's ``routes`` log, or None if unknown."""
     if seq < since or (len(routes) == routes.maxlen and routes[0][0] > since + 1):
@@ -1709,6 +1717,23 @@ class MemoryStore:
         blob = b"{" + b",".join(b"".join((_key_json(t), b":{", b",".join(rows), b"}")) for t, rows in records.items()) + b"}"
         return blob, (last if more else snap), more
 
+    def _may_concern(self, entry, since, fields, routes):
+        """False if neither ``entry``'s state now nor its state at cursor ``since`` is on one of ``routes``
+        through its key or the value keys of ``fields``: then no equality filter there selects it, or did."""
+        table = entry.table
+        if (table, "#", entry.key) in routes:
+            return True
+        if entry.data is not None:
+            vals = self._vals_of(entry)
+            if any(f not in vals or (table, f, vals[f]) in routes for f in fields):
+                return True
+        for s, data, vals in entry.prev or ():
+            if s <= since:  # the row as it was at the cursor
+                if data is None:
+                    return False
+                return vals is None or any(f not in vals or (table, f, vals[f]) in routes for f in fields)
+        return True  # its state at the cursor is unknown: the filters decide
+
     def _held_before(self, entry, held, since, view):
         """Might a client at cursor ``since`` hold ``entry`` through ``held`` ([(id, _Filter)]) under ``view``?"""
         state = next((p for p in entry.prev or () if p[0] <= since), None)  # the row as it was at `since`
@@ -1747,25 +1772,35 @@ class MemoryStore:
         out = []
         size = walked = 0
         cursor = self.seq
-        by_table, rules = subs.by_table, view.rules
+        by_table, rules, routes = subs.by_table, view.rules, subs.routes
+        screens = {}  # table -> the fields whose value keys route its filters, or None: no screen
         for i in range(bisect.bisect_right(seqs, seq), len(seqs)):
             entry = entries[i]
             if entry.seq != seqs[i]:
                 continue
             walked += 1
             held = by_table.get(entry.table)
-            if held is None:
-                if walked >= self.max_walk:
-                    return None, seq
-                continue
             if walked >= self.max_walk:
                 return None, seq
+            if held is None:
+                continue
+            table = entry.table
+            if table not in screens:
+                screens[table] = _route_fields(held, table, routes)
+            fields = screens[table]
+            if fields is not None and not self._may_concern(entry, seq, fields, routes):
+                continue  # neither its state now nor at the cursor is on a route of these filters
+            # Each filter costs a test, twice for a row that may have left: the walk's budget counts
+            # them, so many subscriptions make a shorter walk, not a longer hold of the lock.
+            walked += len(held)
             data = entry.data
             ids = ()
             if data is not None and (not rules or view.row_visible(entry)):
                 ids = [sid for sid, f in held if f.matches(self, entry)]
-            if not ids and not self._held_before(entry, held, seq, view):
-                continue
+            if not ids:
+                walked += len(held)
+                if not self._held_before(entry, held, seq, view):
+                    continue
             if len(out) >= limit or size >= self.page_bytes:
                 return None, seq
             if ids:

@@ -409,6 +409,59 @@ def test_a_subscription_page_walks_a_bounded_part_of_the_log(server, make_raw):
     assert ops.pull()["changes"] == []
 
 
+def test_many_subscriptions_make_a_shorter_walk_of_the_log_not_a_longer_hold_of_the_lock(server, make_raw, monkeypatch):
+    """One token's pull named 64 subscriptions and a cursor far back: the change walk (under
+    the store's lock) tested each of max_walk log slots against every filter, twice for a
+    row that might have left, so other users' requests waited seconds.  Now a slot whose
+    states, now and at the cursor, are on none of the set's routes costs no filter test,
+    and the walk's budget counts the tests it makes."""
+    sync = server()
+    fill(sync, ["lobby"])
+    store = private(sync, "store")
+    tests = []
+    real = dsn_sync._Filter.matches
+
+    def counted(self, *args, **kwargs):
+        tests.append(self.table)
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(dsn_sync._Filter, "matches", counted)
+    # 64 rooms nobody writes in: the lobby's 3,000 changes are on none of their routes
+    quiet = Mirror(make_raw(sync), {"q%d" % i: room_sub("empty%d" % i) for i in range(64)})
+    quiet.reset()
+    with sync.batch():
+        for i in range(3000):
+            sync.sync("messages", "x%d" % i, {"room": "lobby", "n": i})
+    del tests[:]
+    answer = quiet.pull()
+    assert answer["changes"] == [] and quiet.cursor["seq"] == sync.stats()["seq"], "not carried, not reset"
+    assert tests == [], "%d filter tests for changes no subscription's route touches" % len(tests)
+
+    # Predicates route nothing: each is tested, and the budget counts the tests
+    @sync.subscription("counted")
+    def counted_sub(ctx, params):
+        return {"messages": lambda record: record.get("n") == params["n"]}
+    store.max_walk = 2000
+    busy = Mirror(make_raw(sync), {"p%d" % i: {"name": "counted", "params": {"n": -1 - i}} for i in range(20)})
+    busy.reset()
+    with sync.batch():
+        for i in range(1500):
+            sync.sync("messages", "y%d" % i, {"room": "dev", "n": i})
+    walks, walk = [], store._changes_for
+
+    def measured(*args):
+        before = len(tests)
+        found = walk(*args)
+        walks.append((len(tests) - before, found[0] is None))
+        return found
+    monkeypatch.setattr(store, "_changes_for", measured)
+    busy.expect_reset = True
+    assert busy.pull()["reset"] is True, "too far behind: the set again, from the indexes and page_scan"
+    assert walks == [(walks[0][0], True)] and walks[0][0] <= store.max_walk, \
+        "%d filter tests in one walk of max_walk %d" % (walks[0][0], store.max_walk)
+    busy.settle(sync)
+    assert busy.rows == {}, "no row has a negative n"
+
+
 def test_a_large_selection_of_a_value_few_rows_share_comes_in_full_pages(server, make_raw):
     """A value more rows hold than page_scan, but a small share of the table (1,000 lobby
     messages of 8,000), was paged by walking the log: a page per page_scan slots, each
