@@ -2733,6 +2733,45 @@ class _PgHold:
         self.local.release()
 
 
+class _HeldHere:
+    """The node-local part of a hold that the thread holds already (PostgresStore.hold_first)."""
+
+    @staticmethod
+    def acquire(blocking=True, timeout=-1):
+        return True
+
+    @staticmethod
+    def release():
+        pass
+
+
+_HELD_HERE = _HeldHere()
+
+
+class _HoldFirst:
+    """PostgresStore.hold_first(name): ``with`` it, this node's lock for ``name``, marked on the thread."""
+
+    __slots__ = ("store", "name", "local")
+
+    def __init__(self, store, name):
+        self.store, self.name = store, name
+        self.local = MemoryStore.hold(store, name)
+
+    def __enter__(self):
+        store = self.store
+        if not self.local.acquire(timeout=store.lock_timeout):
+            raise StoreError("waited over %d s for the %s hold of %s on this node, held by another write of it "
+                             "(inside its handler); answered 503, the client retries.  Look for a slow or stuck "
+                             "@on_ handler" % (store.lock_timeout, self.name[0], "/".join(map(str, self.name[1:]))))
+        store._held.first = self.name
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.store._held.first = None
+        self.local.release()
+        return False
+
+
 def _pg_stale(conn):
     """True if an idle connection has something to read: the server's goodbye (it was terminated) or EOF.
 
@@ -3560,7 +3599,20 @@ class PostgresStore(MemoryStore):
         A node that dies releases its locks with its sessions.
         """
         self._require_open()
+        if getattr(self._held, "first", None) == name:
+            return _PgHold(self, name, _HELD_HERE)  # this node's lock is held already (hold_first)
         return _PgHold(self, name, MemoryStore.hold(self, name))
+
+    def hold_first(self, name):
+        """This node's lock for ``name`` alone, taken before a hold that leases a connection.
+
+        The engine takes a write's key here before its mid's hold: writes
+        queued behind one key (a slow handler) then wait without holding a
+        connection of the hold pool each, so one user's writes to their own row
+        cannot take every connection from other users' writes.  The nested
+        ``hold(name)`` then takes only the PostgreSQL lock.
+        """
+        return _HoldFirst(self, name)
 
     def revoked(self):
         """Token ids revoked on any node (read from the database now; also kept live in ``revoked_ids``)."""
@@ -4025,6 +4077,19 @@ class _Wait:
         self.sent = 0  # stream messages sent so far; the next one's index
         self.due = 0.0  # a stream's next message waits until then (monotonic seconds)
         self.phase = 0.0  # where in each round of the feed's stream spacing its messages go (0..1)
+
+
+class _NoHold:
+    """``with`` that holds nothing: a write on a store with no hold pool takes its key's lock later."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_HOLD = _NoHold()
 
 
 class _Engine:
@@ -4561,34 +4626,44 @@ class _Engine:
                 raise ProtocolError("`mid` is not valid Unicode (it holds a lone surrogate)")
         store = self.store
         view = self.view(state)
+        table, key = m.get("table"), m.get("key")
         try:
-            # Held across recall -> handler -> apply on every node: a retry of this mid waits for
-            # the first attempt (wherever it runs), then finds its answer.  One recall, under the
-            # hold, is enough: a twin that finished before is found, and none can finish after.
-            with store.hold(("mid", state.jti, mid)):
-                answer = store.recall(state.jti, mid, view)  # its record as this token may read it now
-                if answer is None:
-                    try:
-                        checked = self._check_write(state, m)
-                    except DSNError as e:
-                        if isinstance(e, StoreError):
-                            raise
-                        # Refused on the request alone (rights, table, key, data): a retry gets the same
-                        # answer without a ledger entry, so a token that may write nothing writes nothing,
-                        # not even there (it could otherwise push others' answers out of the ledger).
-                        return _error_answer(e)
-                    try:
-                        answer = self._apply_write(state, mid, *checked)
-                    except DSNError as e:
-                        if isinstance(e, StoreError):
-                            raise
-                        answer = _error_answer(e)
-                        store.remember(state.jti, mid, answer, state.sub)
+            # On PostgreSQL the key's lock on this node comes first, before the mid's hold leases
+            # a connection: writes queued behind one key's slow handler hold no connection each.
+            with (store.hold_first(("key", table, key)) if store.shared and type(table) is str and type(key) is str
+                  else _NO_HOLD):
+                return self._write_held(state, m, mid, view)
         except StoreError:
             # Not the write's answer: nothing was applied, nothing is remembered, and a retry
             # with the same mid may succeed.  The details (paths, SQLite's words) stay here.
             log.exception("the store failed a client write; answering 503")
             raise _HTTPFault(503, "store failure")
+
+    def _write_held(self, state, m, mid, view):
+        """_write() under its mid's hold."""
+        store = self.store
+        # Held across recall -> handler -> apply on every node: a retry of this mid waits for
+        # the first attempt (wherever it runs), then finds its answer.  One recall, under the
+        # hold, is enough: a twin that finished before is found, and none can finish after.
+        with store.hold(("mid", state.jti, mid)):
+            answer = store.recall(state.jti, mid, view)  # its record as this token may read it now
+            if answer is None:
+                try:
+                    checked = self._check_write(state, m)
+                except DSNError as e:
+                    if isinstance(e, StoreError):
+                        raise
+                    # Refused on the request alone (rights, table, key, data): a retry gets the same
+                    # answer without a ledger entry, so a token that may write nothing writes nothing,
+                    # not even there (it could otherwise push others' answers out of the ledger).
+                    return _error_answer(e)
+                try:
+                    answer = self._apply_write(state, mid, *checked)
+                except DSNError as e:
+                    if isinstance(e, StoreError):
+                        raise
+                    answer = _error_answer(e)
+                    store.remember(state.jti, mid, answer, state.sub)
         return answer
 
     def _closed_hint(self):

@@ -332,6 +332,55 @@ def test_a_writer_inside_its_holds_still_gets_a_connection_to_apply(nodes):
     assert held == [(0,)], "a hold outlived its with"
 
 
+def test_writes_queued_behind_one_users_slow_key_leave_the_hold_connections_to_others(url):
+    """An attack run: one user's concurrent updates of their own row, behind a slow handler, each
+    leased a hold connection (for the mid) before waiting for the key on this node, so with the
+    pool used up another user's write waited lock_timeout and got 503.  The key's lock on this
+    node now comes first: the queued writes hold no connection, and the other write goes through."""
+    from conftest import Raw
+    store = PostgresStore(url)
+    store.hold_pool_size = 2
+    sync = DSNSync(port=0, store=store)
+    entered, release = threading.Event(), threading.Event()
+    raws, writers = [], []
+    try:
+        sync.define_table("notes", SPEC)
+
+        @sync.on_update("notes")
+        def slow(data):
+            if data["id"] == "mallory":
+                entered.set()
+                release.wait(30)
+            return True
+        sync.sync("notes", "mallory", {"v": 0})
+        sync.sync("notes", "alice", {"v": 0})
+        sync.start()
+        mallory = sync.issue_token(sub="mallory", write=("notes",))
+        alice = Raw(sync.get_url(), sync.issue_token(sub="alice", write=("notes",)))
+        raws.append(alice)
+        answers = []
+        for i in range(4):
+            raw = Raw(sync.get_url(), mallory)
+            raws.append(raw)
+            writers.append(threading.Thread(target=lambda raw=raw, i=i: answers.append(
+                raw.call("update", table="notes", key="mallory", data={"v": i}, mid="m%d" % i))))
+            writers[-1].start()
+        assert entered.wait(10), "mallory's handler never ran"
+        time.sleep(0.5)  # the other three reach the key's hold and wait there
+        status, answer = alice.call("update", table="notes", key="alice", data={"v": 1}, mid="a1")
+        assert status == 200 and answer["ok"], (status, answer)
+        assert not release.is_set() and len(answers) == 0, "alice's write went through while mallory's queue waited"
+        release.set()
+        for writer in writers:
+            writer.join(20)
+        assert sorted(a[0] for a in answers) == [200] * 4, answers
+    finally:
+        release.set()
+        for raw in raws:
+            raw.close()
+        sync.stop()
+
+
 def test_a_write_waiting_too_long_for_its_key_is_a_503_not_remembered(url):
     """Node one's handler holds key n; a write of n on node two waits lock_timeout, is answered 503 and
     remembered nowhere, so the client's retry with the same mid is applied once one has finished."""
