@@ -8043,7 +8043,9 @@ class Client:
     protocol's code when refused.  Use ``connect(url, token)``.
     """
 
-    def __init__(self, url, token, wait=25, write_timeout=30.0, ssl_context=None, on_status=None):
+    max_answer = 64 << 20  # bytes of one answer read before it is authenticated; past it, refused unread
+
+    def __init__(self, url, token, wait=25, write_timeout=30.0, ssl_context=None, on_status=None, max_answer=None):
         import http.client  # deferred: the server never needs it
         self._http = http.client
         self.url = url
@@ -8052,6 +8054,8 @@ class Client:
         self._set_token(token() if callable(token) else token)
         self.wait = wait
         self.write_timeout = write_timeout
+        if max_answer is not None:
+            self.max_answer = _positive("max_answer", max_answer, int)
         self._ssl_context = ssl_context
         self._on_status = on_status
         self._ep = self._base
@@ -8257,10 +8261,13 @@ class Client:
         try:
             conn.request("POST", self._prefix + path, body=frame, headers={"Content-Type": "text/plain"})
             response = conn.getresponse()
-            data = response.read()
+            data = self._read_answer(conn, response, time.monotonic() + (conn.timeout or 60))
         except (OSError, self._http.HTTPException) as e:
             conn.close()
             raise _Transient("network: %s" % (e,))
+        except _Transient:
+            conn.close()
+            raise
         if response.status == 404:
             raise _Gone()
         if response.status == 401:
@@ -8279,6 +8286,38 @@ class Client:
         if not answer.get("ok") and answer.get("error", {}).get("code") == "clock":
             raise _Clock("clock adjusted")
         return answer
+
+    def _read_answer(self, conn, response, deadline):
+        """An answer's body, read within ``deadline`` as a whole and at most ``max_answer`` bytes.
+
+        Nothing is authenticated before it is read, so whoever answers at the
+        URL (a wrong host, a proxy, a man in the middle of plain http) could
+        otherwise send an endless body into memory, or one byte at a time to
+        hold a write past ``write_timeout``.  Either is a network failure here:
+        the connection is closed and the request retried.
+        """
+        limit = self.max_answer
+        length = response.getheader("Content-Length")
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            raise _Transient("an answer of %s bytes, over max_answer (%d): not read" % (length.strip(), limit))
+        parts, size, sock = [], 0, conn.sock
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _Transient("the answer did not arrive whole within %g s" % (conn.timeout or 60))
+                if sock is not None:
+                    sock.settimeout(left)
+                part = response.read1(65536)
+                if not part:
+                    return b"".join(parts)
+                size += len(part)
+                if size > limit:
+                    raise _Transient("an answer over max_answer (%d bytes): cut off" % limit)
+                parts.append(part)
+        finally:
+            if sock is not None and conn.sock is sock:
+                sock.settimeout(conn.timeout)  # the kept-alive connection's next request: the whole timeout
 
     def _refresh_token(self):
         if self._token_source is None:
@@ -8363,6 +8402,16 @@ class Client:
                     self._interrupted = False
                     continue
                 self._set_status("offline", str(e))
+                self._pause(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except Exception as e:  # anything else (an answer this client cannot file, MemoryError): it carries on
+                if self._closed.is_set():
+                    break
+                log.exception("the dsn-sync client's feed failed; it says hello again after %.1f s", backoff)
+                _abort(self._pull_conn)
+                self._pull_conn = None
+                need_hello, pages = True, None
+                self._set_status("offline", "%s: %s" % (type(e).__name__, e))
                 self._pause(backoff)
                 backoff = min(backoff * 2, 30.0)
         _abort(self._pull_conn)

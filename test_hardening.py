@@ -488,3 +488,87 @@ def test_odd_numbers_and_deep_json_are_bad_requests_not_500s(target, make_raw):
     assert conn.recv(100).startswith(b"HTTP/1.1 411")
     conn.close()
     assert raw.call("hello")[0] == 200
+
+
+class _HostileServer:
+    """Whoever answers at a client's URL without its keys (a wrong host, a proxy, a man in the middle
+    of plain http): every request gets ``mode``'s answer.  flood: an endless chunked body; trickle:
+    a body one byte at a time; huge: a Content-Length of a terabyte, then an endless body."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sent = 0
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn):
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            if self.mode == "flood":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+                while not self.stopped.is_set():
+                    conn.sendall(chunk)
+                    self.sent += len(chunk)
+            elif self.mode == "huge":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n")
+                while not self.stopped.is_set():
+                    conn.sendall(b"x" * 0x10000)
+                    self.sent += 0x10000
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                while not self.stopped.wait(0.2):
+                    conn.sendall(b"x")
+                    self.sent += 1
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.stopped.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode", ["flood", "huge", "trickle"])
+def test_the_python_client_bounds_what_an_answer_without_keys_can_cost(mode):
+    """An attack run: a server answering the client's URL with an endless body took the client
+    process past 1.2 GiB in a second (the feed thread then died of MemoryError, silently), and one
+    answering a byte at a time kept create() blocked past write_timeout, for good.  An answer is
+    now read within its connection's timeout and at most max_answer bytes, before it is
+    authenticated; past either it is a network failure, and the feed carries on."""
+    hostile = _HostileServer(mode)
+    statuses = []
+    token = dsn_sync.DSNSync(port=0).issue_token(sub="u1")
+    client = dsn_sync.connect("http://127.0.0.1:%d/sync/abc" % hostile.port, token, wait=1, write_timeout=1,
+                              max_answer=1 << 20, on_status=lambda status, detail: statuses.append((status, detail)))
+    try:
+        raised = []
+        writer = threading.Thread(target=lambda: raised.append(pytest.raises(DSNError, client.create, "t", "k", {})))
+        writer.start()
+        writer.join(30)
+        assert not writer.is_alive(), "create() still blocked on the %s answer after 30 s (write_timeout=1)" % mode
+        error = raised[0].value
+        assert error.code == "offline", error
+        said = ("did not arrive whole", "timed out") if mode == "trickle" else ("max_answer",)
+        assert any(words in error.message for words in said), error.message
+        if mode != "trickle":
+            assert hostile.sent < 64 << 20, "%d bytes read of an answer capped at 1 MiB" % hostile.sent
+        wait_until(lambda: any(s == "offline" and any(words in (d or "") for words in said) for s, d in statuses),
+                   30, "the feed's offline")
+        assert client._thread.is_alive(), "the feed thread died"
+    finally:
+        client.close()
+        hostile.close()
