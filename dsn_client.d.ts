@@ -274,6 +274,9 @@ export interface DSNOptions {
   tabs?: boolean;
   /** Ms for a request other than a long poll. Default 15000. */
   timeout?: number;
+  /** Bytes of one answer (or one message of a streamed pull) the client reads before it
+   * opens it; a longer one is refused unread (`bad_response`). Default 64 MiB. */
+  maxAnswer?: number;
   /** Ms a long poll may take beyond `wait` seconds before the client gives up on it.
    * Default 10000. */
   pullGrace?: number;

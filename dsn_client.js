@@ -805,11 +805,54 @@ async function buildStreamMessage(s2c, requestNonce, index, responseJson, nonce 
   return concatBytes(u32(1 + sealed.length), Uint8Array.of(FRAME_VERSION), sealed);
 }
 
+/** An answer's body, at most `limit` bytes: nothing is authenticated before it is read, so
+ * whoever answers at the URL (a wrong host, a proxy, a man in the middle of plain http)
+ * could otherwise send an endless body into memory. Over it: refused, and the connection
+ * dropped (the caller's abort). */
+async function readCapped(response, limit, path) {
+  const tooBig = (size) => new DSNError('bad_response', `an answer from ${path} of ${size} bytes, over maxAnswer (${limit}): ` +
+    'not read (no dsn-sync server sends one; raise maxAnswer if your records are that large)');
+  const said = Number(response.headers?.get?.('content-length'));
+  if (said > limit) {
+    response.body?.cancel?.().catch(() => {});
+    throw tooBig(said);
+  }
+  const source = response.body;
+  if (typeof source?.getReader !== 'function') {
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    if (bytes.length > limit) throw tooBig(bytes.length);
+    return bytes;
+  }
+  const reader = source.getReader();
+  const parts = [];
+  let size = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      reader.cancel().catch(() => {});
+      throw tooBig(`more than ${limit}`);
+    }
+    parts.push(value);
+  }
+  if (parts.length === 1) return parts[0];
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const part of parts) {
+    bytes.set(part, at);
+    at += part.byteLength;
+  }
+  return bytes;
+}
+
 /** Reassembles u32be-length-prefixed messages from a body read in pieces: the HTTP
  * chunks of a stream are not preserved by fetch, proxies or sockets, so a piece may hold
  * half a length prefix, several messages, or a message's last byte. */
 class StreamSplitter {
-  constructor() {
+  constructor(maxMessage = DEFAULTS.maxAnswer, path = 'the server') {
+    this.maxMessage = maxMessage;  // a longer length prefix is refused before its bytes are held
+    this.path = path;
     this.buffer = new Uint8Array(0);
     this.start = 0;
     this.end = 0;
@@ -836,6 +879,10 @@ class StreamSplitter {
     while (this.end - this.start >= 4) {
       const s = this.start;
       const length = ((b[s] << 24) | (b[s + 1] << 16) | (b[s + 2] << 8) | b[s + 3]) >>> 0;
+      if (length > this.maxMessage) {
+        throw new DSNError('bad_response', `a streamed pull from ${this.path} announced a message of ${length} bytes, ` +
+          `over maxAnswer (${this.maxMessage}): not read`);
+      }
       if (this.end - s - 4 < length) break;
       frames.push(b.slice(s + 4, s + 4 + length));
       this.start = s + 4 + length;
@@ -1281,7 +1328,7 @@ const PROTOCOL_VERSION = '1.1';
 const NO_PERSISTENCE_ERRORS = new Set(['SecurityError', 'InvalidStateError', 'UnknownError', 'QuotaExceededError', 'AbortError']);
 
 /** Option defaults: `wait` in seconds (the server caps it at 30); `stream` and `tabs`
- * switches; the rest in ms. */
+ * switches; `maxAnswer` in bytes; the rest in ms. */
 const DEFAULTS = {
   firstSyncTimeout: 10000,
   wait: 25,
@@ -1292,6 +1339,7 @@ const DEFAULTS = {
   retryMax: 30000,
   tabs: true,
   restoreGrace: 3000,
+  maxAnswer: 64 * 1024 * 1024,
 };
 
 /** PROTOCOL section 7: a request names at most this many subscriptions. */
@@ -1409,7 +1457,7 @@ function applyWrite(record, write) {
  * request goes on; tokenDead(code, message), when the server refuses the token and there
  * is no token function to ask again; answered(), after every answer that opened. */
 class Session {
-  constructor({ url, instance, origin, prefix, basePath, token, fetch, timeout }, hooks) {
+  constructor({ url, instance, origin, prefix, basePath, token, fetch, timeout, maxAnswer = DEFAULTS.maxAnswer }, hooks) {
     this.url = url;
     this.instance = instance;
     this.origin = origin;
@@ -1418,6 +1466,7 @@ class Session {
     this.token = token;
     this.fetch = fetch;
     this.timeout = timeout;
+    this.maxAnswer = maxAnswer;     // bytes of one answer (of one stream message) read before it opens
     this.hooks = hooks;
     this.keysNow = null;           // {kid, c2s, s2c} of the current token
     this.keysPromise = null;
@@ -1588,7 +1637,7 @@ class Session {
           response = await post();
         }
         status = response.status;
-        if (!(status === 200 && onMessage && isStreamAnswer(response))) bytes = new Uint8Array(await response.arrayBuffer());
+        if (!(status === 200 && onMessage && isStreamAnswer(response))) bytes = await readCapped(response, this.maxAnswer, path);
       } catch (error) {
         throw this.unreachable(error);
       }
@@ -1612,6 +1661,7 @@ class Session {
   /** The error for a request that failed on the way (network, abort, a body cut off). */
   unreachable(error) {
     if (this.closedBy) return this.closedBy;
+    if (error instanceof DSNError) return error;  // said already (readCapped)
     const why = error?.cause?.code ?? error?.message ?? error;
     let message = `${this.origin} cannot be reached: ${why}`;
     // TLS spoken to a plain-http server fails as a reset or a TLS record error in Node
@@ -1629,7 +1679,7 @@ class Session {
    * body (no response.body.getReader, nor an async-iterable body as node-fetch has), the
    * whole body is read when the stream ends and split then: correct, only late. */
   async readStream(response, keys, nonce, path, onMessage, controller) {
-    const splitter = new StreamSplitter();
+    const splitter = new StreamSplitter(this.maxAnswer, path);
     let index = 0;
     const take = async (chunk) => {
       const bytes = chunk instanceof Uint8Array ? chunk
@@ -1675,7 +1725,7 @@ class Session {
           await take(value);
         }
       } else {
-        await take(await received(response.arrayBuffer()));
+        await take(await received(readCapped(response, this.maxAnswer, path)));
       }
       if (splitter.pending) throw new DSNError('bad_response', `a streamed pull from ${path} ended inside a message`);
       if (index === 0) throw new DSNError('bad_response', `a streamed pull from ${path} ended without a message`);
@@ -1789,7 +1839,7 @@ class DSNClient {
     }
     const fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
     if (typeof fetch !== 'function') throw new DSNError('no_fetch', 'no fetch() here: pass connectDSN(url, token, { fetch })');
-    this._session = new Session({ url, instance, origin, prefix, basePath, token, fetch, timeout: this._options.timeout }, {
+    this._session = new Session({ url, instance, origin, prefix, basePath, token, fetch, timeout: this._options.timeout, maxAnswer: this._options.maxAnswer }, {
       hello: (answer) => this._hello(answer),
       tokenDead: (code, message) => this._tokenDead(code, message),
       answered: () => this._answered(),

@@ -423,3 +423,72 @@ test('a server asking for pacing: an empty answer whose cursor moved is pulled o
   const at1001 = server.requests.filter((r) => r.op === 'pull' && r.since?.seq === 1001).length;
   assert.equal(at1001, 1, 'pulled again at once after an answer that did not move the cursor');
 });
+
+test('an endless body from whoever answers at the URL is cut at maxAnswer, not read into memory', async (t) => {
+  // An attack run: a server without the token's keys answered every request with an endless
+  // body, and the client read it all before opening it (690 MiB in Node after 1 s; a crashed
+  // tab in a browser). It now reads at most maxAnswer bytes, refuses the answer unread, and
+  // retries as it does for any answer that does not open.
+  let sent = 0;
+  const hostile = http.createServer((request, response) => {
+    response.writeHead(200, { 'Content-Type': 'text/plain' });
+    const chunk = Buffer.alloc(1 << 16, 120);
+    const more = () => {
+      while (!response.destroyed && response.write(chunk)) sent += chunk.length;
+      if (!response.destroyed) response.once('drain', more);
+    };
+    response.on('close', () => response.removeAllListeners('drain'));
+    more();
+  });
+  await new Promise((resolve) => hostile.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    hostile.closeAllConnections();
+    hostile.close();
+  });
+  const { token } = fakeServer(() => undefined);
+  const client = connectDSN(`http://127.0.0.1:${hostile.address().port}${BASE}`, token,
+    { ...FAST, retryMin: 1000, retryMax: 1000, maxAnswer: 1 << 20, indexedDB: null });
+  t.after(() => client.close());
+  const statuses = [];
+  client.onStatus((status) => statuses.push(status));
+  await waitFor(() => statuses.some((s) => s.code === 'bad_response' && /maxAnswer/.test(s.message)), 'the refused answer');
+  assert.ok(sent < 32 << 20, `${sent} bytes sent into an answer capped at 1 MiB`);
+  const big = http.createServer((request, response) => {
+    response.writeHead(200, { 'Content-Length': String(1e12) });
+    response.write(Buffer.alloc(1000));
+  });
+  await new Promise((resolve) => big.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    big.closeAllConnections();
+    big.close();
+  });
+  const said = connectDSN(`http://127.0.0.1:${big.address().port}${BASE}`, token, { ...FAST, indexedDB: null });
+  t.after(() => said.close());
+  const bigStatuses = [];
+  said.onStatus((status) => bigStatuses.push(status));
+  await waitFor(() => bigStatuses.some((s) => s.code === 'bad_response' && /1000000000000 bytes/.test(s.message)),
+    'a Content-Length over maxAnswer refused before reading');
+});
+
+test('stream: a message announced longer than maxAnswer is refused before its bytes are held', async (t) => {
+  let streams = 0;
+  const server = fakeServer(async (request) => {
+    if (request.op === 'pull' && request.stream && request.since?.seq === 0 && streams++ === 0) {
+      return {
+        async stream({ message, write }) {
+          write(await message(0, { epoch: 'e1', seq: 1, changes: [['t', 'a', { n: 1 }]] }));
+          write(Uint8Array.of(0x7f, 0xff, 0xff, 0xff, 1, 2, 3));  // "2 GiB follow"
+          await new Promise(() => {});
+        },
+      };
+    }
+    return streamHello(request);
+  });
+  const client = connectDSN(`http://127.0.0.1:9${BASE}`, server.token, { ...FAST, stream: true, fetch: server.fetch, maxAnswer: 1 << 20 });
+  const statuses = [];
+  client.onStatus((status) => statuses.push(status));
+  t.after(() => client.close());
+  await client.ready;
+  await waitFor(() => statuses.some((s) => s.code === 'bad_response' && /2147483647 bytes/.test(s.message)), 'the refused message');
+  assert.deepEqual(await client.getAll('t'), { a: { n: 1 } }, 'the message before it was applied');
+});
