@@ -4362,6 +4362,19 @@ class _Engine:
                 result["tables"] = self._visible_tables(state)
         return self._seal(state, nonce, ep, result, b',"changes":[' + b",".join(changes) + b"]", index)
 
+    def _fresh_seq(self):
+        """The seq a reset's first page is taken at.  Where several nodes share the store, this node
+        first reads what the others committed: a first visit sees every write answered before it
+        asked, wherever that write landed (one round trip per reset, none per page after it)."""
+        store = self.store
+        if store.shared:
+            try:
+                store.catch_up()
+            except StoreError:
+                log.warning("cannot catch up with the store before a reset; it is taken at this node's seq",
+                            exc_info=True)
+        return store.seq
+
     def _reset_page(self, state, nonce, ep, nxt):
         """A reset page (PROTOCOL.md: paged in seq order up to the snapshot's seq)."""
         store = self.store
@@ -4377,7 +4390,7 @@ class _Engine:
                 if snap is not None and snap > store.seq:
                     snap = None
         if snap is None:
-            snap, after = store.seq, 0
+            snap, after = self._fresh_seq(), 0
         records, last, more = store.snapshot_page(snap, after, self.page_size, self.view(state))
         with store.lock:
             result = {"reset": True, "epoch": store.epoch, "seq": snap, "sv": store.sv,
@@ -4543,7 +4556,7 @@ class _Engine:
                     if sid is None and new is not None:
                         snap = None
         if snap is None:
-            snap, after, sid = store.seq, 0, (order[0] if order else None)
+            snap, after, sid = self._fresh_seq(), 0, (order[0] if order else None)
         if sid is None:
             records, last, more = b"{}", snap, False
         else:

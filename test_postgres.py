@@ -708,6 +708,44 @@ def test_a_cursor_from_a_node_ahead_is_not_reset(nodes):
     assert b.seq == seq
 
 
+def test_a_first_visit_on_a_lagging_node_sees_every_write_answered_before_it_asked(url):
+    """A CI run: right after a client had every write, fresh pulls on the two workers of one
+    app disagreed: the node whose listener had not caught up yet handed out a reset without the
+    newest rows.  A reset's first page now reads what other nodes committed first."""
+    from conftest import Raw
+    one = DSNSync(port=0, store=PostgresStore(url))
+    lagging = PostgresStore(url)
+    lagging.safety_interval = 60
+    two = DSNSync(port=0, store=lagging)
+    raws = []
+    try:
+        one.define_table("notes", SPEC)
+        one.sync("notes", "n0", {"v": 0})
+        one.start()
+        two.start()
+
+        @two.subscription("all")
+        def everything(ctx, params):
+            return {"notes": True}
+        lagging.catch_up()
+        lagging._stop.set()  # its listener stops: it lags until something asks it to catch up
+        lagging._tailer.join()
+        one.sync("notes", "n1", {"v": 1})
+        assert lagging.seq < one.stats()["seq"]
+        raw = Raw(two.get_url(), two.issue_token(sub="u1"))
+        raws.append(raw)
+        page = raw.ok("pull", since=None, wait=0)
+        assert set(page["records"]["notes"]) == {"n0", "n1"}, page["records"]
+        one.sync("notes", "n2", {"v": 2})
+        page = raw.ok("pull", since=None, subs={"a": {"name": "all", "params": {}}}, wait=0)
+        assert set(page["records"]["notes"]) == {"n0", "n1", "n2"}, page["records"]
+    finally:
+        for raw in raws:
+            raw.close()
+        one.stop()
+        two.stop()
+
+
 def test_without_psycopg_the_module_imports_and_the_error_names_the_extra():
     import subprocess
     script = ("import sys; sys.modules['psycopg'] = None\n"
