@@ -8321,8 +8321,9 @@ class Client:
                     raise _Transient("the answer did not arrive whole within %g s" % (conn.timeout or 60))
                 if sock is not None:
                     sock.settimeout(left)
-                part = response.read1(65536)
+                part = response.read1(65536) if response.length != 0 else b""
                 if not part:
+                    response.close()  # as read() does at the end: the kept-alive connection may send again
                     return b"".join(parts)
                 size += len(part)
                 if size > limit:

@@ -572,3 +572,18 @@ def test_the_python_client_bounds_what_an_answer_without_keys_can_cost(mode):
     finally:
         client.close()
         hostile.close()
+
+
+def test_the_python_client_keeps_its_connection_between_answers_read_in_pieces(make_server, make_client):
+    """Reading an answer in bounded pieces must leave the kept-alive connection ready for the next
+    request (http.client's read1 does not close a finished response, as read() does): else
+    every write after the first failed once and reconnected."""
+    sync = make_server(open_writes=True)
+    client = make_client(sync.get_url(), sync.get_token())
+    assert client.wait_ready(10)
+    client.create("t", "a", {"v": 1})
+    conn = client._write_conn
+    sock = conn.sock
+    for i in range(5):
+        client.update("t", "a", {"v": i})
+    assert client._write_conn is conn and conn.sock is sock, "the write connection was made again"
