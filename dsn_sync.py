@@ -8040,7 +8040,8 @@ def _split_url(url):
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("a sync URL looks like http://host:3000/sync/<instance>, got %r" % (url,))
     at = parts.path.find("/sync/")
-    if at < 0 or not parts.path[at + 6:].strip("/"):
+    instance = parts.path[at + 6:].rstrip("/")
+    if at < 0 or not instance or "/" in instance:
         raise ValueError("the sync URL must end in /sync/<instance> (copy it from get_url()), got %r" % (url,))
     return parts.scheme, parts.hostname, parts.port, parts.path[:at], parts.path[at:].rstrip("/")
 
@@ -8085,6 +8086,7 @@ class Client:
         self._ready = threading.Event()
         self._settled = threading.Event()  # ready, closed, or the feed stopped (_stopped_by): wait_ready returns
         self._stopped_by = None  # the AuthError that stopped the feed (a refused token with no token function)
+        self._no_instance = None  # before the first sync, a 404 on hello: why (wait_ready raises it; the feed retries)
         self._closed = threading.Event()
         self._wake = threading.Event()  # cuts the feed's backoff short: a write got through, or close()
         self._epoch = None  # the server's epoch as last heard (hello, pull), for judging acks
@@ -8111,13 +8113,22 @@ class Client:
         """Block until the first sync is in: True if it is, False on timeout or after close().
 
         Raises the DSNError (``unauthorized`` or ``expired``) that stopped the
-        feed: a refused token with no token function to ask for a fresh one.
+        feed: a refused token with no token function to ask for a fresh one;
+        and ``wrong_url`` when no instance answered at the URL before the first
+        sync (saying whether it is stale or lacks a mount's prefix; the feed
+        keeps trying, and a later call waits again).
         """
         self._settled.wait(timeout)
         if self._ready.is_set():
             return True
         if self._stopped_by is not None:
             raise self._stopped_by
+        if self._no_instance is not None:
+            error, self._no_instance = self._no_instance, None
+            self._settled.clear()
+            if self._ready.is_set() or self._closed.is_set() or self._stopped_by is not None:
+                self._settled.set()  # settled meanwhile: a later call must not wait for it again
+            raise error
         return False
 
     def get_all(self, table):
@@ -8397,6 +8408,9 @@ class Client:
                 continue
             except _Gone:
                 if need_hello:  # 404 on hello itself: a wrong URL (PROTOCOL.md 5: back off, report it)
+                    if not self._ready.is_set() and self._no_instance is None:  # wait_ready raises it, at once
+                        self._no_instance = DSNError(self._wrong_url(), "wrong_url")
+                        self._settled.set()
                     self._set_status("error", "wrong_url")
                     self._pause(backoff)
                     backoff = min(backoff * 2, 30.0)

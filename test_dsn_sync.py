@@ -2281,18 +2281,36 @@ def test_client_recovers_from_clock_offset_and_follows_rotation(server, make_cli
     wait_until(lambda: client.get_all("t") == server.get_all("t"), what="the mirror after 120 writes")
 
 
+def test_a_url_that_is_not_a_sync_url_is_refused_by_connect(server):
+    """The inspector's URL passed the Python client's check, and its first hello then said the
+    server had a new URL; the JS client refuses it at once, as this one now does."""
+    for url in (server.get_url() + "/inspect", server.get_url() + "/x/y", "http://127.0.0.1:1/sync/"):
+        with pytest.raises(ValueError, match=r"must end in /sync/<instance>"):
+            dsn_sync.connect(url, server.get_token())
+
+
 def _wrong_url(sync):
     return "http://127.0.0.1:%d/sync/0000000000000000" % sync.port
 
 
 def test_client_backs_off_and_reports_a_wrong_url(server, make_client):
+    """wait_ready says why at once (a newcomer's wait_ready(4) returned False after 4 s, the reason
+    left for a later write to tell); the feed goes on trying, backed off."""
     statuses = []
     client = make_client(_wrong_url(server), server.get_token(), on_status=lambda s, d: statuses.append(s))
-    assert client.wait_ready(0.7) is False
-    received = server.stats()["bytes_in"]
+    began = time.monotonic()
+    with pytest.raises(dsn_sync.DSNError) as refused:
+        client.wait_ready(30)
+    assert refused.value.code == "wrong_url" and "this instance is not there" in str(refused.value), refused.value
+    assert time.monotonic() - began < 10, "wait_ready waited for its timeout"
+    with pytest.raises(dsn_sync.DSNError, match="this instance is not there"):
+        client.wait_ready(30)  # a later call waits for the feed's next try, which says it again
+    before = server.stats()["bytes_in"]
+    time.sleep(1)
+    received = server.stats()["bytes_in"] - before
     client.close()
-    # a hello frame is a few hundred bytes: a backed-off client sends a handful in 0.7 s
-    assert received < 20000, "the client sent %d bytes of hellos in 0.7 s" % received
+    # a hello frame is a few hundred bytes: a backed-off client sends a handful in a second
+    assert received < 20000, "the client sent %d bytes of hellos in a second" % received
     assert client.status in ("error", "offline") and statuses, "the wrong URL was not reported"
 
 
