@@ -1883,6 +1883,11 @@ class DSNClient {
       this._resolveFirstSync = resolve;
     });
     this._firstSyncDeadline = Date.now() + this._options.firstSyncTimeout;
+    // No instance at the URL (404 on hello): the first sync will not come, so reads stop waiting.
+    this._noInstance = new Promise((resolve) => {
+      this._resolveNoInstance = resolve;
+    });
+    this._warnedNoInstance = false;
     this._epoch = null;            // the server's epoch as last heard (hello, pull, write answers)
     this._serverVersion = null;    // the protocol version the server said in hello ("1.0" when it said none)
     this._stopError = null;        // why the client stopped: what writes queued before reject with
@@ -2175,7 +2180,7 @@ class DSNClient {
       const late = new Promise((resolve) => {
         timer = setTimeout(resolve, left);
       });
-      await Promise.race([this._firstSync, late]);
+      await Promise.race([this._firstSync, late, this._noInstance]);
       clearTimeout(timer);
     }
     if (this._synced || this._stopped) return;
@@ -2250,6 +2255,15 @@ class DSNClient {
   _setStatus(status) {
     const before = this._status;
     this._status = status;
+    if (status.state === 'error' && status.code === 'wrong_url' && !this._synced) {
+      // A first visit's reads answer now (the status says why), and a page that listens to
+      // no status still learns it: the URL is stale, or lacks the mount's prefix.
+      this._resolveNoInstance();
+      if (!this._statusListeners.size && !this._warnedNoInstance) {
+        this._warnedNoInstance = true;
+        console.warn(`dsn-sync: ${status.message} (onStatus reports this and every later status)`);
+      }
+    }
     if (this._leading) this._post({ type: 'status', status });
     if (before.state === status.state && before.code === status.code && !status.reset && !before.reset && !status.blocked) return;
     for (const listener of [...this._statusListeners]) this._deliver(listener, status);

@@ -120,6 +120,34 @@ test('a 401 on a first visit: getAll answers at once (the client has stopped), t
   assert.equal(client._status.code, 'unauthorized');
 });
 
+test('a stale URL on a first visit: getAll answers at once, and a page listening to no status gets a console warning', async (t) => {
+  // A newcomer's page with the quick start's URL from before a restart: getAll waited the
+  // whole firstSyncTimeout, and nothing said why (the client's message went to onStatus,
+  // which the page never registered). The 404 on hello now ends the wait.
+  const stale = shared.url.replace(/\/sync\/[^/]+$/, '/sync/0000000000000000');
+  const warned = [];
+  const warn = console.warn;
+  console.warn = (...args) => warned.push(args.join(' '));
+  t.after(() => {
+    console.warn = warn;
+  });
+  const { token } = await shared.cmd({ cmd: 'mint', claims: {} });
+  const client = connectDSN(stale, token, { firstSyncTimeout: 60000, indexedDB: null });
+  t.after(() => client.close());
+  assert.deepEqual(await within(client.getAll('users'), 10000, 'getAll at a stale URL'), {});
+  assert.equal(client._status.code, 'wrong_url');
+  assert.equal(warned.length, 1, warned.join('\n'));
+  assert.match(warned[0], /dsn-sync: no dsn-sync instance at .*this instance is not there/);
+  // With a status listener, the page hears it there instead
+  const heard = [];
+  const listened = connectDSN(stale, token, { firstSyncTimeout: 60000, indexedDB: null });
+  t.after(() => listened.close());
+  listened.onStatus((status) => heard.push(status));
+  await within(listened.getAll('users'), 10000, 'getAll at a stale URL, listened');
+  assert.ok(heard.some((status) => status.code === 'wrong_url'));
+  assert.equal(warned.length, 1, 'no second warning');
+});
+
 test('a stored cursor (a reload): getAll answers at once from IndexedDB, with the server up and with it down', { skip: IDBFactory ? false : 'fake-indexeddb is not installed (npm install)' }, async () => {
   const fixture = await startFixture();
   await fixture.cmd({ cmd: 'sync', table: 'users', key: 'u1', data: { name: 'Stored' } });
