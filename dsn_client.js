@@ -1396,6 +1396,28 @@ function parseSyncUrl(url) {
   return { origin: parsed.origin, prefix: parsed.pathname.slice(0, at), basePath, instance };
 }
 
+/** JSON.stringify's replacer for a record: what JSON would change silently is refused, as
+ * the server refuses it (NaN and Infinity would become null, a Map or a Set {}, a typed
+ * array an object of indexes, a function would vanish). A Date goes as its ISO text and an
+ * undefined field is left out, as JSON has them. */
+function wireValue(name, value) {
+  const where = name === '' ? 'the record' : `field ${JSON.stringify(name)}`;
+  if (typeof value === 'number' && !Number.isFinite(value)) {
+    throw new Error(`${where} is ${value}, which JSON cannot carry (it would arrive as null)`);
+  }
+  if (typeof value === 'function' || typeof value === 'symbol') {
+    throw new Error(`${where} is a ${typeof value}, which JSON cannot carry (it would vanish)`);
+  }
+  if (value instanceof Map || value instanceof Set || value instanceof WeakMap || value instanceof WeakSet) {
+    throw new Error(`${where} is a ${value.constructor.name}, which JSON cannot carry (it would arrive as {}): ` +
+      'pass Object.fromEntries(map) or [...set]');
+  }
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
+    throw new Error(`${where} is binary (${value.constructor.name}), which JSON cannot carry: encode it, as base64 text say`);
+  }
+  return value;
+}
+
 function isPlainObject(value) {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
@@ -2291,7 +2313,7 @@ class DSNClient {
       if (!isPlainObject(data)) return Promise.reject(new DSNError('invalid', `${op}(table, key, data): data must be an object, not ${JSON.stringify(data)}`));
       try {
         // JSON now, so that a value the wire cannot carry fails here and not in the sender.
-        entry.data = JSON.parse(JSON.stringify(data));
+        entry.data = JSON.parse(JSON.stringify(data, wireValue));
       } catch (error) {
         return Promise.reject(new DSNError('invalid', `${op}(table, key, data): data is not JSON: ${error.message}`));
       }

@@ -118,6 +118,12 @@ test('every refusal rejects with its DSNError code, and the optimistic change is
   await assert.rejects(client.create('users', 'x'.repeat(257), {}), isCode('invalid'));
   await assert.rejects(client.create('users', 'k', null), isCode('invalid'));
   await assert.rejects(client.create('users', 'k', { user_id: 'other' }), isCode('invalid'));
+  // What JSON would change silently (a newcomer's NaN arrived as null, a Map as {}), refused
+  for (const [value, said] of [[NaN, /"n" is NaN/], [Infinity, /"n" is Infinity/], [new Map([['a', 1]]), /Map.*Object.fromEntries/],
+    [new Set([1]), /Set/], [() => 1, /"n" is a function/], [new Uint8Array(2), /binary \(Uint8Array\)/]]) {
+    await assert.rejects(client.create('users', 'k', { n: value }), (e) => isCode('invalid')(e) && said.test(e.message), String(value));
+  }
+  await assert.rejects(client.update('users', 'k', { deep: { list: [1, -Infinity] } }), (e) => isCode('invalid')(e) && /"1" is -Infinity/.test(e.message));
   assert.deepEqual(client.pending(), []);
 });
 
