@@ -8583,6 +8583,17 @@ class Client:
     def _write(self, op, table, key, data):
         m = {"op": op, "table": table, "key": key, "mid": b64u_encode(os.urandom(12))}
         if data is not None:
+            try:
+                _json_checked(data)
+            except RecursionError:
+                raise DSNError("%s(%r, %r, data): data nests deeper than %d levels" % (op, table, key, MAX_DEPTH),
+                               "invalid")
+            except (TypeError, ValueError) as e:
+                if isinstance(e, ValueError) and "Out of range float" in str(e):
+                    raise DSNError("%s(%r, %r, data): data holds NaN or Infinity, which JSON has no value for: "
+                                   "send None or a string instead" % (op, table, key), "invalid")
+                raise DSNError("%s(%r, %r, data): data is not JSON: %s. Convert the value first (str() or "
+                               ".isoformat() a datetime, list() a set)" % (op, table, key, e), "invalid")
             m["data"] = data
         answer, answer_epoch = self._send_write(op, m)
         if not answer.get("ok"):

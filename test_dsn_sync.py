@@ -2451,3 +2451,16 @@ def test_a_failing_store_is_a_503_that_is_not_remembered(make_server, make_raw, 
     finally:
         db.execute("PRAGMA query_only = 0")
     raw.err("update", "not_found", table="items", key="missing", data={"v": 1}, mid="m1")
+
+
+def test_python_client_writes_of_values_json_has_not_say_what_and_how(server, make_client):
+    """A newcomer's create(..., {'name': datetime.now()}) raised json's bare TypeError, and NaN its
+    bare ValueError; now a DSNError with code invalid names the write and what to send instead."""
+    import datetime
+    client = make_client(server.get_url(), server.get_token())
+    for data, said in (({"name": datetime.datetime(2026, 1, 2)}, r"create\('t', 'k', data\): data is not JSON: .*datetime.*"
+                                                                 r"isoformat"),
+                       ({"n": float("nan")}, r"NaN or Infinity"), ({"s": {1, 2}}, r"list\(\) a set")):
+        with pytest.raises(dsn_sync.DSNError, match=said) as refused:
+            client.create("t", "k", data)
+        assert refused.value.code == "invalid"
