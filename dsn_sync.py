@@ -7373,6 +7373,7 @@ class DSNSync:
         self._app_file = sys._getframe(1).f_code.co_filename  # names the app for _claim_one_process
         self._warned_url = False  # get_url() without base on a mounted server: said once
         self._served = False  # listened on a port, or made a door (asgi_app/wsgi_app): _unserved_urls() stays quiet
+        self._mounted = False  # made a door: get_url() without base names no address of this server's
         self._url_given = None  # the URL get_url() without base first gave, for _unserved_urls() at exit
         self._server_options = dict(max_connections=max_connections, max_body=max_body,
                                     allow_origins=allow_origins, idle_timeout=idle_timeout,
@@ -7415,7 +7416,7 @@ class DSNSync:
                                  self._ssl_context, ipv6=":" in self.host, **self._server_options)
             except OSError as e:
                 raise OSError(e.errno, "dsn-sync cannot listen on %s:%s: %s%s"
-                              % (self.host, self.port, e.strerror or e, _listen_hint(e, self.host)))
+                              % (self.host, self.port, e.strerror or e, _listen_hint(e, self.host))) from None
             self._server = server
             self._served = True
             self.port = server.server_address[1]
@@ -7578,7 +7579,7 @@ class DSNSync:
         then a handler that has proved quick may run on the loop too (see
         ``_ASGILanes``; for handlers that never block: no I/O, no locks).
         """
-        self._served = True
+        self._served = self._mounted = True
         return _ASGIDoor(self, inline_handlers)
 
     def wsgi_app(self, max_wait=10, poll=2.0, max_held=8):
@@ -7599,7 +7600,7 @@ class DSNSync:
         # as it loads (gunicorn stops with "Worker failed to boot"), instead of answering 500.
         with self._lock:
             self._claim_process()
-        self._served = True
+        self._served = self._mounted = True
         return _WSGIDoor(self, max_wait, poll, max_held)
 
     # -- addresses and tokens -------------------------------------------------
@@ -7618,7 +7619,7 @@ class DSNSync:
             if not isinstance(base, str) or not base.startswith(("http://", "https://", "/")):
                 raise ValueError("base must be an absolute URL or path such as 'https://example.com/dsn', got %r" % (base,))
             return base.rstrip("/") + self._engine.base
-        if self._running and self._server is None and not self._warned_url:
+        if (self._running or self._mounted) and self._server is None and not self._warned_url:
             self._warned_url = True  # once: a page may call it per request
             log.warning("get_url() without base names %s:%s, where this mounted server (no port of its own) does "
                         "not listen: pass the public address of the mount, get_url('https://example.com/dsn')",

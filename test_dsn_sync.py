@@ -2464,3 +2464,34 @@ def test_python_client_writes_of_values_json_has_not_say_what_and_how(server, ma
         with pytest.raises(dsn_sync.DSNError, match=said) as refused:
             client.create("t", "k", data)
         assert refused.value.code == "invalid"
+
+
+def test_get_url_without_base_warns_once_a_mount_exists_even_before_its_first_request(caplog):
+    """A newcomer's FastAPI app mounted asgi_app() without the recipe's lifespan: the engine starts
+    at the first request, so get_url() called before it named 127.0.0.1:3000, where nothing
+    listens, and said nothing.  It now warns once the app has made a door."""
+    sync = dsn_sync.DSNSync(port=0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="dsn_sync"):
+            sync.get_url()
+            assert "get_url() without base" not in caplog.text, "a server that will listen on its own port"
+            sync.asgi_app()
+            sync.get_url()
+            sync.get_url()
+        assert caplog.text.count("get_url() without base") == 1, caplog.text
+        assert sync.get_url("https://example.com/dsn").startswith("https://example.com/dsn/sync/")
+    finally:
+        sync.stop()
+
+
+def test_a_taken_port_is_one_clear_error_without_a_chained_traceback():
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        sync = dsn_sync.DSNSync(host="127.0.0.1", port=holder.getsockname()[1])
+        with pytest.raises(OSError, match="dsn-sync cannot listen on 127.0.0.1:%d" % holder.getsockname()[1]) as refused:
+            sync.start()
+        assert refused.value.__suppress_context__ and refused.value.__cause__ is None, "the socket's error chained"
+    finally:
+        holder.close()
