@@ -7191,8 +7191,14 @@ def _open_store(db_connection_string):
         if unknown:
             raise ValueError("unknown option(s) %s in %r (known: synchronous)" % (unknown, db_connection_string))
         return SQLiteStore(path, **options)
-    raise ValueError("unsupported db_connection_string %r: use None (in memory), sqlite:///path/to/dsn.db "
-                     "or postgresql://user:password@host:5432/dbname" % (db_connection_string,))
+    hint = ""
+    if db_connection_string.startswith("sqlite:/"):
+        hint = " (a SQLite URL has three slashes before a relative path: sqlite:///dsn.db; four before an absolute one)"
+    elif "://" not in db_connection_string:
+        hint = " (for a SQLite file at that path: sqlite:///%s)" % db_connection_string
+    raise ValueError("unsupported db_connection_string %r%s: use sqlite:///path/to/dsn.db, "
+                     "postgresql://user:password@host:5432/dbname, or nothing for the in-memory store (None; on the "
+                     "command line, leave out --db)" % (db_connection_string, hint))
 
 
 def _tls_context(certfile, keyfile):

@@ -2495,3 +2495,13 @@ def test_a_taken_port_is_one_clear_error_without_a_chained_traceback():
         assert refused.value.__suppress_context__ and refused.value.__cause__ is None, "the socket's error chained"
     finally:
         holder.close()
+
+
+@pytest.mark.parametrize("given, said", [
+    ("dsn.db", r"for a SQLite file at that path: sqlite:///dsn\.db"),
+    ("sqlite://dsn.db", r"three slashes before a relative path"),
+    ("mysql://x", r"leave out --db"),
+])
+def test_a_db_connection_string_it_cannot_use_says_what_would_work(given, said):
+    with pytest.raises(ValueError, match=said):
+        dsn_sync.DSNSync(port=0, db_connection_string=given)
