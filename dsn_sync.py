@@ -4119,6 +4119,8 @@ class _Engine:
     max_subscriptions = 64  # subscriptions one pull may hold
     max_cached_params = 1024  # characters of (name, params) above which a subscription is not cached per token
     max_held_routes = 200000  # routes of the resolved subscription sets kept for reuse (_held), all tokens together
+    max_held_text = 16 << 20  # ... and characters of their values and keys: a value may be 1,000 characters long
+    max_token_subs_text = 8192  # characters of (name, params) one token's resolved subscriptions keep
 
     def __init__(self, keyring, store, rotate_every=100, page_size=5000, max_batch=1000, max_record=1 << 20,
                  max_nonces=1000000):
@@ -4140,6 +4142,7 @@ class _Engine:
         self._unknown_subs = set()  # unknown subscription names already logged (at most 64)
         self._held_sets = {}  # see _held()
         self._held_routes = 0  # their routes, counted against max_held_routes
+        self._held_text = 0  # and the characters of those routes' values, against max_held_text
         self._held_lock = threading.Lock()
         self.any_table = False  # the quick server's development mode: writes to any table, no handler needed
         self.max_tables = 1000  # DSNSync's max_tables: also for the tables such writes create
@@ -4420,7 +4423,7 @@ class _Engine:
             if filters is None:
                 filters = self._compile_sub(state, sid, name, params)
                 if len(ck) <= self.max_cached_params:  # a token's cache is kept small, whatever its clients send
-                    if len(cache) >= 256:
+                    if len(cache) >= 256 or sum(map(len, cache)) + len(ck) > self.max_token_subs_text:
                         cache.clear()
                     cache[ck] = filters
                 else:
@@ -4520,15 +4523,21 @@ class _Engine:
             found = _Subscriptions([(h, subs[h]) for h, _ in key])
             if getattr(subs, "fresh", None) and any(h in subs.fresh for h, _ in key):
                 return found
-            size = 1 + sum(len(f.keys) if f.keys is not None else sum(map(len, f.fields.values()))
-                           for _, filters in found.items for f in filters.values())
-            if size <= self.max_held_routes:
+            size, text = 1, 0
+            for _, filters in found.items:
+                for f in filters.values():
+                    for values in ((f.keys,) if f.keys is not None else f.fields.values()):
+                        size += len(values)
+                        text += sum(map(len, values))
+            if size <= self.max_held_routes and text <= self.max_held_text:
                 with self._held_lock:
-                    if self._held_routes + size > self.max_held_routes or len(self._held_sets) >= 4096:
+                    if (self._held_routes + size > self.max_held_routes or self._held_text + text > self.max_held_text
+                            or len(self._held_sets) >= 4096):
                         self._held_sets.clear()
-                        self._held_routes = 0
+                        self._held_routes = self._held_text = 0
                     self._held_sets[key] = found
                     self._held_routes += size
+                    self._held_text += text
         return found
 
     def _sub_page(self, state, nonce, ep, subs, nxt, new):

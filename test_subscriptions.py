@@ -1043,6 +1043,35 @@ def test_kept_subscription_sets_are_bounded_by_all_their_values(server, make_raw
     assert 0 < values <= 500, "%d filter values kept in %d sets" % (values, len(engine._held_sets))
 
 
+def test_kept_subscriptions_are_bounded_by_the_text_of_their_values_not_only_their_count(server, make_raw):
+    """An attack run: one token named 64 new subscriptions per pull, each a room of about 930
+    characters (under the 1,024 that are cached), and held them all: the kept sets counted
+    200,000 values whatever their length, and the server grew by 350 MB in 20 s.  Kept sets
+    are now bounded by their values' characters too, and one token's resolved
+    subscriptions by the characters of their (name, params)."""
+    sync = server()
+    fill(sync, ["lobby"])
+    engine = sync._engine
+    engine.max_held_text = 200000
+    mallory = sync.issue_token(sub="mallory", read=["messages", "rooms"])
+    raw = make_raw(sync, mallory)
+    for pull in range(20):
+        subs = {"s%d" % i: room_sub("%02d-%02d-" % (pull, i) + "x" * 900) for i in range(64)}
+        m = Mirror(raw, subs)
+        m.reset()
+        m.pull(0)
+        assert engine._held_text <= 200000
+        kept = sum(len(v) for held in engine._held_sets.values() for _, filters in held.items
+                   for f in filters.values() for values in ((f.keys,) if f.keys is not None else f.fields.values())
+                   for v in values)
+        assert kept <= 200000, "%d characters of values kept" % kept
+    cache = sync._engine.keyring.resolve(mallory.split(".")[1]).subs
+    assert sum(map(len, cache)) <= engine.max_token_subs_text, "%d characters cached for one token" % sum(map(len, cache))
+    sync.sync("messages", "late", {"room": "19-63-" + "x" * 900, "n": 1})
+    m.pull(0)  # whatever the caches dropped, the changes still come
+    assert ("messages", "late") in m.rows
+
+
 def test_a_bad_filter_built_from_params_logs_a_short_line(server, make_raw, caplog):
     # The app's function puts the client's value into its filter; a value no filter can hold is
     # the app's bug, logged, and the client chose its size.
