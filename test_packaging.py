@@ -94,6 +94,25 @@ print('py38 ok')
     assert out.returncode == 0 and "py38 ok" in out.stdout, out.stdout + out.stderr
 
 
+def test_the_core_suite_passes_on_python_3_8(tmp_path):
+    """vermin reads the syntax and the standard-library names; this runs test_dsn_sync.py (the
+    protocol, the engine, both stores in one process, the Python client) on a real 3.8, in a venv
+    of its own with pytest, so a call that behaves differently there fails here."""
+    py38 = _python38()
+    if py38 is None:
+        if os.environ.get("CI"):
+            pytest.fail("no python3.8 on the CI machine: the core suite did not run on 3.8")
+        pytest.skip("LOUD SKIP: no python3.8 on this machine - the core suite was not run on 3.8 here")
+    subprocess.run([py38, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=300)
+    py = str(tmp_path / "venv" / "bin" / "python")
+    install = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest"],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    out = subprocess.run([py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "test_dsn_sync.py"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0 and " passed" in out.stdout, out.stdout[-3000:] + out.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def installed_wheel(tmp_path_factory):
     """Build the wheel with pip and install it into a fresh venv; yields that venv's python."""
