@@ -4652,8 +4652,12 @@ class _Engine:
         try:
             # On PostgreSQL the key's lock on this node comes first, before the mid's hold leases
             # a connection: writes queued behind one key's slow handler hold no connection each.
-            with (store.hold_first(("key", table, key)) if store.shared and type(table) is str and type(key) is str
-                  else _NO_HOLD):
+            # Only for a write the request alone does not refuse: a token that may not write
+            # there is answered at once, never queued behind another user's key.
+            first = (store.shared and type(table) is str and type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH
+                     and (state.write is None or table in state.write) and table in store.tables
+                     and ((table, m.get("op")) in self.handlers or self.any_table))
+            with store.hold_first(("key", table, key)) if first else _NO_HOLD:
                 return self._write_held(state, m, mid, view)
         except StoreError:
             # Not the write's answer: nothing was applied, nothing is remembered, and a retry

@@ -369,6 +369,13 @@ def test_writes_queued_behind_one_users_slow_key_leave_the_hold_connections_to_o
         time.sleep(0.5)  # the other three reach the key's hold and wait there
         status, answer = alice.call("update", table="notes", key="alice", data={"v": 1}, mid="a1")
         assert status == 200 and answer["ok"], (status, answer)
+        # a write the request alone refuses is answered at once, not queued behind mallory's key
+        reader = Raw(sync.get_url(), sync.issue_token(sub="reader", write=()))
+        raws.append(reader)
+        status, answer = reader.call("update", table="notes", key="mallory", data={"v": 9}, mid="r1")
+        assert status == 200 and answer["error"]["code"] == "forbidden", (status, answer)
+        status, answer = alice.call("update", table="nope", key="mallory", data={"v": 9}, mid="a2")
+        assert status == 200 and answer["error"]["code"] == "forbidden", (status, answer)  # rights come first
         assert not release.is_set() and len(answers) == 0, "alice's write went through while mallory's queue waited"
         release.set()
         for writer in writers:
