@@ -422,7 +422,8 @@ def open_response(s2c, request_nonce, body):
 class _TokenState:
     """What the server keeps per kid after the first successful open: claims and traffic keys."""
 
-    __slots__ = ("kid", "claims", "jti", "c2s", "s2c", "read", "write", "sub", "exp", "view", "subs", "owner")
+    __slots__ = ("kid", "claims", "jti", "c2s", "s2c", "read", "write", "sub", "exp", "view", "subs", "subs_text",
+                 "owner")
 
     def __init__(self, kid, claims, token_secret):
         self.kid = kid
@@ -438,6 +439,7 @@ class _TokenState:
         self.write = _rights(claims.get("write", "*"))
         self.view = None
         self.subs = None  # {name + params JSON: resolved filters}, filled by _Engine._resolve_subs
+        self.subs_text = 0  # the characters of its keys, counted in the engine's total
 
 
 def _rights(value):
@@ -456,6 +458,7 @@ class Keyring:
     """
 
     cache_size = 10000  # distinct live tokens whose keys stay precomputed
+    evicted = None  # called with a state the cache lets go of (the engine counts what states hold)
 
     def __init__(self, secret):
         self.secret = _parse_secret(secret)
@@ -498,7 +501,9 @@ class Keyring:
         with self._lock:
             self._cache[kid] = state
             if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+                _, gone = self._cache.popitem(last=False)
+                if self.evicted is not None:
+                    self.evicted(gone)
         return state
 
 
@@ -4120,11 +4125,13 @@ class _Engine:
     max_cached_params = 1024  # characters of (name, params) above which a subscription is not cached per token
     max_held_routes = 200000  # routes of the resolved subscription sets kept for reuse (_held), all tokens together
     max_held_text = 16 << 20  # ... and characters of their values and keys: a value may be 1,000 characters long
-    max_token_subs_text = 8192  # characters of (name, params) one token's resolved subscriptions keep
+    max_token_subs_text = 64 << 10  # characters of (name, params) one token keeps resolved: one full pull's
+    max_subs_text = 32 << 20  # ... and all tokens together; past it, subscriptions are resolved for each pull
 
     def __init__(self, keyring, store, rotate_every=100, page_size=5000, max_batch=1000, max_record=1 << 20,
                  max_nonces=1000000):
         self.keyring = keyring
+        keyring.evicted = self._forget_token
         self.store = store
         self.base = "/sync/" + keyring.instance
         if store.shared and rotate_every:
@@ -4143,6 +4150,7 @@ class _Engine:
         self._held_sets = {}  # see _held()
         self._held_routes = 0  # their routes, counted against max_held_routes
         self._held_text = 0  # and the characters of those routes' values, against max_held_text
+        self._subs_text = 0  # characters of the tokens' cached (name, params), against max_subs_text
         self._held_lock = threading.Lock()
         self.any_table = False  # the quick server's development mode: writes to any table, no handler needed
         self.max_tables = 1000  # DSNSync's max_tables: also for the tables such writes create
@@ -4422,14 +4430,34 @@ class _Engine:
             filters = cache.get(ck)
             if filters is None:
                 filters = self._compile_sub(state, sid, name, params)
-                if len(ck) <= self.max_cached_params:  # a token's cache is kept small, whatever its clients send
-                    if len(cache) >= 256 or sum(map(len, cache)) + len(ck) > self.max_token_subs_text:
-                        cache.clear()
-                    cache[ck] = filters
-                else:
+                if not self._cache_sub(state, cache, ck, filters):
                     resolved.fresh.add(sid)
             resolved[sid] = filters
         return resolved
+
+    def _cache_sub(self, state, cache, ck, filters):
+        """Keep ``filters`` in the token's cache under ``ck``, if short enough and within the budgets
+        (a token's, and all tokens'): whatever its clients send, memory stays bounded.  False: not kept."""
+        size = len(ck)
+        if size > self.max_cached_params:
+            return False
+        with self._held_lock:
+            if len(cache) >= 256 or state.subs_text + size > self.max_token_subs_text:
+                self._subs_text -= state.subs_text
+                cache.clear()
+                state.subs_text = 0
+            if self._subs_text + size > self.max_subs_text:
+                return False
+            cache[ck] = filters
+            state.subs_text += size
+            self._subs_text += size
+        return True
+
+    def _forget_token(self, state):
+        """The keyring let go of ``state``: its resolved subscriptions no longer count."""
+        with self._held_lock:
+            self._subs_text -= state.subs_text
+            state.subs_text = 0
 
     def _compile_sub(self, state, sid, name, params):
         """Call the app's subscription function and turn its answer into filters; _SubRefused if it says no."""
