@@ -8087,7 +8087,7 @@ def _split_url(url):
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("a sync URL looks like http://host:3000/sync/<instance>, got %r" % (url,))
-    at = parts.path.find("/sync/")
+    at = parts.path.rfind("/sync/")  # a mount's prefix may hold /sync/ too
     instance = parts.path[at + 6:].rstrip("/")
     if at < 0 or not instance or "/" in instance:
         raise ValueError("the sync URL must end in /sync/<instance> (copy it from get_url()), got %r" % (url,))
@@ -8332,8 +8332,9 @@ class Client:
         sent = time.time()
         try:
             conn.request("POST", self._prefix + path, body=frame, headers={"Content-Type": "text/plain"})
+            sock = conn.sock  # an answer with Connection: close takes it from conn, yet is read from it
             response = conn.getresponse()
-            data = self._read_answer(conn, response, time.monotonic() + (conn.timeout or 60))
+            data = self._read_answer(conn, sock, response, time.monotonic() + (conn.timeout or 60))
         except (OSError, self._http.HTTPException) as e:
             conn.close()
             raise _Transient("network: %s" % (e,))
@@ -8359,7 +8360,7 @@ class Client:
             raise _Clock("clock adjusted")
         return answer
 
-    def _read_answer(self, conn, response, deadline):
+    def _read_answer(self, conn, sock, response, deadline):
         """An answer's body, read within ``deadline`` as a whole and at most ``max_answer`` bytes.
 
         Nothing is authenticated before it is read, so whoever answers at the

@@ -2287,6 +2287,8 @@ def test_a_url_that_is_not_a_sync_url_is_refused_by_connect(server):
     for url in (server.get_url() + "/inspect", server.get_url() + "/x/y", "http://127.0.0.1:1/sync/"):
         with pytest.raises(ValueError, match=r"must end in /sync/<instance>"):
             dsn_sync.connect(url, server.get_token())
+    # a mount whose prefix holds /sync/ (app.mount('/sync', ...)): the last /sync/ starts the path
+    assert dsn_sync._split_url("https://h.example/sync/sync/00aa") == ("https", "h.example", None, "/sync", "/sync/00aa")
 
 
 def _wrong_url(sync):
