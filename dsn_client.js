@@ -1387,7 +1387,7 @@ function parseSyncUrl(url) {
   } catch {
     parsed = null;
   }
-  const at = parsed ? parsed.pathname.indexOf('/sync/') : -1;
+  const at = parsed ? parsed.pathname.lastIndexOf('/sync/') : -1;  // a mount's prefix may hold /sync/ too
   const basePath = at < 0 ? '' : parsed.pathname.slice(at).replace(/\/+$/, '');
   const instance = basePath.slice('/sync/'.length);
   if (!parsed || !/^https?:$/.test(parsed.protocol) || !instance || instance.includes('/')) {
@@ -1401,9 +1401,13 @@ function parseSyncUrl(url) {
  * array an object of indexes, a function would vanish). A Date goes as its ISO text and an
  * undefined field is left out, as JSON has them. */
 function wireValue(name, value) {
-  const where = name === '' ? 'the record' : `field ${JSON.stringify(name)}`;
-  if (typeof value === 'number' && !Number.isFinite(value)) {
+  const where = name === '' ? 'the record' : Array.isArray(this) ? `item ${name}` : `field ${JSON.stringify(name)}`;
+  const given = this[name]; // before its toJSON: a Date, a Buffer
+  if ((typeof value === 'number' || value instanceof Number) && !Number.isFinite(Number(value))) {
     throw new Error(`${where} is ${value}, which JSON cannot carry (it would arrive as null)`);
+  }
+  if (given instanceof Date && Number.isNaN(given.getTime())) {
+    throw new Error(`${where} is an invalid Date, which JSON cannot carry (it would arrive as null)`);
   }
   if (typeof value === 'function' || typeof value === 'symbol') {
     throw new Error(`${where} is a ${typeof value}, which JSON cannot carry (it would vanish)`);
@@ -1412,8 +1416,10 @@ function wireValue(name, value) {
     throw new Error(`${where} is a ${value.constructor.name}, which JSON cannot carry (it would arrive as {}): ` +
       'pass Object.fromEntries(map) or [...set]');
   }
-  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
-    throw new Error(`${where} is binary (${value.constructor.name}), which JSON cannot carry: encode it, as base64 text say`);
+  const binary = [value, given].find((v) => ArrayBuffer.isView(v) || v instanceof ArrayBuffer
+    || (typeof SharedArrayBuffer === 'function' && v instanceof SharedArrayBuffer));
+  if (binary) {
+    throw new Error(`${where} is binary (${binary.constructor.name}), which JSON cannot carry: encode it, as base64 text say`);
   }
   return value;
 }
@@ -2277,6 +2283,12 @@ class DSNClient {
   _setStatus(status) {
     const before = this._status;
     this._status = status;
+    if (before.code === 'wrong_url' && status.code !== 'wrong_url') {
+      // Past it (hello answered after all): a first visit's reads wait for the first sync again.
+      this._noInstance = new Promise((resolve) => {
+        this._resolveNoInstance = resolve;
+      });
+    }
     if (status.state === 'error' && status.code === 'wrong_url' && !this._synced) {
       // A first visit's reads answer now (the status says why), and a page that listens to
       // no status still learns it: the URL is stale, or lacks the mount's prefix.

@@ -120,10 +120,11 @@ test('every refusal rejects with its DSNError code, and the optimistic change is
   await assert.rejects(client.create('users', 'k', { user_id: 'other' }), isCode('invalid'));
   // What JSON would change silently (a newcomer's NaN arrived as null, a Map as {}), refused
   for (const [value, said] of [[NaN, /"n" is NaN/], [Infinity, /"n" is Infinity/], [new Map([['a', 1]]), /Map.*Object.fromEntries/],
-    [new Set([1]), /Set/], [() => 1, /"n" is a function/], [new Uint8Array(2), /binary \(Uint8Array\)/]]) {
+    [new Set([1]), /Set/], [() => 1, /"n" is a function/], [new Uint8Array(2), /binary \(Uint8Array\)/],
+    [new Date(NaN), /"n" is an invalid Date/], [new Number(NaN), /"n" is NaN/], [Buffer.from('ab'), /binary \(Buffer\)/]]) {
     await assert.rejects(client.create('users', 'k', { n: value }), (e) => isCode('invalid')(e) && said.test(e.message), String(value));
   }
-  await assert.rejects(client.update('users', 'k', { deep: { list: [1, -Infinity] } }), (e) => isCode('invalid')(e) && /"1" is -Infinity/.test(e.message));
+  await assert.rejects(client.update('users', 'k', { deep: { list: [1, -Infinity] } }), (e) => isCode('invalid')(e) && /item 1 is -Infinity/.test(e.message));
   assert.deepEqual(client.pending(), []);
 });
 
@@ -317,6 +318,10 @@ test('wrong URL: a mount prefix left out (the app answers 404 there) is named as
 test('bad arguments fail at once with DSNError', () => {
   assert.throws(() => connectDSN('http://127.0.0.1:1/nothing', shared.token), isCode('bad_url'));
   assert.throws(() => connectDSN('not a url', shared.token), isCode('bad_url'));
+  assert.throws(() => connectDSN(`${shared.url}/inspect`, shared.token), isCode('bad_url'));
+  // a mount whose prefix holds /sync/ (app.mount('/sync', ...)): the last /sync/ starts the path
+  assert.deepEqual(_internals.parseSyncUrl('https://h.example/sync/sync/00aa'),
+    { origin: 'https://h.example', prefix: '/sync', basePath: '/sync/00aa', instance: '00aa' });
   assert.throws(() => connectDSN(shared.url, 'dsn1.nope'), isCode('bad_token'));
   assert.throws(() => connectDSN(shared.url, 42), isCode('bad_token'));
 });
