@@ -96,8 +96,8 @@ print('py38 ok')
 
 def test_the_core_suite_passes_on_python_3_8(tmp_path):
     """vermin reads the syntax and the standard-library names; this runs test_dsn_sync.py (the
-    protocol, the engine, both stores in one process, the Python client) on a real 3.8, in a venv
-    of its own with pytest, so a call that behaves differently there fails here."""
+    protocol, the engine, every store, PostgreSQL's through the optional extra, the Python
+    client) on a real 3.8, in a venv of its own, so a call that behaves differently there fails here."""
     py38 = _python38()
     if py38 is None:
         if os.environ.get("CI"):
@@ -105,8 +105,8 @@ def test_the_core_suite_passes_on_python_3_8(tmp_path):
         pytest.skip("LOUD SKIP: no python3.8 on this machine - the core suite was not run on 3.8 here")
     subprocess.run([py38, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=300)
     py = str(tmp_path / "venv" / "bin" / "python")
-    install = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest"],
-                             capture_output=True, text=True, timeout=600)
+    install = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "pytest",
+                              "psycopg[binary]>=3.2"], capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stdout + install.stderr
     out = subprocess.run([py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "test_dsn_sync.py"], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
