@@ -717,6 +717,7 @@ _ABSENT = object()  # a field the record does not have
 _UNINDEXED = object()  # a field whose value is a list or an object: no filter value equals it
 _SUB_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _DROPPED = object()  # an older state of a row whose JSON is no longer kept (Entry.prev)
+_UNSEEN = object()  # states this node may not have seen (Entry.prev): another node's changes it caught up past
 _HISTORY = 4  # states of a subscribed row kept before its current one
 
 
@@ -1512,7 +1513,8 @@ class MemoryStore:
         old = self._vals_of(entry) if entry.data is not None else None
         # Its states before this change, newest first: the newest keeps its JSON, the
         # older ones (up to _HISTORY) only their value keys, enough for equality filters.
-        older = [(s, _DROPPED if d is not None else None, v) for s, d, v in (entry.prev or ())[:_HISTORY - 1]]
+        older = [(s, _DROPPED if d is not None and d is not _UNSEEN else d, v)
+                 for s, d, v in (entry.prev or ())[:_HISTORY - 1]]
         entry.prev = [(entry.seq, entry.data, old)] + older
         new = _vals_of_data(record, fields) if record is not None else None
         entry.vals = new
@@ -1747,6 +1749,8 @@ class MemoryStore:
         _, data, vals = state
         if data is None:
             return False
+        if data is _UNSEEN:
+            return True  # unknown at that cursor: tell it the row left, to be safe
         if data is _DROPPED:  # only value keys are left of that state
             return any(f.kind != "eq" or any(field not in (vals or {}) for field in f.fields)
                        or f.matches(self, entry, b"{}", vals) for _, f in held)
@@ -3132,6 +3136,7 @@ class PostgresStore(MemoryStore):
     def _absorb_records(self, records):
         data_of = self._data
         self._absorbing = True
+        start = self.seq
         try:
             for table, key, seq, text in records:
                 rows = data_of.get(table)
@@ -3143,6 +3148,12 @@ class PostgresStore(MemoryStore):
                     stored = text.encode("utf-8")
                     shape = _shape(json.loads(text))
                 self._put(rows, table, key, rows.get(key), stored, seq, shape)
+                entry = rows.get(key)
+                if seq > start + 1 and entry is not None and entry.prev is not None:
+                    # dsn_records keeps a key's latest state only: between this node's seq and this
+                    # one, other nodes may have given the row states this node never saw, and a
+                    # client whose cursor lies there (served by one of them) may hold one.
+                    entry.prev.insert(0, (start + 1, _UNSEEN, None))
         finally:
             self._absorbing = False
 

@@ -753,6 +753,48 @@ def test_a_first_visit_on_a_lagging_node_sees_every_write_answered_before_it_ask
         two.stop()
 
 
+def test_a_node_that_caught_up_past_a_rows_middle_state_still_tells_its_departure(url):
+    """Review: PostgreSQL keeps a key's latest state only, so a node that caught up two changes of a
+    row in one step knew nothing of the middle one; a client whose cursor lay between them (served
+    by the other node) held the row through a subscription, yet got no departure when it left."""
+    from conftest import Raw
+    one = DSNSync(port=0, store=PostgresStore(url))
+    lagging = PostgresStore(url)
+    lagging.safety_interval = 60
+    two = DSNSync(port=0, store=lagging)
+    raws = []
+    try:
+        one.define_table("messages", SPEC)
+        one.sync("messages", "m0", {"room": "dev"})
+        one.start()
+        two.start()
+        for sync in (one, two):
+            sync.subscription("room")(lambda ctx, params: {"messages": {"room": params["room"]}})
+        token = one.issue_token(sub="u1")
+        subs = {"a": {"name": "room", "params": {"room": "lobby"}}}
+        first, second = Raw(one.get_url(), token), Raw(two.get_url(), token)
+        raws += [first, second]
+        second.ok("pull", since=None, subs=subs, wait=0)  # node two tracks the table too
+        lagging.catch_up()
+        lagging._stop.set()  # its listener stops: it catches up only when asked
+        lagging._tailer.join()
+        page = first.ok("pull", since=None, subs=subs, wait=0)
+        cursor = {"epoch": page["epoch"], "seq": page["seq"], "sv": page["sv"], "subs": ["a"]}
+        one.sync("messages", "k", {"room": "lobby"})
+        held = first.ok("pull", since=cursor, subs=subs, wait=0)
+        assert held["changes"] == [["messages", "k", {"room": "lobby"}, ["a"]]]
+        cursor["seq"] = held["seq"]
+        one.sync("messages", "k", {"room": "dev"})  # k leaves the lobby
+        one.sync("messages", "other", {"room": "dev"})
+        answer = second.ok("pull", since=cursor, subs=subs, wait=0)  # the next pull lands on node two
+        assert ["messages", "k", None, []] in answer["changes"], answer
+    finally:
+        for raw in raws:
+            raw.close()
+        one.stop()
+        two.stop()
+
+
 def test_without_psycopg_the_module_imports_and_the_error_names_the_extra():
     import subprocess
     script = ("import sys; sys.modules['psycopg'] = None\n"
