@@ -715,84 +715,73 @@ def test_a_cursor_from_a_node_ahead_is_not_reset(nodes):
     assert b.seq == seq
 
 
-def test_a_first_visit_on_a_lagging_node_sees_every_write_answered_before_it_asked(url):
+@pytest.fixture
+def lagging_pair(url):
+    """Two started nodes on one database, ``(one, two, stop_listening)``: ``stop_listening()`` stops
+    node two's listener after it caught up, so it lags until something asks it to catch up."""
+    one = DSNSync(port=0, store=PostgresStore(url))
+    lagging = PostgresStore(url)
+    lagging.safety_interval = 60
+    two = DSNSync(port=0, store=lagging)
+
+    def stop_listening():
+        lagging.catch_up()
+        lagging._stop.set()
+        lagging._tailer.join()
+    try:
+        yield one, two, stop_listening
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_a_first_visit_on_a_lagging_node_sees_every_write_answered_before_it_asked(lagging_pair, make_raw):
     """A CI run: right after a client had every write, fresh pulls on the two workers of one
     app disagreed: the node whose listener had not caught up yet handed out a reset without the
     newest rows.  A reset's first page now reads what other nodes committed first."""
-    from conftest import Raw
-    one = DSNSync(port=0, store=PostgresStore(url))
-    lagging = PostgresStore(url)
-    lagging.safety_interval = 60
-    two = DSNSync(port=0, store=lagging)
-    raws = []
-    try:
-        one.define_table("notes", SPEC)
-        one.sync("notes", "n0", {"v": 0})
-        one.start()
-        two.start()
-
-        @two.subscription("all")
-        def everything(ctx, params):
-            return {"notes": True}
-        lagging.catch_up()
-        lagging._stop.set()  # its listener stops: it lags until something asks it to catch up
-        lagging._tailer.join()
-        one.sync("notes", "n1", {"v": 1})
-        assert lagging.seq < one.stats()["seq"]
-        raw = Raw(two.get_url(), two.issue_token(sub="u1"))
-        raws.append(raw)
-        page = raw.ok("pull", since=None, wait=0)
-        assert set(page["records"]["notes"]) == {"n0", "n1"}, page["records"]
-        one.sync("notes", "n2", {"v": 2})
-        page = raw.ok("pull", since=None, subs={"a": {"name": "all", "params": {}}}, wait=0)
-        assert set(page["records"]["notes"]) == {"n0", "n1", "n2"}, page["records"]
-    finally:
-        for raw in raws:
-            raw.close()
-        one.stop()
-        two.stop()
+    one, two, stop_listening = lagging_pair
+    one.define_table("notes", SPEC)
+    one.sync("notes", "n0", {"v": 0})
+    one.start()
+    two.start()
+    two.subscription("all")(lambda ctx, params: {"notes": True})
+    stop_listening()
+    one.sync("notes", "n1", {"v": 1})
+    assert two._store.seq < one.stats()["seq"]
+    raw = make_raw(two, two.issue_token(sub="u1"))
+    page = raw.ok("pull", since=None, wait=0)
+    assert set(page["records"]["notes"]) == {"n0", "n1"}, page["records"]
+    one.sync("notes", "n2", {"v": 2})
+    page = raw.ok("pull", since=None, subs={"a": {"name": "all", "params": {}}}, wait=0)
+    assert set(page["records"]["notes"]) == {"n0", "n1", "n2"}, page["records"]
 
 
-def test_a_node_that_caught_up_past_a_rows_middle_state_still_tells_its_departure(url):
+def test_a_node_that_caught_up_past_a_rows_middle_state_still_tells_its_departure(lagging_pair, make_raw):
     """Review: PostgreSQL keeps a key's latest state only, so a node that caught up two changes of a
     row in one step knew nothing of the middle one; a client whose cursor lay between them (served
     by the other node) held the row through a subscription, yet got no departure when it left."""
-    from conftest import Raw
-    one = DSNSync(port=0, store=PostgresStore(url))
-    lagging = PostgresStore(url)
-    lagging.safety_interval = 60
-    two = DSNSync(port=0, store=lagging)
-    raws = []
-    try:
-        one.define_table("messages", SPEC)
-        one.sync("messages", "m0", {"room": "dev"})
-        one.start()
-        two.start()
-        for sync in (one, two):
-            sync.subscription("room")(lambda ctx, params: {"messages": {"room": params["room"]}})
-        token = one.issue_token(sub="u1")
-        subs = {"a": {"name": "room", "params": {"room": "lobby"}}}
-        first, second = Raw(one.get_url(), token), Raw(two.get_url(), token)
-        raws += [first, second]
-        second.ok("pull", since=None, subs=subs, wait=0)  # node two tracks the table too
-        lagging.catch_up()
-        lagging._stop.set()  # its listener stops: it catches up only when asked
-        lagging._tailer.join()
-        page = first.ok("pull", since=None, subs=subs, wait=0)
-        cursor = {"epoch": page["epoch"], "seq": page["seq"], "sv": page["sv"], "subs": ["a"]}
-        one.sync("messages", "k", {"room": "lobby"})
-        held = first.ok("pull", since=cursor, subs=subs, wait=0)
-        assert held["changes"] == [["messages", "k", {"room": "lobby"}, ["a"]]]
-        cursor["seq"] = held["seq"]
-        one.sync("messages", "k", {"room": "dev"})  # k leaves the lobby
-        one.sync("messages", "other", {"room": "dev"})
-        answer = second.ok("pull", since=cursor, subs=subs, wait=0)  # the next pull lands on node two
-        assert ["messages", "k", None, []] in answer["changes"], answer
-    finally:
-        for raw in raws:
-            raw.close()
-        one.stop()
-        two.stop()
+    one, two, stop_listening = lagging_pair
+    one.define_table("messages", SPEC)
+    one.sync("messages", "m0", {"room": "dev"})
+    one.start()
+    two.start()
+    for sync in (one, two):
+        sync.subscription("room")(lambda ctx, params: {"messages": {"room": params["room"]}})
+    token = one.issue_token(sub="u1")
+    subs = {"a": {"name": "room", "params": {"room": "lobby"}}}
+    first, second = make_raw(one, token), make_raw(two, token)
+    second.ok("pull", since=None, subs=subs, wait=0)  # node two tracks the table too
+    stop_listening()
+    page = first.ok("pull", since=None, subs=subs, wait=0)
+    cursor = {"epoch": page["epoch"], "seq": page["seq"], "sv": page["sv"], "subs": ["a"]}
+    one.sync("messages", "k", {"room": "lobby"})
+    held = first.ok("pull", since=cursor, subs=subs, wait=0)
+    assert held["changes"] == [["messages", "k", {"room": "lobby"}, ["a"]]]
+    cursor["seq"] = held["seq"]
+    one.sync("messages", "k", {"room": "dev"})  # k leaves the lobby
+    one.sync("messages", "other", {"room": "dev"})
+    answer = second.ok("pull", since=cursor, subs=subs, wait=0)  # the next pull lands on node two
+    assert ["messages", "k", None, []] in answer["changes"], answer
 
 
 def test_without_psycopg_the_module_imports_and_the_error_names_the_extra():
