@@ -73,6 +73,7 @@ import base64
 import binascii
 import bisect
 import collections
+import contextlib
 import errno
 import hashlib
 import hmac
@@ -840,6 +841,11 @@ class _Subscriptions:
                 else:
                     routes.update((table, f.by, v) for v in f.fields[f.by])
         self.routes = routes  # what a change must touch to concern these (_Feed._touched)
+
+
+def _state_at(entry, since):
+    """``(seq, data, vals)`` of a subscribed row as it was at cursor ``since`` (Entry.prev), or None: unknown."""
+    return next((p for p in entry.prev or () if p[0] <= since), None)
 
 
 def _route_fields(held, table, routes):
@@ -1734,16 +1740,16 @@ class MemoryStore:
             vals = self._vals_of(entry)
             if any(f not in vals or (table, f, vals[f]) in routes for f in fields):
                 return True
-        for s, data, vals in entry.prev or ():
-            if s <= since:  # the row as it was at the cursor
-                if data is None:
-                    return False
-                return vals is None or any(f not in vals or (table, f, vals[f]) in routes for f in fields)
-        return True  # its state at the cursor is unknown: the filters decide
+        state = _state_at(entry, since)
+        if state is None:
+            return True  # its state at the cursor is unknown: the filters decide
+        _, data, vals = state
+        return data is not None and (vals is None or any(f not in vals or (table, f, vals[f]) in routes
+                                                         for f in fields))
 
     def _held_before(self, entry, held, since, view):
         """Might a client at cursor ``since`` hold ``entry`` through ``held`` ([(id, _Filter)]) under ``view``?"""
-        state = next((p for p in entry.prev or () if p[0] <= since), None)  # the row as it was at `since`
+        state = _state_at(entry, since)
         if state is None:
             return True  # its state at that cursor is unknown: tell it the row left, to be safe
         _, data, vals = state
@@ -4095,19 +4101,6 @@ class _Wait:
         self.phase = 0.0  # where in each round of the feed's stream spacing its messages go (0..1)
 
 
-class _NoHold:
-    """``with`` that holds nothing: a write on a store with no hold pool takes its key's lock later."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NO_HOLD = _NoHold()
-
-
 class _Engine:
     """Everything between a POST body and its sealed answer; it knows nothing of sockets.
 
@@ -4696,7 +4689,7 @@ class _Engine:
             first = (store.shared and type(table) is str and type(key) is str and 0 < len(key) <= MAX_KEY_LENGTH
                      and (state.write is None or table in state.write) and table in store.tables
                      and ((table, m.get("op")) in self.handlers or self.any_table))
-            with store.hold_first(("key", table, key)) if first else _NO_HOLD:
+            with store.hold_first(("key", table, key)) if first else contextlib.nullcontext():
                 return self._write_held(state, m, mid, view)
         except StoreError:
             # Not the write's answer: nothing was applied, nothing is remembered, and a retry
