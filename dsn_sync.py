@@ -440,7 +440,7 @@ class _TokenState:
         self.write = _rights(claims.get("write", "*"))
         self.view = None
         self.subs = None  # {name + params JSON: resolved filters}, filled by _Engine._resolve_subs
-        self.subs_text = 0  # the characters of its keys, counted in the engine's total
+        self.subs_text = 0  # the characters of its keys, counted in the engine's total; -1 once evicted
 
 
 def _rights(value):
@@ -4446,6 +4446,8 @@ class _Engine:
         if size > self.max_cached_params:
             return False
         with self._held_lock:
+            if state.subs_text < 0:
+                return False  # the keyring let go of it while this pull ran: nothing would give this back
             if len(cache) >= 256 or state.subs_text + size > self.max_token_subs_text:
                 self._subs_text -= state.subs_text
                 cache.clear()
@@ -4461,7 +4463,8 @@ class _Engine:
         """The keyring let go of ``state``: its resolved subscriptions no longer count."""
         with self._held_lock:
             self._subs_text -= state.subs_text
-            state.subs_text = 0
+            state.subs_text = -1  # gone: a pull of it still running keeps nothing more (_cache_sub)
+            state.subs = None
 
     def _compile_sub(self, state, sid, name, params):
         """Call the app's subscription function and turn its answer into filters; _SubRefused if it says no."""

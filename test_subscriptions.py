@@ -1084,6 +1084,26 @@ def test_kept_subscriptions_are_bounded_by_the_text_of_their_values_not_only_the
     assert engine._subs_text == sum(sum(map(len, state.subs or ())) for state in states), "an evicted token still counts"
 
 
+def test_a_pull_still_running_when_its_token_is_evicted_leaves_nothing_counted(server, make_raw):
+    """A pull resolves its token's state, the keyring lets go of that state (other tokens came), then
+    the pull resolves its subscriptions: what it would cache is never given back (no later eviction
+    of that state), so the all-tokens count drifted up until every pull was resolved afresh."""
+    sync = server()
+    fill(sync, ["lobby"])
+    engine = sync._engine
+    raw = make_raw(sync, sync.issue_token(sub="slow", read=["messages", "rooms"]))
+    raw.ok("hello")
+    (state,) = [s for s in engine.keyring._cache.values() if s.sub == "slow"]
+    engine.keyring.cache_size = 1
+    make_raw(sync, sync.issue_token(sub="next")).ok("hello")  # evicts "slow" while its pull would be running
+    assert state.kid not in engine.keyring._cache
+    before = engine._subs_text
+    resolved = engine._resolve_subs(state, {"a": room_sub("lobby"), "b": room_sub("other")})
+    assert set(resolved) == {"a", "b"}  # the pull itself is answered as before
+    live = list(engine.keyring._cache.values())
+    assert engine._subs_text == before == sum(sum(map(len, s.subs or ())) for s in live)
+
+
 def test_a_client_with_the_most_subscriptions_a_pull_may_name_is_not_resolved_again_each_pull(server, make_raw):
     """The review of the bound above: at 8,192 characters per token, 64 subscriptions of about 150
     characters each were all resolved again (the app's functions called) on every pull."""
