@@ -170,6 +170,16 @@ def serving_pids(port):
 # =============================================================================
 
 
+def at_a_terminal():
+    """``preexec_fn`` for a child the test will Ctrl-C: SIGINT as a terminal's foreground process has it.
+
+    A runner started in the background of a shell without job control (``.ci/run &`` in a
+    script, nohup) passes SIGINT on ignored, and Python then leaves it ignored: rightly so, and
+    dsn-sync too (it catches only the signals a program left at their defaults), but then a
+    test's SIGINT would say nothing of what Ctrl-C does to a program run in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago (for a child process that must be told one)."""
     with socket.socket() as s:

@@ -23,7 +23,7 @@ import uuid
 import pytest
 
 import dsn_sync
-from conftest import free_port, wait_until
+from conftest import at_a_terminal, free_port, wait_until
 from dsn_sync import DSNSync, DSNError
 
 MODULE = os.path.abspath(dsn_sync.__file__)
@@ -112,7 +112,7 @@ def test_the_seed_backend_keeps_serving_and_stops_cleanly(tmp_path, last, signum
     script = tmp_path / "shop.py"
     script.write_text(SHOP.format(port=port, last=last))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=str(tmp_path), env=child_env(DSN_SYNC_SECRET=SECRET_HEX),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=at_a_terminal)
     try:
         assert serving(port, proc), "the script ended instead of serving: exit %r, stderr %s" % (
             proc.poll(), proc.stderr.read() if proc.poll() is not None else "")

@@ -56,7 +56,7 @@ README = ROOT / "README.md"
 sys.path.insert(0, str(ROOT))
 
 import dsn_sync  # noqa: E402
-from conftest import wait_until  # noqa: E402
+from conftest import at_a_terminal, wait_until  # noqa: E402
 
 MARKER = re.compile(r"^<!--\s*run:\s*(.*?)\s*-->$")
 KINDS = {"shell", "shell-server", "python", "python-backend", "browser-page", "python-fragment",
@@ -118,7 +118,7 @@ class Proc:
 
     def __init__(self, args, **kwargs):
         self.p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  start_new_session=True, **kwargs)
+                                  start_new_session=True, preexec_fn=at_a_terminal, **kwargs)
         self.lines, self._q = [], queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
