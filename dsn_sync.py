@@ -4230,20 +4230,32 @@ class _Engine:
             result = _error_answer(e)
         return self._seal(state, nonce, ep, result)
 
-    def _open_frame(self, path, body):
-        """(token state, request nonce, plaintext) of an authentic frame; _HTTPFault 400/401 otherwise."""
-        if len(body) < 3 or body[0] != PROTOCOL_VERSION:
+    def claimed(self, head, whole=True):
+        """(token state, kid length) of the token a frame names, before its tag is checked; _HTTPFault 400/401.
+
+        The kid is the server's own seal, so a made-up one is refused here;
+        but that the sender holds the token's secret is known only once the
+        tag checks (``_open_frame``).  ``head`` is the frame, or with
+        ``whole=False`` its first bytes (a body still coming in): at least
+        ``3 + max_kid`` of them, or all there are.
+        """
+        if len(head) < 3 or head[0] != PROTOCOL_VERSION:
             raise _HTTPFault(400, "not a frame")
-        kid_len = (body[1] << 8) | body[2]
-        if not 0 < kid_len <= self.max_kid or len(body) < 3 + kid_len + OVERHEAD:
+        kid_len = (head[1] << 8) | head[2]
+        if not 0 < kid_len <= self.max_kid or len(head) < 3 + kid_len + (OVERHEAD if whole else 0):
             raise _HTTPFault(400, "bad kid length")
         try:
-            kid = bytes(body[3:3 + kid_len]).decode("ascii")
+            kid = bytes(head[3:3 + kid_len]).decode("ascii")
         except UnicodeDecodeError:
             raise _HTTPFault(400, "kid is not ASCII")
         state = self.keyring.resolve(kid)
         if state is None or state.jti in self.revoked:
             raise _HTTPFault(401, "unknown or revoked token")
+        return state, kid_len
+
+    def _open_frame(self, path, body):
+        """(token state, request nonce, plaintext) of an authentic frame; _HTTPFault 400/401 otherwise."""
+        state, kid_len = self.claimed(body)
         sealed = bytes(body[3 + kid_len:])
         plain = open(state.c2s, _REQ_LABEL + path.encode("ascii"), sealed)
         if plain is None:
@@ -6709,13 +6721,13 @@ class _ASGIDoor(Transport):
 
     max_queued = 8  # stream messages waiting for a slow client before the feed holds back
     # Frames of one user in the loop's worker threads at once (a user token's, by its sub: all its
-    # tokens together; or, for a frame too large to open on the loop, its client address's); the
-    # rest wait their turn, so one user's long batches or slow handlers cannot take every worker.
+    # tokens together; a frame too large to open on the loop, by the sub its kid names); the rest
+    # wait their turn, so one user's long batches or slow handlers cannot take every worker.
     max_offloaded_per_user = max(2, min(32, (os.cpu_count() or 1) + 4) // 3)  # a third of asyncio's default pool
     max_buffered = _Server.max_buffered  # bytes of request bodies being received, across the door's requests
-    max_buffered_per_address = _Server.max_buffered_per_address  # of which one client address may hold
+    max_buffered_per_address = _Server.max_buffered_per_address  # of which one user (or, with an app token, address) may hold
     max_unsent = _Server.max_unsent  # bytes of large answers and stream messages being sent, across the door's requests
-    max_unsent_per_address = _Server.max_unsent_per_address  # of the stream messages, what one client address may hold
+    max_unsent_per_address = _Server.max_unsent_per_address  # of those, what one client address may hold
     piece = 65536  # a larger answer goes out in pieces of this size, so the server's flow control applies
 
     def __init__(self, sync, inline_handlers=False):
@@ -6726,11 +6738,12 @@ class _ASGIDoor(Transport):
         self._deadlines = None  # _Deadlines of that loop
         self._cors_for = (None, ())  # (origins it was made for, the CORS header pairs for "*")
         self.buffered = self.unsent = 0  # bytes counted against max_buffered and max_unsent (on the loop)
-        self._buffered_by = {}  # {client address (an IPv6 one by its /64): its part of buffered} (on the loop)
+        self._buffered_by = {}  # {("user", sub) or ("address", client address, an IPv6 one by its /64): its part of buffered} (on the loop)
         # Stream messages queued for, or just handed to, clients: counted against max_unsent too.
         # The feed thread adds, the loop takes away: under a lock of their own.
         self.streamed = 0
         self._streamed_by = {}  # {client address: its part of streamed}, at most max_unsent_per_address
+        self._unsent_by = {}  # {client address: its part of unsent} (on the loop)
         self._stream_lock = threading.Lock()
         self._turns = {}  # user or address -> _Turn (on the loop)
 
@@ -6749,15 +6762,16 @@ class _ASGIDoor(Transport):
         headers = _asgi_headers(scope, method)
         origin = headers.get("origin")
         engine = sync._engine
+        peer = _peer(tuple(scope.get("client") or ()))
         refusal = _refusal(engine, sync._static, sync._max_body, method, path, headers)
         if refusal is not None:
             status, body, extra, content_type = refusal
-            return await self._respond(send, status, body, extra, content_type, origin, head_only=method == "HEAD")
-        peer = _peer(tuple(scope.get("client") or ()))
-        body = await self._read(receive, _content_length(headers), peer)
+            return await self._respond(send, status, body, extra, content_type, origin, head_only=method == "HEAD",
+                                       peer=peer)
+        body = await self._read(receive, _content_length(headers), peer, engine)
         if body is None:
             return None  # the client left
-        if body.__class__ is int:  # 408: not all of it within body_timeout; 503: max_buffered is full
+        if body.__class__ is int:  # 408: not all within body_timeout; 503: max_buffered is full; 400, 401: no token
             return await self._respond(send, body, b"", "Connection: close\r\n", None, origin)
         try:
             reply = await self._handle(engine, path, body, peer)
@@ -6768,13 +6782,15 @@ class _ASGIDoor(Transport):
         except Exception:
             log.exception("unexpected error answering %s", path)
             return await self._respond(send, 500, b"", "", None, origin)
+        if len(reply) > self.piece and not self._reserve(len(reply), peer):
+            return await self._respond(send, 503, b"", "Connection: close\r\n", None, origin)
         headers = [(b"content-length", b"%d" % len(reply)), (b"content-type", b"application/octet-stream"),
                    (b"cache-control", b"no-store")]
         headers += self._cors(origin)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         if len(reply) <= self.piece:
             return await send({"type": "http.response.body", "body": reply})
-        await self._send_large(send, reply)
+        await self._send_large(send, reply, peer)
 
     async def _handle(self, engine, path, body, peer):
         """``engine.handle()`` on the event loop or in a worker thread, as _ASGILanes decides."""
@@ -6785,9 +6801,16 @@ class _ASGIDoor(Transport):
         if not inline:
             import asyncio
             # Whose turn: an opened frame's user (authenticated: a forged frame never got this far); an
-            # app token's frames (no sub: the app's own, or shared by design) take none; a frame too
-            # large to open on the loop, its client address's.
-            who = ("address", peer) if opened is None else opened[0].owner
+            # app token's frames (no sub: the app's own, or shared by design) take none.  A frame too
+            # large to open on the loop takes the turn of the user its kid names (a made-up kid is
+            # refused here), so one user's large frames from many addresses still take only theirs;
+            # one naming an app token, its client address's.
+            if opened is not None:
+                who = opened[0].owner
+            else:
+                who = engine.claimed(body)[0].owner
+                if who[0] == "token":
+                    who = ("address", peer)
             turn = None
             if who[0] != "token":
                 turn = self._turns.get(who)
@@ -6854,14 +6877,20 @@ class _ASGIDoor(Transport):
             book = self._deadlines = _Deadlines(loop)
         return book.bound(asyncio.current_task(), seconds)
 
-    async def _read(self, receive, length, peer):
+    async def _read(self, receive, length, peer, engine):
         """The body (at most ``length`` bytes, else b"": not a frame), None if the client left, or a
         status: 408 when it is not all here within ``body_timeout``, 503 when ``max_buffered`` is full
-        or ``peer`` holds its share of it (so one host cannot refuse everyone's large writes; behind
-        a proxy every client is the proxy, which should buffer bodies itself)."""
+        or the sender holds its share of it, 400 or 401 when a body that comes in pieces does not name
+        a token of this server in its first bytes (then nothing more of it is read).
+
+        What a body in pieces holds counts against ``max_buffered`` as the user's its kid names, or
+        the client address's for an app token's (behind a proxy every client is the proxy, which
+        should buffer bodies itself): so neither one user from many hosts nor many hosts without a
+        token can refuse everyone's large writes."""
         counted = 0
         by = self._buffered_by
         share = max(self.max_buffered_per_address, self.sync._max_body)
+        who = None  # whose share the body counts in, once its kid is known
         try:
             with self._bounded(self.sync._server_options["body_timeout"]):
                 message = await receive()
@@ -6874,12 +6903,21 @@ class _ASGIDoor(Transport):
                 while True:
                     if size > length:
                         return b""  # more than it said: not a frame (400 from the engine)
-                    more = size - counted
-                    if self.buffered + more > self.max_buffered or by.get(peer, 0) + more > share:
-                        return 503
-                    self.buffered += more
-                    by[peer] = by.get(peer, 0) + more
-                    counted = size
+                    if who is None:
+                        head = parts[0] if len(parts) == 1 else b"".join(parts)
+                        if len(head) >= 3 and len(head) >= 3 + min((head[1] << 8) | head[2], engine.max_kid):
+                            try:
+                                owner = engine.claimed(head, whole=False)[0].owner
+                            except _HTTPFault as fault:
+                                return fault.status
+                            who = owner if owner[0] == "user" else ("address", peer)
+                    if who is not None:  # until then at most a kid's bytes, not counted
+                        more = size - counted
+                        if self.buffered + more > self.max_buffered or by.get(who, 0) + more > share:
+                            return 503
+                        self.buffered += more
+                        by[who] = by.get(who, 0) + more
+                        counted = size
                     message = await receive()
                     if message["type"] == "http.disconnect":
                         return None
@@ -6892,18 +6930,28 @@ class _ASGIDoor(Transport):
         finally:
             if counted:
                 self.buffered -= counted
-                left = by.pop(peer) - counted
+                left = by.pop(who) - counted
                 if left:
-                    by[peer] = left
+                    by[who] = left
 
-    async def _send_large(self, send, body):
-        """A body over ``piece`` bytes, in pieces: the server's flow control holds each until the
-        client reads, ``body_timeout`` bounds the whole, and ``max_unsent`` the bytes so held.
-        Dropped or cut, the response is left incomplete and the server closes the connection."""
-        size = len(body)
-        if self.unsent + self.streamed + size > self.max_unsent:
-            return  # dropped at once, as the standalone server does
+    def _reserve(self, size, peer):
+        """Count an answer of ``size`` bytes against ``max_unsent`` and ``peer``'s share of it, before its
+        head goes out; False (answer 503 instead) when either is full.  As in the standalone server,
+        an address that holds nothing may send one answer however large; one client address's
+        answers and streams together hold at most ``max_unsent_per_address``, so one host that
+        stops reading many large answers cannot cut everyone else's."""
+        held = self._unsent_by.get(peer, 0) + self._streamed_by.get(peer, 0)
+        if self.unsent + self.streamed + size > self.max_unsent or (held and held + size > self.max_unsent_per_address):
+            return False
         self.unsent += size
+        self._unsent_by[peer] = self._unsent_by.get(peer, 0) + size
+        return True
+
+    async def _send_large(self, send, body, peer):
+        """A body over ``piece`` bytes that ``_reserve`` counted, in pieces: the server's flow control
+        holds each until the client reads, and ``body_timeout`` bounds the whole.  Cut, the response
+        is left incomplete and the server closes the connection."""
+        size = len(body)
         view = memoryview(body)
         try:
             with self._bounded(self.sync._server_options["body_timeout"]):
@@ -6912,8 +6960,13 @@ class _ASGIDoor(Transport):
                                 "more_body": at + self.piece < size})
         finally:
             self.unsent -= size
+            left = self._unsent_by.pop(peer) - size
+            if left:
+                self._unsent_by[peer] = left
 
-    async def _respond(self, send, status, body, extra, content_type, origin, head_only=False):
+    async def _respond(self, send, status, body, extra, content_type, origin, head_only=False, peer=None):
+        if not head_only and len(body) > self.piece and not self._reserve(len(body), peer):
+            status, body, extra, content_type = 503, b"", "Connection: close\r\n", None
         headers = [(b"content-length", b"%d" % len(body))]
         headers += self._cors(origin)
         if content_type:
@@ -6927,7 +6980,7 @@ class _ASGIDoor(Transport):
         await send({"type": "http.response.start", "status": status, "headers": headers})
         if head_only or len(body) <= self.piece:
             return await send({"type": "http.response.body", "body": b"" if head_only else body})
-        await self._send_large(send, body)
+        await self._send_large(send, body, peer)
 
     def _loop_post(self, loop):
         post = self._post
@@ -6942,7 +6995,7 @@ class _ASGIDoor(Transport):
         handle.peer = peer
         wait.transport = self
         if not self.sync._feed.park(wait):
-            return await self._respond(send, 200, self.sync._engine.answer_wait(wait), "", _FRAME_TYPE, origin)
+            return await self._respond(send, 200, self.sync._engine.answer_wait(wait), "", _FRAME_TYPE, origin, peer=peer)
 
         async def watch():  # the only way an ASGI app learns that its client left
             while (await receive())["type"] != "http.disconnect":
@@ -6953,7 +7006,7 @@ class _ASGIDoor(Transport):
         try:
             kind, data = await handle.get()
             if kind == "body":
-                return await self._respond(send, 200, data, "", _FRAME_TYPE, origin)
+                return await self._respond(send, 200, data, "", _FRAME_TYPE, origin, peer=peer)
             if kind == "close":  # stop(), or its token was revoked: as WSGI answers it (the client asks again)
                 return await self._respond(send, 503, b"", "", None, origin)
             if kind != "chunk":

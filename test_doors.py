@@ -1215,6 +1215,102 @@ def test_asgi_one_tokens_frames_cannot_take_every_worker_thread(tmp_path):
         door.stop()
 
 
+def _frame_head(raw):
+    """The first bytes of a frame of ``raw``'s token: version, kid length, kid (what names the token)."""
+    return b"\x01" + struct.pack(">H", len(raw.kid)) + raw.kid
+
+
+def _post_from(door, source, path, body, timeout=30):
+    """A socket at client address ``source`` that has sent POST prefix + ``path`` with ``body``."""
+    sock = socket.create_connection(("127.0.0.1", door.port), timeout=timeout, source_address=(source, 0))
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+                 % ((door.prefix + path).encode(), len(body)) + body)
+    return sock
+
+
+def test_asgi_one_users_large_frames_from_many_addresses_take_only_that_users_turn():
+    """An attack run: a frame over 16 KiB is not opened on the loop, and took its client address's
+    turn, so one user with frames padded past 16 KiB from six addresses held every worker thread
+    (another user's write went from 3 to 303 ms).  Now it takes the turn of the user its kid names."""
+    door = start_asgi()
+    try:
+        sync = door.sync
+        sync.define_table("slow", {"key": "id", "fields": None})
+        inside, gate = [], threading.Event()
+
+        def on_create(data, ctx):
+            inside.append(ctx.key)
+            gate.wait(30)
+            return True
+        sync.on_create("slow")(on_create)
+        raw = door.raw(sync.issue_token(sub="mallory", write=["slow"]))
+        raw.ok("hello")
+        share = door.mount.max_offloaded_per_user
+        socks = []
+        try:
+            for i in range(share + 3):
+                frame, _ = raw.frame({"op": "create", "table": "slow", "key": "k%d" % i, "data": {"pad": "x" * 17000},
+                                      "mid": "m%d" % i, "t": _now_ms()})
+                assert len(frame) > dsn_sync._ASGILanes.small
+                socks.append(_post_from(door, "127.0.0.%d" % (2 + i), raw.ep, frame))
+            _wait_for(lambda: len(inside) >= share, what="the user's share of the workers taken")
+            time.sleep(0.5)  # any frame that could take another worker has it now
+            assert len(inside) == share, "one user's large frames took %d workers, its share is %d" % (len(inside), share)
+        finally:
+            gate.set()
+        for sock in socks:
+            assert _read_until_closed(sock, 30).startswith(b"HTTP/1.1 200 ")
+        assert len(inside) == share + 3
+    finally:
+        door.stop()
+
+
+def test_asgi_a_body_in_pieces_that_names_no_token_is_refused_after_its_first_bytes():
+    """An attack run: four hosts without a token, each holding its 16 MiB share of bodies being
+    received, refused every large write (503).  A body that comes in pieces must name a token of
+    this server in its first bytes (its kid): else it is answered 400 or 401 at once, unread, and
+    nothing of it is counted."""
+    door = start_asgi()
+    try:
+        path = (door.prefix + door.base).encode()
+        forged = b"\x01\x00\x20" + b"A" * 32  # a kid this server never sealed
+        for head, status in ((b"x" * 100, b"400"), (forged, b"401")):
+            sock = door.socket()
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" % path + head)
+            time.sleep(0.2)
+            sock.sendall(b"y" * 60000)
+            answer = _read_until_closed(sock, 10)
+            assert answer.split(b" ")[1] == status, answer[:200]
+            assert door.mount.buffered == 0 and not door.mount._buffered_by
+    finally:
+        door.stop()
+
+
+def test_asgi_one_users_bodies_from_many_addresses_share_one_share():
+    """Bodies in pieces count as the user's their kid names, whatever address they come from."""
+    door = start_asgi()
+    door.sync._max_body = 200000
+    door.mount.max_buffered, door.mount.max_buffered_per_address = 4 << 20, 100000  # a share of 200,000
+    try:
+        raw = door.raw(door.sync.issue_token(sub="mallory"))
+        head = _frame_head(raw)
+        socks = []
+        for i, source in enumerate(("127.0.0.2", "127.0.0.3")):
+            sock = socket.create_connection(("127.0.0.1", door.port), timeout=10, source_address=(source, 0))
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 190000\r\n\r\n"
+                         % (door.prefix + door.base).encode() + head + b"x" * 120000)
+            socks.append(sock)
+            if not i:
+                _wait_for(lambda: door.mount._buffered_by.get(("user", "mallory"), 0) > 100000, what="the first body counted")
+        answer = _read_until_closed(socks[1], 10)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]  # the same user from another address: over its share
+        for sock in socks:
+            sock.close()
+        _wait_for(lambda: not door.mount.buffered and not door.mount._buffered_by, what="every byte given back")
+    finally:
+        door.stop()
+
+
 def test_asgi_the_apps_own_token_takes_no_turn(tmp_path):
     """A token without a sub is the app's (or shared by many clients by design): its frames are not
     held to one user's share of the workers."""
@@ -1264,7 +1360,7 @@ def test_asgi_a_body_that_trickles_is_cut_at_body_timeout():
     try:
         sock = door.socket()
         path = door.prefix + door.base
-        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n%s" % (path.encode(), b"x" * 100))
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n%s" % (path.encode(), _frame_head(door.raw())))
         time.sleep(0.3)
         assert door.raw().call("hello")[0] == 200  # another client, while this one trickles
         t0 = time.monotonic()
@@ -1286,7 +1382,7 @@ def test_asgi_bodies_being_received_are_bounded_across_requests():
         first, second = door.socket(), door.socket()
         for sock in (first, second):
             sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n" % path)
-            sock.sendall(b"x" * 90000)
+            sock.sendall(_frame_head(door.raw()) + b"x" * 90000)
             time.sleep(0.3)
         answer = _read_until_closed(second, 10)
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
@@ -1316,17 +1412,18 @@ def test_asgi_one_address_holds_only_its_share_of_bodies_being_received():
             sock.settimeout(10)
             sock.bind((source, 0))
             sock.connect(("127.0.0.1", door.port))
-            sock.sendall(head + b"x" * size)
+            sock.sendall(head + kid + b"x" * (size - len(kid)))
             return sock
+        kid = _frame_head(door.raw())  # the app's token: its bodies count as their client address's
         first = start("127.0.0.1", 150000)
-        _wait_for(lambda: door.mount._buffered_by.get("127.0.0.1") == 150000, what="the first body counted")
+        _wait_for(lambda: door.mount._buffered_by.get(("address", "127.0.0.1")) == 150000, what="the first body counted")
         second = start("127.0.0.1", 60000)  # 210,000 from 127.0.0.1: over its share
         answer = _read_until_closed(second, 10)
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
         other = start("127.0.0.2", 150000)
-        _wait_for(lambda: door.mount._buffered_by.get("127.0.0.2") == 150000, what="the other body counted")
+        _wait_for(lambda: door.mount._buffered_by.get(("address", "127.0.0.2")) == 150000, what="the other body counted")
         held = dict(door.mount._buffered_by)
-        assert sorted(held) == ["127.0.0.1", "127.0.0.2"] and min(held.values()) > 0, held
+        assert sorted(held) == [("address", "127.0.0.1"), ("address", "127.0.0.2")] and min(held.values()) > 0, held
         other.sendall(b"x" * 40000)  # the other address is read to the end: not a frame, but answered
         assert _read_until_closed(other, 10).split(b" ")[1] in (b"400", b"401"), "the other address was refused"
         for sock in (first, second, other):
@@ -1339,7 +1436,7 @@ def test_asgi_one_address_holds_only_its_share_of_bodies_being_received():
 def test_asgi_a_client_that_stops_reading_a_large_answer_is_cut():
     """A large answer goes out in pieces under the server's flow control; a client that stops
     reading is cut body_timeout later (a truncated body, then the close), and while such
-    answers hold max_unsent, another large one is dropped at once instead of queued."""
+    answers hold max_unsent, another large one is answered 503 at once instead of queued."""
     door = start_asgi(body_timeout=1.5)
     try:
         for i in range(PAGE_SIZE):  # a reset page of about 3 MB: more than the kernel's buffers take
@@ -1362,13 +1459,49 @@ def test_asgi_a_client_that_stops_reading_a_large_answer_is_cut():
         assert size > 3000000
         dropped = reset_pull(1 << 20)
         head, _, body = _read_until_closed(dropped, 5).partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 200 ") and body == b"", (head[:100], len(body))  # never queued
+        assert head.startswith(b"HTTP/1.1 503 ") and body == b"", (head[:100], len(body))  # never queued
         assert raw.call("hello")[0] == 200  # small answers are not held back
         time.sleep(2.5)  # past body_timeout (1.5 s), plus the once-a-second check
         head, _, body = _read_until_closed(stalled, 10).partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ") and len(body) < size, (head[:100], len(body), size)
         assert door.mount.unsent == 0
         assert raw.ok("pull", since=None, wait=0)["reset"] is True  # served whole again
+    finally:
+        door.stop()
+
+
+def test_asgi_one_address_that_stops_reading_large_answers_holds_only_its_share():
+    """An attack run: one read-only user's 80 reset pulls of 4 MiB from one address, never read,
+    filled max_unsent, and every other client's large answer was cut (29 of 31 resets failed).
+    As in the standalone server, one client address's large answers and streams hold at most
+    max_unsent_per_address; past it that address is answered 503, and others are served whole."""
+    door = start_asgi(body_timeout=5)
+    try:
+        for i in range(PAGE_SIZE):  # a reset page of about 3 MB
+            door.sync.sync("items", "big%d" % i, {"blob": "y" * 1000000})
+        raw = door.raw(door.sync.issue_token(sub="viewer", read=["items"], write=[]))
+        raw.cursor()
+        door.mount.max_unsent, door.mount.max_unsent_per_address = 64 << 20, 3500000
+
+        def reset_pull(source, rcvbuf=1 << 20):
+            frame, _ = raw.frame({"op": "pull", "since": None, "wait": 0, "t": _now_ms()}, raw.ep)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(10)
+            sock.bind((source, 0))
+            sock.connect(("127.0.0.1", door.port))
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                         % ((door.prefix + raw.ep).encode(), len(frame), frame))
+            return sock
+        stalled = reset_pull("127.0.0.2", 4096)
+        _wait_for(lambda: door.mount.unsent > 3000000, what="the stalled answer counted")
+        again = _read_until_closed(reset_pull("127.0.0.2"), 5)
+        assert again.startswith(b"HTTP/1.1 503 "), again[:100]  # the same address: over its share
+        other = _read_until_closed(reset_pull("127.0.0.3"), 10)
+        head, _, body = other.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and len(body) > 3000000, (head[:100], len(body))
+        stalled.close()
+        _wait_for(lambda: not door.mount.unsent and not door.mount._unsent_by, what="every byte given back", timeout=15)
     finally:
         door.stop()
 
