@@ -389,7 +389,8 @@ export interface DSNClient<T extends DSNTables<T> = DSNAnyTables> {
 
 /** Starts a client and returns it at once; it connects in the background.
  *
- * @param url "http(s)://host:port[/prefix]/sync/<instance>", as DSNSync.get_url() gives it
+ * @param url "http(s)://host:port[/prefix]/sync/<instance>", as DSNSync.get_url() gives it; in a page,
+ *   also a path ("/prefix/sync/<instance>"), taken as the page's origin's
  * @param token "dsn1.<kid>.<secret>" from the backend, or a function that returns one
  * @throws DSNError `bad_url`, `bad_token`, `no_fetch`; RangeError for a `wait` outside 0..30
  */

@@ -752,7 +752,7 @@ function parseToken(token) {
     }
   }
   if (!secret || secret.length !== 32) {
-    throw new DSNError('bad_token', 'a dsn-sync token looks like "dsn1.<kid>.<secret>" (from DSNSync.get_token() on the server)');
+    throw new DSNError('bad_token', 'a dsn-sync token looks like "dsn1.<kid>.<secret>" (from DSNSync.issue_token() or get_token() on the server)');
   }
   return { kid: parts[1], tokenSecret: secret };
 }
@@ -1383,7 +1383,9 @@ function isStreamAnswer(response) {
 function parseSyncUrl(url) {
   let parsed;
   try {
-    parsed = new URL(url);
+    // In a page, a path is the page's own origin's ("/dsn/sync/<instance>": get_url('/dsn') under a mount).
+    const page = globalThis.location?.href;
+    parsed = new URL(url, typeof page === 'string' && /^https?:/.test(page) ? page : undefined);
   } catch {
     parsed = null;
   }
@@ -1391,7 +1393,7 @@ function parseSyncUrl(url) {
   const basePath = at < 0 ? '' : parsed.pathname.slice(at).replace(/\/+$/, '');
   const instance = basePath.slice('/sync/'.length);
   if (!parsed || !/^https?:$/.test(parsed.protocol) || !instance || instance.includes('/')) {
-    throw new DSNError('bad_url', `a dsn-sync URL looks like "http://host:port/sync/<instance>" (from DSNSync.get_url()), not ${JSON.stringify(String(url))}`);
+    throw new DSNError('bad_url', `a dsn-sync URL looks like "http://host:port/sync/<instance>", or under a mount "https://example.com/<prefix>/sync/<instance>" (from DSNSync.get_url()), not ${JSON.stringify(String(url))}`);
   }
   return { origin: parsed.origin, prefix: parsed.pathname.slice(0, at), basePath, instance };
 }

@@ -2289,6 +2289,11 @@ def test_a_url_that_is_not_a_sync_url_is_refused_by_connect(server):
             dsn_sync.connect(url, server.get_token())
     # a mount whose prefix holds /sync/ (app.mount('/sync', ...)): the last /sync/ starts the path
     assert dsn_sync._split_url("https://h.example/sync/sync/00aa") == ("https", "h.example", None, "/sync", "/sync/00aa")
+    # get_url('/dsn') gives a path, which a page resolves against its own origin; here it needs the host
+    path = server.get_url("/dsn")
+    assert path.startswith("/dsn/sync/")
+    with pytest.raises(ValueError, match=r"needs the whole sync URL, with its host, got the path '/dsn/sync/"):
+        dsn_sync.connect(path, server.get_token())
 
 
 def _wrong_url(sync):

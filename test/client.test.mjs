@@ -326,6 +326,18 @@ test('bad arguments fail at once with DSNError', () => {
   assert.throws(() => connectDSN(shared.url, 42), isCode('bad_token'));
 });
 
+test('in a page, a path is a sync URL of the page\'s origin (get_url(\'/dsn\') under a mount); elsewhere it is bad_url', (t) => {
+  assert.throws(() => _internals.parseSyncUrl('/dsn/sync/00aa'), isCode('bad_url'));  // Node: no page to resolve it against
+  const had = Object.getOwnPropertyDescriptor(globalThis, 'location');
+  t.after(() => (had ? Object.defineProperty(globalThis, 'location', had) : delete globalThis.location));
+  Object.defineProperty(globalThis, 'location', { value: { href: 'https://app.example/notes/today?x=1' }, configurable: true });
+  assert.deepEqual(_internals.parseSyncUrl('/dsn/sync/00aa'),
+    { origin: 'https://app.example', prefix: '/dsn', basePath: '/sync/00aa', instance: '00aa' });
+  assert.deepEqual(_internals.parseSyncUrl('http://other.example:3000/sync/00bb').origin, 'http://other.example:3000');
+  Object.defineProperty(globalThis, 'location', { value: { href: 'file:///home/me/page.html' }, configurable: true });
+  assert.throws(() => _internals.parseSyncUrl('/dsn/sync/00aa'), isCode('bad_url'));  // a file: page has no server to ask
+});
+
 test('401: a revoked string token stops the client, keeps the queued writes, rejects ready', async (t) => {
   const { token } = await shared.cmd({ cmd: 'mint', claims: {} });
   await shared.cmd({ cmd: 'revoke', token });
