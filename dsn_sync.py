@@ -7706,7 +7706,16 @@ class DSNSync:
         # Claimed now, not at the first request: a second worker process of this app then fails
         # as it loads (gunicorn stops with "Worker failed to boot"), instead of answering 500.
         with self._lock:
-            self._claim_process()
+            try:
+                self._claim_process()
+            except RuntimeError as refusal:
+                if not _in_uvicorn_worker():
+                    raise
+                # An app that makes its WSGI door as uvicorn loads it (Django's recipe serves both):
+                # uvicorn starts a worker that fails as it loads again, for ever, unless it exits
+                # with its startup-failure status, which stops the server (as the lifespan's does).
+                log.error("%s", refusal)
+                raise SystemExit(3) from refusal
         self._served = self._mounted = True
         return _WSGIDoor(self, max_wait, poll, max_held)
 

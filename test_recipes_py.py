@@ -194,6 +194,22 @@ def test_uvicorn_two_workers_on_one_sqlite_file_stop_instead_of_restarting_for_e
     assert "Traceback" not in app.log, app.log
 
 
+def test_django_under_uvicorn_two_workers_on_the_memory_store_stops_instead_of_restarting_for_ever(serve):
+    """A newcomer's walkthrough: the Django recipe makes its WSGI door as it loads (it serves both),
+    so the second worker failed as uvicorn loaded it, and uvicorn started it again every few
+    seconds, for ever.  It now exits with uvicorn's startup-failure status, and uvicorn stops."""
+    needs("django", "uvicorn")
+    app = serve("uvicorn", "--workers", "2", "--port", "{port}", "django_app:application", wait=False)
+    try:
+        app.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("uvicorn --workers 2 kept running the Django recipe on the memory store:\n" + app.log)
+    app._reader.join(5)
+    assert app.log.count("another worker process of this app (pid ") == 1, app.log
+    assert "db_connection_string='postgresql://...'" in app.log
+    assert "Traceback" not in app.log, app.log
+
+
 def test_gunicorn_two_workers_on_the_memory_store_are_refused(serve):
     needs("flask", "gunicorn")
     app = serve("gunicorn", "-w", "2", "-k", "gthread", "--threads", "8", "-b", "127.0.0.1:{port}", "flask_app:app",
