@@ -5303,6 +5303,17 @@ def _parse_head(head):
     return method, target.split("?", 1)[0], headers, keep_alive
 
 
+def _prefix_left(base, path):
+    """The mount prefix still in front of a mounted door's ``path`` (``/dsn`` of ``/dsn/sync/<instance>``
+    or ``/dsn/dsn_client.js``), or None: the app in front did not hand it over as root_path or SCRIPT_NAME."""
+    at = path.rfind(base)
+    if at > 0 and path[at + len(base):at + len(base) + 1] in ("", "/"):
+        return path[:at]
+    if path.endswith("/dsn_client.js") and len(path) > len("/dsn_client.js"):
+        return path[:-len("/dsn_client.js")]
+    return None
+
+
 def _refusal(engine, static, max_body, method, path, headers):
     """The transport answer for a request that never reaches the engine, in PROTOCOL.md's order; None to go on.
 
@@ -6171,6 +6182,8 @@ class _WSGIDoor(Transport):
         refusal = _refusal(engine, self.sync._static, self.sync._max_body, method, path, headers)
         if refusal is not None:
             status, body, extra, content_type = refusal
+            if status in (404, 405):
+                self.sync._prefix_hint(path, "SCRIPT_NAME")
             return self._respond(start_response, status, b"" if method == "HEAD" else body,
                                  extra, content_type, headers["origin"], len(body))
         body = self._read(environ["wsgi.input"], int(headers["content-length"]))
@@ -6766,6 +6779,8 @@ class _ASGIDoor(Transport):
         refusal = _refusal(engine, sync._static, sync._max_body, method, path, headers)
         if refusal is not None:
             status, body, extra, content_type = refusal
+            if status in (404, 405):
+                sync._prefix_hint(path, "root_path")
             return await self._respond(send, status, body, extra, content_type, origin, head_only=method == "HEAD",
                                        peer=peer)
         body = await self._read(receive, _content_length(headers), peer, engine)
@@ -8024,6 +8039,18 @@ class DSNSync:
                 "tables": len(store.tables), "bytes_in": server.bytes_in if server else 0,
                 "bytes_out": server.bytes_out if server else 0}
 
+    _prefix_warned = False
+
+    def _prefix_hint(self, path, name):
+        """Once: requests reach a mount with its prefix still in their path (an app that routes by prefix
+        but does not hand it over), so every client URL under the prefix misses."""
+        prefix = None if self._prefix_warned else _prefix_left(self._engine.base, path)
+        if prefix:
+            self._prefix_warned = True
+            log.warning("dsn-sync got %s with its mount's prefix %s still in the path: the app in front must pass "
+                        "the prefix as %s and strip it from the path, or every client URL under %s gets 404 "
+                        "(README: Mounting in your app)", path[:200], prefix[:100], name, prefix[:100])
+
     def _static(self, path, method, headers):
         """A GET or HEAD: (status, body, extra headers, content type) for the transport to send.
 
@@ -8038,7 +8065,12 @@ class DSNSync:
             text = ("dsn-sync: %s is not a page. Sync URLs take POST frames from dsn_client.js; "
                     "GET /dsn_client.js (under the mount's prefix, if any) is the client, <sync URL>/inspect "
                     "the inspector.\n" % path)
-            if path.startswith("/sync/") and not path.startswith(self._engine.base + "/") and path != self._engine.base:
+            prefix = _prefix_left(self._engine.base, path) if self._mounted else None
+            if prefix:
+                text += ("This path still starts with its mount's prefix, %s: the app in front must pass the prefix "
+                         "as the ASGI scope's root_path or WSGI's SCRIPT_NAME, and strip it from the path (README: "
+                         "Mounting in your app).\n" % prefix)
+            elif path.startswith("/sync/") and not path.startswith(self._engine.base + "/") and path != self._engine.base:
                 # An old bookmark: an in-memory server (or one given a new secret) has a new instance per start.
                 text += ("This URL's instance is not this server's: a URL from before a restart with a new secret "
                          "(an in-memory server without one makes a new one each start). Get the sync URL again.\n")

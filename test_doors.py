@@ -1750,3 +1750,41 @@ def test_asgi_a_backend_batch_never_holds_the_loop(asgi_door):
     batch(10)
     status, answer = pending(10)
     assert status == 200 and answer["seq"] == sync.stats()["seq"]
+
+
+def test_a_wrapper_that_keeps_the_mount_prefix_in_the_path_is_told_how_to_hand_it_over(caplog):
+    """A newcomer's walkthrough: a Django wrapper that routed /dsn/... to the mount without setting
+    root_path got a 405 "not a page" for /dsn/dsn_client.js, and its clients a 404 that blamed
+    the URL, which did hold the prefix.  The answer and the log (once) now name root_path and
+    SCRIPT_NAME."""
+    import asyncio
+    sync = _new_sync()
+    try:
+        door, wsgi = sync.asgi_app(), sync.wsgi_app()
+        sync.get_url("http://127.0.0.1:1/dsn")
+
+        def asgi(method, path):
+            sent = []
+
+            async def receive():
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message):
+                sent.append(message)
+            scope = {"type": "http", "method": method, "path": path, "root_path": "", "client": ("127.0.0.1", 1),
+                     "headers": [(b"host", b"x"), (b"content-length", b"0")]}
+            asyncio.run(door(scope, receive, send))
+            return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+        with caplog.at_level("WARNING", logger="dsn_sync"):
+            status, text = asgi("GET", "/dsn/dsn_client.js")
+            assert status == 405 and b"still starts with its mount's prefix, /dsn: " in text and b"root_path" in text, text
+            assert asgi("POST", "/dsn/sync/%s" % sync.instance)[0] == 404
+            answers = []
+            wsgi({"REQUEST_METHOD": "POST", "PATH_INFO": "/dsn/sync/%s" % sync.instance, "SCRIPT_NAME": "",
+                  "CONTENT_LENGTH": "0", "wsgi.input": None}, lambda status, headers: answers.append(status))
+            assert answers[0].startswith("404")
+        said = [r.getMessage() for r in caplog.records if "still in the path" in r.getMessage()]
+        assert len(said) == 1 and "prefix /dsn still in the path" in said[0] and "root_path" in said[0], said
+        assert asgi("GET", "/dsn_client.js")[0] == 200  # handed over as it should be, nothing to say
+    finally:
+        sync.stop()

@@ -180,3 +180,26 @@ test(`${recipe} with dsn-sync mounted: first sync, a write, an offline reopen fr
   assert.doesNotMatch(again.log(), /Traceback/);
 });
 }
+
+test('the page says so when it cannot load the client (dsn-sync not mounted where the page imports it)', { skip: !support.ok && support.reason }, async (t) => {
+  // A newcomer's walkthrough: with dsn-sync mounted elsewhere, the module import failed, nothing
+  // ran, and "Log in" reloaded the page with nothing said but a 404 in the console.
+  const http = await import('node:http');
+  const fs = await import('node:fs');
+  const page = fs.readFileSync(path.join(root, 'examples', 'mounted.html'));
+  const server = http.createServer((req, res) => {
+    if (req.url === '/') res.writeHead(200, { 'Content-Type': 'text/html' }).end(page);
+    else res.writeHead(404).end();
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => server.close());
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const tab = await context.newPage();
+  await tab.goto(`http://127.0.0.1:${server.address().port}/`);
+  await waitFor(async () => (await tab.textContent('#error')).includes('could not load /dsn/dsn_client.js'), 'the message');
+  await tab.click('#login button');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(new URL(tab.url()).search, '', 'the login form was sent as a page load');
+  assert.match(await tab.textContent('#error'), /is dsn-sync mounted at \/dsn\?/);
+});
