@@ -1928,6 +1928,10 @@ class DSNClient {
     this._loaded.catch(() => {});
     this._onOnline = () => this._wakeAll();
     globalThis.addEventListener?.('online', this._onOnline);
+    // The browser lost its network: a long-poll in flight may hang until its timeout (25 s and
+    // more) before the status says so. Cut it: the next pull fails at once, and says offline.
+    this._onOffline = () => this._pullAbort?.abort();
+    globalThis.addEventListener?.('offline', this._onOffline);
 
     this._term = 0;                // counts leaderships; a loop of an earlier one ends
     this._leading = false;         // this tab holds the connection (always so without tabs)
@@ -3436,6 +3440,7 @@ class DSNClient {
     this._stopped = true;
     this._stopError = error;
     globalThis.removeEventListener?.('online', this._onOnline);
+    globalThis.removeEventListener?.('offline', this._onOffline);
     this._release?.();
     this._campaigning?.abort();
     // This tab's subscriptions go with it (the leader also learns it from the tab's lock).
