@@ -162,6 +162,9 @@ test(`${recipe} with dsn-sync mounted: first sync, a write, an offline reopen fr
   // The open tab finds the new URL refused, and drops the saved session: a tab opened now asks for the login.
   await waitFor(async () => (await page.getAttribute('#login', 'hidden')) === null, 'the login form again', 30000);
   assert.equal(await page.textContent('#error'), 'wrong_url: please log in again');
+  // The same in the tab that logged in before the restart and stayed open (it blamed the login's URL).
+  await waitFor(async () => (await second.textContent('#error')) === 'wrong_url: please log in again',
+    'the message in the tab that logged in', 30000);
   const tab = await context.newPage();
   await tab.goto(again.origin + '/');
   await waitFor(async () => (await tab.getAttribute('#login', 'hidden')) === null, 'the login form in a new tab');
