@@ -1228,6 +1228,19 @@ def _post_from(door, source, path, body, timeout=30):
     return sock
 
 
+def _gated_table(sync, name):
+    """Table ``name`` whose create handler records its key, then waits for ``gate``: (keys, gate)."""
+    sync.define_table(name, {"key": "id", "fields": None})
+    inside, gate = [], threading.Event()
+
+    def on_create(data, ctx):
+        inside.append(ctx.key)
+        gate.wait(30)
+        return True
+    sync.on_create(name)(on_create)
+    return inside, gate
+
+
 def test_asgi_one_users_large_frames_from_many_addresses_take_only_that_users_turn():
     """An attack run: a frame over 16 KiB is not opened on the loop, and took its client address's
     turn, so one user with frames padded past 16 KiB from six addresses held every worker thread
@@ -1235,14 +1248,7 @@ def test_asgi_one_users_large_frames_from_many_addresses_take_only_that_users_tu
     door = start_asgi()
     try:
         sync = door.sync
-        sync.define_table("slow", {"key": "id", "fields": None})
-        inside, gate = [], threading.Event()
-
-        def on_create(data, ctx):
-            inside.append(ctx.key)
-            gate.wait(30)
-            return True
-        sync.on_create("slow")(on_create)
+        inside, gate = _gated_table(sync, "slow")
         raw = door.raw(sync.issue_token(sub="mallory", write=["slow"]))
         raw.ok("hello")
         share = door.mount.max_offloaded_per_user
@@ -1317,14 +1323,7 @@ def test_asgi_the_apps_own_token_takes_no_turn(tmp_path):
     door = start_asgi(db_connection_string="sqlite:///%s" % tmp_path.joinpath("d.db"))
     try:
         sync = door.sync
-        sync.define_table("counted", {"key": "id", "fields": None})
-        inside, gate = [], threading.Event()
-
-        def on_create(data, ctx):
-            inside.append(ctx.key)
-            gate.wait(30)
-            return True
-        sync.on_create("counted")(on_create)
+        inside, gate = _gated_table(sync, "counted")
         token = sync.get_token()
         raws = [door.raw(token) for _ in range(door.mount.max_offloaded_per_user + 1)]
         for raw in raws:
