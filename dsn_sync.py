@@ -6797,15 +6797,13 @@ class _ASGIDoor(Transport):
         except Exception:
             log.exception("unexpected error answering %s", path)
             return await self._respond(send, 500, b"", "", None, origin)
-        if len(reply) > self.piece and not self._reserve(len(reply), peer):
-            return await self._respond(send, 503, b"", "Connection: close\r\n", None, origin)
+        if len(reply) > self.piece:  # counted against max_unsent first: 503 if it has no room
+            return await self._respond(send, 200, reply, "", _FRAME_TYPE, origin, peer=peer)
         headers = [(b"content-length", b"%d" % len(reply)), (b"content-type", b"application/octet-stream"),
                    (b"cache-control", b"no-store")]
         headers += self._cors(origin)
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        if len(reply) <= self.piece:
-            return await send({"type": "http.response.body", "body": reply})
-        await self._send_large(send, reply, peer)
+        await send({"type": "http.response.body", "body": reply})
 
     async def _handle(self, engine, path, body, peer):
         """``engine.handle()`` on the event loop or in a worker thread, as _ASGILanes decides."""
